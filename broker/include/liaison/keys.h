@@ -1,0 +1,49 @@
+// CURVE key pairs and the files that hold them.
+//
+// A secret key file ("NAME.key") holds the Z85 secret key on one line (lines
+// starting with '#' are comments) and must be readable by its owner only
+// (mode 0600 or stricter); the public key is derived from it. A public key
+// file ("NAME.pub") holds the 40-character Z85 public key.
+#ifndef LIAISON_KEYS_H_
+#define LIAISON_KEYS_H_
+
+#include <string>
+#include <string_view>
+
+#include "liaison/status.h"
+
+namespace liaison {
+
+struct CurveKeyPair {
+  std::string public_z85;  // 40 characters
+  std::string secret_z85;  // 40 characters
+};
+
+// A fresh key pair from libzmq (libsodium underneath).
+StatusOr<CurveKeyPair> GenerateCurveKeyPair();
+
+// Writes DIR/NAME.key (mode 0600) and DIR/NAME.pub (mode 0644), creating DIR.
+// Refuses to overwrite an existing key file.
+Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
+                         const CurveKeyPair& keys);
+
+// Loads a secret key file and derives its public key. Fails if the file is
+// missing, malformed, or readable by group or others.
+StatusOr<CurveKeyPair> LoadSecretKeyFile(const std::string& path);
+
+// Loads a public key file; returns the Z85 key.
+StatusOr<std::string> LoadPublicKeyFile(const std::string& path);
+
+// True if `z85` is a well-formed 40-character Z85 CURVE key.
+bool IsValidZ85Key(std::string_view z85);
+
+// Decodes a Z85 key to its 32 raw bytes; empty on error.
+std::string DecodeZ85Key(std::string_view z85);
+
+// A short, non-secret name for a public key in logs: the first 16 hex digits
+// of SHA-256 over the 32 raw key bytes.
+std::string KeyFingerprint(std::string_view raw_key_32);
+
+}  // namespace liaison
+
+#endif  // LIAISON_KEYS_H_

@@ -1,0 +1,88 @@
+// The wire contract in C++: frame commands, buffer verification, and the one
+// JSON <-> FlatBuffers conversion (FlatBuffers' own schema-driven parser and
+// printer over the binary schemas embedded at build time).
+//
+// Frame layout and the meaning of each command: docs/protocol.md.
+#ifndef LIAISON_WIRE_H_
+#define LIAISON_WIRE_H_
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "liaison/status.h"
+#include "liaison/wire/control_generated.h"
+#include "liaison/wire/envelope_generated.h"
+
+namespace reflection {
+struct Schema;
+}
+namespace flatbuffers {
+class Parser;
+}
+
+namespace liaison::wire {
+
+// Frame 0 of every multipart message names the command.
+inline constexpr std::string_view kHello = "HELLO";      // agent -> broker: Hello
+inline constexpr std::string_view kSend = "SEND";        // agent -> broker: Envelope
+inline constexpr std::string_view kAck = "ACK";          // agent -> broker: Ack
+inline constexpr std::string_view kWelcome = "WELCOME";  // broker -> agent: Welcome
+inline constexpr std::string_view kReceipt = "RECEIPT";  // broker -> agent: Receipt
+inline constexpr std::string_view kDeliver = "DELIVER";  // broker -> agent: Envelope
+
+inline constexpr uint16_t kSchemaVersion = 1;
+
+// Verifies `bytes` as an Envelope (file identifier "LSNE") or a Receipt
+// ("LSNR"), or an Ack / Hello / Welcome (no identifier). Returns nullptr
+// if the buffer is not a valid FlatBuffer of that type. The result points
+// into `bytes`.
+const Envelope* VerifyEnvelope(std::span<const uint8_t> bytes);
+const Receipt* VerifyReceipt(std::span<const uint8_t> bytes);
+const Ack* VerifyAck(std::span<const uint8_t> bytes);
+const Hello* VerifyHello(std::span<const uint8_t> bytes);
+const Welcome* VerifyWelcome(std::span<const uint8_t> bytes);
+
+// The binary schemas (.bfbs) this build was made with.
+const reflection::Schema& EnvelopeSchema();
+const reflection::Schema& ControlSchema();
+
+// Converts between JSON (the human form of every message) and FlatBuffers,
+// for one root table. Not thread-safe: the parser keeps state; use one codec
+// per thread. Construction deserialises the embedded schema (cheap, but not
+// for the per-message path).
+class JsonCodec {
+ public:
+  enum class Root { kEnvelope, kReceipt, kAck };
+  explicit JsonCodec(Root root);
+  ~JsonCodec();
+  JsonCodec(const JsonCodec&) = delete;
+  JsonCodec& operator=(const JsonCodec&) = delete;
+
+  // Parses JSON into a verified FlatBuffer. On error the message names the
+  // source, the line and the field (e.g. "referral.json:7: unknown field:
+  // subjekt"). `source_name` is used only for messages.
+  StatusOr<std::vector<uint8_t>> ToBinary(std::string_view json,
+                                          std::string_view source_name) const;
+
+  // Prints a FlatBuffer as JSON after verifying it. `pretty` indents; else
+  // the JSON is one line.
+  StatusOr<std::string> ToJson(std::span<const uint8_t> bytes, bool pretty) const;
+
+ private:
+  Root root_;
+  std::unique_ptr<flatbuffers::Parser> parser_;
+};
+
+// Current UTC time as RFC 3339 with milliseconds ("2026-11-24T09:30:00.123Z").
+std::string NowRfc3339();
+
+// A new message id: a ULID (26 characters, Crockford base32, time-ordered).
+std::string NewMessageId();
+
+}  // namespace liaison::wire
+
+#endif  // LIAISON_WIRE_H_

@@ -1,0 +1,136 @@
+#include "liaison/keys.h"
+
+#include <openssl/sha.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace liaison {
+namespace {
+
+// Reads the first non-comment, non-blank line of a key file.
+StatusOr<std::string> ReadKeyLine(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return Status::NotFound("cannot open key file " + path + ": " + std::strerror(errno));
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    auto start = line.find_first_not_of(" \t\r");
+    if (start == std::string::npos || line[start] == '#') continue;
+    auto end = line.find_last_not_of(" \t\r");
+    return line.substr(start, end - start + 1);
+  }
+  return Status::InvalidArgument("key file " + path + " holds no key");
+}
+
+Status WriteFile(const std::string& path, const std::string& text, mode_t mode) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, mode);
+  if (fd < 0) {
+    return Status::IoError("cannot create " + path + ": " + std::strerror(errno) +
+                           (errno == EEXIST ? " (remove it first to replace the key)" : ""));
+  }
+  ssize_t n = ::write(fd, text.data(), text.size());
+  int write_errno = errno;
+  if (::fsync(fd) != 0 || ::close(fd) != 0 || n != static_cast<ssize_t>(text.size())) {
+    return Status::IoError("cannot write " + path + ": " + std::strerror(write_errno));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+bool IsValidZ85Key(std::string_view z85) {
+  if (z85.size() != 40) return false;
+  uint8_t raw[32];
+  std::string copy(z85);
+  return zmq_z85_decode(raw, copy.c_str()) != nullptr;
+}
+
+std::string DecodeZ85Key(std::string_view z85) {
+  if (!IsValidZ85Key(z85)) return {};
+  uint8_t raw[32];
+  std::string copy(z85);
+  zmq_z85_decode(raw, copy.c_str());
+  return std::string(reinterpret_cast<char*>(raw), 32);
+}
+
+std::string KeyFingerprint(std::string_view raw_key_32) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(raw_key_32.data()), raw_key_32.size(), digest);
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 8; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+StatusOr<CurveKeyPair> GenerateCurveKeyPair() {
+  char pub[41], sec[41];
+  if (zmq_curve_keypair(pub, sec) != 0) {
+    return Status::Internal(std::string("zmq_curve_keypair failed: ") + zmq_strerror(zmq_errno()) +
+                            " (is libzmq built with CURVE support?)");
+  }
+  return CurveKeyPair{pub, sec};
+}
+
+Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
+                         const CurveKeyPair& keys) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IoError("cannot create directory " + dir + ": " + ec.message());
+  const std::string base = (std::filesystem::path(dir) / name).string();
+  LIAISON_RETURN_IF_ERROR(WriteFile(
+      base + ".key",
+      "# liaison CURVE secret key of " + name + ". Keep it secret: mode 0600, never share.\n" +
+          keys.secret_z85 + "\n",
+      0600));
+  return WriteFile(base + ".pub",
+                   "# liaison CURVE public key of " + name + ". Give this one to the broker operator.\n" +
+                       keys.public_z85 + "\n",
+                   0644);
+}
+
+StatusOr<CurveKeyPair> LoadSecretKeyFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::NotFound("secret key file " + path + ": " + std::strerror(errno) +
+                            " (create one with `liaison keygen`)");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::PermissionDenied("secret key file " + path +
+                                    " is readable by group or others; run `chmod 600 " + path + "`");
+  }
+  auto line = ReadKeyLine(path);
+  if (!line.ok()) return line.status();
+  if (!IsValidZ85Key(*line)) {
+    return Status::InvalidArgument("secret key file " + path +
+                                   " does not hold a 40-character Z85 key");
+  }
+  char pub[41];
+  if (zmq_curve_public(pub, line->c_str()) != 0) {
+    return Status::InvalidArgument("secret key file " + path + ": cannot derive the public key");
+  }
+  return CurveKeyPair{pub, *line};
+}
+
+StatusOr<std::string> LoadPublicKeyFile(const std::string& path) {
+  auto line = ReadKeyLine(path);
+  if (!line.ok()) return line.status();
+  if (!IsValidZ85Key(*line)) {
+    return Status::InvalidArgument("public key file " + path +
+                                   " does not hold a 40-character Z85 key");
+  }
+  return *line;
+}
+
+}  // namespace liaison

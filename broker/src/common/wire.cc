@@ -1,0 +1,136 @@
+#include "liaison/wire.h"
+
+#include <flatbuffers/idl.h>
+#include <flatbuffers/reflection.h>
+#include <openssl/rand.h>
+
+#include <chrono>
+#include <ctime>
+
+namespace liaison::wire {
+
+extern const uint8_t kenvelopeBfbs[];
+extern const size_t kenvelopeBfbsSize;
+extern const uint8_t kcontrolBfbs[];
+extern const size_t kcontrolBfbsSize;
+
+namespace {
+
+// Generous ceilings against hostile nesting; real messages are far below.
+constexpr flatbuffers::uoffset_t kMaxDepth = 32;
+constexpr flatbuffers::uoffset_t kMaxTables = 100000;
+
+template <typename T>
+const T* VerifyAs(std::span<const uint8_t> bytes, const char* identifier) {
+  if (bytes.size() < 8 || bytes.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) return nullptr;
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxDepth, kMaxTables);
+  if (!verifier.VerifyBuffer<T>(identifier)) return nullptr;
+  return flatbuffers::GetRoot<T>(bytes.data());
+}
+
+}  // namespace
+
+const Envelope* VerifyEnvelope(std::span<const uint8_t> bytes) {
+  return VerifyAs<Envelope>(bytes, EnvelopeIdentifier());
+}
+const Receipt* VerifyReceipt(std::span<const uint8_t> bytes) {
+  return VerifyAs<Receipt>(bytes, ReceiptIdentifier());
+}
+const Ack* VerifyAck(std::span<const uint8_t> bytes) { return VerifyAs<Ack>(bytes, nullptr); }
+const Hello* VerifyHello(std::span<const uint8_t> bytes) { return VerifyAs<Hello>(bytes, nullptr); }
+const Welcome* VerifyWelcome(std::span<const uint8_t> bytes) {
+  return VerifyAs<Welcome>(bytes, nullptr);
+}
+
+const reflection::Schema& EnvelopeSchema() { return *reflection::GetSchema(kenvelopeBfbs); }
+const reflection::Schema& ControlSchema() { return *reflection::GetSchema(kcontrolBfbs); }
+
+JsonCodec::JsonCodec(Root root) : root_(root) {
+  flatbuffers::IDLOptions opts;
+  opts.strict_json = true;
+  opts.natural_utf8 = true;
+  opts.indent_step = 2;
+  parser_ = std::make_unique<flatbuffers::Parser>(opts);
+  bool loaded = root == Root::kEnvelope ? parser_->Deserialize(kenvelopeBfbs, kenvelopeBfbsSize)
+                                        : parser_->Deserialize(kcontrolBfbs, kcontrolBfbsSize);
+  // The schema is embedded at build time; failing here is a build bug.
+  if (!loaded) std::abort();
+  if (root == Root::kAck) {
+    parser_->SetRootType("liaison.wire.Ack");
+    parser_->file_identifier_.clear();
+  }
+}
+
+JsonCodec::~JsonCodec() = default;
+
+StatusOr<std::vector<uint8_t>> JsonCodec::ToBinary(std::string_view json,
+                                                   std::string_view source_name) const {
+  std::string text(json);
+  std::string name(source_name);
+  if (!parser_->ParseJson(text.c_str(), name.c_str())) {
+    std::string error = parser_->error_;
+    // The parser prefixes "file(line, col): error: "; keep it, it says where.
+    while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) error.pop_back();
+    return Status::InvalidArgument(error);
+  }
+  const uint8_t* data = parser_->builder_.GetBufferPointer();
+  std::vector<uint8_t> out(data, data + parser_->builder_.GetSize());
+  parser_->builder_.Clear();
+  return out;
+}
+
+StatusOr<std::string> JsonCodec::ToJson(std::span<const uint8_t> bytes, bool pretty) const {
+  bool valid = false;
+  switch (root_) {
+    case Root::kEnvelope: valid = VerifyEnvelope(bytes) != nullptr; break;
+    case Root::kReceipt: valid = VerifyReceipt(bytes) != nullptr; break;
+    case Root::kAck: valid = VerifyAck(bytes) != nullptr; break;
+  }
+  if (!valid) return Status::InvalidArgument("not a valid liaison FlatBuffer of the expected type");
+  parser_->opts.indent_step = pretty ? 2 : -1;
+  std::string text;
+  if (!flatbuffers::GenerateText(*parser_, bytes.data(), &text)) {
+    return Status::InvalidArgument("message holds text that is not valid UTF-8");
+  }
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+std::string NowRfc3339() {
+  using namespace std::chrono;
+  auto now = system_clock::now();
+  auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::time_t t = system_clock::to_time_t(now);
+  std::tm tm;
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  return buf;
+}
+
+std::string NewMessageId() {
+  static const char* kCrockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+  using namespace std::chrono;
+  uint64_t ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  uint8_t random[10];
+  RAND_bytes(random, sizeof random);
+  // 48-bit time, then 80 random bits: 128 bits as 26 base32 digits.
+  uint8_t bytes[16];
+  for (int i = 0; i < 6; ++i) bytes[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));
+  std::copy(random, random + 10, bytes + 6);
+  std::string out(26, '0');
+  // Read 130 bits (2 leading zero bits) five at a time.
+  for (int i = 0; i < 26; ++i) {
+    int bit = i * 5 - 2;
+    int value = 0;
+    for (int b = 0; b < 5; ++b, ++bit) {
+      value <<= 1;
+      if (bit >= 0) value |= (bytes[bit / 8] >> (7 - bit % 8)) & 1;
+    }
+    out[i] = kCrockford[value];
+  }
+  return out;
+}
+
+}  // namespace liaison::wire

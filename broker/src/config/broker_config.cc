@@ -1,0 +1,69 @@
+#include "config/broker_config.h"
+
+#include <filesystem>
+
+#include "liaison/yaml_util.h"
+
+namespace liaison::broker {
+namespace {
+
+std::string Resolve(const std::filesystem::path& base, const std::string& path) {
+  if (path.empty() || std::filesystem::path(path).is_absolute()) return path;
+  return (base / path).lexically_normal().string();
+}
+
+}  // namespace
+
+StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
+  auto doc = LoadYamlFile(path);
+  if (!doc.ok()) return doc.status();
+  YamlReader r(path);
+  BrokerConfig c;
+  const YAML::Node& root = *doc;
+  if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "policies_dir", "heartbeat_ms",
+                              "limits", "log"})) {
+    if (!root.IsMap()) return r.ToStatus();
+  }
+  r.ReadString(root, "", "listen", &c.listen);
+  r.ReadString(root, "", "secret_key_file", &c.secret_key_file, /*required=*/true);
+  r.ReadString(root, "", "policies_dir", &c.policies_dir, /*required=*/true);
+  r.ReadUint(root, "", "heartbeat_ms", 100, 60000, &c.heartbeat_ms);
+  if (c.listen.rfind("tcp://", 0) != 0 && c.listen.rfind("ipc://", 0) != 0) {
+    r.Error(root["listen"], "listen", "expected a tcp:// or ipc:// endpoint, e.g. tcp://127.0.0.1:7700");
+  }
+
+  if (const YAML::Node limits = root["limits"]) {
+    if (r.ExpectMap(limits, "limits", {"max_message_bytes", "max_recipients", "dedupe_window",
+                                       "send_high_water_mark"})) {
+      r.ReadUint(limits, "limits", "max_message_bytes", 1024, 64 * 1024 * 1024,
+                 &c.limits.max_message_bytes);
+      r.ReadUint(limits, "limits", "max_recipients", 1, 100000, &c.limits.max_recipients);
+      r.ReadUint(limits, "limits", "dedupe_window", 0, 100000000, &c.limits.dedupe_window);
+      r.ReadUint(limits, "limits", "send_high_water_mark", 1, 10000000,
+                 &c.limits.send_high_water_mark);
+    }
+  }
+
+  if (const YAML::Node log = root["log"]) {
+    if (r.ExpectMap(log, "log", {"level", "format", "console", "file", "max_file_bytes", "max_files"})) {
+      r.ReadChoice(log, "log", "level", {"trace", "debug", "info", "warn", "error", "critical", "off"},
+                   &c.log.level);
+      r.ReadChoice(log, "log", "format", {"text", "json"}, &c.log.format);
+      std::string console = c.log.console ? "true" : "false";
+      r.ReadChoice(log, "log", "console", {"true", "false"}, &console);
+      c.log.console = console == "true";
+      r.ReadString(log, "log", "file", &c.log.file);
+      r.ReadUint(log, "log", "max_file_bytes", 4096, uint64_t{1} << 40, &c.log.max_file_bytes);
+      r.ReadUint(log, "log", "max_files", 1, 1000, &c.log.max_files);
+    }
+  }
+  if (!r.ok()) return r.ToStatus();
+
+  const auto base = std::filesystem::absolute(path).parent_path();
+  c.secret_key_file = Resolve(base, c.secret_key_file);
+  c.policies_dir = Resolve(base, c.policies_dir);
+  c.log.file = Resolve(base, c.log.file);
+  return c;
+}
+
+}  // namespace liaison::broker

@@ -1,0 +1,36 @@
+// The broker's configuration file (deploy/config/broker.yaml is the
+// commented example). Relative paths in it are relative to the file's folder.
+#ifndef LIAISON_BROKER_CONFIG_BROKER_CONFIG_H_
+#define LIAISON_BROKER_CONFIG_BROKER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "liaison/logging.h"
+#include "liaison/status.h"
+
+namespace liaison::broker {
+
+struct Limits {
+  uint64_t max_message_bytes = 256 * 1024;  // larger envelopes get a too_large receipt
+  uint64_t max_recipients = 64;             // addresses in Envelope.to, and resolved agencies
+  uint64_t dedupe_window = 100000;          // recent (sender, id) pairs remembered for resends
+  uint64_t send_high_water_mark = 10000;    // frames queued per connection before "offline"
+};
+
+struct BrokerConfig {
+  std::string listen = "tcp://127.0.0.1:7700";
+  std::string secret_key_file;
+  std::string policies_dir;
+  uint64_t heartbeat_ms = 1000;  // ZMTP heartbeats; a peer silent for 3x this is dropped
+  Limits limits;
+  LogOptions log;
+};
+
+// Reads and validates a config file. Every problem is reported at once, each
+// as "file:line:col: 'key.path': what is wrong".
+StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path);
+
+}  // namespace liaison::broker
+
+#endif  // LIAISON_BROKER_CONFIG_BROKER_CONFIG_H_

@@ -1,0 +1,119 @@
+// liaison-broker: authenticates agencies, routes their messages, answers
+// every message with a receipt. See docs/protocol.md and README.md.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "config/broker_config.h"
+#include "liaison/keys.h"
+#include "liaison/logging.h"
+#include "routing/agency_directory.h"
+#include "transport/reactor.h"
+
+namespace {
+
+constexpr int kExitConfigError = 2;
+constexpr int kExitRuntimeError = 1;
+
+using liaison::broker::AgencyDirectory;
+
+// Loads the registrations; logs each warning (agencies without a key).
+liaison::StatusOr<std::shared_ptr<const AgencyDirectory>> LoadDirectory(const std::string& dir) {
+  std::vector<std::string> warnings;
+  auto directory = AgencyDirectory::Load(dir, &warnings);
+  for (const auto& w : warnings) spdlog::warn("event=policy_warning detail=\"{}\"", w);
+  return directory;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"liaison-broker: policy-enforcing message broker for multi-agency case work"};
+  std::string config_path, listen, policies, secret_key, log_level, log_format, log_file, ready_file;
+  app.add_option("--config", config_path, "broker config file (YAML)")->required();
+  app.add_option("--listen", listen, "override listen endpoint, e.g. tcp://127.0.0.1:7700");
+  app.add_option("--policies", policies, "override policies directory");
+  app.add_option("--secret-key", secret_key, "override the broker's secret key file");
+  app.add_option("--log-level", log_level, "override log level");
+  app.add_option("--log-format", log_format, "override log format (text|json)");
+  app.add_option("--log-file", log_file, "override log file");
+  app.add_option("--ready-file", ready_file,
+                 "once listening, write the bound endpoint to this file (for scripts and tests)");
+  CLI11_PARSE(app, argc, argv);
+
+  auto config = liaison::broker::LoadBrokerConfig(config_path);
+  if (!config.ok()) {
+    std::cerr << "liaison-broker: bad config:\n" << config.status().message() << "\n";
+    return kExitConfigError;
+  }
+  if (!listen.empty()) config->listen = listen;
+  if (!policies.empty()) config->policies_dir = policies;
+  if (!secret_key.empty()) config->secret_key_file = secret_key;
+  if (!log_level.empty()) config->log.level = log_level;
+  if (!log_format.empty()) config->log.format = log_format;
+  if (!log_file.empty()) config->log.file = log_file;
+
+  if (auto st = liaison::SetupLogging("liaison-broker", config->log); !st.ok()) {
+    std::cerr << "liaison-broker: " << st.message() << "\n";
+    return kExitConfigError;
+  }
+  auto keys = liaison::LoadSecretKeyFile(config->secret_key_file);
+  if (!keys.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", keys.status().message());
+    return kExitConfigError;
+  }
+  auto directory = LoadDirectory(config->policies_dir);
+  if (!directory.ok()) {
+    spdlog::critical("event=start_failed reason=policies_invalid\n{}", directory.status().message());
+    return kExitConfigError;
+  }
+
+  // Signals are taken by sigwait() on this thread only; every other thread
+  // inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  liaison::broker::Reactor reactor(*config, *keys, *directory);
+  if (auto st = reactor.Bind(); !st.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", st.message());
+    return kExitRuntimeError;
+  }
+  spdlog::info("event=start version=0.1.0 endpoint={} policies={} broker_key_fingerprint={}",
+               reactor.endpoint(), config->policies_dir,
+               liaison::KeyFingerprint(liaison::DecodeZ85Key(keys->public_z85)));
+  if (!ready_file.empty()) {
+    std::ofstream(ready_file + ".tmp") << reactor.endpoint() << "\n";
+    std::rename((ready_file + ".tmp").c_str(), ready_file.c_str());
+  }
+
+  std::thread reactor_thread([&] { reactor.Run(); });
+  while (true) {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGHUP) {
+      spdlog::info("event=reload_started policies={}", config->policies_dir);
+      auto fresh = LoadDirectory(config->policies_dir);
+      if (!fresh.ok()) {
+        spdlog::error("event=reload_failed keeping=previous\n{}", fresh.status().message());
+        continue;
+      }
+      reactor.SetDirectory(*fresh);
+      spdlog::info("event=reload_done agencies={}", (*fresh)->agencies().size());
+      continue;
+    }
+    spdlog::info("event=signal signal={}", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    break;
+  }
+  reactor.Stop();
+  reactor_thread.join();
+  spdlog::info("event=stop");
+  return 0;
+}

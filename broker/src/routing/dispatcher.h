@@ -1,0 +1,65 @@
+// Admission of one inbound Envelope: size limit, FlatBuffers verification,
+// header checks, sender binding, recipient resolution, and the per-recipient
+// copy of the message. Pure (no sockets, no clock but the receipt's time), so
+// that tests and fuzzers drive it directly; the reactor does the I/O.
+#ifndef LIAISON_BROKER_ROUTING_DISPATCHER_H_
+#define LIAISON_BROKER_ROUTING_DISPATCHER_H_
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "config/broker_config.h"
+#include "liaison/wire.h"
+#include "routing/agency_directory.h"
+
+namespace liaison::broker {
+
+// What happened for one recipient (or one unresolvable address).
+struct RecipientOutcome {
+  std::string recipient;  // agency id, or the address text when unresolved
+  wire::Code code = wire::Code::forwarded;
+  std::string reason;     // a reason id; never personal data
+};
+
+// A message rewritten for one recipient, ready to deliver.
+struct Delivery {
+  const Agency* recipient = nullptr;
+  flatbuffers::DetachedBuffer envelope;
+};
+
+struct Admission {
+  wire::Code code = wire::Code::ok;  // ok, or why the whole message was rejected
+  std::string detail;                // names fields, never values
+  std::string message_id;            // empty if unreadable
+  std::vector<Delivery> deliveries;
+  std::vector<RecipientOutcome> unresolved;
+};
+
+// The text form of an address, as docs/protocol.md and the CLI write it:
+// "<agency-id>" or "kind:<kind>[@<region>]".
+std::string AddressText(const wire::Recipient& recipient);
+
+class Dispatcher {
+ public:
+  explicit Dispatcher(const Limits& limits) : limits_(limits) {}
+
+  // Decides what to do with `bytes` sent by the authenticated `sender`.
+  // Never throws; every failure is an Admission with an error code.
+  Admission Admit(const AgencyDirectory& directory, const Agency& sender,
+                  std::span<const uint8_t> bytes) const;
+
+ private:
+  Limits limits_;
+};
+
+// Builds a Receipt buffer (file identifier "LSNR").
+flatbuffers::DetachedBuffer BuildReceipt(const std::string& message_id, wire::Code code,
+                                         const std::string& detail, const std::string& from,
+                                         const std::vector<RecipientOutcome>& recipients);
+
+}  // namespace liaison::broker
+
+#endif  // LIAISON_BROKER_ROUTING_DISPATCHER_H_

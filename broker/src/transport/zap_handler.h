@@ -1,0 +1,51 @@
+// ZAP (ZeroMQ RFC 27) handler: admits a CURVE client only if its public key
+// is registered for an agency, and names the connection with that agency id
+// (the ZAP User-Id, which the reactor reads from every message). Runs on its
+// own thread with a REP socket on inproc://zeromq.zap.01.
+#ifndef LIAISON_BROKER_TRANSPORT_ZAP_HANDLER_H_
+#define LIAISON_BROKER_TRANSPORT_ZAP_HANDLER_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <zmq.hpp>
+
+#include "liaison/status.h"
+#include "routing/agency_directory.h"
+
+namespace liaison::broker {
+
+class ZapHandler {
+ public:
+  // `directory` returns the current registration snapshot; called once per
+  // handshake, from the handler's thread.
+  using DirectorySource = std::function<std::shared_ptr<const AgencyDirectory>()>;
+
+  ZapHandler(zmq::context_t& context, DirectorySource directory);
+  ~ZapHandler();  // stops the thread
+
+  // Binds the ZAP endpoint and starts the thread. Must run before any CURVE
+  // server socket of the context binds, or early handshakes go unchecked.
+  Status Start();
+  void Stop();
+
+  uint64_t admitted() const { return admitted_.load(); }
+  uint64_t refused() const { return refused_.load(); }
+
+ private:
+  void Run();
+  void HandleRequest(std::vector<zmq::message_t>& request);
+
+  zmq::context_t& context_;
+  DirectorySource directory_;
+  std::unique_ptr<zmq::socket_t> socket_;  // used only by thread_ after Start()
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> admitted_{0};
+  std::atomic<uint64_t> refused_{0};
+};
+
+}  // namespace liaison::broker
+
+#endif  // LIAISON_BROKER_TRANSPORT_ZAP_HANDLER_H_
