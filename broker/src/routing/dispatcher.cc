@@ -49,8 +49,8 @@ bool IsRfc3339(std::string_view t) {
 
 // Header checks that do not depend on the recipients.
 Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Limits& limits) {
-  const std::string id = env.id()->str();
-  if (id.empty()) return Reject(Code::missing_field, "id is empty");
+  const std::string id = env.id() ? env.id()->str() : std::string();
+  if (id.empty()) return Reject(Code::missing_field, "id is missing");
   if (id.size() > 128 || !IsPrintableId(id)) {
     return Reject(Code::invalid_field, "id must be 1 to 128 printable ASCII characters, no spaces");
   }

@@ -223,7 +223,7 @@ void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
   // A resend of a message already handled gets the original receipt.
   const wire::Envelope* peek =
       bytes.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(bytes) : nullptr;
-  if (peek) {
+  if (peek && peek->id()) {
     auto it = recent_receipts_.find(DeliveryKey(sender.id, peek->id()->str()));
     if (it != recent_receipts_.end()) {
       stats_.duplicates++;

@@ -1,0 +1,192 @@
+// liaison: the command-line agent. keygen, send and listen; see README.md.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "liaison/agent.h"
+#include "liaison/keys.h"
+#include "liaison/wire.h"
+
+namespace {
+
+using liaison::Status;
+namespace wire = liaison::wire;
+
+// Exit codes, documented in README.md.
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;        // broker unreachable, timeout, I/O error
+constexpr int kExitUsage = 2;          // bad arguments, config or input file
+constexpr int kExitNotReached = 3;     // accepted, but some recipient was not reached
+constexpr int kExitRejected = 4;       // the broker rejected the message
+
+std::atomic<bool> g_stop{false};
+
+void OnSignal(int) { g_stop = true; }
+
+int Fail(const std::string& what, int code) {
+  std::cerr << "liaison: " << what << "\n";
+  return code;
+}
+
+liaison::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Parses "ID" or "kind:KIND[@REGION]".
+liaison::StatusOr<std::unique_ptr<wire::RecipientT>> ParseAddress(const std::string& text) {
+  auto r = std::make_unique<wire::RecipientT>();
+  if (text.rfind("kind:", 0) == 0) {
+    std::string rest = text.substr(5);
+    auto at = rest.find('@');
+    r->kind = rest.substr(0, at);
+    if (at != std::string::npos) r->region = rest.substr(at + 1);
+    if (r->kind.empty() || (at != std::string::npos && r->region.empty())) {
+      return Status::InvalidArgument("bad address '" + text + "': use ID or kind:KIND[@REGION]");
+    }
+  } else {
+    if (text.empty() || text.find_first_of(":@ ") != std::string::npos) {
+      return Status::InvalidArgument("bad address '" + text + "': use ID or kind:KIND[@REGION]");
+    }
+    r->agency = text;
+  }
+  return r;
+}
+
+int Keygen(const std::string& out, const std::string& name) {
+  auto keys = liaison::GenerateCurveKeyPair();
+  if (!keys.ok()) return Fail(keys.status().message(), kExitFailure);
+  if (auto st = liaison::WriteCurveKeyPair(out, name, *keys); !st.ok()) {
+    return Fail(st.message(), kExitFailure);
+  }
+  std::cout << "wrote " << (std::filesystem::path(out) / (name + ".key")).string()
+            << " (secret, mode 0600) and " << (std::filesystem::path(out) / (name + ".pub")).string()
+            << "\npublic key: " << keys->public_z85 << "\n";
+  return kExitOk;
+}
+
+int Send(const std::string& config_path, const std::vector<std::string>& to,
+         const std::string& file) {
+  auto options = liaison::LoadAgentConfig(config_path);
+  if (!options.ok()) return Fail(options.status().message(), kExitUsage);
+  options->role = wire::Role::sender;
+  auto json = ReadFile(file);
+  if (!json.ok()) return Fail(json.status().message(), kExitUsage);
+
+  wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
+  auto binary = codec.ToBinary(*json, file);
+  if (!binary.ok()) return Fail(binary.status().message(), kExitUsage);
+
+  // Fill in what the sender's tooling owns: id, creation time, addresses.
+  std::unique_ptr<wire::EnvelopeT> envelope(wire::GetEnvelope(binary->data())->UnPack());
+  if (envelope->id.empty()) envelope->id = wire::NewMessageId();
+  if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
+  if (!to.empty()) {
+    envelope->to.clear();
+    for (const auto& address : to) {
+      auto r = ParseAddress(address);
+      if (!r.ok()) return Fail(r.status().message(), kExitUsage);
+      envelope->to.push_back(std::move(*r));
+    }
+  }
+  flatbuffers::FlatBufferBuilder fbb(binary->size() + 256);
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, envelope.get()));
+
+  auto agent = liaison::Agent::Connect(*options);
+  if (!agent.ok()) return Fail(agent.status().message(), kExitUsage);
+  auto receipt = (*agent)->Send({fbb.GetBufferPointer(), fbb.GetSize()});
+  if (!receipt.ok()) return Fail(receipt.status().message(), kExitFailure);
+
+  wire::JsonCodec receipt_codec(wire::JsonCodec::Root::kReceipt);
+  auto text = receipt_codec.ToJson(receipt->bytes(), /*pretty=*/true);
+  if (!text.ok()) return Fail(text.status().message(), kExitFailure);
+  std::cout << *text << "\n";
+
+  if ((*receipt)->code() != wire::Code::ok) return kExitRejected;
+  if ((*receipt)->recipients()) {
+    for (const auto* r : *(*receipt)->recipients()) {
+      if (r->code() != wire::Code::forwarded && r->code() != wire::Code::stored &&
+          r->code() != wire::Code::delivered) {
+        return kExitNotReached;
+      }
+    }
+  }
+  return kExitOk;
+}
+
+int Listen(const std::string& config_path, int count, const std::string& out_dir) {
+  auto options = liaison::LoadAgentConfig(config_path);
+  if (!options.ok()) return Fail(options.status().message(), kExitUsage);
+  options->role = wire::Role::receiver;
+  if (!out_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(out_dir, ec);
+    if (ec) return Fail("cannot create " + out_dir + ": " + ec.message(), kExitUsage);
+  }
+  auto agent = liaison::Agent::Connect(*options);
+  if (!agent.ok()) return Fail(agent.status().message(), kExitUsage);
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
+  int received = 0;
+  auto handler = [&](const liaison::EnvelopeBuffer& message) -> Status {
+    auto text = codec.ToJson(message.bytes(), /*pretty=*/!out_dir.empty());
+    if (!text.ok()) return text.status();
+    if (out_dir.empty()) {
+      std::cout << *text << std::endl;
+    } else {
+      // Ids are printable ASCII without spaces, but may hold '/'.
+      std::string name = message->id() ? message->id()->str() : wire::NewMessageId();
+      for (char& c : name) {
+        if (c == '/' || c == '\\') c = '_';
+      }
+      const auto path = std::filesystem::path(out_dir) / (name + ".json");
+      std::ofstream file(path);
+      file << *text << "\n";
+      if (!file) return Status::IoError("cannot write " + path.string());
+    }
+    if (count > 0 && ++received >= count) g_stop = true;
+    return Status::Ok();
+  };
+  if (auto st = (*agent)->Run(handler, g_stop); !st.ok()) return Fail(st.message(), kExitFailure);
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"liaison: the command-line agent of the liaison broker"};
+  app.require_subcommand(1);
+
+  std::string out, name;
+  auto* keygen = app.add_subcommand("keygen", "create a CURVE key pair (NAME.key, NAME.pub)");
+  keygen->add_option("--out", out, "directory for the key files")->required();
+  keygen->add_option("--name", name, "key name, usually the agency id")->required();
+
+  std::string config, file;
+  std::vector<std::string> to;
+  auto* send = app.add_subcommand("send", "send a message (JSON) and print its receipt (JSON)");
+  send->add_option("--config", config, "agent config file (YAML)")->required();
+  send->add_option("--to", to, "recipient: ID or kind:KIND[@REGION]; repeatable");
+  send->add_option("file", file, "the message as JSON (schemas/envelope.fbs)")->required();
+
+  int count = 0;
+  std::string listen_out;
+  auto* listen = app.add_subcommand("listen", "receive messages, print each as one JSON line");
+  listen->add_option("--config", config, "agent config file (YAML)")->required();
+  listen->add_option("--count", count, "stop after N messages (default: until interrupted)");
+  listen->add_option("--out", listen_out, "write each message to DIR/<id>.json instead");
+
+  CLI11_PARSE(app, argc, argv);
+  if (keygen->parsed()) return Keygen(out, name);
+  if (send->parsed()) return Send(config, to, file);
+  if (listen->parsed()) return Listen(config, count, listen_out);
+  return kExitUsage;
+}

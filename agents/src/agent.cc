@@ -1,0 +1,216 @@
+#include "liaison/agent.h"
+
+#include <atomic>
+#include <cstring>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+namespace liaison {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string UniqueMonitorEndpoint() {
+  static std::atomic<uint64_t> counter{0};
+  return "inproc://liaison-agent-monitor-" + std::to_string(counter++);
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
+
+Agent::~Agent() {
+  monitor_.reset();
+  dealer_.reset();
+  context_.reset();
+}
+
+StatusOr<std::unique_ptr<Agent>> Agent::Connect(AgentOptions options) {
+  if (!IsValidZ85Key(options.broker_public_key)) {
+    return Status::InvalidArgument("broker public key is not a 40-character Z85 key");
+  }
+  if (!IsValidZ85Key(options.keys.public_z85) || !IsValidZ85Key(options.keys.secret_z85)) {
+    return Status::InvalidArgument("agency key pair is not two 40-character Z85 keys");
+  }
+  std::unique_ptr<Agent> agent(new Agent(std::move(options)));
+  LIAISON_RETURN_IF_ERROR(agent->Open());
+  return agent;
+}
+
+Status Agent::Open() {
+  try {
+    context_ = std::make_unique<zmq::context_t>(1);
+    dealer_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::dealer);
+    dealer_->set(zmq::sockopt::curve_serverkey, options_.broker_public_key);
+    dealer_->set(zmq::sockopt::curve_publickey, options_.keys.public_z85);
+    dealer_->set(zmq::sockopt::curve_secretkey, options_.keys.secret_z85);
+    const int heartbeat = static_cast<int>(options_.heartbeat.count());
+    dealer_->set(zmq::sockopt::heartbeat_ivl, heartbeat);
+    dealer_->set(zmq::sockopt::heartbeat_timeout, heartbeat * 3);
+    dealer_->set(zmq::sockopt::reconnect_ivl, 100);
+    dealer_->set(zmq::sockopt::reconnect_ivl_max, 2000);
+    // Acks sent just before the agent closes still leave.
+    dealer_->set(zmq::sockopt::linger, 2000);
+
+    const std::string monitor_endpoint = UniqueMonitorEndpoint();
+    if (zmq_socket_monitor(dealer_->handle(), monitor_endpoint.c_str(),
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
+      return Status::Internal(std::string("zmq_socket_monitor: ") + zmq_strerror(zmq_errno()));
+    }
+    monitor_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pair);
+    monitor_->set(zmq::sockopt::linger, 0);
+    monitor_->connect(monitor_endpoint);
+    dealer_->connect(options_.broker_endpoint);
+  } catch (const zmq::error_t& e) {
+    return Status::InvalidArgument("cannot connect to " + options_.broker_endpoint + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+void Agent::SayHello() {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  fbb.Finish(wire::CreateHelloDirect(fbb, options_.role, options_.agent_name.c_str()));
+  (void)SendFrames(wire::kHello, {fbb.GetBufferPointer(), fbb.GetSize()});
+}
+
+Status Agent::SendFrames(std::string_view command, std::span<const uint8_t> body) {
+  try {
+    dealer_->send(zmq::buffer(command), zmq::send_flags::sndmore);
+    dealer_->send(zmq::const_buffer(body.data(), body.size()), zmq::send_flags::none);
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("send failed: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+void Agent::Pump(std::chrono::milliseconds timeout) {
+  zmq::pollitem_t items[] = {{dealer_->handle(), 0, ZMQ_POLLIN, 0},
+                             {monitor_->handle(), 0, ZMQ_POLLIN, 0}};
+  try {
+    zmq::poll(items, 2, timeout);
+  } catch (const zmq::error_t& e) {
+    if (e.num() == EINTR) return;
+    throw;
+  }
+  if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
+  if (items[0].revents & ZMQ_POLLIN) HandleBrokerMessage();
+}
+
+void Agent::HandleMonitorEvent() {
+  std::vector<zmq::message_t> frames;
+  if (!zmq::recv_multipart(*monitor_, std::back_inserter(frames), zmq::recv_flags::dontwait) ||
+      frames.empty() || frames[0].size() < 6) {
+    return;
+  }
+  uint16_t event;
+  std::memcpy(&event, frames[0].data(), 2);
+  if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+    // Each (re)connection starts unknown to the broker: introduce it.
+    key_refused_ = false;
+    SayHello();
+  } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+    key_refused_ = true;
+  }
+}
+
+void Agent::HandleBrokerMessage() {
+  std::vector<zmq::message_t> frames;
+  if (!zmq::recv_multipart(*dealer_, std::back_inserter(frames), zmq::recv_flags::dontwait) ||
+      frames.size() != 2) {
+    return;  // not the protocol: ignore
+  }
+  const std::string_view command = frames[0].to_string_view();
+  std::vector<uint8_t> bytes(frames[1].data<uint8_t>(), frames[1].data<uint8_t>() + frames[1].size());
+  if (command == wire::kReceipt) {
+    if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
+      std::string id = receipt->message_id() ? receipt->message_id()->str() : std::string();
+      receipts_.insert_or_assign(id, ReceiptBuffer(std::move(bytes), receipt));
+    }
+  } else if (command == wire::kDeliver) {
+    if (const wire::Envelope* envelope = wire::VerifyEnvelope(bytes)) {
+      inbox_.emplace_back(std::move(bytes), envelope);
+    }
+  } else if (command == wire::kWelcome) {
+    if (const wire::Welcome* welcome = wire::VerifyWelcome(bytes)) {
+      agency_id_ = welcome->agency() ? welcome->agency()->str() : std::string();
+    }
+  }
+}
+
+StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
+  const wire::Envelope* parsed = wire::VerifyEnvelope(envelope);
+  const std::string id = parsed && parsed->id() ? parsed->id()->str() : std::string();
+  receipts_.erase(id);
+  const auto deadline = Clock::now() + options_.receipt_timeout;
+  auto next_send = Clock::now();
+  try {
+    while (true) {
+      const auto now = Clock::now();
+      if (now >= next_send) {
+        LIAISON_RETURN_IF_ERROR(SendFrames(wire::kSend, envelope));
+        next_send = now + options_.resend_interval;
+      }
+      auto it = receipts_.find(id);
+      if (it != receipts_.end()) {
+        ReceiptBuffer receipt = std::move(it->second);
+        receipts_.erase(it);
+        return receipt;
+      }
+      if (key_refused_) {
+        return Status::PermissionDenied(
+            "the broker refused this agency's key: it is not registered (or was revoked); ask "
+            "the operator to register the public key");
+      }
+      if (now >= deadline) {
+        return Status::DeadlineExceeded(
+            "no receipt from the broker at " + options_.broker_endpoint + " within " +
+            std::to_string(options_.receipt_timeout.count()) +
+            " ms; is it running, and is broker_public_key right? Resending the same id is safe");
+      }
+      auto wait = std::min(deadline, next_send) - now;
+      Pump(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + std::chrono::milliseconds(1));
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("agent socket failed: ") + e.what());
+  }
+}
+
+StatusOr<std::optional<EnvelopeBuffer>> Agent::Receive(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  try {
+    while (inbox_.empty()) {
+      const auto now = Clock::now();
+      if (now >= deadline) return std::optional<EnvelopeBuffer>();
+      Pump(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
+           std::chrono::milliseconds(1));
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("agent socket failed: ") + e.what());
+  }
+  std::optional<EnvelopeBuffer> message(std::move(inbox_.front()));
+  inbox_.pop_front();
+  return message;
+}
+
+Status Agent::Ack(std::string_view message_id) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  fbb.Finish(wire::CreateAck(fbb, fbb.CreateString(message_id)));
+  return SendFrames(wire::kAck, {fbb.GetBufferPointer(), fbb.GetSize()});
+}
+
+Status Agent::Run(const Handler& handler, const std::atomic<bool>& stop) {
+  while (!stop) {
+    auto message = Receive(std::chrono::milliseconds(200));
+    if (!message.ok()) return message.status();
+    if (!message->has_value()) continue;
+    const EnvelopeBuffer& envelope = **message;
+    if (handler(envelope).ok() && envelope->id()) {
+      LIAISON_RETURN_IF_ERROR(Ack(envelope->id()->string_view()));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace liaison

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# liaison demo: generates keys, starts the broker and one listening agent per
+# example agency on loopback, sends the BRIEF section 6 scenarios, shows the
+# receipts and what each agency received, then stops everything it started.
+#
+# Usage: deploy/demo/run-demo.sh [BIN_DIR] [WORK_DIR]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BIN="$(cd "${1:-$ROOT/build/bin}" && pwd)"
+WORK="${2:-$ROOT/build/demo}"
+SCENARIOS="$ROOT/deploy/demo/scenarios"
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK"/{keys,policies,agents,inbox,logs}
+cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/policies/"
+
+say "Keys: one CURVE key pair for the broker and for each agency (never committed)"
+"$BIN/liaison" keygen --out "$WORK/keys" --name broker >/dev/null
+agencies=()
+for file in "$WORK"/policies/agencies/*.yaml; do
+  id="$(basename "$file" .yaml)"
+  agencies+=("$id")
+  "$BIN/liaison" keygen --out "$WORK/keys" --name "$id" >/dev/null
+  # Onboarding: register the agency's public key in its policy file.
+  key="$(grep -v '^#' "$WORK/keys/$id.pub")"
+  sed -i "s|^public_key:.*|public_key: \"${key//&/\\&}\"|" "$file"
+done
+echo "registered ${#agencies[@]} agencies: ${agencies[*]}"
+
+cat > "$WORK/broker.yaml" <<YAML
+listen: tcp://127.0.0.1:*
+secret_key_file: keys/broker.key
+policies_dir: policies
+log:
+  level: info
+  console: false
+  file: logs/broker.log
+YAML
+
+say "Broker: CURVE on, ZAP admits only registered keys"
+"$BIN/liaison-broker" --config "$WORK/broker.yaml" --ready-file "$WORK/endpoint" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$WORK/endpoint" ] && break; sleep 0.1; done
+[ -s "$WORK/endpoint" ] || { echo "broker did not start; see $WORK/logs/broker.log"; exit 1; }
+endpoint="$(cat "$WORK/endpoint")"
+echo "listening on $endpoint"
+
+for id in "${agencies[@]}"; do
+  cat > "$WORK/agents/$id.yaml" <<YAML
+broker: $endpoint
+broker_public_key_file: ../keys/broker.pub
+secret_key_file: ../keys/$id.key
+receipt_timeout_ms: 5000
+YAML
+  "$BIN/liaison" listen --config "$WORK/agents/$id.yaml" --out "$WORK/inbox/$id" \
+    2>>"$WORK/logs/$id.log" &
+  pids+=($!)
+done
+for _ in $(seq 100); do
+  [ "$(grep -c 'event=connect .*role=receiver' "$WORK/logs/broker.log" 2>/dev/null)" -ge "${#agencies[@]}" ] && break
+  sleep 0.1
+done
+echo "${#agencies[@]} agents connected and listening"
+
+send() {  # send FROM FILE TO...
+  local from="$1" file="$2"; shift 2
+  local args=() rc=0
+  for to in "$@"; do args+=(--to "$to"); done
+  "$BIN/liaison" send --config "$WORK/agents/$from.yaml" "${args[@]}" "$file" \
+    >"$WORK/last-receipt.json" 2>"$WORK/last-error.txt" || rc=$?
+  python3 "$ROOT/deploy/demo/show.py" receipt "$from" "$(basename "$file")" "$rc" \
+    "$WORK/last-receipt.json" "$WORK/last-error.txt"
+}
+
+say "Scenarios (BRIEF section 6) sent with \`liaison send\`"
+send exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" youth-welfare-mombasa
+send exit-mombasa "$SCENARIOS/02-exit-to-security-break-glass.json" kind:security-agency@mombasa
+send health-mombasa "$SCENARIOS/03-health-response.json" exit-mombasa
+send prison-shimo "$SCENARIOS/04-prison-handover.json" reintegration-kwale
+send community-likoni "$SCENARIOS/05-incident-report.json" kind:county-coordinator@mombasa
+send exit-mombasa "$SCENARIOS/06-erasure.json" youth-welfare-mombasa
+
+say "Errors get clear receipts"
+send exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" kind:probation-service@lamu
+send exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" no-such-agency youth-welfare-mombasa
+echo '{"payload_type": "CaseClosure", "payload": {"outcome": "finished"}}' > "$WORK/bad.json"
+send exit-mombasa "$WORK/bad.json" youth-welfare-mombasa
+
+sleep 0.5
+say "What each agency received"
+python3 "$ROOT/deploy/demo/show.py" inbox "$WORK/inbox"
+
+say "Broker log (events and names only, never message contents)"
+tail -n 12 "$WORK/logs/broker.log"
+echo
+echo "Policies are not enforced yet: until the policy engine lands every registered pair is allowed."
