@@ -77,7 +77,11 @@ void Agent::SayHello() {
 
 Status Agent::SendFrames(std::string_view command, std::span<const uint8_t> body) {
   try {
-    dealer_->send(zmq::buffer(command), zmq::send_flags::sndmore);
+    // Never block the caller: a full queue (broker unreachable for long) is
+    // an answer, not a hang.
+    if (!dealer_->send(zmq::buffer(command), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+      return Status::Unavailable("the outgoing queue to the broker is full; is the broker reachable?");
+    }
     dealer_->send(zmq::const_buffer(body.data(), body.size()), zmq::send_flags::none);
   } catch (const zmq::error_t& e) {
     return Status::Unavailable(std::string("send failed: ") + e.what());
@@ -143,6 +147,7 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
   const wire::Envelope* parsed = wire::VerifyEnvelope(envelope);
   const std::string id = parsed && parsed->id() ? parsed->id()->str() : std::string();
   receipts_.erase(id);
+  receipts_.erase("");
   const auto deadline = Clock::now() + options_.receipt_timeout;
   auto next_send = Clock::now();
   try {
@@ -152,7 +157,11 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
         LIAISON_RETURN_IF_ERROR(SendFrames(wire::kSend, envelope));
         next_send = now + options_.resend_interval;
       }
+      // The broker answers with an empty id when it could not read one (a
+      // malformed or oversize message); one Send is in flight at a time, so
+      // such a receipt is ours.
       auto it = receipts_.find(id);
+      if (it == receipts_.end()) it = receipts_.find("");
       if (it != receipts_.end()) {
         ReceiptBuffer receipt = std::move(it->second);
         receipts_.erase(it);

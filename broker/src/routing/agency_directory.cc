@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <set>
+#include <map>
 
 #include "liaison/keys.h"
 #include "liaison/yaml_util.h"
@@ -68,7 +68,7 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
   std::sort(files.begin(), files.end());
 
   std::vector<Agency> agencies;
-  std::set<std::string> seen_keys;
+  std::map<std::string, std::string> key_owner;  // Z85 key -> agency id
   for (const auto& file : files) {
     auto doc = LoadYamlFile(file.string());
     if (!doc.ok()) {
@@ -94,9 +94,10 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
         if (!IsValidZ85Key(a.public_key)) {
           r.Error((*doc)["public_key"], "public_key",
                   "not a 40-character Z85 CURVE public key (the .pub file from `liaison keygen`)");
-        } else if (!seen_keys.insert(a.public_key).second) {
+        } else if (auto [it, fresh] = key_owner.emplace(a.public_key, a.id); !fresh) {
           r.Error((*doc)["public_key"], "public_key",
-                  "the same public key is registered for another agency; each agency needs its own");
+                  "this key is already registered for agency '" + it->second +
+                      "'; each agency needs its own key pair");
         } else {
           a.raw_key = DecodeZ85Key(a.public_key);
         }

@@ -35,6 +35,15 @@ bool IsRfc3339(std::string_view t) {
         digits(14, 2) && t[16] == ':' && digits(17, 2))) {
     return false;
   }
+  auto number = [&](size_t pos, size_t n) {
+    int v = 0;
+    for (size_t i = pos; i < pos + n; ++i) v = v * 10 + (t[i] - '0');
+    return v;
+  };
+  if (number(5, 2) < 1 || number(5, 2) > 12 || number(8, 2) < 1 || number(8, 2) > 31 ||
+      number(11, 2) > 23 || number(14, 2) > 59 || number(17, 2) > 60) {
+    return false;
+  }
   size_t pos = 19;
   if (t[pos] == '.') {
     ++pos;

@@ -181,6 +181,9 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
       stats_.acks++;
     } else {
       stats_.malformed_frames++;
+      auto receipt = BuildReceipt("", wire::Code::malformed, "ACK body is not a valid Ack table",
+                                  agency->id, {});
+      SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
     }
   } else {
     stats_.malformed_frames++;
@@ -197,13 +200,15 @@ void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, i
   if (!hello) {
     stats_.malformed_frames++;
     spdlog::warn("event=malformed agency={} reason=bad_hello", agency.id);
+    auto receipt = BuildReceipt("", wire::Code::malformed, "HELLO body is not a valid Hello table",
+                                agency.id, {});
+    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
     return;
   }
-  if (hello->role() == wire::Role::receiver) {
-    auto& list = receivers_[agency.id];
-    std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
-    list.push_back({routing_id, fd});
-  }
+  // A HELLO (re)states the connection's role: it replaces any earlier one.
+  auto& list = receivers_[agency.id];
+  std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
+  if (hello->role() == wire::Role::receiver) list.push_back({routing_id, fd});
   if (fd >= 0) agency_by_fd_[fd] = agency.id;
   spdlog::info("event=connect agency={} role={} agent=\"{}\"", agency.id,
                wire::EnumNameRole(hello->role()),
@@ -227,7 +232,7 @@ void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
     auto it = recent_receipts_.find(DeliveryKey(sender.id, peek->id()->str()));
     if (it != recent_receipts_.end()) {
       stats_.duplicates++;
-      spdlog::debug("event=duplicate agency={} id={}", sender.id, peek->id()->string_view());
+      spdlog::info("event=duplicate agency={} id={}", sender.id, peek->id()->string_view());
       SendTo(routing_id, wire::kReceipt, it->second.data(), it->second.size());
       return;
     }
@@ -247,12 +252,11 @@ void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
 
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (const Delivery& d : admission.deliveries) {
-    if (Deliver(*d.recipient, d.envelope)) {
+    outcomes.push_back(Deliver(*d.recipient, d.envelope));
+    if (outcomes.back().code == wire::Code::forwarded) {
       stats_.deliveries++;
-      outcomes.push_back({d.recipient->id, wire::Code::forwarded, ""});
     } else {
       stats_.recipients_offline++;
-      outcomes.push_back({d.recipient->id, wire::Code::recipient_offline, "not-connected"});
     }
   }
   spdlog::info("event=message agency={} id={} type={} recipients={} forwarded={}", sender.id,
@@ -264,33 +268,44 @@ void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
   SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
 }
 
-bool Reactor::Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope) {
+RecipientOutcome Reactor::Deliver(const Agency& recipient,
+                                  const flatbuffers::DetachedBuffer& envelope) {
   auto it = receivers_.find(recipient.id);
-  if (it == receivers_.end()) return false;
+  if (it == receivers_.end()) return {recipient.id, wire::Code::recipient_offline, "not-connected"};
   auto& list = it->second;
-  // Newest connection first; a connection that is gone is forgotten.
-  while (!list.empty()) {
-    if (SendTo(list.back().routing_id, wire::kDeliver, envelope.data(), envelope.size())) {
-      return true;
+  // Newest connection first. A connection that is gone is forgotten; one
+  // whose queue is full is kept (it is slow, not gone) and the next is tried.
+  bool backlog = false;
+  for (size_t i = list.size(); i-- > 0;) {
+    switch (SendTo(list[i].routing_id, wire::kDeliver, envelope.data(), envelope.size())) {
+      case SendResult::kSent:
+        return {recipient.id, wire::Code::forwarded, ""};
+      case SendResult::kFull:
+        backlog = true;
+        break;
+      case SendResult::kGone:
+        spdlog::info("event=receiver_gone agency={}", recipient.id);
+        list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+        break;
     }
-    spdlog::info("event=receiver_gone agency={}", recipient.id);
-    list.pop_back();
   }
-  return false;
+  if (list.empty()) receivers_.erase(it);
+  return {recipient.id, wire::Code::recipient_offline,
+          backlog ? "connection-backlog" : "not-connected"};
 }
 
-bool Reactor::SendTo(const std::string& routing_id, std::string_view command, const void* data,
-                     size_t size) {
+Reactor::SendResult Reactor::SendTo(const std::string& routing_id, std::string_view command,
+                                    const void* data, size_t size) {
   try {
     if (!router_->send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
-      return false;  // the peer's queue is full
+      return SendResult::kFull;
     }
     router_->send(zmq::buffer(command), zmq::send_flags::sndmore);
     router_->send(zmq::const_buffer(data, size), zmq::send_flags::none);
-    return true;
+    return SendResult::kSent;
   } catch (const zmq::error_t& e) {
     if (e.num() != EHOSTUNREACH) spdlog::error("event=send_failed error=\"{}\"", e.what());
-    return false;
+    return SendResult::kGone;
   }
 }
 

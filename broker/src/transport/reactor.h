@@ -68,11 +68,13 @@ class Reactor {
                    const zmq::message_t& body);
   void HandleSend(const Agency& agency, const std::string& routing_id, const zmq::message_t& body);
   void HandleMonitorEvent();
-  // Delivers to the agency's newest live receiver; false if none took it.
-  bool Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope);
-  // Sends [routing_id, command, body]; false if the peer is gone or full.
-  bool SendTo(const std::string& routing_id, std::string_view command, const void* data,
-              size_t size);
+  enum class SendResult { kSent, kFull, kGone };
+  // Delivers to the agency's newest live receiver. Returns the outcome code
+  // for the receipt (forwarded or recipient_offline) and its reason.
+  RecipientOutcome Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope);
+  // Sends [routing_id, command, body] without blocking.
+  SendResult SendTo(const std::string& routing_id, std::string_view command, const void* data,
+                    size_t size);
   void RememberReceipt(const std::string& key, const flatbuffers::DetachedBuffer& receipt);
 
   BrokerConfig config_;

@@ -1,0 +1,30 @@
+# Thin wrapper over CMake. Every target installs missing Debian packages
+# first (scripts/install-deps), then configures and builds RelWithDebInfo.
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+
+.PHONY: all deps configure build demo test bench clean
+
+all: build
+
+deps:
+	@bash scripts/install-deps
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: build
+	@bash deploy/demo/run-demo.sh $(BUILD_DIR)/bin $(BUILD_DIR)/demo
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+bench: build
+	@echo "make bench: no benchmarks yet (they arrive with the policy engine and the store)"
+
+clean:
+	rm -rf $(BUILD_DIR)

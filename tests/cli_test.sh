@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The `liaison` CLI's offline behaviour: keygen files and modes, and clear
+# errors with exit codes for bad input (the online paths run in the demo
+# test and the integration tests).
+set -uo pipefail
+BIN="$1"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() {  # check DESCRIPTION CONDITION...
+  local what="$1"; shift
+  if "$@"; then echo "ok: $what"; else echo "FAIL: $what"; fail=1; fi
+}
+
+"$BIN/liaison" keygen --out "$tmp/keys" --name agency-x > "$tmp/out" 2>&1
+check "keygen succeeds" test $? -eq 0
+check "secret key is mode 600" test "$(stat -c %a "$tmp/keys/agency-x.key")" = 600
+check "public key is 40 characters" test "$(grep -v '^#' "$tmp/keys/agency-x.pub" | tr -d '\n' | wc -c)" -eq 40
+"$BIN/liaison" keygen --out "$tmp/keys" --name agency-x > "$tmp/out" 2>&1
+check "keygen refuses to overwrite" test $? -ne 0
+check "and says so" grep -q "remove it first" "$tmp/out"
+
+"$BIN/liaison" keygen --out "$tmp/keys" --name broker > /dev/null
+cat > "$tmp/agent.yaml" <<YAML
+broker: tcp://127.0.0.1:9
+broker_public_key_file: keys/broker.pub
+secret_key_file: keys/agency-x.key
+receipt_timeout_ms: 300
+YAML
+printf '{\n  "purpose": "x",\n  "payload_type": "CaseReferral",\n  "payload": {"subjekt": {}}\n}\n' > "$tmp/bad.json"
+"$BIN/liaison" send --config "$tmp/agent.yaml" --to someone "$tmp/bad.json" > "$tmp/out" 2>&1
+check "bad JSON exits 2" test $? -eq 2
+check "bad JSON names the field and line" grep -q "bad.json:4.*subjekt" "$tmp/out"
+
+echo '{"payload_type": "CaseClosure", "payload": {}}' > "$tmp/ok.json"
+"$BIN/liaison" send --config "$tmp/agent.yaml" --to "kind:" "$tmp/ok.json" > "$tmp/out" 2>&1
+check "bad address exits 2" test $? -eq 2
+check "bad address is explained" grep -q "kind:KIND\[@REGION\]" "$tmp/out"
+
+"$BIN/liaison" send --config "$tmp/agent.yaml" --to someone "$tmp/ok.json" > "$tmp/out" 2>&1
+check "unreachable broker exits 1" test $? -eq 1
+check "unreachable broker is explained" grep -q "no receipt from the broker" "$tmp/out"
+
+sed -i 's/^secret_key_file.*/secret_key_fil: keys\/agency-x.key/' "$tmp/agent.yaml"
+"$BIN/liaison" send --config "$tmp/agent.yaml" --to someone "$tmp/ok.json" > "$tmp/out" 2>&1
+check "bad agent config exits 2" test $? -eq 2
+check "bad agent config names key and line" grep -q "agent.yaml:3:1: unknown key 'secret_key_fil'" "$tmp/out"
+exit $fail

@@ -1,0 +1,144 @@
+#include "integration/broker_process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+extern char** environ;
+
+namespace liaison::testing {
+namespace {
+
+pid_t Spawn(const std::vector<std::string>& argv, int out_fd, int err_fd) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (out_fd >= 0) posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
+  if (err_fd >= 0) posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
+  return pid;
+}
+
+int ExitCode(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return -WTERMSIG(status);
+  return -1000;
+}
+
+}  // namespace
+
+BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
+                             const std::string& extra_config)
+    : dir_(dir.path().string()),
+      policies_dir_(dir_ + "/policies"),
+      config_path_(dir_ + "/broker.yaml"),
+      log_path_(dir_ + "/broker.log"),
+      ready_path_(dir_ + "/endpoint"),
+      // The broker must not hold the test's stdout: ctest waits for it to close.
+      null_fd_(::open("/dev/null", O_WRONLY | O_CLOEXEC)) {
+  auto keys = GenerateCurveKeyPair();
+  if (!keys.ok()) throw std::runtime_error(keys.status().ToString());
+  broker_keys_ = *keys;
+  Status st = WriteCurveKeyPair(dir_ + "/keys", "broker", broker_keys_);
+  if (!st.ok()) throw std::runtime_error(st.ToString());
+  WritePolicies(policies_dir_, agencies);
+  WriteText(config_path_,
+            "listen: tcp://127.0.0.1:*\n"
+            "secret_key_file: keys/broker.key\n"
+            "policies_dir: policies\n"
+            "heartbeat_ms: 200\n"
+            "log:\n  level: debug\n  console: false\n  file: broker.log\n" +
+                extra_config);
+}
+
+BrokerProcess::~BrokerProcess() {
+  if (running()) Stop(SIGKILL);
+  if (null_fd_ >= 0) ::close(null_fd_);
+}
+
+Status BrokerProcess::Start(const std::string& endpoint) {
+  std::filesystem::remove(ready_path_);
+  pid_ = Spawn({LIAISON_BROKER_BIN, "--config", config_path_, "--ready-file", ready_path_,
+                "--listen", endpoint},
+               null_fd_, null_fd_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return Status::Unavailable("broker exited with " + std::to_string(ExitCode(status)) +
+                                 "; log:\n" + log());
+    }
+    std::string ready = ReadText(ready_path_);
+    if (!ready.empty() && ready.back() == '\n') {
+      endpoint_ = ready.substr(0, ready.size() - 1);
+      return Status::Ok();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Status::DeadlineExceeded("broker did not report ready; log:\n" + log());
+}
+
+int BrokerProcess::Stop(int signal) {
+  if (!running()) return -1;
+  ::kill(pid_, signal);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return ExitCode(status);
+}
+
+void BrokerProcess::Signal(int signal) {
+  if (running()) ::kill(pid_, signal);
+}
+
+std::string BrokerProcess::log() const { return ReadText(log_path_); }
+
+bool BrokerProcess::WaitForLog(const std::string& needle, int timeout_ms) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (log().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+AgentOptions BrokerProcess::AgentFor(const TestAgency& agency, wire::Role role) const {
+  AgentOptions o;
+  o.broker_endpoint = endpoint_;
+  o.broker_public_key = broker_keys_.public_z85;
+  o.keys = agency.keys;
+  o.role = role;
+  o.receipt_timeout = std::chrono::milliseconds(5000);
+  o.resend_interval = std::chrono::milliseconds(500);
+  o.heartbeat = std::chrono::milliseconds(200);
+  return o;
+}
+
+int RunCommand(const std::vector<std::string>& argv, std::string* out, std::string* err) {
+  TempDir tmp;
+  int out_fd = ::open(tmp.file("out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  int err_fd = ::open(tmp.file("err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  pid_t pid = Spawn(argv, out_fd, err_fd);
+  ::close(out_fd);
+  ::close(err_fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (out) *out = ReadText(tmp.file("out"));
+  if (err) *err = ReadText(tmp.file("err"));
+  return ExitCode(status);
+}
+
+}  // namespace liaison::testing

@@ -1,0 +1,61 @@
+// Runs the real liaison-broker binary on a free loopback port with CURVE on,
+// from real key and policy files in a temporary folder.
+#ifndef LIAISON_TESTS_INTEGRATION_BROKER_PROCESS_H_
+#define LIAISON_TESTS_INTEGRATION_BROKER_PROCESS_H_
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "liaison/agent.h"
+#include "testing/fixtures.h"
+
+namespace liaison::testing {
+
+class BrokerProcess {
+ public:
+  // Writes keys, policies and broker.yaml under `dir`. `extra_config` is
+  // appended to broker.yaml (e.g. a limits: block).
+  BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
+                const std::string& extra_config = "");
+  ~BrokerProcess();  // stops the broker if it runs
+
+  // Starts the broker and waits until it listens. With no endpoint, it
+  // binds a free loopback port; pass endpoint() to restart on the same one.
+  Status Start(const std::string& endpoint = "tcp://127.0.0.1:*");
+  // Sends `signal` and waits; returns the exit status (or -signal number).
+  int Stop(int signal = SIGTERM);
+  // Sends a signal without waiting (e.g. SIGHUP).
+  void Signal(int signal);
+  bool running() const { return pid_ > 0; }
+
+  const std::string& endpoint() const { return endpoint_; }
+  const CurveKeyPair& broker_keys() const { return broker_keys_; }
+  std::string log() const;
+  // Waits until the log holds `needle` (polling); false after `timeout_ms`.
+  bool WaitForLog(const std::string& needle, int timeout_ms = 5000) const;
+  const std::string& policies_dir() const { return policies_dir_; }
+
+  // Options for an agent of `agency` connecting to this broker.
+  AgentOptions AgentFor(const TestAgency& agency, wire::Role role = wire::Role::sender) const;
+
+ private:
+  std::string dir_;
+  std::string policies_dir_;
+  std::string config_path_;
+  std::string log_path_;
+  std::string ready_path_;
+  CurveKeyPair broker_keys_;
+  std::string endpoint_;
+  int null_fd_ = -1;
+  pid_t pid_ = -1;
+};
+
+// Runs a command; returns its exit status and fills stdout/stderr.
+int RunCommand(const std::vector<std::string>& argv, std::string* out, std::string* err);
+
+}  // namespace liaison::testing
+
+#endif  // LIAISON_TESTS_INTEGRATION_BROKER_PROCESS_H_

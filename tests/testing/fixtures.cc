@@ -1,0 +1,69 @@
+#include "testing/fixtures.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace liaison::testing {
+
+TempDir::TempDir() {
+  std::random_device rd;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    auto candidate = std::filesystem::temp_directory_path() /
+                     ("liaison-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    if (std::filesystem::create_directory(candidate)) {
+      path_ = candidate;
+      return;
+    }
+  }
+  throw std::runtime_error("cannot create a temporary directory");
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path_, ec);
+}
+
+void WriteText(const std::string& path, const std::string& text) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::ofstream out(path);
+  out << text;
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agencies) {
+  WriteText(dir + "/vocabulary.yaml",
+            "kinds:\n"
+            "  exit-programme: exit programme\n"
+            "  youth-welfare: youth welfare\n"
+            "  health-service: health service\n"
+            "  security-agency: security agency\n"
+            "  prison-service: prison service\n"
+            "regions:\n"
+            "  mombasa: Mombasa County\n"
+            "  kwale: Kwale County\n"
+            "  nairobi: Nairobi County\n");
+  for (const auto& a : agencies) {
+    WriteText(dir + "/agencies/" + a.id + ".yaml",
+              "id: " + a.id + "\nname: Test agency " + a.id + "\nkind: " + a.kind +
+                  "\nregion: " + a.region + "\npublic_key: \"" + a.keys.public_z85 + "\"\n");
+  }
+}
+
+TestAgency MakeAgency(const std::string& id, const std::string& kind, const std::string& region) {
+  auto keys = GenerateCurveKeyPair();
+  if (!keys.ok()) throw std::runtime_error(keys.status().ToString());
+  return {id, kind, region, *keys};
+}
+
+}  // namespace liaison::testing

@@ -1,0 +1,47 @@
+// Helpers shared by unit and integration tests: temporary folders and a
+// registry of example agencies written as real policy files.
+#ifndef LIAISON_TESTS_TESTING_FIXTURES_H_
+#define LIAISON_TESTS_TESTING_FIXTURES_H_
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "liaison/keys.h"
+
+namespace liaison::testing {
+
+// A fresh folder under the system temp dir, removed on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void WriteText(const std::string& path, const std::string& text);
+std::string ReadText(const std::string& path);
+
+struct TestAgency {
+  std::string id;
+  std::string kind;
+  std::string region;
+  CurveKeyPair keys;
+};
+
+// Writes DIR/vocabulary.yaml and DIR/agencies/<id>.yaml for `agencies`
+// (their public keys registered).
+void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agencies);
+
+// A test agency with a fresh key pair.
+TestAgency MakeAgency(const std::string& id, const std::string& kind, const std::string& region);
+
+}  // namespace liaison::testing
+
+#endif  // LIAISON_TESTS_TESTING_FIXTURES_H_

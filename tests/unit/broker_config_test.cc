@@ -1,0 +1,102 @@
+#include "config/broker_config.h"
+
+#include <gtest/gtest.h>
+
+#include "testing/fixtures.h"
+
+namespace liaison::broker {
+namespace {
+
+using testing::TempDir;
+using testing::WriteText;
+
+TEST(BrokerConfigTest, ReadsAGoodConfigAndResolvesPathsFromItsFolder) {
+  TempDir dir;
+  WriteText(dir.file("etc/broker.yaml"),
+            "listen: tcp://127.0.0.1:7701\n"
+            "secret_key_file: keys/broker.key\n"
+            "policies_dir: /srv/policies\n"
+            "heartbeat_ms: 500\n"
+            "limits:\n  max_message_bytes: 4096\n  max_recipients: 3\n"
+            "log:\n  level: debug\n  format: json\n  file: log/broker.log\n  console: false\n");
+  auto c = LoadBrokerConfig(dir.file("etc/broker.yaml"));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ("tcp://127.0.0.1:7701", c->listen);
+  EXPECT_EQ(dir.file("etc/keys/broker.key"), c->secret_key_file);
+  EXPECT_EQ("/srv/policies", c->policies_dir);
+  EXPECT_EQ(500u, c->heartbeat_ms);
+  EXPECT_EQ(4096u, c->limits.max_message_bytes);
+  EXPECT_EQ(3u, c->limits.max_recipients);
+  EXPECT_EQ(100000u, c->limits.dedupe_window);  // default kept
+  EXPECT_EQ("debug", c->log.level);
+  EXPECT_EQ("json", c->log.format);
+  EXPECT_FALSE(c->log.console);
+  EXPECT_EQ(dir.file("etc/log/broker.log"), c->log.file);
+}
+
+struct BadConfigCase {
+  const char* name;
+  const char* yaml;
+  std::vector<const char*> expected;  // substrings of the error
+};
+
+class BadConfigTest : public ::testing::TestWithParam<BadConfigCase> {};
+
+TEST_P(BadConfigTest, NamesTheKeyAndLine) {
+  TempDir dir;
+  WriteText(dir.file("broker.yaml"), GetParam().yaml);
+  auto c = LoadBrokerConfig(dir.file("broker.yaml"));
+  ASSERT_FALSE(c.ok());
+  for (const char* part : GetParam().expected) {
+    EXPECT_NE(std::string::npos, c.status().message().find(part))
+        << "missing '" << part << "' in: " << c.status().message();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadConfigTest,
+    ::testing::Values(
+        BadConfigCase{"unknown_key",
+                      "secret_key_file: k\npolicies_dir: p\nlistn: tcp://127.0.0.1:1\n",
+                      {"broker.yaml:3:1", "unknown key 'listn'", "did you mean 'listen'"}},
+        BadConfigCase{"nested_unknown_key",
+                      "secret_key_file: k\npolicies_dir: p\nlimits:\n  max_mesage_bytes: 5\n",
+                      {"broker.yaml:4:3", "limits.max_mesage_bytes",
+                       "did you mean 'limits.max_message_bytes'"}},
+        BadConfigCase{"not_a_number",
+                      "secret_key_file: k\npolicies_dir: p\nlimits:\n  max_message_bytes: lots\n",
+                      {"broker.yaml:4:22", "limits.max_message_bytes", "whole number"}},
+        BadConfigCase{"out_of_range",
+                      "secret_key_file: k\npolicies_dir: p\nheartbeat_ms: 5\n",
+                      {"broker.yaml:3:15", "heartbeat_ms", "from 100 to 60000"}},
+        BadConfigCase{"missing_required", "listen: tcp://127.0.0.1:1\n",
+                      {"missing required key 'secret_key_file'",
+                       "missing required key 'policies_dir'"}},
+        BadConfigCase{"bad_choice",
+                      "secret_key_file: k\npolicies_dir: p\nlog:\n  level: loud\n",
+                      {"broker.yaml:4:10", "log.level", "'loud' is not one of"}},
+        BadConfigCase{"bad_endpoint", "secret_key_file: k\npolicies_dir: p\nlisten: 7700\n",
+                      {"broker.yaml:3:9", "tcp://"}},
+        BadConfigCase{"syntax_error", "secret_key_file: k\npolicies_dir: [p\n",
+                      {"broker.yaml:", "YAML syntax error"}},
+        BadConfigCase{"not_a_map", "- a\n- b\n", {"expected a map"}}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(BrokerConfigTest, ReportsEveryErrorAtOnce) {
+  TempDir dir;
+  WriteText(dir.file("broker.yaml"),
+            "secret_key_file: k\npolicies_dir: p\nheartbeat_ms: 1\nlog:\n  format: xml\n");
+  auto c = LoadBrokerConfig(dir.file("broker.yaml"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string::npos, c.status().message().find("heartbeat_ms"));
+  EXPECT_NE(std::string::npos, c.status().message().find("log.format"));
+}
+
+TEST(BrokerConfigTest, MissingFile) {
+  auto c = LoadBrokerConfig("/nonexistent/broker.yaml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(Status::Code::kNotFound, c.status().code());
+}
+
+}  // namespace
+}  // namespace liaison::broker

@@ -1,0 +1,222 @@
+#include "routing/dispatcher.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace liaison::broker {
+namespace {
+
+using wire::Code;
+
+std::shared_ptr<const AgencyDirectory> Directory() {
+  return AgencyDirectory::FromAgencies({
+      {"exit-a", "Exit A", "exit-programme", "mombasa", "", "", ""},
+      {"exit-b", "Exit B", "exit-programme", "kwale", "", "", ""},
+      {"youth-m", "Youth M", "youth-welfare", "mombasa", "", "", ""},
+      {"youth-k", "Youth K", "youth-welfare", "kwale", "", "", ""},
+      {"sec-m", "Security M", "security-agency", "mombasa", "", "", ""},
+  });
+}
+
+struct Address {
+  std::string agency, kind, region;
+};
+
+std::vector<uint8_t> Envelope(const std::vector<Address>& to, const std::string& id = "m-1",
+                              const std::string& from = "") {
+  wire::EnvelopeT e;
+  e.id = id;
+  e.from = from;
+  e.case_ref = "CASE-1";
+  e.purpose = "referral-for-services";
+  e.created_at = "2026-11-24T09:30:00Z";
+  for (const auto& a : to) {
+    auto r = std::make_unique<wire::RecipientT>();
+    r->agency = a.agency;
+    r->kind = a.kind;
+    r->region = a.region;
+    e.to.push_back(std::move(r));
+  }
+  wire::CaseClosureT closure;
+  closure.outcome = wire::ClosureOutcome::completed;
+  e.payload.Set(closure);
+  flatbuffers::FlatBufferBuilder fbb;
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+std::vector<std::string> RecipientIds(const Admission& a) {
+  std::vector<std::string> ids;
+  for (const auto& d : a.deliveries) ids.push_back(d.recipient->id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  Admission Admit(const std::vector<uint8_t>& bytes, const std::string& sender = "exit-a") {
+    return dispatcher_.Admit(*directory_, *directory_->Find(sender), bytes);
+  }
+  std::shared_ptr<const AgencyDirectory> directory_ = Directory();
+  Limits limits_;
+  Dispatcher dispatcher_{limits_};
+};
+
+TEST_F(DispatcherTest, AgencyIdAddressReachesThatAgencyOnly) {
+  Admission a = Admit(Envelope({{"youth-m", "", ""}}));
+  ASSERT_EQ(Code::ok, a.code) << a.detail;
+  EXPECT_EQ(std::vector<std::string>{"youth-m"}, RecipientIds(a));
+  EXPECT_TRUE(a.unresolved.empty());
+  EXPECT_EQ("m-1", a.message_id);
+}
+
+TEST_F(DispatcherTest, KindAddressReachesEveryAgencyOfThatKind) {
+  Admission a = Admit(Envelope({{"", "youth-welfare", ""}}));
+  ASSERT_EQ(Code::ok, a.code);
+  EXPECT_EQ((std::vector<std::string>{"youth-k", "youth-m"}), RecipientIds(a));
+}
+
+TEST_F(DispatcherTest, KindAndRegionNarrowsToTheRegion) {
+  Admission a = Admit(Envelope({{"", "youth-welfare", "kwale"}}));
+  EXPECT_EQ(std::vector<std::string>{"youth-k"}, RecipientIds(a));
+}
+
+TEST_F(DispatcherTest, KindAddressNeverLoopsBackToTheSender) {
+  Admission a = Admit(Envelope({{"", "exit-programme", ""}}));
+  EXPECT_EQ(std::vector<std::string>{"exit-b"}, RecipientIds(a));
+}
+
+TEST_F(DispatcherTest, OverlappingAddressesDeliverOneCopy) {
+  Admission a = Admit(Envelope({{"youth-m", "", ""}, {"", "youth-welfare", "mombasa"},
+                                {"", "youth-welfare", ""}}));
+  ASSERT_EQ(Code::ok, a.code);
+  EXPECT_EQ((std::vector<std::string>{"youth-k", "youth-m"}), RecipientIds(a));
+  EXPECT_TRUE(a.unresolved.empty());
+}
+
+TEST_F(DispatcherTest, UnknownAddressesAreReportedPerAddress) {
+  Admission a = Admit(Envelope({{"nobody", "", ""}, {"", "prison-service", ""},
+                                {"", "youth-welfare", "nairobi"}, {"youth-m", "", ""}}));
+  ASSERT_EQ(Code::ok, a.code);
+  EXPECT_EQ(std::vector<std::string>{"youth-m"}, RecipientIds(a));
+  ASSERT_EQ(3u, a.unresolved.size());
+  EXPECT_EQ("nobody", a.unresolved[0].recipient);
+  EXPECT_EQ("kind:prison-service", a.unresolved[1].recipient);
+  EXPECT_EQ("kind:youth-welfare@nairobi", a.unresolved[2].recipient);
+  for (const auto& u : a.unresolved) EXPECT_EQ(Code::unknown_recipient, u.code);
+}
+
+TEST_F(DispatcherTest, EachCopyNamesTheSenderAndOnlyItsRecipient) {
+  Admission a = Admit(Envelope({{"", "youth-welfare", ""}}));
+  ASSERT_EQ(2u, a.deliveries.size());
+  for (const auto& d : a.deliveries) {
+    const wire::Envelope* e = wire::VerifyEnvelope({d.envelope.data(), d.envelope.size()});
+    ASSERT_NE(nullptr, e);
+    EXPECT_EQ("exit-a", e->from()->str());
+    ASSERT_EQ(1u, e->to()->size());
+    EXPECT_EQ(d.recipient->id, e->to()->Get(0)->agency()->str());
+    EXPECT_EQ("CASE-1", e->case_ref()->str());
+    EXPECT_EQ(wire::Payload::CaseClosure, e->payload_type());
+  }
+}
+
+TEST_F(DispatcherTest, SenderMayRepeatItsOwnIdButNotAnother) {
+  EXPECT_EQ(Code::ok, Admit(Envelope({{"youth-m", "", ""}}, "m-1", "exit-a")).code);
+  Admission spoofed = Admit(Envelope({{"youth-m", "", ""}}, "m-1", "sec-m"));
+  EXPECT_EQ(Code::spoofed_sender, spoofed.code);
+  EXPECT_TRUE(spoofed.deliveries.empty());
+  EXPECT_EQ(std::string::npos, spoofed.detail.find("sec-m"));
+}
+
+TEST_F(DispatcherTest, MalformedBytesAreRejected) {
+  std::vector<uint8_t> garbage = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  EXPECT_EQ(Code::malformed, Admit(garbage).code);
+  EXPECT_EQ(Code::malformed, Admit({}).code);
+  auto good = Envelope({{"youth-m", "", ""}});
+  std::vector<uint8_t> truncated(good.begin(), good.begin() + good.size() / 2);
+  EXPECT_EQ(Code::malformed, Admit(truncated).code);
+  // Every single-byte corruption is either rejected or still a valid buffer;
+  // it never crashes (ASan/UBSan runs make this stronger).
+  for (size_t i = 0; i < good.size(); ++i) {
+    auto copy = good;
+    copy[i] ^= 0xff;
+    (void)Admit(copy);
+  }
+}
+
+TEST_F(DispatcherTest, OversizeIsRejectedBeforeParsing) {
+  Limits small;
+  small.max_message_bytes = 1024;
+  Dispatcher d(small);
+  std::vector<uint8_t> big(2048, 0);
+  Admission a = d.Admit(*directory_, *directory_->Find("exit-a"), big);
+  EXPECT_EQ(Code::too_large, a.code);
+  EXPECT_NE(std::string::npos, a.detail.find("1024"));
+}
+
+TEST_F(DispatcherTest, HeaderChecks) {
+  EXPECT_EQ(Code::no_recipients, Admit(Envelope({})).code);
+  EXPECT_EQ(Code::missing_field, Admit(Envelope({{"youth-m", "", ""}}, "")).code);
+  EXPECT_EQ(Code::invalid_field, Admit(Envelope({{"youth-m", "", ""}}, "has space")).code);
+  EXPECT_EQ(Code::invalid_field, Admit(Envelope({{"youth-m", "youth-welfare", ""}})).code);
+  EXPECT_EQ(Code::invalid_field, Admit(Envelope({{"youth-m", "", "kwale"}})).code);
+  EXPECT_EQ(Code::invalid_field, Admit(Envelope({{"", "", ""}})).code);
+
+  Limits few;
+  few.max_recipients = 1;
+  Dispatcher d(few);
+  Admission wide = d.Admit(*directory_, *directory_->Find("exit-a"),
+                           Envelope({{"", "youth-welfare", ""}}));
+  EXPECT_EQ(Code::invalid_field, wide.code);
+}
+
+TEST_F(DispatcherTest, TimesMustBeRfc3339AndVersionKnown) {
+  wire::EnvelopeT e;
+  e.id = "t";
+  auto r = std::make_unique<wire::RecipientT>();
+  r->agency = "youth-m";
+  e.to.push_back(std::move(r));
+  e.payload.Set(wire::CaseClosureT());
+  auto pack = [&] {
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+    return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  };
+  for (const char* good : {"2026-11-24T09:30:00Z", "2026-11-24T09:30:00.123Z",
+                           "2026-11-24T09:30:00+03:00"}) {
+    e.expires_at = good;
+    EXPECT_EQ(Code::ok, Admit(pack()).code) << good;
+  }
+  for (const char* bad : {"yesterday", "2026-11-24", "2026-11-24 09:30:00Z", "2026-11-24T09:30:00",
+                          "2026-13-45T99:99:99Z"}) {
+    e.expires_at = bad;
+    Admission a = Admit(pack());
+    EXPECT_EQ(Code::invalid_field, a.code) << bad;
+    EXPECT_NE(std::string::npos, a.detail.find("expires_at"));
+  }
+  e.expires_at.clear();
+  e.schema_version = 2;
+  EXPECT_EQ(Code::unsupported_version, Admit(pack()).code);
+  e.schema_version = 0;
+  EXPECT_EQ(Code::invalid_field, Admit(pack()).code);
+  e.schema_version = 1;
+  e.payload.Reset();
+  EXPECT_EQ(Code::missing_field, Admit(pack()).code);
+}
+
+TEST(ReceiptTest, BuildsAVerifiableReceipt) {
+  auto buffer = BuildReceipt("m-9", Code::ok, "", "exit-a",
+                             {{"youth-m", Code::forwarded, ""},
+                              {"nobody", Code::unknown_recipient, "no-matching-agency"}});
+  const wire::Receipt* r = wire::VerifyReceipt({buffer.data(), buffer.size()});
+  ASSERT_NE(nullptr, r);
+  EXPECT_EQ("m-9", r->message_id()->str());
+  EXPECT_EQ("exit-a", r->from()->str());
+  ASSERT_EQ(2u, r->recipients()->size());
+  EXPECT_EQ(Code::unknown_recipient, r->recipients()->Get(1)->code());
+  EXPECT_EQ("no-matching-agency", r->recipients()->Get(1)->reason()->str());
+}
+
+}  // namespace
+}  // namespace liaison::broker

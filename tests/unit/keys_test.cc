@@ -1,0 +1,88 @@
+#include "liaison/keys.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "testing/fixtures.h"
+
+namespace liaison {
+namespace {
+
+using testing::TempDir;
+using testing::WriteText;
+
+TEST(KeysTest, GeneratedPairRoundTripsThroughFiles) {
+  TempDir dir;
+  auto keys = GenerateCurveKeyPair();
+  ASSERT_TRUE(keys.ok()) << keys.status().ToString();
+  ASSERT_TRUE(WriteCurveKeyPair(dir.path().string(), "exit", *keys).ok());
+
+  struct stat st;
+  ASSERT_EQ(0, ::stat(dir.file("exit.key").c_str(), &st));
+  EXPECT_EQ(0600u, st.st_mode & 0777);
+
+  auto loaded = LoadSecretKeyFile(dir.file("exit.key"));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_EQ(keys->secret_z85, loaded->secret_z85);
+  EXPECT_EQ(keys->public_z85, loaded->public_z85);  // derived from the secret
+
+  auto pub = LoadPublicKeyFile(dir.file("exit.pub"));
+  ASSERT_TRUE(pub.ok());
+  EXPECT_EQ(keys->public_z85, *pub);
+}
+
+TEST(KeysTest, RefusesToOverwriteAKey) {
+  TempDir dir;
+  auto keys = GenerateCurveKeyPair();
+  ASSERT_TRUE(WriteCurveKeyPair(dir.path().string(), "a", *keys).ok());
+  Status again = WriteCurveKeyPair(dir.path().string(), "a", *keys);
+  EXPECT_FALSE(again.ok());
+  EXPECT_NE(std::string::npos, again.message().find("remove it first"));
+}
+
+TEST(KeysTest, SecretKeyReadableByOthersIsRefused) {
+  TempDir dir;
+  auto keys = GenerateCurveKeyPair();
+  ASSERT_TRUE(WriteCurveKeyPair(dir.path().string(), "a", *keys).ok());
+  ::chmod(dir.file("a.key").c_str(), 0644);
+  auto loaded = LoadSecretKeyFile(dir.file("a.key"));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(Status::Code::kPermissionDenied, loaded.status().code());
+  EXPECT_NE(std::string::npos, loaded.status().message().find("chmod 600"));
+}
+
+TEST(KeysTest, MissingAndMalformedKeyFiles) {
+  TempDir dir;
+  auto missing = LoadSecretKeyFile(dir.file("none.key"));
+  EXPECT_EQ(Status::Code::kNotFound, missing.status().code());
+  EXPECT_NE(std::string::npos, missing.status().message().find("liaison keygen"));
+
+  WriteText(dir.file("short.pub"), "# comment\nabc\n");
+  auto bad = LoadPublicKeyFile(dir.file("short.pub"));
+  EXPECT_EQ(Status::Code::kInvalidArgument, bad.status().code());
+
+  WriteText(dir.file("empty.pub"), "# only a comment\n\n");
+  EXPECT_FALSE(LoadPublicKeyFile(dir.file("empty.pub")).ok());
+
+  WriteText(dir.file("bad.key"), "not a key at all, but forty chars long!!\n");
+  ::chmod(dir.file("bad.key").c_str(), 0600);
+  EXPECT_FALSE(LoadSecretKeyFile(dir.file("bad.key")).ok());
+}
+
+TEST(KeysTest, Z85ValidationAndFingerprint) {
+  auto keys = GenerateCurveKeyPair();
+  EXPECT_TRUE(IsValidZ85Key(keys->public_z85));
+  EXPECT_FALSE(IsValidZ85Key(keys->public_z85.substr(1)));
+  EXPECT_FALSE(IsValidZ85Key(std::string(40, ' ')));
+  std::string raw = DecodeZ85Key(keys->public_z85);
+  ASSERT_EQ(32u, raw.size());
+  std::string fp = KeyFingerprint(raw);
+  EXPECT_EQ(16u, fp.size());
+  EXPECT_EQ(fp, KeyFingerprint(raw));
+  EXPECT_NE(fp, KeyFingerprint(DecodeZ85Key(GenerateCurveKeyPair()->public_z85)));
+  // The fingerprint reveals nothing of the key text itself.
+  EXPECT_EQ(std::string::npos, keys->public_z85.find(fp));
+}
+
+}  // namespace
+}  // namespace liaison
