@@ -143,7 +143,19 @@ void Agent::HandleBrokerMessage() {
   }
 }
 
+Status Agent::ReopenIfRefused() {
+  if (!key_refused_) return Status::Ok();
+  // libzmq does not reconnect after a refused handshake; a fresh socket
+  // tries again (the operator may have registered the key since).
+  monitor_.reset();
+  dealer_.reset();
+  context_.reset();
+  key_refused_ = false;
+  return Open();
+}
+
 StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
+  LIAISON_RETURN_IF_ERROR(ReopenIfRefused());
   const wire::Envelope* parsed = wire::VerifyEnvelope(envelope);
   const std::string id = parsed && parsed->id() ? parsed->id()->str() : std::string();
   receipts_.erase(id);
@@ -187,9 +199,14 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
 }
 
 StatusOr<std::optional<EnvelopeBuffer>> Agent::Receive(std::chrono::milliseconds timeout) {
+  LIAISON_RETURN_IF_ERROR(ReopenIfRefused());
   const auto deadline = Clock::now() + timeout;
   try {
     while (inbox_.empty()) {
+      if (key_refused_) {
+        return Status::PermissionDenied(
+            "the broker refused this agency's key: it is not registered (or was revoked)");
+      }
       const auto now = Clock::now();
       if (now >= deadline) return std::optional<EnvelopeBuffer>();
       Pump(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +

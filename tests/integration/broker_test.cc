@@ -361,6 +361,36 @@ TEST_F(BrokerTest, ReloadAdmitsNewAgenciesAndKeepsTheLastGoodSet) {
             SendOk(*sender, MakeEnvelope({{"youth-m"}}, "h-2"))->recipients()->Get(0)->code());
 }
 
+TEST_F(BrokerTest, AReplacedKeyStopsWorkingOnOpenConnections) {
+  auto youth = Receiver(youth_m_);
+  auto options = broker_->AgentFor(exit_);
+  options.receipt_timeout = 1500ms;
+  auto old_agent = Agent::Connect(options);
+  ASSERT_TRUE(old_agent.ok());
+  EXPECT_EQ(Code::ok, SendOk(**old_agent, MakeEnvelope({{"youth-m"}}, "v-1"))->code());
+  ASSERT_TRUE(ReceiveOne(*youth).has_value());
+
+  // The operator rotates exit-a's key (revoking the old one) and reloads.
+  TestAgency rotated = MakeAgency("exit-a", "exit-programme", "mombasa");
+  WriteText(broker_->policies_dir() + "/agencies/exit-a.yaml",
+            "id: exit-a\nname: A\nkind: exit-programme\nregion: mombasa\npublic_key: \"" +
+                rotated.keys.public_z85 + "\"\n");
+  broker_->Signal(SIGHUP);
+  ASSERT_TRUE(broker_->WaitForLog("event=reload_done"));
+
+  auto refused = (*old_agent)->Send(MakeEnvelope({{"youth-m"}}, "v-2"));
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(broker_->WaitForLog("event=message_with_revoked_key agency=exit-a"));
+  EXPECT_FALSE(ReceiveOne(*youth, 300ms).has_value());
+
+  auto fresh = Sender(rotated);
+  EXPECT_EQ(Code::forwarded,
+            SendOk(*fresh, MakeEnvelope({{"youth-m"}}, "v-3"))->recipients()->Get(0)->code());
+  auto m = ReceiveOne(*youth);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ("v-3", (*m)->id()->str());
+}
+
 TEST_F(BrokerTest, StopsCleanlyOnSigterm) {
   EXPECT_EQ(0, broker_->Stop(SIGTERM));
   EXPECT_TRUE(broker_->WaitForLog("event=stop"));

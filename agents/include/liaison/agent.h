@@ -103,6 +103,7 @@ class Agent {
  private:
   explicit Agent(AgentOptions options);
   Status Open();
+  Status ReopenIfRefused();
   // Handles what arrives within `timeout`; returns after the first event.
   void Pump(std::chrono::milliseconds timeout);
   void HandleMonitorEvent();

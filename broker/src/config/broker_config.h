@@ -15,7 +15,7 @@ struct Limits {
   uint64_t max_message_bytes = 256 * 1024;  // larger envelopes get a too_large receipt
   uint64_t max_recipients = 64;             // addresses in Envelope.to, and resolved agencies
   uint64_t dedupe_window = 100000;          // recent (sender, id) pairs remembered for resends
-  uint64_t send_high_water_mark = 10000;    // frames queued per connection before "offline"
+  uint64_t send_high_water_mark = 10000;    // messages queued per connection before "backlog"
 };
 
 struct BrokerConfig {

@@ -148,12 +148,14 @@ void Reactor::Run() {
 void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   // [routing id, command, body]; ZAP put the agency id on every frame.
   const char* user_id = frames.size() > 1 ? zmq_msg_gets(frames[1].handle(), "User-Id") : nullptr;
+  const char* key = frames.size() > 1 ? zmq_msg_gets(frames[1].handle(), kKeyProperty) : nullptr;
   auto dir = directory();
   const Agency* agency = user_id ? dir->Find(user_id) : nullptr;
-  if (!agency) {
-    // Registered at handshake, removed by a reload since: stop serving it.
-    stats_.malformed_frames++;
-    spdlog::warn("event=message_from_unregistered agency={}", user_id ? user_id : "-");
+  if (!agency || !key || agency->public_key != key) {
+    // Admitted at handshake, but a reload has since removed the agency or
+    // replaced its key: the connection no longer speaks for anyone.
+    stats_.revoked_messages++;
+    spdlog::warn("event=message_with_revoked_key agency={}", user_id ? user_id : "-");
     return;
   }
   const std::string routing_id = frames[0].to_string();

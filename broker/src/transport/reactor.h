@@ -30,6 +30,7 @@ struct ReactorStats {
   std::atomic<uint64_t> malformed_frames{0};
   std::atomic<uint64_t> handshake_failures{0};
   std::atomic<uint64_t> acks{0};
+  std::atomic<uint64_t> revoked_messages{0};  // from connections whose key a reload removed
 };
 
 class Reactor {

@@ -7,6 +7,21 @@
 #include "liaison/keys.h"
 
 namespace liaison::broker {
+namespace {
+
+// One ZMTP metadata property: name length (1 byte), name, value length
+// (4 bytes, big-endian), value.
+std::string EncodeProperty(std::string_view name, std::string_view value) {
+  std::string out;
+  out.push_back(static_cast<char>(name.size()));
+  out.append(name);
+  const uint32_t n = static_cast<uint32_t>(value.size());
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((n >> shift) & 0xff));
+  out.append(value);
+  return out;
+}
+
+}  // namespace
 
 ZapHandler::ZapHandler(zmq::context_t& context, DirectorySource directory)
     : context_(context), directory_(std::move(directory)) {}
@@ -56,6 +71,7 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
   std::string status_code = "400";
   std::string status_text = "unknown key";
   std::string user_id;
+  std::string metadata;
   if (request.size() < 6 || request[0].to_string_view() != "1.0") {
     status_text = "malformed ZAP request";
     spdlog::error("event=zap_malformed frames={}", request.size());
@@ -74,6 +90,7 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
         status_code = "200";
         status_text = "OK";
         user_id = agency->id;
+        metadata = EncodeProperty(kKeyProperty, agency->public_key);
         admitted_++;
         spdlog::debug("event=auth_ok agency={} peer={}", agency->id, address);
       } else {
@@ -88,7 +105,7 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
       zmq::buffer(request.size() > 1 ? request[1].data() : nullptr,
                   request.size() > 1 ? request[1].size() : 0),
       zmq::buffer(status_code), zmq::buffer(status_text), zmq::buffer(user_id),
-      zmq::str_buffer("")};
+      zmq::buffer(metadata)};
   zmq::send_multipart(*socket_, reply);
 }
 

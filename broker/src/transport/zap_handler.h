@@ -16,6 +16,12 @@
 
 namespace liaison::broker {
 
+// The connection metadata property holding the Z85 public key the
+// connection authenticated with; the reactor compares it with the current
+// registration so that a key replaced or revoked by a reload stops working
+// on connections that are already open.
+inline constexpr const char* kKeyProperty = "X-Liaison-Key";
+
 class ZapHandler {
  public:
   // `directory` returns the current registration snapshot; called once per
