@@ -72,29 +72,34 @@ for _ in $(seq 100); do
 done
 echo "${#agencies[@]} agents connected and listening"
 
-send() {  # send FROM FILE TO...
-  local from="$1" file="$2"; shift 2
+failures=0
+send() {  # send EXPECTED_EXIT_CODE FROM FILE TO...
+  local expected="$1" from="$2" file="$3"; shift 3
   local args=() rc=0
   for to in "$@"; do args+=(--to "$to"); done
   "$BIN/liaison" send --config "$WORK/agents/$from.yaml" "${args[@]}" "$file" \
     >"$WORK/last-receipt.json" 2>"$WORK/last-error.txt" || rc=$?
   python3 "$ROOT/deploy/demo/show.py" receipt "$from" "$(basename "$file")" "$rc" \
     "$WORK/last-receipt.json" "$WORK/last-error.txt"
+  if [ "$rc" != "$expected" ]; then
+    echo "  UNEXPECTED: exit code $rc, expected $expected"
+    failures=$((failures + 1))
+  fi
 }
 
 say "Scenarios (BRIEF section 6) sent with \`liaison send\`"
-send exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" youth-welfare-mombasa
-send exit-mombasa "$SCENARIOS/02-exit-to-security-break-glass.json" kind:security-agency@mombasa
-send health-mombasa "$SCENARIOS/03-health-response.json" exit-mombasa
-send prison-shimo "$SCENARIOS/04-prison-handover.json" reintegration-kwale
-send community-likoni "$SCENARIOS/05-incident-report.json" kind:county-coordinator@mombasa
-send exit-mombasa "$SCENARIOS/06-erasure.json" youth-welfare-mombasa
+send 0 exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" youth-welfare-mombasa
+send 0 exit-mombasa "$SCENARIOS/02-exit-to-security-break-glass.json" kind:security-agency@mombasa
+send 0 health-mombasa "$SCENARIOS/03-health-response.json" exit-mombasa
+send 0 prison-shimo "$SCENARIOS/04-prison-handover.json" reintegration-kwale
+send 0 community-likoni "$SCENARIOS/05-incident-report.json" kind:county-coordinator@mombasa
+send 0 exit-mombasa "$SCENARIOS/06-erasure.json" youth-welfare-mombasa
 
 say "Errors get clear receipts"
-send exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" kind:probation-service@lamu
-send exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" no-such-agency youth-welfare-mombasa
+send 3 exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" kind:probation-service@lamu
+send 3 exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" no-such-agency youth-welfare-mombasa
 echo '{"payload_type": "CaseClosure", "payload": {"outcome": "finished"}}' > "$WORK/bad.json"
-send exit-mombasa "$WORK/bad.json" youth-welfare-mombasa
+send 2 exit-mombasa "$WORK/bad.json" youth-welfare-mombasa
 
 sleep 0.5
 say "What each agency received"
@@ -104,3 +109,19 @@ say "Broker log (events and names only, never message contents)"
 tail -n 12 "$WORK/logs/broker.log"
 echo
 echo "Policies are not enforced yet: until the policy engine lands every registered pair is allowed."
+
+# The demo checks itself, so that `make test` notices when it breaks.
+for expected in youth-welfare-mombasa:3 security-coast:1 exit-mombasa:1 reintegration-kwale:1 \
+                coordinator-mombasa:1; do
+  agency="${expected%%:*}" want="${expected##*:}"
+  got="$(ls "$WORK/inbox/$agency" 2>/dev/null | wc -l)"
+  if [ "$got" != "$want" ]; then
+    echo "UNEXPECTED: $agency received $got message(s), expected $want"
+    failures=$((failures + 1))
+  fi
+done
+if [ "$failures" -ne 0 ]; then
+  echo "demo: $failures unexpected result(s)"
+  exit 1
+fi
+echo "demo: all scenarios behaved as expected"
