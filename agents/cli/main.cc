@@ -9,6 +9,7 @@
 #include "liaison/agent.h"
 #include "liaison/keys.h"
 #include "liaison/wire.h"
+#include "policy_commands.h"
 
 namespace {
 
@@ -184,7 +185,27 @@ int main(int argc, char** argv) {
   listen->add_option("--count", count, "stop after N messages (default: until interrupted)");
   listen->add_option("--out", listen_out, "write each message to DIR/<id>.json instead");
 
+  auto* policy = app.add_subcommand("policy", "check, explain and test policies (for DPOs)");
+  policy->require_subcommand(1);
+  std::string policy_dir, from, to_agency, message, secret_key;
+  auto* check = policy->add_subcommand("check", "validate a policies directory");
+  check->add_option("dir", policy_dir, "policies directory")->required();
+  auto* explain = policy->add_subcommand(
+      "explain", "show what an agency would receive of a message, and why");
+  explain->add_option("--policies", policy_dir, "policies directory")->required();
+  explain->add_option("--from", from, "sending agency id")->required();
+  explain->add_option("--to", to_agency, "receiving agency id")->required();
+  explain->add_option("--secret-key", secret_key, "the broker's secret key, for real pseudonyms");
+  explain->add_option("file", message, "the message as JSON")->required();
+  auto* test = policy->add_subcommand("test", "run the test cases in DIR/tests/*.yaml");
+  test->add_option("dir", policy_dir, "policies directory")->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (check->parsed()) return liaison::cli::PolicyCheck(policy_dir);
+  if (explain->parsed()) {
+    return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, secret_key);
+  }
+  if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
   if (keygen->parsed()) return Keygen(out, name);
   if (send->parsed()) return Send(config, to, file);
   if (listen->parsed()) return Listen(config, count, listen_out);

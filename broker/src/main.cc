@@ -11,7 +11,7 @@
 #include "config/broker_config.h"
 #include "liaison/keys.h"
 #include "liaison/logging.h"
-#include "routing/agency_directory.h"
+#include "policy/policy_set.h"
 #include "transport/reactor.h"
 
 namespace {
@@ -19,24 +19,25 @@ namespace {
 constexpr int kExitConfigError = 2;
 constexpr int kExitRuntimeError = 1;
 
-using liaison::broker::AgencyDirectory;
+using liaison::policy::PolicySet;
 
-// Loads the registrations; logs each warning (agencies without a key).
-liaison::StatusOr<std::shared_ptr<const AgencyDirectory>> LoadDirectory(const std::string& dir) {
+// Loads and compiles the policy set; logs each warning.
+liaison::StatusOr<std::shared_ptr<const PolicySet>> LoadPolicies(const std::string& dir,
+                                                                 const std::string& secret) {
   std::vector<std::string> warnings;
-  auto directory = AgencyDirectory::Load(dir, &warnings);
+  auto policies = PolicySet::Load(dir, secret, &warnings);
   for (const auto& w : warnings) spdlog::warn("event=policy_warning detail=\"{}\"", w);
-  return directory;
+  return policies;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"liaison-broker: policy-enforcing message broker for multi-agency case work"};
-  std::string config_path, listen, policies, secret_key, log_level, log_format, log_file, ready_file;
+  std::string config_path, listen, policies_dir, secret_key, log_level, log_format, log_file, ready_file;
   app.add_option("--config", config_path, "broker config file (YAML)")->required();
   app.add_option("--listen", listen, "override listen endpoint, e.g. tcp://127.0.0.1:7700");
-  app.add_option("--policies", policies, "override policies directory");
+  app.add_option("--policies", policies_dir, "override policies directory");
   app.add_option("--secret-key", secret_key, "override the broker's secret key file");
   app.add_option("--log-level", log_level, "override log level");
   app.add_option("--log-format", log_format, "override log format (text|json)");
@@ -51,7 +52,7 @@ int main(int argc, char** argv) {
     return kExitConfigError;
   }
   if (!listen.empty()) config->listen = listen;
-  if (!policies.empty()) config->policies_dir = policies;
+  if (!policies_dir.empty()) config->policies_dir = policies_dir;
   if (!secret_key.empty()) config->secret_key_file = secret_key;
   if (!log_level.empty()) config->log.level = log_level;
   if (!log_format.empty()) config->log.format = log_format;
@@ -66,9 +67,11 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", keys.status().message());
     return kExitConfigError;
   }
-  auto directory = LoadDirectory(config->policies_dir);
-  if (!directory.ok()) {
-    spdlog::critical("event=start_failed reason=policies_invalid\n{}", directory.status().message());
+  // Pseudonyms are keyed from the broker's secret (HKDF per recipient).
+  const std::string secret = liaison::DecodeZ85Key(keys->secret_z85);
+  auto policies = LoadPolicies(config->policies_dir, secret);
+  if (!policies.ok()) {
+    spdlog::critical("event=start_failed reason=policies_invalid\n{}", policies.status().message());
     return kExitConfigError;
   }
 
@@ -81,13 +84,14 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  liaison::broker::Reactor reactor(*config, *keys, *directory);
+  liaison::broker::Reactor reactor(*config, *keys, *policies);
   if (auto st = reactor.Bind(); !st.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", st.message());
     return kExitRuntimeError;
   }
-  spdlog::info("event=start version=0.1.0 endpoint={} policies={} broker_key_fingerprint={}",
-               reactor.endpoint(), config->policies_dir,
+  spdlog::info(
+      "event=start version=0.1.0 endpoint={} policies={} policy_version={} broker_key_fingerprint={}",
+      reactor.endpoint(), config->policies_dir, (*policies)->version(),
                liaison::KeyFingerprint(liaison::DecodeZ85Key(keys->public_z85)));
   if (!ready_file.empty()) {
     std::ofstream(ready_file + ".tmp") << reactor.endpoint() << "\n";
@@ -100,13 +104,15 @@ int main(int argc, char** argv) {
     sigwait(&signals, &sig);
     if (sig == SIGHUP) {
       spdlog::info("event=reload_started policies={}", config->policies_dir);
-      auto fresh = LoadDirectory(config->policies_dir);
+      auto fresh = LoadPolicies(config->policies_dir, secret);
       if (!fresh.ok()) {
-        spdlog::error("event=reload_failed keeping=previous\n{}", fresh.status().message());
+        spdlog::error("event=reload_failed keeping={}\n{}", reactor.policies()->version(),
+                      fresh.status().message());
         continue;
       }
-      reactor.SetDirectory(*fresh);
-      spdlog::info("event=reload_done agencies={}", (*fresh)->agencies().size());
+      reactor.SetPolicies(*fresh);
+      spdlog::info("event=reload_done agencies={} policy_version={}",
+                   (*fresh)->directory().agencies().size(), (*fresh)->version());
       continue;
     }
     spdlog::info("event=signal signal={}", sig == SIGINT ? "SIGINT" : "SIGTERM");

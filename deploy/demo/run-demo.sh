@@ -95,6 +95,9 @@ send 0 prison-shimo "$SCENARIOS/04-prison-handover.json" reintegration-kwale
 send 0 community-likoni "$SCENARIOS/05-incident-report.json" kind:county-coordinator@mombasa
 send 0 exit-mombasa "$SCENARIOS/06-erasure.json" youth-welfare-mombasa
 
+say "Denied by policy: the same referral to the security agency, without break-glass"
+send 3 exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" kind:security-agency@mombasa
+
 say "Errors get clear receipts"
 send 3 exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" kind:probation-service@lamu
 send 3 exit-mombasa "$SCENARIOS/01-exit-to-youth-welfare.json" no-such-agency youth-welfare-mombasa
@@ -108,7 +111,6 @@ python3 "$ROOT/deploy/demo/show.py" inbox "$WORK/inbox"
 say "Broker log (events and names only, never message contents)"
 tail -n 12 "$WORK/logs/broker.log"
 echo
-echo "Policies are not enforced yet: until the policy engine lands every registered pair is allowed."
 
 # The demo checks itself, so that `make test` notices when it breaks.
 for expected in youth-welfare-mombasa:3 security-coast:1 exit-mombasa:1 reintegration-kwale:1 \

@@ -345,7 +345,7 @@ TEST_F(BrokerTest, ReloadAdmitsNewAgenciesAndKeepsTheLastGoodSet) {
   TestAgency prison = MakeAgency("prison-p", "prison-service", "mombasa");
   WriteText(broker_->policies_dir() + "/agencies/prison-p.yaml",
             "id: prison-p\nname: P\nkind: prison-service\nregion: mombasa\npublic_key: \"" +
-                prison.keys.public_z85 + "\"\n");
+                prison.keys.public_z85 + "\"\n" + kAllowEverything);
   broker_->Signal(SIGHUP);
   ASSERT_TRUE(broker_->WaitForLog("event=reload_done agencies=5"));
   auto youth = Receiver(youth_m_);
@@ -374,7 +374,7 @@ TEST_F(BrokerTest, AReplacedKeyStopsWorkingOnOpenConnections) {
   TestAgency rotated = MakeAgency("exit-a", "exit-programme", "mombasa");
   WriteText(broker_->policies_dir() + "/agencies/exit-a.yaml",
             "id: exit-a\nname: A\nkind: exit-programme\nregion: mombasa\npublic_key: \"" +
-                rotated.keys.public_z85 + "\"\n");
+                rotated.keys.public_z85 + "\"\n" + kAllowEverything);
   broker_->Signal(SIGHUP);
   ASSERT_TRUE(broker_->WaitForLog("event=reload_done"));
 

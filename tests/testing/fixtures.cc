@@ -41,6 +41,18 @@ std::string ReadText(const std::string& path) {
   return text.str();
 }
 
+const char* const kAllowEverything =
+    "release:\n"
+    "  - id: release-everything\n"
+    "    messages: [CaseReferral, ReferralResponse, CaseUpdate, CaseClosure, IncidentReport, "
+    "ErasureRequest]\n"
+    "    fields: {others: allow}\n"
+    "accept:\n"
+    "  - id: accept-everything\n"
+    "    messages: [CaseReferral, ReferralResponse, CaseUpdate, CaseClosure, IncidentReport, "
+    "ErasureRequest]\n"
+    "    fields: {others: allow}\n";
+
 void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agencies) {
   WriteText(dir + "/vocabulary.yaml",
             "kinds:\n"
@@ -52,11 +64,25 @@ void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agenci
             "regions:\n"
             "  mombasa: Mombasa County\n"
             "  kwale: Kwale County\n"
-            "  nairobi: Nairobi County\n");
+            "  nairobi: Nairobi County\n"
+            "purposes:\n"
+            "  referral-for-services: referral\n"
+            "  case-coordination: coordination\n"
+            "  imminent-threat: imminent threat\n"
+            "legal_bases:\n"
+            "  consent: consent\n"
+            "  child-protection: child protection\n"
+            "  vital-interests: vital interests\n"
+            "handling_codes:\n"
+            "  H0: purpose only\n"
+            "  H1: no court\n"
+            "  H2: no onward\n"
+            "  H3: other\n");
   for (const auto& a : agencies) {
     WriteText(dir + "/agencies/" + a.id + ".yaml",
               "id: " + a.id + "\nname: Test agency " + a.id + "\nkind: " + a.kind +
-                  "\nregion: " + a.region + "\npublic_key: \"" + a.keys.public_z85 + "\"\n");
+                  "\nregion: " + a.region + "\npublic_key: \"" + a.keys.public_z85 + "\"\n" +
+                  (a.rules.empty() ? kAllowEverything : a.rules));
   }
 }
 

@@ -33,10 +33,16 @@ struct TestAgency {
   std::string kind;
   std::string region;
   CurveKeyPair keys;
+  // YAML appended to the agency file: its rules. Empty = kAllowEverything.
+  std::string rules = {};
 };
 
+// Rules that let every message type through whole, both ways: for tests
+// about transport and routing rather than policy.
+extern const char* const kAllowEverything;
+
 // Writes DIR/vocabulary.yaml and DIR/agencies/<id>.yaml for `agencies`
-// (their public keys registered).
+// (their public keys registered, their rules appended).
 void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agencies);
 
 // A test agency with a fresh key pair.

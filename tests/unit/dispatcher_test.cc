@@ -4,19 +4,26 @@
 
 #include <algorithm>
 
+#include "testing/fixtures.h"
+
 namespace liaison::broker {
 namespace {
 
 using wire::Code;
 
-std::shared_ptr<const AgencyDirectory> Directory() {
-  return AgencyDirectory::FromAgencies({
-      {"exit-a", "Exit A", "exit-programme", "mombasa", "", "", ""},
-      {"exit-b", "Exit B", "exit-programme", "kwale", "", "", ""},
-      {"youth-m", "Youth M", "youth-welfare", "mombasa", "", "", ""},
-      {"youth-k", "Youth K", "youth-welfare", "kwale", "", "", ""},
-      {"sec-m", "Security M", "security-agency", "mombasa", "", "", ""},
-  });
+// Five agencies whose rules let everything through: these tests are about
+// admission and addressing (policy decisions: policy/*_test.cc).
+std::shared_ptr<const policy::PolicySet> Policies() {
+  testing::TempDir dir;
+  testing::WritePolicies(dir.path().string(),
+                         {testing::MakeAgency("exit-a", "exit-programme", "mombasa"),
+                          testing::MakeAgency("exit-b", "exit-programme", "kwale"),
+                          testing::MakeAgency("youth-m", "youth-welfare", "mombasa"),
+                          testing::MakeAgency("youth-k", "youth-welfare", "kwale"),
+                          testing::MakeAgency("sec-m", "security-agency", "mombasa")});
+  auto set = policy::PolicySet::Load(dir.path().string(), std::string(32, 's'));
+  if (!set.ok()) throw std::runtime_error(set.status().ToString());
+  return *set;
 }
 
 struct Address {
@@ -56,9 +63,9 @@ std::vector<std::string> RecipientIds(const Admission& a) {
 class DispatcherTest : public ::testing::Test {
  protected:
   Admission Admit(const std::vector<uint8_t>& bytes, const std::string& sender = "exit-a") {
-    return dispatcher_.Admit(*directory_, *directory_->Find(sender), bytes);
+    return dispatcher_.Admit(*policies_, *policies_->directory().Find(sender), bytes);
   }
-  std::shared_ptr<const AgencyDirectory> directory_ = Directory();
+  std::shared_ptr<const policy::PolicySet> policies_ = Policies();
   Limits limits_;
   Dispatcher dispatcher_{limits_};
 };
@@ -98,6 +105,7 @@ TEST_F(DispatcherTest, OverlappingAddressesDeliverOneCopy) {
 TEST_F(DispatcherTest, UnknownAddressesAreReportedPerAddress) {
   Admission a = Admit(Envelope({{"nobody", "", ""}, {"", "prison-service", ""},
                                 {"", "youth-welfare", "nairobi"}, {"youth-m", "", ""}}));
+  // (prison-service is a known kind with no agency registered)
   ASSERT_EQ(Code::ok, a.code);
   EXPECT_EQ(std::vector<std::string>{"youth-m"}, RecipientIds(a));
   ASSERT_EQ(3u, a.unresolved.size());
@@ -150,7 +158,7 @@ TEST_F(DispatcherTest, OversizeIsRejectedBeforeParsing) {
   small.max_message_bytes = 1024;
   Dispatcher d(small);
   std::vector<uint8_t> big(2048, 0);
-  Admission a = d.Admit(*directory_, *directory_->Find("exit-a"), big);
+  Admission a = d.Admit(*policies_, *policies_->directory().Find("exit-a"), big);
   EXPECT_EQ(Code::too_large, a.code);
   EXPECT_NE(std::string::npos, a.detail.find("1024"));
 }
@@ -166,7 +174,7 @@ TEST_F(DispatcherTest, HeaderChecks) {
   Limits few;
   few.max_recipients = 1;
   Dispatcher d(few);
-  Admission wide = d.Admit(*directory_, *directory_->Find("exit-a"),
+  Admission wide = d.Admit(*policies_, *policies_->directory().Find("exit-a"),
                            Envelope({{"", "youth-welfare", ""}}));
   EXPECT_EQ(Code::invalid_field, wide.code);
 }

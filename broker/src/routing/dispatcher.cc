@@ -1,8 +1,12 @@
 #include "routing/dispatcher.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cctype>
 #include <unordered_set>
+
+#include "policy/engine.h"
 
 namespace liaison::broker {
 namespace {
@@ -57,7 +61,8 @@ bool IsRfc3339(std::string_view t) {
 }
 
 // Header checks that do not depend on the recipients.
-Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Limits& limits) {
+Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Limits& limits,
+                      const policy::Vocabulary& vocabulary) {
   const std::string id = env.id() ? env.id()->str() : std::string();
   if (id.empty()) return Reject(Code::missing_field, "id is missing");
   if (id.size() > 128 || !IsPrintableId(id)) {
@@ -101,6 +106,17 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
       !IsRfc3339(env.consent()->recorded_at()->string_view())) {
     return Reject(Code::invalid_field, "consent.recorded_at is not an RFC 3339 time", id);
   }
+  // Vocabulary words, not personal data: the detail may name them.
+  if (env.purpose() && env.purpose()->size() > 0 &&
+      policy::Vocabulary::IndexOf(vocabulary.purposes, env.purpose()->string_view()) < 0) {
+    return Reject(Code::invalid_field,
+                  "purpose '" + env.purpose()->str() + "' is not in the vocabulary", id);
+  }
+  if (env.legal_basis() && env.legal_basis()->size() > 0 &&
+      policy::Vocabulary::IndexOf(vocabulary.legal_bases, env.legal_basis()->string_view()) < 0) {
+    return Reject(Code::invalid_field,
+                  "legal_basis '" + env.legal_basis()->str() + "' is not in the vocabulary", id);
+  }
   Admission ok;
   ok.message_id = id;
   return ok;
@@ -115,8 +131,9 @@ std::string AddressText(const wire::Recipient& r) {
   return text;
 }
 
-Admission Dispatcher::Admit(const AgencyDirectory& directory, const Agency& sender,
+Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sender,
                             std::span<const uint8_t> bytes) const {
+  const AgencyDirectory& directory = policies.directory();
   if (bytes.size() > limits_.max_message_bytes) {
     return Reject(Code::too_large, "message is " + std::to_string(bytes.size()) +
                                        " bytes; the limit is " +
@@ -127,7 +144,7 @@ Admission Dispatcher::Admit(const AgencyDirectory& directory, const Agency& send
     return Reject(Code::malformed,
                   "not a valid Envelope FlatBuffer (file identifier LSNE, schemas/envelope.fbs)");
   }
-  Admission admission = CheckHeader(*env, sender, limits_);
+  Admission admission = CheckHeader(*env, sender, limits_, policies.vocabulary());
   if (admission.code != Code::ok) return admission;
 
   // Resolve every address; the same agency reached twice gets one copy.
@@ -169,33 +186,89 @@ Admission Dispatcher::Admit(const AgencyDirectory& directory, const Agency& send
                   admission.message_id);
   }
 
-  // One copy per recipient, with `from` bound to the authenticated sender and
-  // `to` naming only that recipient: no agency learns who else was addressed.
-  std::unique_ptr<wire::EnvelopeT> copy(env->UnPack());
-  copy->from = sender.id;
-  copy->to.clear();
-  copy->to.push_back(std::make_unique<wire::RecipientT>());
+  // One decision and one copy per recipient. The copy's `from` is the
+  // authenticated sender and its `to` names only that recipient: no agency
+  // learns who else was addressed.
+  const policy::MessageFacts facts = policy::ExtractFacts(*env, policies.vocabulary());
+  const policy::AgencyPolicy& sender_policy = policies.For(sender);
+  std::array<policy::Action, policy::kMaxLeaves> actions;
+  policy::FieldReport report;
+  flatbuffers::FlatBufferBuilder fbb(bytes.size() + 512);
   for (const Agency* recipient : recipients) {
-    copy->to[0]->agency = recipient->id;
-    flatbuffers::FlatBufferBuilder fbb(bytes.size() + 256);
-    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, copy.get()));
-    admission.deliveries.push_back({recipient, fbb.Release()});
+    const policy::Decision decision = policy::Decide(sender_policy, policies.For(*recipient), facts);
+    RecipientOutcome outcome{recipient->id};
+    outcome.break_glass = decision.break_glass();
+    if (decision.release) outcome.rules.push_back(decision.release->id);
+    if (decision.accept) outcome.rules.push_back(decision.accept->id);
+    if (!decision.allowed()) {
+      outcome.code = Code::denied;
+      outcome.reason = decision.reason;
+      spdlog::info("event=denied agency={} recipient={} id={} type={} reason={}", sender.id,
+                   recipient->id, admission.message_id, wire::EnumNamePayload(facts.type),
+                   decision.reason);
+      admission.unresolved.push_back(std::move(outcome));
+      continue;
+    }
+    policy::CombinePlans(decision, facts.type, actions.data());
+    report.Clear();
+    Status st = policy::Rewrite(*env, sender.id, recipient->id, actions.data(),
+                                policies.For(*recipient).pseudonym_key, facts, fbb, &report);
+    if (!st.ok()) {
+      spdlog::error("event=rewrite_failed agency={} recipient={} id={} error=\"{}\"", sender.id,
+                    recipient->id, admission.message_id, st.message());
+      outcome.code = Code::internal_error;
+      outcome.reason = "rewrite-failed";
+      admission.unresolved.push_back(std::move(outcome));
+      continue;
+    }
+    outcome.released = report.released;
+    outcome.transformed = report.transformed;
+    outcome.dropped = report.dropped;
+    if (outcome.break_glass) {
+      // For the sender's DPO: who, to whom, under which rules. Never the
+      // justification text, which may hold personal data.
+      spdlog::warn("event=break_glass agency={} recipient={} id={} release_rule={} accept_rule={}",
+                   sender.id, recipient->id, admission.message_id, decision.release->id,
+                   decision.accept->id);
+    }
+    admission.deliveries.push_back({recipient, fbb.Release(), std::move(outcome)});
   }
   return admission;
 }
 
+namespace {
+
+flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> Names(
+    flatbuffers::FlatBufferBuilder& fbb, const std::vector<const std::string*>& names) {
+  if (names.empty()) return 0;
+  std::vector<flatbuffers::Offset<flatbuffers::String>> offsets;
+  offsets.reserve(names.size());
+  for (const std::string* n : names) offsets.push_back(fbb.CreateSharedString(*n));
+  return fbb.CreateVector(offsets);
+}
+
+}  // namespace
+
 flatbuffers::DetachedBuffer BuildReceipt(const std::string& message_id, wire::Code code,
                                          const std::string& detail, const std::string& from,
-                                         const std::vector<RecipientOutcome>& recipients) {
-  flatbuffers::FlatBufferBuilder fbb(256 + 64 * recipients.size());
+                                         const std::vector<RecipientOutcome>& recipients,
+                                         const std::string& policy_version) {
+  flatbuffers::FlatBufferBuilder fbb(256 + 512 * recipients.size());
   std::vector<flatbuffers::Offset<wire::RecipientReceipt>> entries;
   for (const auto& r : recipients) {
-    entries.push_back(wire::CreateRecipientReceiptDirect(
-        fbb, r.recipient.c_str(), r.code, r.reason.empty() ? nullptr : r.reason.c_str()));
+    std::vector<flatbuffers::Offset<flatbuffers::String>> rules;
+    for (const auto& rule : r.rules) rules.push_back(fbb.CreateSharedString(rule));
+    entries.push_back(wire::CreateRecipientReceipt(
+        fbb, fbb.CreateString(r.recipient), r.code,
+        r.reason.empty() ? 0 : fbb.CreateString(r.reason),
+        rules.empty() ? 0 : fbb.CreateVector(rules), Names(fbb, r.released),
+        Names(fbb, r.transformed), Names(fbb, r.dropped), r.break_glass));
   }
   auto receipt = wire::CreateReceiptDirect(
       fbb, message_id.c_str(), code, detail.empty() ? nullptr : detail.c_str(),
-      from.empty() ? nullptr : from.c_str(), nullptr, wire::NowRfc3339().c_str(), &entries);
+      from.empty() ? nullptr : from.c_str(),
+      policy_version.empty() ? nullptr : policy_version.c_str(), wire::NowRfc3339().c_str(),
+      &entries);
   wire::FinishReceiptBuffer(fbb, receipt);
   return fbb.Release();
 }

@@ -13,21 +13,28 @@
 
 #include "config/broker_config.h"
 #include "liaison/wire.h"
+#include "policy/policy_set.h"
 #include "routing/agency_directory.h"
 
 namespace liaison::broker {
 
-// What happened for one recipient (or one unresolvable address).
+// What happened for one recipient (or one unresolvable address). Names of
+// rules and fields only, never values.
 struct RecipientOutcome {
   std::string recipient;  // agency id, or the address text when unresolved
   wire::Code code = wire::Code::forwarded;
-  std::string reason;     // a reason id; never personal data
+  std::string reason;     // a reason id
+  std::vector<std::string> rules;  // release rule id, then accept rule id
+  std::vector<const std::string*> released, transformed, dropped;  // field paths
+  bool break_glass = false;
 };
 
-// A message rewritten for one recipient, ready to deliver.
+// A message rewritten for one recipient under both sides' rules, ready to
+// deliver; `outcome` holds the rules and fields for the receipt.
 struct Delivery {
   const Agency* recipient = nullptr;
   flatbuffers::DetachedBuffer envelope;
+  RecipientOutcome outcome;
 };
 
 struct Admission {
@@ -35,7 +42,7 @@ struct Admission {
   std::string detail;                // names fields, never values
   std::string message_id;            // empty if unreadable
   std::vector<Delivery> deliveries;
-  std::vector<RecipientOutcome> unresolved;
+  std::vector<RecipientOutcome> unresolved;  // unknown addresses and policy denials
 };
 
 // The text form of an address, as docs/protocol.md and the CLI write it:
@@ -46,9 +53,11 @@ class Dispatcher {
  public:
   explicit Dispatcher(const Limits& limits) : limits_(limits) {}
 
-  // Decides what to do with `bytes` sent by the authenticated `sender`.
-  // Never throws; every failure is an Admission with an error code.
-  Admission Admit(const AgencyDirectory& directory, const Agency& sender,
+  // Decides what to do with `bytes` sent by the authenticated `sender`
+  // (an agency of `policies`): checks, resolves the addresses, decides each
+  // recipient under the policy set and rewrites its copy. Never throws;
+  // every failure is an Admission with an error code.
+  Admission Admit(const policy::PolicySet& policies, const Agency& sender,
                   std::span<const uint8_t> bytes) const;
 
  private:
@@ -58,7 +67,8 @@ class Dispatcher {
 // Builds a Receipt buffer (file identifier "LSNR").
 flatbuffers::DetachedBuffer BuildReceipt(const std::string& message_id, wire::Code code,
                                          const std::string& detail, const std::string& from,
-                                         const std::vector<RecipientOutcome>& recipients);
+                                         const std::vector<RecipientOutcome>& recipients,
+                                         const std::string& policy_version = "");
 
 }  // namespace liaison::broker
 

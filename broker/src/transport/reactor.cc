@@ -31,13 +31,13 @@ const char* HandshakeFailure(uint16_t event, uint32_t value) {
 }  // namespace
 
 Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
-                 std::shared_ptr<const AgencyDirectory> directory)
+                 std::shared_ptr<const policy::PolicySet> policies)
     : config_(std::move(config)),
       server_keys_(std::move(server_keys)),
-      directory_(std::move(directory)),
+      policies_(std::move(policies)),
       dispatcher_(config_.limits),
       context_(1),
-      zap_(context_, [this] { return this->directory(); }) {
+      zap_(context_, [this] { return this->policies()->shared_directory(); }) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 }
 
@@ -48,12 +48,12 @@ Reactor::~Reactor() {
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
-std::shared_ptr<const AgencyDirectory> Reactor::directory() const {
-  return std::atomic_load(&directory_);
+std::shared_ptr<const policy::PolicySet> Reactor::policies() const {
+  return std::atomic_load(&policies_);
 }
 
-void Reactor::SetDirectory(std::shared_ptr<const AgencyDirectory> directory) {
-  std::atomic_store(&directory_, std::move(directory));
+void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
+  std::atomic_store(&policies_, std::move(policies));
 }
 
 Status Reactor::Bind() {
@@ -106,7 +106,8 @@ void Reactor::Stop() {
 }
 
 void Reactor::Run() {
-  spdlog::info("event=listening endpoint={} agencies={}", endpoint_, directory()->agencies().size());
+  spdlog::info("event=listening endpoint={} agencies={} policy_version={}", endpoint_,
+               policies()->directory().agencies().size(), policies()->version());
   zmq::pollitem_t items[] = {
       {router_->handle(), 0, ZMQ_POLLIN, 0},
       {monitor_->handle(), 0, ZMQ_POLLIN, 0},
@@ -149,8 +150,9 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   // [routing id, command, body]; ZAP put the agency id on every frame.
   const char* user_id = frames.size() > 1 ? zmq_msg_gets(frames[1].handle(), "User-Id") : nullptr;
   const char* key = frames.size() > 1 ? zmq_msg_gets(frames[1].handle(), kKeyProperty) : nullptr;
-  auto dir = directory();
-  const Agency* agency = user_id ? dir->Find(user_id) : nullptr;
+  // One policy set for the whole message, even if a reload swaps it now.
+  const auto set = policies();
+  const Agency* agency = user_id ? set->directory().Find(user_id) : nullptr;
   if (!agency || !key || agency->public_key != key) {
     // Admitted at handshake, but a reload has since removed the agency or
     // replaced its key: the connection no longer speaks for anyone.
@@ -172,7 +174,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   }
   const std::string_view command = frames[1].to_string_view();
   if (command == wire::kSend) {
-    HandleSend(*agency, routing_id, frames[2]);
+    HandleSend(*set, *agency, routing_id, frames[2]);
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
     HandleHello(*agency, routing_id, fd, frames[2]);
@@ -222,8 +224,8 @@ void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, i
   SendTo(routing_id, wire::kWelcome, fbb.GetBufferPointer(), fbb.GetSize());
 }
 
-void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
-                         const zmq::message_t& body) {
+void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender,
+                         const std::string& routing_id, const zmq::message_t& body) {
   stats_.messages_in++;
   std::span<const uint8_t> bytes(body.data<uint8_t>(), body.size());
 
@@ -240,21 +242,22 @@ void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
     }
   }
 
-  auto dir = directory();
-  Admission admission = dispatcher_.Admit(*dir, sender, bytes);
+  Admission admission = dispatcher_.Admit(policies, sender, bytes);
   if (admission.code != wire::Code::ok) {
     stats_.messages_rejected++;
     spdlog::warn("event=rejected agency={} id={} code={} detail=\"{}\"", sender.id,
                  admission.message_id.empty() ? "-" : admission.message_id,
                  wire::EnumNameCode(admission.code), admission.detail);
-    auto receipt = BuildReceipt(admission.message_id, admission.code, admission.detail, sender.id, {});
+    auto receipt = BuildReceipt(admission.message_id, admission.code, admission.detail, sender.id,
+                                {}, policies.version());
     SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
     return;
   }
 
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
-  for (const Delivery& d : admission.deliveries) {
-    outcomes.push_back(Deliver(*d.recipient, d.envelope));
+  for (Delivery& d : admission.deliveries) {
+    Deliver(*d.recipient, d.envelope, d.outcome);
+    outcomes.push_back(std::move(d.outcome));
     if (outcomes.back().code == wire::Code::forwarded) {
       stats_.deliveries++;
     } else {
@@ -265,15 +268,18 @@ void Reactor::HandleSend(const Agency& sender, const std::string& routing_id,
                admission.message_id, wire::EnumNamePayload(peek->payload_type()), outcomes.size(),
                std::count_if(outcomes.begin(), outcomes.end(),
                              [](const auto& o) { return o.code == wire::Code::forwarded; }));
-  auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes);
+  auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes,
+                              policies.version());
   RememberReceipt(DeliveryKey(sender.id, admission.message_id), receipt);
   SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
 }
 
-RecipientOutcome Reactor::Deliver(const Agency& recipient,
-                                  const flatbuffers::DetachedBuffer& envelope) {
+void Reactor::Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope,
+                      RecipientOutcome& outcome) {
+  outcome.code = wire::Code::recipient_offline;
+  outcome.reason = "not-connected";
   auto it = receivers_.find(recipient.id);
-  if (it == receivers_.end()) return {recipient.id, wire::Code::recipient_offline, "not-connected"};
+  if (it == receivers_.end()) return;
   auto& list = it->second;
   // Newest connection first. A connection that is gone is forgotten; one
   // whose queue is full is kept (it is slow, not gone) and the next is tried.
@@ -281,7 +287,9 @@ RecipientOutcome Reactor::Deliver(const Agency& recipient,
   for (size_t i = list.size(); i-- > 0;) {
     switch (SendTo(list[i].routing_id, wire::kDeliver, envelope.data(), envelope.size())) {
       case SendResult::kSent:
-        return {recipient.id, wire::Code::forwarded, ""};
+        outcome.code = wire::Code::forwarded;
+        outcome.reason.clear();
+        return;
       case SendResult::kFull:
         backlog = true;
         break;
@@ -292,8 +300,7 @@ RecipientOutcome Reactor::Deliver(const Agency& recipient,
     }
   }
   if (list.empty()) receivers_.erase(it);
-  return {recipient.id, wire::Code::recipient_offline,
-          backlog ? "connection-backlog" : "not-connected"};
+  if (backlog) outcome.reason = "connection-backlog";
 }
 
 Reactor::SendResult Reactor::SendTo(const std::string& routing_id, std::string_view command,

@@ -36,7 +36,7 @@ struct ReactorStats {
 class Reactor {
  public:
   Reactor(BrokerConfig config, CurveKeyPair server_keys,
-          std::shared_ptr<const AgencyDirectory> directory);
+          std::shared_ptr<const policy::PolicySet> policies);
   ~Reactor();
 
   // Starts authentication and binds the ROUTER. On success endpoint() is the
@@ -50,10 +50,10 @@ class Reactor {
   // Asks Run() to return. Safe from any thread (it writes an eventfd).
   void Stop();
 
-  // Replaces the registration snapshot (on reload). Safe from any thread;
-  // every message is handled under exactly one snapshot.
-  void SetDirectory(std::shared_ptr<const AgencyDirectory> directory);
-  std::shared_ptr<const AgencyDirectory> directory() const;
+  // Replaces the policy set (on reload). Safe from any thread; every
+  // message is handled under exactly one set.
+  void SetPolicies(std::shared_ptr<const policy::PolicySet> policies);
+  std::shared_ptr<const policy::PolicySet> policies() const;
 
   const ReactorStats& stats() const { return stats_; }
 
@@ -67,12 +67,14 @@ class Reactor {
   void HandleRouterMessage(std::vector<zmq::message_t>& frames);
   void HandleHello(const Agency& agency, const std::string& routing_id, int fd,
                    const zmq::message_t& body);
-  void HandleSend(const Agency& agency, const std::string& routing_id, const zmq::message_t& body);
+  void HandleSend(const policy::PolicySet& policies, const Agency& agency,
+                  const std::string& routing_id, const zmq::message_t& body);
   void HandleMonitorEvent();
   enum class SendResult { kSent, kFull, kGone };
-  // Delivers to the agency's newest live receiver. Returns the outcome code
-  // for the receipt (forwarded or recipient_offline) and its reason.
-  RecipientOutcome Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope);
+  // Delivers to the agency's newest live receiver; sets the outcome's code
+  // (forwarded or recipient_offline) and reason.
+  void Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope,
+               RecipientOutcome& outcome);
   // Sends [routing_id, command, body] without blocking.
   SendResult SendTo(const std::string& routing_id, std::string_view command, const void* data,
                     size_t size);
@@ -80,7 +82,7 @@ class Reactor {
 
   BrokerConfig config_;
   CurveKeyPair server_keys_;
-  std::shared_ptr<const AgencyDirectory> directory_;  // atomic_load / atomic_store only
+  std::shared_ptr<const policy::PolicySet> policies_;  // atomic_load / atomic_store only
   Dispatcher dispatcher_;
 
   zmq::context_t context_;

@@ -1,0 +1,385 @@
+#include "policy/engine.h"
+
+#include <openssl/hmac.h>
+
+#include <ctime>
+
+namespace liaison::policy {
+namespace {
+
+using flatbuffers::uoffset_t;
+using flatbuffers::voffset_t;
+using reflection::BaseType;
+
+bool ParseDate(std::string_view text, int* y, int* m, int* d) {
+  if (text.size() < 10 || text[4] != '-' || text[7] != '-') return false;
+  auto num = [&](size_t pos, size_t n, int* out) {
+    int v = 0;
+    for (size_t i = pos; i < pos + n; ++i) {
+      if (text[i] < '0' || text[i] > '9') return false;
+      v = v * 10 + (text[i] - '0');
+    }
+    *out = v;
+    return true;
+  };
+  return num(0, 4, y) && num(5, 2, m) && num(8, 2, d) && *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
+}
+
+// Whole years from a date of birth to the message date; -1 if unknown.
+int AgeAt(std::string_view date_of_birth, const MessageFacts& facts) {
+  int y, m, d;
+  if (!ParseDate(date_of_birth, &y, &m, &d) || facts.message_year == 0) return -1;
+  int age = facts.message_year - y;
+  if (facts.message_month < m || (facts.message_month == m && facts.message_day < d)) --age;
+  return age;
+}
+
+template <typename T>
+void CopyScalar(flatbuffers::FlatBufferBuilder& fbb, const flatbuffers::Table& src, voffset_t slot) {
+  fbb.AddElement<T>(slot, src.GetField<T>(slot, 0));
+}
+
+void CopyScalarField(flatbuffers::FlatBufferBuilder& fbb, const flatbuffers::Table& src,
+                     const reflection::Field& field) {
+  const voffset_t slot = field.offset();
+  switch (field.type()->base_type()) {
+    case BaseType::Bool:
+    case BaseType::UType:
+    case BaseType::UByte: CopyScalar<uint8_t>(fbb, src, slot); break;
+    case BaseType::Byte: CopyScalar<int8_t>(fbb, src, slot); break;
+    case BaseType::Short: CopyScalar<int16_t>(fbb, src, slot); break;
+    case BaseType::UShort: CopyScalar<uint16_t>(fbb, src, slot); break;
+    case BaseType::Int: CopyScalar<int32_t>(fbb, src, slot); break;
+    case BaseType::UInt: CopyScalar<uint32_t>(fbb, src, slot); break;
+    case BaseType::Long: CopyScalar<int64_t>(fbb, src, slot); break;
+    case BaseType::ULong: CopyScalar<uint64_t>(fbb, src, slot); break;
+    case BaseType::Float: CopyScalar<float>(fbb, src, slot); break;
+    case BaseType::Double: CopyScalar<double>(fbb, src, slot); break;
+    default: break;
+  }
+}
+
+// Copies one payload tree, applying the per-leaf actions. Reuses its scratch
+// buffers across tables so that the steady state does not allocate.
+class Rewriter {
+ public:
+  Rewriter(flatbuffers::FlatBufferBuilder& fbb, const PayloadLayout& layout, const Action* actions,
+           const std::array<uint8_t, 32>& key, const MessageFacts& facts, FieldReport* report)
+      : fbb_(fbb), layout_(layout), actions_(actions), key_(key), facts_(facts), report_(report) {}
+
+  // The copied table, or 0 if nothing of it is kept.
+  uoffset_t CopyTable(int node_index, const flatbuffers::Table& src) {
+    const Node& node = layout_.nodes[node_index];
+    struct Pending {
+      voffset_t slot;
+      uoffset_t offset;
+    };
+    Pending pending[64];
+    const reflection::Field* scalars[64];
+    size_t n_pending = 0, n_scalars = 0;
+    for (const NodeField& nf : node.fields) {
+      const voffset_t slot = nf.field->offset();
+      if (!src.CheckField(slot)) continue;
+      uoffset_t offset = 0;
+      if (nf.child >= 0) {
+        offset = nf.vector_of_tables ? CopyTableVector(nf.child, src, slot)
+                                     : CopyTable(nf.child, *src.GetPointer<const flatbuffers::Table*>(slot));
+      } else {
+        const Leaf& leaf = layout_.leaves[nf.leaf];
+        const Action action = actions_[nf.leaf];
+        if (action.kind == ActionKind::kDrop) {
+          Report(nf.leaf, report_ ? &report_->dropped : nullptr);
+          continue;
+        }
+        if (leaf.kind == LeafKind::kScalar) {
+          scalars[n_scalars++] = nf.field;
+          Report(nf.leaf, report_ ? &report_->released : nullptr);
+          continue;
+        }
+        offset = CopyLeaf(nf.leaf, leaf, action, src, slot);
+      }
+      if (offset != 0) pending[n_pending++] = {slot, offset};
+    }
+    if (n_pending == 0 && n_scalars == 0) return 0;
+    const uoffset_t start = fbb_.StartTable();
+    for (size_t i = 0; i < n_pending; ++i) {
+      fbb_.AddOffset(pending[i].slot, flatbuffers::Offset<void>(pending[i].offset));
+    }
+    for (size_t i = 0; i < n_scalars; ++i) CopyScalarField(fbb_, src, *scalars[i]);
+    return fbb_.EndTable(start);
+  }
+
+ private:
+  uoffset_t CopyTableVector(int child, const flatbuffers::Table& src, voffset_t slot) {
+    const auto* vec = src.GetPointer<const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::Table>>*>(slot);
+    const size_t base = offsets_.size();
+    for (uoffset_t i = 0; i < vec->size(); ++i) {
+      if (uoffset_t off = CopyTable(child, *vec->Get(i))) offsets_.push_back(off);
+    }
+    return FinishOffsetVector(base);
+  }
+
+  uoffset_t FinishOffsetVector(size_t base) {
+    const size_t n = offsets_.size() - base;
+    if (n == 0) return 0;
+    fbb_.StartVector(n, sizeof(uoffset_t));
+    for (size_t i = offsets_.size(); i-- > base;) {
+      fbb_.PushElement(flatbuffers::Offset<void>(offsets_[i]));
+    }
+    offsets_.resize(base);
+    return fbb_.EndVector(n);
+  }
+
+  uoffset_t CopyLeaf(int index, const Leaf& leaf, Action action, const flatbuffers::Table& src,
+                     voffset_t slot) {
+    const bool transformed = action.kind != ActionKind::kAllow;
+    if (leaf.kind == LeafKind::kString) {
+      const auto* s = src.GetPointer<const flatbuffers::String*>(slot);
+      std::string_view out;
+      if (!Transform(action, leaf, s->string_view(), &out)) {
+        Report(index, report_ ? &report_->dropped : nullptr);  // fail closed
+        return 0;
+      }
+      Report(index, report_ ? (transformed ? &report_->transformed : &report_->released) : nullptr);
+      return fbb_.CreateString(out.data(), out.size()).o;
+    }
+    if (leaf.kind == LeafKind::kStringVector) {
+      const auto* vec = src.GetPointer<const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>*>(slot);
+      const size_t base = offsets_.size();
+      for (uoffset_t i = 0; i < vec->size(); ++i) {
+        std::string_view out;
+        if (Transform(action, leaf, vec->Get(i)->string_view(), &out)) {
+          offsets_.push_back(fbb_.CreateString(out.data(), out.size()).o);
+        }
+      }
+      Report(index, report_ ? (transformed ? &report_->transformed : &report_->released) : nullptr);
+      return FinishOffsetVector(base);
+    }
+    // A vector of scalars (enums): allow copies it whole.
+    const auto* vec = src.GetPointer<const flatbuffers::VectorOfAny*>(slot);
+    const size_t elem_size = flatbuffers::GetTypeSize(leaf.field->type()->element());
+    Report(index, report_ ? &report_->released : nullptr);
+    fbb_.StartVector(vec->size(), elem_size);
+    fbb_.PushBytes(vec->Data(), vec->size() * elem_size);
+    return fbb_.EndVector(vec->size());
+  }
+
+  // False if the value cannot be transformed (then the field is dropped).
+  bool Transform(Action action, const Leaf& leaf, std::string_view in, std::string_view* out) {
+    switch (action.kind) {
+      case ActionKind::kAllow:
+        *out = in;
+        return true;
+      case ActionKind::kPseudonymize:
+        scratch_ = Pseudonym(key_, leaf.path, in);
+        *out = scratch_;
+        return true;
+      case ActionKind::kMask: {
+        // Count UTF-8 code points from the end so that a character is never split.
+        size_t keep_from = in.size();
+        for (int kept = 0; keep_from > 0 && kept < action.mask_last;) {
+          --keep_from;
+          if ((static_cast<unsigned char>(in[keep_from]) & 0xc0) != 0x80) ++kept;
+        }
+        scratch_.clear();
+        for (size_t i = 0; i < keep_from; ++i) {
+          if ((static_cast<unsigned char>(in[i]) & 0xc0) != 0x80) scratch_.push_back('*');
+        }
+        scratch_.append(in.substr(keep_from));
+        *out = scratch_;
+        return true;
+      }
+      case ActionKind::kGeneralizeYear: {
+        int y, m, d;
+        if (!ParseDate(in, &y, &m, &d)) return false;
+        *out = in.substr(0, 4);
+        return true;
+      }
+      case ActionKind::kGeneralizeAgeBand: {
+        const int age = AgeAt(in, facts_);
+        if (age < 0) return false;
+        const int low = age / 5 * 5;
+        scratch_ = std::to_string(low) + "-" + std::to_string(low + 4);
+        *out = scratch_;
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  void Report(int leaf, std::vector<const std::string*>* list) {
+    if (!list || reported_[leaf]) return;
+    reported_[leaf] = true;
+    list->push_back(&layout_.leaves[leaf].path);
+  }
+
+  flatbuffers::FlatBufferBuilder& fbb_;
+  const PayloadLayout& layout_;
+  const Action* actions_;
+  const std::array<uint8_t, 32>& key_;
+  const MessageFacts& facts_;
+  FieldReport* report_;
+  std::array<bool, kMaxLeaves> reported_{};
+  std::string scratch_;
+  // Offsets of vector elements under construction (nested vectors stack up).
+  thread_local static std::vector<uoffset_t> offsets_;
+};
+
+thread_local std::vector<uoffset_t> Rewriter::offsets_;
+
+bool InList(const std::vector<std::string>& list, const std::string& value) {
+  for (const auto& v : list) {
+    if (v == value) return true;
+  }
+  return false;
+}
+
+bool Matches(const Rule& rule, const broker::Agency& counterpart, const MessageFacts& f) {
+  if (!(rule.messages & (1u << static_cast<uint32_t>(f.type)))) return false;
+  if (rule.break_glass && !f.break_glass) return false;
+  if (!rule.agencies.empty() && !InList(rule.agencies, counterpart.id)) return false;
+  if (!rule.kinds.empty() && !InList(rule.kinds, counterpart.kind)) return false;
+  if (!rule.regions.empty() && !InList(rule.regions, counterpart.region)) return false;
+  if (!rule.purposes.empty() &&
+      (f.purpose < 0 ||
+       std::find(rule.purposes.begin(), rule.purposes.end(), f.purpose) == rule.purposes.end())) {
+    return false;
+  }
+  if (!rule.legal_bases.empty() &&
+      (f.legal_basis < 0 || std::find(rule.legal_bases.begin(), rule.legal_bases.end(),
+                                      f.legal_basis) == rule.legal_bases.end())) {
+    return false;
+  }
+  if (!(rule.consent & (1u << static_cast<uint32_t>(f.consent)))) return false;
+  if (!(rule.handling & (1u << static_cast<uint32_t>(f.handling)))) return false;
+  if (!(rule.risk & (1u << static_cast<uint32_t>(f.risk)))) return false;
+  if (rule.subject_minor && f.subject_minor != rule.subject_minor) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string Pseudonym(const std::array<uint8_t, 32>& key, std::string_view path,
+                      std::string_view value) {
+  unsigned char digest[32];
+  unsigned int len = 0;
+  // path || 0 || value: the same value in two fields gets two tokens.
+  std::string input;
+  input.reserve(path.size() + 1 + value.size());
+  input.append(path).push_back('\0');
+  input.append(value);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest, &len);
+  static const char* kHex = "0123456789abcdef";
+  std::string out(32, '0');
+  for (int i = 0; i < 16; ++i) {
+    out[2 * i] = kHex[digest[i] >> 4];
+    out[2 * i + 1] = kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+MessageFacts ExtractFacts(const wire::Envelope& env, const Vocabulary& vocabulary) {
+  MessageFacts f;
+  f.type = env.payload_type();
+  if (env.purpose()) f.purpose = Vocabulary::IndexOf(vocabulary.purposes, env.purpose()->string_view());
+  if (env.legal_basis()) {
+    f.legal_basis = Vocabulary::IndexOf(vocabulary.legal_bases, env.legal_basis()->string_view());
+  }
+  if (env.consent()) f.consent = env.consent()->status();
+  f.handling = env.handling();
+  f.break_glass = env.break_glass() && env.break_glass()->size() > 0;
+  if (!env.created_at() ||
+      !ParseDate(env.created_at()->string_view(), &f.message_year, &f.message_month, &f.message_day)) {
+    std::time_t now = std::time(nullptr);
+    std::tm tm;
+    gmtime_r(&now, &tm);
+    f.message_year = tm.tm_year + 1900;
+    f.message_month = tm.tm_mon + 1;
+    f.message_day = tm.tm_mday;
+  }
+  const wire::RiskAssessment* risk = nullptr;
+  if (const auto* referral = env.payload_as_CaseReferral()) {
+    risk = referral->risk();
+    if (referral->subject() && referral->subject()->date_of_birth()) {
+      const int age = AgeAt(referral->subject()->date_of_birth()->string_view(), f);
+      if (age >= 0) f.subject_minor = age < 18;
+    }
+  } else if (const auto* update = env.payload_as_CaseUpdate()) {
+    risk = update->risk();
+  }
+  if (risk) f.risk = risk->level();
+  return f;
+}
+
+const Rule* FirstMatch(const std::vector<Rule>& rules, const broker::Agency& counterpart,
+                       const MessageFacts& facts) {
+  for (const Rule& rule : rules) {
+    if (Matches(rule, counterpart, facts)) return &rule;
+  }
+  return nullptr;
+}
+
+Decision Decide(const AgencyPolicy& sender, const AgencyPolicy& recipient,
+                const MessageFacts& facts) {
+  Decision d;
+  d.release = FirstMatch(sender.release, *recipient.agency, facts);
+  if (!d.release) {
+    d.reason = "no-release-rule";
+    return d;
+  }
+  d.accept = FirstMatch(recipient.accept, *sender.agency, facts);
+  if (!d.accept) d.reason = "no-accept-rule";
+  return d;
+}
+
+void CombinePlans(const Decision& decision, wire::Payload type, Action* out) {
+  const size_t tag = static_cast<size_t>(type);
+  const auto& release = decision.release->plans[tag];
+  const auto& accept = decision.accept->plans[tag];
+  for (size_t i = 0; i < release.size(); ++i) {
+    out[i] = MoreRestrictive(release[i].action, accept[i].action);
+  }
+}
+
+Status Rewrite(const wire::Envelope& in, const std::string& sender_id,
+               const std::string& recipient_id, const Action* actions,
+               const std::array<uint8_t, 32>& pseudonym_key, const MessageFacts& facts,
+               flatbuffers::FlatBufferBuilder& fbb, FieldReport* report) {
+  fbb.Clear();
+  const PayloadLayout* layout = SchemaLayout::Get().For(in.payload_type());
+  if (!layout || !in.payload()) return Status::InvalidArgument("message has no payload");
+  Rewriter rewriter(fbb, *layout, actions, pseudonym_key, facts, report);
+  uoffset_t payload = rewriter.CopyTable(0, *static_cast<const flatbuffers::Table*>(in.payload()));
+  if (payload == 0) payload = fbb.EndTable(fbb.StartTable());  // every field dropped
+
+  auto id = fbb.CreateString(in.id());
+  auto case_ref = fbb.CreateString(in.case_ref());
+  auto recipient = wire::CreateRecipient(fbb, fbb.CreateString(recipient_id));
+  auto to = fbb.CreateVector(&recipient, 1);
+  auto from = fbb.CreateString(sender_id);
+  auto purpose = fbb.CreateString(in.purpose());
+  auto legal_basis = fbb.CreateString(in.legal_basis());
+  flatbuffers::Offset<wire::Consent> consent;
+  if (in.consent()) {
+    consent = wire::CreateConsent(fbb, in.consent()->status(),
+                                  fbb.CreateString(in.consent()->recorded_at()),
+                                  fbb.CreateString(in.consent()->scope()));
+  }
+  auto restrictions = fbb.CreateString(in.handling_restrictions());
+  auto created_at = fbb.CreateString(in.created_at());
+  auto expires_at = fbb.CreateString(in.expires_at());
+  auto break_glass = fbb.CreateString(in.break_glass());
+  auto envelope = wire::CreateEnvelope(
+      fbb, id, case_ref, to, from, purpose, legal_basis, consent, in.handling(), restrictions,
+      in.urgency(), in.source_reliability(), in.information_accuracy(), created_at, expires_at,
+      break_glass, in.schema_version(), in.payload_type(), flatbuffers::Offset<void>(payload));
+  wire::FinishEnvelopeBuffer(fbb, envelope);
+  if (!wire::VerifyEnvelope({fbb.GetBufferPointer(), fbb.GetSize()})) {
+    return Status::Internal("the rewritten message does not verify");
+  }
+  return Status::Ok();
+}
+
+}  // namespace liaison::policy

@@ -1,0 +1,556 @@
+#include "policy/policy_set.h"
+
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "liaison/yaml_util.h"
+
+namespace liaison::policy {
+namespace {
+
+namespace fs = std::filesystem;
+using broker::Agency;
+
+const std::vector<std::string> kRuleKeys = {
+    "id",       "description", "to",           "from",       "messages",
+    "purposes", "legal_bases", "consent",      "handling",   "subject_minor",
+    "risk_levels", "break_glass", "fields"};
+const std::vector<std::string> kCounterpartKeys = {"agencies", "kinds", "regions"};
+
+// The names of an enum's values, from the generated code, by value.
+template <typename E>
+std::vector<std::string> EnumNames(const char* const* names, E max) {
+  std::vector<std::string> out;
+  for (int i = 0; i <= static_cast<int>(max); ++i) out.push_back(names[i]);
+  return out;
+}
+
+// Vocabulary section -> its ids.
+std::vector<std::string> ReadSection(const YAML::Node& root, const char* name, YamlReader& r) {
+  std::vector<std::string> ids;
+  const YAML::Node node = root[name];
+  if (!node || !node.IsMap()) {
+    r.Error(node ? node : root, name, "expected a map of ids to descriptions");
+    return ids;
+  }
+  for (const auto& entry : node) ids.push_back(entry.first.Scalar());
+  return ids;
+}
+
+std::string Hint(const std::string& value, const std::vector<std::string>& known) {
+  std::string near = NearestName(value, known);
+  return near.empty() ? "" : "; did you mean '" + near + "'?";
+}
+
+// Reads a list of words that must each be in `known`.
+bool ReadTerms(YamlReader& r, const YAML::Node& map, const std::string& path, const char* key,
+               const std::vector<std::string>& known, const char* what,
+               std::vector<std::string>* out) {
+  std::vector<std::string> values;
+  if (!r.ReadStringList(map, path, key, &values)) return false;
+  bool good = true;
+  const YAML::Node list = map[key];
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (Vocabulary::IndexOf(known, values[i]) < 0) {
+      r.Error(list[i], path + "." + key,
+              "unknown " + std::string(what) + " '" + values[i] + "'" + Hint(values[i], known));
+      good = false;
+    }
+  }
+  if (list && values.empty() && good) {
+    r.Error(list, path + "." + key, "an empty list matches nothing; leave the key out to match any");
+    good = false;
+  }
+  *out = std::move(values);
+  return good;
+}
+
+uint32_t MaskOf(const std::vector<std::string>& values, const std::vector<std::string>& names) {
+  if (values.empty()) return ~0u;
+  uint32_t mask = 0;
+  for (const auto& v : values) {
+    int i = Vocabulary::IndexOf(names, v);
+    if (i >= 0) mask |= 1u << i;
+  }
+  return mask;
+}
+
+bool HasPrefixPath(std::string_view path, std::string_view prefix) {
+  return path.size() > prefix.size() && path.substr(0, prefix.size()) == prefix &&
+         path[prefix.size()] == '.';
+}
+
+// Whether `action` can apply to `leaf` as such.
+bool Applies(Action action, const Leaf& leaf) {
+  switch (action.kind) {
+    case ActionKind::kAllow:
+    case ActionKind::kDrop:
+      return true;
+    case ActionKind::kMask:
+    case ActionKind::kPseudonymize:
+      return leaf.kind == LeafKind::kString || leaf.kind == LeafKind::kStringVector;
+    case ActionKind::kGeneralizeYear:
+      return leaf.is_date;
+    case ActionKind::kGeneralizeAgeBand:
+      return leaf.is_birth_date;
+    case ActionKind::kGeneralizeCounty:
+    case ActionKind::kGeneralizeSubCounty:
+      return false;  // applies to address tables, resolved per part
+  }
+  return false;
+}
+
+// An address generalisation seen from one of the address's parts: the part
+// is kept if it is at or above the level.
+Action AddressPartAction(ActionKind level, int part) {
+  const int keep_from = level == ActionKind::kGeneralizeCounty ? 3 : 2;  // kAddressParts
+  return Action{part >= keep_from ? ActionKind::kAllow : ActionKind::kDrop, 0};
+}
+
+// Compiles `rule`'s entries into one decision per leaf of `layout`.
+std::vector<LeafDecision> CompilePlan(const Rule& rule, const PayloadLayout& layout) {
+  std::vector<LeafDecision> plan(layout.leaves.size());
+  for (size_t l = 0; l < layout.leaves.size(); ++l) {
+    const Leaf& leaf = layout.leaves[l];
+    int best = -1;
+    size_t best_specificity = 0;
+    for (size_t e = 0; e < rule.entries.size(); ++e) {
+      const std::string& p = rule.entries[e].pattern;
+      size_t specificity = 0;
+      if (p == leaf.path) {
+        specificity = SIZE_MAX;
+      } else if (p == "*") {
+        specificity = 1;
+      } else if (p.size() > 2 && p.compare(p.size() - 2, 2, ".*") == 0 &&
+                 HasPrefixPath(leaf.path, std::string_view(p).substr(0, p.size() - 2))) {
+        specificity = p.size();  // "a.b.*" and "a.b" are equally specific
+      } else if (HasPrefixPath(leaf.path, p)) {
+        specificity = p.size() + 2;
+      }
+      if (specificity > best_specificity) {
+        best_specificity = specificity;
+        best = static_cast<int>(e);
+      }
+    }
+    LeafDecision& d = plan[l];
+    if (best < 0) {
+      d = rule.others ? LeafDecision{*rule.others, LeafDecision::kOthers}
+                      : LeafDecision{Action{}, LeafDecision::kUnnamed};
+      if (!Applies(d.action, leaf)) d.action = Action{};
+      continue;
+    }
+    d.entry = static_cast<int16_t>(best);
+    const Action a = rule.entries[best].action;
+    if (a.kind == ActionKind::kGeneralizeCounty || a.kind == ActionKind::kGeneralizeSubCounty) {
+      d.action = leaf.address_part >= 0 ? AddressPartAction(a.kind, leaf.address_part) : Action{};
+    } else if (Applies(a, leaf)) {
+      d.action = a;
+    } else {
+      d.action = Action{};  // fail closed: a transformation that cannot apply drops
+      d.entry = LeafDecision::kInapplicable;
+    }
+  }
+  return plan;
+}
+
+// Looks `path` up in the layouts of `types`: the node or leaf it names.
+struct PathTarget {
+  const Leaf* leaf = nullptr;
+  const Node* node = nullptr;
+};
+PathTarget FindPath(const std::string& path, uint32_t types) {
+  PathTarget t;
+  for (size_t tag = 1; tag < kPayloadTypes; ++tag) {
+    if (!(types & (1u << tag))) continue;
+    const PayloadLayout* layout = SchemaLayout::Get().For(static_cast<wire::Payload>(tag));
+    for (const Leaf& leaf : layout->leaves) {
+      if (leaf.path == path && !t.leaf) t.leaf = &leaf;
+    }
+    for (const Node& node : layout->nodes) {
+      if (!node.path.empty() && node.path == path && !t.node) t.node = &node;
+    }
+  }
+  return t;
+}
+
+std::vector<std::string> KnownPaths(uint32_t types) {
+  std::set<std::string> paths;
+  for (size_t tag = 1; tag < kPayloadTypes; ++tag) {
+    if (!(types & (1u << tag))) continue;
+    const PayloadLayout* layout = SchemaLayout::Get().For(static_cast<wire::Payload>(tag));
+    for (const Leaf& leaf : layout->leaves) paths.insert(leaf.path);
+    for (const Node& node : layout->nodes) {
+      if (!node.path.empty()) paths.insert(node.path);
+    }
+  }
+  return {paths.begin(), paths.end()};
+}
+
+std::string TypeList(uint32_t types) {
+  std::string out;
+  for (size_t tag = 1; tag < kPayloadTypes; ++tag) {
+    if (types & (1u << tag)) {
+      out += (out.empty() ? "" : ", ") +
+             std::string(wire::EnumNamePayload(static_cast<wire::Payload>(tag)));
+    }
+  }
+  return out;
+}
+
+// Reads and checks a rule's fields map.
+void ReadFields(YamlReader& r, const YAML::Node& fields, const std::string& path, Rule& rule) {
+  if (!fields) {
+    r.Error(fields, path, "missing 'fields': name what this rule lets through (or 'others: drop')");
+    return;
+  }
+  if (!fields.IsMap()) {
+    r.Error(fields, path + ".fields", "expected a map of field path: action");
+    return;
+  }
+  const std::vector<std::string> known = KnownPaths(rule.messages);
+  std::set<std::string> seen;
+  for (const auto& entry : fields) {
+    const std::string key = entry.first.Scalar();
+    const std::string where = path + ".fields." + key;
+    if (!entry.second.IsScalar()) {
+      r.Error(entry.second, where, "expected an action: allow, drop, pseudonymize, "
+                                   "generalize(year|age-band|county|sub_county) or mask(last:N)");
+      continue;
+    }
+    std::optional<Action> action = ParseAction(entry.second.Scalar());
+    if (!action) {
+      const std::vector<std::string> actions = {"allow", "drop", "pseudonymize",
+                                                "generalize(year)", "generalize(age-band)",
+                                                "generalize(county)", "generalize(sub_county)",
+                                                "mask(last:4)"};
+      r.Error(entry.second, where,
+              "unknown action '" + entry.second.Scalar() + "'" +
+                  Hint(entry.second.Scalar(), actions) +
+                  " (use allow, drop, pseudonymize, generalize(year|age-band|county|sub_county) "
+                  "or mask(last:N))");
+      continue;
+    }
+    if (!seen.insert(key).second) {
+      r.Error(entry.first, where, "named twice in this rule");
+      continue;
+    }
+    if (key == "others") {
+      if (action->kind != ActionKind::kAllow && action->kind != ActionKind::kDrop) {
+        r.Error(entry.second, where, "others can only be allow or drop");
+        continue;
+      }
+      rule.others = action;
+      continue;
+    }
+    const bool wildcard = key == "*";
+    const bool prefix = key.size() > 2 && key.compare(key.size() - 2, 2, ".*") == 0;
+    const std::string target_path = prefix ? key.substr(0, key.size() - 2) : key;
+    PathTarget target = wildcard ? PathTarget{} : FindPath(target_path, rule.messages);
+    if (!wildcard && !target.leaf && !target.node) {
+      r.Error(entry.first, where,
+              "no field '" + target_path + "' in " + TypeList(rule.messages) +
+                  Hint(target_path, known));
+      continue;
+    }
+    if (prefix && !target.node) {
+      r.Error(entry.first, where, "'" + target_path + "' is a single field; write it without .*");
+      continue;
+    }
+    const bool address_level = action->kind == ActionKind::kGeneralizeCounty ||
+                               action->kind == ActionKind::kGeneralizeSubCounty;
+    if (address_level && !(target.node && target.node->is_address && !prefix)) {
+      r.Error(entry.second, where,
+              ActionText(*action) + " applies to an address (e.g. subject.address, location)");
+      continue;
+    }
+    if (target.leaf && !address_level && !Applies(*action, *target.leaf)) {
+      std::string what = action->kind == ActionKind::kGeneralizeAgeBand
+                             ? "a date of birth"
+                             : action->kind == ActionKind::kGeneralizeYear ? "a date"
+                                                                           : "a text field";
+      r.Error(entry.second, where, ActionText(*action) + " applies only to " + what);
+      continue;
+    }
+    rule.entries.push_back({key, *action, entry.first.Mark().line + 1});
+  }
+}
+
+struct AgencyFileContext {
+  const Vocabulary& vocabulary;
+  const broker::AgencyDirectory& directory;
+  std::vector<std::string> agency_ids;
+};
+
+void ReadCounterpart(YamlReader& r, const YAML::Node& node, const std::string& path,
+                     const AgencyFileContext& ctx, Rule& rule) {
+  if (!node) return;  // any counterpart
+  if (!r.ExpectMap(node, path, kCounterpartKeys)) return;
+  ReadTerms(r, node, path, "agencies", ctx.agency_ids, "agency", &rule.agencies);
+  ReadTerms(r, node, path, "kinds", ctx.vocabulary.kinds, "agency kind", &rule.kinds);
+  ReadTerms(r, node, path, "regions", ctx.vocabulary.regions, "region", &rule.regions);
+}
+
+Rule ReadRule(YamlReader& r, const YAML::Node& node, const std::string& path, bool release,
+              const AgencyFileContext& ctx) {
+  Rule rule;
+  rule.release = release;
+  rule.source = YamlWhere(r.file(), node);
+  if (!r.ExpectMap(node, path, kRuleKeys)) return rule;
+  r.ReadString(node, path, "id", &rule.id, true);
+  r.ReadString(node, path, "description", &rule.description);
+  const char* counterpart = release ? "to" : "from";
+  if (node[release ? "from" : "to"]) {
+    r.Error(node[release ? "from" : "to"], path,
+            std::string(release ? "a release rule names its recipients under 'to'"
+                                : "an accept rule names its senders under 'from'"));
+  }
+  ReadCounterpart(r, node[counterpart], path + "." + counterpart, ctx, rule);
+
+  std::vector<std::string> messages;
+  if (!node["messages"]) {
+    r.Error(node, path, "missing 'messages': list the message types this rule covers (" +
+                            TypeList(~0u) + ")");
+  } else if (ReadTerms(r, node, path, "messages", SchemaLayout::Get().type_names(), "message type",
+                       &messages)) {
+    for (const auto& m : messages) {
+      rule.messages |= 1u << static_cast<uint32_t>(SchemaLayout::Get().TypeByName(m));
+    }
+  }
+  std::vector<std::string> purposes, legal_bases, consent, handling, risk;
+  ReadTerms(r, node, path, "purposes", ctx.vocabulary.purposes, "purpose", &purposes);
+  ReadTerms(r, node, path, "legal_bases", ctx.vocabulary.legal_bases, "legal basis", &legal_bases);
+  for (const auto& p : purposes) rule.purposes.push_back(Vocabulary::IndexOf(ctx.vocabulary.purposes, p));
+  for (const auto& b : legal_bases) {
+    rule.legal_bases.push_back(Vocabulary::IndexOf(ctx.vocabulary.legal_bases, b));
+  }
+  const auto consent_names = EnumNames(wire::EnumNamesConsentStatus(), wire::ConsentStatus::MAX);
+  const auto handling_names = EnumNames(wire::EnumNamesHandling(), wire::Handling::MAX);
+  const auto risk_names = EnumNames(wire::EnumNamesRiskLevel(), wire::RiskLevel::MAX);
+  ReadTerms(r, node, path, "consent", consent_names, "consent status", &consent);
+  ReadTerms(r, node, path, "handling", handling_names, "handling code", &handling);
+  ReadTerms(r, node, path, "risk_levels", risk_names, "risk level", &risk);
+  rule.consent = MaskOf(consent, consent_names);
+  rule.handling = MaskOf(handling, handling_names);
+  rule.risk = MaskOf(risk, risk_names);
+  std::string minor, break_glass;
+  if (r.ReadChoice(node, path, "subject_minor", {"true", "false"}, &minor) && !minor.empty()) {
+    rule.subject_minor = minor == "true";
+  }
+  if (r.ReadChoice(node, path, "break_glass", {"true", "false"}, &break_glass)) {
+    rule.break_glass = break_glass == "true";
+  }
+  if (rule.messages != 0) ReadFields(r, node["fields"], path, rule);
+  for (size_t tag = 1; tag < kPayloadTypes; ++tag) {
+    if (rule.messages & (1u << tag)) {
+      rule.plans[tag] = CompilePlan(rule, *SchemaLayout::Get().For(static_cast<wire::Payload>(tag)));
+    }
+  }
+  return rule;
+}
+
+void ReadRules(YamlReader& r, const YAML::Node& root, const char* key, bool release,
+               const AgencyFileContext& ctx, std::set<std::string>& ids, std::vector<Rule>& out) {
+  const YAML::Node list = root[key];
+  if (!list) return;
+  if (!list.IsSequence()) {
+    r.Error(list, key, "expected a list of rules (each starting with '- id: ...')");
+    return;
+  }
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string path = std::string(key) + "[" + std::to_string(i) + "]";
+    Rule rule = ReadRule(r, list[i], path, release, ctx);
+    if (!rule.id.empty() && !ids.insert(rule.id).second) {
+      r.Error(list[i]["id"], path + ".id", "rule id '" + rule.id + "' is used twice in this file");
+    }
+    out.push_back(std::move(rule));
+  }
+}
+
+void ReadRetention(YamlReader& r, const YAML::Node& root, Retention& retention) {
+  const YAML::Node node = root["retention"];
+  if (!node || !r.ExpectMap(node, "retention", {"undelivered_days", "delivered_days"})) return;
+  uint64_t undelivered = retention.undelivered_days, delivered = retention.delivered_days;
+  r.ReadUint(node, "retention", "undelivered_days", 1, 3650, &undelivered);
+  r.ReadUint(node, "retention", "delivered_days", 1, 36500, &delivered);
+  retention.undelivered_days = static_cast<uint32_t>(undelivered);
+  retention.delivered_days = static_cast<uint32_t>(delivered);
+}
+
+std::array<uint8_t, 32> DeriveKey(std::string_view secret, const std::string& agency_id) {
+  std::array<uint8_t, 32> key{};
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
+  static const unsigned char kSalt[] = "liaison pseudonym v1";
+  size_t len = key.size();
+  bool ok = ctx && EVP_PKEY_derive_init(ctx) > 0 &&
+            EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) > 0 &&
+            EVP_PKEY_CTX_set1_hkdf_salt(ctx, kSalt, sizeof kSalt - 1) > 0 &&
+            EVP_PKEY_CTX_set1_hkdf_key(ctx, reinterpret_cast<const unsigned char*>(secret.data()),
+                                       static_cast<int>(secret.size())) > 0 &&
+            EVP_PKEY_CTX_add1_hkdf_info(ctx,
+                                        reinterpret_cast<const unsigned char*>(agency_id.data()),
+                                        static_cast<int>(agency_id.size())) > 0 &&
+            EVP_PKEY_derive(ctx, key.data(), &len) > 0;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) std::abort();  // OpenSSL without HKDF: nothing sensible to do
+  return key;
+}
+
+std::string HashFiles(const std::vector<fs::path>& files) {
+  // name, NUL, size, body for each file: no two different sets hash alike.
+  std::string all;
+  for (const auto& file : files) {
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    const std::string body = text.str();
+    all += file.filename().string();
+    all.push_back('\0');
+    all += std::to_string(body.size()) + ":" + body;
+  }
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(all.data()), all.size(), digest);
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (int i = 0; i < 8; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+}  // namespace
+
+Action MoreRestrictive(Action a, Action b) {
+  if (a.kind != b.kind) return a.kind > b.kind ? a : b;
+  if (a.kind == ActionKind::kMask) return a.mask_last <= b.mask_last ? a : b;
+  return a;
+}
+
+std::string ActionText(Action action) {
+  switch (action.kind) {
+    case ActionKind::kAllow: return "allow";
+    case ActionKind::kMask: return "mask(last:" + std::to_string(action.mask_last) + ")";
+    case ActionKind::kGeneralizeSubCounty: return "generalize(sub_county)";
+    case ActionKind::kGeneralizeCounty: return "generalize(county)";
+    case ActionKind::kGeneralizeYear: return "generalize(year)";
+    case ActionKind::kGeneralizeAgeBand: return "generalize(age-band)";
+    case ActionKind::kPseudonymize: return "pseudonymize";
+    case ActionKind::kDrop: return "drop";
+  }
+  return "drop";
+}
+
+std::optional<Action> ParseAction(std::string_view text) {
+  if (text == "allow") return Action{ActionKind::kAllow};
+  if (text == "drop") return Action{ActionKind::kDrop};
+  if (text == "pseudonymize") return Action{ActionKind::kPseudonymize};
+  if (text == "generalize(year)") return Action{ActionKind::kGeneralizeYear};
+  if (text == "generalize(age-band)") return Action{ActionKind::kGeneralizeAgeBand};
+  if (text == "generalize(county)") return Action{ActionKind::kGeneralizeCounty};
+  if (text == "generalize(sub_county)") return Action{ActionKind::kGeneralizeSubCounty};
+  constexpr std::string_view kMask = "mask(last:";
+  if (text.substr(0, kMask.size()) == kMask && text.size() > kMask.size() + 1 && text.back() == ')') {
+    std::string_view digits = text.substr(kMask.size(), text.size() - kMask.size() - 1);
+    unsigned n = 0;
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+    if (ec == std::errc() && end == digits.data() + digits.size() && n >= 1 && n <= 64) {
+      return Action{ActionKind::kMask, static_cast<uint8_t>(n)};
+    }
+  }
+  return std::nullopt;
+}
+
+int Vocabulary::IndexOf(const std::vector<std::string>& list, std::string_view value) {
+  auto it = std::find(list.begin(), list.end(), value);
+  return it == list.end() ? -1 : static_cast<int>(it - list.begin());
+}
+
+StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& dir,
+                                                           std::string_view pseudonym_secret,
+                                                           std::vector<std::string>* warnings) {
+  auto directory = broker::AgencyDirectory::Load(dir, warnings);
+  // Identity errors first; rules are still checked so that every error shows.
+  std::vector<std::string> errors;
+  if (!directory.ok()) errors.push_back(directory.status().message());
+
+  const std::string vocabulary_path = (fs::path(dir) / "vocabulary.yaml").string();
+  auto vocabulary_doc = LoadYamlFile(vocabulary_path);
+  if (!vocabulary_doc.ok()) return vocabulary_doc.status();
+  std::shared_ptr<PolicySet> set(new PolicySet());
+  {
+    YamlReader r(vocabulary_path);
+    r.ExpectMap(*vocabulary_doc, "", {"kinds", "regions", "purposes", "legal_bases", "handling_codes"});
+    Vocabulary& v = set->vocabulary_;
+    v.kinds = ReadSection(*vocabulary_doc, "kinds", r);
+    v.regions = ReadSection(*vocabulary_doc, "regions", r);
+    v.purposes = ReadSection(*vocabulary_doc, "purposes", r);
+    v.legal_bases = ReadSection(*vocabulary_doc, "legal_bases", r);
+    v.handling_codes = ReadSection(*vocabulary_doc, "handling_codes", r);
+    // The directory already reported kinds/regions problems.
+    for (const auto& e : r.errors()) {
+      if (e.find("'kinds'") == std::string::npos && e.find("'regions'") == std::string::npos) {
+        errors.push_back(e);
+      }
+    }
+  }
+  if (!directory.ok()) {
+    // Rules need the identities; report what we have.
+    std::string text;
+    for (const auto& e : errors) text += (text.empty() ? "" : "\n") + e;
+    return Status::InvalidArgument(text);
+  }
+  set->directory_ = *directory;
+
+  AgencyFileContext ctx{set->vocabulary_, *set->directory_, {}};
+  for (const Agency& a : set->directory_->agencies()) ctx.agency_ids.push_back(a.id);
+
+  std::vector<fs::path> files = {vocabulary_path};
+  for (const Agency& agency : set->directory_->agencies()) {
+    files.push_back(agency.source);
+    AgencyPolicy policy;
+    policy.agency = &agency;
+    policy.pseudonym_key = DeriveKey(pseudonym_secret, agency.id);
+    auto doc = LoadYamlFile(agency.source);
+    if (!doc.ok()) {
+      errors.push_back(doc.status().message());
+      continue;
+    }
+    YamlReader r(agency.source);
+    std::set<std::string> ids;
+    ReadRules(r, *doc, "release", /*release=*/true, ctx, ids, policy.release);
+    ReadRules(r, *doc, "accept", /*release=*/false, ctx, ids, policy.accept);
+    ReadRetention(r, *doc, policy.retention);
+    errors.insert(errors.end(), r.errors().begin(), r.errors().end());
+    if (warnings && policy.release.empty() && policy.accept.empty()) {
+      warnings->push_back(agency.source + ": agency '" + agency.id +
+                          "' has no release or accept rules; every message to or from it is denied");
+    }
+    set->policies_.push_back(std::move(policy));
+  }
+  if (!errors.empty()) {
+    std::string text;
+    for (const auto& e : errors) text += (text.empty() ? "" : "\n") + e;
+    return Status::InvalidArgument(text);
+  }
+  set->version_ = HashFiles(files);
+  return std::shared_ptr<const PolicySet>(std::move(set));
+}
+
+const AgencyPolicy& PolicySet::For(const Agency& agency) const {
+  return policies_[&agency - directory_->agencies().data()];
+}
+
+const AgencyPolicy* PolicySet::Find(std::string_view agency_id) const {
+  const Agency* a = directory_->Find(agency_id);
+  return a ? &For(*a) : nullptr;
+}
+
+}  // namespace liaison::policy

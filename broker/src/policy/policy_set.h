@@ -1,0 +1,139 @@
+// A policy set: the vocabulary, every agency's identity and its release and
+// accept rules, loaded from policies/, validated against the vocabulary and
+// the message schema, and compiled into an immutable structure that the
+// message path only reads. A reload builds a new set and swaps it in whole.
+//
+// File format and semantics: docs/policies.md (and ../shared/BRIEF.md §4).
+#ifndef LIAISON_BROKER_POLICY_POLICY_SET_H_
+#define LIAISON_BROKER_POLICY_POLICY_SET_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "liaison/status.h"
+#include "policy/schema_layout.h"
+#include "routing/agency_directory.h"
+
+namespace liaison::policy {
+
+// Field actions, ordered from least to most restrictive: when a sender's
+// release rule and a recipient's accept rule disagree on a field, the
+// greater one applies.
+enum class ActionKind : uint8_t {
+  kAllow = 0,
+  kMask,                 // mask(last:N): all but the last N characters become '*'
+  kGeneralizeSubCounty,  // an address kept down to sub_county
+  kGeneralizeCounty,     // an address kept down to county
+  kGeneralizeYear,       // a date kept to its year
+  kGeneralizeAgeBand,    // a date of birth as a 5-year age band at the message date
+  kPseudonymize,         // HMAC-SHA256 under the recipient's key
+  kDrop,
+};
+
+struct Action {
+  ActionKind kind = ActionKind::kDrop;
+  uint8_t mask_last = 0;  // for kMask
+  bool operator==(const Action&) const = default;
+};
+
+// The more restrictive of two actions (for masks, the one showing less).
+Action MoreRestrictive(Action a, Action b);
+// "allow", "mask(last:4)", "generalize(county)", ...
+std::string ActionText(Action action);
+// Parses the text form; nullopt if it is not an action.
+std::optional<Action> ParseAction(std::string_view text);
+
+// One "path: action" line of a rule's fields map.
+struct FieldEntry {
+  std::string pattern;  // "subject.national_id", "subject.*", "subject", "*"
+  Action action;
+  int line = 0;
+};
+
+// How one leaf is treated by one rule, and which entry said so.
+struct LeafDecision {
+  static constexpr int16_t kOthers = -1;     // the rule's `others:` default
+  static constexpr int16_t kUnnamed = -2;    // not named: dropped (data minimisation)
+  static constexpr int16_t kInapplicable = -3;  // named by a pattern whose action cannot apply
+  Action action;
+  int16_t entry = kUnnamed;
+};
+
+struct Rule {
+  std::string id;
+  std::string description;
+  std::string source;   // file:line, for explanations
+  bool release = true;  // release rule (counterpart = recipient) or accept rule (= sender)
+
+  // Conditions; an empty list or a full mask means "any".
+  std::vector<std::string> agencies, kinds, regions;  // the counterpart
+  uint32_t messages = 0;                              // bit per payload tag
+  std::vector<uint16_t> purposes, legal_bases;        // vocabulary indexes
+  uint32_t consent = ~0u, handling = ~0u, risk = ~0u; // bit per enum value
+  std::optional<bool> subject_minor;
+  bool break_glass = false;  // matches only when the sender gives a justification
+
+  std::vector<FieldEntry> entries;
+  std::optional<Action> others;
+  // Per payload type, one decision per leaf of its layout (empty if the rule
+  // does not cover that type).
+  std::array<std::vector<LeafDecision>, kPayloadTypes> plans;
+};
+
+struct Retention {
+  uint32_t undelivered_days = 30;  // an undelivered message expires after this
+  uint32_t delivered_days = 365;   // an acknowledged message is purged after this
+};
+
+struct AgencyPolicy {
+  const broker::Agency* agency = nullptr;
+  std::vector<Rule> release;
+  std::vector<Rule> accept;
+  Retention retention;
+  std::array<uint8_t, 32> pseudonym_key{};  // HKDF of the broker secret for this recipient
+};
+
+struct Vocabulary {
+  std::vector<std::string> kinds, regions, purposes, legal_bases, handling_codes;
+  // Index in the list, or -1.
+  static int IndexOf(const std::vector<std::string>& list, std::string_view value);
+};
+
+class PolicySet {
+ public:
+  // Loads DIR/vocabulary.yaml and DIR/agencies/*.yaml. Every error in every
+  // file is reported at once, each as "file:line:col: what; hint". The
+  // `pseudonym_secret` (the broker's secret) keys the per-recipient
+  // pseudonyms; notes that are not errors go to `warnings`.
+  static StatusOr<std::shared_ptr<const PolicySet>> Load(const std::string& dir,
+                                                         std::string_view pseudonym_secret,
+                                                         std::vector<std::string>* warnings = nullptr);
+
+  const broker::AgencyDirectory& directory() const { return *directory_; }
+  std::shared_ptr<const broker::AgencyDirectory> shared_directory() const { return directory_; }
+  const Vocabulary& vocabulary() const { return vocabulary_; }
+  // The policy of a registered agency (never null for one of directory()).
+  const AgencyPolicy& For(const broker::Agency& agency) const;
+  const AgencyPolicy* Find(std::string_view agency_id) const;
+  // First 16 hex digits of SHA-256 over every file of the set: stamped on
+  // receipts so that every decision names the rules it was made under.
+  const std::string& version() const { return version_; }
+
+ private:
+  PolicySet() = default;
+
+  std::shared_ptr<const broker::AgencyDirectory> directory_;
+  Vocabulary vocabulary_;
+  std::vector<AgencyPolicy> policies_;  // parallel to directory_->agencies()
+  std::string version_;
+};
+
+}  // namespace liaison::policy
+
+#endif  // LIAISON_BROKER_POLICY_POLICY_SET_H_

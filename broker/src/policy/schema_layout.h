@@ -1,0 +1,82 @@
+// The payload schemas as policies see them: for every payload type, the
+// tree of its tables and the flat list of its leaf fields ("subject.
+// date_of_birth", "attachments.sha256"), built once from the binary schema
+// (FlatBuffers reflection). Policy paths are checked against it at load time;
+// compiled rules and the rewriter address leaves by index, never by string.
+#ifndef LIAISON_BROKER_POLICY_SCHEMA_LAYOUT_H_
+#define LIAISON_BROKER_POLICY_SCHEMA_LAYOUT_H_
+
+#include <flatbuffers/reflection.h>
+
+#include <array>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "liaison/wire.h"
+
+namespace liaison::policy {
+
+// Payload types are the union's members; index = the union tag (1..6).
+inline constexpr size_t kPayloadTypes = static_cast<size_t>(wire::Payload::MAX) + 1;
+
+enum class LeafKind : uint8_t { kScalar, kString, kStringVector, kScalarVector };
+
+struct Leaf {
+  std::string path;                  // "subject.address.county"
+  const reflection::Field* field;
+  LeafKind kind;
+  bool is_date = false;              // a string holding a date or time
+  bool is_birth_date = false;        // ... a date of birth
+  int address_part = -1;             // index in kAddressParts when in a PostalAddress
+};
+
+// One table in the tree. A field is either a leaf or leads to a child node
+// (a table, or a vector of tables).
+struct NodeField {
+  const reflection::Field* field;
+  int leaf = -1;                 // index into PayloadLayout::leaves
+  int child = -1;                // index into PayloadLayout::nodes
+  bool vector_of_tables = false;
+};
+
+struct Node {
+  std::string path;              // "" for the payload root, else "subject.address"
+  const reflection::Object* object;
+  std::vector<NodeField> fields; // in schema (id) order
+  bool is_address = false;       // a PostalAddress: generalize(county|sub_county) applies
+  int first_leaf = 0;            // leaves [first_leaf, end_leaf) lie under this node
+  int end_leaf = 0;
+};
+
+struct PayloadLayout {
+  wire::Payload type = wire::Payload::NONE;
+  std::string name;              // "CaseReferral"
+  std::vector<Node> nodes;       // nodes[0] is the root
+  std::vector<Leaf> leaves;
+};
+
+// PostalAddress fields, from the most precise to the least.
+inline constexpr std::array<std::string_view, 5> kAddressParts = {"street", "ward", "sub_county",
+                                                                  "county", "country"};
+
+class SchemaLayout {
+ public:
+  // The layout of the embedded envelope schema (built on first use).
+  static const SchemaLayout& Get();
+
+  // nullptr for NONE or an unknown tag.
+  const PayloadLayout* For(wire::Payload type) const;
+  // Payload type by name ("CaseReferral"); NONE if unknown.
+  wire::Payload TypeByName(std::string_view name) const;
+  const std::vector<std::string>& type_names() const { return type_names_; }
+
+ private:
+  SchemaLayout();
+  std::array<PayloadLayout, kPayloadTypes> payloads_;
+  std::vector<std::string> type_names_;
+};
+
+}  // namespace liaison::policy
+
+#endif  // LIAISON_BROKER_POLICY_SCHEMA_LAYOUT_H_
