@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench clean
+.PHONY: all deps configure build demo test bench property clean
 
 all: build
 
@@ -25,6 +25,12 @@ test: build
 
 bench: build
 	@echo "make bench: no benchmarks yet (they arrive with the policy engine and the store)"
+
+# The policy property test at scale: a million random messages under 1,000
+# random policy sets, checked against the reference evaluator.
+property: build
+	@LIAISON_PROPERTY_SETS=1000 LIAISON_PROPERTY_MESSAGES=1000 \
+	  $(BUILD_DIR)/bin/unit_tests --gtest_filter='PolicyPropertyTest.*'
 
 clean:
 	rm -rf $(BUILD_DIR)
