@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -28,6 +30,27 @@ liaison::StatusOr<std::shared_ptr<const PolicySet>> LoadPolicies(const std::stri
   auto policies = PolicySet::Load(dir, secret, &warnings);
   for (const auto& w : warnings) spdlog::warn("event=policy_warning detail=\"{}\"", w);
   return policies;
+}
+
+// Names, sizes and modification times of the policy files: a change to any
+// of them (or a file added or removed) changes the fingerprint.
+std::string PolicyFilesFingerprint(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::string fingerprint;
+  std::error_code ec;
+  for (const fs::path& sub : {fs::path(dir), fs::path(dir) / "agencies"}) {
+    std::vector<std::string> entries;
+    for (const auto& entry : fs::directory_iterator(sub, ec)) {
+      if (entry.path().extension() != ".yaml") continue;
+      std::error_code e2;
+      const auto size = fs::file_size(entry.path(), e2);
+      const auto mtime = fs::last_write_time(entry.path(), e2).time_since_epoch().count();
+      entries.push_back(entry.path().string() + ":" + std::to_string(size) + ":" + std::to_string(mtime));
+    }
+    std::sort(entries.begin(), entries.end());
+    for (const auto& e : entries) fingerprint += e + "\n";
+  }
+  return fingerprint;
 }
 
 }  // namespace
@@ -99,10 +122,20 @@ int main(int argc, char** argv) {
   }
 
   std::thread reactor_thread([&] { reactor.Run(); });
+  // Reload on SIGHUP, and when a policy file changes (checked every second).
+  std::string fingerprint = PolicyFilesFingerprint(config->policies_dir);
   while (true) {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    const timespec tick{1, 0};
+    int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig < 0) {
+      std::string now = PolicyFilesFingerprint(config->policies_dir);
+      if (now == fingerprint) continue;
+      fingerprint = now;
+      sig = SIGHUP;
+      spdlog::info("event=policy_files_changed");
+    }
     if (sig == SIGHUP) {
+      fingerprint = PolicyFilesFingerprint(config->policies_dir);
       spdlog::info("event=reload_started policies={}", config->policies_dir);
       auto fresh = LoadPolicies(config->policies_dir, secret);
       if (!fresh.ok()) {
