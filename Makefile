@@ -23,8 +23,12 @@ demo: build
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
+# Medians of 5 repetitions; the machine is shared, so compare runs side by side.
 bench: build
-	@echo "make bench: no benchmarks yet (they arrive with the policy engine and the store)"
+	@mkdir -p $(BUILD_DIR)/bench-results
+	@$(BUILD_DIR)/bin/policy_bench --benchmark_repetitions=5 \
+	  --benchmark_report_aggregates_only=true \
+	  --benchmark_out=$(BUILD_DIR)/bench-results/policy.json --benchmark_out_format=json
 
 # The policy property test at scale: a million random messages under 1,000
 # random policy sets, checked against the reference evaluator.

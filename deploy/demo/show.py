@@ -19,7 +19,14 @@ def receipt(sender, name, rc, receipt_path, error_path):
         print(f"  rejected: {code}: {r.get('detail', '')}")
     for rec in r.get("recipients", []):
         reason = f" ({rec['reason']})" if rec.get("reason") else ""
-        print(f"  -> {rec['recipient']:<24} {rec.get('code', 'ok')}{reason}")
+        rules = f"  rules: {', '.join(rec['rules'])}" if rec.get("rules") else ""
+        glass = "  BREAK-GLASS" if rec.get("break_glass") else ""
+        print(f"  -> {rec['recipient']:<24} {rec.get('code', 'ok')}{reason}{rules}{glass}")
+        for kind in ("transformed", "dropped"):
+            if rec.get(kind):
+                print(f"       {kind}: {', '.join(rec[kind])}")
+    if r.get("policy_version"):
+        print(f"  (policy version {r['policy_version']})")
 
 
 def fields(obj, prefix=""):
@@ -45,6 +52,10 @@ def inbox(root):
             print(f"  {m.get('payload_type')} from {m.get('from')} case {m.get('case_ref', '-')}"
                   f" purpose {m.get('purpose', '-')}")
             print("    fields: " + ", ".join(fields(payload)))
+            subject = payload.get("subject", {})
+            shown = {k: subject[k] for k in ("date_of_birth", "national_id") if k in subject}
+            if shown:
+                print(f"    e.g. {shown}")
 
 
 if __name__ == "__main__":

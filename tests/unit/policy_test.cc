@@ -423,6 +423,8 @@ INSTANTIATE_TEST_SUITE_P(
                     {"others can only be allow or drop"}},
         BadRuleCase{"empty_list", Rule("release", "r", kReferral + "    purposes: []\n"),
                     {"an empty list matches nothing"}},
+        BadRuleCase{"missing_fields", "release:\n  - id: r\n    messages: [CaseReferral]\n",
+                    {"exit-a.yaml:7:5", "missing 'fields'"}},
         BadRuleCase{"missing_messages", "release:\n  - id: r\n    fields: {others: allow}\n",
                     {"missing 'messages'"}},
         BadRuleCase{"prefix_of_a_leaf", Rule("release", "r", kReferral, "reason.*: allow"),

@@ -28,6 +28,8 @@ size_t EditDistance(std::string_view a, std::string_view b) {
 }  // namespace
 
 std::string YamlWhere(const std::string& file, const YAML::Node& node) {
+  // A node for a missing key has no position (and throws when asked).
+  if (!node.IsDefined()) return file;
   const YAML::Mark mark = node.Mark();
   if (mark.is_null()) return file;
   return file + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);

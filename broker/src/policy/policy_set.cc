@@ -206,9 +206,10 @@ std::string TypeList(uint32_t types) {
 }
 
 // Reads and checks a rule's fields map.
-void ReadFields(YamlReader& r, const YAML::Node& fields, const std::string& path, Rule& rule) {
+void ReadFields(YamlReader& r, const YAML::Node& rule_node, const std::string& path, Rule& rule) {
+  const YAML::Node fields = rule_node["fields"];
   if (!fields) {
-    r.Error(fields, path, "missing 'fields': name what this rule lets through (or 'others: drop')");
+    r.Error(rule_node, path, "missing 'fields': name what this rule lets through (or 'others: drop')");
     return;
   }
   if (!fields.IsMap()) {
@@ -347,7 +348,7 @@ Rule ReadRule(YamlReader& r, const YAML::Node& node, const std::string& path, bo
   if (r.ReadChoice(node, path, "break_glass", {"true", "false"}, &break_glass)) {
     rule.break_glass = break_glass == "true";
   }
-  if (rule.messages != 0) ReadFields(r, node["fields"], path, rule);
+  if (rule.messages != 0) ReadFields(r, node, path, rule);
   for (size_t tag = 1; tag < kPayloadTypes; ++tag) {
     if (rule.messages & (1u << tag)) {
       rule.plans[tag] = CompilePlan(rule, *SchemaLayout::Get().For(static_cast<wire::Payload>(tag)));
