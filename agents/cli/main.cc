@@ -10,6 +10,7 @@
 #include "liaison/keys.h"
 #include "liaison/wire.h"
 #include "policy_commands.h"
+#include "store/store.h"
 
 namespace {
 
@@ -156,7 +157,28 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
     if (count > 0 && ++received >= count) g_stop = true;
     return Status::Ok();
   };
-  if (auto st = (*agent)->Run(handler, g_stop); !st.ok()) return Fail(st.message(), kExitFailure);
+  // Notices about this agency's own messages (delivered / expired) go to
+  // stderr, one JSON line each, so that stdout holds only messages.
+  wire::JsonCodec receipt_codec(wire::JsonCodec::Root::kReceipt);
+  auto print_notices = [&] {
+    while (auto notice = (*agent)->TakeNotice()) {
+      if (auto text = receipt_codec.ToJson(notice->bytes(), false); text.ok()) {
+        std::cerr << "notice: " << *text << std::endl;
+      }
+    }
+  };
+  while (!g_stop) {
+    auto message = (*agent)->Receive(std::chrono::milliseconds(200));
+    if (!message.ok()) return Fail(message.status().message(), kExitFailure);
+    print_notices();
+    if (!message->has_value()) continue;
+    const liaison::EnvelopeBuffer& envelope = **message;
+    if (!handler(envelope).ok()) return Fail("cannot write a received message", kExitFailure);
+    if (auto st = (*agent)->Ack(envelope->id()->string_view()); !st.ok()) {
+      return Fail(st.message(), kExitFailure);
+    }
+  }
+  print_notices();
   return kExitOk;
 }
 
@@ -166,10 +188,16 @@ int main(int argc, char** argv) {
   CLI::App app{"liaison: the command-line agent of the liaison broker"};
   app.require_subcommand(1);
 
-  std::string out, name;
-  auto* keygen = app.add_subcommand("keygen", "create a CURVE key pair (NAME.key, NAME.pub)");
-  keygen->add_option("--out", out, "directory for the key files")->required();
-  keygen->add_option("--name", name, "key name, usually the agency id")->required();
+  std::string out, name, store_key;
+  auto* keygen = app.add_subcommand(
+      "keygen", "create a CURVE key pair (NAME.key, NAME.pub), or the broker's store key");
+  auto* out_opt = keygen->add_option("--out", out, "directory for the key files");
+  auto* name_opt = keygen->add_option("--name", name, "key name, usually the agency id");
+  auto* store_opt = keygen->add_option(
+      "--store-key", store_key, "instead: write a new store key (AES-256) to this file");
+  out_opt->needs(name_opt);
+  name_opt->needs(out_opt);
+  store_opt->excludes(out_opt)->excludes(name_opt);
 
   std::string config, file;
   std::vector<std::string> to;
@@ -206,7 +234,16 @@ int main(int argc, char** argv) {
     return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, secret_key);
   }
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
-  if (keygen->parsed()) return Keygen(out, name);
+  if (keygen->parsed()) {
+    if (!store_key.empty()) {
+      Status st = liaison::store::WriteStoreKey(store_key);
+      if (!st.ok()) return Fail(st.message(), kExitFailure);
+      std::cout << "wrote " << store_key << " (store key, mode 0600)\n";
+      return kExitOk;
+    }
+    if (out.empty()) return Fail("keygen needs --out and --name, or --store-key", kExitUsage);
+    return Keygen(out, name);
+  }
   if (send->parsed()) return Send(config, to, file);
   if (listen->parsed()) return Listen(config, count, listen_out);
   return kExitUsage;

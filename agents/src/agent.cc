@@ -133,8 +133,25 @@ void Agent::HandleBrokerMessage() {
       receipts_.insert_or_assign(id, ReceiptBuffer(std::move(bytes), receipt));
     }
   } else if (command == wire::kDeliver) {
-    if (const wire::Envelope* envelope = wire::VerifyEnvelope(bytes)) {
-      inbox_.emplace_back(std::move(bytes), envelope);
+    const wire::Envelope* envelope = wire::VerifyEnvelope(bytes);
+    if (!envelope || !envelope->id()) return;
+    std::string key = (envelope->from() ? envelope->from()->str() : std::string()) + '\0' +
+                      envelope->id()->str();
+    if (seen_.count(key)) {
+      (void)Ack(envelope->id()->string_view());  // a redelivery: the broker missed our ack
+      return;
+    }
+    constexpr size_t kRemembered = 100000;
+    seen_.insert(key);
+    seen_order_.push_back(std::move(key));
+    if (seen_order_.size() > kRemembered) {
+      seen_.erase(seen_order_.front());
+      seen_order_.pop_front();
+    }
+    inbox_.emplace_back(std::move(bytes), envelope);
+  } else if (command == wire::kNotice) {
+    if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
+      notices_.emplace_back(std::move(bytes), receipt);
     }
   } else if (command == wire::kWelcome) {
     if (const wire::Welcome* welcome = wire::VerifyWelcome(bytes)) {
@@ -218,6 +235,32 @@ StatusOr<std::optional<EnvelopeBuffer>> Agent::Receive(std::chrono::milliseconds
   std::optional<EnvelopeBuffer> message(std::move(inbox_.front()));
   inbox_.pop_front();
   return message;
+}
+
+Status Agent::WaitReady(std::chrono::milliseconds timeout) {
+  LIAISON_RETURN_IF_ERROR(ReopenIfRefused());
+  const auto deadline = Clock::now() + timeout;
+  try {
+    while (agency_id_.empty()) {
+      if (key_refused_) return Status::PermissionDenied("the broker refused this agency's key");
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        return Status::DeadlineExceeded("no welcome from the broker at " + options_.broker_endpoint);
+      }
+      Pump(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
+           std::chrono::milliseconds(1));
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("agent socket failed: ") + e.what());
+  }
+  return Status::Ok();
+}
+
+std::optional<ReceiptBuffer> Agent::TakeNotice() {
+  if (notices_.empty()) return std::nullopt;
+  std::optional<ReceiptBuffer> notice(std::move(notices_.front()));
+  notices_.pop_front();
+  return notice;
 }
 
 Status Agent::Ack(std::string_view message_id) {

@@ -14,6 +14,7 @@
 #include "liaison/keys.h"
 #include "liaison/logging.h"
 #include "policy/policy_set.h"
+#include "store/store.h"
 #include "transport/reactor.h"
 
 namespace {
@@ -107,7 +108,17 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  liaison::broker::Reactor reactor(*config, *keys, *policies);
+  auto store_key = liaison::store::LoadStoreKey(config->store.key_file);
+  if (!store_key.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", store_key.status().message());
+    return kExitConfigError;
+  }
+  auto store = liaison::store::Store::Open(config->store.path, *store_key);
+  if (!store.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", store.status().message());
+    return kExitRuntimeError;
+  }
+  liaison::broker::Reactor reactor(*config, *keys, *policies, std::move(*store));
   if (auto st = reactor.Bind(); !st.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", st.message());
     return kExitRuntimeError;

@@ -26,6 +26,7 @@ cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/policies
 
 say "Keys: one CURVE key pair for the broker and for each agency (never committed)"
 "$BIN/liaison" keygen --out "$WORK/keys" --name broker >/dev/null
+"$BIN/liaison" keygen --store-key "$WORK/keys/store.key" >/dev/null
 agencies=()
 for file in "$WORK"/policies/agencies/*.yaml; do
   id="$(basename "$file" .yaml)"
@@ -41,6 +42,9 @@ cat > "$WORK/broker.yaml" <<YAML
 listen: tcp://127.0.0.1:*
 secret_key_file: keys/broker.key
 policies_dir: policies
+store:
+  path: liaison.db
+  key_file: keys/store.key
 log:
   level: info
   console: false
@@ -93,6 +97,7 @@ send 0 exit-mombasa "$SCENARIOS/02-exit-to-security-break-glass.json" kind:secur
 send 0 health-mombasa "$SCENARIOS/03-health-response.json" exit-mombasa
 send 0 prison-shimo "$SCENARIOS/04-prison-handover.json" reintegration-kwale
 send 0 community-likoni "$SCENARIOS/05-incident-report.json" kind:county-coordinator@mombasa
+# The withdrawal also reaches security-coast, which received the case under break-glass.
 send 0 exit-mombasa "$SCENARIOS/06-erasure.json" youth-welfare-mombasa
 
 say "Denied by policy: the same referral to the security agency, without break-glass"
@@ -113,7 +118,7 @@ tail -n 12 "$WORK/logs/broker.log"
 echo
 
 # The demo checks itself, so that `make test` notices when it breaks.
-for expected in youth-welfare-mombasa:3 security-coast:1 exit-mombasa:1 reintegration-kwale:1 \
+for expected in youth-welfare-mombasa:3 security-coast:2 exit-mombasa:1 reintegration-kwale:1 \
                 coordinator-mombasa:1; do
   agency="${expected%%:*}" want="${expected##*:}"
   got="$(ls "$WORK/inbox/$agency" 2>/dev/null | wc -l)"

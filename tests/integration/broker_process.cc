@@ -1,5 +1,7 @@
 #include "integration/broker_process.h"
 
+#include "store/store.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -54,13 +56,18 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
   Status st = WriteCurveKeyPair(dir_ + "/keys", "broker", broker_keys_);
   if (!st.ok()) throw std::runtime_error(st.ToString());
   WritePolicies(policies_dir_, agencies);
+  st = store::WriteStoreKey(dir_ + "/keys/store.key");
+  if (!st.ok()) throw std::runtime_error(st.ToString());
   WriteText(config_path_,
             "listen: tcp://127.0.0.1:*\n"
             "secret_key_file: keys/broker.key\n"
             "policies_dir: policies\n"
             "heartbeat_ms: 200\n"
+            "store:\n  path: liaison.db\n  key_file: keys/store.key\n"
+            "  redelivery_timeout_ms: 2000\n"
             "log:\n  level: debug\n  console: false\n  file: broker.log\n" +
                 extra_config);
+  store_path_ = dir_ + "/liaison.db";
 }
 
 BrokerProcess::~BrokerProcess() {

@@ -37,6 +37,7 @@ class BrokerProcess {
   // Waits until the log holds `needle` (polling); false after `timeout_ms`.
   bool WaitForLog(const std::string& needle, int timeout_ms = 5000) const;
   const std::string& policies_dir() const { return policies_dir_; }
+  const std::string& store_path() const { return store_path_; }
 
   // Options for an agent of `agency` connecting to this broker.
   AgentOptions AgentFor(const TestAgency& agency, wire::Role role = wire::Role::sender) const;
@@ -47,6 +48,7 @@ class BrokerProcess {
   std::string config_path_;
   std::string log_path_;
   std::string ready_path_;
+  std::string store_path_;
   CurveKeyPair broker_keys_;
   std::string endpoint_;
   int null_fd_ = -1;

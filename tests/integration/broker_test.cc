@@ -3,13 +3,16 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <map>
 #include <random>
+#include <set>
 #include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
 #include "integration/broker_process.h"
 #include "liaison/agent.h"
+#include "store/store.h"
 
 namespace liaison::testing {
 namespace {
@@ -78,7 +81,7 @@ class BrokerTest : public ::testing::Test {
     auto agent = Agent::Connect(broker_->AgentFor(agency, wire::Role::receiver));
     EXPECT_TRUE(agent.ok()) << agent.status().ToString();
     if (!agent.ok()) return nullptr;
-    for (int i = 0; i < 100 && (*agent)->agency_id().empty(); ++i) (void)(*agent)->Receive(50ms);
+    EXPECT_TRUE((*agent)->WaitReady(5000ms).ok());
     EXPECT_EQ(agency.id, (*agent)->agency_id());
     return std::move(*agent);
   }
@@ -114,7 +117,7 @@ TEST_F(BrokerTest, DeliversToTheAddressedAgencyWithAReceipt) {
   EXPECT_EQ("exit-a", receipt->from()->str());
   ASSERT_EQ(1u, receipt->recipients()->size());
   EXPECT_EQ("youth-m", receipt->recipients()->Get(0)->recipient()->str());
-  EXPECT_EQ(Code::forwarded, receipt->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, receipt->recipients()->Get(0)->code());
 
   auto message = ReceiveOne(*youth);
   ASSERT_TRUE(message.has_value());
@@ -158,16 +161,32 @@ TEST_F(BrokerTest, OfflineAndUnknownRecipientsAreReported) {
   ASSERT_EQ(3u, receipt->recipients()->size());
   std::map<std::string, Code> codes;
   for (const auto* r : *receipt->recipients()) codes[r->recipient()->str()] = r->code();
-  EXPECT_EQ(Code::recipient_offline, codes["sec-m"]);
+  EXPECT_EQ(Code::stored, codes["sec-m"]);  // kept until it connects
   EXPECT_EQ(Code::unknown_recipient, codes["no-such-agency"]);
   EXPECT_EQ(Code::unknown_recipient, codes["kind:prison-service"]);
 
-  auto security = Receiver(security_);
   ReceiptBuffer later = SendOk(*exit, MakeEnvelope({{"sec-m"}}, "o-2"));
-  EXPECT_EQ(Code::forwarded, later->recipients()->Get(0)->code());
-  auto m = ReceiveOne(*security);
-  ASSERT_TRUE(m.has_value());
-  EXPECT_EQ("o-2", (*m)->id()->str());
+  EXPECT_EQ(Code::stored, later->recipients()->Get(0)->code());
+  // The recipient connects: both arrive, in the order they were sent.
+  auto security = Receiver(security_);
+  for (const char* id : {"o-1", "o-2"}) {
+    auto m = ReceiveOne(*security);
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(id, (*m)->id()->str());
+    EXPECT_TRUE(security->Ack(id).ok());
+  }
+  // The sender's receiver hears that both were delivered.
+  auto exit_receiver = Receiver(exit_);
+  std::set<std::string> delivered;
+  for (int i = 0; i < 60 && delivered.size() < 2; ++i) {
+    (void)exit_receiver->Receive(50ms);
+    while (auto notice = exit_receiver->TakeNotice()) {
+      ASSERT_EQ(1u, (*notice)->recipients()->size());
+      EXPECT_EQ(Code::delivered, (*notice)->recipients()->Get(0)->code());
+      delivered.insert((*notice)->message_id()->str());
+    }
+  }
+  EXPECT_EQ((std::set<std::string>{"o-1", "o-2"}), delivered);
 }
 
 TEST_F(BrokerTest, UnknownKeyIsRefusedAndLoggedByFingerprint) {
@@ -213,7 +232,7 @@ TEST_F(BrokerTest, PlaintextClientIsRefusedAndOthersKeepWorking) {
 
   auto youth = Receiver(youth_m_);
   auto exit = Sender(exit_);
-  EXPECT_EQ(Code::forwarded, SendOk(*exit, MakeEnvelope({{"youth-m"}}, "p-2"))->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, SendOk(*exit, MakeEnvelope({{"youth-m"}}, "p-2"))->recipients()->Get(0)->code());
   auto m = ReceiveOne(*youth);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ("p-2", (*m)->id()->str());  // the plaintext message never arrived
@@ -265,7 +284,7 @@ TEST_F(BrokerTest, BadBuffersGetErrorReceiptsWhileOthersAreServed) {
   ASSERT_TRUE(exit->SendFrames(wire::kSend, huge).ok());
 
   ReceiptBuffer after = SendOk(*exit, good);
-  EXPECT_EQ(Code::forwarded, after->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, after->recipients()->Get(0)->code());
   auto m = ReceiveOne(*youth);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ("b-1", (*m)->id()->str());
@@ -310,7 +329,7 @@ TEST_F(BrokerTest, ResendGetsTheOriginalReceiptAndOneDelivery) {
   ReceiptBuffer first = SendOk(*exit, bytes);
   ReceiptBuffer second = SendOk(*exit, bytes);
   EXPECT_EQ(first->at()->str(), second->at()->str());  // the same receipt
-  EXPECT_EQ(Code::forwarded, second->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, second->recipients()->Get(0)->code());
   ASSERT_TRUE(ReceiveOne(*youth).has_value());
   EXPECT_FALSE(ReceiveOne(*youth, 300ms).has_value());
   EXPECT_TRUE(broker_->WaitForLog("event=duplicate agency=exit-a id=d-1"));
@@ -319,7 +338,7 @@ TEST_F(BrokerTest, ResendGetsTheOriginalReceiptAndOneDelivery) {
 TEST_F(BrokerTest, AgentsReconnectAfterABrokerRestart) {
   auto youth = Receiver(youth_m_);
   auto exit = Sender(exit_);
-  EXPECT_EQ(Code::forwarded,
+  EXPECT_EQ(Code::stored,
             SendOk(*exit, MakeEnvelope({{"youth-m"}}, "r-1"))->recipients()->Get(0)->code());
   ASSERT_TRUE(ReceiveOne(*youth).has_value());
 
@@ -335,7 +354,7 @@ TEST_F(BrokerTest, AgentsReconnectAfterABrokerRestart) {
   }
   ASSERT_EQ(2u, Count(broker_->log(), "event=connect agency=youth-m role=receiver"));
   ReceiptBuffer receipt = SendOk(*exit, MakeEnvelope({{"youth-m"}}, "r-2"));
-  EXPECT_EQ(Code::forwarded, receipt->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, receipt->recipients()->Get(0)->code());
   auto m = ReceiveOne(*youth);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ("r-2", (*m)->id()->str());
@@ -350,14 +369,14 @@ TEST_F(BrokerTest, ReloadAdmitsNewAgenciesAndKeepsTheLastGoodSet) {
   ASSERT_TRUE(broker_->WaitForLog("event=reload_done agencies=5"));
   auto youth = Receiver(youth_m_);
   auto sender = Sender(prison);
-  EXPECT_EQ(Code::forwarded,
+  EXPECT_EQ(Code::stored,
             SendOk(*sender, MakeEnvelope({{"youth-m"}}, "h-1"))->recipients()->Get(0)->code());
 
   WriteText(broker_->policies_dir() + "/agencies/broken.yaml", "id: broken\nkind: [oops\n");
   broker_->Signal(SIGHUP);
   ASSERT_TRUE(broker_->WaitForLog("event=reload_failed"));
   EXPECT_TRUE(broker_->WaitForLog("broken.yaml:"));
-  EXPECT_EQ(Code::forwarded,
+  EXPECT_EQ(Code::stored,
             SendOk(*sender, MakeEnvelope({{"youth-m"}}, "h-2"))->recipients()->Get(0)->code());
 }
 
@@ -384,7 +403,7 @@ TEST_F(BrokerTest, AReplacedKeyStopsWorkingOnOpenConnections) {
   EXPECT_FALSE(ReceiveOne(*youth, 300ms).has_value());
 
   auto fresh = Sender(rotated);
-  EXPECT_EQ(Code::forwarded,
+  EXPECT_EQ(Code::stored,
             SendOk(*fresh, MakeEnvelope({{"youth-m"}}, "v-3"))->recipients()->Get(0)->code());
   auto m = ReceiveOne(*youth);
   ASSERT_TRUE(m.has_value());
@@ -412,7 +431,7 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   TempDir dir;
   WriteText(dir.file("broker.yaml"),
             "listen: tcp://127.0.0.1:*\nsecret_key_file: keys/broker.key\npolicies_dir: policies\n"
-            "log:\n  console: true\n");
+            "store: {path: liaison.db, key_file: keys/store.key}\nlog:\n  console: true\n");
   std::string out, err;
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", dir.file("broker.yaml")}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("liaison keygen")) << err;
@@ -420,6 +439,7 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   auto keys = GenerateCurveKeyPair();
   ASSERT_TRUE(WriteCurveKeyPair(dir.file("keys"), "broker", *keys).ok());
   WritePolicies(dir.file("policies"), {MakeAgency("a", "exit-programme", "mombasa")});
+  ASSERT_TRUE(store::WriteStoreKey(dir.file("keys/store.key")).ok());
   WriteText(dir.file("policies/agencies/b.yaml"), "id: b\nname: B\nkind: exit-programe\nregion: mombasa\n");
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", dir.file("broker.yaml")}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("b.yaml:3:7")) << err;

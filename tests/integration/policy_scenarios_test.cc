@@ -78,7 +78,7 @@ class PolicyScenarioTest : public ::testing::Test {
     auto agent = Agent::Connect(broker_->AgentFor(agencies_.at(id), role));
     if (!agent.ok()) throw std::runtime_error(agent.status().ToString());
     if (role == wire::Role::receiver) {
-      for (int i = 0; i < 100 && (*agent)->agency_id().empty(); ++i) (void)(*agent)->Receive(50ms);
+      EXPECT_TRUE((*agent)->WaitReady(5000ms).ok());
     }
     return std::move(*agent);
   }
@@ -102,7 +102,7 @@ TEST_F(PolicyScenarioTest, ExitProgrammeRefersAMinorToYouthWelfare) {
   ASSERT_EQ(Code::ok, receipt->code());
   EXPECT_EQ(16u, receipt->policy_version()->size());
   const auto* r = receipt->recipients()->Get(0);
-  EXPECT_EQ(Code::forwarded, r->code());
+  EXPECT_EQ(Code::stored, r->code());
   ASSERT_EQ(2u, r->rules()->size());
   EXPECT_EQ("minor-to-youth-welfare", r->rules()->Get(0)->str());
   EXPECT_EQ("referrals-of-children", r->rules()->Get(1)->str());
@@ -139,7 +139,7 @@ TEST_F(PolicyScenarioTest, SecurityAgencyOnlyWithBreakGlass) {
   ReceiptBuffer released =
       Send(*exit, Scenario("02-exit-to-security-break-glass.json", "s3", {"security-coast"}));
   const auto* r = released->recipients()->Get(0);
-  EXPECT_EQ(Code::forwarded, r->code());
+  EXPECT_EQ(Code::stored, r->code());
   EXPECT_TRUE(r->break_glass());
   EXPECT_EQ("imminent-threat-break-glass", r->rules()->Get(0)->str());
   auto m = security->Receive(3000ms);
@@ -156,7 +156,7 @@ TEST_F(PolicyScenarioTest, HealthAnswersWithFitnessOnly) {
   auto exit = Connect("exit-mombasa", wire::Role::receiver);
   auto health = Connect("health-mombasa", wire::Role::sender);
   ReceiptBuffer receipt = Send(*health, Scenario("03-health-response.json", "s4", {"exit-mombasa"}));
-  EXPECT_EQ(Code::forwarded, receipt->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, receipt->recipients()->Get(0)->code());
   auto m = exit->Receive(3000ms);
   ASSERT_TRUE(m.ok() && m->has_value());
   const auto* response = (**m)->payload_as_ReferralResponse();
@@ -173,7 +173,7 @@ TEST_F(PolicyScenarioTest, PrisonHandsOverAndReporterStaysHidden) {
   auto prison = Connect("prison-shimo", wire::Role::sender);
   auto community = Connect("community-likoni", wire::Role::sender);
 
-  EXPECT_EQ(Code::forwarded,
+  EXPECT_EQ(Code::stored,
             Send(*prison, Scenario("04-prison-handover.json", "s5", {"reintegration-kwale"}))
                 ->recipients()->Get(0)->code());
   auto m = kwale->Receive(3000ms);
@@ -185,7 +185,7 @@ TEST_F(PolicyScenarioTest, PrisonHandsOverAndReporterStaysHidden) {
 
   ReceiptBuffer incident = Send(
       *community, Scenario("05-incident-report.json", "s6", {}, "county-coordinator", "mombasa"));
-  EXPECT_EQ(Code::forwarded, incident->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, incident->recipients()->Get(0)->code());
   EXPECT_TRUE(Has(incident->recipients()->Get(0)->dropped(), "reporter.name"));
   auto report = coordinator->Receive(3000ms);
   ASSERT_TRUE(report.ok() && report->has_value());
@@ -236,7 +236,7 @@ TEST_F(PolicyScenarioTest, AReloadMidStreamLosesAndMisroutesNothing) {
   for (int i = 0; i < kMessages; ++i) {
     ReceiptBuffer r =
         Send(*exit, Scenario("01-exit-to-youth-welfare.json", "r" + std::to_string(i), {"youth-welfare-mombasa"}));
-    ASSERT_EQ(Code::forwarded, r->recipients()->Get(0)->code()) << i;
+    ASSERT_EQ(Code::stored, r->recipients()->Get(0)->code()) << i;
     ASSERT_EQ(1u, r->recipients()->size());
     versions.insert(r->policy_version()->str());
   }
@@ -249,6 +249,7 @@ TEST_F(PolicyScenarioTest, AReloadMidStreamLosesAndMisroutesNothing) {
     auto m = youth->Receive(3000ms);
     ASSERT_TRUE(m.ok() && m->has_value()) << "after " << received.size() << " messages";
     EXPECT_TRUE(received.insert((**m)->id()->str()).second) << "duplicate " << (**m)->id()->str();
+    EXPECT_TRUE(youth->Ack((**m)->id()->string_view()).ok());
     EXPECT_EQ("youth-welfare-mombasa", (**m)->to()->Get(0)->agency()->str());
   }
   EXPECT_FALSE(youth->Receive(300ms)->has_value());

@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "liaison/keys.h"
@@ -86,16 +87,30 @@ class Agent {
   Status SendFrames(std::string_view command, std::span<const uint8_t> body);
 
   // Waits up to `timeout` for a delivered message; nullopt on timeout.
-  // Deliveries that arrived during Send() are returned first.
+  // Deliveries that arrived during Send() are returned first. A redelivery
+  // of a message this Agent already returned (same sender and id) is acked
+  // again and not returned: the application sees each message once.
   StatusOr<std::optional<EnvelopeBuffer>> Receive(std::chrono::milliseconds timeout);
 
-  // Tells the broker the application has the message.
+  // Tells the broker the application has the message. Until it is acked,
+  // the broker redelivers it (after a timeout, or when the agent reconnects).
   Status Ack(std::string_view message_id);
+
+  // Updates about messages this agency sent: a Receipt per recipient that
+  // got it ("delivered") or that it expired for ("expired"). They arrive on
+  // the agency's receiver connection; nullopt if none is waiting.
+  std::optional<ReceiptBuffer> TakeNotice();
 
   // Receives until `stop` is set, calling `handler` for each message and
   // acking it when the handler returns OK.
   using Handler = std::function<Status(const EnvelopeBuffer&)>;
   Status Run(const Handler& handler, const std::atomic<bool>& stop);
+
+  // Waits until the broker has welcomed this connection (so that, for a
+  // receiver, deliveries start); PermissionDenied if the key is refused,
+  // DeadlineExceeded after `timeout`. Messages that arrive meanwhile are kept
+  // for Receive().
+  Status WaitReady(std::chrono::milliseconds timeout);
 
   // The agency id the broker bound this key to; empty until welcomed.
   const std::string& agency_id() const { return agency_id_; }
@@ -117,6 +132,10 @@ class Agent {
   std::string agency_id_;
   bool key_refused_ = false;
   std::deque<EnvelopeBuffer> inbox_;
+  std::deque<ReceiptBuffer> notices_;
+  // "sender\0id" of messages already handed to the application, oldest first.
+  std::unordered_set<std::string> seen_;
+  std::deque<std::string> seen_order_;
   std::unordered_map<std::string, ReceiptBuffer> receipts_;  // by message id ("" = unreadable)
 };
 

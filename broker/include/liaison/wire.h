@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,6 +34,7 @@ inline constexpr std::string_view kAck = "ACK";          // agent -> broker: Ack
 inline constexpr std::string_view kWelcome = "WELCOME";  // broker -> agent: Welcome
 inline constexpr std::string_view kReceipt = "RECEIPT";  // broker -> agent: Receipt
 inline constexpr std::string_view kDeliver = "DELIVER";  // broker -> agent: Envelope
+inline constexpr std::string_view kNotice = "NOTICE";    // broker -> agent: Receipt (delivered / expired)
 
 inline constexpr uint16_t kSchemaVersion = 1;
 
@@ -79,6 +81,9 @@ class JsonCodec {
 
 // Current UTC time as RFC 3339 with milliseconds ("2026-11-24T09:30:00.123Z").
 std::string NowRfc3339();
+
+// Milliseconds since the epoch of an RFC 3339 time; nullopt if malformed.
+std::optional<int64_t> ParseRfc3339Millis(std::string_view text);
 
 // A new message id: a ULID (26 characters, Crockford base32, time-ordered).
 std::string NewMessageId();

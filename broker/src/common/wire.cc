@@ -5,6 +5,8 @@
 #include <openssl/rand.h>
 
 #include <chrono>
+#include <cctype>
+#include <cstdio>
 #include <ctime>
 
 namespace liaison::wire {
@@ -107,6 +109,37 @@ std::string NowRfc3339() {
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   return buf;
+}
+
+std::optional<int64_t> ParseRfc3339Millis(std::string_view t) {
+  int y, mo, d, h, mi, s;
+  char sep;
+  if (t.size() < 20 || std::sscanf(std::string(t.substr(0, 19)).c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d",
+                                    &y, &mo, &d, &sep, &h, &mi, &s) != 7) {
+    return std::nullopt;
+  }
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  int64_t ms = static_cast<int64_t>(timegm(&tm)) * 1000;
+  size_t pos = 19;
+  if (pos < t.size() && t[pos] == '.') {
+    int64_t scale = 100;
+    for (++pos; pos < t.size() && std::isdigit(static_cast<unsigned char>(t[pos])); ++pos) {
+      ms += (t[pos] - '0') * scale;
+      scale /= 10;
+    }
+  }
+  if (pos < t.size() && (t[pos] == '+' || t[pos] == '-') && pos + 6 <= t.size()) {
+    const int offset = ((t[pos + 1] - '0') * 10 + (t[pos + 2] - '0')) * 60 +
+                       (t[pos + 4] - '0') * 10 + (t[pos + 5] - '0');
+    ms -= (t[pos] == '+' ? 1 : -1) * static_cast<int64_t>(offset) * 60000;
+  }
+  return ms;
 }
 
 std::string NewMessageId() {

@@ -21,7 +21,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   BrokerConfig c;
   const YAML::Node& root = *doc;
   if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "policies_dir", "heartbeat_ms",
-                              "limits", "log"})) {
+                              "limits", "store", "log"})) {
     if (!root.IsMap()) return r.ToStatus();
   }
   r.ReadString(root, "", "listen", &c.listen);
@@ -33,15 +33,28 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   }
 
   if (const YAML::Node limits = root["limits"]) {
-    if (r.ExpectMap(limits, "limits", {"max_message_bytes", "max_recipients", "dedupe_window",
+    if (r.ExpectMap(limits, "limits", {"max_message_bytes", "max_recipients",
                                        "send_high_water_mark"})) {
       r.ReadUint(limits, "limits", "max_message_bytes", 1024, 64 * 1024 * 1024,
                  &c.limits.max_message_bytes);
       r.ReadUint(limits, "limits", "max_recipients", 1, 100000, &c.limits.max_recipients);
-      r.ReadUint(limits, "limits", "dedupe_window", 0, 100000000, &c.limits.dedupe_window);
       r.ReadUint(limits, "limits", "send_high_water_mark", 1, 10000000,
                  &c.limits.send_high_water_mark);
     }
+  }
+
+  if (const YAML::Node store = root["store"]) {
+    if (r.ExpectMap(store, "store", {"path", "key_file", "max_queue_per_recipient",
+                                     "redelivery_timeout_ms", "delivery_window", "max_batch"})) {
+      r.ReadString(store, "store", "path", &c.store.path, true);
+      r.ReadString(store, "store", "key_file", &c.store.key_file, true);
+      r.ReadUint(store, "store", "max_queue_per_recipient", 1, 100000000, &c.store.max_queue_per_recipient);
+      r.ReadUint(store, "store", "redelivery_timeout_ms", 100, 86400000, &c.store.redelivery_timeout_ms);
+      r.ReadUint(store, "store", "delivery_window", 1, 10000, &c.store.delivery_window);
+      r.ReadUint(store, "store", "max_batch", 1, 100000, &c.store.max_batch);
+    }
+  } else {
+    r.Error(root, "", "missing required key 'store' (path and key_file of the durable store)");
   }
 
   if (const YAML::Node log = root["log"]) {
@@ -63,6 +76,8 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   c.secret_key_file = Resolve(base, c.secret_key_file);
   c.policies_dir = Resolve(base, c.policies_dir);
   c.log.file = Resolve(base, c.log.file);
+  c.store.path = Resolve(base, c.store.path);
+  c.store.key_file = Resolve(base, c.store.key_file);
   return c;
 }
 

@@ -14,8 +14,16 @@ namespace liaison::broker {
 struct Limits {
   uint64_t max_message_bytes = 256 * 1024;  // larger envelopes get a too_large receipt
   uint64_t max_recipients = 64;             // addresses in Envelope.to, and resolved agencies
-  uint64_t dedupe_window = 100000;          // recent (sender, id) pairs remembered for resends
   uint64_t send_high_water_mark = 10000;    // messages queued per connection before "backlog"
+};
+
+struct StoreConfig {
+  std::string path;                    // SQLite file (WAL); required
+  std::string key_file;                // 64 hex digits, mode 0600; required
+  uint64_t max_queue_per_recipient = 100000;  // then senders get queue_full
+  uint64_t redelivery_timeout_ms = 30000;     // unacked deliveries go out again after this
+  uint64_t delivery_window = 64;              // unacked deliveries in flight per recipient
+  uint64_t max_batch = 256;                   // messages per group commit
 };
 
 struct BrokerConfig {
@@ -24,6 +32,7 @@ struct BrokerConfig {
   std::string policies_dir;
   uint64_t heartbeat_ms = 1000;  // ZMTP heartbeats; a peer silent for 3x this is dropped
   Limits limits;
+  StoreConfig store;
   LogOptions log;
 };
 

@@ -132,7 +132,8 @@ std::string AddressText(const wire::Recipient& r) {
 }
 
 Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sender,
-                            std::span<const uint8_t> bytes) const {
+                            std::span<const uint8_t> bytes,
+                            const std::vector<std::string>& also_to) const {
   const AgencyDirectory& directory = policies.directory();
   if (bytes.size() > limits_.max_message_bytes) {
     return Reject(Code::too_large, "message is " + std::to_string(bytes.size()) +
@@ -179,7 +180,11 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
     admission.unresolved.push_back(
         {AddressText(*address), Code::unknown_recipient, "no-matching-agency"});
   }
-  if (recipients.size() > limits_.max_recipients) {
+  for (const std::string& id : also_to) {
+    const Agency* a = directory.Find(id);
+    if (a && a->id != sender.id && seen.insert(a).second) recipients.push_back(a);
+  }
+  if (recipients.size() > limits_.max_recipients + also_to.size()) {
     return Reject(Code::invalid_field,
                   "to resolves to " + std::to_string(recipients.size()) +
                       " agencies; the limit is " + std::to_string(limits_.max_recipients),

@@ -57,8 +57,11 @@ class Dispatcher {
   // (an agency of `policies`): checks, resolves the addresses, decides each
   // recipient under the policy set and rewrites its copy. Never throws;
   // every failure is an Admission with an error code.
+  // `also_to` adds agencies by id (an erasure goes to every agency that
+  // received the case); unknown ids among them are ignored.
   Admission Admit(const policy::PolicySet& policies, const Agency& sender,
-                  std::span<const uint8_t> bytes) const;
+                  std::span<const uint8_t> bytes,
+                  const std::vector<std::string>& also_to = {}) const;
 
  private:
   Limits limits_;

@@ -15,10 +15,6 @@ constexpr const char* kMonitorEndpoint = "inproc://liaison-router-monitor";
 // sockets again, so that one busy sender cannot starve shutdown or events.
 constexpr int kDrainBatch = 256;
 
-std::string DeliveryKey(const std::string& sender, const std::string& id) {
-  return sender + '\0' + id;
-}
-
 const char* HandshakeFailure(uint16_t event, uint32_t value) {
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) return "key_refused";
   if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
@@ -31,7 +27,8 @@ const char* HandshakeFailure(uint16_t event, uint32_t value) {
 }  // namespace
 
 Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
-                 std::shared_ptr<const policy::PolicySet> policies)
+                 std::shared_ptr<const policy::PolicySet> policies,
+                 std::unique_ptr<store::Store> store)
     : config_(std::move(config)),
       server_keys_(std::move(server_keys)),
       policies_(std::move(policies)),
@@ -39,6 +36,7 @@ Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
       context_(1),
       zap_(context_, [this] { return this->policies()->shared_directory(); }) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  store_ = std::move(store);
 }
 
 Reactor::~Reactor() {
@@ -58,6 +56,12 @@ void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
 
 Status Reactor::Bind() {
   if (wake_fd_ < 0) return Status::Internal("eventfd failed");
+  auto depths = store_->QueueDepths();
+  if (!depths.ok()) return depths.status();
+  queue_depth_ = std::move(*depths);
+  int64_t queued = 0;
+  for (const auto& [agency, n] : queue_depth_) queued += n;
+  spdlog::info("event=store_open queued={} recipients_with_queue={}", queued, queue_depth_.size());
   LIAISON_RETURN_IF_ERROR(zap_.Start());
   try {
     router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
@@ -113,9 +117,12 @@ void Reactor::Run() {
       {monitor_->handle(), 0, ZMQ_POLLIN, 0},
       {nullptr, wake_fd_, ZMQ_POLLIN, 0},
   };
+  auto next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (true) {
+    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
+        next_timer - std::chrono::steady_clock::now());
     try {
-      zmq::poll(items, 3, std::chrono::milliseconds(-1));
+      zmq::poll(items, 3, std::max(wait, std::chrono::milliseconds(0)));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       spdlog::critical("event=poll_failed error=\"{}\"", e.what());
@@ -124,7 +131,10 @@ void Reactor::Run() {
     if (items[2].revents & ZMQ_POLLIN) break;
     if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
     if (items[0].revents & ZMQ_POLLIN) {
-      for (int i = 0; i < kDrainBatch; ++i) {
+      // One batch: drain what is waiting (up to max_batch messages), then
+      // commit it with one fsync and answer everyone in it.
+      batch_messages_ = 0;
+      for (int i = 0; i < kDrainBatch * 4 && batch_messages_ < config_.store.max_batch; ++i) {
         std::vector<zmq::message_t> frames;
         try {
           if (!zmq::recv_multipart(*router_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
@@ -136,8 +146,14 @@ void Reactor::Run() {
         }
         HandleRouterMessage(frames);
       }
+      FinishBatch();
+    }
+    if (std::chrono::steady_clock::now() >= next_timer) {
+      OnTimer();
+      next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
   }
+  FinishBatch();
   spdlog::info(
       "event=stopping messages_in={} rejected={} deliveries={} offline={} duplicates={} "
       "malformed={} handshake_failures={}",
@@ -179,16 +195,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
     HandleHello(*agency, routing_id, fd, frames[2]);
   } else if (command == wire::kAck) {
-    // Delivery state arrives with the durable store; until then an ack is
-    // only counted.
-    if (wire::VerifyAck({frames[2].data<uint8_t>(), frames[2].size()})) {
-      stats_.acks++;
-    } else {
-      stats_.malformed_frames++;
-      auto receipt = BuildReceipt("", wire::Code::malformed, "ACK body is not a valid Ack table",
-                                  agency->id, {});
-      SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
-    }
+    HandleAck(*agency, frames[2], routing_id);
   } else {
     stats_.malformed_frames++;
     auto receipt = BuildReceipt("", wire::Code::unknown_command,
@@ -212,7 +219,14 @@ void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, i
   // A HELLO (re)states the connection's role: it replaces any earlier one.
   auto& list = receivers_[agency.id];
   std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
-  if (hello->role() == wire::Role::receiver) list.push_back({routing_id, fd});
+  if (hello->role() == wire::Role::receiver) {
+    list.push_back({routing_id, fd});
+    // A (re)connected receiver gets everything not yet acked, from the start,
+    // in order; after this batch is committed.
+    outflows_[agency.id] = Outflow{};
+    touched_.insert(agency.id);
+    notice_for_.insert(agency.id);
+  }
   if (fd >= 0) agency_by_fd_[fd] = agency.id;
   spdlog::info("event=connect agency={} role={} agent=\"{}\"", agency.id,
                wire::EnumNameRole(hello->role()),
@@ -224,83 +238,307 @@ void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, i
   SendTo(routing_id, wire::kWelcome, fbb.GetBufferPointer(), fbb.GetSize());
 }
 
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr int64_t kDayMs = 24LL * 3600 * 1000;
+
+}  // namespace
+
+Status Reactor::EnsureTransaction() { return store_->Begin(); }
+
+const std::string* Reactor::ReceiverOf(const std::string& agency) const {
+  auto it = receivers_.find(agency);
+  return it == receivers_.end() || it->second.empty() ? nullptr : &it->second.back().routing_id;
+}
+
 void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender,
                          const std::string& routing_id, const zmq::message_t& body) {
   stats_.messages_in++;
+  ++batch_messages_;
   std::span<const uint8_t> bytes(body.data<uint8_t>(), body.size());
+  auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
+    replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id});
+  };
+  auto unavailable = [&](const std::string& id, const Status& st) {
+    spdlog::error("event=store_failed agency={} id={} error=\"{}\"", sender.id, id, st.message());
+    reply(id, BuildReceipt(id, wire::Code::unavailable,
+                           "the broker could not store the message; resend it later with the same id",
+                           sender.id, {}, policies.version()));
+  };
 
   // A resend of a message already handled gets the original receipt.
   const wire::Envelope* peek =
       bytes.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(bytes) : nullptr;
-  if (peek && peek->id()) {
-    auto it = recent_receipts_.find(DeliveryKey(sender.id, peek->id()->str()));
-    if (it != recent_receipts_.end()) {
+  const std::string peek_id = peek && peek->id() ? peek->id()->str() : std::string();
+  if (!peek_id.empty()) {
+    auto found = store_->FindReceipt(sender.id, peek_id);
+    if (!found.ok()) return unavailable(peek_id, found.status());
+    if (found->has_value()) {
       stats_.duplicates++;
-      spdlog::info("event=duplicate agency={} id={}", sender.id, peek->id()->string_view());
-      SendTo(routing_id, wire::kReceipt, it->second.data(), it->second.size());
+      spdlog::info("event=duplicate agency={} id={}", sender.id, peek_id);
+      replies_.push_back({routing_id, std::move(**found), peek_id});
       return;
     }
   }
 
-  Admission admission = dispatcher_.Admit(policies, sender, bytes);
+  // A withdrawal also goes to every agency that received data of the case.
+  std::vector<std::string> disclosed;
+  const bool erasure = peek && peek->payload_type() == wire::Payload::ErasureRequest &&
+                       peek->case_ref() && peek->case_ref()->size() > 0;
+  if (erasure) {
+    auto to = store_->Disclosures(sender.id, peek->case_ref()->str());
+    if (!to.ok()) return unavailable(peek_id, to.status());
+    disclosed = std::move(*to);
+  }
+
+  Admission admission = dispatcher_.Admit(policies, sender, bytes, disclosed);
   if (admission.code != wire::Code::ok) {
     stats_.messages_rejected++;
     spdlog::warn("event=rejected agency={} id={} code={} detail=\"{}\"", sender.id,
                  admission.message_id.empty() ? "-" : admission.message_id,
                  wire::EnumNameCode(admission.code), admission.detail);
-    auto receipt = BuildReceipt(admission.message_id, admission.code, admission.detail, sender.id,
-                                {}, policies.version());
-    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
+    reply(admission.message_id, BuildReceipt(admission.message_id, admission.code, admission.detail,
+                                             sender.id, {}, policies.version()));
     return;
+  }
+
+  if (Status st = EnsureTransaction(); !st.ok()) return unavailable(admission.message_id, st);
+  const int64_t now = NowMs();
+  const policy::Retention& retention = policies.For(sender).retention;
+  int64_t expires = now + retention.undelivered_days * kDayMs;
+  if (peek->expires_at()) {
+    if (auto at = wire::ParseRfc3339Millis(peek->expires_at()->string_view())) expires = std::min(expires, *at);
+  }
+  const int64_t purge_after = now + retention.delivered_days * kDayMs;
+  const std::string case_ref = peek->case_ref() ? peek->case_ref()->str() : std::string();
+  if (erasure) {
+    auto erased = store_->EraseQueued(sender.id, case_ref);
+    if (!erased.ok()) {
+      batch_failed_ = true;
+      return unavailable(admission.message_id, erased.status());
+    }
+    if (*erased > 0) {
+      depths_stale_ = true;
+      spdlog::info("event=erased_undelivered agency={} id={} messages={}", sender.id,
+                   admission.message_id, *erased);
+    }
   }
 
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (Delivery& d : admission.deliveries) {
-    Deliver(*d.recipient, d.envelope, d.outcome);
-    outcomes.push_back(std::move(d.outcome));
-    if (outcomes.back().code == wire::Code::forwarded) {
-      stats_.deliveries++;
+    int64_t& depth = queue_depth_[d.recipient->id];
+    if (depth >= static_cast<int64_t>(config_.store.max_queue_per_recipient)) {
+      d.outcome.code = wire::Code::queue_full;
+      d.outcome.reason = "recipient-queue-full";
+      spdlog::warn("event=queue_full recipient={} depth={}", d.recipient->id, depth);
     } else {
-      stats_.recipients_offline++;
+      Status st = store_->Enqueue(sender.id, admission.message_id, d.recipient->id, case_ref,
+                                  d.envelope.data(), d.envelope.size(), now, expires, purge_after);
+      if (!st.ok()) {
+        batch_failed_ = true;
+        return unavailable(admission.message_id, st);
+      }
+      ++depth;
+      stats_.stored++;
+      d.outcome.code = wire::Code::stored;
+      touched_.insert(d.recipient->id);
     }
+    outcomes.push_back(std::move(d.outcome));
   }
-  spdlog::info("event=message agency={} id={} type={} recipients={} forwarded={}", sender.id,
+  spdlog::info("event=message agency={} id={} type={} recipients={} stored={}", sender.id,
                admission.message_id, wire::EnumNamePayload(peek->payload_type()), outcomes.size(),
                std::count_if(outcomes.begin(), outcomes.end(),
-                             [](const auto& o) { return o.code == wire::Code::forwarded; }));
+                             [](const auto& o) { return o.code == wire::Code::stored; }));
   auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes,
                               policies.version());
-  RememberReceipt(DeliveryKey(sender.id, admission.message_id), receipt);
-  SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
+  std::vector<uint8_t> receipt_bytes(receipt.data(), receipt.data() + receipt.size());
+  if (Status st = store_->PutReceipt(sender.id, admission.message_id, receipt_bytes, purge_after); !st.ok()) {
+    batch_failed_ = true;
+    return unavailable(admission.message_id, st);
+  }
+  replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id});
 }
 
-void Reactor::Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope,
-                      RecipientOutcome& outcome) {
-  outcome.code = wire::Code::recipient_offline;
-  outcome.reason = "not-connected";
-  auto it = receivers_.find(recipient.id);
-  if (it == receivers_.end()) return;
-  auto& list = it->second;
-  // Newest connection first. A connection that is gone is forgotten; one
-  // whose queue is full is kept (it is slow, not gone) and the next is tried.
-  bool backlog = false;
-  for (size_t i = list.size(); i-- > 0;) {
-    switch (SendTo(list[i].routing_id, wire::kDeliver, envelope.data(), envelope.size())) {
-      case SendResult::kSent:
-        outcome.code = wire::Code::forwarded;
-        outcome.reason.clear();
-        return;
-      case SendResult::kFull:
-        backlog = true;
-        break;
-      case SendResult::kGone:
-        spdlog::info("event=receiver_gone agency={}", recipient.id);
-        list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
-        break;
+void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
+                        const std::string& routing_id) {
+  const wire::Ack* ack = wire::VerifyAck({body.data<uint8_t>(), body.size()});
+  if (!ack) {
+    stats_.malformed_frames++;
+    auto receipt = BuildReceipt("", wire::Code::malformed, "ACK body is not a valid Ack table",
+                                agency.id, {});
+    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
+    return;
+  }
+  stats_.acks++;
+  const std::string id = ack->message_id()->str();
+  auto& flow = outflows_[agency.id];
+  for (auto it = flow.inflight.begin(); it != flow.inflight.end();) {
+    it = it->second.first == id ? flow.inflight.erase(it) : std::next(it);
+  }
+  touched_.insert(agency.id);  // room in the window: send more
+  if (Status st = EnsureTransaction(); !st.ok()) {
+    spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, st.message());
+    return;  // not recorded: the message will be redelivered and acked again
+  }
+  auto senders = store_->Ack(agency.id, id, NowMs());
+  if (!senders.ok()) {
+    batch_failed_ = true;
+    spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, senders.status().message());
+    return;
+  }
+  const auto set = policies();
+  for (const std::string& sender : *senders) {
+    --queue_depth_[agency.id];
+    auto notice = BuildReceipt(id, wire::Code::ok, "", sender, {{agency.id, wire::Code::delivered}},
+                               set->version());
+    if (!store_->AddNotice(sender, {notice.data(), notice.data() + notice.size()}).ok()) {
+      batch_failed_ = true;
+    }
+    notice_for_.insert(sender);
+    spdlog::debug("event=delivered recipient={} agency={} id={}", agency.id, sender, id);
+  }
+}
+
+void Reactor::FinishBatch() {
+  if (store_->in_transaction()) {
+    Status st = Status::Ok();
+    if (batch_failed_) {
+      store_->Rollback();
+      st = Status::IoError("a write of the batch failed");
+    } else {
+      st = store_->Commit();
+    }
+    batch_failed_ = false;
+    if (!st.ok()) {
+      // Fail closed: nothing of this batch is stored, so nobody hears "stored".
+      stats_.commit_failures++;
+      spdlog::error("event=commit_failed messages={} error=\"{}\"", replies_.size(), st.message());
+      const auto set = policies();
+      for (Reply& r : replies_) {
+        auto receipt = BuildReceipt(
+            r.message_id, wire::Code::unavailable,
+            "the broker could not store the message; resend it later with the same id", "", {},
+            set->version());
+        r.receipt.assign(receipt.data(), receipt.data() + receipt.size());
+      }
+      depths_stale_ = true;
+      touched_.clear();
+      notice_for_.clear();
+    } else {
+      stats_.commits++;
     }
   }
-  if (list.empty()) receivers_.erase(it);
-  if (backlog) outcome.reason = "connection-backlog";
+  for (const Reply& r : replies_) SendTo(r.routing_id, wire::kReceipt, r.receipt.data(), r.receipt.size());
+  replies_.clear();
+  if (depths_stale_) {
+    if (auto depths = store_->QueueDepths(); depths.ok()) {
+      queue_depth_ = std::move(*depths);
+      depths_stale_ = false;
+    }
+  }
+  const std::set<std::string> touched = std::move(touched_);
+  touched_.clear();
+  for (const std::string& recipient : touched) Pump(recipient);
+  const std::set<std::string> notices = std::move(notice_for_);
+  notice_for_.clear();
+  for (const std::string& agency : notices) FlushNotices(agency);
+}
+
+void Reactor::Pump(const std::string& recipient) {
+  auto& flow = outflows_[recipient];
+  const size_t window = config_.store.delivery_window;
+  while (flow.inflight.size() < window) {
+    const std::string* receiver = ReceiverOf(recipient);
+    if (!receiver) return;
+    auto pending = store_->Pending(recipient, flow.cursor, static_cast<int>(window - flow.inflight.size()));
+    if (!pending.ok()) {
+      spdlog::error("event=store_failed recipient={} error=\"{}\"", recipient, pending.status().message());
+      return;
+    }
+    if (pending->empty()) return;
+    const int64_t now = NowMs();
+    for (const store::QueuedMessage& m : *pending) {
+      switch (SendTo(*receiver, wire::kDeliver, m.envelope.data(), m.envelope.size())) {
+        case SendResult::kSent:
+          flow.inflight[m.seq] = {m.message_id, now};
+          flow.cursor = m.seq;
+          stats_.deliveries++;
+          break;
+        case SendResult::kFull:
+          return;  // the timer tries again
+        case SendResult::kGone: {
+          spdlog::info("event=receiver_gone agency={}", recipient);
+          auto& list = receivers_[recipient];
+          if (!list.empty()) list.pop_back();
+          flow = Outflow{};  // the next receiver starts from the beginning
+          goto next_round;
+        }
+      }
+    }
+  next_round:;
+  }
+}
+
+void Reactor::FlushNotices(const std::string& agency) {
+  const std::string* receiver = ReceiverOf(agency);
+  if (!receiver) return;
+  auto notices = store_->Notices(agency, 256);
+  if (!notices.ok() || notices->empty()) return;
+  if (!EnsureTransaction().ok()) return;
+  for (const store::Notice& n : *notices) {
+    if (SendTo(*receiver, wire::kNotice, n.receipt.data(), n.receipt.size()) != SendResult::kSent) break;
+    // Sent at least once; the deletion commits with the next batch.
+    if (!store_->DeleteNotice(n.seq).ok()) break;
+  }
+}
+
+void Reactor::OnTimer() {
+  const int64_t now = NowMs();
+  if (EnsureTransaction().ok()) {
+    auto expired = store_->ExpireDue(now);
+    if (expired.ok()) {
+      const auto set = policies();
+      for (const store::ExpiredMessage& e : *expired) {
+        stats_.expired++;
+        --queue_depth_[e.recipient];
+        auto& flow = outflows_[e.recipient];
+        for (auto it = flow.inflight.begin(); it != flow.inflight.end();) {
+          it = it->second.first == e.message_id ? flow.inflight.erase(it) : std::next(it);
+        }
+        auto notice = BuildReceipt(e.message_id, wire::Code::ok, "", e.sender,
+                                   {{e.recipient, wire::Code::expired, "not-delivered-in-time"}},
+                                   set->version());
+        if (!store_->AddNotice(e.sender, {notice.data(), notice.data() + notice.size()}).ok()) {
+          batch_failed_ = true;
+        }
+        notice_for_.insert(e.sender);
+        spdlog::info("event=expired agency={} recipient={} id={}", e.sender, e.recipient, e.message_id);
+      }
+    } else {
+      batch_failed_ = true;
+    }
+    if (++timer_ticks_ % 60 == 0 && !store_->PurgeDue(now).ok()) batch_failed_ = true;
+  }
+  // Unacked deliveries past the timeout go out again, in order.
+  for (auto& [recipient, flow] : outflows_) {
+    if (!flow.inflight.empty() &&
+        now - flow.inflight.begin()->second.second > static_cast<int64_t>(config_.store.redelivery_timeout_ms)) {
+      stats_.redeliveries += flow.inflight.size();
+      spdlog::info("event=redelivery recipient={} messages={}", recipient, flow.inflight.size());
+      flow = Outflow{};
+    }
+    touched_.insert(recipient);  // also retries recipients whose queue was full
+  }
+  for (const auto& [recipient, depth] : queue_depth_) {
+    if (depth > 0 && ReceiverOf(recipient)) touched_.insert(recipient);
+  }
+  FinishBatch();
 }
 
 Reactor::SendResult Reactor::SendTo(const std::string& routing_id, std::string_view command,
@@ -315,16 +553,6 @@ Reactor::SendResult Reactor::SendTo(const std::string& routing_id, std::string_v
   } catch (const zmq::error_t& e) {
     if (e.num() != EHOSTUNREACH) spdlog::error("event=send_failed error=\"{}\"", e.what());
     return SendResult::kGone;
-  }
-}
-
-void Reactor::RememberReceipt(const std::string& key, const flatbuffers::DetachedBuffer& receipt) {
-  if (config_.limits.dedupe_window == 0) return;
-  recent_receipts_[key].assign(receipt.data(), receipt.data() + receipt.size());
-  recent_order_.push_back(key);
-  while (recent_order_.size() > config_.limits.dedupe_window) {
-    recent_receipts_.erase(recent_order_.front());
-    recent_order_.pop_front();
   }
 }
 

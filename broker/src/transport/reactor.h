@@ -1,7 +1,10 @@
 // The broker's reactor: one thread owns the ROUTER socket (CURVE server,
-// authenticated through ZapHandler), drains it while it is readable, and for
-// each message admits it (Dispatcher), forwards copies, and answers the
-// sender with a Receipt. Per-agency connection state lives in a small table.
+// authenticated through ZapHandler) and the durable store. It drains the
+// socket in batches; for each message it admits it (Dispatcher: checks,
+// addresses, policy, rewrite) and queues the copies in the store; then it
+// commits the batch once (group commit), answers each sender with its
+// receipt ("stored" only now that it is on disk), and delivers queued
+// messages to connected recipients in order, redelivering what is not acked.
 #ifndef LIAISON_BROKER_TRANSPORT_REACTOR_H_
 #define LIAISON_BROKER_TRANSPORT_REACTOR_H_
 
@@ -13,9 +16,13 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include <map>
+#include <set>
+
 #include "config/broker_config.h"
 #include "liaison/keys.h"
 #include "routing/dispatcher.h"
+#include "store/store.h"
 #include "transport/zap_handler.h"
 
 namespace liaison::broker {
@@ -27,6 +34,11 @@ struct ReactorStats {
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> recipients_offline{0};
   std::atomic<uint64_t> duplicates{0};
+  std::atomic<uint64_t> stored{0};
+  std::atomic<uint64_t> commits{0};
+  std::atomic<uint64_t> commit_failures{0};
+  std::atomic<uint64_t> redeliveries{0};
+  std::atomic<uint64_t> expired{0};
   std::atomic<uint64_t> malformed_frames{0};
   std::atomic<uint64_t> handshake_failures{0};
   std::atomic<uint64_t> acks{0};
@@ -36,7 +48,7 @@ struct ReactorStats {
 class Reactor {
  public:
   Reactor(BrokerConfig config, CurveKeyPair server_keys,
-          std::shared_ptr<const policy::PolicySet> policies);
+          std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store);
   ~Reactor();
 
   // Starts authentication and binds the ROUTER. On success endpoint() is the
@@ -69,16 +81,23 @@ class Reactor {
                    const zmq::message_t& body);
   void HandleSend(const policy::PolicySet& policies, const Agency& agency,
                   const std::string& routing_id, const zmq::message_t& body);
+  void HandleAck(const Agency& agency, const zmq::message_t& body, const std::string& routing_id);
   void HandleMonitorEvent();
+  // Ends a batch: commits the store, then sends the batch's receipts and
+  // deliveries. On a failed commit every sender of the batch is told
+  // "unavailable" and nothing of the batch counts as stored.
+  void FinishBatch();
+  // Sends queued messages to `recipient` while its window has room.
+  void Pump(const std::string& recipient);
+  void FlushNotices(const std::string& agency);
+  void OnTimer();
+  Status EnsureTransaction();
+  // The agency's newest receiver connection, or nullptr.
+  const std::string* ReceiverOf(const std::string& agency) const;
   enum class SendResult { kSent, kFull, kGone };
-  // Delivers to the agency's newest live receiver; sets the outcome's code
-  // (forwarded or recipient_offline) and reason.
-  void Deliver(const Agency& recipient, const flatbuffers::DetachedBuffer& envelope,
-               RecipientOutcome& outcome);
   // Sends [routing_id, command, body] without blocking.
   SendResult SendTo(const std::string& routing_id, std::string_view command, const void* data,
                     size_t size);
-  void RememberReceipt(const std::string& key, const flatbuffers::DetachedBuffer& receipt);
 
   BrokerConfig config_;
   CurveKeyPair server_keys_;
@@ -94,10 +113,28 @@ class Reactor {
 
   std::unordered_map<std::string, std::vector<Receiver>> receivers_;  // by agency id
   std::unordered_map<int, std::string> agency_by_fd_;                 // for disconnect logs
-  // Receipts of recent messages by "sender\0id", so a resend is answered
-  // with the original receipt instead of being delivered twice.
-  std::unordered_map<std::string, std::vector<uint8_t>> recent_receipts_;
-  std::deque<std::string> recent_order_;
+
+  // Delivery state of one recipient: what has gone out and awaits an ack.
+  struct Outflow {
+    int64_t cursor = 0;                                            // highest seq sent
+    std::map<int64_t, std::pair<std::string, int64_t>> inflight;  // seq -> (id, sent ms)
+  };
+  std::unique_ptr<store::Store> store_;
+  std::unordered_map<std::string, int64_t> queue_depth_;  // queued messages per recipient
+  std::unordered_map<std::string, Outflow> outflows_;
+  // The batch being built: replies to send once it is committed.
+  struct Reply {
+    std::string routing_id;
+    std::vector<uint8_t> receipt;
+    std::string message_id;
+  };
+  std::vector<Reply> replies_;
+  std::set<std::string> touched_;     // recipients to pump after the commit
+  std::set<std::string> notice_for_;  // agencies with notices to send after the commit
+  size_t batch_messages_ = 0;
+  bool batch_failed_ = false;  // a write of the open batch failed: roll it back
+  bool depths_stale_ = false;  // queue_depth_ must be re-read from the store
+  uint64_t timer_ticks_ = 0;
 
   ReactorStats stats_;
 };
