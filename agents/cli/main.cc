@@ -8,6 +8,7 @@
 
 #include "liaison/agent.h"
 #include "liaison/keys.h"
+#include "liaison/outbox.h"
 #include "liaison/wire.h"
 #include "policy_commands.h"
 #include "store/store.h"
@@ -23,6 +24,7 @@ constexpr int kExitFailure = 1;        // broker unreachable, timeout, I/O error
 constexpr int kExitUsage = 2;          // bad arguments, config or input file
 constexpr int kExitNotReached = 3;     // accepted, but some recipient was not reached
 constexpr int kExitRejected = 4;       // the broker rejected the message
+constexpr int kExitQueued = 5;         // kept in the outbox: the broker did not answer yet
 
 std::atomic<bool> g_stop{false};
 
@@ -73,6 +75,44 @@ int Keygen(const std::string& out, const std::string& name) {
   return kExitOk;
 }
 
+// Prints the receipt as JSON; the exit code says whether every recipient was reached.
+int PrintReceipt(const liaison::ReceiptBuffer& receipt, const wire::JsonCodec& codec) {
+  auto text = codec.ToJson(receipt.bytes(), /*pretty=*/true);
+  if (!text.ok()) return Fail(text.status().message(), kExitFailure);
+  std::cout << *text << "\n";
+  if (receipt->code() != wire::Code::ok) return kExitRejected;
+  if (receipt->recipients()) {
+    for (const auto* r : *receipt->recipients()) {
+      if (r->code() != wire::Code::forwarded && r->code() != wire::Code::stored &&
+          r->code() != wire::Code::delivered) {
+        return kExitNotReached;
+      }
+    }
+  }
+  return kExitOk;
+}
+
+int FlushOutbox(const std::string& config_path) {
+  auto options = liaison::LoadAgentConfig(config_path);
+  if (!options.ok()) return Fail(options.status().message(), kExitUsage);
+  if (options->outbox.empty()) return Fail(config_path + " names no outbox", kExitUsage);
+  auto agent = liaison::Agent::Connect(*options);
+  if (!agent.ok()) return Fail(agent.status().message(), kExitUsage);
+  auto box = liaison::Outbox::Open(options->outbox);
+  if (!box.ok()) return Fail(box.status().message(), kExitFailure);
+  wire::JsonCodec codec(wire::JsonCodec::Root::kReceipt);
+  int sent = 0;
+  Status st = (*box)->Flush(**agent, [&](const liaison::ReceiptBuffer& r) {
+    ++sent;
+    if (auto text = codec.ToJson(r.bytes(), false); text.ok()) std::cout << *text << "\n";
+  });
+  auto waiting = (*box)->Size();
+  std::cerr << "liaison: sent " << sent << " from the outbox; " << (waiting.ok() ? *waiting : -1)
+            << " waiting\n";
+  if (!st.ok()) return Fail(st.message(), kExitQueued);
+  return kExitOk;
+}
+
 int Send(const std::string& config_path, const std::vector<std::string>& to,
          const std::string& file) {
   auto options = liaison::LoadAgentConfig(config_path);
@@ -102,24 +142,40 @@ int Send(const std::string& config_path, const std::vector<std::string>& to,
 
   auto agent = liaison::Agent::Connect(*options);
   if (!agent.ok()) return Fail(agent.status().message(), kExitUsage);
-  auto receipt = (*agent)->Send({fbb.GetBufferPointer(), fbb.GetSize()});
-  if (!receipt.ok()) return Fail(receipt.status().message(), kExitFailure);
-
+  std::span<const uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetSize());
   wire::JsonCodec receipt_codec(wire::JsonCodec::Root::kReceipt);
-  auto text = receipt_codec.ToJson(receipt->bytes(), /*pretty=*/true);
-  if (!text.ok()) return Fail(text.status().message(), kExitFailure);
-  std::cout << *text << "\n";
-
-  if ((*receipt)->code() != wire::Code::ok) return kExitRejected;
-  if ((*receipt)->recipients()) {
-    for (const auto* r : *(*receipt)->recipients()) {
-      if (r->code() != wire::Code::forwarded && r->code() != wire::Code::stored &&
-          r->code() != wire::Code::delivered) {
-        return kExitNotReached;
+  std::optional<liaison::ReceiptBuffer> mine;
+  if (!options->outbox.empty()) {
+    // Kept on disk first: if the broker is down, the message waits in the
+    // outbox and goes out (oldest first) with the next send or flush.
+    auto box = liaison::Outbox::Open(options->outbox);
+    if (!box.ok()) return Fail(box.status().message(), kExitFailure);
+    if (auto st = (*box)->Add(bytes); !st.ok()) return Fail(st.message(), kExitFailure);
+    Status st = (*box)->Flush(**agent, [&](const liaison::ReceiptBuffer& r) {
+      if (r->message_id() && r->message_id()->str() == envelope->id) {
+        // The root must point into our own copy (a moved vector keeps its buffer).
+        std::vector<uint8_t> copy(r.bytes().begin(), r.bytes().end());
+        const wire::Receipt* root = wire::VerifyReceipt(copy);
+        mine.emplace(std::move(copy), root);
+      } else if (auto text = receipt_codec.ToJson(r.bytes(), false); text.ok()) {
+        std::cerr << "sent from the outbox: " << *text << "\n";
       }
+    });
+    if (!st.ok()) {
+      auto waiting = (*box)->Size();
+      std::cerr << "liaison: " << st.message() << "\nliaison: message " << envelope->id
+                << " is kept in the outbox " << options->outbox << " ("
+                << (waiting.ok() ? *waiting : 0)
+                << " waiting); it is sent with the next `liaison send` or `liaison outbox flush`\n";
+      return kExitQueued;
     }
+    if (!mine) return Fail("the outbox did not return this message's receipt", kExitFailure);
+  } else {
+    auto receipt = (*agent)->Send(bytes);
+    if (!receipt.ok()) return Fail(receipt.status().message(), kExitFailure);
+    mine.emplace(std::move(*receipt));
   }
-  return kExitOk;
+  return PrintReceipt(*mine, receipt_codec);
 }
 
 int Listen(const std::string& config_path, int count, const std::string& out_dir) {
@@ -213,6 +269,12 @@ int main(int argc, char** argv) {
   listen->add_option("--count", count, "stop after N messages (default: until interrupted)");
   listen->add_option("--out", listen_out, "write each message to DIR/<id>.json instead");
 
+  auto* outbox = app.add_subcommand("outbox", "the agent's outbox");
+  outbox->require_subcommand(1);
+  std::string outbox_config;
+  auto* flush = outbox->add_subcommand("flush", "send the messages waiting in the outbox");
+  flush->add_option("--config", outbox_config, "agent config file (YAML) naming the outbox")->required();
+
   auto* policy = app.add_subcommand("policy", "check, explain and test policies (for DPOs)");
   policy->require_subcommand(1);
   std::string policy_dir, from, to_agency, message, secret_key;
@@ -229,6 +291,7 @@ int main(int argc, char** argv) {
   test->add_option("dir", policy_dir, "policies directory")->required();
 
   CLI11_PARSE(app, argc, argv);
+  if (flush->parsed()) return FlushOutbox(outbox_config);
   if (check->parsed()) return liaison::cli::PolicyCheck(policy_dir);
   if (explain->parsed()) {
     return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, secret_key);

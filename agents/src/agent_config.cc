@@ -10,7 +10,8 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   if (!doc.ok()) return doc.status();
   YamlReader r(path);
   if (!r.ExpectMap(*doc, "", {"broker", "broker_public_key_file", "secret_key_file", "role",
-                              "receipt_timeout_ms", "resend_interval_ms", "heartbeat_ms"})) {
+                              "receipt_timeout_ms", "resend_interval_ms", "heartbeat_ms",
+                              "outbox"})) {
     return r.ToStatus();
   }
   AgentOptions o;
@@ -24,6 +25,7 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   r.ReadUint(*doc, "", "receipt_timeout_ms", 100, 3600000, &receipt_ms);
   r.ReadUint(*doc, "", "resend_interval_ms", 50, 3600000, &resend_ms);
   r.ReadUint(*doc, "", "heartbeat_ms", 100, 60000, &heartbeat_ms);
+  r.ReadString(*doc, "", "outbox", &o.outbox);
   if (!r.ok()) return r.ToStatus();
 
   const auto base = std::filesystem::absolute(path).parent_path();
@@ -34,6 +36,7 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   if (!broker_key.ok()) return broker_key.status().WithContext(path + ": broker_public_key_file");
   auto keys = LoadSecretKeyFile(resolve(secret_key_file));
   if (!keys.ok()) return keys.status().WithContext(path + ": secret_key_file");
+  if (!o.outbox.empty()) o.outbox = resolve(o.outbox);
   o.broker_public_key = *broker_key;
   o.keys = *keys;
   o.role = role == "receiver" ? wire::Role::receiver : wire::Role::sender;

@@ -42,6 +42,7 @@ struct AgentOptions {
   std::chrono::milliseconds resend_interval{2000};   // Send() resends (same id) after this
   std::chrono::milliseconds heartbeat{1000};
   std::string agent_name = "liaison-agent/0.1.0";
+  std::string outbox;  // SQLite file keeping messages until the broker has them; empty = none
 };
 
 // Reads an agent config file (deploy/config/agent.yaml is the commented

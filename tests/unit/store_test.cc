@@ -1,0 +1,139 @@
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "testing/fixtures.h"
+
+namespace liaison::store {
+namespace {
+
+using testing::TempDir;
+
+StoreKey Key(uint8_t fill) {
+  StoreKey k;
+  k.fill(fill);
+  return k;
+}
+
+TEST(StoreTest, QueuesInOrderAcksAndDedupes) {
+  TempDir dir;
+  auto s = Store::Open(dir.file("s.db"), Key(1));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  Store& store = **s;
+  ASSERT_TRUE(store.Begin().ok());
+  const std::string body = "secret referral body";
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(store.Enqueue("a", "m" + std::to_string(i), "b", "CASE-1",
+                              reinterpret_cast<const uint8_t*>(body.data()), body.size(), 1000,
+                              1000000, 2000000).ok());
+  }
+  ASSERT_TRUE(store.PutReceipt("a", "m0", {1, 2, 3}, 2000000).ok());
+  ASSERT_TRUE(store.Commit().ok());
+
+  auto pending = store.Pending("b", 0, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(3u, pending->size());
+  EXPECT_EQ("m0", (*pending)[0].message_id);
+  EXPECT_EQ(body, std::string((*pending)[2].envelope.begin(), (*pending)[2].envelope.end()));
+  EXPECT_LT((*pending)[0].seq, (*pending)[1].seq);
+  EXPECT_EQ(1u, store.Pending("b", (*pending)[1].seq, 10)->size());
+
+  auto receipt = store.FindReceipt("a", "m0");
+  ASSERT_TRUE(receipt.ok() && receipt->has_value());
+  EXPECT_EQ((std::vector<uint8_t>{1, 2, 3}), **receipt);
+  EXPECT_FALSE(store.FindReceipt("a", "m1")->has_value());
+
+  ASSERT_TRUE(store.Begin().ok());
+  auto senders = store.Ack("b", "m1", 2000);
+  ASSERT_TRUE(senders.ok());
+  EXPECT_EQ(std::vector<std::string>{"a"}, *senders);
+  EXPECT_TRUE(store.Ack("b", "m1", 2000)->empty());  // twice is harmless
+  ASSERT_TRUE(store.Commit().ok());
+  EXPECT_EQ(2, store.QueueDepths()->at("b"));
+  EXPECT_EQ(std::vector<std::string>{"b"}, *store.Disclosures("a", "CASE-1"));
+  EXPECT_TRUE(store.Disclosures("a", "CASE-2")->empty());
+}
+
+TEST(StoreTest, ContentsAreEncryptedAtRest) {
+  TempDir dir;
+  {
+    auto s = Store::Open(dir.file("s.db"), Key(2));
+    ASSERT_TRUE((*s)->Begin().ok());
+    const std::string body = "MARKER-Amani-Example-0042";
+    ASSERT_TRUE((*s)->Enqueue("a", "m", "b", "CASE-SECRET-REF", reinterpret_cast<const uint8_t*>(body.data()),
+                              body.size(), 1, 100000, 100000).ok());
+    ASSERT_TRUE((*s)->Commit().ok());
+  }
+  std::string raw;
+  for (const char* f : {"s.db", "s.db-wal"}) raw += testing::ReadText(dir.file(f));
+  EXPECT_EQ(std::string::npos, raw.find("MARKER-Amani"));
+  EXPECT_EQ(std::string::npos, raw.find("CASE-SECRET-REF"));
+}
+
+TEST(StoreTest, ExpiresErasesAndPurges) {
+  TempDir dir;
+  auto s = Store::Open(dir.file("s.db"), Key(3));
+  Store& store = **s;
+  ASSERT_TRUE(store.Begin().ok());
+  const uint8_t b[] = {1};
+  ASSERT_TRUE(store.Enqueue("a", "soon", "b", "C1", b, 1, 0, 100, 500).ok());
+  ASSERT_TRUE(store.Enqueue("a", "later", "b", "C1", b, 1, 0, 10000, 20000).ok());
+  ASSERT_TRUE(store.Enqueue("a", "other", "c", "C2", b, 1, 0, 10000, 20000).ok());
+  auto expired = store.ExpireDue(200);
+  ASSERT_TRUE(expired.ok());
+  ASSERT_EQ(1u, expired->size());
+  EXPECT_EQ("soon", (*expired)[0].message_id);
+  EXPECT_EQ(1, *store.EraseQueued("a", "C1"));  // "later": undelivered, removed
+  EXPECT_TRUE(store.Pending("b", 0, 10)->empty());
+  EXPECT_EQ(1u, store.Pending("c", 0, 10)->size());
+  EXPECT_EQ(1, *store.PurgeDue(1000));   // "soon": expired and past its retention
+  EXPECT_EQ(1, *store.PurgeDue(30000));  // "later": erased; "other" is still queued, so kept
+  ASSERT_TRUE(store.Commit().ok());
+}
+
+TEST(StoreTest, WrongKeyIsRefused) {
+  TempDir dir;
+  { ASSERT_TRUE(Store::Open(dir.file("s.db"), Key(4)).ok()); }
+  auto wrong = Store::Open(dir.file("s.db"), Key(5));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(std::string::npos, wrong.status().message().find("store key does not match"));
+  EXPECT_TRUE(Store::Open(dir.file("s.db"), Key(4)).ok());
+}
+
+TEST(StoreTest, ACorruptFileIsAClearError) {
+  TempDir dir;
+  testing::WriteText(dir.file("s.db"), std::string(8192, 'x'));
+  auto s = Store::Open(dir.file("s.db"), Key(6));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string::npos, s.status().message().find("s.db")) << s.status().message();
+  EXPECT_NE(std::string::npos, s.status().message().find("backup")) << s.status().message();
+}
+
+TEST(StoreTest, UnwritableLocationIsAClearError) {
+  auto s = Store::Open("/nonexistent-dir/liaison.db", Key(7));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string::npos, s.status().message().find("/nonexistent-dir/liaison.db"));
+}
+
+TEST(StoreKeyTest, WrittenKeysLoadAndBadOnesAreRefused) {
+  TempDir dir;
+  ASSERT_TRUE(WriteStoreKey(dir.file("k")).ok());
+  struct stat st;
+  ASSERT_EQ(0, ::stat(dir.file("k").c_str(), &st));
+  EXPECT_EQ(0600u, st.st_mode & 0777);
+  EXPECT_TRUE(LoadStoreKey(dir.file("k")).ok());
+  EXPECT_FALSE(WriteStoreKey(dir.file("k")).ok());  // never overwrites
+  ::chmod(dir.file("k").c_str(), 0640);
+  EXPECT_EQ(Status::Code::kPermissionDenied, LoadStoreKey(dir.file("k")).status().code());
+  testing::WriteText(dir.file("short"), "abcd\n");
+  ::chmod(dir.file("short").c_str(), 0600);
+  EXPECT_FALSE(LoadStoreKey(dir.file("short")).ok());
+  auto missing = LoadStoreKey(dir.file("none"));
+  EXPECT_NE(std::string::npos, missing.status().message().find("liaison keygen --store-key"));
+}
+
+}  // namespace
+}  // namespace liaison::store
