@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench property clean
+.PHONY: all deps configure build demo test bench property soak clean
 
 all: build
 
@@ -35,6 +35,11 @@ bench: build
 property: build
 	@LIAISON_PROPERTY_SETS=1000 LIAISON_PROPERTY_MESSAGES=1000 \
 	  $(BUILD_DIR)/bin/unit_tests --gtest_filter='PolicyPropertyTest.*'
+
+# The crash test at scale: 100,000 messages, the broker killed 10 times.
+soak: build
+	@LIAISON_CRASH_MESSAGES=100000 LIAISON_CRASH_KILLS=10 \
+	  $(BUILD_DIR)/bin/integration_tests --gtest_filter='CrashTest.*'
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -1,0 +1,218 @@
+// Store-and-forward through the real broker: restarts with queued messages,
+// redelivery, expiry, queue limits, erasure propagation, the agent outbox
+// across a broker outage, and refusing to start on a bad store.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <set>
+#include <thread>
+
+#include "integration/broker_process.h"
+#include "liaison/agent.h"
+#include "liaison/outbox.h"
+#include "store/store.h"
+
+namespace liaison::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using wire::Code;
+
+std::vector<uint8_t> Message(const std::string& id, const std::vector<std::string>& to,
+                             const std::string& case_ref = "CASE-1", bool erasure = false,
+                             const std::string& expires_at = "") {
+  wire::EnvelopeT e;
+  e.id = id;
+  e.case_ref = case_ref;
+  e.expires_at = expires_at;
+  for (const auto& a : to) {
+    e.to.push_back(std::make_unique<wire::RecipientT>());
+    e.to.back()->agency = a;
+  }
+  if (erasure) {
+    wire::ErasureRequestT r;
+    r.reason = "consent withdrawn";
+    e.payload.Set(r);
+  } else {
+    wire::CaseUpdateT u;
+    u.notes = "progress";
+    e.payload.Set(u);
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+class StoreFlowTest : public ::testing::Test {
+ protected:
+  void Start(const std::string& extra = "") {
+    broker_ = std::make_unique<BrokerProcess>(dir_, std::vector<TestAgency>{a_, b_, c_, d_}, extra);
+    Status st = broker_->Start();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  std::unique_ptr<Agent> Connect(const TestAgency& who, wire::Role role) {
+    auto agent = Agent::Connect(broker_->AgentFor(who, role));
+    if (!agent.ok()) throw std::runtime_error(agent.status().ToString());
+    if (role == wire::Role::receiver && !(*agent)->WaitReady(5000ms).ok()) {
+      throw std::runtime_error("not welcomed");
+    }
+    return std::move(*agent);
+  }
+  ReceiptBuffer Send(Agent& agent, const std::vector<uint8_t>& bytes) {
+    auto r = agent.Send(bytes);
+    if (!r.ok()) throw std::runtime_error(r.status().ToString());
+    return std::move(*r);
+  }
+  // Receives (and acks) what arrives within `wait`.
+  std::vector<std::string> Drain(Agent& agent, std::chrono::milliseconds wait, bool ack = true) {
+    std::vector<std::string> ids;
+    while (true) {
+      auto m = agent.Receive(wait);
+      if (!m.ok() || !m->has_value()) return ids;
+      ids.push_back((**m)->id()->str());
+      if (ack) (void)agent.Ack((**m)->id()->string_view());
+    }
+  }
+
+  TempDir dir_;
+  TestAgency a_ = MakeAgency("a", "exit-programme", "mombasa");
+  TestAgency b_ = MakeAgency("b", "youth-welfare", "mombasa");
+  TestAgency c_ = MakeAgency("c", "youth-welfare", "kwale");
+  TestAgency d_ = MakeAgency("d", "health-service", "mombasa");
+  std::unique_ptr<BrokerProcess> broker_;
+};
+
+TEST_F(StoreFlowTest, QueuedMessagesSurviveARestartAndArriveInOrder) {
+  Start();
+  auto a = Connect(a_, wire::Role::sender);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(Code::stored, Send(*a, Message("q" + std::to_string(i), {"b"}))->recipients()->Get(0)->code());
+  }
+  const std::string endpoint = broker_->endpoint();
+  EXPECT_EQ(0, broker_->Stop(SIGTERM));
+  ASSERT_TRUE(broker_->Start(endpoint).ok());
+  EXPECT_TRUE(broker_->WaitForLog("event=store_open queued=5"));
+  auto b = Connect(b_, wire::Role::receiver);
+  EXPECT_EQ((std::vector<std::string>{"q0", "q1", "q2", "q3", "q4"}), Drain(*b, 500ms));
+}
+
+TEST_F(StoreFlowTest, UnackedMessagesAreRedeliveredToTheNextConnection) {
+  Start();
+  auto a = Connect(a_, wire::Role::sender);
+  Send(*a, Message("r1", {"b"}));
+  {
+    auto b = Connect(b_, wire::Role::receiver);
+    EXPECT_EQ(std::vector<std::string>{"r1"}, Drain(*b, 1000ms, /*ack=*/false));
+  }  // the application crashed before acking
+  auto b = Connect(b_, wire::Role::receiver);
+  EXPECT_EQ(std::vector<std::string>{"r1"}, Drain(*b, 500ms));
+  auto again = Connect(b_, wire::Role::receiver);
+  EXPECT_TRUE(Drain(*again, 500ms).empty());  // acked: gone
+}
+
+TEST_F(StoreFlowTest, UndeliveredMessagesExpireAndTheSenderIsTold) {
+  Start();
+  auto a_receiver = Connect(a_, wire::Role::receiver);
+  auto a = Connect(a_, wire::Role::sender);
+  EXPECT_EQ(Code::stored, Send(*a, Message("e1", {"b"}, "CASE-1", false, "2020-01-01T00:00:00Z"))
+                              ->recipients()->Get(0)->code());
+  bool told = false;
+  for (int i = 0; i < 60 && !told; ++i) {
+    (void)a_receiver->Receive(100ms);
+    while (auto n = a_receiver->TakeNotice()) {
+      if ((*n)->message_id()->str() == "e1" && (*n)->recipients()->Get(0)->code() == Code::expired) {
+        told = true;
+      }
+    }
+  }
+  EXPECT_TRUE(told);
+  auto b = Connect(b_, wire::Role::receiver);
+  EXPECT_TRUE(Drain(*b, 500ms).empty());
+}
+
+TEST_F(StoreFlowTest, AFullQueueIsAClearAnswerAndOthersAreServed) {
+  Start();
+  broker_->Stop(SIGTERM);
+  // The same broker with a queue limit of 3 per recipient.
+  std::string config = ReadText(dir_.file("broker.yaml"));
+  config.replace(config.find("  redelivery_timeout_ms"), 0, "  max_queue_per_recipient: 3\n");
+  WriteText(dir_.file("broker.yaml"), config);
+  ASSERT_TRUE(broker_->Start().ok());
+  auto a = Connect(a_, wire::Role::sender);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Code::stored, Send(*a, Message("f" + std::to_string(i), {"b"}))->recipients()->Get(0)->code());
+  }
+  ReceiptBuffer full = Send(*a, Message("f3", {"b", "c"}));
+  std::map<std::string, Code> codes;
+  for (const auto* r : *full->recipients()) codes[r->recipient()->str()] = r->code();
+  EXPECT_EQ(Code::queue_full, codes["b"]);
+  EXPECT_EQ(Code::stored, codes["c"]);
+  auto c = Connect(c_, wire::Role::receiver);
+  EXPECT_EQ(std::vector<std::string>{"f3"}, Drain(*c, 500ms));
+  EXPECT_TRUE(broker_->WaitForLog("event=queue_full recipient=b"));
+}
+
+TEST_F(StoreFlowTest, AnErasureReachesEveryAgencyThatReceivedTheCase) {
+  Start();
+  auto a = Connect(a_, wire::Role::sender);
+  auto b = Connect(b_, wire::Role::receiver);
+  Send(*a, Message("x1", {"b", "c"}, "CASE-X"));  // c is offline: x1 waits for it
+  Send(*a, Message("y1", {"d"}, "CASE-Y"));
+  EXPECT_EQ(std::vector<std::string>{"x1"}, Drain(*b, 500ms));
+
+  ReceiptBuffer erasure = Send(*a, Message("x-erase", {"b"}, "CASE-X", /*erasure=*/true));
+  std::set<std::string> to;
+  for (const auto* r : *erasure->recipients()) to.insert(r->recipient()->str());
+  EXPECT_EQ((std::set<std::string>{"b", "c"}), to);  // c too, though only b was addressed
+  EXPECT_EQ(std::vector<std::string>{"x-erase"}, Drain(*b, 500ms));
+  auto c = Connect(c_, wire::Role::receiver);
+  // c never gets x1 (its undelivered copy was removed), only the erasure.
+  EXPECT_EQ(std::vector<std::string>{"x-erase"}, Drain(*c, 500ms));
+  auto d = Connect(d_, wire::Role::receiver);
+  EXPECT_EQ(std::vector<std::string>{"y1"}, Drain(*d, 500ms));  // another case: untouched
+}
+
+TEST_F(StoreFlowTest, TheOutboxKeepsMessagesWhileTheBrokerIsDown) {
+  Start();
+  const std::string endpoint = broker_->endpoint();
+  EXPECT_EQ(0, broker_->Stop(SIGTERM));
+
+  auto box = Outbox::Open(dir_.file("outbox.db"));
+  ASSERT_TRUE(box.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*box)->Add(Message("o" + std::to_string(i), {"b"})).ok());
+  auto options = broker_->AgentFor(a_);
+  options.receipt_timeout = 700ms;
+  {
+    auto agent = Agent::Connect(options);
+    ASSERT_TRUE(agent.ok());
+    Status down = (*box)->Flush(**agent, [](const ReceiptBuffer&) {});
+    EXPECT_EQ(Status::Code::kDeadlineExceeded, down.code());
+  }
+  EXPECT_EQ(3, *(*box)->Size());
+
+  ASSERT_TRUE(broker_->Start(endpoint).ok());
+  options.receipt_timeout = 5000ms;
+  auto agent = Agent::Connect(options);
+  std::vector<std::string> answered;
+  ASSERT_TRUE((*box)->Flush(**agent, [&](const ReceiptBuffer& r) {
+                        answered.push_back(r->message_id()->str());
+                        EXPECT_EQ(Code::stored, r->recipients()->Get(0)->code());
+                      }).ok());
+  EXPECT_EQ((std::vector<std::string>{"o0", "o1", "o2"}), answered);
+  EXPECT_EQ(0, *(*box)->Size());
+  auto b = Connect(b_, wire::Role::receiver);
+  EXPECT_EQ((std::vector<std::string>{"o0", "o1", "o2"}), Drain(*b, 500ms));
+}
+
+TEST_F(StoreFlowTest, AWrongStoreKeyStopsTheStart) {
+  Start();
+  broker_->Stop(SIGTERM);
+  std::filesystem::remove(dir_.file("keys/store.key"));
+  ASSERT_TRUE(store::WriteStoreKey(dir_.file("keys/store.key")).ok());
+  Status st = broker_->Start();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(std::string::npos, st.message().find("store key does not match")) << st.message();
+}
+
+}  // namespace
+}  // namespace liaison::testing
