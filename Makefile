@@ -29,6 +29,7 @@ bench: build
 	@$(BUILD_DIR)/bin/policy_bench --benchmark_repetitions=5 \
 	  --benchmark_report_aggregates_only=true \
 	  --benchmark_out=$(BUILD_DIR)/bench-results/policy.json --benchmark_out_format=json
+	@$(BUILD_DIR)/bin/store_bench 20000 2000
 
 # The policy property test at scale: a million random messages under 1,000
 # random policy sets, checked against the reference evaluator.
