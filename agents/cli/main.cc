@@ -10,6 +10,8 @@
 #include "liaison/keys.h"
 #include "liaison/outbox.h"
 #include "liaison/wire.h"
+#include "audit/ledger.h"
+#include "audit_commands.h"
 #include "policy_commands.h"
 #include "store/store.h"
 
@@ -251,9 +253,13 @@ int main(int argc, char** argv) {
   auto* name_opt = keygen->add_option("--name", name, "key name, usually the agency id");
   auto* store_opt = keygen->add_option(
       "--store-key", store_key, "instead: write a new store key (AES-256) to this file");
-  out_opt->needs(name_opt);
+  std::string ledger_key_dir;
+  auto* ledger_opt = keygen->add_option(
+      "--ledger-key", ledger_key_dir,
+      "instead: write the ledger signing key pair (Ed25519) DIR/ledger-signing.{key,pub}");
   name_opt->needs(out_opt);
-  store_opt->excludes(out_opt)->excludes(name_opt);
+  store_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt);
+  ledger_opt->excludes(out_opt)->excludes(name_opt);
 
   std::string config, file;
   std::vector<std::string> to;
@@ -275,6 +281,26 @@ int main(int argc, char** argv) {
   auto* flush = outbox->add_subcommand("flush", "send the messages waiting in the outbox");
   flush->add_option("--config", outbox_config, "agent config file (YAML) naming the outbox")->required();
 
+  auto* audit = app.add_subcommand("audit", "verify and query the disclosure ledger");
+  audit->require_subcommand(1);
+  std::string ledger_path, public_key;
+  auto* verify = audit->add_subcommand("verify", "check the ledger's hash chain and signatures");
+  verify->add_option("--ledger", ledger_path, "ledger file")->required();
+  verify->add_option("--public-key", public_key, "ledger-signing.pub")->required();
+  liaison::cli::AuditQuery query_options;
+  auto* query = audit->add_subcommand("query", "list ledger records (never values, only names)");
+  query->add_option("--ledger", query_options.ledger, "ledger file")->required();
+  query->add_option("--case", query_options.case_ref, "a case reference (with --sender and --secret-key)");
+  query->add_option("--sender", query_options.sender, "the agency whose case reference it is / sender");
+  query->add_option("--secret-key", query_options.secret_key, "the broker's secret key (keys case pseudonyms)");
+  query->add_option("--agency", query_options.agency, "records where this agency sent or received");
+  query->add_option("--rule", query_options.rule, "records decided by this rule id");
+  query->add_option("--decision", query_options.decision,
+                    "released, denied, delivered, expired, erased or break_glass");
+  query->add_option("--since", query_options.since, "from this time (RFC 3339, inclusive)");
+  query->add_option("--until", query_options.until, "before this time (RFC 3339)");
+  query->add_option("--format", query_options.format, "table (default), json or csv");
+
   auto* policy = app.add_subcommand("policy", "check, explain and test policies (for DPOs)");
   policy->require_subcommand(1);
   std::string policy_dir, from, to_agency, message, secret_key;
@@ -292,6 +318,8 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   if (flush->parsed()) return FlushOutbox(outbox_config);
+  if (verify->parsed()) return liaison::cli::AuditVerify(ledger_path, public_key);
+  if (query->parsed()) return liaison::cli::AuditQueryCommand(query_options);
   if (check->parsed()) return liaison::cli::PolicyCheck(policy_dir);
   if (explain->parsed()) {
     return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, secret_key);
@@ -304,7 +332,16 @@ int main(int argc, char** argv) {
       std::cout << "wrote " << store_key << " (store key, mode 0600)\n";
       return kExitOk;
     }
-    if (out.empty()) return Fail("keygen needs --out and --name, or --store-key", kExitUsage);
+    if (!ledger_key_dir.empty()) {
+      Status st = liaison::audit::WriteSigningKey(ledger_key_dir, "ledger-signing");
+      if (!st.ok()) return Fail(st.message(), kExitFailure);
+      std::cout << "wrote " << ledger_key_dir << "/ledger-signing.key (secret, mode 0600) and "
+                << ledger_key_dir << "/ledger-signing.pub (for `liaison audit verify`)\n";
+      return kExitOk;
+    }
+    if (out.empty() || name.empty()) {
+      return Fail("keygen needs --out and --name, or --store-key, or --ledger-key", kExitUsage);
+    }
     return Keygen(out, name);
   }
   if (send->parsed()) return Send(config, to, file);

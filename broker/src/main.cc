@@ -14,6 +14,7 @@
 #include "liaison/keys.h"
 #include "liaison/logging.h"
 #include "policy/policy_set.h"
+#include "audit/ledger.h"
 #include "store/store.h"
 #include "transport/reactor.h"
 
@@ -118,7 +119,22 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", store.status().message());
     return kExitRuntimeError;
   }
-  liaison::broker::Reactor reactor(*config, *keys, *policies, std::move(*store));
+  auto signing_key = liaison::audit::LoadSigningKey(config->ledger.signing_key_file);
+  if (!signing_key.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", signing_key.status().message());
+    return kExitConfigError;
+  }
+  auto ledger = liaison::audit::Ledger::Open(config->ledger.path, *signing_key,
+                                             liaison::audit::DeriveCaseKey(secret),
+                                             config->ledger.checkpoint_every);
+  if (!ledger.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", ledger.status().message());
+    return kExitRuntimeError;
+  }
+  spdlog::info("event=ledger_open path={} last_record={} signing_key_fingerprint={}",
+               config->ledger.path, (*ledger)->last_seq(),
+               liaison::audit::SigningKeyFingerprint(signing_key->get()));
+  liaison::broker::Reactor reactor(*config, *keys, *policies, std::move(*store), std::move(*ledger));
   if (auto st = reactor.Bind(); !st.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", st.message());
     return kExitRuntimeError;

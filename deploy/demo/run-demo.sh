@@ -27,6 +27,7 @@ cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/policies
 say "Keys: one CURVE key pair for the broker and for each agency (never committed)"
 "$BIN/liaison" keygen --out "$WORK/keys" --name broker >/dev/null
 "$BIN/liaison" keygen --store-key "$WORK/keys/store.key" >/dev/null
+"$BIN/liaison" keygen --ledger-key "$WORK/keys" >/dev/null
 agencies=()
 for file in "$WORK"/policies/agencies/*.yaml; do
   id="$(basename "$file" .yaml)"
@@ -45,6 +46,9 @@ policies_dir: policies
 store:
   path: liaison.db
   key_file: keys/store.key
+ledger:
+  path: ledger.log
+  signing_key_file: keys/ledger-signing.key
 log:
   level: info
   console: false

@@ -1,5 +1,6 @@
 #include "integration/broker_process.h"
 
+#include "audit/ledger.h"
 #include "store/store.h"
 
 #include <fcntl.h>
@@ -58,6 +59,8 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
   WritePolicies(policies_dir_, agencies);
   st = store::WriteStoreKey(dir_ + "/keys/store.key");
   if (!st.ok()) throw std::runtime_error(st.ToString());
+  st = audit::WriteSigningKey(dir_ + "/keys", "ledger-signing");
+  if (!st.ok()) throw std::runtime_error(st.ToString());
   WriteText(config_path_,
             "listen: tcp://127.0.0.1:*\n"
             "secret_key_file: keys/broker.key\n"
@@ -65,9 +68,12 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
             "heartbeat_ms: 200\n"
             "store:\n  path: liaison.db\n  key_file: keys/store.key\n"
             "  redelivery_timeout_ms: 2000\n"
+            "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n"
+            "  checkpoint_every: 100\n  checkpoint_seconds: 1\n"
             "log:\n  level: debug\n  console: false\n  file: broker.log\n" +
                 extra_config);
   store_path_ = dir_ + "/liaison.db";
+  ledger_path_ = dir_ + "/ledger.log";
 }
 
 BrokerProcess::~BrokerProcess() {

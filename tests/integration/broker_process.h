@@ -38,6 +38,8 @@ class BrokerProcess {
   bool WaitForLog(const std::string& needle, int timeout_ms = 5000) const;
   const std::string& policies_dir() const { return policies_dir_; }
   const std::string& store_path() const { return store_path_; }
+  const std::string& ledger_path() const { return ledger_path_; }
+  std::string ledger_public_key() const { return dir_ + "/keys/ledger-signing.pub"; }
 
   // Options for an agent of `agency` connecting to this broker.
   AgentOptions AgentFor(const TestAgency& agency, wire::Role role = wire::Role::sender) const;
@@ -49,6 +51,7 @@ class BrokerProcess {
   std::string log_path_;
   std::string ready_path_;
   std::string store_path_;
+  std::string ledger_path_;
   CurveKeyPair broker_keys_;
   std::string endpoint_;
   int null_fd_ = -1;

@@ -12,6 +12,7 @@
 
 #include "integration/broker_process.h"
 #include "liaison/agent.h"
+#include "audit/ledger.h"
 #include "store/store.h"
 
 namespace liaison::testing {
@@ -431,7 +432,9 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   TempDir dir;
   WriteText(dir.file("broker.yaml"),
             "listen: tcp://127.0.0.1:*\nsecret_key_file: keys/broker.key\npolicies_dir: policies\n"
-            "store: {path: liaison.db, key_file: keys/store.key}\nlog:\n  console: true\n");
+            "store: {path: liaison.db, key_file: keys/store.key}\n"
+            "ledger: {path: ledger.log, signing_key_file: keys/ledger-signing.key}\n"
+            "log:\n  console: true\n");
   std::string out, err;
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", dir.file("broker.yaml")}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("liaison keygen")) << err;
@@ -440,6 +443,7 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   ASSERT_TRUE(WriteCurveKeyPair(dir.file("keys"), "broker", *keys).ok());
   WritePolicies(dir.file("policies"), {MakeAgency("a", "exit-programme", "mombasa")});
   ASSERT_TRUE(store::WriteStoreKey(dir.file("keys/store.key")).ok());
+  ASSERT_TRUE(audit::WriteSigningKey(dir.file("keys"), "ledger-signing").ok());
   WriteText(dir.file("policies/agencies/b.yaml"), "id: b\nname: B\nkind: exit-programe\nregion: mombasa\n");
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", dir.file("broker.yaml")}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("b.yaml:3:7")) << err;

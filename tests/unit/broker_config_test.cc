@@ -18,6 +18,7 @@ TEST(BrokerConfigTest, ReadsAGoodConfigAndResolvesPathsFromItsFolder) {
             "policies_dir: /srv/policies\n"
             "heartbeat_ms: 500\n"
             "store:\n  path: state/liaison.db\n  key_file: keys/store.key\n"
+            "ledger:\n  path: state/ledger.log\n  signing_key_file: keys/ledger.key\n"
             "limits:\n  max_message_bytes: 4096\n  max_recipients: 3\n"
             "log:\n  level: debug\n  format: json\n  file: log/broker.log\n  console: false\n");
   auto c = LoadBrokerConfig(dir.file("etc/broker.yaml"));
@@ -60,26 +61,26 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfigCase{"unknown_key",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nlistn: tcp://127.0.0.1:1\n",
-                      {"broker.yaml:4:1", "unknown key 'listn'", "did you mean 'listen'"}},
+                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlistn: tcp://127.0.0.1:1\n",
+                      {"broker.yaml:5:1", "unknown key 'listn'", "did you mean 'listen'"}},
         BadConfigCase{"nested_unknown_key",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nlimits:\n  max_mesage_bytes: 5\n",
-                      {"broker.yaml:5:3", "limits.max_mesage_bytes",
+                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlimits:\n  max_mesage_bytes: 5\n",
+                      {"broker.yaml:6:3", "limits.max_mesage_bytes",
                        "did you mean 'limits.max_message_bytes'"}},
         BadConfigCase{"not_a_number",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nlimits:\n  max_message_bytes: lots\n",
-                      {"broker.yaml:5:22", "limits.max_message_bytes", "whole number"}},
+                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlimits:\n  max_message_bytes: lots\n",
+                      {"broker.yaml:6:22", "limits.max_message_bytes", "whole number"}},
         BadConfigCase{"out_of_range",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nheartbeat_ms: 5\n",
-                      {"broker.yaml:4:15", "heartbeat_ms", "from 100 to 60000"}},
+                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nheartbeat_ms: 5\n",
+                      {"broker.yaml:5:15", "heartbeat_ms", "from 100 to 60000"}},
         BadConfigCase{"missing_required", "listen: tcp://127.0.0.1:1\n",
                       {"missing required key 'secret_key_file'",
                        "missing required key 'policies_dir'"}},
         BadConfigCase{"bad_choice",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nlog:\n  level: loud\n",
-                      {"broker.yaml:5:10", "log.level", "'loud' is not one of"}},
-        BadConfigCase{"bad_endpoint", "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nlisten: 7700\n",
-                      {"broker.yaml:4:9", "tcp://"}},
+                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlog:\n  level: loud\n",
+                      {"broker.yaml:6:10", "log.level", "'loud' is not one of"}},
+        BadConfigCase{"bad_endpoint", "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlisten: 7700\n",
+                      {"broker.yaml:5:9", "tcp://"}},
         BadConfigCase{"syntax_error", "secret_key_file: k\npolicies_dir: [p\n",
                       {"broker.yaml:", "YAML syntax error"}},
         BadConfigCase{"not_a_map", "- a\n- b\n", {"expected a map"}}),
@@ -88,7 +89,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(BrokerConfigTest, ReportsEveryErrorAtOnce) {
   TempDir dir;
   WriteText(dir.file("broker.yaml"),
-            "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nheartbeat_ms: 1\nlog:\n  format: xml\n");
+            "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nheartbeat_ms: 1\nlog:\n  format: xml\n");
   auto c = LoadBrokerConfig(dir.file("broker.yaml"));
   ASSERT_FALSE(c.ok());
   EXPECT_NE(std::string::npos, c.status().message().find("heartbeat_ms"));

@@ -86,7 +86,10 @@ TEST(StoreTest, ExpiresErasesAndPurges) {
   ASSERT_TRUE(expired.ok());
   ASSERT_EQ(1u, expired->size());
   EXPECT_EQ("soon", (*expired)[0].message_id);
-  EXPECT_EQ(1, *store.EraseQueued("a", "C1"));  // "later": undelivered, removed
+  auto erased = store.EraseQueued("a", "C1");  // "later": undelivered, removed
+  ASSERT_TRUE(erased.ok());
+  ASSERT_EQ(1u, erased->size());
+  EXPECT_EQ("later", (*erased)[0].message_id);
   EXPECT_TRUE(store.Pending("b", 0, 10)->empty());
   EXPECT_EQ(1u, store.Pending("c", 0, 10)->size());
   EXPECT_EQ(1, *store.PurgeDue(1000));   // "soon": expired and past its retention

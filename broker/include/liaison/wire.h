@@ -17,6 +17,7 @@
 #include "liaison/status.h"
 #include "liaison/wire/control_generated.h"
 #include "liaison/wire/envelope_generated.h"
+#include "liaison/wire/ledger_generated.h"
 
 namespace reflection {
 struct Schema;
@@ -58,7 +59,7 @@ const reflection::Schema& ControlSchema();
 // for the per-message path).
 class JsonCodec {
  public:
-  enum class Root { kEnvelope, kReceipt, kAck };
+  enum class Root { kEnvelope, kReceipt, kAck, kLedgerRecord };
   explicit JsonCodec(Root root);
   ~JsonCodec();
   JsonCodec(const JsonCodec&) = delete;

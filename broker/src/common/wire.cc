@@ -15,6 +15,8 @@ extern const uint8_t kenvelopeBfbs[];
 extern const size_t kenvelopeBfbsSize;
 extern const uint8_t kcontrolBfbs[];
 extern const size_t kcontrolBfbsSize;
+extern const uint8_t kledgerBfbs[];
+extern const size_t kledgerBfbsSize;
 
 namespace {
 
@@ -53,8 +55,9 @@ JsonCodec::JsonCodec(Root root) : root_(root) {
   opts.natural_utf8 = true;
   opts.indent_step = 2;
   parser_ = std::make_unique<flatbuffers::Parser>(opts);
-  bool loaded = root == Root::kEnvelope ? parser_->Deserialize(kenvelopeBfbs, kenvelopeBfbsSize)
-                                        : parser_->Deserialize(kcontrolBfbs, kcontrolBfbsSize);
+  bool loaded = root == Root::kEnvelope       ? parser_->Deserialize(kenvelopeBfbs, kenvelopeBfbsSize)
+                : root == Root::kLedgerRecord ? parser_->Deserialize(kledgerBfbs, kledgerBfbsSize)
+                                              : parser_->Deserialize(kcontrolBfbs, kcontrolBfbsSize);
   // The schema is embedded at build time; failing here is a build bug.
   if (!loaded) std::abort();
   if (root == Root::kAck) {
@@ -87,6 +90,11 @@ StatusOr<std::string> JsonCodec::ToJson(std::span<const uint8_t> bytes, bool pre
     case Root::kEnvelope: valid = VerifyEnvelope(bytes) != nullptr; break;
     case Root::kReceipt: valid = VerifyReceipt(bytes) != nullptr; break;
     case Root::kAck: valid = VerifyAck(bytes) != nullptr; break;
+    case Root::kLedgerRecord: {
+      flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxDepth, kMaxTables);
+      valid = verifier.VerifyBuffer<liaison::ledger::LedgerRecord>(nullptr);
+      break;
+    }
   }
   if (!valid) return Status::InvalidArgument("not a valid liaison FlatBuffer of the expected type");
   parser_->opts.indent_step = pretty ? 2 : -1;

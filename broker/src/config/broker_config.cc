@@ -21,7 +21,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   BrokerConfig c;
   const YAML::Node& root = *doc;
   if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "policies_dir", "heartbeat_ms",
-                              "limits", "store", "log"})) {
+                              "limits", "store", "ledger", "log"})) {
     if (!root.IsMap()) return r.ToStatus();
   }
   r.ReadString(root, "", "listen", &c.listen);
@@ -57,6 +57,17 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
     r.Error(root, "", "missing required key 'store' (path and key_file of the durable store)");
   }
 
+  if (const YAML::Node ledger = root["ledger"]) {
+    if (r.ExpectMap(ledger, "ledger", {"path", "signing_key_file", "checkpoint_every", "checkpoint_seconds"})) {
+      r.ReadString(ledger, "ledger", "path", &c.ledger.path, true);
+      r.ReadString(ledger, "ledger", "signing_key_file", &c.ledger.signing_key_file, true);
+      r.ReadUint(ledger, "ledger", "checkpoint_every", 1, 1000000, &c.ledger.checkpoint_every);
+      r.ReadUint(ledger, "ledger", "checkpoint_seconds", 1, 86400, &c.ledger.checkpoint_seconds);
+    }
+  } else {
+    r.Error(root, "", "missing required key 'ledger' (path and signing_key_file of the disclosure ledger)");
+  }
+
   if (const YAML::Node log = root["log"]) {
     if (r.ExpectMap(log, "log", {"level", "format", "console", "file", "max_file_bytes", "max_files"})) {
       r.ReadChoice(log, "log", "level", {"trace", "debug", "info", "warn", "error", "critical", "off"},
@@ -78,6 +89,8 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   c.log.file = Resolve(base, c.log.file);
   c.store.path = Resolve(base, c.store.path);
   c.store.key_file = Resolve(base, c.store.key_file);
+  c.ledger.path = Resolve(base, c.ledger.path);
+  c.ledger.signing_key_file = Resolve(base, c.ledger.signing_key_file);
   return c;
 }
 

@@ -26,6 +26,13 @@ struct StoreConfig {
   uint64_t max_batch = 256;                   // messages per group commit
 };
 
+struct LedgerConfig {
+  std::string path;                 // append-only file; required
+  std::string signing_key_file;     // Ed25519 private key (PEM, mode 0600); required
+  uint64_t checkpoint_every = 1000;  // records between signed checkpoints
+  uint64_t checkpoint_seconds = 10;  // and at least this often while records come in
+};
+
 struct BrokerConfig {
   std::string listen = "tcp://127.0.0.1:7700";
   std::string secret_key_file;
@@ -33,6 +40,7 @@ struct BrokerConfig {
   uint64_t heartbeat_ms = 1000;  // ZMTP heartbeats; a peer silent for 3x this is dropped
   Limits limits;
   StoreConfig store;
+  LedgerConfig ledger;
   LogOptions log;
 };
 

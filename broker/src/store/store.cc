@@ -455,15 +455,25 @@ StatusOr<std::vector<std::string>> Store::Disclosures(const std::string& sender,
   return out;
 }
 
-StatusOr<int64_t> Store::EraseQueued(const std::string& sender, const std::string& case_ref) {
+StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& sender,
+                                                         const std::string& case_ref) {
   const std::string h = CaseHash(sender, case_ref);
+  std::vector<ExpiredMessage> out;
+  {
+    sqlite3_stmt* q = Prepare(
+        "SELECT message_id, recipient FROM messages WHERE sender = ?1 AND case_hash = ?2 AND state = 0");
+    Reset reset(q);
+    BindText(q, 1, sender);
+    BindBlob(q, 2, h.data(), h.size());
+    while (sqlite3_step(q) == SQLITE_ROW) out.push_back({sender, ColumnText(q, 0), ColumnText(q, 1)});
+  }
   sqlite3_stmt* s = Prepare(
       "UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 AND state = 0");
   Reset reset(s);
   BindText(s, 1, sender);
   BindBlob(s, 2, h.data(), h.size());
   if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: erasing a case"));
-  return static_cast<int64_t>(sqlite3_changes(db_));
+  return out;
 }
 
 Status Store::AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt) {

@@ -91,8 +91,8 @@ class Store {
 
   // Agencies that were sent data of `case_ref` by `sender`.
   StatusOr<std::vector<std::string>> Disclosures(const std::string& sender, const std::string& case_ref);
-  // Removes the queued (undelivered) messages of the case; returns how many.
-  StatusOr<int64_t> EraseQueued(const std::string& sender, const std::string& case_ref);
+  // Removes the queued (undelivered) messages of the case; returns them.
+  StatusOr<std::vector<ExpiredMessage>> EraseQueued(const std::string& sender, const std::string& case_ref);
 
   Status AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt);
   StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit);

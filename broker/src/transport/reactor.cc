@@ -28,7 +28,7 @@ const char* HandshakeFailure(uint16_t event, uint32_t value) {
 
 Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
                  std::shared_ptr<const policy::PolicySet> policies,
-                 std::unique_ptr<store::Store> store)
+                 std::unique_ptr<store::Store> store, std::unique_ptr<audit::Ledger> ledger)
     : config_(std::move(config)),
       server_keys_(std::move(server_keys)),
       policies_(std::move(policies)),
@@ -37,6 +37,7 @@ Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
       zap_(context_, [this] { return this->policies()->shared_directory(); }) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   store_ = std::move(store);
+  ledger_ = std::move(ledger);
 }
 
 Reactor::~Reactor() {
@@ -154,6 +155,9 @@ void Reactor::Run() {
     }
   }
   FinishBatch();
+  if (Status st = ledger_->Flush(/*checkpoint=*/true); !st.ok()) {
+    spdlog::error("event=ledger_write_failed error=\"{}\"", st.message());
+  }
   spdlog::info(
       "event=stopping messages_in={} rejected={} deliveries={} offline={} duplicates={} "
       "malformed={} handshake_failures={}",
@@ -317,20 +321,47 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   }
   const int64_t purge_after = now + retention.delivered_days * kDayMs;
   const std::string case_ref = peek->case_ref() ? peek->case_ref()->str() : std::string();
+  // What every ledger record of this message shares: names, never values.
+  audit::Entry base;
+  base.message_id = admission.message_id;
+  base.case_ref = case_ref;
+  base.sender = sender.id;
+  base.type = wire::EnumNamePayload(peek->payload_type());
+  base.purpose = peek->purpose() ? peek->purpose()->str() : "";
+  base.legal_basis = peek->legal_basis() ? peek->legal_basis()->str() : "";
+  base.handling = wire::EnumNameHandling(peek->handling());
+  base.policy_version = policies.version();
   if (erasure) {
     auto erased = store_->EraseQueued(sender.id, case_ref);
     if (!erased.ok()) {
       batch_failed_ = true;
       return unavailable(admission.message_id, erased.status());
     }
-    if (*erased > 0) {
+    if (!erased->empty()) {
       depths_stale_ = true;
       spdlog::info("event=erased_undelivered agency={} id={} messages={}", sender.id,
-                   admission.message_id, *erased);
+                   admission.message_id, erased->size());
+    }
+    for (const store::ExpiredMessage& e : *erased) {
+      audit::Entry entry = base;
+      entry.decision = ledger::Decision::erased;
+      entry.message_id = e.message_id;
+      entry.recipient = e.recipient;
+      entry.reason = "case-withdrawn:" + admission.message_id;
+      ledger_->Add(entry);
     }
   }
 
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
+  for (const RecipientOutcome& o : outcomes) {
+    if (o.code != wire::Code::denied) continue;
+    audit::Entry entry = base;
+    entry.decision = ledger::Decision::denied;
+    entry.recipient = o.recipient;
+    entry.rules = o.rules;
+    entry.reason = o.reason;
+    ledger_->Add(entry);
+  }
   for (Delivery& d : admission.deliveries) {
     int64_t& depth = queue_depth_[d.recipient->id];
     if (depth >= static_cast<int64_t>(config_.store.max_queue_per_recipient)) {
@@ -348,6 +379,23 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       stats_.stored++;
       d.outcome.code = wire::Code::stored;
       touched_.insert(d.recipient->id);
+      // The disclosure is recorded before anything leaves: if the ledger
+      // cannot be written, the batch is rolled back and nothing is sent.
+      audit::Entry entry = base;
+      entry.decision = ledger::Decision::released;
+      entry.recipient = d.recipient->id;
+      entry.rules = d.outcome.rules;
+      for (const std::string* f : d.outcome.released) entry.released.push_back(*f);
+      for (const std::string* f : d.outcome.transformed) entry.transformed.push_back(*f);
+      for (const std::string* f : d.outcome.dropped) entry.dropped.push_back(*f);
+      ledger_->Add(entry);
+      if (d.outcome.break_glass) {
+        entry.decision = ledger::Decision::break_glass;
+        entry.released.clear();
+        entry.transformed.clear();
+        entry.dropped.clear();
+        ledger_->Add(entry);
+      }
     }
     outcomes.push_back(std::move(d.outcome));
   }
@@ -402,15 +450,36 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
     }
     notice_for_.insert(sender);
     spdlog::debug("event=delivered recipient={} agency={} id={}", agency.id, sender, id);
+    audit::Entry entry;
+    entry.decision = ledger::Decision::delivered;
+    entry.message_id = id;
+    entry.sender = sender;
+    entry.recipient = agency.id;
+    entry.policy_version = set->version();
+    ledger_->Add(entry);
   }
 }
 
 void Reactor::FinishBatch() {
-  if (store_->in_transaction()) {
+  // The ledger first: a decision that cannot be recorded is not acted on.
+  const bool checkpoint_due = std::chrono::steady_clock::now() - last_checkpoint_ >=
+                              std::chrono::seconds(config_.ledger.checkpoint_seconds);
+  if (batch_failed_) {
+    ledger_->Discard();
+  } else if (ledger_->has_batch() || checkpoint_due) {
+    Status written = ledger_->Flush(checkpoint_due);
+    if (checkpoint_due) last_checkpoint_ = std::chrono::steady_clock::now();
+    if (!written.ok()) {
+      stats_.ledger_failures++;
+      spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", written.message());
+      batch_failed_ = true;
+    }
+  }
+  if (store_->in_transaction() || batch_failed_) {
     Status st = Status::Ok();
     if (batch_failed_) {
       store_->Rollback();
-      st = Status::IoError("a write of the batch failed");
+      st = Status::IoError("a write of the batch (store or ledger) failed");
     } else {
       st = store_->Commit();
     }
@@ -519,6 +588,14 @@ void Reactor::OnTimer() {
         }
         notice_for_.insert(e.sender);
         spdlog::info("event=expired agency={} recipient={} id={}", e.sender, e.recipient, e.message_id);
+        audit::Entry entry;
+        entry.decision = ledger::Decision::expired;
+        entry.message_id = e.message_id;
+        entry.sender = e.sender;
+        entry.recipient = e.recipient;
+        entry.reason = "not-delivered-in-time";
+        entry.policy_version = set->version();
+        ledger_->Add(entry);
       }
     } else {
       batch_failed_ = true;

@@ -22,6 +22,7 @@
 #include "config/broker_config.h"
 #include "liaison/keys.h"
 #include "routing/dispatcher.h"
+#include "audit/ledger.h"
 #include "store/store.h"
 #include "transport/zap_handler.h"
 
@@ -39,6 +40,7 @@ struct ReactorStats {
   std::atomic<uint64_t> commit_failures{0};
   std::atomic<uint64_t> redeliveries{0};
   std::atomic<uint64_t> expired{0};
+  std::atomic<uint64_t> ledger_failures{0};
   std::atomic<uint64_t> malformed_frames{0};
   std::atomic<uint64_t> handshake_failures{0};
   std::atomic<uint64_t> acks{0};
@@ -48,7 +50,8 @@ struct ReactorStats {
 class Reactor {
  public:
   Reactor(BrokerConfig config, CurveKeyPair server_keys,
-          std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store);
+          std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store,
+          std::unique_ptr<audit::Ledger> ledger);
   ~Reactor();
 
   // Starts authentication and binds the ROUTER. On success endpoint() is the
@@ -120,6 +123,8 @@ class Reactor {
     std::map<int64_t, std::pair<std::string, int64_t>> inflight;  // seq -> (id, sent ms)
   };
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<audit::Ledger> ledger_;
+  std::chrono::steady_clock::time_point last_checkpoint_ = std::chrono::steady_clock::now();
   std::unordered_map<std::string, int64_t> queue_depth_;  // queued messages per recipient
   std::unordered_map<std::string, Outflow> outflows_;
   // The batch being built: replies to send once it is committed.

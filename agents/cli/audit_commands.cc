@@ -1,0 +1,118 @@
+#include "audit_commands.h"
+
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "audit/ledger.h"
+#include "liaison/keys.h"
+
+namespace liaison::cli {
+namespace {
+
+std::string Join(const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* list,
+                 const char* sep) {
+  std::string out;
+  if (!list) return out;
+  for (const auto* s : *list) out += (out.empty() ? "" : sep) + s->str();
+  return out;
+}
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+std::string Csv(const std::string& v) {
+  if (v.find_first_of(",\"\n") == std::string::npos) return v;
+  std::string out = "\"";
+  for (char c : v) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+}  // namespace
+
+int AuditVerify(const std::string& ledger, const std::string& public_key) {
+  auto key = audit::LoadVerifyKey(public_key);
+  if (!key.ok()) {
+    std::cerr << key.status().message() << "\n";
+    return 2;
+  }
+  const audit::VerifyReport report = audit::VerifyLedger(ledger, key->get());
+  std::cout << report.Summary() << "\n";
+  return report.ok ? 0 : 1;
+}
+
+int AuditQueryCommand(const AuditQuery& q) {
+  std::string case_pseudonym;
+  if (!q.case_ref.empty()) {
+    if (q.sender.empty() || q.secret_key.empty()) {
+      std::cerr << "--case needs --sender (whose case reference it is) and --secret-key (the "
+                   "broker's key, which keys the pseudonyms)\n";
+      return 2;
+    }
+    auto keys = LoadSecretKeyFile(q.secret_key);
+    if (!keys.ok()) {
+      std::cerr << keys.status().message() << "\n";
+      return 2;
+    }
+    case_pseudonym = audit::CasePseudonym(audit::DeriveCaseKey(DecodeZ85Key(keys->secret_z85)),
+                                          q.sender, q.case_ref);
+  }
+  if (q.format != "table" && q.format != "json" && q.format != "csv") {
+    std::cerr << "--format must be table, json or csv\n";
+    return 2;
+  }
+  auto records = audit::ReadLedger(q.ledger);
+  if (!records.ok()) {
+    std::cerr << records.status().message() << "\n";
+    return 2;
+  }
+  wire::JsonCodec codec(wire::JsonCodec::Root::kLedgerRecord);
+  std::ostringstream out;
+  if (q.format == "csv") {
+    out << "seq,time,decision,message_id,case,sender,recipient,type,purpose,legal_basis,handling,"
+           "rules,released,transformed,dropped,reason,policy_version\n";
+  } else if (q.format == "table") {
+    out << std::left << std::setw(25) << "time" << std::setw(12) << "decision" << std::setw(44)
+        << "sender -> recipient" << std::setw(18) << "type" << "rules; fields released / transformed / dropped\n";
+  }
+  size_t matched = 0;
+  for (const auto& bytes : *records) {
+    const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
+    if (r->decision() == ledger::Decision::checkpoint) continue;
+    const std::string decision = ledger::EnumNameDecision(r->decision());
+    if (!case_pseudonym.empty() && Str(r->case_()) != case_pseudonym) continue;
+    if (!q.sender.empty() && q.case_ref.empty() && Str(r->sender()) != q.sender) continue;
+    if (!q.agency.empty() && Str(r->sender()) != q.agency && Str(r->recipient()) != q.agency) continue;
+    if (!q.rule.empty() && Join(r->rules(), "\n").find(q.rule) == std::string::npos) continue;
+    if (!q.decision.empty() && decision != q.decision) continue;
+    if (!q.since.empty() && Str(r->time()) < q.since) continue;
+    if (!q.until.empty() && Str(r->time()) >= q.until) continue;
+    ++matched;
+    if (q.format == "json") {
+      auto json = codec.ToJson(bytes, false);
+      out << (json.ok() ? *json : "{}") << "\n";
+    } else if (q.format == "csv") {
+      out << r->seq() << "," << Csv(Str(r->time())) << "," << decision << "," << Csv(Str(r->message_id()))
+          << "," << Csv(Str(r->case_())) << "," << Csv(Str(r->sender())) << "," << Csv(Str(r->recipient()))
+          << "," << Csv(Str(r->type())) << "," << Csv(Str(r->purpose())) << "," << Csv(Str(r->legal_basis()))
+          << "," << Csv(Str(r->handling())) << "," << Csv(Join(r->rules(), " ")) << ","
+          << Csv(Join(r->released(), " ")) << "," << Csv(Join(r->transformed(), " ")) << ","
+          << Csv(Join(r->dropped(), " ")) << "," << Csv(Str(r->reason())) << "," << Csv(Str(r->policy_version()))
+          << "\n";
+    } else {
+      out << std::left << std::setw(25) << Str(r->time()) << std::setw(12) << decision << std::setw(44)
+          << (Str(r->sender()) + " -> " + Str(r->recipient())) << std::setw(18) << Str(r->type())
+          << Join(r->rules(), ",");
+      if (r->released() || r->transformed() || r->dropped()) {
+        out << "; " << Join(r->released(), ",") << " / " << Join(r->transformed(), ",") << " / "
+            << Join(r->dropped(), ",");
+      }
+      if (r->reason()) out << " (" << Str(r->reason()) << ")";
+      out << "\n";
+    }
+  }
+  std::cout << out.str();
+  if (q.format == "table") std::cout << matched << " record(s)\n";
+  return 0;
+}
+
+}  // namespace liaison::cli

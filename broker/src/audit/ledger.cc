@@ -1,0 +1,381 @@
+#include "audit/ledger.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace liaison::audit {
+namespace {
+
+std::string Hex(const unsigned char* data, size_t n) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  for (size_t i = 0; i < n; ++i) {
+    out += kHex[data[i] >> 4];
+    out += kHex[data[i] & 0xf];
+  }
+  return out;
+}
+
+std::string Sha256Hex(std::string_view text) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return Hex(digest, sizeof digest);
+}
+
+std::string CheckpointMessage(uint64_t seq, const std::string& hash) {
+  return "liaison-ledger|" + std::to_string(seq) + "|" + hash;
+}
+
+std::vector<uint8_t> FromHex(const std::string& hex) {
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+// Splits "json\thash"; false if the line has no tab.
+bool SplitLine(const std::string& line, std::string* json, std::string* hash) {
+  const auto tab = line.rfind('\t');
+  if (tab == std::string::npos) return false;
+  *json = line.substr(0, tab);
+  *hash = line.substr(tab + 1);
+  return true;
+}
+
+}  // namespace
+
+Status WriteSigningKey(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  EVP_PKEY* key = nullptr;
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr);
+  const bool made = ctx && EVP_PKEY_keygen_init(ctx) > 0 && EVP_PKEY_keygen(ctx, &key) > 0;
+  EVP_PKEY_CTX_free(ctx);
+  if (!made) return Status::Internal("cannot make an Ed25519 key");
+  std::shared_ptr<EVP_PKEY> owned(key, EVP_PKEY_free);
+  const std::string base = (std::filesystem::path(dir) / name).string();
+  int fd = ::open((base + ".key").c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) {
+    return Status::IoError("cannot create " + base + ".key: " + std::strerror(errno) +
+                           (errno == EEXIST ? " (remove it first to replace the key)" : ""));
+  }
+  FILE* f = fdopen(fd, "w");
+  const bool wrote = PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  fclose(f);
+  FILE* pub = fopen((base + ".pub").c_str(), "w");
+  const bool wrote_pub = pub && PEM_write_PUBKEY(pub, key) == 1;
+  if (pub) fclose(pub);
+  if (!wrote || !wrote_pub) return Status::IoError("cannot write the key files " + base + ".{key,pub}");
+  return Status::Ok();
+}
+
+StatusOr<std::shared_ptr<EVP_PKEY>> LoadSigningKey(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::NotFound("ledger signing key " + path + ": " + std::strerror(errno) +
+                            " (create one with `liaison keygen --ledger-key DIR`)");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::PermissionDenied("ledger signing key " + path +
+                                    " is readable by group or others; run `chmod 600 " + path + "`");
+  }
+  FILE* f = fopen(path.c_str(), "r");
+  EVP_PKEY* key = f ? PEM_read_PrivateKey(f, nullptr, nullptr, nullptr) : nullptr;
+  if (f) fclose(f);
+  if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) {
+    EVP_PKEY_free(key);
+    return Status::InvalidArgument("ledger signing key " + path + " is not an Ed25519 private key (PEM)");
+  }
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+}
+
+StatusOr<std::shared_ptr<EVP_PKEY>> LoadVerifyKey(const std::string& path) {
+  FILE* f = fopen(path.c_str(), "r");
+  if (!f) return Status::NotFound("cannot open the ledger public key " + path);
+  EVP_PKEY* key = PEM_read_PUBKEY(f, nullptr, nullptr, nullptr);
+  fclose(f);
+  if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) {
+    EVP_PKEY_free(key);
+    return Status::InvalidArgument(path + " is not an Ed25519 public key (PEM)");
+  }
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+}
+
+std::string SigningKeyFingerprint(EVP_PKEY* key) {
+  unsigned char raw[32];
+  size_t len = sizeof raw;
+  if (EVP_PKEY_get_raw_public_key(key, raw, &len) != 1) return "unknown";
+  return Sha256Hex(std::string_view(reinterpret_cast<char*>(raw), len)).substr(0, 16);
+}
+
+std::array<uint8_t, 32> DeriveCaseKey(std::string_view broker_secret) {
+  std::array<uint8_t, 32> key{};
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
+  static const unsigned char kInfo[] = "liaison ledger case v1";
+  size_t len = key.size();
+  const bool ok = ctx && EVP_PKEY_derive_init(ctx) > 0 && EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) > 0 &&
+                  EVP_PKEY_CTX_set1_hkdf_key(ctx, reinterpret_cast<const unsigned char*>(broker_secret.data()),
+                                             static_cast<int>(broker_secret.size())) > 0 &&
+                  EVP_PKEY_CTX_add1_hkdf_info(ctx, kInfo, sizeof kInfo - 1) > 0 &&
+                  EVP_PKEY_derive(ctx, key.data(), &len) > 0;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) std::abort();
+  return key;
+}
+
+std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
+                          std::string_view case_ref) {
+  if (case_ref.empty()) return "";
+  std::string input(sender);
+  input.push_back('\0');
+  input.append(case_ref);
+  unsigned char out[32];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), 32, reinterpret_cast<const unsigned char*>(input.data()), input.size(),
+       out, &len);
+  return Hex(out, 12);
+}
+
+StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
+                                               std::shared_ptr<EVP_PKEY> signing_key,
+                                               const std::array<uint8_t, 32>& case_key,
+                                               uint64_t checkpoint_every) {
+  std::unique_ptr<Ledger> ledger(new Ledger());
+  ledger->path_ = path;
+  ledger->key_ = std::move(signing_key);
+  ledger->key_fingerprint_ = SigningKeyFingerprint(ledger->key_.get());
+  ledger->case_key_ = case_key;
+  ledger->checkpoint_every_ = checkpoint_every;
+  ledger->fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (ledger->fd_ < 0) {
+    return Status::IoError("cannot open the ledger " + path + ": " + std::strerror(errno));
+  }
+  // Resume the chain from the last complete line (bounded by the file size).
+  struct stat st;
+  if (::fstat(ledger->fd_, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
+    std::string text(static_cast<size_t>(st.st_size), '\0');
+    if (::pread(ledger->fd_, text.data(), text.size(), 0) != st.st_size) {
+      return Status::IoError("cannot read the ledger " + path);
+    }
+    size_t end = text.rfind('\n');
+    if (end + 1 != text.size()) {
+      // A torn write: never acknowledged (acks follow the fsync), so cut it.
+      const off_t keep = end == std::string::npos ? 0 : static_cast<off_t>(end + 1);
+      if (::ftruncate(ledger->fd_, keep) != 0) return Status::IoError("cannot repair the ledger " + path);
+      text.resize(keep);
+      end = text.empty() ? std::string::npos : text.size() - 1;
+    }
+    if (end != std::string::npos) {
+      const size_t start = text.rfind('\n', end - 1);
+      const std::string line = text.substr(start == std::string::npos ? 0 : start + 1,
+                                           end - (start == std::string::npos ? 0 : start + 1));
+      std::string json, hash;
+      if (!SplitLine(line, &json, &hash) || Sha256Hex(json) != hash) {
+        return Status::Corruption("the last record of the ledger " + path +
+                                  " does not match its hash; run `liaison audit verify`");
+      }
+      auto binary = ledger->codec_.ToBinary(json, path);
+      if (!binary.ok()) return Status::Corruption("ledger " + path + ": " + binary.status().message());
+      const auto* record = flatbuffers::GetRoot<ledger::LedgerRecord>(binary->data());
+      ledger->seq_ = record->seq();
+      ledger->prev_ = hash;
+    }
+  }
+  return ledger;
+}
+
+Ledger::~Ledger() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Ledger::Add(const Entry& entry) { batch_.push_back(entry); }
+
+std::string Ledger::Line(ledger::LedgerRecordT& record) {
+  record.seq = seq_ + 1;
+  record.prev = prev_;
+  record.time = wire::NowRfc3339();
+  flatbuffers::FlatBufferBuilder fbb(512);
+  fbb.Finish(ledger::LedgerRecord::Pack(fbb, &record));
+  auto json = codec_.ToJson({fbb.GetBufferPointer(), fbb.GetSize()}, /*pretty=*/false);
+  if (!json.ok()) std::abort();  // only names go in; they are valid UTF-8
+  const std::string hash = Sha256Hex(*json);
+  ++seq_;
+  prev_ = hash;
+  return *json + "\t" + hash + "\n";
+}
+
+Status Ledger::Flush(bool checkpoint) {
+  if (batch_.empty() && !(checkpoint && since_checkpoint_ > 0)) return Status::Ok();
+  const uint64_t seq_before = seq_, since_before = since_checkpoint_;
+  const std::string prev_before = prev_;
+  struct stat st;
+  const off_t size_before = ::fstat(fd_, &st) == 0 ? st.st_size : 0;
+  std::string out;
+  for (const Entry& e : batch_) {
+    ledger::LedgerRecordT r;
+    r.decision = e.decision;
+    r.message_id = e.message_id;
+    r.case_ = CasePseudonym(case_key_, e.sender, e.case_ref);
+    r.sender = e.sender;
+    r.recipient = e.recipient;
+    r.type = e.type;
+    r.purpose = e.purpose;
+    r.legal_basis = e.legal_basis;
+    r.handling = e.handling;
+    r.rules = e.rules;
+    r.released = e.released;
+    r.transformed = e.transformed;
+    r.dropped = e.dropped;
+    r.reason = e.reason;
+    r.policy_version = e.policy_version;
+    out += Line(r);
+    ++since_checkpoint_;
+  }
+  if (since_checkpoint_ > 0 && (checkpoint || since_checkpoint_ >= checkpoint_every_)) {
+    const std::string message = CheckpointMessage(seq_, prev_);
+    unsigned char sig[64];
+    size_t sig_len = sizeof sig;
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    const bool signed_ok = ctx && EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, key_.get()) == 1 &&
+                           EVP_DigestSign(ctx, sig, &sig_len,
+                                          reinterpret_cast<const unsigned char*>(message.data()),
+                                          message.size()) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!signed_ok) std::abort();
+    ledger::LedgerRecordT c;
+    c.decision = ledger::Decision::checkpoint;
+    c.signature = Hex(sig, sig_len);
+    c.key_fingerprint = key_fingerprint_;
+    out += Line(c);
+    since_checkpoint_ = 0;
+  }
+  const bool ok = ::write(fd_, out.data(), out.size()) == static_cast<ssize_t>(out.size()) &&
+                  ::fdatasync(fd_) == 0;
+  if (!ok) {
+    const int error = errno;
+    ++failures_;
+    // Cut back whatever part of the batch reached the file: the chain stays whole.
+    if (::ftruncate(fd_, size_before) != 0) {
+      // Nothing more to do here; verify will show the damage.
+    }
+    seq_ = seq_before;
+    prev_ = prev_before;
+    since_checkpoint_ = since_before;
+    batch_.clear();
+    return Status::IoError("cannot write the ledger " + path_ + ": " + std::strerror(error));
+  }
+  batch_.clear();
+  return Status::Ok();
+}
+
+std::string VerifyReport::Summary() const {
+  std::ostringstream out;
+  if (ok) {
+    out << "ledger OK: " << records << " records, " << checkpoints << " signed checkpoints";
+    if (checkpoints) out << ", the last at record " << last_checkpoint_seq;
+    if (last_checkpoint_seq < records) {
+      out << "\nnote: records after " << last_checkpoint_seq
+          << " are chained but not yet signed (a cut after the last checkpoint cannot be detected)";
+    }
+  } else {
+    out << "ledger FAILED verification (" << problems.size() << " problem(s)):";
+    for (const auto& p : problems) out << "\n  " << p;
+  }
+  return out.str();
+}
+
+VerifyReport VerifyLedger(const std::string& path, EVP_PKEY* public_key) {
+  VerifyReport report;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    report.problems.push_back("cannot open " + path);
+    return report;
+  }
+  wire::JsonCodec codec(wire::JsonCodec::Root::kLedgerRecord);
+  std::string line, prev;
+  uint64_t expected = 1;
+  for (uint64_t n = 1; std::getline(in, line); ++n) {
+    const std::string where = "line " + std::to_string(n) + ": ";
+    if (in.eof()) {
+      report.problems.push_back(where + "the file ends in the middle of a record (truncated)");
+      break;
+    }
+    std::string json, hash;
+    if (!SplitLine(line, &json, &hash)) {
+      report.problems.push_back(where + "not a ledger record (no hash)");
+      continue;
+    }
+    if (Sha256Hex(json) != hash) {
+      report.problems.push_back(where + "record changed: its content does not match its hash");
+    }
+    auto binary = codec.ToBinary(json, path);
+    if (!binary.ok()) {
+      report.problems.push_back(where + "unreadable record: " + binary.status().message());
+      prev = hash;
+      ++expected;
+      continue;
+    }
+    const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(binary->data());
+    if (r->seq() != expected) {
+      report.problems.push_back(where + "expected record " + std::to_string(expected) + ", found " +
+                                std::to_string(r->seq()) + " (records removed, inserted or reordered)");
+    } else if ((r->prev() ? r->prev()->str() : "") != prev) {
+      report.problems.push_back(where + "chain broken: does not follow record " + std::to_string(expected - 1));
+    }
+    if (r->decision() == ledger::Decision::checkpoint) {
+      ++report.checkpoints;
+      const std::string message = CheckpointMessage(r->seq() - 1, r->prev() ? r->prev()->str() : "");
+      const auto sig = FromHex(r->signature() ? r->signature()->str() : "");
+      EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+      const bool good = ctx && EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, public_key) == 1 &&
+                        EVP_DigestVerify(ctx, sig.data(), sig.size(),
+                                         reinterpret_cast<const unsigned char*>(message.data()),
+                                         message.size()) == 1;
+      EVP_MD_CTX_free(ctx);
+      if (!good) {
+        report.problems.push_back(where + "checkpoint signature does not verify with this public key");
+      } else {
+        report.last_checkpoint_seq = r->seq();
+      }
+    }
+    ++report.records;
+    prev = hash;
+    expected = r->seq() + 1;
+  }
+  report.ok = report.problems.empty();
+  return report;
+}
+
+StatusOr<std::vector<std::vector<uint8_t>>> ReadLedger(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open the ledger " + path);
+  wire::JsonCodec codec(wire::JsonCodec::Root::kLedgerRecord);
+  std::vector<std::vector<uint8_t>> out;
+  std::string line;
+  for (uint64_t n = 1; std::getline(in, line); ++n) {
+    std::string json, hash;
+    if (!SplitLine(line, &json, &hash)) {
+      return Status::Corruption(path + ":" + std::to_string(n) + ": not a ledger record");
+    }
+    auto binary = codec.ToBinary(json, path);
+    if (!binary.ok()) return Status::Corruption(path + ":" + std::to_string(n) + ": " + binary.status().message());
+    out.push_back(std::move(*binary));
+  }
+  return out;
+}
+
+}  // namespace liaison::audit

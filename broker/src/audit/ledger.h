@@ -1,0 +1,107 @@
+// The disclosure ledger: an append-only file with one record per decision
+// (released, denied, delivered, expired, erased, break-glass), each a line of
+// JSON (schemas/ledger.fbs) followed by a tab and the SHA-256 of that JSON.
+// Every record names the hash of the previous one, and checkpoint records
+// sign the chain with Ed25519, so that `liaison audit verify` finds any
+// changed byte and any removed, inserted or reordered record.
+//
+// Records hold names of agencies, rules and fields, never values; the case
+// reference is a keyed pseudonym.
+#ifndef LIAISON_BROKER_AUDIT_LEDGER_H_
+#define LIAISON_BROKER_AUDIT_LEDGER_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "liaison/status.h"
+#include "liaison/wire.h"
+
+typedef struct evp_pkey_st EVP_PKEY;
+
+namespace liaison::audit {
+
+// Ed25519 key files (PEM). The private key file must be mode 0600.
+Status WriteSigningKey(const std::string& dir, const std::string& name);
+StatusOr<std::shared_ptr<EVP_PKEY>> LoadSigningKey(const std::string& path);
+StatusOr<std::shared_ptr<EVP_PKEY>> LoadVerifyKey(const std::string& path);
+// Hex SHA-256 prefix of the raw public key, to name it in records and logs.
+std::string SigningKeyFingerprint(EVP_PKEY* key);
+
+// The key that pseudonymises case references in the ledger, derived from the
+// broker's secret; `liaison audit query --case` derives the same.
+std::array<uint8_t, 32> DeriveCaseKey(std::string_view broker_secret);
+std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
+                          std::string_view case_ref);
+
+// One decision, before it is numbered and chained.
+struct Entry {
+  ledger::Decision decision = ledger::Decision::released;
+  std::string message_id, case_ref, sender, recipient, type, purpose, legal_basis, handling;
+  std::vector<std::string> rules, released, transformed, dropped;
+  std::string reason, policy_version;
+};
+
+class Ledger {
+ public:
+  // Opens `path` for appending, resuming the chain from its last record. A
+  // torn last line (a write cut by a crash, never acknowledged) is cut off
+  // with a warning; a last record that does not match its hash stops the
+  // start ("run liaison audit verify").
+  static StatusOr<std::unique_ptr<Ledger>> Open(const std::string& path,
+                                                std::shared_ptr<EVP_PKEY> signing_key,
+                                                const std::array<uint8_t, 32>& case_key,
+                                                uint64_t checkpoint_every);
+  ~Ledger();
+
+  // Adds a record to the batch being built (nothing is written yet).
+  void Add(const Entry& entry);
+  bool has_batch() const { return !batch_.empty(); }
+  // Writes the batch (with a checkpoint when one is due or `checkpoint`) and
+  // fsyncs. On failure the file is cut back to where it was: the batch is
+  // not in the ledger, and the caller must not act on it.
+  Status Flush(bool checkpoint = false);
+  void Discard() { batch_.clear(); }
+
+  uint64_t last_seq() const { return seq_; }
+  uint64_t failures() const { return failures_; }
+
+ private:
+  Ledger() = default;
+  std::string Line(ledger::LedgerRecordT& record);
+
+  std::string path_;
+  int fd_ = -1;
+  uint64_t seq_ = 0;            // last record written
+  std::string prev_;            // its hash
+  uint64_t since_checkpoint_ = 0;
+  uint64_t checkpoint_every_ = 1000;
+  uint64_t failures_ = 0;
+  std::shared_ptr<EVP_PKEY> key_;
+  std::string key_fingerprint_;
+  std::array<uint8_t, 32> case_key_{};
+  std::vector<Entry> batch_;
+  wire::JsonCodec codec_{wire::JsonCodec::Root::kLedgerRecord};
+};
+
+// The result of checking a ledger file.
+struct VerifyReport {
+  bool ok = false;
+  uint64_t records = 0, checkpoints = 0, last_checkpoint_seq = 0;
+  std::vector<std::string> problems;  // "line N: ..." in file order
+  std::string Summary() const;
+};
+
+// Checks every line's hash, the sequence and chain, and every checkpoint's
+// signature under `public_key`.
+VerifyReport VerifyLedger(const std::string& path, EVP_PKEY* public_key);
+
+// Reads every record (checkpoints included) as its FlatBuffer; for queries
+// and reports. Fails on a line that is not a record.
+StatusOr<std::vector<std::vector<uint8_t>>> ReadLedger(const std::string& path);
+
+}  // namespace liaison::audit
+
+#endif  // LIAISON_BROKER_AUDIT_LEDGER_H_
