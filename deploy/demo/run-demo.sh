@@ -121,6 +121,17 @@ say "Broker log (events and names only, never message contents)"
 tail -n 12 "$WORK/logs/broker.log"
 echo
 
+say "Disclosure ledger: every decision, hash-chained and signed (names only, never values)"
+kill -TERM "${pids[0]}" 2>/dev/null && wait "${pids[0]}" 2>/dev/null || true  # final checkpoint
+if ! "$BIN/liaison" audit verify --ledger "$WORK/ledger.log" --public-key "$WORK/keys/ledger-signing.pub"; then
+  failures=$((failures + 1))
+fi
+echo
+echo "Who received data of case EXIT-MSA-2026-0042, when, under which rules:"
+"$BIN/liaison" audit query --ledger "$WORK/ledger.log" --case EXIT-MSA-2026-0042 \
+  --sender exit-mombasa --secret-key "$WORK/keys/broker.key" --format csv |
+  awk -F, '{printf "%-26s %-12s %-14s %-23s %-16s %s\n", $2, $3, $6, $7, $8, $12}'
+
 # The demo checks itself, so that `make test` notices when it breaks.
 for expected in youth-welfare-mombasa:3 security-coast:2 exit-mombasa:1 reintegration-kwale:1 \
                 coordinator-mombasa:1; do

@@ -54,6 +54,9 @@ JsonCodec::JsonCodec(Root root) : root_(root) {
   opts.strict_json = true;
   opts.natural_utf8 = true;
   opts.indent_step = 2;
+  // Ledger lines are read by people and tools: every field, defaults included
+  // (a "released" decision is the enum's zero).
+  opts.output_default_scalars_in_json = root == Root::kLedgerRecord;
   parser_ = std::make_unique<flatbuffers::Parser>(opts);
   bool loaded = root == Root::kEnvelope       ? parser_->Deserialize(kenvelopeBfbs, kenvelopeBfbsSize)
                 : root == Root::kLedgerRecord ? parser_->Deserialize(kledgerBfbs, kledgerBfbsSize)

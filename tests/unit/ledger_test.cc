@@ -1,0 +1,197 @@
+// The ledger detects every kind of tampering and says where.
+#include "audit/ledger.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "testing/fixtures.h"
+
+namespace liaison::audit {
+namespace {
+
+using testing::TempDir;
+
+std::vector<std::string> Lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(line);
+  return lines;
+}
+
+void WriteLines(const std::string& path, const std::vector<std::string>& lines, bool final_newline = true) {
+  std::ofstream out(path, std::ios::trunc);
+  for (size_t i = 0; i < lines.size(); ++i) out << lines[i] << (i + 1 < lines.size() || final_newline ? "\n" : "");
+}
+
+class LedgerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(WriteSigningKey(dir_.path().string(), "sign").ok());
+    key_ = *LoadSigningKey(dir_.file("sign.key"));
+    pub_ = *LoadVerifyKey(dir_.file("sign.pub"));
+    path_ = dir_.file("ledger.log");
+    auto ledger = Ledger::Open(path_, key_, case_key_, /*checkpoint_every=*/4);
+    ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+    for (int i = 0; i < 10; ++i) {
+      Entry e;
+      e.decision = i % 3 == 0 ? ledger::Decision::denied : ledger::Decision::released;
+      e.message_id = "m" + std::to_string(i);
+      e.case_ref = "CASE-SECRET-" + std::to_string(i % 2);
+      e.sender = "exit-a";
+      e.recipient = "youth-b";
+      e.type = "CaseReferral";
+      e.rules = {"r1", "a1"};
+      e.released = {"subject.given_name"};
+      e.dropped = {"counselling_notes"};
+      (*ledger)->Add(e);
+      if (i % 2 == 1) ASSERT_TRUE((*ledger)->Flush().ok());
+    }
+    ASSERT_TRUE((*ledger)->Flush(/*checkpoint=*/true).ok());
+    lines_ = Lines(path_);
+  }
+
+  VerifyReport Verify() { return VerifyLedger(path_, pub_.get()); }
+  std::string Problems(const VerifyReport& r) {
+    std::string all;
+    for (const auto& p : r.problems) all += p + "\n";
+    return all;
+  }
+
+  TempDir dir_;
+  std::shared_ptr<EVP_PKEY> key_, pub_;
+  std::array<uint8_t, 32> case_key_ = DeriveCaseKey("broker secret");
+  std::string path_;
+  std::vector<std::string> lines_;
+};
+
+TEST_F(LedgerTest, AnIntactLedgerVerifies) {
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok) << Problems(r);
+  EXPECT_EQ(lines_.size(), r.records);
+  EXPECT_GE(r.checkpoints, 3u);
+  EXPECT_EQ(lines_.size(), r.last_checkpoint_seq);
+  // Names only: the case reference appears only as a pseudonym.
+  const std::string text = testing::ReadText(path_);
+  EXPECT_EQ(std::string::npos, text.find("CASE-SECRET"));
+  EXPECT_NE(std::string::npos, text.find(CasePseudonym(case_key_, "exit-a", "CASE-SECRET-0")));
+}
+
+TEST_F(LedgerTest, AChangedByteAnywhereIsFoundOnItsLine) {
+  // In a value, in a field name, in the hash, in the chain link.
+  for (const std::string& target : {std::string("youth-b"), std::string("\"recipient\""),
+                                    std::string("\t"), std::string("\"prev\": \"")}) {
+    auto lines = lines_;
+    size_t pos = lines[1].find(target);
+    ASSERT_NE(std::string::npos, pos) << target;
+    pos += target == "\t" ? 1 : target.size() - 2;
+    lines[1][pos] = lines[1][pos] == 'a' ? 'b' : 'a';
+    WriteLines(path_, lines);
+    VerifyReport r = Verify();
+    EXPECT_FALSE(r.ok) << target;
+    EXPECT_NE(std::string::npos, Problems(r).find("line 2:")) << target << "\n" << Problems(r);
+  }
+}
+
+TEST_F(LedgerTest, ARemovedRecordIsFound) {
+  auto lines = lines_;
+  lines.erase(lines.begin() + 3);
+  WriteLines(path_, lines);
+  VerifyReport r = Verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, Problems(r).find("line 4: expected record 4, found 5")) << Problems(r);
+}
+
+TEST_F(LedgerTest, AnInsertedRecordIsFound) {
+  auto lines = lines_;
+  lines.insert(lines.begin() + 2, lines[6]);
+  WriteLines(path_, lines);
+  VerifyReport r = Verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, Problems(r).find("line 3:")) << Problems(r);
+}
+
+TEST_F(LedgerTest, ReorderedRecordsAreFound) {
+  auto lines = lines_;
+  std::swap(lines[1], lines[2]);
+  WriteLines(path_, lines);
+  VerifyReport r = Verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, Problems(r).find("line 2: expected record 2, found 3")) << Problems(r);
+}
+
+TEST_F(LedgerTest, ATruncatedTailIsFound) {
+  auto lines = lines_;
+  lines.back() = lines.back().substr(0, lines.back().size() / 2);
+  WriteLines(path_, lines, /*final_newline=*/false);
+  VerifyReport r = Verify();
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, Problems(r).find("truncated")) << Problems(r);
+}
+
+TEST_F(LedgerTest, ACutAfterTheLastCheckpointIsReportedAsUnsigned) {
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+  Entry e;
+  e.message_id = "late";
+  (*ledger)->Add(e);
+  ASSERT_TRUE((*ledger)->Flush().ok());
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok);
+  EXPECT_NE(std::string::npos, r.Summary().find("not yet signed")) << r.Summary();
+}
+
+TEST_F(LedgerTest, TheWrongPublicKeyFailsTheSignatures) {
+  ASSERT_TRUE(WriteSigningKey(dir_.path().string(), "other").ok());
+  auto other = *LoadVerifyKey(dir_.file("other.pub"));
+  VerifyReport r = VerifyLedger(path_, other.get());
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(std::string::npos, Problems(r).find("signature does not verify")) << Problems(r);
+}
+
+TEST_F(LedgerTest, ReopeningContinuesTheChainAndRepairsATornWrite) {
+  {
+    std::ofstream out(path_, std::ios::app);
+    out << "{\"seq\":999,\"prev\":\"torn";  // a crash in the middle of a write
+  }
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  EXPECT_EQ(lines_.size(), (*ledger)->last_seq());
+  Entry e;
+  e.message_id = "after-restart";
+  (*ledger)->Add(e);
+  ASSERT_TRUE((*ledger)->Flush(true).ok());
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok) << Problems(r);
+  EXPECT_EQ(lines_.size() + 2, r.records);
+}
+
+TEST_F(LedgerTest, ADamagedLastRecordStopsTheBroker) {
+  auto lines = lines_;
+  lines.back()[10] = lines.back()[10] == 'x' ? 'y' : 'x';
+  WriteLines(path_, lines);
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+  ASSERT_FALSE(ledger.ok());
+  EXPECT_NE(std::string::npos, ledger.status().message().find("liaison audit verify"));
+}
+
+TEST(LedgerWriteTest, AFailedWriteLeavesNoTraceAndIsReported) {
+  TempDir dir;
+  ASSERT_TRUE(WriteSigningKey(dir.path().string(), "sign").ok());
+  // /dev/full refuses every write with ENOSPC: a real full disk.
+  auto ledger = Ledger::Open("/dev/full", *LoadSigningKey(dir.file("sign.key")),
+                             DeriveCaseKey("s"), 100);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  Entry e;
+  e.message_id = "m";
+  (*ledger)->Add(e);
+  Status st = (*ledger)->Flush();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string::npos, st.message().find("No space left")) << st.message();
+  EXPECT_EQ(0u, (*ledger)->last_seq());
+  EXPECT_FALSE((*ledger)->has_batch());
+}
+
+}  // namespace
+}  // namespace liaison::audit
