@@ -106,16 +106,17 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
       !IsRfc3339(env.consent()->recorded_at()->string_view())) {
     return Reject(Code::invalid_field, "consent.recorded_at is not an RFC 3339 time", id);
   }
-  // Vocabulary words, not personal data: the detail may name them.
+  // The detail names the field, not its value: a sender may have put
+  // anything there.
   if (env.purpose() && env.purpose()->size() > 0 &&
       policy::Vocabulary::IndexOf(vocabulary.purposes, env.purpose()->string_view()) < 0) {
     return Reject(Code::invalid_field,
-                  "purpose '" + env.purpose()->str() + "' is not in the vocabulary", id);
+                  "purpose is not a purpose of policies/vocabulary.yaml", id);
   }
   if (env.legal_basis() && env.legal_basis()->size() > 0 &&
       policy::Vocabulary::IndexOf(vocabulary.legal_bases, env.legal_basis()->string_view()) < 0) {
     return Reject(Code::invalid_field,
-                  "legal_basis '" + env.legal_basis()->str() + "' is not in the vocabulary", id);
+                  "legal_basis is not a legal basis of policies/vocabulary.yaml", id);
   }
   Admission ok;
   ok.message_id = id;
