@@ -138,16 +138,13 @@ void Agent::HandleBrokerMessage() {
     std::string key = (envelope->from() ? envelope->from()->str() : std::string()) + '\0' +
                       envelope->id()->str();
     if (seen_.count(key)) {
-      (void)Ack(envelope->id()->string_view());  // a redelivery: the broker missed our ack
+      // The application acked it already; the broker missed that ack.
+      (void)Ack(envelope->id()->string_view());
       return;
     }
-    constexpr size_t kRemembered = 100000;
-    seen_.insert(key);
-    seen_order_.push_back(std::move(key));
-    if (seen_order_.size() > kRemembered) {
-      seen_.erase(seen_order_.front());
-      seen_order_.pop_front();
-    }
+    // Handed out (or waiting to be) but not acked yet: the application will
+    // ack the copy it has; acking this one could lose the message.
+    if (!in_progress_.emplace(envelope->id()->str(), key).second) return;
     inbox_.emplace_back(std::move(bytes), envelope);
   } else if (command == wire::kNotice) {
     if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
@@ -264,6 +261,17 @@ std::optional<ReceiptBuffer> Agent::TakeNotice() {
 }
 
 Status Agent::Ack(std::string_view message_id) {
+  // From now on a redelivery of this message is acked again, not returned.
+  if (auto it = in_progress_.find(std::string(message_id)); it != in_progress_.end()) {
+    constexpr size_t kRemembered = 100000;
+    seen_.insert(it->second);
+    seen_order_.push_back(std::move(it->second));
+    in_progress_.erase(it);
+    if (seen_order_.size() > kRemembered) {
+      seen_.erase(seen_order_.front());
+      seen_order_.pop_front();
+    }
+  }
   flatbuffers::FlatBufferBuilder fbb(64);
   fbb.Finish(wire::CreateAck(fbb, fbb.CreateString(message_id)));
   return SendFrames(wire::kAck, {fbb.GetBufferPointer(), fbb.GetSize()});

@@ -47,10 +47,12 @@ TEST(StoreTest, QueuesInOrderAcksAndDedupes) {
   EXPECT_FALSE(store.FindReceipt("a", "m1")->has_value());
 
   ASSERT_TRUE(store.Begin().ok());
-  auto senders = store.Ack("b", "m1", 2000);
-  ASSERT_TRUE(senders.ok());
-  EXPECT_EQ(std::vector<std::string>{"a"}, *senders);
-  EXPECT_TRUE(store.Ack("b", "m1", 2000)->empty());  // twice is harmless
+  const int64_t seq1 = (*pending)[1].seq;
+  EXPECT_FALSE(store.Ack("c", seq1, 2000)->has_value());  // not c's message
+  auto sender = store.Ack("b", seq1, 2000);
+  ASSERT_TRUE(sender.ok());
+  EXPECT_EQ("a", sender->value());
+  EXPECT_FALSE(store.Ack("b", seq1, 2000)->has_value());  // twice is harmless
   ASSERT_TRUE(store.Commit().ok());
   EXPECT_EQ(2, store.QueueDepths()->at("b"));
   EXPECT_EQ(std::vector<std::string>{"b"}, *store.Disclosures("a", "CASE-1"));

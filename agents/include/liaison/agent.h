@@ -89,8 +89,9 @@ class Agent {
 
   // Waits up to `timeout` for a delivered message; nullopt on timeout.
   // Deliveries that arrived during Send() are returned first. A redelivery
-  // of a message this Agent already returned (same sender and id) is acked
-  // again and not returned: the application sees each message once.
+  // of a message the application already acked (same sender and id) is
+  // acked again and not returned; one of a message returned but not yet
+  // acked is dropped: the application sees each message once.
   StatusOr<std::optional<EnvelopeBuffer>> Receive(std::chrono::milliseconds timeout);
 
   // Tells the broker the application has the message. Until it is acked,
@@ -134,9 +135,11 @@ class Agent {
   bool key_refused_ = false;
   std::deque<EnvelopeBuffer> inbox_;
   std::deque<ReceiptBuffer> notices_;
-  // "sender\0id" of messages already handed to the application, oldest first.
+  // "sender\0id" of messages the application acked, oldest first.
   std::unordered_set<std::string> seen_;
   std::deque<std::string> seen_order_;
+  // id -> "sender\0id" of messages received but not yet acked.
+  std::unordered_map<std::string, std::string> in_progress_;
   std::unordered_map<std::string, ReceiptBuffer> receipts_;  // by message id ("" = unreadable)
 };
 

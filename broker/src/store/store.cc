@@ -330,7 +330,7 @@ Status Store::Enqueue(const std::string& sender, const std::string& message_id,
   const std::string case_hash = CaseHash(sender, case_ref);
   const auto sealed = Seal(key_, Aad(sender, message_id, recipient), envelope, size);
   sqlite3_stmt* s = Prepare(
-      "INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
+      "INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
       "purge_after_ms, sealed) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)");
   Reset reset(s);
   BindText(s, 1, sender);
@@ -381,28 +381,24 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
   return out;
 }
 
-StatusOr<std::vector<std::string>> Store::Ack(const std::string& recipient,
-                                              const std::string& message_id, int64_t now_ms) {
-  sqlite3_stmt* q = Prepare(
-      "SELECT sender FROM messages WHERE recipient = ?1 AND message_id = ?2 AND state = 0");
-  std::vector<std::string> senders;
+StatusOr<std::optional<std::string>> Store::Ack(const std::string& recipient, int64_t seq,
+                                                int64_t now_ms) {
+  std::optional<std::string> sender;
   {
+    sqlite3_stmt* q = Prepare("SELECT sender FROM messages WHERE seq = ?1 AND recipient = ?2 AND state = 0");
     Reset reset(q);
-    BindText(q, 1, recipient);
-    BindText(q, 2, message_id);
-    while (sqlite3_step(q) == SQLITE_ROW) senders.push_back(ColumnText(q, 0));
+    sqlite3_bind_int64(q, 1, seq);
+    BindText(q, 2, recipient);
+    if (sqlite3_step(q) == SQLITE_ROW) sender = ColumnText(q, 0);
   }
-  if (senders.empty()) return senders;
+  if (!sender) return sender;
   // The message itself is no longer needed once delivered: drop the copy now.
-  sqlite3_stmt* s = Prepare(
-      "UPDATE messages SET state = 2, acked_ms = ?3, sealed = NULL WHERE recipient = ?1 AND "
-      "message_id = ?2 AND state = 0");
+  sqlite3_stmt* s = Prepare("UPDATE messages SET state = 2, acked_ms = ?2, sealed = NULL WHERE seq = ?1");
   Reset reset(s);
-  BindText(s, 1, recipient);
-  BindText(s, 2, message_id);
-  sqlite3_bind_int64(s, 3, now_ms);
+  sqlite3_bind_int64(s, 1, seq);
+  sqlite3_bind_int64(s, 2, now_ms);
   if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: recording an ack"));
-  return senders;
+  return sender;
 }
 
 StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {

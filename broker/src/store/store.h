@@ -78,10 +78,9 @@ class Store {
   // Queued messages of `recipient` with seq > after_seq, in order.
   StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq,
                                                int limit);
-  // Marks the queued messages `message_id` of `recipient` acknowledged; returns
-  // their senders (usually one).
-  StatusOr<std::vector<std::string>> Ack(const std::string& recipient, const std::string& message_id,
-                                         int64_t now_ms);
+  // Marks the queued message `seq` of `recipient` acknowledged; returns its
+  // sender, or nullopt if it was not queued (already acked, expired, erased).
+  StatusOr<std::optional<std::string>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);
   // Queued messages past their expiry become expired; returns them.
   StatusOr<std::vector<ExpiredMessage>> ExpireDue(int64_t now_ms);
   // Deletes acknowledged and expired messages, and receipts, past retention.

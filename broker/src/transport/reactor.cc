@@ -224,7 +224,7 @@ void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, i
   auto& list = receivers_[agency.id];
   std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
   if (hello->role() == wire::Role::receiver) {
-    list.push_back({routing_id, fd});
+    list.push_back({routing_id, fd, agency.public_key});
     // A (re)connected receiver gets everything not yet acked, from the start,
     // in order; after this batch is committed.
     outflows_[agency.id] = Outflow{};
@@ -261,13 +261,27 @@ const std::string* Reactor::ReceiverOf(const std::string& agency) const {
   return it == receivers_.end() || it->second.empty() ? nullptr : &it->second.back().routing_id;
 }
 
+const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
+  auto it = receivers_.find(agency);
+  if (it == receivers_.end()) return nullptr;
+  // A connection whose key a reload replaced or revoked gets nothing more.
+  const Agency* current = policies()->directory().Find(agency);
+  std::erase_if(it->second, [&](const Receiver& r) {
+    const bool revoked = !current || current->public_key != r.key;
+    if (revoked) spdlog::warn("event=receiver_revoked agency={}", agency);
+    return revoked;
+  });
+  return it->second.empty() ? nullptr : &it->second.back().routing_id;
+}
+
 void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender,
                          const std::string& routing_id, const zmq::message_t& body) {
   stats_.messages_in++;
   ++batch_messages_;
   std::span<const uint8_t> bytes(body.data<uint8_t>(), body.size());
   auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
-    replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id});
+    replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id,
+                        sender.id});
   };
   auto unavailable = [&](const std::string& id, const Status& st) {
     spdlog::error("event=store_failed agency={} id={} error=\"{}\"", sender.id, id, st.message());
@@ -286,7 +300,7 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     if (found->has_value()) {
       stats_.duplicates++;
       spdlog::info("event=duplicate agency={} id={}", sender.id, peek_id);
-      replies_.push_back({routing_id, std::move(**found), peek_id});
+      replies_.push_back({routing_id, std::move(**found), peek_id, sender.id});
       return;
     }
   }
@@ -319,7 +333,10 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   if (peek->expires_at()) {
     if (auto at = wire::ParseRfc3339Millis(peek->expires_at()->string_view())) expires = std::min(expires, *at);
   }
-  const int64_t purge_after = now + retention.delivered_days * kDayMs;
+  // Receipts (and rows) outlive the longest a message may wait, so that a
+  // resend of a still-queued message is always recognised.
+  const int64_t purge_after =
+      now + std::max(retention.delivered_days, retention.undelivered_days) * kDayMs;
   const std::string case_ref = peek->case_ref() ? peek->case_ref()->str() : std::string();
   // What every ledger record of this message shares: names, never values.
   audit::Entry base;
@@ -410,7 +427,7 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     batch_failed_ = true;
     return unavailable(admission.message_id, st);
   }
-  replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id});
+  replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id, sender.id});
 }
 
 void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
@@ -425,23 +442,36 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
   }
   stats_.acks++;
   const std::string id = ack->message_id()->str();
+  // Only a message that was delivered to this agency can be acked by it.
+  std::vector<int64_t> seqs;
   auto& flow = outflows_[agency.id];
   for (auto it = flow.inflight.begin(); it != flow.inflight.end();) {
-    it = it->second.first == id ? flow.inflight.erase(it) : std::next(it);
+    if (it->second.first == id) {
+      seqs.push_back(it->first);
+      it = flow.inflight.erase(it);
+    } else {
+      ++it;
+    }
   }
+  if (seqs.empty()) return;
   touched_.insert(agency.id);  // room in the window: send more
   if (Status st = EnsureTransaction(); !st.ok()) {
     spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, st.message());
-    return;  // not recorded: the message will be redelivered and acked again
-  }
-  auto senders = store_->Ack(agency.id, id, NowMs());
-  if (!senders.ok()) {
-    batch_failed_ = true;
-    spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, senders.status().message());
+    outflows_[agency.id] = Outflow{};  // not recorded: redeliver, the agent acks again
     return;
   }
+  std::vector<std::string> senders;
+  for (int64_t seq : seqs) {
+    auto sender = store_->Ack(agency.id, seq, NowMs());
+    if (!sender.ok()) {
+      batch_failed_ = true;
+      spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, sender.status().message());
+      return;
+    }
+    if (sender->has_value()) senders.push_back(**sender);
+  }
   const auto set = policies();
-  for (const std::string& sender : *senders) {
+  for (const std::string& sender : senders) {
     --queue_depth_[agency.id];
     auto notice = BuildReceipt(id, wire::Code::ok, "", sender, {{agency.id, wire::Code::delivered}},
                                set->version());
@@ -492,13 +522,19 @@ void Reactor::FinishBatch() {
       for (Reply& r : replies_) {
         auto receipt = BuildReceipt(
             r.message_id, wire::Code::unavailable,
-            "the broker could not store the message; resend it later with the same id", "", {},
+            "the broker could not store the message; resend it later with the same id", r.sender, {},
             set->version());
         r.receipt.assign(receipt.data(), receipt.data() + receipt.size());
       }
       depths_stale_ = true;
       touched_.clear();
       notice_for_.clear();
+      // Acks of the batch were not recorded: everything unacked goes out
+      // again (the agents re-ack what they already have).
+      for (auto& [recipient, flow] : outflows_) {
+        flow = Outflow{};
+        touched_.insert(recipient);
+      }
     } else {
       stats_.commits++;
     }
@@ -523,7 +559,7 @@ void Reactor::Pump(const std::string& recipient) {
   auto& flow = outflows_[recipient];
   const size_t window = config_.store.delivery_window;
   while (flow.inflight.size() < window) {
-    const std::string* receiver = ReceiverOf(recipient);
+    const std::string* receiver = LiveReceiverOf(recipient);
     if (!receiver) return;
     auto pending = store_->Pending(recipient, flow.cursor, static_cast<int>(window - flow.inflight.size()));
     if (!pending.ok()) {
@@ -555,7 +591,7 @@ void Reactor::Pump(const std::string& recipient) {
 }
 
 void Reactor::FlushNotices(const std::string& agency) {
-  const std::string* receiver = ReceiverOf(agency);
+  const std::string* receiver = LiveReceiverOf(agency);
   if (!receiver) return;
   auto notices = store_->Notices(agency, 256);
   if (!notices.ok() || notices->empty()) return;
@@ -614,6 +650,10 @@ void Reactor::OnTimer() {
   }
   for (const auto& [recipient, depth] : queue_depth_) {
     if (depth > 0 && ReceiverOf(recipient)) touched_.insert(recipient);
+  }
+  // Notices that could not be sent before (no receiver, full queue).
+  for (const auto& [agency, list] : receivers_) {
+    if (!list.empty()) notice_for_.insert(agency);
   }
   FinishBatch();
 }

@@ -76,12 +76,15 @@ class Reactor {
   // One live connection of an agency that asked for deliveries.
   struct Receiver {
     std::string routing_id;
-    int fd = -1;  // for disconnect logs only
+    int fd = -1;      // for disconnect logs only
+    std::string key;  // the Z85 key it authenticated with
   };
 
   void HandleRouterMessage(std::vector<zmq::message_t>& frames);
   void HandleHello(const Agency& agency, const std::string& routing_id, int fd,
                    const zmq::message_t& body);
+  // ReceiverOf's non-const core: drops receivers whose key a reload revoked.
+  const std::string* LiveReceiverOf(const std::string& agency);
   void HandleSend(const policy::PolicySet& policies, const Agency& agency,
                   const std::string& routing_id, const zmq::message_t& body);
   void HandleAck(const Agency& agency, const zmq::message_t& body, const std::string& routing_id);
@@ -132,6 +135,7 @@ class Reactor {
     std::string routing_id;
     std::vector<uint8_t> receipt;
     std::string message_id;
+    std::string sender;
   };
   std::vector<Reply> replies_;
   std::set<std::string> touched_;     // recipients to pump after the commit
