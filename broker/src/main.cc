@@ -14,6 +14,7 @@
 #include "liaison/keys.h"
 #include "liaison/logging.h"
 #include "policy/policy_set.h"
+#include "admin/admin_server.h"
 #include "audit/ledger.h"
 #include "store/store.h"
 #include "transport/reactor.h"
@@ -134,7 +135,17 @@ int main(int argc, char** argv) {
   spdlog::info("event=ledger_open path={} last_record={} signing_key_fingerprint={}",
                config->ledger.path, (*ledger)->last_seq(),
                liaison::audit::SigningKeyFingerprint(signing_key->get()));
-  liaison::broker::Reactor reactor(*config, *keys, *policies, std::move(*store), std::move(*ledger));
+  liaison::broker::Metrics metrics;
+  liaison::broker::Reactor reactor(*config, *keys, *policies, std::move(*store), std::move(*ledger),
+                                   &metrics);
+  liaison::broker::AdminServer admin(metrics);
+  if (!config->admin_listen.empty()) {
+    if (auto st = admin.Start(config->admin_listen); !st.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", st.message());
+      return kExitRuntimeError;
+    }
+    spdlog::info("event=admin_listening endpoint={}", admin.endpoint());
+  }
   if (auto st = reactor.Bind(); !st.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", st.message());
     return kExitRuntimeError;
@@ -165,6 +176,7 @@ int main(int argc, char** argv) {
       fingerprint = PolicyFilesFingerprint(config->policies_dir);
       spdlog::info("event=reload_started policies={}", config->policies_dir);
       auto fresh = LoadPolicies(config->policies_dir, secret);
+      metrics.Reload(fresh.ok());
       if (!fresh.ok()) {
         spdlog::error("event=reload_failed keeping={}\n{}", reactor.policies()->version(),
                       fresh.status().message());
@@ -180,6 +192,7 @@ int main(int argc, char** argv) {
   }
   reactor.Stop();
   reactor_thread.join();
+  admin.Stop();
   spdlog::info("event=stop");
   return 0;
 }

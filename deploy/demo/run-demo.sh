@@ -49,6 +49,8 @@ store:
 ledger:
   path: ledger.log
   signing_key_file: keys/ledger-signing.key
+admin:
+  listen: 127.0.0.1:0
 log:
   level: info
   console: false

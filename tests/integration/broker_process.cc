@@ -70,6 +70,7 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
             "  redelivery_timeout_ms: 2000\n"
             "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n"
             "  checkpoint_every: 100\n  checkpoint_seconds: 1\n"
+            "admin:\n  listen: 127.0.0.1:0\n"
             "log:\n  level: debug\n  console: false\n  file: broker.log\n" +
                 extra_config);
   store_path_ = dir_ + "/liaison.db";

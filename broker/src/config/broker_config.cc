@@ -21,7 +21,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   BrokerConfig c;
   const YAML::Node& root = *doc;
   if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "policies_dir", "heartbeat_ms",
-                              "limits", "store", "ledger", "log"})) {
+                              "limits", "store", "ledger", "admin", "log"})) {
     if (!root.IsMap()) return r.ToStatus();
   }
   r.ReadString(root, "", "listen", &c.listen);
@@ -66,6 +66,10 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
     }
   } else {
     r.Error(root, "", "missing required key 'ledger' (path and signing_key_file of the disclosure ledger)");
+  }
+
+  if (const YAML::Node admin = root["admin"]) {
+    if (r.ExpectMap(admin, "admin", {"listen"})) r.ReadString(admin, "admin", "listen", &c.admin_listen);
   }
 
   if (const YAML::Node log = root["log"]) {

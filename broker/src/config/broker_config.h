@@ -41,6 +41,7 @@ struct BrokerConfig {
   Limits limits;
   StoreConfig store;
   LedgerConfig ledger;
+  std::string admin_listen = "127.0.0.1:9464";  // HTTP /metrics /healthz /readyz; "" = off
   LogOptions log;
 };
 

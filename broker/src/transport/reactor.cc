@@ -28,7 +28,8 @@ const char* HandshakeFailure(uint16_t event, uint32_t value) {
 
 Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
                  std::shared_ptr<const policy::PolicySet> policies,
-                 std::unique_ptr<store::Store> store, std::unique_ptr<audit::Ledger> ledger)
+                 std::unique_ptr<store::Store> store, std::unique_ptr<audit::Ledger> ledger,
+                 Metrics* metrics)
     : config_(std::move(config)),
       server_keys_(std::move(server_keys)),
       policies_(std::move(policies)),
@@ -38,6 +39,20 @@ Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   store_ = std::move(store);
   ledger_ = std::move(ledger);
+  metrics_ = metrics;
+  Metrics::External e;
+  e.deliveries = &stats_.deliveries;
+  e.acks = &stats_.acks;
+  e.redeliveries = &stats_.redeliveries;
+  e.expired = &stats_.expired;
+  e.commits = &stats_.commits;
+  e.commit_failures = &stats_.commit_failures;
+  e.ledger_failures = &stats_.ledger_failures;
+  e.handshake_failures = &stats_.handshake_failures;
+  e.duplicates = &stats_.duplicates;
+  e.auth_refused = [this] { return zap_.refused(); };
+  e.auth_admitted = [this] { return zap_.admitted(); };
+  metrics_->SetExternal(std::move(e));
 }
 
 Reactor::~Reactor() {
@@ -113,6 +128,8 @@ void Reactor::Stop() {
 void Reactor::Run() {
   spdlog::info("event=listening endpoint={} agencies={} policy_version={}", endpoint_,
                policies()->directory().agencies().size(), policies()->version());
+  metrics_->SetReady(true, "");
+  metrics_->Beat();
   zmq::pollitem_t items[] = {
       {router_->handle(), 0, ZMQ_POLLIN, 0},
       {monitor_->handle(), 0, ZMQ_POLLIN, 0},
@@ -130,6 +147,7 @@ void Reactor::Run() {
       return;
     }
     if (items[2].revents & ZMQ_POLLIN) break;
+    metrics_->Beat();
     if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
     if (items[0].revents & ZMQ_POLLIN) {
       // One batch: drain what is waiting (up to max_batch messages), then
@@ -416,6 +434,10 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     }
     outcomes.push_back(std::move(d.outcome));
   }
+  for (const RecipientOutcome& o : outcomes) {
+    metrics_->Decision(base.type, o.code == wire::Code::stored ? "released" : wire::EnumNameCode(o.code),
+                       sender.id);
+  }
   spdlog::info("event=message agency={} id={} type={} recipients={} stored={}", sender.id,
                admission.message_id, wire::EnumNamePayload(peek->payload_type()), outcomes.size(),
                std::count_if(outcomes.begin(), outcomes.end(),
@@ -499,6 +521,7 @@ void Reactor::FinishBatch() {
   } else if (ledger_->has_batch() || checkpoint_due) {
     Status written = ledger_->Flush(checkpoint_due);
     if (checkpoint_due) last_checkpoint_ = std::chrono::steady_clock::now();
+    metrics_->SetReady(written.ok(), written.ok() ? "" : "the ledger cannot be written");
     if (!written.ok()) {
       stats_.ledger_failures++;
       spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", written.message());
@@ -539,7 +562,14 @@ void Reactor::FinishBatch() {
       stats_.commits++;
     }
   }
-  for (const Reply& r : replies_) SendTo(r.routing_id, wire::kReceipt, r.receipt.data(), r.receipt.size());
+  const auto sent_at = std::chrono::steady_clock::now();
+  for (const Reply& r : replies_) {
+    SendTo(r.routing_id, wire::kReceipt, r.receipt.data(), r.receipt.size());
+    if (const wire::Receipt* receipt = wire::VerifyReceipt(r.receipt)) {
+      metrics_->Receipt(wire::EnumNameCode(receipt->code()));
+    }
+    metrics_->ReceiptLatency(std::chrono::duration_cast<std::chrono::microseconds>(sent_at - r.received));
+  }
   replies_.clear();
   if (depths_stale_) {
     if (auto depths = store_->QueueDepths(); depths.ok()) {
@@ -605,6 +635,8 @@ void Reactor::FlushNotices(const std::string& agency) {
 
 void Reactor::OnTimer() {
   const int64_t now = NowMs();
+  metrics_->Beat();
+  metrics_->SetQueueDepths(queue_depth_);
   if (EnsureTransaction().ok()) {
     auto expired = store_->ExpireDue(now);
     if (expired.ok()) {

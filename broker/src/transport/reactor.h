@@ -22,6 +22,7 @@
 #include "config/broker_config.h"
 #include "liaison/keys.h"
 #include "routing/dispatcher.h"
+#include "admin/metrics.h"
 #include "audit/ledger.h"
 #include "store/store.h"
 #include "transport/zap_handler.h"
@@ -51,7 +52,7 @@ class Reactor {
  public:
   Reactor(BrokerConfig config, CurveKeyPair server_keys,
           std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store,
-          std::unique_ptr<audit::Ledger> ledger);
+          std::unique_ptr<audit::Ledger> ledger, Metrics* metrics);
   ~Reactor();
 
   // Starts authentication and binds the ROUTER. On success endpoint() is the
@@ -127,6 +128,7 @@ class Reactor {
   };
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<audit::Ledger> ledger_;
+  Metrics* metrics_;  // not owned; outlives the reactor
   std::chrono::steady_clock::time_point last_checkpoint_ = std::chrono::steady_clock::now();
   std::unordered_map<std::string, int64_t> queue_depth_;  // queued messages per recipient
   std::unordered_map<std::string, Outflow> outflows_;
@@ -136,6 +138,7 @@ class Reactor {
     std::vector<uint8_t> receipt;
     std::string message_id;
     std::string sender;
+    std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
   };
   std::vector<Reply> replies_;
   std::set<std::string> touched_;     // recipients to pump after the commit
