@@ -11,6 +11,7 @@
 #include "liaison/outbox.h"
 #include "liaison/wire.h"
 #include "audit/ledger.h"
+#include "audit/report.h"
 #include "audit_commands.h"
 #include "policy_commands.h"
 #include "store/store.h"
@@ -91,6 +92,28 @@ int PrintReceipt(const liaison::ReceiptBuffer& receipt, const wire::JsonCodec& c
         return kExitNotReached;
       }
     }
+  }
+  return kExitOk;
+}
+
+int Report(const std::string& ledger, const std::string& period, const std::string& from,
+           const std::string& format, const std::string& svg) {
+  auto range = liaison::audit::Period(period, from);
+  if (!range.ok()) return Fail(range.status().message(), kExitUsage);
+  auto report = liaison::audit::BuildReport(ledger, range->first, range->second);
+  if (!report.ok()) return Fail(report.status().message(), kExitUsage);
+  if (format == "csv") {
+    std::cout << liaison::audit::ToCsv(*report);
+  } else if (format == "markdown") {
+    std::cout << liaison::audit::ToMarkdown(*report);
+  } else {
+    return Fail("--format must be markdown or csv", kExitUsage);
+  }
+  if (!svg.empty()) {
+    std::ofstream out(svg);
+    out << liaison::audit::FlowsSvg(*report);
+    if (!out) return Fail("cannot write " + svg, kExitFailure);
+    std::cerr << "wrote " << svg << "\n";
   }
   return kExitOk;
 }
@@ -302,6 +325,14 @@ int main(int argc, char** argv) {
   query->add_option("--until", query_options.until, "before this time (RFC 3339)");
   query->add_option("--format", query_options.format, "table (default), json or csv");
 
+  std::string report_ledger, report_period = "month", report_from, report_format = "markdown", report_svg;
+  auto* report = app.add_subcommand("report", "M&E report from the ledger (counts below 5 shown as <5)");
+  report->add_option("--ledger", report_ledger, "ledger file")->required();
+  report->add_option("--period", report_period, "week, month (default) or quarter");
+  report->add_option("--from", report_from, "first day (YYYY-MM-DD); default: the last complete period");
+  report->add_option("--format", report_format, "markdown (default) or csv");
+  report->add_option("--svg", report_svg, "also write a chart of the flows between kinds to this file");
+
   auto* policy = app.add_subcommand("policy", "check, explain and test policies (for DPOs)");
   policy->require_subcommand(1);
   std::string policy_dir, from, to_agency, message, secret_key;
@@ -319,6 +350,7 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   if (flush->parsed()) return FlushOutbox(outbox_config);
+  if (report->parsed()) return Report(report_ledger, report_period, report_from, report_format, report_svg);
   if (verify->parsed()) return liaison::cli::AuditVerify(ledger_path, public_key);
   if (query->parsed()) return liaison::cli::AuditQueryCommand(query_options);
   if (check->parsed()) return liaison::cli::PolicyCheck(policy_dir);

@@ -131,8 +131,18 @@ fi
 echo
 echo "Who received data of case EXIT-MSA-2026-0042, when, under which rules:"
 "$BIN/liaison" audit query --ledger "$WORK/ledger.log" --case EXIT-MSA-2026-0042 \
-  --sender exit-mombasa --secret-key "$WORK/keys/broker.key" --format csv |
-  awk -F, '{printf "%-26s %-12s %-14s %-23s %-16s %s\n", $2, $3, $6, $7, $8, $12}'
+  --sender exit-mombasa --secret-key "$WORK/keys/broker.key" --format csv > "$WORK/case-query.csv"
+awk -F, '{printf "%-26s %-12s %-14s %-23s %-16s %s\n", $2, $3, $6, $7, $8, $12}' "$WORK/case-query.csv"
+if ! grep -q "break_glass,.*security-coast" "$WORK/case-query.csv"; then
+  echo "UNEXPECTED: the case query does not show the break-glass disclosure"
+  failures=$((failures + 1))
+fi
+
+say "Monitoring and evaluation report for this month, from the ledger alone (cells below 5 show as <5)"
+if ! "$BIN/liaison" report --ledger "$WORK/ledger.log" --period month --from "$(date -u +%Y-%m-01)" \
+    --svg "$WORK/flows.svg"; then
+  failures=$((failures + 1))
+fi
 
 # The demo checks itself, so that `make test` notices when it breaks.
 for expected in youth-welfare-mombasa:3 security-coast:2 exit-mombasa:1 reintegration-kwale:1 \

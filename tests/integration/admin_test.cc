@@ -47,7 +47,7 @@ TEST(AdminTest, MetricsHealthAndReadinessOverHttp) {
   const std::string admin = match[1];
 
   auto sender = Agent::Connect(broker.AgentFor(a));
-  for (const std::string& to : {"b", "c"}) {
+  for (const std::string to : {"b", "c"}) {
     wire::EnvelopeT e;
     e.id = "m-" + to;
     e.to.push_back(std::make_unique<wire::RecipientT>());

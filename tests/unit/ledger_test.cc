@@ -47,7 +47,9 @@ class LedgerTest : public ::testing::Test {
       e.released = {"subject.given_name"};
       e.dropped = {"counselling_notes"};
       (*ledger)->Add(e);
-      if (i % 2 == 1) ASSERT_TRUE((*ledger)->Flush().ok());
+      if (i % 2 == 1) {
+        ASSERT_TRUE((*ledger)->Flush().ok());
+      }
     }
     ASSERT_TRUE((*ledger)->Flush(/*checkpoint=*/true).ok());
     lines_ = Lines(path_);

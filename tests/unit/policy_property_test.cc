@@ -230,7 +230,7 @@ struct Generator {
   }
   std::string Date() {
     if (Chance(0.1)) return "soon";
-    char buf[16];
+    char buf[40];
     std::snprintf(buf, sizeof buf, "%04d-%02d-%02d", 1985 + static_cast<int>(Pick(35)),
                   1 + static_cast<int>(Pick(12)), 1 + static_cast<int>(Pick(28)));
     return buf;

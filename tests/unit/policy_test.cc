@@ -281,7 +281,9 @@ TEST_F(PolicyTest, TheStricterSideDecidesEachField) {
   EXPECT_EQ("pseudonymize", ActionOf(e, "subject.given_name"));
   EXPECT_EQ("allow", ActionOf(e, "counselling_notes"));
   for (const auto& f : e.fields) {
-    if (*f.path == "subject.phone") EXPECT_NE(std::string::npos, f.decided_by.find("accept rule 'a'"));
+    if (*f.path == "subject.phone") {
+      EXPECT_NE(std::string::npos, f.decided_by.find("accept rule 'a'"));
+    }
   }
 }
 

@@ -242,6 +242,12 @@ Status Ledger::Flush(bool checkpoint) {
     r.dropped = e.dropped;
     r.reason = e.reason;
     r.policy_version = e.policy_version;
+    r.sender_kind = e.sender_kind;
+    r.sender_region = e.sender_region;
+    r.recipient_kind = e.recipient_kind;
+    r.recipient_region = e.recipient_region;
+    r.urgency = e.urgency;
+    r.response = e.response;
     out += Line(r);
     ++since_checkpoint_;
   }

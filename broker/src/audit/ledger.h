@@ -42,6 +42,7 @@ struct Entry {
   std::string message_id, case_ref, sender, recipient, type, purpose, legal_basis, handling;
   std::vector<std::string> rules, released, transformed, dropped;
   std::string reason, policy_version;
+  std::string sender_kind, sender_region, recipient_kind, recipient_region, urgency, response;
 };
 
 class Ledger {

@@ -23,9 +23,9 @@ namespace liaison::broker {
 struct RecipientOutcome {
   std::string recipient;  // agency id, or the address text when unresolved
   wire::Code code = wire::Code::stored;
-  std::string reason;     // a reason id
-  std::vector<std::string> rules;  // release rule id, then accept rule id
-  std::vector<const std::string*> released, transformed, dropped;  // field paths
+  std::string reason = {};              // a reason id
+  std::vector<std::string> rules = {};  // release rule id, then accept rule id
+  std::vector<const std::string*> released = {}, transformed = {}, dropped = {};  // field paths
   bool break_glass = false;
 };
 

@@ -366,6 +366,20 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   base.legal_basis = peek->legal_basis() ? peek->legal_basis()->str() : "";
   base.handling = wire::EnumNameHandling(peek->handling());
   base.policy_version = policies.version();
+  base.sender_kind = sender.kind;
+  base.sender_region = sender.region;
+  base.urgency = wire::EnumNameUrgency(peek->urgency());
+  if (const auto* response = peek->payload_as_ReferralResponse()) {
+    base.response = wire::EnumNameResponseDecision(response->decision());
+  }
+  auto with_recipient = [&](audit::Entry entry, const std::string& recipient) {
+    entry.recipient = recipient;
+    if (const Agency* a = policies.directory().Find(recipient)) {
+      entry.recipient_kind = a->kind;
+      entry.recipient_region = a->region;
+    }
+    return entry;
+  };
   if (erasure) {
     auto erased = store_->EraseQueued(sender.id, case_ref);
     if (!erased.ok()) {
@@ -378,10 +392,9 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
                    admission.message_id, erased->size());
     }
     for (const store::ExpiredMessage& e : *erased) {
-      audit::Entry entry = base;
+      audit::Entry entry = with_recipient(base, e.recipient);
       entry.decision = ledger::Decision::erased;
       entry.message_id = e.message_id;
-      entry.recipient = e.recipient;
       entry.reason = "case-withdrawn:" + admission.message_id;
       ledger_->Add(entry);
     }
@@ -390,9 +403,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (const RecipientOutcome& o : outcomes) {
     if (o.code != wire::Code::denied) continue;
-    audit::Entry entry = base;
+    audit::Entry entry = with_recipient(base, o.recipient);
     entry.decision = ledger::Decision::denied;
-    entry.recipient = o.recipient;
     entry.rules = o.rules;
     entry.reason = o.reason;
     ledger_->Add(entry);
@@ -416,9 +428,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       touched_.insert(d.recipient->id);
       // The disclosure is recorded before anything leaves: if the ledger
       // cannot be written, the batch is rolled back and nothing is sent.
-      audit::Entry entry = base;
+      audit::Entry entry = with_recipient(base, d.recipient->id);
       entry.decision = ledger::Decision::released;
-      entry.recipient = d.recipient->id;
       entry.rules = d.outcome.rules;
       for (const std::string* f : d.outcome.released) entry.released.push_back(*f);
       for (const std::string* f : d.outcome.transformed) entry.transformed.push_back(*f);
@@ -507,6 +518,12 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
     entry.message_id = id;
     entry.sender = sender;
     entry.recipient = agency.id;
+    entry.recipient_kind = agency.kind;
+    entry.recipient_region = agency.region;
+    if (const Agency* s = set->directory().Find(sender)) {
+      entry.sender_kind = s->kind;
+      entry.sender_region = s->region;
+    }
     entry.policy_version = set->version();
     ledger_->Add(entry);
   }
