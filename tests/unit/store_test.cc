@@ -51,7 +51,7 @@ TEST(StoreTest, QueuesInOrderAcksAndDedupes) {
   EXPECT_FALSE(store.Ack("c", seq1, 2000)->has_value());  // not c's message
   auto sender = store.Ack("b", seq1, 2000);
   ASSERT_TRUE(sender.ok());
-  EXPECT_EQ("a", sender->value());
+  EXPECT_EQ("a", sender->value().sender);
   EXPECT_FALSE(store.Ack("b", seq1, 2000)->has_value());  // twice is harmless
   ASSERT_TRUE(store.Commit().ok());
   EXPECT_EQ(2, store.QueueDepths()->at("b"));

@@ -229,7 +229,7 @@ Status Ledger::Flush(bool checkpoint) {
     ledger::LedgerRecordT r;
     r.decision = e.decision;
     r.message_id = e.message_id;
-    r.case_ = CasePseudonym(case_key_, e.sender, e.case_ref);
+    r.case_ = e.case_ref.empty() ? e.case_pseudonym : CasePseudonym(case_key_, e.sender, e.case_ref);
     r.sender = e.sender;
     r.recipient = e.recipient;
     r.type = e.type;

@@ -43,6 +43,7 @@ struct Entry {
   std::vector<std::string> rules, released, transformed, dropped;
   std::string reason, policy_version;
   std::string sender_kind, sender_region, recipient_kind, recipient_region, urgency, response;
+  std::string case_pseudonym;  // used when case_ref is empty (events after admission)
 };
 
 class Ledger {
@@ -67,6 +68,10 @@ class Ledger {
   void Discard() { batch_.clear(); }
 
   uint64_t last_seq() const { return seq_; }
+  // The pseudonym this ledger records for (sender, case_ref).
+  std::string CaseOf(const std::string& sender, const std::string& case_ref) const {
+    return CasePseudonym(case_key_, sender, case_ref);
+  }
   uint64_t failures() const { return failures_; }
 
  private:

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS messages (
   acked_ms INTEGER,
   purge_after_ms INTEGER NOT NULL,
   sealed BLOB,
+  label TEXT,
   UNIQUE (sender, message_id, recipient));
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, state, seq);
 CREATE INDEX IF NOT EXISTS messages_by_case ON messages (sender, case_hash, state);
@@ -326,12 +327,12 @@ Status Store::PutReceipt(const std::string& sender, const std::string& message_i
 Status Store::Enqueue(const std::string& sender, const std::string& message_id,
                       const std::string& recipient, const std::string& case_ref,
                       const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
-                      int64_t purge_after_ms) {
+                      int64_t purge_after_ms, const std::string& label) {
   const std::string case_hash = CaseHash(sender, case_ref);
   const auto sealed = Seal(key_, Aad(sender, message_id, recipient), envelope, size);
   sqlite3_stmt* s = Prepare(
       "INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
-      "purge_after_ms, sealed) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)");
+      "purge_after_ms, sealed, label) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)");
   Reset reset(s);
   BindText(s, 1, sender);
   BindText(s, 2, message_id);
@@ -341,6 +342,7 @@ Status Store::Enqueue(const std::string& sender, const std::string& message_id,
   sqlite3_bind_int64(s, 6, expires_ms);
   sqlite3_bind_int64(s, 7, purge_after_ms);
   BindBlob(s, 8, sealed.data(), sealed.size());
+  BindText(s, 9, label);
   if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: queueing a message"));
   sqlite3_stmt* d = Prepare(
       "INSERT OR IGNORE INTO disclosures (sender, case_hash, recipient) VALUES (?1, ?2, ?3)");
@@ -381,15 +383,16 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
   return out;
 }
 
-StatusOr<std::optional<std::string>> Store::Ack(const std::string& recipient, int64_t seq,
-                                                int64_t now_ms) {
-  std::optional<std::string> sender;
+StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, int64_t seq,
+                                                 int64_t now_ms) {
+  std::optional<AckedMessage> sender;
   {
-    sqlite3_stmt* q = Prepare("SELECT sender FROM messages WHERE seq = ?1 AND recipient = ?2 AND state = 0");
+    sqlite3_stmt* q =
+        Prepare("SELECT sender, label FROM messages WHERE seq = ?1 AND recipient = ?2 AND state = 0");
     Reset reset(q);
     sqlite3_bind_int64(q, 1, seq);
     BindText(q, 2, recipient);
-    if (sqlite3_step(q) == SQLITE_ROW) sender = ColumnText(q, 0);
+    if (sqlite3_step(q) == SQLITE_ROW) sender = AckedMessage{ColumnText(q, 0), ColumnText(q, 1)};
   }
   if (!sender) return sender;
   // The message itself is no longer needed once delivered: drop the copy now.
@@ -403,12 +406,14 @@ StatusOr<std::optional<std::string>> Store::Ack(const std::string& recipient, in
 
 StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
   sqlite3_stmt* q = Prepare(
-      "SELECT sender, message_id, recipient FROM messages WHERE state = 0 AND expires_ms <= ?1");
+      "SELECT sender, message_id, recipient, label FROM messages WHERE state = 0 AND expires_ms <= ?1");
   std::vector<ExpiredMessage> out;
   {
     Reset reset(q);
     sqlite3_bind_int64(q, 1, now_ms);
-    while (sqlite3_step(q) == SQLITE_ROW) out.push_back({ColumnText(q, 0), ColumnText(q, 1), ColumnText(q, 2)});
+    while (sqlite3_step(q) == SQLITE_ROW) {
+      out.push_back({ColumnText(q, 0), ColumnText(q, 1), ColumnText(q, 2), ColumnText(q, 3)});
+    }
   }
   if (out.empty()) return out;
   sqlite3_stmt* s = Prepare("UPDATE messages SET state = 3, sealed = NULL WHERE state = 0 AND expires_ms <= ?1");
@@ -461,7 +466,7 @@ StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& send
     Reset reset(q);
     BindText(q, 1, sender);
     BindBlob(q, 2, h.data(), h.size());
-    while (sqlite3_step(q) == SQLITE_ROW) out.push_back({sender, ColumnText(q, 0), ColumnText(q, 1)});
+    while (sqlite3_step(q) == SQLITE_ROW) out.push_back({sender, ColumnText(q, 0), ColumnText(q, 1), ""});
   }
   sqlite3_stmt* s = Prepare(
       "UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 AND state = 0");

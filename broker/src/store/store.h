@@ -42,6 +42,12 @@ struct QueuedMessage {
 
 struct ExpiredMessage {
   std::string sender, message_id, recipient;
+  std::string label;  // what the caller attached at Enqueue
+};
+
+struct AckedMessage {
+  std::string sender;
+  std::string label;
 };
 
 struct Notice {
@@ -70,17 +76,19 @@ class Store {
                     const std::vector<uint8_t>& receipt, int64_t purge_after_ms);
 
   // Queues `envelope` for `recipient`; records the disclosure of the case.
+  // `label` is an opaque, non-personal note returned with the message's
+  // later events (the broker keeps the ledger's case pseudonym and type).
   Status Enqueue(const std::string& sender, const std::string& message_id,
                  const std::string& recipient, const std::string& case_ref,
                  const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
-                 int64_t purge_after_ms);
+                 int64_t purge_after_ms, const std::string& label = "");
 
   // Queued messages of `recipient` with seq > after_seq, in order.
   StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq,
                                                int limit);
   // Marks the queued message `seq` of `recipient` acknowledged; returns its
-  // sender, or nullopt if it was not queued (already acked, expired, erased).
-  StatusOr<std::optional<std::string>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);
+  // sender and label, or nullopt if it was not queued (acked, expired, erased).
+  StatusOr<std::optional<AckedMessage>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);
   // Queued messages past their expiry become expired; returns them.
   StatusOr<std::vector<ExpiredMessage>> ExpireDue(int64_t now_ms);
   // Deletes acknowledged and expired messages, and receipts, past retention.

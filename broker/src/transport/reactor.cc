@@ -416,8 +416,11 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       d.outcome.reason = "recipient-queue-full";
       spdlog::warn("event=queue_full recipient={} depth={}", d.recipient->id, depth);
     } else {
+      // The label carries the ledger's case pseudonym and the type to the
+      // message's later ledger records (delivered, expired).
       Status st = store_->Enqueue(sender.id, admission.message_id, d.recipient->id, case_ref,
-                                  d.envelope.data(), d.envelope.size(), now, expires, purge_after);
+                                  d.envelope.data(), d.envelope.size(), now, expires, purge_after,
+                                  ledger_->CaseOf(sender.id, case_ref) + "|" + base.type);
       if (!st.ok()) {
         batch_failed_ = true;
         return unavailable(admission.message_id, st);
@@ -493,18 +496,19 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
     outflows_[agency.id] = Outflow{};  // not recorded: redeliver, the agent acks again
     return;
   }
-  std::vector<std::string> senders;
+  std::vector<store::AckedMessage> acked;
   for (int64_t seq : seqs) {
-    auto sender = store_->Ack(agency.id, seq, NowMs());
-    if (!sender.ok()) {
+    auto message = store_->Ack(agency.id, seq, NowMs());
+    if (!message.ok()) {
       batch_failed_ = true;
-      spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, sender.status().message());
+      spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, message.status().message());
       return;
     }
-    if (sender->has_value()) senders.push_back(**sender);
+    if (message->has_value()) acked.push_back(**message);
   }
   const auto set = policies();
-  for (const std::string& sender : senders) {
+  for (const store::AckedMessage& message : acked) {
+    const std::string& sender = message.sender;
     --queue_depth_[agency.id];
     auto notice = BuildReceipt(id, wire::Code::ok, "", sender, {{agency.id, wire::Code::delivered}},
                                set->version());
@@ -516,6 +520,8 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
     audit::Entry entry;
     entry.decision = ledger::Decision::delivered;
     entry.message_id = id;
+    entry.case_pseudonym = message.label.substr(0, message.label.find('|'));
+    if (message.label.find('|') != std::string::npos) entry.type = message.label.substr(message.label.find('|') + 1);
     entry.sender = sender;
     entry.recipient = agency.id;
     entry.recipient_kind = agency.kind;
@@ -676,6 +682,8 @@ void Reactor::OnTimer() {
         audit::Entry entry;
         entry.decision = ledger::Decision::expired;
         entry.message_id = e.message_id;
+        entry.case_pseudonym = e.label.substr(0, e.label.find('|'));
+        if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
         entry.sender = e.sender;
         entry.recipient = e.recipient;
         entry.reason = "not-delivered-in-time";
