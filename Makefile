@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench property soak clean
+.PHONY: all deps configure build demo test bench property soak test-sanitize clean
 
 all: build
 
@@ -41,6 +41,16 @@ property: build
 soak: build
 	@LIAISON_CRASH_MESSAGES=100000 LIAISON_CRASH_KILLS=10 \
 	  $(BUILD_DIR)/bin/integration_tests --gtest_filter='CrashTest.*'
+
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer, in
+# its own build directory.
+test-sanitize: deps
+	@cmake -S . -B $(BUILD_DIR)-asan -DCMAKE_BUILD_TYPE=Debug \
+	  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
+	@cmake --build $(BUILD_DIR)-asan -j $(JOBS)
+	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS) --timeout 600
 
 clean:
 	rm -rf $(BUILD_DIR)

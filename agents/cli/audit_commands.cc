@@ -1,6 +1,7 @@
 #include "audit_commands.h"
 
 #include <iomanip>
+#include <optional>
 #include <iostream>
 #include <sstream>
 
@@ -40,7 +41,26 @@ int AuditVerify(const std::string& ledger, const std::string& public_key) {
   return report.ok ? 0 : 1;
 }
 
+namespace {
+
+// A time argument: RFC 3339, or a date (midnight UTC).
+std::optional<int64_t> TimeArg(const std::string& text) {
+  if (text.size() == 10) return wire::ParseRfc3339Millis(text + "T00:00:00Z");
+  return wire::ParseRfc3339Millis(text);
+}
+
+}  // namespace
+
 int AuditQueryCommand(const AuditQuery& q) {
+  std::optional<int64_t> since, until;
+  if (!q.since.empty() && !(since = TimeArg(q.since))) {
+    std::cerr << "--since must be a date (2026-11-01) or an RFC 3339 time\n";
+    return 2;
+  }
+  if (!q.until.empty() && !(until = TimeArg(q.until))) {
+    std::cerr << "--until must be a date (2026-12-01) or an RFC 3339 time\n";
+    return 2;
+  }
   std::string case_pseudonym;
   if (!q.case_ref.empty()) {
     if (q.sender.empty() || q.secret_key.empty()) {
@@ -84,8 +104,10 @@ int AuditQueryCommand(const AuditQuery& q) {
     if (!q.agency.empty() && Str(r->sender()) != q.agency && Str(r->recipient()) != q.agency) continue;
     if (!q.rule.empty() && Join(r->rules(), "\n").find(q.rule) == std::string::npos) continue;
     if (!q.decision.empty() && decision != q.decision) continue;
-    if (!q.since.empty() && Str(r->time()) < q.since) continue;
-    if (!q.until.empty() && Str(r->time()) >= q.until) continue;
+    if (since || until) {
+      const auto at = wire::ParseRfc3339Millis(Str(r->time()));
+      if (!at || (since && *at < *since) || (until && *at >= *until)) continue;
+    }
     ++matched;
     if (q.format == "json") {
       auto json = codec.ToJson(bytes, false);

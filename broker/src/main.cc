@@ -132,6 +132,10 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", ledger.status().message());
     return kExitRuntimeError;
   }
+  if ((*ledger)->repaired_bytes() > 0) {
+    spdlog::warn("event=ledger_repaired cut_bytes={} reason=torn_last_write_never_acknowledged",
+                 (*ledger)->repaired_bytes());
+  }
   spdlog::info("event=ledger_open path={} last_record={} signing_key_fingerprint={}",
                config->ledger.path, (*ledger)->last_seq(),
                liaison::audit::SigningKeyFingerprint(signing_key->get()));

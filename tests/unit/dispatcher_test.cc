@@ -213,6 +213,22 @@ TEST_F(DispatcherTest, TimesMustBeRfc3339AndVersionKnown) {
   EXPECT_EQ(Code::missing_field, Admit(pack()).code);
 }
 
+TEST_F(DispatcherTest, APayloadTypeFromANewerSchemaIsRefused) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto to = std::vector<flatbuffers::Offset<wire::Recipient>>{
+      wire::CreateRecipientDirect(fbb, "youth-m")};
+  auto payload = wire::CreateCaseClosure(fbb).Union();
+  auto env = wire::CreateEnvelopeDirect(fbb, "n-1", nullptr, &to, nullptr, nullptr, nullptr, 0,
+                                        wire::Handling::unspecified, nullptr, wire::Urgency::unspecified,
+                                        wire::SourceReliability::unspecified,
+                                        wire::InformationAccuracy::unspecified, nullptr, nullptr, nullptr,
+                                        1, static_cast<wire::Payload>(200), payload);
+  wire::FinishEnvelopeBuffer(fbb, env);
+  Admission a = Admit({fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()});
+  EXPECT_EQ(Code::unsupported_version, a.code);
+  EXPECT_TRUE(a.deliveries.empty());
+}
+
 TEST(ReceiptTest, BuildsAVerifiableReceipt) {
   auto buffer = BuildReceipt("m-9", Code::ok, "", "exit-a",
                              {{"youth-m", Code::forwarded, ""},

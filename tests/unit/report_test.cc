@@ -61,6 +61,7 @@ TEST(ReportTest, CountsFlowsRatesDenialsAndSuppressesSmallCells) {
   EXPECT_NE(std::string::npos, md.find("| exit-programme | youth-welfare | 7 |"));
   EXPECT_NE(std::string::npos, md.find("| prison-service | exit-programme | <5 |"));  // 3 is suppressed
   EXPECT_NE(std::string::npos, md.find("| youth-welfare | 5 | 5 | 50% |"));
+  EXPECT_NE(std::string::npos, md.find("| red | 7 | 7 | 100% |"));
   EXPECT_NE(std::string::npos, md.find("| exit-programme-1 | <5 |"));
   EXPECT_EQ(std::string::npos, md.find("| 3 |"));
   EXPECT_NE(std::string::npos, ToCsv(*r).find("flow_kind,prison-service,exit-programme,<5"));

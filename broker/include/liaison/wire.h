@@ -49,6 +49,11 @@ const Ack* VerifyAck(std::span<const uint8_t> bytes);
 const Hello* VerifyHello(std::span<const uint8_t> bytes);
 const Welcome* VerifyWelcome(std::span<const uint8_t> bytes);
 
+// FlatBuffers must be read from 8-byte aligned memory; a ZeroMQ frame's data
+// need not be (small frames live inside the message struct). Returns `bytes`
+// if aligned, else a copy held in `storage`.
+std::span<const uint8_t> Aligned(std::span<const uint8_t> bytes, std::vector<uint8_t>& storage);
+
 // The binary schemas (.bfbs) this build was made with.
 const reflection::Schema& EnvelopeSchema();
 const reflection::Schema& ControlSchema();

@@ -77,8 +77,9 @@ bool Metrics::Healthy() const {
 
 bool Metrics::Ready(std::string* why) const {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!ready_ && why) *why = not_ready_why_;
-  return ready_ && Healthy();
+  const bool healthy = Healthy();
+  if (why) *why = !ready_ ? not_ready_why_ : (!healthy ? "the reactor loop is not responding" : "");
+  return ready_ && healthy;
 }
 
 std::string Metrics::Render() const {

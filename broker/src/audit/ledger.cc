@@ -176,6 +176,7 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
       // A torn write: never acknowledged (acks follow the fsync), so cut it.
       const off_t keep = end == std::string::npos ? 0 : static_cast<off_t>(end + 1);
       if (::ftruncate(ledger->fd_, keep) != 0) return Status::IoError("cannot repair the ledger " + path);
+      ledger->repaired_bytes_ = text.size() - static_cast<size_t>(keep);
       text.resize(keep);
       end = text.empty() ? std::string::npos : text.size() - 1;
     }

@@ -68,6 +68,8 @@ class Ledger {
   void Discard() { batch_.clear(); }
 
   uint64_t last_seq() const { return seq_; }
+  // Bytes of a torn last line cut off at Open (0 if none).
+  uint64_t repaired_bytes() const { return repaired_bytes_; }
   // The pseudonym this ledger records for (sender, case_ref).
   std::string CaseOf(const std::string& sender, const std::string& case_ref) const {
     return CasePseudonym(case_key_, sender, case_ref);
@@ -85,6 +87,7 @@ class Ledger {
   uint64_t since_checkpoint_ = 0;
   uint64_t checkpoint_every_ = 1000;
   uint64_t failures_ = 0;
+  uint64_t repaired_bytes_ = 0;
   std::shared_ptr<EVP_PKEY> key_;
   std::string key_fingerprint_;
   std::array<uint8_t, 32> case_key_{};

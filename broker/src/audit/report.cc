@@ -133,13 +133,17 @@ std::string ToMarkdown(const Report& r) {
   for (const auto& [k, unused] : kinds) {
     const uint64_t a = r.accepted.count(k) ? r.accepted.at(k) : 0, d = r.declined.count(k) ? r.declined.at(k) : 0;
     out << "| " << k << " | " << Cell(a) << " | " << Cell(d) << " | "
-        << (a + d >= 5 ? std::to_string(100 * a / (a + d)) + "%" : "-") << " |\n";
+        // A rate would reveal a suppressed count: shown only when both are.
+        << (a >= 5 && d >= 5 ? std::to_string(100 * a / (a + d)) + "%" : "-") << " |\n";
   }
   out << "\n## Time to delivery against the urgency deadline (red 4 h, amber 24 h, green 72 h)\n\n"
       << "| urgency | delivered | within deadline | share |\n|---|---|---|---|\n";
   for (const auto& [u, d] : r.by_urgency) {
     out << "| " << u << " | " << Cell(d.delivered) << " | " << Cell(d.within) << " | "
-        << (d.delivered >= 5 ? std::to_string(100 * d.within / d.delivered) + "%" : "-") << " |\n";
+        << (d.within >= 5 && d.delivered - d.within >= 5
+                ? std::to_string(100 * d.within / d.delivered) + "%"
+                : (d.within == d.delivered && d.delivered >= 5 ? "100%" : "-"))
+        << " |\n";
   }
   out << "\n## Denials by reason\n\n| reason | denials |\n|---|---|\n";
   for (const auto& [reason, n] : r.denials_by_reason) out << "| " << reason << " | " << Cell(n) << " |\n";

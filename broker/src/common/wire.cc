@@ -46,6 +46,12 @@ const Welcome* VerifyWelcome(std::span<const uint8_t> bytes) {
   return VerifyAs<Welcome>(bytes, nullptr);
 }
 
+std::span<const uint8_t> Aligned(std::span<const uint8_t> bytes, std::vector<uint8_t>& storage) {
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % 8 == 0) return bytes;
+  storage.assign(bytes.begin(), bytes.end());  // operator new aligns to 16
+  return storage;
+}
+
 const reflection::Schema& EnvelopeSchema() { return *reflection::GetSchema(kenvelopeBfbs); }
 const reflection::Schema& ControlSchema() { return *reflection::GetSchema(kcontrolBfbs); }
 

@@ -238,8 +238,16 @@ bool InList(const std::vector<std::string>& list, const std::string& value) {
   return false;
 }
 
+// The bit for an enum value read from a message: values past the masks'
+// width (a newer or hostile sender) match no rule.
+template <typename E>
+uint32_t Bit(E value) {
+  const auto v = static_cast<uint32_t>(value);
+  return v < 32 ? 1u << v : 0;
+}
+
 bool Matches(const Rule& rule, const broker::Agency& counterpart, const MessageFacts& f) {
-  if (!(rule.messages & (1u << static_cast<uint32_t>(f.type)))) return false;
+  if (!(rule.messages & Bit(f.type))) return false;
   if (rule.break_glass && !f.break_glass) return false;
   if (!rule.agencies.empty() && !InList(rule.agencies, counterpart.id)) return false;
   if (!rule.kinds.empty() && !InList(rule.kinds, counterpart.kind)) return false;
@@ -254,9 +262,10 @@ bool Matches(const Rule& rule, const broker::Agency& counterpart, const MessageF
                                       f.legal_basis) == rule.legal_bases.end())) {
     return false;
   }
-  if (!(rule.consent & (1u << static_cast<uint32_t>(f.consent)))) return false;
-  if (!(rule.handling & (1u << static_cast<uint32_t>(f.handling)))) return false;
-  if (!(rule.risk & (1u << static_cast<uint32_t>(f.risk)))) return false;
+  // A full mask means "any", including values this broker does not know.
+  if (rule.consent != ~0u && !(rule.consent & Bit(f.consent))) return false;
+  if (rule.handling != ~0u && !(rule.handling & Bit(f.handling))) return false;
+  if (rule.risk != ~0u && !(rule.risk & Bit(f.risk))) return false;
   if (rule.subject_minor && f.subject_minor != rule.subject_minor) return false;
   return true;
 }

@@ -87,6 +87,11 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
   if (env.payload_type() == wire::Payload::NONE) {
     return Reject(Code::missing_field, "payload is missing", id);
   }
+  if (env.payload_type() > wire::Payload::MAX) {
+    // A payload type from a newer schema: no policy can decide its fields.
+    return Reject(Code::unsupported_version,
+                  "payload_type is newer than this broker understands; upgrade the broker first", id);
+  }
   if (!env.to() || env.to()->size() == 0) return Reject(Code::no_recipients, "to is empty", id);
   if (env.to()->size() > limits.max_recipients) {
     return Reject(Code::invalid_field,

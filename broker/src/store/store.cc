@@ -218,6 +218,15 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const Stor
                               "); restore it from a backup");
   }
   LIAISON_RETURN_IF_ERROR(store->Exec(kSchema).WithContext("store " + path));
+  // Stores made before messages had a label gain the column (NULL = none).
+  bool has_label = false;
+  sqlite3_stmt* columns = nullptr;
+  sqlite3_prepare_v2(store->db_, "PRAGMA table_info(messages)", -1, &columns, nullptr);
+  while (columns && sqlite3_step(columns) == SQLITE_ROW) has_label |= ColumnText(columns, 1) == "label";
+  sqlite3_finalize(columns);
+  if (!has_label) {
+    LIAISON_RETURN_IF_ERROR(store->Exec("ALTER TABLE messages ADD COLUMN label TEXT").WithContext("store " + path));
+  }
   LIAISON_RETURN_IF_ERROR(store->CheckKey());
   return store;
 }

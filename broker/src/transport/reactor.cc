@@ -229,7 +229,8 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
 
 void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, int fd,
                           const zmq::message_t& body) {
-  const wire::Hello* hello = wire::VerifyHello({body.data<uint8_t>(), body.size()});
+  std::vector<uint8_t> storage;
+  const wire::Hello* hello = wire::VerifyHello(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
   if (!hello) {
     stats_.malformed_frames++;
     spdlog::warn("event=malformed agency={} reason=bad_hello", agency.id);
@@ -296,7 +297,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
                          const std::string& routing_id, const zmq::message_t& body) {
   stats_.messages_in++;
   ++batch_messages_;
-  std::span<const uint8_t> bytes(body.data<uint8_t>(), body.size());
+  std::vector<uint8_t> storage;
+  std::span<const uint8_t> bytes = wire::Aligned({body.data<uint8_t>(), body.size()}, storage);
   auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
     replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id,
                         sender.id});
@@ -468,7 +470,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
 
 void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
                         const std::string& routing_id) {
-  const wire::Ack* ack = wire::VerifyAck({body.data<uint8_t>(), body.size()});
+  std::vector<uint8_t> storage;
+  const wire::Ack* ack = wire::VerifyAck(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
   if (!ack) {
     stats_.malformed_frames++;
     auto receipt = BuildReceipt("", wire::Code::malformed, "ACK body is not a valid Ack table",
