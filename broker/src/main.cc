@@ -164,15 +164,24 @@ int main(int argc, char** argv) {
   }
 
   std::thread reactor_thread([&] { reactor.Run(); });
-  // Reload on SIGHUP, and when a policy file changes (checked every second).
+  // Reload on SIGHUP, and when the policy files change and then stay
+  // unchanged for a second (so that a file being written is not read half).
   std::string fingerprint = PolicyFilesFingerprint(config->policies_dir);
+  std::string pending;  // a changed fingerprint waiting to settle
   while (true) {
     const timespec tick{1, 0};
     int sig = sigtimedwait(&signals, nullptr, &tick);
     if (sig < 0) {
       std::string now = PolicyFilesFingerprint(config->policies_dir);
-      if (now == fingerprint) continue;
-      fingerprint = now;
+      if (now == fingerprint) {
+        pending.clear();
+        continue;
+      }
+      if (now != pending) {
+        pending = now;  // changed: wait one more tick for it to settle
+        continue;
+      }
+      pending.clear();
       sig = SIGHUP;
       spdlog::info("event=policy_files_changed");
     }

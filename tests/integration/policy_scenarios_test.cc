@@ -225,8 +225,10 @@ TEST_F(PolicyScenarioTest, AReloadMidStreamLosesAndMisroutesNothing) {
   std::atomic<bool> done{false};
   std::thread reloader([&] {
     for (int i = 0; !done; ++i) {
-      // A comment changes the version, not the rules.
-      WriteText(file, original + "# reload " + std::to_string(i) + "\n");
+      // A comment changes the version, not the rules. Written as operators
+      // should: a new file renamed into place, never half-written.
+      WriteText(file + ".new", original + "# reload " + std::to_string(i) + "\n");
+      std::filesystem::rename(file + ".new", file);
       broker_->Signal(SIGHUP);
       std::this_thread::sleep_for(30ms);
     }
