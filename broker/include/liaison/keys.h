@@ -40,6 +40,10 @@ bool IsValidZ85Key(std::string_view z85);
 // Decodes a Z85 key to its 32 raw bytes; empty on error.
 std::string DecodeZ85Key(std::string_view z85);
 
+// Lowercase hex of `size` bytes: the one hex encoding for keys, digests,
+// pseudonyms and signatures.
+std::string HexEncode(const void* data, size_t size);
+
 // A short, non-secret name for a public key in logs: the first 16 hex digits
 // of SHA-256 over the 32 raw key bytes.
 std::string KeyFingerprint(std::string_view raw_key_32);

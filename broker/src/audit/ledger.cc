@@ -1,5 +1,7 @@
 #include "audit/ledger.h"
 
+#include "liaison/keys.h"
+
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -18,16 +20,7 @@
 namespace liaison::audit {
 namespace {
 
-std::string Hex(const unsigned char* data, size_t n) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * n);
-  for (size_t i = 0; i < n; ++i) {
-    out += kHex[data[i] >> 4];
-    out += kHex[data[i] & 0xf];
-  }
-  return out;
-}
+std::string Hex(const unsigned char* data, size_t n) { return HexEncode(data, n); }
 
 std::string Sha256Hex(std::string_view text) {
   unsigned char digest[SHA256_DIGEST_LENGTH];

@@ -62,16 +62,21 @@ std::string DecodeZ85Key(std::string_view z85) {
   return std::string(reinterpret_cast<char*>(raw), 32);
 }
 
+std::string HexEncode(const void* data, size_t size) {
+  static const char* kHex = "0123456789abcdef";
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  std::string out(2 * size, '0');
+  for (size_t i = 0; i < size; ++i) {
+    out[2 * i] = kHex[bytes[i] >> 4];
+    out[2 * i + 1] = kHex[bytes[i] & 0xf];
+  }
+  return out;
+}
+
 std::string KeyFingerprint(std::string_view raw_key_32) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(raw_key_32.data()), raw_key_32.size(), digest);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (int i = 0; i < 8; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 0xf];
-  }
-  return out;
+  return HexEncode(digest, 8);
 }
 
 StatusOr<CurveKeyPair> GenerateCurveKeyPair() {

@@ -1,5 +1,7 @@
 #include "policy/engine.h"
 
+#include "liaison/keys.h"
+
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
@@ -336,13 +338,7 @@ std::string Pseudonym(const std::array<uint8_t, 32>& key, std::string_view path,
   unsigned char digest[32];
   // path || 0 || value: the same value in two fields gets two tokens.
   hmac.Mac(key, path, value, digest);
-  static const char* kHex = "0123456789abcdef";
-  std::string out(32, '0');
-  for (int i = 0; i < 16; ++i) {
-    out[2 * i] = kHex[digest[i] >> 4];
-    out[2 * i + 1] = kHex[digest[i] & 0xf];
-  }
-  return out;
+  return HexEncode(digest, 16);
 }
 
 MessageFacts ExtractFacts(const wire::Envelope& env, const Vocabulary& vocabulary) {

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "liaison/keys.h"
 #include "liaison/yaml_util.h"
 
 namespace liaison::policy {
@@ -418,13 +419,7 @@ std::string HashFiles(const std::vector<fs::path>& files) {
   }
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(all.data()), all.size(), digest);
-  static const char* kHex = "0123456789abcdef";
-  std::string out;
-  for (int i = 0; i < 8; ++i) {
-    out += kHex[digest[i] >> 4];
-    out += kHex[digest[i] & 0xf];
-  }
-  return out;
+  return HexEncode(digest, 8);
 }
 
 }  // namespace

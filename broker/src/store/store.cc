@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include "liaison/keys.h"
+
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -175,13 +177,9 @@ StatusOr<StoreKey> LoadStoreKey(const std::string& path) {
 Status WriteStoreKey(const std::string& path) {
   StoreKey key;
   if (RAND_bytes(key.data(), key.size()) != 1) return Status::Internal("no randomness from OpenSSL");
-  static const char* kHex = "0123456789abcdef";
-  std::string text = "# liaison store key (AES-256-GCM at rest). Keep secret; back it up with the store.\n";
-  for (uint8_t b : key) {
-    text += kHex[b >> 4];
-    text += kHex[b & 0xf];
-  }
-  text += "\n";
+  const std::string text =
+      "# liaison store key (AES-256-GCM at rest). Keep secret; back it up with the store.\n" +
+      HexEncode(key.data(), key.size()) + "\n";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
   if (fd < 0) {
     return Status::IoError("cannot create " + path + ": " + std::strerror(errno) +
