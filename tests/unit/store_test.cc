@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <sqlite3.h>
+
 #include <fstream>
 
 #include "testing/fixtures.h"
@@ -138,6 +140,39 @@ TEST(StoreKeyTest, WrittenKeysLoadAndBadOnesAreRefused) {
   EXPECT_FALSE(LoadStoreKey(dir.file("short")).ok());
   auto missing = LoadStoreKey(dir.file("none"));
   EXPECT_NE(std::string::npos, missing.status().message().find("liaison keygen --store-key"));
+}
+
+}  // namespace
+}  // namespace liaison::store
+
+namespace liaison::store {
+namespace {
+
+TEST(StoreDamageTest, AMessageThatDoesNotDecryptIsSetAsideNotBlocking) {
+  testing::TempDir dir;
+  {
+    auto s = Store::Open(dir.file("s.db"), Key(9));
+    ASSERT_TRUE((*s)->Begin().ok());
+    const uint8_t b[] = {1, 2, 3};
+    for (const char* id : {"first", "second"}) {
+      ASSERT_TRUE((*s)->Enqueue("a", id, "b", "C", b, 3, 0, 1LL << 50, 1LL << 50).ok());
+    }
+    ASSERT_TRUE((*s)->Commit().ok());
+  }
+  {
+    // Damage the first message's ciphertext in place.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(SQLITE_OK, sqlite3_open(dir.file("s.db").c_str(), &db));
+    ASSERT_EQ(SQLITE_OK, sqlite3_exec(db, "UPDATE messages SET sealed = zeroblob(40) WHERE message_id = 'first'",
+                                      nullptr, nullptr, nullptr));
+    sqlite3_close(db);
+  }
+  auto s = Store::Open(dir.file("s.db"), Key(9));
+  auto pending = (*s)->Pending("b", 0, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(1u, pending->size());
+  EXPECT_EQ("second", (*pending)[0].message_id);
+  EXPECT_EQ(1, (*s)->QueueDepths()->at("b"));  // set aside: no longer queued
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -21,7 +22,7 @@ constexpr int kNonceBytes = 12;
 constexpr int kTagBytes = 16;
 constexpr const char* kKeyCheckText = "liaison store key check v1";
 
-enum State : int { kQueued = 0, kAcked = 2, kExpired = 3, kErased = 4 };
+// Rows: 0 queued, 2 acked, 3 expired, 4 erased, 5 damaged (does not decrypt).
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -371,6 +372,7 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
   sqlite3_bind_int64(s, 2, after_seq);
   sqlite3_bind_int(s, 3, limit);
   std::vector<QueuedMessage> out;
+  std::vector<int64_t> damaged;
   int rc;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     QueuedMessage m;
@@ -380,13 +382,21 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
     std::vector<uint8_t> sealed = ColumnBlob(s, 3);
     auto opened = Unseal(key_, Aad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
     if (!opened) {
-      return Status::Corruption("store " + path_ + ": message " + std::to_string(m.seq) +
-                                " does not decrypt (damaged, or moved between rows)");
+      damaged.push_back(m.seq);  // set aside below, so it cannot block the queue
+      continue;
     }
     m.envelope = std::move(*opened);
     out.push_back(std::move(m));
   }
   if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: reading the queue"));
+  for (int64_t seq : damaged) {
+    spdlog::error("event=store_damaged_message seq={} recipient={} action=set_aside "
+                  "hint=\"restore the store from a backup to recover it\"", seq, recipient);
+    sqlite3_stmt* u = Prepare("UPDATE messages SET state = 5 WHERE seq = ?1");
+    Reset reset_u(u);
+    sqlite3_bind_int64(u, 1, seq);
+    if (sqlite3_step(u) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: setting aside"));
+  }
   return out;
 }
 
@@ -447,7 +457,9 @@ StatusOr<std::unordered_map<std::string, int64_t>> Store::QueueDepths() {
   sqlite3_stmt* s = Prepare("SELECT recipient, COUNT(*) FROM messages WHERE state = 0 GROUP BY recipient");
   Reset reset(s);
   std::unordered_map<std::string, int64_t> out;
-  while (sqlite3_step(s) == SQLITE_ROW) out[ColumnText(s, 0)] = sqlite3_column_int64(s, 1);
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out[ColumnText(s, 0)] = sqlite3_column_int64(s, 1);
+  if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: counting queues"));
   return out;
 }
 
@@ -459,7 +471,9 @@ StatusOr<std::vector<std::string>> Store::Disclosures(const std::string& sender,
   BindText(s, 1, sender);
   BindBlob(s, 2, h.data(), h.size());
   std::vector<std::string> out;
-  while (sqlite3_step(s) == SQLITE_ROW) out.push_back(ColumnText(s, 0));
+  int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.push_back(ColumnText(s, 0));
+  if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: reading disclosures"));
   return out;
 }
 
@@ -469,11 +483,13 @@ StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& send
   std::vector<ExpiredMessage> out;
   {
     sqlite3_stmt* q = Prepare(
-        "SELECT message_id, recipient FROM messages WHERE sender = ?1 AND case_hash = ?2 AND state = 0");
+        "SELECT message_id, recipient, label FROM messages WHERE sender = ?1 AND case_hash = ?2 AND state = 0");
     Reset reset(q);
     BindText(q, 1, sender);
     BindBlob(q, 2, h.data(), h.size());
-    while (sqlite3_step(q) == SQLITE_ROW) out.push_back({sender, ColumnText(q, 0), ColumnText(q, 1), ""});
+    while (sqlite3_step(q) == SQLITE_ROW) {
+      out.push_back({sender, ColumnText(q, 0), ColumnText(q, 1), ColumnText(q, 2)});
+    }
   }
   sqlite3_stmt* s = Prepare(
       "UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 AND state = 0");

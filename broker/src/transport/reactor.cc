@@ -397,6 +397,9 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       audit::Entry entry = with_recipient(base, e.recipient);
       entry.decision = ledger::Decision::erased;
       entry.message_id = e.message_id;
+      // The removed message's own type; purpose and the like are the
+      // withdrawal's (the store keeps no more about the message).
+      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
       entry.reason = "case-withdrawn:" + admission.message_id;
       ledger_->Add(entry);
     }
