@@ -150,6 +150,7 @@ TEST_F(StoreFlowTest, AFullQueueIsAClearAnswerAndOthersAreServed) {
   auto c = Connect(c_, wire::Role::receiver);
   EXPECT_EQ(std::vector<std::string>{"f3"}, Drain(*c, 500ms));
   EXPECT_TRUE(broker_->WaitForLog("event=queue_full recipient=b"));
+  EXPECT_TRUE(broker_->WaitForLog("event=queue_threshold recipient=b depth=2 limit=3"));
 }
 
 TEST_F(StoreFlowTest, AnErasureReachesEveryAgencyThatReceivedTheCase) {

@@ -431,6 +431,11 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
         return unavailable(admission.message_id, st);
       }
       ++depth;
+      // Operators hear once when a queue reaches 80% of its limit.
+      if (depth == static_cast<int64_t>(config_.store.max_queue_per_recipient * 8 / 10)) {
+        spdlog::warn("event=queue_threshold recipient={} depth={} limit={}", d.recipient->id, depth,
+                     config_.store.max_queue_per_recipient);
+      }
       stats_.stored++;
       d.outcome.code = wire::Code::stored;
       touched_.insert(d.recipient->id);
