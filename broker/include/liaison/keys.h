@@ -7,6 +7,8 @@
 #ifndef LIAISON_KEYS_H_
 #define LIAISON_KEYS_H_
 
+#include <array>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -43,6 +45,11 @@ std::string DecodeZ85Key(std::string_view z85);
 // Lowercase hex of `size` bytes: the one hex encoding for keys, digests,
 // pseudonyms and signatures.
 std::string HexEncode(const void* data, size_t size);
+
+// HKDF-SHA256 of `secret` (an empty `salt` is not set, i.e. RFC 5869's
+// zeros): the one way liaison derives keys from the broker's secret.
+std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,
+                                  std::string_view info);
 
 // A short, non-secret name for a public key in logs: the first 16 hex digits
 // of SHA-256 over the 32 raw key bytes.

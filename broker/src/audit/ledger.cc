@@ -116,18 +116,7 @@ std::string SigningKeyFingerprint(EVP_PKEY* key) {
 }
 
 std::array<uint8_t, 32> DeriveCaseKey(std::string_view broker_secret) {
-  std::array<uint8_t, 32> key{};
-  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
-  static const unsigned char kInfo[] = "liaison ledger case v1";
-  size_t len = key.size();
-  const bool ok = ctx && EVP_PKEY_derive_init(ctx) > 0 && EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) > 0 &&
-                  EVP_PKEY_CTX_set1_hkdf_key(ctx, reinterpret_cast<const unsigned char*>(broker_secret.data()),
-                                             static_cast<int>(broker_secret.size())) > 0 &&
-                  EVP_PKEY_CTX_add1_hkdf_info(ctx, kInfo, sizeof kInfo - 1) > 0 &&
-                  EVP_PKEY_derive(ctx, key.data(), &len) > 0;
-  EVP_PKEY_CTX_free(ctx);
-  if (!ok) std::abort();
-  return key;
+  return DeriveKey(broker_secret, "", "liaison ledger case v1");
 }
 
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,

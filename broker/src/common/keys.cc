@@ -1,5 +1,7 @@
 #include "liaison/keys.h"
 
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
 #include <openssl/sha.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -71,6 +73,23 @@ std::string HexEncode(const void* data, size_t size) {
     out[2 * i + 1] = kHex[bytes[i] & 0xf];
   }
   return out;
+}
+
+std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,
+                                  std::string_view info) {
+  auto bytes = [](std::string_view s) { return reinterpret_cast<const unsigned char*>(s.data()); };
+  std::array<uint8_t, 32> key{};
+  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
+  size_t len = key.size();
+  const bool ok =
+      ctx && EVP_PKEY_derive_init(ctx) > 0 && EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) > 0 &&
+      (salt.empty() || EVP_PKEY_CTX_set1_hkdf_salt(ctx, bytes(salt), static_cast<int>(salt.size())) > 0) &&
+      EVP_PKEY_CTX_set1_hkdf_key(ctx, bytes(secret), static_cast<int>(secret.size())) > 0 &&
+      EVP_PKEY_CTX_add1_hkdf_info(ctx, bytes(info), static_cast<int>(info.size())) > 0 &&
+      EVP_PKEY_derive(ctx, key.data(), &len) > 0;
+  EVP_PKEY_CTX_free(ctx);
+  if (!ok) std::abort();  // OpenSSL without HKDF: nothing sensible to do
+  return key;
 }
 
 std::string KeyFingerprint(std::string_view raw_key_32) {

@@ -386,25 +386,6 @@ void ReadRetention(YamlReader& r, const YAML::Node& root, Retention& retention) 
   retention.delivered_days = static_cast<uint32_t>(delivered);
 }
 
-std::array<uint8_t, 32> DeriveKey(std::string_view secret, const std::string& agency_id) {
-  std::array<uint8_t, 32> key{};
-  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr);
-  static const unsigned char kSalt[] = "liaison pseudonym v1";
-  size_t len = key.size();
-  bool ok = ctx && EVP_PKEY_derive_init(ctx) > 0 &&
-            EVP_PKEY_CTX_set_hkdf_md(ctx, EVP_sha256()) > 0 &&
-            EVP_PKEY_CTX_set1_hkdf_salt(ctx, kSalt, sizeof kSalt - 1) > 0 &&
-            EVP_PKEY_CTX_set1_hkdf_key(ctx, reinterpret_cast<const unsigned char*>(secret.data()),
-                                       static_cast<int>(secret.size())) > 0 &&
-            EVP_PKEY_CTX_add1_hkdf_info(ctx,
-                                        reinterpret_cast<const unsigned char*>(agency_id.data()),
-                                        static_cast<int>(agency_id.size())) > 0 &&
-            EVP_PKEY_derive(ctx, key.data(), &len) > 0;
-  EVP_PKEY_CTX_free(ctx);
-  if (!ok) std::abort();  // OpenSSL without HKDF: nothing sensible to do
-  return key;
-}
-
 std::string HashFiles(const std::vector<fs::path>& files) {
   // name, NUL, size, body for each file: no two different sets hash alike.
   std::string all;
@@ -513,7 +494,7 @@ StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& di
     files.push_back(agency.source);
     AgencyPolicy policy;
     policy.agency = &agency;
-    policy.pseudonym_key = DeriveKey(pseudonym_secret, agency.id);
+    policy.pseudonym_key = DeriveKey(pseudonym_secret, "liaison pseudonym v1", agency.id);
     auto doc = LoadYamlFile(agency.source);
     if (!doc.ok()) {
       errors.push_back(doc.status().message());

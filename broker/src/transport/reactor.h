@@ -34,7 +34,6 @@ struct ReactorStats {
   std::atomic<uint64_t> messages_in{0};
   std::atomic<uint64_t> messages_rejected{0};
   std::atomic<uint64_t> deliveries{0};
-  std::atomic<uint64_t> recipients_offline{0};
   std::atomic<uint64_t> duplicates{0};
   std::atomic<uint64_t> stored{0};
   std::atomic<uint64_t> commits{0};
