@@ -281,8 +281,12 @@ int main(int argc, char** argv) {
   auto* ledger_opt = keygen->add_option(
       "--ledger-key", ledger_key_dir,
       "instead: write the ledger signing key pair (Ed25519) DIR/ledger-signing.{key,pub}");
+  std::string token_file;
+  auto* token_opt = keygen->add_option(
+      "--token", token_file, "instead: write a new gateway bearer token (64 hex digits) to this file");
   name_opt->needs(out_opt);
-  store_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt);
+  store_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt)->excludes(token_opt);
+  token_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt);
   ledger_opt->excludes(out_opt)->excludes(name_opt);
 
   std::string config, file;
@@ -365,6 +369,14 @@ int main(int argc, char** argv) {
       std::cout << "wrote " << store_key << " (store key, mode 0600)\n";
       return kExitOk;
     }
+    if (!token_file.empty()) {
+      auto token = liaison::WriteNewToken(token_file);
+      if (!token.ok()) return Fail(token.status().message(), kExitFailure);
+      std::cout << "wrote " << token_file
+                << " (gateway bearer token, mode 0600): give it to the agency's system over a "
+                   "channel you trust\n";
+      return kExitOk;
+    }
     if (!ledger_key_dir.empty()) {
       Status st = liaison::audit::WriteSigningKey(ledger_key_dir, "ledger-signing");
       if (!st.ok()) return Fail(st.message(), kExitFailure);
@@ -373,7 +385,7 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
     if (out.empty() || name.empty()) {
-      return Fail("keygen needs --out and --name, or --store-key, or --ledger-key", kExitUsage);
+      return Fail("keygen needs --out and --name, or --store-key, --ledger-key or --token", kExitUsage);
     }
     return Keygen(out, name);
   }

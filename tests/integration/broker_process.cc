@@ -17,7 +17,6 @@
 extern char** environ;
 
 namespace liaison::testing {
-namespace {
 
 pid_t Spawn(const std::vector<std::string>& argv, int out_fd, int err_fd) {
   std::vector<char*> args;
@@ -28,7 +27,7 @@ pid_t Spawn(const std::vector<std::string>& argv, int out_fd, int err_fd) {
   if (out_fd >= 0) posix_spawn_file_actions_adddup2(&actions, out_fd, 1);
   if (err_fd >= 0) posix_spawn_file_actions_adddup2(&actions, err_fd, 2);
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+  int rc = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) throw std::runtime_error("cannot start " + argv[0]);
   return pid;
@@ -40,7 +39,6 @@ int ExitCode(int status) {
   return -1000;
 }
 
-}  // namespace
 
 BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
                              const std::string& extra_config)

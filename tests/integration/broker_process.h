@@ -58,6 +58,12 @@ class BrokerProcess {
   pid_t pid_ = -1;
 };
 
+// Starts argv[0] (looked up in PATH unless a path) with stdout/stderr on the
+// given descriptors (-1: inherited). Throws if it cannot start.
+pid_t Spawn(const std::vector<std::string>& argv, int out_fd, int err_fd);
+// A waitpid() status as an exit code, or -signal.
+int ExitCode(int status);
+
 // Runs a command; returns its exit status and fills stdout/stderr.
 int RunCommand(const std::vector<std::string>& argv, std::string* out, std::string* err);
 

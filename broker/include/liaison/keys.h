@@ -36,6 +36,13 @@ StatusOr<CurveKeyPair> LoadSecretKeyFile(const std::string& path);
 // Loads a public key file; returns the Z85 key.
 StatusOr<std::string> LoadPublicKeyFile(const std::string& path);
 
+// Bearer tokens (the HTTPS gateway's client credential): 32 random bytes as
+// 64 hex digits, one line, in a file of mode 0600. WriteNewToken refuses to
+// overwrite. LoadTokenFile fails if the file is missing, readable by group or
+// others, or holds fewer than 32 characters.
+StatusOr<std::string> WriteNewToken(const std::string& path);
+StatusOr<std::string> LoadTokenFile(const std::string& path);
+
 // True if `z85` is a well-formed 40-character Z85 CURVE key.
 bool IsValidZ85Key(std::string_view z85);
 

@@ -17,6 +17,7 @@
 #include "liaison/status.h"
 #include "liaison/wire/control_generated.h"
 #include "liaison/wire/envelope_generated.h"
+#include "liaison/wire/gateway_generated.h"
 #include "liaison/wire/ledger_generated.h"
 
 namespace reflection {
@@ -64,7 +65,19 @@ const reflection::Schema& ControlSchema();
 // for the per-message path).
 class JsonCodec {
  public:
-  enum class Root { kEnvelope, kReceipt, kAck, kLedgerRecord };
+  enum class Root {
+    kEnvelope,
+    kReceipt,
+    kAck,
+    kLedgerRecord,
+    // The HTTPS gateway's replies (schemas/gateway.fbs).
+    kGatewayAccepted,
+    kGatewayPending,
+    kGatewayInboxPage,
+    kGatewayAcked,
+    kGatewayProblem,
+    kGatewayHealth,
+  };
   explicit JsonCodec(Root root);
   ~JsonCodec();
   JsonCodec(const JsonCodec&) = delete;

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "liaison/logging.h"
 #include "liaison/status.h"
 
 namespace liaison {
@@ -61,6 +62,10 @@ class YamlReader {
   std::string file_;
   std::vector<std::string> errors_;
 };
+
+// Reads a `log:` block (level, format, console, file, max_file_bytes,
+// max_files) into `out`; the same block in every liaison config file.
+void ReadLogOptions(YamlReader& r, const YAML::Node& log, const std::string& path, LogOptions* out);
 
 }  // namespace liaison
 

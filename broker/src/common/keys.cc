@@ -4,6 +4,8 @@
 #include <openssl/kdf.h>
 #include <openssl/sha.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -145,6 +147,35 @@ StatusOr<CurveKeyPair> LoadSecretKeyFile(const std::string& path) {
     return Status::InvalidArgument("secret key file " + path + ": cannot derive the public key");
   }
   return CurveKeyPair{pub, *line};
+}
+
+StatusOr<std::string> WriteNewToken(const std::string& path) {
+  uint8_t raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Status::Internal("no randomness for a token");
+  std::string token = HexEncode(raw, sizeof raw);
+  OPENSSL_cleanse(raw, sizeof raw);
+  LIAISON_RETURN_IF_ERROR(WriteFile(path, token + "\n", 0600));
+  return token;
+}
+
+StatusOr<std::string> LoadTokenFile(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::NotFound("token file " + path + ": " + std::strerror(errno) +
+                            " (create one with `liaison keygen --token FILE`)");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::PermissionDenied("token file " + path +
+                                    " is readable by group or others; run `chmod 600 " + path + "`");
+  }
+  auto line = ReadKeyLine(path);
+  if (!line.ok()) return line.status();
+  if (line->size() < 32) {
+    return Status::InvalidArgument("token file " + path +
+                                   " holds fewer than 32 characters; make a new one with "
+                                   "`liaison keygen --token FILE`");
+  }
+  return *line;
 }
 
 StatusOr<std::string> LoadPublicKeyFile(const std::string& path) {

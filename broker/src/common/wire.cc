@@ -17,6 +17,8 @@ extern const uint8_t kcontrolBfbs[];
 extern const size_t kcontrolBfbsSize;
 extern const uint8_t kledgerBfbs[];
 extern const size_t kledgerBfbsSize;
+extern const uint8_t kgatewayBfbs[];
+extern const size_t kgatewayBfbsSize;
 
 namespace {
 
@@ -64,13 +66,30 @@ JsonCodec::JsonCodec(Root root) : root_(root) {
   // (a "released" decision is the enum's zero).
   opts.output_default_scalars_in_json = root == Root::kLedgerRecord;
   parser_ = std::make_unique<flatbuffers::Parser>(opts);
-  bool loaded = root == Root::kEnvelope       ? parser_->Deserialize(kenvelopeBfbs, kenvelopeBfbsSize)
-                : root == Root::kLedgerRecord ? parser_->Deserialize(kledgerBfbs, kledgerBfbsSize)
-                                              : parser_->Deserialize(kcontrolBfbs, kcontrolBfbsSize);
+  const char* root_type = nullptr;  // set when not the schema's own root_type
+  bool loaded = false;
+  switch (root) {
+    case Root::kEnvelope: loaded = parser_->Deserialize(kenvelopeBfbs, kenvelopeBfbsSize); break;
+    case Root::kLedgerRecord: loaded = parser_->Deserialize(kledgerBfbs, kledgerBfbsSize); break;
+    case Root::kReceipt: loaded = parser_->Deserialize(kcontrolBfbs, kcontrolBfbsSize); break;
+    case Root::kAck:
+      loaded = parser_->Deserialize(kcontrolBfbs, kcontrolBfbsSize);
+      root_type = "liaison.wire.Ack";
+      break;
+    case Root::kGatewayAccepted: root_type = "liaison.gateway.Accepted"; break;
+    case Root::kGatewayPending: root_type = "liaison.gateway.Pending"; break;
+    case Root::kGatewayInboxPage: root_type = "liaison.gateway.InboxPage"; break;
+    case Root::kGatewayAcked: root_type = "liaison.gateway.Acked"; break;
+    case Root::kGatewayProblem: root_type = "liaison.gateway.Problem"; break;
+    case Root::kGatewayHealth: root_type = "liaison.gateway.Health"; break;
+  }
+  if (root_type != nullptr && root != Root::kAck) {
+    loaded = parser_->Deserialize(kgatewayBfbs, kgatewayBfbsSize);
+  }
   // The schema is embedded at build time; failing here is a build bug.
   if (!loaded) std::abort();
-  if (root == Root::kAck) {
-    parser_->SetRootType("liaison.wire.Ack");
+  if (root_type != nullptr) {
+    if (!parser_->SetRootType(root_type)) std::abort();
     parser_->file_identifier_.clear();
   }
 }
@@ -99,6 +118,12 @@ StatusOr<std::string> JsonCodec::ToJson(std::span<const uint8_t> bytes, bool pre
     case Root::kEnvelope: valid = VerifyEnvelope(bytes) != nullptr; break;
     case Root::kReceipt: valid = VerifyReceipt(bytes) != nullptr; break;
     case Root::kAck: valid = VerifyAck(bytes) != nullptr; break;
+    case Root::kGatewayAccepted: valid = VerifyAs<gateway::Accepted>(bytes, nullptr); break;
+    case Root::kGatewayPending: valid = VerifyAs<gateway::Pending>(bytes, nullptr); break;
+    case Root::kGatewayInboxPage: valid = VerifyAs<gateway::InboxPage>(bytes, nullptr); break;
+    case Root::kGatewayAcked: valid = VerifyAs<gateway::Acked>(bytes, nullptr); break;
+    case Root::kGatewayProblem: valid = VerifyAs<gateway::Problem>(bytes, nullptr); break;
+    case Root::kGatewayHealth: valid = VerifyAs<gateway::Health>(bytes, nullptr); break;
     case Root::kLedgerRecord: {
       flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxDepth, kMaxTables);
       valid = verifier.VerifyBuffer<liaison::ledger::LedgerRecord>(nullptr);

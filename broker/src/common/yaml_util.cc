@@ -158,4 +158,19 @@ Status YamlReader::ToStatus() const {
   return Status::InvalidArgument(text);
 }
 
+void ReadLogOptions(YamlReader& r, const YAML::Node& log, const std::string& path, LogOptions* out) {
+  if (!r.ExpectMap(log, path, {"level", "format", "console", "file", "max_file_bytes", "max_files"})) {
+    return;
+  }
+  r.ReadChoice(log, path, "level", {"trace", "debug", "info", "warn", "error", "critical", "off"},
+               &out->level);
+  r.ReadChoice(log, path, "format", {"text", "json"}, &out->format);
+  std::string console = out->console ? "true" : "false";
+  r.ReadChoice(log, path, "console", {"true", "false"}, &console);
+  out->console = console == "true";
+  r.ReadString(log, path, "file", &out->file);
+  r.ReadUint(log, path, "max_file_bytes", 4096, uint64_t{1} << 40, &out->max_file_bytes);
+  r.ReadUint(log, path, "max_files", 1, 1000, &out->max_files);
+}
+
 }  // namespace liaison

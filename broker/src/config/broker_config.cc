@@ -72,19 +72,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
     if (r.ExpectMap(admin, "admin", {"listen"})) r.ReadString(admin, "admin", "listen", &c.admin_listen);
   }
 
-  if (const YAML::Node log = root["log"]) {
-    if (r.ExpectMap(log, "log", {"level", "format", "console", "file", "max_file_bytes", "max_files"})) {
-      r.ReadChoice(log, "log", "level", {"trace", "debug", "info", "warn", "error", "critical", "off"},
-                   &c.log.level);
-      r.ReadChoice(log, "log", "format", {"text", "json"}, &c.log.format);
-      std::string console = c.log.console ? "true" : "false";
-      r.ReadChoice(log, "log", "console", {"true", "false"}, &console);
-      c.log.console = console == "true";
-      r.ReadString(log, "log", "file", &c.log.file);
-      r.ReadUint(log, "log", "max_file_bytes", 4096, uint64_t{1} << 40, &c.log.max_file_bytes);
-      r.ReadUint(log, "log", "max_files", 1, 1000, &c.log.max_files);
-    }
-  }
+  if (const YAML::Node log = root["log"]) ReadLogOptions(r, log, "log", &c.log);
   if (!r.ok()) return r.ToStatus();
 
   const auto base = std::filesystem::absolute(path).parent_path();

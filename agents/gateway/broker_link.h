@@ -1,0 +1,110 @@
+// The gateway's side of the broker: two agent connections with the agency's
+// key, each owned by its own thread (an Agent is single-threaded).
+//
+//  - The sender thread sends what the HTTP side accepted (GatewayStore),
+//    oldest first, and records each receipt. A message the broker did not
+//    answer, or answered `unavailable`, stays and is resent with the same id
+//    (the broker answers a resend with the original receipt).
+//  - The receiver thread takes deliveries into the Inbox and acks to the
+//    broker only when the agency's system has acked (POST /v1/inbox/{id}/ack
+//    or a 2xx from its webhook): until then the broker keeps the message, so
+//    a gateway crash loses nothing. Notices (delivered / expired) about sent
+//    messages go to the GatewayStore.
+#ifndef LIAISON_AGENTS_GATEWAY_BROKER_LINK_H_
+#define LIAISON_AGENTS_GATEWAY_BROKER_LINK_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gateway_store.h"
+#include "liaison/agent.h"
+
+namespace liaison::gateway {
+
+// Messages delivered to the agency and not yet acked by its system, oldest
+// first. Thread-safe. Bounded by the broker's delivery window (the broker
+// sends no more than that many unacked messages to one connection).
+class Inbox {
+ public:
+  using Clock = std::chrono::steady_clock;
+  struct Item {
+    std::string id;
+    std::vector<uint8_t> envelope;  // verified Envelope bytes
+  };
+  // Adds a delivery; a second delivery of an id already held is ignored.
+  void Add(std::string id, std::vector<uint8_t> envelope);
+  // Up to `max` items not handed out in the last `lease`, oldest first;
+  // marks them handed out until now + lease.
+  std::vector<Item> Lease(size_t max, Clock::duration lease);
+  // Removes `id`; false if it is not held (acked already, or never delivered).
+  bool Remove(const std::string& id);
+  size_t size() const;
+
+ private:
+  struct Entry {
+    std::vector<uint8_t> envelope;
+    Clock::time_point leased_until{};
+    uint64_t order;
+  };
+  mutable std::mutex mu_;
+  uint64_t next_order_ = 0;
+  std::map<std::string, Entry> items_;
+};
+
+class BrokerLink {
+ public:
+  BrokerLink(AgentOptions options, GatewayStore& store, Inbox& inbox);
+  ~BrokerLink();  // stops
+
+  // Connects both agents (they retry by themselves while the broker is
+  // down) and starts the threads. Fails only on bad options.
+  Status Start();
+  void Stop();
+
+  // A message was accepted: the sender thread looks at the store now.
+  void WakeSender();
+  // The agency's system has the message: acks it to the broker (from the
+  // receiver thread, soon after). The caller has removed it from the Inbox.
+  void Ack(const std::string& id);
+  // Called on the receiver thread after each delivery added to the Inbox.
+  void OnDelivery(std::function<void()> callback) { on_delivery_ = std::move(callback); }
+
+  // The agency id the broker bound the key to; empty until welcomed.
+  std::string agency() const;
+  bool connected() const { return connected_.load(); }
+  bool key_refused() const { return key_refused_.load(); }
+
+ private:
+  void SenderLoop();
+  void ReceiverLoop();
+
+  AgentOptions options_;
+  GatewayStore& store_;
+  Inbox& inbox_;
+  std::function<void()> on_delivery_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> key_refused_{false};
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  bool pending_wake_ = false;
+  std::deque<std::string> acks_;
+  std::string agency_;
+  std::unique_ptr<Agent> sender_;
+  std::unique_ptr<Agent> receiver_;
+  std::thread sender_thread_;
+  std::thread receiver_thread_;
+};
+
+}  // namespace liaison::gateway
+
+#endif  // LIAISON_AGENTS_GATEWAY_BROKER_LINK_H_

@@ -1,0 +1,75 @@
+// What the gateway keeps on disk (SQLite, WAL, synchronous=FULL): messages
+// the agency's system handed over (POST /v1/messages) until the broker has
+// answered them, then their receipts and the delivered/expired notices that
+// follow, for GET /v1/messages/{id}/receipt.
+//
+// A message's bytes are deleted as soon as the broker has answered; only the
+// receipt (names of rules and fields, never values) stays, for
+// keep_receipts_days.
+//
+// Thread-safe: one connection behind a mutex (the HTTP thread accepts and
+// reads, the sender thread sends and answers).
+#ifndef LIAISON_AGENTS_GATEWAY_GATEWAY_STORE_H_
+#define LIAISON_AGENTS_GATEWAY_GATEWAY_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "liaison/status.h"
+
+struct sqlite3;
+
+namespace liaison::gateway {
+
+class GatewayStore {
+ public:
+  // Opens or creates the file. Fails with the path and SQLite's reason.
+  static StatusOr<std::unique_ptr<GatewayStore>> Open(const std::string& path);
+  ~GatewayStore();
+
+  enum class Accepted { kNew, kDuplicate, kConflict };
+  // Keeps `envelope` under `id`, durably on return. `digest` identifies what
+  // the client sent: the same id with the same digest is a retry
+  // (kDuplicate, nothing stored); with another digest, kConflict.
+  StatusOr<Accepted> Accept(const std::string& id, const std::string& digest,
+                            std::span<const uint8_t> envelope);
+
+  struct Outgoing {
+    std::string id;
+    std::vector<uint8_t> envelope;
+  };
+  // The oldest message the broker has not answered yet.
+  StatusOr<std::optional<Outgoing>> NextPending();
+  StatusOr<uint64_t> PendingCount();
+
+  // Records the broker's receipt for `id` and deletes the message's bytes.
+  Status Answer(const std::string& id, std::span<const uint8_t> receipt);
+  // Records a later Receipt (delivered / expired) about `id` for `recipient`.
+  Status AddNotice(const std::string& id, const std::string& recipient,
+                   std::span<const uint8_t> receipt);
+
+  struct Entry {
+    std::vector<uint8_t> receipt;  // empty while pending
+    std::vector<std::vector<uint8_t>> notices;
+  };
+  // nullopt for an id the gateway never accepted (or has purged).
+  StatusOr<std::optional<Entry>> Lookup(const std::string& id);
+
+  // Removes answered messages (and their notices) answered before `before_ms`.
+  StatusOr<int> Purge(int64_t before_ms);
+
+ private:
+  GatewayStore() = default;
+  std::mutex mu_;
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+}  // namespace liaison::gateway
+
+#endif  // LIAISON_AGENTS_GATEWAY_GATEWAY_STORE_H_

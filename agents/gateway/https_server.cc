@@ -1,0 +1,553 @@
+#include "https_server.h"
+
+#include <utility>  // before asio: its awaitable.hpp uses std::exchange
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <charconv>
+#include <chrono>
+#include <list>
+#include <thread>
+
+#include "liaison/keys.h"
+#include "liaison/wire.h"
+
+namespace liaison::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+using Clock = std::chrono::steady_clock;
+
+constexpr size_t kMaxIdLength = 128;
+constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+constexpr auto kIdleTimeout = std::chrono::seconds(30);
+
+std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  return HexEncode(digest, sizeof digest);
+}
+
+// %XX-decodes one path segment; nullopt on a malformed escape.
+std::optional<std::string> PercentDecode(std::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    int value = 0;
+    auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, value, 16);
+    if (ec != std::errc() || p != in.data() + i + 3) return std::nullopt;
+    out.push_back(static_cast<char>(value));
+    i += 2;
+  }
+  return out;
+}
+
+std::string PercentEncode(std::string_view in) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : in) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+// Message ids are the broker's idempotency keys: printable ASCII, no spaces.
+bool ValidId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxIdLength) return false;
+  for (unsigned char c : id) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+// The value of `name` in a query string; nullopt when absent.
+std::optional<std::string_view> QueryValue(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> ParseUint(std::string_view text) {
+  uint64_t value = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || p != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
+struct HttpsServer::Impl {
+  Impl(const GatewayConfig& c, GatewayStore& s, Inbox& i, BrokerLink& l)
+      : config(c),
+        store(s),
+        inbox(i),
+        link(l),
+        io(std::make_unique<asio::io_context>()),
+        tls(ssl::context::tls_server),
+        acceptor(std::make_unique<tcp::acceptor>(*io)),
+        token_digest(c.token.empty() ? std::string() : Sha256Hex(c.token)) {}
+
+  // --- replies ---------------------------------------------------------
+
+  Response Json(http::status status, wire::JsonCodec::Root root, flatbuffers::FlatBufferBuilder& fbb) {
+    Response res;
+    res.result(status);
+    res.set(http::field::content_type, "application/json");
+    auto text = codecs.at(root)->ToJson({fbb.GetBufferPointer(), fbb.GetSize()}, /*pretty=*/false);
+    res.body() = text.ok() ? *text + "\n" : "{}\n";
+    return res;
+  }
+
+  Response Problem(http::status status, const std::string& error, const std::string& detail) {
+    flatbuffers::FlatBufferBuilder fbb;
+    fbb.Finish(CreateProblemDirect(fbb, error.c_str(), detail.c_str()));
+    return Json(status, wire::JsonCodec::Root::kGatewayProblem, fbb);
+  }
+
+  // --- authentication ----------------------------------------------------
+
+  // The client certificate (when configured) was checked in the handshake;
+  // the token is compared in constant time, over digests so that its length
+  // does not leak either.
+  bool Authorized(const Request& req) const {
+    if (token_digest.empty()) return true;
+    const std::string_view header = Sv(req[http::field::authorization]);
+    constexpr std::string_view kBearer = "Bearer ";
+    if (header.size() <= kBearer.size() || header.substr(0, kBearer.size()) != kBearer) return false;
+    const std::string digest = Sha256Hex(header.substr(kBearer.size()));
+    return CRYPTO_memcmp(digest.data(), token_digest.data(), digest.size()) == 0;
+  }
+
+  // --- routes ----------------------------------------------------------
+
+  Response PostMessage(const Request& req) {
+    auto binary = envelope_codec.ToBinary(req.body(), "request body");
+    if (!binary.ok()) {
+      return Problem(http::status::bad_request, "invalid_json",
+                     binary.status().message() + " (the body must be an Envelope in JSON form; see docs/openapi.yaml)");
+    }
+    // What the client sent decides whether a resend is a retry: digest it
+    // before the gateway fills anything in.
+    const std::string digest = Sha256Hex(
+        std::string_view(reinterpret_cast<const char*>(binary->data()), binary->size()));
+    std::unique_ptr<wire::EnvelopeT> envelope(wire::GetEnvelope(binary->data())->UnPack());
+    if (envelope->id.empty()) envelope->id = wire::NewMessageId();
+    if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
+    if (!ValidId(envelope->id)) {
+      return Problem(http::status::bad_request, "invalid_field",
+                     "id: must be 1 to 128 printable ASCII characters without spaces");
+    }
+    flatbuffers::FlatBufferBuilder fbb(binary->size() + 256);
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, envelope.get()));
+    auto accepted = store.Accept(envelope->id, digest, {fbb.GetBufferPointer(), fbb.GetSize()});
+    if (!accepted.ok()) {
+      spdlog::error("event=state_write_failed error=\"{}\"", accepted.status().message());
+      return Problem(http::status::internal_server_error, "state_unavailable",
+                     "the gateway could not keep the message; it was not accepted: resend it");
+    }
+    if (*accepted == GatewayStore::Accepted::kConflict) {
+      return Problem(http::status::conflict, "id_conflict",
+                     "id: this message id was already used for a different message; use a new id");
+    }
+    if (*accepted == GatewayStore::Accepted::kNew) link.WakeSender();
+    const std::string url = "/v1/messages/" + PercentEncode(envelope->id) + "/receipt";
+    flatbuffers::FlatBufferBuilder reply;
+    reply.Finish(CreateAcceptedDirect(reply, envelope->id.c_str(), url.c_str()));
+    Response res = Json(http::status::accepted, wire::JsonCodec::Root::kGatewayAccepted, reply);
+    res.set(http::field::location, url);
+    return res;
+  }
+
+  Response GetReceipt(const std::string& id) {
+    auto entry = store.Lookup(id);
+    if (!entry.ok()) {
+      spdlog::error("event=state_read_failed error=\"{}\"", entry.status().message());
+      return Problem(http::status::internal_server_error, "state_unavailable",
+                     "the gateway could not read its state; try again");
+    }
+    if (!entry->has_value()) {
+      return Problem(http::status::not_found, "unknown_message",
+                     "no message with this id was sent through this gateway (or its receipt was purged)");
+    }
+    if ((*entry)->receipt.empty()) {
+      flatbuffers::FlatBufferBuilder fbb;
+      fbb.Finish(CreatePendingDirect(fbb, id.c_str(), "pending"));
+      Response res = Json(http::status::accepted, wire::JsonCodec::Root::kGatewayPending, fbb);
+      res.set(http::field::retry_after, "1");
+      return res;
+    }
+    const wire::Receipt* receipt = wire::VerifyReceipt((*entry)->receipt);
+    if (receipt == nullptr) {
+      return Problem(http::status::internal_server_error, "state_damaged", "the stored receipt is damaged");
+    }
+    // The broker's receipt, with each recipient's later news (delivered,
+    // expired) folded in: one Receipt that says where things stand now.
+    std::unique_ptr<wire::ReceiptT> merged(receipt->UnPack());
+    for (const auto& bytes : (*entry)->notices) {
+      const wire::Receipt* notice = wire::VerifyReceipt(bytes);
+      if (notice == nullptr || notice->recipients() == nullptr) continue;
+      for (const auto* news : *notice->recipients()) {
+        if (news->recipient() == nullptr) continue;
+        for (auto& r : merged->recipients) {
+          if (r->recipient != news->recipient()->string_view()) continue;
+          r->code = news->code();
+          if (news->reason() && news->reason()->size() > 0) r->reason = news->reason()->str();
+        }
+      }
+    }
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishReceiptBuffer(fbb, wire::Receipt::Pack(fbb, merged.get()));
+    return Json(http::status::ok, wire::JsonCodec::Root::kReceipt, fbb);
+  }
+
+  asio::awaitable<Response> GetInbox(std::string_view query) {
+    if (config.webhook) co_return WebhookMode();
+    uint64_t wait = 0, max = config.inbox_max_batch;
+    if (auto v = QueryValue(query, "wait")) {
+      auto n = ParseUint(*v);
+      if (!n || *n > config.inbox_max_wait_seconds) {
+        co_return Problem(http::status::bad_request, "invalid_parameter",
+                          "wait: whole seconds from 0 to " + std::to_string(config.inbox_max_wait_seconds));
+      }
+      wait = *n;
+    }
+    if (auto v = QueryValue(query, "max")) {
+      auto n = ParseUint(*v);
+      if (!n || *n == 0 || *n > config.inbox_max_batch) {
+        co_return Problem(http::status::bad_request, "invalid_parameter",
+                          "max: from 1 to " + std::to_string(config.inbox_max_batch));
+      }
+      max = *n;
+    }
+    const auto deadline = Clock::now() + std::chrono::seconds(wait);
+    const auto lease = std::chrono::seconds(config.inbox_lease_seconds);
+    std::vector<Inbox::Item> items = inbox.Lease(max, lease);
+    while (items.empty() && Clock::now() < deadline) {
+      // Sleep until the deadline or a delivery (NotifyDelivery cancels).
+      asio::steady_timer timer(*io, deadline);
+      auto it = waiters.insert(waiters.end(), &timer);
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      waiters.erase(it);
+      items = inbox.Lease(max, lease);
+    }
+    flatbuffers::FlatBufferBuilder fbb;
+    std::vector<flatbuffers::Offset<wire::Envelope>> messages;
+    for (const auto& item : items) {
+      std::unique_ptr<wire::EnvelopeT> copy(wire::GetEnvelope(item.envelope.data())->UnPack());
+      messages.push_back(wire::Envelope::Pack(fbb, copy.get()));
+    }
+    fbb.Finish(CreateInboxPageDirect(fbb, &messages));
+    co_return Json(http::status::ok, wire::JsonCodec::Root::kGatewayInboxPage, fbb);
+  }
+
+  Response PostAck(const std::string& id) {
+    if (config.webhook) return WebhookMode();
+    if (!inbox.Remove(id)) {
+      return Problem(http::status::not_found, "not_in_inbox",
+                     "no unacked message with this id is waiting (already acked, or never delivered)");
+    }
+    link.Ack(id);
+    flatbuffers::FlatBufferBuilder fbb;
+    fbb.Finish(CreateAckedDirect(fbb, id.c_str()));
+    return Json(http::status::ok, wire::JsonCodec::Root::kGatewayAcked, fbb);
+  }
+
+  Response WebhookMode() {
+    return Problem(http::status::conflict, "webhook_mode",
+                   "this gateway delivers to its webhook; the inbox is not served");
+  }
+
+  Response Health() {
+    auto pending = store.PendingCount();
+    const bool refused = link.key_refused();
+    flatbuffers::FlatBufferBuilder fbb;
+    const std::string agency = link.agency();
+    fbb.Finish(CreateHealthDirect(fbb, refused ? "key_refused" : pending.ok() ? "ok" : "state_unavailable",
+                                  agency.c_str(), link.connected() ? "connected" : "connecting",
+                                  pending.ok() ? *pending : 0, inbox.size()));
+    return Json(refused || !pending.ok() ? http::status::service_unavailable : http::status::ok,
+                wire::JsonCodec::Root::kGatewayHealth, fbb);
+  }
+
+  // Routes one request; `route` is set to its template for the log.
+  asio::awaitable<Response> Handle(const Request& req, std::string* route) {
+    const std::string_view target = Sv(req.target());
+    const auto question = target.find('?');
+    const std::string_view path = target.substr(0, question);
+    const std::string_view query =
+        question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+    const auto method = req.method();
+    auto allow = [&](const char* methods) {
+      Response res = Problem(http::status::method_not_allowed, "method_not_allowed",
+                             std::string("use ") + methods);
+      res.set(http::field::allow, methods);
+      return res;
+    };
+
+    if (path == "/healthz") {
+      *route = "/healthz";
+      co_return method == http::verb::get ? Health() : allow("GET");
+    }
+    // Everything below needs the agency's credential.
+    std::string id;
+    constexpr std::string_view kMessages = "/v1/messages/", kInbox = "/v1/inbox/";
+    if (path == "/v1/messages") {
+      *route = "/v1/messages";
+    } else if (path == "/v1/inbox") {
+      *route = "/v1/inbox";
+    } else if (path.starts_with(kMessages) && path.ends_with("/receipt")) {
+      *route = "/v1/messages/{id}/receipt";
+      auto decoded = PercentDecode(path.substr(kMessages.size(),
+                                               path.size() - kMessages.size() - std::string_view("/receipt").size()));
+      id = decoded.value_or("");
+    } else if (path.starts_with(kInbox) && path.ends_with("/ack")) {
+      *route = "/v1/inbox/{id}/ack";
+      auto decoded = PercentDecode(
+          path.substr(kInbox.size(), path.size() - kInbox.size() - std::string_view("/ack").size()));
+      id = decoded.value_or("");
+    } else {
+      *route = "other";
+      co_return Problem(http::status::not_found, "not_found",
+                        "no such resource; see docs/openapi.yaml");
+    }
+    if (!Authorized(req)) {
+      Response res = Problem(http::status::unauthorized, "unauthorized",
+                             "Authorization: send 'Bearer <token>' with the agency's gateway token");
+      res.set(http::field::www_authenticate, "Bearer realm=\"liaison-gateway\"");
+      co_return res;
+    }
+    if (*route == "/v1/messages") {
+      co_return method == http::verb::post ? PostMessage(req) : allow("POST");
+    }
+    if (*route == "/v1/inbox") {
+      if (method != http::verb::get) co_return allow("GET");
+      co_return co_await GetInbox(query);
+    }
+    if (!ValidId(id)) {
+      co_return Problem(http::status::bad_request, "invalid_id",
+                        "the message id in the path must be 1 to 128 printable characters (percent-encoded)");
+    }
+    if (*route == "/v1/messages/{id}/receipt") {
+      co_return method == http::verb::get ? GetReceipt(id) : allow("GET");
+    }
+    co_return method == http::verb::post ? PostAck(id) : allow("POST");
+  }
+
+  // --- connections -------------------------------------------------------
+
+  asio::awaitable<void> Session(tcp::socket socket) {
+    struct Count {
+      std::atomic<uint64_t>& n;
+      ~Count() { --n; }
+    } count{connections};
+    std::string remote;
+    boost::system::error_code ec;
+    if (auto ep = socket.remote_endpoint(ec); !ec) remote = ep.address().to_string();
+    beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), tls);
+    auto& lowest = beast::get_lowest_layer(stream);
+    try {
+      lowest.expires_after(kHandshakeTimeout);
+      co_await stream.async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        spdlog::warn("event=tls_handshake_failed remote={} error=\"{}\"", remote, ec.message());
+        co_return;
+      }
+      beast::flat_buffer buffer;
+      for (;;) {
+        lowest.expires_after(kIdleTimeout);
+        http::request_parser<http::string_body> parser;
+        parser.header_limit(16 * 1024);
+        parser.body_limit(config.max_body_bytes);
+        co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+            ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
+          break;
+        }
+        Response res;
+        std::string route = "-";
+        bool drain = false;
+        const auto started = Clock::now();
+        if (ec == http::error::body_limit) {
+          res = Problem(http::status::payload_too_large, "too_large",
+                        "the body is larger than max_body_bytes (" + std::to_string(config.max_body_bytes) +
+                            " bytes)");
+          res.keep_alive(false);
+          drain = true;
+        } else if (ec) {
+          res = Problem(http::status::bad_request, "bad_request", "not a valid HTTP/1.1 request: " + ec.message());
+          res.keep_alive(false);
+        } else {
+          const Request& req = parser.get();
+          res = co_await Handle(req, &route);
+          res.version(req.version());
+          res.keep_alive(req.keep_alive());
+        }
+        res.prepare_payload();
+        spdlog::info("event=http_request remote={} method={} route={} status={} ms={}", remote,
+                     ec ? "-" : std::string(parser.get().method_string()), route, res.result_int(),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+        lowest.expires_after(kIdleTimeout);
+        co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+        if (ec) break;
+        if (drain) {
+          // Read what the client still sends of the refused body, so that
+          // closing does not reset the connection before it reads the 413.
+          lowest.expires_after(std::chrono::seconds(2));
+          std::vector<char> scratch(64 * 1024);
+          uint64_t drained = 0;
+          while (drained < 8 * config.max_body_bytes) {
+            const size_t n = co_await stream.async_read_some(
+                asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
+            if (ec) break;
+            drained += n;
+          }
+          break;
+        }
+        if (!res.keep_alive()) break;
+      }
+      lowest.expires_after(std::chrono::seconds(2));
+      co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+    } catch (const std::exception& e) {
+      spdlog::warn("event=http_connection_failed remote={} error=\"{}\"", remote, e.what());
+    }
+  }
+
+  asio::awaitable<void> AcceptLoop() {
+    for (;;) {
+      boost::system::error_code ec;
+      tcp::socket socket = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        if (!acceptor->is_open()) co_return;
+        continue;
+      }
+      if (connections.load() >= config.max_connections) {
+        spdlog::warn("event=http_connection_refused reason=max_connections limit={}", config.max_connections);
+        socket.close(ec);
+        continue;
+      }
+      ++connections;
+      asio::co_spawn(*io, Session(std::move(socket)), asio::detached);
+    }
+  }
+
+  const GatewayConfig& config;
+  GatewayStore& store;
+  Inbox& inbox;
+  BrokerLink& link;
+  std::unique_ptr<asio::io_context> io;
+  ssl::context tls;
+  std::unique_ptr<tcp::acceptor> acceptor;  // destroyed before io
+  std::string token_digest;
+  std::atomic<uint64_t> connections{0};
+  std::list<asio::steady_timer*> waiters;  // long polls; touched on the I/O thread only
+  wire::JsonCodec envelope_codec{wire::JsonCodec::Root::kEnvelope};
+  std::map<wire::JsonCodec::Root, std::unique_ptr<wire::JsonCodec>> codecs;
+  std::thread thread;
+};
+
+HttpsServer::HttpsServer(const GatewayConfig& config, GatewayStore& store, Inbox& inbox, BrokerLink& link)
+    : impl_(std::make_unique<Impl>(config, store, inbox, link)) {
+  using Root = wire::JsonCodec::Root;
+  for (Root root : {Root::kReceipt, Root::kGatewayAccepted, Root::kGatewayPending, Root::kGatewayInboxPage,
+                    Root::kGatewayAcked, Root::kGatewayProblem, Root::kGatewayHealth}) {
+    impl_->codecs.emplace(root, std::make_unique<wire::JsonCodec>(root));
+  }
+}
+
+HttpsServer::~HttpsServer() { Stop(); }
+
+Status HttpsServer::Start() {
+  const GatewayConfig& c = impl_->config;
+  auto& tls = impl_->tls;
+  SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
+  tls.set_options(ssl::context::default_workarounds | ssl::context::no_compression |
+                  ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  tls.use_certificate_chain_file(c.certificate_file, ec);
+  if (ec) return Status::InvalidArgument("tls.certificate_file " + c.certificate_file + ": " + ec.message());
+  tls.use_private_key_file(c.private_key_file, ssl::context::pem, ec);
+  if (ec) return Status::InvalidArgument("tls.private_key_file " + c.private_key_file + ": " + ec.message());
+  if (SSL_CTX_check_private_key(tls.native_handle()) != 1) {
+    return Status::InvalidArgument("tls.private_key_file " + c.private_key_file +
+                                   " does not match tls.certificate_file " + c.certificate_file);
+  }
+  if (!c.client_ca_file.empty()) {
+    tls.load_verify_file(c.client_ca_file, ec);
+    if (ec) return Status::InvalidArgument("tls.client_ca_file " + c.client_ca_file + ": " + ec.message());
+    tls.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  }
+
+  const auto colon = c.listen.rfind(':');
+  try {
+    const auto address = asio::ip::make_address(c.listen.substr(0, colon));
+    const auto port = static_cast<unsigned short>(std::stoi(c.listen.substr(colon + 1)));
+    tcp::endpoint endpoint(address, port);
+    impl_->acceptor->open(endpoint.protocol());
+    impl_->acceptor->set_option(asio::socket_base::reuse_address(true));
+    impl_->acceptor->bind(endpoint);
+    impl_->acceptor->listen();
+    const auto bound = impl_->acceptor->local_endpoint();
+    endpoint_ = bound.address().to_string() + ":" + std::to_string(bound.port());
+  } catch (const std::exception& e) {
+    return Status::Unavailable("cannot listen on " + c.listen + ": " + e.what());
+  }
+  asio::co_spawn(*impl_->io, impl_->AcceptLoop(), asio::detached);
+  impl_->thread = std::thread([this] { impl_->io->run(); });
+  return Status::Ok();
+}
+
+void HttpsServer::Stop() {
+  if (!impl_ || !impl_->thread.joinable()) return;
+  asio::post(*impl_->io, [this] {
+    boost::system::error_code ec;
+    impl_->acceptor->close(ec);
+  });
+  impl_->io->stop();
+  impl_->thread.join();
+  // Destroys the suspended sessions while everything they refer to lives.
+  impl_->acceptor.reset();
+  impl_->io.reset();
+}
+
+void HttpsServer::NotifyDelivery() {
+  if (!impl_->io) return;
+  asio::post(*impl_->io, [this] {
+    for (auto* timer : impl_->waiters) timer->cancel();
+  });
+}
+
+}  // namespace liaison::gateway
