@@ -9,7 +9,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="$(cd "${1:-$ROOT/build/bin}" && pwd)"
 WORK="${2:-$ROOT/build/demo}"
-SCENARIOS="$ROOT/deploy/demo/scenarios"
+SCENARIOS="$ROOT/policies/tests/messages"
 
 pids=()
 cleanup() {

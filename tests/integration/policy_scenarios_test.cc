@@ -25,7 +25,7 @@ std::vector<uint8_t> Scenario(const std::string& file, const std::string& id,
                               const std::vector<std::string>& to_agencies,
                               const std::string& to_kind = "", const std::string& to_region = "") {
   wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
-  auto binary = codec.ToBinary(ReadText(kSource + "/deploy/demo/scenarios/" + file), file);
+  auto binary = codec.ToBinary(ReadText(kSource + "/policies/tests/messages/" + file), file);
   if (!binary.ok()) throw std::runtime_error(binary.status().ToString());
   std::unique_ptr<wire::EnvelopeT> e(wire::GetEnvelope(binary->data())->UnPack());
   e->id = id;

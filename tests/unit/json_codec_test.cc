@@ -8,7 +8,7 @@
 namespace liaison::wire {
 namespace {
 
-const std::string kScenarios = std::string(LIAISON_SOURCE_DIR) + "/deploy/demo/scenarios";
+const std::string kScenarios = std::string(LIAISON_SOURCE_DIR) + "/policies/tests/messages";
 
 // JSON -> FlatBuffer -> JSON -> FlatBuffer must be a fixed point.
 void ExpectRoundTrip(const std::string& json, const std::string& name, Payload expected_type) {

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs the blocks of docs/operations.md marked "<!-- checked: agency -->" and
+# "<!-- checked: operator -->", in order and as written, against a real
+# broker: operator blocks in a scratch folder standing in for /etc/liaison,
+# agency blocks in another standing in for the agency's host. The test plays
+# the courier (the agency's .pub to the operator, broker.pub to the agency)
+# and puts the test broker's address in place of liaison.example.internal:7700.
+set -euo pipefail
+BIN="$(cd "$1" && pwd)"
+SRC="$(cd "$2" && pwd)"
+export PATH="$BIN:$PATH"
+
+tmp="$(mktemp -d)"
+broker_pid=""
+cleanup() {
+  if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; wait "$broker_pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+etc="$tmp/etc/liaison"
+agency="$tmp/agency-host"
+mkdir -p "$etc/keys" "$agency" "$tmp/state"
+cp -r "$SRC/policies" "$etc/policies"
+liaison keygen --out "$etc/keys" --name broker >/dev/null
+liaison keygen --store-key "$etc/keys/store.key" >/dev/null
+liaison keygen --ledger-key "$etc/keys" >/dev/null
+cat > "$etc/broker.yaml" <<YAML
+listen: tcp://127.0.0.1:7700
+secret_key_file: keys/broker.key
+policies_dir: policies
+store:
+  path: $tmp/state/liaison.db
+  key_file: keys/store.key
+ledger:
+  path: $tmp/state/ledger.log
+  signing_key_file: keys/ledger-signing.key
+admin:
+  listen: 127.0.0.1:0
+log:
+  console: false
+  file: $tmp/state/broker.log
+YAML
+liaison-broker --config "$etc/broker.yaml" --listen 'tcp://127.0.0.1:*' --ready-file "$tmp/ready" &
+broker_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/ready" ] && break; sleep 0.1; done
+endpoint="$(cat "$tmp/ready")"
+[ -n "$endpoint" ] || { echo "FAIL: the broker did not start"; cat "$tmp/state/broker.log"; exit 1; }
+
+# The checked blocks, in document order, as "ROLE<TAB>line" records.
+awk '
+  /^<!-- checked: (agency|operator) -->$/ { role = $3; want = 1; next }
+  want && /^```sh$/ { inblock = 1; want = 0; n++; next }
+  inblock && /^```$/ { inblock = 0; next }
+  inblock { print n "\t" role "\t" $0 }
+' "$SRC/docs/operations.md" > "$tmp/blocks"
+blocks="$(cut -f1 "$tmp/blocks" | sort -un)"
+[ "$(echo "$blocks" | wc -l)" -ge 4 ] || { echo "FAIL: fewer than 4 checked blocks in docs/operations.md"; exit 1; }
+
+for n in $blocks; do
+  role="$(awk -F'\t' -v n="$n" '$1 == n { print $2; exit }' "$tmp/blocks")"
+  awk -F'\t' -v n="$n" '$1 == n { sub(/^[^\t]*\t[^\t]*\t/, ""); print }' "$tmp/blocks" |
+    sed -e "s|cd /etc/liaison|cd $etc|" -e "s|tcp://liaison.example.internal:7700|$endpoint|" > "$tmp/block-$n.sh"
+  if [ "$role" = operator ]; then
+    cp "$agency/keys/probation-kilifi.pub" "$etc/" 2>/dev/null || true
+    dir="$etc"
+  else
+    cp "$etc/keys/broker.pub" "$agency/"
+    dir="$agency"
+    # The operator's change must be live before the agency connects.
+    if grep -q "liaison send" "$tmp/block-$n.sh"; then
+      for _ in $(seq 100); do grep -q "event=reload_done agencies=9" "$tmp/state/broker.log" && break; sleep 0.1; done
+      grep -q "event=reload_done agencies=9" "$tmp/state/broker.log" ||
+        { echo "FAIL: the broker did not load the new agency"; cat "$tmp/state/broker.log"; exit 1; }
+    fi
+  fi
+  echo "--- block $n ($role) ---"
+  if ! (cd "$dir" && bash -euo pipefail "$tmp/block-$n.sh") > "$tmp/out-$n" 2>&1; then
+    cat "$tmp/out-$n"
+    echo "FAIL: block $n of docs/operations.md ($role) failed as written"
+    exit 1
+  fi
+  tail -n 12 "$tmp/out-$n"
+done
+
+# The agency's first message went through both policies.
+last="$(echo "$blocks" | tail -n1)"
+grep -q '"code": "stored"' "$tmp/out-$last" || { echo "FAIL: the first message was not stored"; exit 1; }
+grep -q 'supervision-progress' "$tmp/out-$last" || { echo "FAIL: the new release rule did not apply"; exit 1; }
+echo "ok: the onboarding in docs/operations.md works as written"
