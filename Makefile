@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench property soak test-sanitize install clean
+.PHONY: all deps configure build demo test bench property soak test-sanitize test-netns install clean
 
 all: build
 
@@ -51,6 +51,11 @@ test-sanitize: deps
 	@cmake --build $(BUILD_DIR)-asan -j $(JOBS)
 	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# Broker and agencies on separate network namespaces (needs root; skips
+# with a message otherwise).
+test-netns: build
+	@bash deploy/netns/run.sh $(BUILD_DIR)/bin
 
 # Installs into PREFIX (default /usr/local); DESTDIR for staging.
 PREFIX ?= /usr/local
