@@ -1,0 +1,169 @@
+// The gateway's parts without the network: its config, its state file and
+// its inbox. (The whole gateway over HTTPS: tests/integration/gateway_test.cc.)
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <thread>
+
+#include "broker_link.h"
+#include "gateway_config.h"
+#include "gateway_store.h"
+#include "liaison/keys.h"
+#include "testing/fixtures.h"
+
+namespace liaison::gateway {
+namespace {
+
+using liaison::testing::TempDir;
+using liaison::testing::WriteText;
+using namespace std::chrono_literals;
+
+class GatewayConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto keys = GenerateCurveKeyPair();
+    ASSERT_TRUE(keys.ok());
+    ASSERT_TRUE(WriteCurveKeyPair(dir_.file("keys"), "a", *keys).ok());
+    ASSERT_TRUE(WriteCurveKeyPair(dir_.file("keys"), "broker", *keys).ok());
+    ASSERT_TRUE(WriteNewToken(dir_.file("token")).ok());
+    WriteText(dir_.file("agent.yaml"),
+              "broker: tcp://127.0.0.1:7700\nbroker_public_key_file: keys/broker.pub\n"
+              "secret_key_file: keys/a.key\n");
+    WriteText(dir_.file("cert.pem"), "x");
+    WriteText(dir_.file("key.pem"), "x");
+  }
+  StatusOr<GatewayConfig> Load(const std::string& yaml) {
+    WriteText(dir_.file("gateway.yaml"), yaml);
+    return LoadGatewayConfig(dir_.file("gateway.yaml"));
+  }
+  const std::string base_ =
+      "agent_config: agent.yaml\nstate_file: gw.db\n"
+      "tls:\n  certificate_file: cert.pem\n  private_key_file: key.pem\n";
+  TempDir dir_;
+};
+
+TEST_F(GatewayConfigTest, AGoodFileLoadsWithPathsResolvedAndTheTokenRead) {
+  auto c = Load(base_ + "token_file: token\nwebhook:\n  url: https://cases.example:9443/in\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->state_file, dir_.file("gw.db"));
+  EXPECT_EQ(c->token.size(), 64u);
+  EXPECT_EQ(c->agent.broker_endpoint, "tcp://127.0.0.1:7700");
+  ASSERT_TRUE(c->webhook.has_value());
+  EXPECT_EQ(c->webhook->host, "cases.example");
+  EXPECT_EQ(c->webhook->port, "9443");
+  EXPECT_EQ(c->webhook->target, "/in");
+}
+
+TEST_F(GatewayConfigTest, ErrorsNameTheFileLineAndKey) {
+  auto c = Load(base_ + "token_file: token\ninbox:\n  lease_secs: 5\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("gateway.yaml:8:3: unknown key 'inbox.lease_secs'"), std::string::npos) << c.status().message();
+  EXPECT_NE(c.status().message().find("lease_seconds"), std::string::npos) << c.status().message();
+}
+
+TEST_F(GatewayConfigTest, WithoutTokenOrClientCaItRefusesToStart) {
+  auto c = Load(base_);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("token_file nor tls.client_ca_file"), std::string::npos);
+}
+
+TEST_F(GatewayConfigTest, ARequiredTlsBlockAndAnHttpsWebhook) {
+  auto c = Load("agent_config: agent.yaml\nstate_file: gw.db\ntoken_file: token\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("tls"), std::string::npos);
+  c = Load(base_ + "token_file: token\nwebhook:\n  url: http://cases.example/in\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("only https"), std::string::npos) << c.status().message();
+}
+
+TEST_F(GatewayConfigTest, AGroupReadableOrShortTokenIsRefused) {
+  ::chmod(dir_.file("token").c_str(), 0644);
+  auto c = Load(base_ + "token_file: token\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("chmod 600"), std::string::npos) << c.status().message();
+  WriteText(dir_.file("short"), "abc\n");
+  ::chmod(dir_.file("short").c_str(), 0600);
+  c = Load(base_ + "token_file: short\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("fewer than 32"), std::string::npos) << c.status().message();
+}
+
+std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+TEST(GatewayStoreTest, AcceptRetryConflictAnswerAndNotices) {
+  TempDir dir;
+  auto store = GatewayStore::Open(dir.file("gw.db"));
+  ASSERT_TRUE(store.ok());
+  GatewayStore& s = **store;
+  EXPECT_EQ(*s.Accept("m1", "d1", Bytes("first")), GatewayStore::Accepted::kNew);
+  EXPECT_EQ(*s.Accept("m2", "d2", Bytes("second")), GatewayStore::Accepted::kNew);
+  EXPECT_EQ(*s.Accept("m1", "d1", Bytes("first")), GatewayStore::Accepted::kDuplicate);
+  EXPECT_EQ(*s.Accept("m1", "other", Bytes("changed")), GatewayStore::Accepted::kConflict);
+  EXPECT_EQ(*s.PendingCount(), 2u);
+
+  auto next = s.NextPending();
+  ASSERT_TRUE(next.ok() && next->has_value());
+  EXPECT_EQ((*next)->id, "m1");  // oldest first
+  EXPECT_EQ((*next)->envelope, Bytes("first"));
+  auto pending = s.Lookup("m1");
+  ASSERT_TRUE(pending.ok() && pending->has_value());
+  EXPECT_TRUE((*pending)->receipt.empty());
+
+  ASSERT_TRUE(s.Answer("m1", Bytes("receipt-1")).ok());
+  EXPECT_EQ((*s.NextPending())->id, "m2");
+  ASSERT_TRUE(s.AddNotice("m1", "b", Bytes("delivered-b")).ok());
+  ASSERT_TRUE(s.AddNotice("m1", "b", Bytes("delivered-b-again")).ok());  // replaces
+  ASSERT_TRUE(s.AddNotice("not-ours", "b", Bytes("x")).ok());             // ignored
+  auto entry = s.Lookup("m1");
+  ASSERT_TRUE(entry.ok() && entry->has_value());
+  EXPECT_EQ((*entry)->receipt, Bytes("receipt-1"));
+  ASSERT_EQ((*entry)->notices.size(), 1u);
+  EXPECT_EQ((*entry)->notices[0], Bytes("delivered-b-again"));
+  EXPECT_FALSE(s.Lookup("not-ours")->has_value());
+
+  // The message's bytes are gone once the broker answered.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(dir.file("gw.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  sqlite3_prepare_v2(db, "SELECT envelope IS NULL FROM outgoing WHERE id = 'm1'", -1, &q, nullptr);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(q, 0), 1);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+
+  // Purge removes answered entries only.
+  auto purged = s.Purge(std::numeric_limits<int64_t>::max());
+  ASSERT_TRUE(purged.ok());
+  EXPECT_FALSE(s.Lookup("m1")->has_value());
+  EXPECT_TRUE(s.Lookup("m2")->has_value());
+}
+
+TEST(GatewayStoreTest, AnUnwritablePathIsAClearError) {
+  auto store = GatewayStore::Open("/proc/no/such/dir/gw.db");
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("/proc/no/such/dir/gw.db"), std::string::npos);
+}
+
+TEST(InboxTest, LeasesOldestFirstAndHandsOutAgainAfterTheLease) {
+  Inbox inbox;
+  inbox.Add("z-first", Bytes("1"));
+  inbox.Add("a-second", Bytes("2"));
+  inbox.Add("z-first", Bytes("dup"));  // a redelivery of a held message
+  EXPECT_EQ(inbox.size(), 2u);
+  auto one = inbox.Lease(1, 200ms);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].id, "z-first");  // arrival order, not id order
+  EXPECT_EQ(one[0].envelope, Bytes("1"));
+  auto rest = inbox.Lease(10, 200ms);
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].id, "a-second");
+  EXPECT_TRUE(inbox.Lease(10, 200ms).empty());
+  std::this_thread::sleep_for(250ms);
+  EXPECT_EQ(inbox.Lease(10, 200ms).size(), 2u);
+  EXPECT_TRUE(inbox.Remove("z-first"));
+  EXPECT_FALSE(inbox.Remove("z-first"));
+  EXPECT_EQ(inbox.size(), 1u);
+}
+
+}  // namespace
+}  // namespace liaison::gateway
