@@ -132,21 +132,26 @@ void BrokerLink::SenderLoop() {
   }
 }
 
+void BrokerLink::FlushAcks() {
+  std::deque<std::string> acks;
+  {
+    std::lock_guard lock(mu_);
+    acks.swap(acks_);
+  }
+  for (const auto& id : acks) {
+    // Lost with the connection? The broker redelivers; the agent re-acks
+    // a message it has seen acked.
+    if (auto st = receiver_->Ack(id); !st.ok()) {
+      spdlog::warn("event=ack_failed message_id={} error=\"{}\"", id, st.message());
+    }
+  }
+}
+
 void BrokerLink::ReceiverLoop() {
   while (!stop_) {
-    std::deque<std::string> acks;
-    {
-      std::lock_guard lock(mu_);
-      acks.swap(acks_);
-    }
-    for (const auto& id : acks) {
-      // Lost with the connection? The broker redelivers; the agent re-acks
-      // a message it has seen acked.
-      if (auto st = receiver_->Ack(id); !st.ok()) {
-        spdlog::warn("event=ack_failed message_id={} error=\"{}\"", id, st.message());
-      }
-    }
+    FlushAcks();
     auto message = receiver_->Receive(std::chrono::milliseconds(50));
+    max_message_bytes_ = receiver_->max_message_bytes();
     if (!receiver_->agency_id().empty() && !connected_) {
       std::lock_guard lock(mu_);
       agency_ = receiver_->agency_id();
@@ -181,6 +186,9 @@ void BrokerLink::ReceiverLoop() {
       }
     }
   }
+  // Acks the system got a 200 for during shutdown still reach the broker
+  // (queued on the socket; the agent lingers to send them).
+  FlushAcks();
 }
 
 }  // namespace liaison::gateway

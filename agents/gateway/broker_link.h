@@ -73,7 +73,8 @@ class BrokerLink {
   // A message was accepted: the sender thread looks at the store now.
   void WakeSender();
   // The agency's system has the message: acks it to the broker (from the
-  // receiver thread, soon after). The caller has removed it from the Inbox.
+  // receiver thread, soon after, or at Stop()). The caller has removed it
+  // from the Inbox.
   void Ack(const std::string& id);
   // Called on the receiver thread after each delivery added to the Inbox.
   void OnDelivery(std::function<void()> callback) { on_delivery_ = std::move(callback); }
@@ -81,11 +82,14 @@ class BrokerLink {
   // The agency id the broker bound the key to; empty until welcomed.
   std::string agency() const;
   bool connected() const { return connected_.load(); }
+  // The broker's limit on a message (bytes); 0 until welcomed.
+  uint32_t max_message_bytes() const { return max_message_bytes_.load(); }
   bool key_refused() const { return key_refused_.load(); }
 
  private:
   void SenderLoop();
   void ReceiverLoop();
+  void FlushAcks();
 
   AgentOptions options_;
   GatewayStore& store_;
@@ -94,6 +98,7 @@ class BrokerLink {
   std::atomic<bool> stop_{false};
   std::atomic<bool> connected_{false};
   std::atomic<bool> key_refused_{false};
+  std::atomic<uint32_t> max_message_bytes_{0};
   mutable std::mutex mu_;
   std::condition_variable wake_;
   bool pending_wake_ = false;

@@ -16,6 +16,7 @@
 #include <charconv>
 #include <chrono>
 #include <list>
+#include <mutex>
 #include <thread>
 
 #include "liaison/keys.h"
@@ -78,6 +79,31 @@ std::string PercentEncode(std::string_view in) {
   return out;
 }
 
+// FlatBuffers' parser errors may quote what they could not parse ("value:
+// ...", "starting with: ..."): a value from the message. Keep where and
+// which field, drop the quote.
+std::string WithoutValues(const std::string& error) {
+  const auto at = error.find("error: ");
+  if (at == std::string::npos) return "the body is not valid JSON for an Envelope";
+  std::string kind = error.substr(at + 7);
+  // An unknown key is a name the client wrote, not a value: keep it.
+  if (kind.rfind("unknown field: ", 0) == 0) return error;
+  if (const auto colon = kind.find(':'); colon != std::string::npos) {
+    kind = kind.substr(0, colon) + " (the value is not repeated here; see the line and column)";
+  }
+  return error.substr(0, at + 7) + kind;
+}
+
+bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(text[i])) != std::tolower(static_cast<unsigned char>(prefix[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
 // Message ids are the broker's idempotency keys: printable ASCII, no spaces.
 bool ValidId(std::string_view id) {
   if (id.empty() || id.size() > kMaxIdLength) return false;
@@ -127,7 +153,14 @@ struct HttpsServer::Impl {
     res.result(status);
     res.set(http::field::content_type, "application/json");
     auto text = codecs.at(root)->ToJson({fbb.GetBufferPointer(), fbb.GetSize()}, /*pretty=*/false);
-    res.body() = text.ok() ? *text + "\n" : "{}\n";
+    if (!text.ok()) {
+      // Never a 200 with half an answer: say it failed (names only).
+      spdlog::error("event=reply_unprintable error=\"{}\"", text.status().message());
+      res.result(http::status::internal_server_error);
+      res.body() = "{\"error\": \"internal_error\", \"detail\": \"the reply could not be printed as JSON\"}\n";
+      return res;
+    }
+    res.body() = *text + "\n";
     return res;
   }
 
@@ -146,7 +179,7 @@ struct HttpsServer::Impl {
     if (token_digest.empty()) return true;
     const std::string_view header = Sv(req[http::field::authorization]);
     constexpr std::string_view kBearer = "Bearer ";
-    if (header.size() <= kBearer.size() || header.substr(0, kBearer.size()) != kBearer) return false;
+    if (header.size() <= kBearer.size() || !StartsWithNoCase(header, kBearer)) return false;
     const std::string digest = Sha256Hex(header.substr(kBearer.size()));
     return CRYPTO_memcmp(digest.data(), token_digest.data(), digest.size()) == 0;
   }
@@ -157,7 +190,8 @@ struct HttpsServer::Impl {
     auto binary = envelope_codec.ToBinary(req.body(), "request body");
     if (!binary.ok()) {
       return Problem(http::status::bad_request, "invalid_json",
-                     binary.status().message() + " (the body must be an Envelope in JSON form; see docs/openapi.yaml)");
+                     WithoutValues(binary.status().message()) +
+                         " (the body must be an Envelope in JSON form; see docs/openapi.yaml)");
     }
     // What the client sent decides whether a resend is a retry: digest it
     // before the gateway fills anything in.
@@ -172,6 +206,12 @@ struct HttpsServer::Impl {
     }
     flatbuffers::FlatBufferBuilder fbb(binary->size() + 256);
     wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, envelope.get()));
+    // Refused here rather than accepted and then never taken by the broker.
+    if (const uint32_t limit = link.max_message_bytes(); limit > 0 && fbb.GetSize() > limit) {
+      return Problem(http::status::payload_too_large, "too_large",
+                     "the message is " + std::to_string(fbb.GetSize()) +
+                         " bytes in binary form; the broker takes at most " + std::to_string(limit));
+    }
     auto accepted = store.Accept(envelope->id, digest, {fbb.GetBufferPointer(), fbb.GetSize()});
     if (!accepted.ok()) {
       spdlog::error("event=state_write_failed error=\"{}\"", accepted.status().message());
@@ -267,6 +307,13 @@ struct HttpsServer::Impl {
     flatbuffers::FlatBufferBuilder fbb;
     std::vector<flatbuffers::Offset<wire::Envelope>> messages;
     for (const auto& item : items) {
+      // A peer may send text that is not UTF-8 (the binary protocol allows
+      // it); such a message cannot be JSON. It stays unacked with the broker
+      // and is logged by id, instead of spoiling every page it lands on.
+      if (!codecs.at(wire::JsonCodec::Root::kEnvelope)->ToJson(item.envelope, false).ok()) {
+        spdlog::error("event=message_unprintable message_id={} reason=not_utf8", item.id);
+        continue;
+      }
       std::unique_ptr<wire::EnvelopeT> copy(wire::GetEnvelope(item.envelope.data())->UnPack());
       messages.push_back(wire::Envelope::Pack(fbb, copy.get()));
     }
@@ -329,12 +376,12 @@ struct HttpsServer::Impl {
       *route = "/v1/messages";
     } else if (path == "/v1/inbox") {
       *route = "/v1/inbox";
-    } else if (path.starts_with(kMessages) && path.ends_with("/receipt")) {
+    } else if (path.size() > kMessages.size() + 8 && path.starts_with(kMessages) && path.ends_with("/receipt")) {
       *route = "/v1/messages/{id}/receipt";
       auto decoded = PercentDecode(path.substr(kMessages.size(),
                                                path.size() - kMessages.size() - std::string_view("/receipt").size()));
       id = decoded.value_or("");
-    } else if (path.starts_with(kInbox) && path.ends_with("/ack")) {
+    } else if (path.size() > kInbox.size() + 4 && path.starts_with(kInbox) && path.ends_with("/ack")) {
       *route = "/v1/inbox/{id}/ack";
       auto decoded = PercentDecode(
           path.substr(kInbox.size(), path.size() - kInbox.size() - std::string_view("/ack").size()));
@@ -392,7 +439,15 @@ struct HttpsServer::Impl {
         http::request_parser<http::string_body> parser;
         parser.header_limit(16 * 1024);
         parser.body_limit(config.max_body_bytes);
-        co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        // The header first: a client without the credential is refused
+        // before the gateway reads (and buffers) its body.
+        co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        bool refused = false;
+        if (!ec && !parser.is_done() && parser.get().target() != "/healthz" && !Authorized(parser.get())) {
+          refused = true;
+        } else if (!ec && !parser.is_done()) {
+          co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+        }
         if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
             ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
           break;
@@ -401,7 +456,14 @@ struct HttpsServer::Impl {
         std::string route = "-";
         bool drain = false;
         const auto started = Clock::now();
-        if (ec == http::error::body_limit) {
+        if (refused) {
+          route = "unauthenticated-body";
+          res = Problem(http::status::unauthorized, "unauthorized",
+                        "Authorization: send 'Bearer <token>' with the agency's gateway token");
+          res.set(http::field::www_authenticate, "Bearer realm=\"liaison-gateway\"");
+          res.keep_alive(false);
+          drain = true;
+        } else if (ec == http::error::body_limit) {
           res = Problem(http::status::payload_too_large, "too_large",
                         "the body is larger than max_body_bytes (" + std::to_string(config.max_body_bytes) +
                             " bytes)");
@@ -452,6 +514,10 @@ struct HttpsServer::Impl {
       tcp::socket socket = co_await acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (!acceptor->is_open()) co_return;
+        // Out of descriptors (EMFILE) and the like: pause, do not spin.
+        spdlog::warn("event=http_accept_failed error=\"{}\"", ec.message());
+        asio::steady_timer pause(*io, std::chrono::milliseconds(100));
+        co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         continue;
       }
       if (connections.load() >= config.max_connections) {
@@ -477,12 +543,13 @@ struct HttpsServer::Impl {
   wire::JsonCodec envelope_codec{wire::JsonCodec::Root::kEnvelope};
   std::map<wire::JsonCodec::Root, std::unique_ptr<wire::JsonCodec>> codecs;
   std::thread thread;
+  std::mutex io_mu;  // NotifyDelivery (any thread) against Stop() destroying io
 };
 
 HttpsServer::HttpsServer(const GatewayConfig& config, GatewayStore& store, Inbox& inbox, BrokerLink& link)
     : impl_(std::make_unique<Impl>(config, store, inbox, link)) {
   using Root = wire::JsonCodec::Root;
-  for (Root root : {Root::kReceipt, Root::kGatewayAccepted, Root::kGatewayPending, Root::kGatewayInboxPage,
+  for (Root root : {Root::kEnvelope, Root::kReceipt, Root::kGatewayAccepted, Root::kGatewayPending, Root::kGatewayInboxPage,
                     Root::kGatewayAcked, Root::kGatewayProblem, Root::kGatewayHealth}) {
     impl_->codecs.emplace(root, std::make_unique<wire::JsonCodec>(root));
   }
@@ -509,6 +576,9 @@ Status HttpsServer::Start() {
     tls.load_verify_file(c.client_ca_file, ec);
     if (ec) return Status::InvalidArgument("tls.client_ca_file " + c.client_ca_file + ": " + ec.message());
     tls.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+    // Resumed sessions with client certificates need a session id context.
+    static const unsigned char kContext[] = "liaison-gateway";
+    SSL_CTX_set_session_id_context(tls.native_handle(), kContext, sizeof kContext - 1);
   }
 
   const auto colon = c.listen.rfind(':');
@@ -539,11 +609,13 @@ void HttpsServer::Stop() {
   impl_->io->stop();
   impl_->thread.join();
   // Destroys the suspended sessions while everything they refer to lives.
+  std::lock_guard lock(impl_->io_mu);
   impl_->acceptor.reset();
   impl_->io.reset();
 }
 
 void HttpsServer::NotifyDelivery() {
+  std::lock_guard lock(impl_->io_mu);
   if (!impl_->io) return;
   asio::post(*impl_->io, [this] {
     for (auto* timer : impl_->waiters) timer->cancel();

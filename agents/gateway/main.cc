@@ -96,9 +96,11 @@ int main(int argc, char** argv) {
         std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
     if (!purged.ok()) spdlog::error("event=purge_failed error=\"{}\"", purged.status().message());
   }
+  // No new requests first; then the link, which still sends the acks the
+  // system was told 200 for.
+  server.Stop();
   if (webhook) webhook->Stop();
   link.Stop();
-  server.Stop();
   spdlog::info("event=stopped");
   return 0;
 }

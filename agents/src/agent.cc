@@ -153,6 +153,7 @@ void Agent::HandleBrokerMessage() {
   } else if (command == wire::kWelcome) {
     if (const wire::Welcome* welcome = wire::VerifyWelcome(bytes)) {
       agency_id_ = welcome->agency() ? welcome->agency()->str() : std::string();
+      max_message_bytes_ = welcome->max_message_bytes();
     }
   }
 }

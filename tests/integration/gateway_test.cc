@@ -120,8 +120,8 @@ class WebhookReceiver {
 
 class GatewayTest : public ::testing::Test {
  protected:
-  void StartBroker() {
-    broker_ = std::make_unique<BrokerProcess>(dir_, std::vector<TestAgency>{a_, b_});
+  void StartBroker(const std::string& extra = "") {
+    broker_ = std::make_unique<BrokerProcess>(dir_, std::vector<TestAgency>{a_, b_}, extra);
     Status st = broker_->Start();
     ASSERT_TRUE(st.ok()) << st.ToString();
   }
@@ -259,8 +259,9 @@ TEST_F(GatewayTest, AnUnackedMessageComesBackAfterAGatewayRestartAndAnAckedOneDo
 }
 
 TEST_F(GatewayTest, BadRequestsGetClearAnswersAndTheGatewayKeepsServing) {
-  StartBroker();
-  StartGateway("max_body_bytes: 4096\n");
+  StartBroker("limits:\n  max_message_bytes: 3000\n");
+  StartGateway("max_body_bytes: 8192\n");
+  ASSERT_TRUE(gateway_->WaitForLog("event=broker_welcomed"));
 
   // Unknown field: the answer names the line and the field, never a value.
   HttpReply r = gateway_->Call("POST", "/v1/messages",
@@ -275,6 +276,16 @@ TEST_F(GatewayTest, BadRequestsGetClearAnswersAndTheGatewayKeepsServing) {
   r = gateway_->Call("POST", "/v1/messages", "{\"to\": [");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(JsonField(r.body, "error"), "invalid_json");
+  // Values the parser could not take are not quoted back either.
+  r = gateway_->Call("POST", "/v1/messages",
+                     "{\"urgency\": \"Marker-Value-7731\", \"to\": [{\"agency\": \"b\"}]}");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("request body:1: 31: error: unknown enum value"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("Marker-Value-7731"), std::string::npos) << r.body;
+  r = gateway_->Call("POST", "/v1/messages",
+                     "{\"case_ref\": 7731.5e, \"to\": [{\"agency\": \"b\"}]}");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.body.find("7731"), std::string::npos) << r.body;
 
   // Wrong token, no token.
   r = gateway_->Call("POST", "/v1/messages", Update("b"), /*credentials=*/false,
@@ -284,10 +295,13 @@ TEST_F(GatewayTest, BadRequestsGetClearAnswersAndTheGatewayKeepsServing) {
   r = gateway_->Call("GET", "/v1/inbox", "", /*credentials=*/false);
   EXPECT_EQ(r.status, 401);
 
-  // Oversize.
+  // Oversize: the body, and (smaller body) the broker's own limit.
   r = gateway_->Call("POST", "/v1/messages", Update("b", std::string(10000, 'x')));
   EXPECT_EQ(r.status, 413) << r.error;
   EXPECT_EQ(JsonField(r.body, "error"), "too_large");
+  r = gateway_->Call("POST", "/v1/messages", Update("b", std::string(5000, 'x')));
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_NE(r.body.find("the broker takes at most 3000"), std::string::npos) << r.body;
 
   // Same id, different message.
   ASSERT_EQ(gateway_->Call("POST", "/v1/messages", Update("b", "one", "dup-1")).status, 202);
@@ -302,6 +316,12 @@ TEST_F(GatewayTest, BadRequestsGetClearAnswersAndTheGatewayKeepsServing) {
   EXPECT_EQ(gateway_->Call("GET", "/v1/inbox?wait=abc").status, 400);
   EXPECT_EQ(gateway_->Call("GET", "/v1/inbox?wait=100000").status, 400);
   EXPECT_EQ(gateway_->Call("GET", "/v1/messages/%zz/receipt").status, 400);
+  EXPECT_EQ(gateway_->Call("GET", "/v1/messages/receipt").status, 404);
+  EXPECT_EQ(gateway_->Call("POST", "/v1/inbox/ack").status, 404);
+  // The auth scheme is case-insensitive (RFC 7235).
+  r = gateway_->Call("POST", "/v1/messages", Update("b"), /*credentials=*/false,
+                     {"-H", "Authorization: bearer " + gateway_->token()});
+  EXPECT_EQ(r.status, 202) << r.body;
 
   // Health needs no credentials and holds no personal data.
   r = gateway_->Call("GET", "/healthz", "", /*credentials=*/false);

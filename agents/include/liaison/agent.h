@@ -116,6 +116,8 @@ class Agent {
 
   // The agency id the broker bound this key to; empty until welcomed.
   const std::string& agency_id() const { return agency_id_; }
+  // The broker's limits.max_message_bytes; 0 until welcomed.
+  uint32_t max_message_bytes() const { return max_message_bytes_; }
 
  private:
   explicit Agent(AgentOptions options);
@@ -132,6 +134,7 @@ class Agent {
   std::unique_ptr<zmq::socket_t> dealer_;
   std::unique_ptr<zmq::socket_t> monitor_;
   std::string agency_id_;
+  uint32_t max_message_bytes_ = 0;
   bool key_refused_ = false;
   std::deque<EnvelopeBuffer> inbox_;
   std::deque<ReceiptBuffer> notices_;

@@ -94,8 +94,9 @@ class JsonCodec {
   StatusOr<std::string> ToJson(std::span<const uint8_t> bytes, bool pretty) const;
 
  private:
+  void Init() const;  // (re)creates parser_ for root_
   Root root_;
-  std::unique_ptr<flatbuffers::Parser> parser_;
+  mutable std::unique_ptr<flatbuffers::Parser> parser_;
 };
 
 // Current UTC time as RFC 3339 with milliseconds ("2026-11-24T09:30:00.123Z").

@@ -57,7 +57,10 @@ std::span<const uint8_t> Aligned(std::span<const uint8_t> bytes, std::vector<uin
 const reflection::Schema& EnvelopeSchema() { return *reflection::GetSchema(kenvelopeBfbs); }
 const reflection::Schema& ControlSchema() { return *reflection::GetSchema(kcontrolBfbs); }
 
-JsonCodec::JsonCodec(Root root) : root_(root) {
+JsonCodec::JsonCodec(Root root) : root_(root) { Init(); }
+
+void JsonCodec::Init() const {
+  const Root root = root_;
   flatbuffers::IDLOptions opts;
   opts.strict_json = true;
   opts.natural_utf8 = true;
@@ -102,6 +105,9 @@ StatusOr<std::vector<uint8_t>> JsonCodec::ToBinary(std::string_view json,
   std::string name(source_name);
   if (!parser_->ParseJson(text.c_str(), name.c_str())) {
     std::string error = parser_->error_;
+    // A failed parse leaves state behind in the parser (its field stack):
+    // start from a fresh one so that bad input cannot pile it up.
+    Init();
     // The parser prefixes "file(line, col): error: "; keep it, it says where.
     while (!error.empty() && (error.back() == '\n' || error.back() == ' ')) error.pop_back();
     return Status::InvalidArgument(error);
