@@ -21,6 +21,7 @@
 
 #include "liaison/keys.h"
 #include "liaison/wire.h"
+#include "request.h"
 
 namespace liaison::gateway {
 namespace {
@@ -34,104 +35,10 @@ using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 using Clock = std::chrono::steady_clock;
 
-constexpr size_t kMaxIdLength = 128;
 constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
 
 std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
-
-std::string Sha256Hex(std::string_view data) {
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
-  return HexEncode(digest, sizeof digest);
-}
-
-// %XX-decodes one path segment; nullopt on a malformed escape.
-std::optional<std::string> PercentDecode(std::string_view in) {
-  std::string out;
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size()) return std::nullopt;
-    int value = 0;
-    auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, value, 16);
-    if (ec != std::errc() || p != in.data() + i + 3) return std::nullopt;
-    out.push_back(static_cast<char>(value));
-    i += 2;
-  }
-  return out;
-}
-
-std::string PercentEncode(std::string_view in) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : in) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(hex[c >> 4]);
-      out.push_back(hex[c & 15]);
-    }
-  }
-  return out;
-}
-
-// FlatBuffers' parser errors may quote what they could not parse ("value:
-// ...", "starting with: ..."): a value from the message. Keep where and
-// which field, drop the quote.
-std::string WithoutValues(const std::string& error) {
-  const auto at = error.find("error: ");
-  if (at == std::string::npos) return "the body is not valid JSON for an Envelope";
-  std::string kind = error.substr(at + 7);
-  // An unknown key is a name the client wrote, not a value: keep it.
-  if (kind.rfind("unknown field: ", 0) == 0) return error;
-  if (const auto colon = kind.find(':'); colon != std::string::npos) {
-    kind = kind.substr(0, colon) + " (the value is not repeated here; see the line and column)";
-  }
-  return error.substr(0, at + 7) + kind;
-}
-
-bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
-  if (text.size() < prefix.size()) return false;
-  for (size_t i = 0; i < prefix.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(text[i])) != std::tolower(static_cast<unsigned char>(prefix[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-// Message ids are the broker's idempotency keys: printable ASCII, no spaces.
-bool ValidId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxIdLength) return false;
-  for (unsigned char c : id) {
-    if (c <= 0x20 || c >= 0x7f) return false;
-  }
-  return true;
-}
-
-// The value of `name` in a query string; nullopt when absent.
-std::optional<std::string_view> QueryValue(std::string_view query, std::string_view name) {
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    std::string_view pair = query.substr(0, amp);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? "" : pair.substr(eq + 1);
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return std::nullopt;
-}
-
-std::optional<uint64_t> ParseUint(std::string_view text) {
-  uint64_t value = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || p != text.data() + text.size() || text.empty()) return std::nullopt;
-  return value;
-}
 
 }  // namespace
 
@@ -187,32 +94,20 @@ struct HttpsServer::Impl {
   // --- routes ----------------------------------------------------------
 
   Response PostMessage(const Request& req) {
-    auto binary = envelope_codec.ToBinary(req.body(), "request body");
-    if (!binary.ok()) {
-      return Problem(http::status::bad_request, "invalid_json",
-                     WithoutValues(binary.status().message()) +
-                         " (the body must be an Envelope in JSON form; see docs/openapi.yaml)");
+    auto prepared = PrepareMessage(envelope_codec, Sv(req.body()));
+    if (!prepared.ok()) {
+      return Problem(http::status::bad_request,
+                     prepared.status().message().rfind("id:", 0) == 0 ? "invalid_field" : "invalid_json",
+                     prepared.status().message());
     }
-    // What the client sent decides whether a resend is a retry: digest it
-    // before the gateway fills anything in.
-    const std::string digest = Sha256Hex(
-        std::string_view(reinterpret_cast<const char*>(binary->data()), binary->size()));
-    std::unique_ptr<wire::EnvelopeT> envelope(wire::GetEnvelope(binary->data())->UnPack());
-    if (envelope->id.empty()) envelope->id = wire::NewMessageId();
-    if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
-    if (!ValidId(envelope->id)) {
-      return Problem(http::status::bad_request, "invalid_field",
-                     "id: must be 1 to 128 printable ASCII characters without spaces");
-    }
-    flatbuffers::FlatBufferBuilder fbb(binary->size() + 256);
-    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, envelope.get()));
+    PreparedMessage& message = *prepared;
     // Refused here rather than accepted and then never taken by the broker.
-    if (const uint32_t limit = link.max_message_bytes(); limit > 0 && fbb.GetSize() > limit) {
+    if (const uint32_t limit = link.max_message_bytes(); limit > 0 && message.envelope.size() > limit) {
       return Problem(http::status::payload_too_large, "too_large",
-                     "the message is " + std::to_string(fbb.GetSize()) +
+                     "the message is " + std::to_string(message.envelope.size()) +
                          " bytes in binary form; the broker takes at most " + std::to_string(limit));
     }
-    auto accepted = store.Accept(envelope->id, digest, {fbb.GetBufferPointer(), fbb.GetSize()});
+    auto accepted = store.Accept(message.id, message.digest, message.envelope);
     if (!accepted.ok()) {
       spdlog::error("event=state_write_failed error=\"{}\"", accepted.status().message());
       return Problem(http::status::internal_server_error, "state_unavailable",
@@ -223,9 +118,9 @@ struct HttpsServer::Impl {
                      "id: this message id was already used for a different message; use a new id");
     }
     if (*accepted == GatewayStore::Accepted::kNew) link.WakeSender();
-    const std::string url = "/v1/messages/" + PercentEncode(envelope->id) + "/receipt";
+    const std::string url = "/v1/messages/" + PercentEncode(message.id) + "/receipt";
     flatbuffers::FlatBufferBuilder reply;
-    reply.Finish(CreateAcceptedDirect(reply, envelope->id.c_str(), url.c_str()));
+    reply.Finish(CreateAcceptedDirect(reply, message.id.c_str(), url.c_str()));
     Response res = Json(http::status::accepted, wire::JsonCodec::Root::kGatewayAccepted, reply);
     res.set(http::field::location, url);
     return res;
@@ -352,11 +247,8 @@ struct HttpsServer::Impl {
 
   // Routes one request; `route` is set to its template for the log.
   asio::awaitable<Response> Handle(const Request& req, std::string* route) {
-    const std::string_view target = Sv(req.target());
-    const auto question = target.find('?');
-    const std::string_view path = target.substr(0, question);
-    const std::string_view query =
-        question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+    const Route r = Classify(Sv(req.target()));
+    *route = r.name;
     const auto method = req.method();
     auto allow = [&](const char* methods) {
       Response res = Problem(http::status::method_not_allowed, "method_not_allowed",
@@ -364,54 +256,28 @@ struct HttpsServer::Impl {
       res.set(http::field::allow, methods);
       return res;
     };
-
-    if (path == "/healthz") {
-      *route = "/healthz";
-      co_return method == http::verb::get ? Health() : allow("GET");
+    if (r.kind == Route::Kind::kHealth) co_return method == http::verb::get ? Health() : allow("GET");
+    if (r.kind == Route::Kind::kNotFound) {
+      co_return Problem(http::status::not_found, "not_found", "no such resource; see docs/openapi.yaml");
     }
     // Everything below needs the agency's credential.
-    std::string id;
-    constexpr std::string_view kMessages = "/v1/messages/", kInbox = "/v1/inbox/";
-    if (path == "/v1/messages") {
-      *route = "/v1/messages";
-    } else if (path == "/v1/inbox") {
-      *route = "/v1/inbox";
-    } else if (path.size() > kMessages.size() + 8 && path.starts_with(kMessages) && path.ends_with("/receipt")) {
-      *route = "/v1/messages/{id}/receipt";
-      auto decoded = PercentDecode(path.substr(kMessages.size(),
-                                               path.size() - kMessages.size() - std::string_view("/receipt").size()));
-      id = decoded.value_or("");
-    } else if (path.size() > kInbox.size() + 4 && path.starts_with(kInbox) && path.ends_with("/ack")) {
-      *route = "/v1/inbox/{id}/ack";
-      auto decoded = PercentDecode(
-          path.substr(kInbox.size(), path.size() - kInbox.size() - std::string_view("/ack").size()));
-      id = decoded.value_or("");
-    } else {
-      *route = "other";
-      co_return Problem(http::status::not_found, "not_found",
-                        "no such resource; see docs/openapi.yaml");
-    }
     if (!Authorized(req)) {
       Response res = Problem(http::status::unauthorized, "unauthorized",
                              "Authorization: send 'Bearer <token>' with the agency's gateway token");
       res.set(http::field::www_authenticate, "Bearer realm=\"liaison-gateway\"");
       co_return res;
     }
-    if (*route == "/v1/messages") {
-      co_return method == http::verb::post ? PostMessage(req) : allow("POST");
-    }
-    if (*route == "/v1/inbox") {
+    if (r.kind == Route::Kind::kMessages) co_return method == http::verb::post ? PostMessage(req) : allow("POST");
+    if (r.kind == Route::Kind::kInbox) {
       if (method != http::verb::get) co_return allow("GET");
-      co_return co_await GetInbox(query);
+      co_return co_await GetInbox(r.query);
     }
-    if (!ValidId(id)) {
+    if (!r.id_ok) {
       co_return Problem(http::status::bad_request, "invalid_id",
                         "the message id in the path must be 1 to 128 printable characters (percent-encoded)");
     }
-    if (*route == "/v1/messages/{id}/receipt") {
-      co_return method == http::verb::get ? GetReceipt(id) : allow("GET");
-    }
-    co_return method == http::verb::post ? PostAck(id) : allow("POST");
+    if (r.kind == Route::Kind::kReceipt) co_return method == http::verb::get ? GetReceipt(r.id) : allow("GET");
+    co_return method == http::verb::post ? PostAck(r.id) : allow("POST");
   }
 
   // --- connections -------------------------------------------------------

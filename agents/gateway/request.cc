@@ -1,0 +1,169 @@
+#include "request.h"
+
+#include <openssl/sha.h>
+
+#include <cctype>
+#include <charconv>
+
+#include "liaison/keys.h"
+
+namespace liaison::gateway {
+namespace {
+constexpr size_t kMaxIdLength = 128;
+}  // namespace
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), digest);
+  return HexEncode(digest, sizeof digest);
+}
+
+// %XX-decodes one path segment; nullopt on a malformed escape.
+std::optional<std::string> PercentDecode(std::string_view in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    int value = 0;
+    auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, value, 16);
+    if (ec != std::errc() || p != in.data() + i + 3) return std::nullopt;
+    out.push_back(static_cast<char>(value));
+    i += 2;
+  }
+  return out;
+}
+
+std::string PercentEncode(std::string_view in) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : in) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    }
+  }
+  return out;
+}
+
+// FlatBuffers' parser errors may quote what they could not parse ("value:
+// ...", "starting with: ..."): a value from the message. Keep where and
+// which field, drop the quote.
+std::string WithoutValues(const std::string& error) {
+  const auto at = error.find("error: ");
+  if (at == std::string::npos) return "the body is not valid JSON for an Envelope";
+  std::string kind = error.substr(at + 7);
+  // An unknown key is a name the client wrote, not a value: keep it.
+  if (kind.rfind("unknown field: ", 0) == 0) return error;
+  if (const auto colon = kind.find(':'); colon != std::string::npos) {
+    kind = kind.substr(0, colon) + " (the value is not repeated here; see the line and column)";
+  }
+  return error.substr(0, at + 7) + kind;
+}
+
+bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
+  if (text.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(text[i])) != std::tolower(static_cast<unsigned char>(prefix[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Message ids are the broker's idempotency keys: printable ASCII, no spaces.
+bool ValidId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxIdLength) return false;
+  for (unsigned char c : id) {
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+// The value of `name` in a query string; nullopt when absent.
+std::optional<std::string_view> QueryValue(std::string_view query, std::string_view name) {
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name) return eq == std::string_view::npos ? "" : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> ParseUint(std::string_view text) {
+  uint64_t value = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || p != text.data() + text.size() || text.empty()) return std::nullopt;
+  return value;
+}
+
+Route Classify(std::string_view target) {
+  Route r;
+  const auto question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  if (question != std::string_view::npos) r.query = target.substr(question + 1);
+  constexpr std::string_view kMessages = "/v1/messages/", kInbox = "/v1/inbox/";
+  constexpr std::string_view kReceipt = "/receipt", kAck = "/ack";
+  std::string_view raw_id;
+  bool has_id = false;
+  if (path == "/healthz") {
+    r.kind = Route::Kind::kHealth;
+    r.name = "/healthz";
+  } else if (path == "/v1/messages") {
+    r.kind = Route::Kind::kMessages;
+    r.name = "/v1/messages";
+  } else if (path == "/v1/inbox") {
+    r.kind = Route::Kind::kInbox;
+    r.name = "/v1/inbox";
+  } else if (path.size() > kMessages.size() + kReceipt.size() && path.starts_with(kMessages) &&
+             path.ends_with(kReceipt)) {
+    r.kind = Route::Kind::kReceipt;
+    r.name = "/v1/messages/{id}/receipt";
+    raw_id = path.substr(kMessages.size(), path.size() - kMessages.size() - kReceipt.size());
+    has_id = true;
+  } else if (path.size() > kInbox.size() + kAck.size() && path.starts_with(kInbox) && path.ends_with(kAck)) {
+    r.kind = Route::Kind::kAck;
+    r.name = "/v1/inbox/{id}/ack";
+    raw_id = path.substr(kInbox.size(), path.size() - kInbox.size() - kAck.size());
+    has_id = true;
+  }
+  if (has_id) {
+    auto decoded = PercentDecode(raw_id);
+    r.id = decoded.value_or("");
+    r.id_ok = decoded.has_value() && ValidId(r.id);
+  }
+  return r;
+}
+
+StatusOr<PreparedMessage> PrepareMessage(const wire::JsonCodec& codec, std::string_view body) {
+  auto binary = codec.ToBinary(body, "request body");
+  if (!binary.ok()) {
+    return Status::InvalidArgument(WithoutValues(binary.status().message()) +
+                                   " (the body must be an Envelope in JSON form; see docs/openapi.yaml)");
+  }
+  PreparedMessage out;
+  // What the client sent decides whether a resend is a retry: digest it
+  // before the gateway fills anything in.
+  out.digest = Sha256Hex(std::string_view(reinterpret_cast<const char*>(binary->data()), binary->size()));
+  std::unique_ptr<wire::EnvelopeT> envelope(wire::GetEnvelope(binary->data())->UnPack());
+  if (envelope->id.empty()) envelope->id = wire::NewMessageId();
+  if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
+  if (!ValidId(envelope->id)) {
+    return Status::InvalidArgument("id: must be 1 to 128 printable ASCII characters without spaces");
+  }
+  flatbuffers::FlatBufferBuilder fbb(binary->size() + 256);
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, envelope.get()));
+  out.id = envelope->id;
+  out.envelope.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  return out;
+}
+
+}  // namespace liaison::gateway
