@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench property soak test-sanitize test-netns install clean
+.PHONY: all deps configure build demo test bench property soak test-sanitize test-netns fuzz fuzz-build install clean
 
 all: build
 
@@ -51,6 +51,28 @@ test-sanitize: deps
 	@cmake --build $(BUILD_DIR)-asan -j $(JOBS)
 	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, each run for
+# FUZZ_SECONDS from its seed corpus in tests/fuzz/corpus/<target>/ (new
+# inputs go to build-fuzz/corpus/, crashes to build-fuzz/findings/).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := fuzz_inbound fuzz_policy_load fuzz_json_envelope fuzz_gateway_request
+fuzz-build:
+	@bash scripts/install-deps --fuzz
+	@cmake -S . -B $(BUILD_DIR)-fuzz -DLIAISON_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 \
+	  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" >/dev/null
+	@cmake --build $(BUILD_DIR)-fuzz -j $(JOBS)
+fuzz: fuzz-build
+	@mkdir -p $(BUILD_DIR)-fuzz/findings
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD_DIR)-fuzz/corpus/$$t; \
+	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
+	  $(BUILD_DIR)-fuzz/bin/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(BUILD_DIR)-fuzz/findings/$$t- \
+	    $(BUILD_DIR)-fuzz/corpus/$$t tests/fuzz/corpus/$${t#fuzz_} 2>&1 | \
+	    grep -E "stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|Test unit written" || exit 1; \
+	done
 
 # Broker and agencies on separate network namespaces (needs root; skips
 # with a message otherwise).

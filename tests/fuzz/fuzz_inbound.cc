@@ -27,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const broker::Admission admission = dispatcher.Admit(*policies, sender, bytes);
   // Every copy the broker would send must itself be a valid Envelope.
   for (const auto& delivery : admission.deliveries) {
-    if (wire::VerifyEnvelope(delivery.envelope) == nullptr) __builtin_trap();
+    if (wire::VerifyEnvelope({delivery.envelope.data(), delivery.envelope.size()}) == nullptr) __builtin_trap();
   }
   return 0;
 }
