@@ -242,5 +242,37 @@ TEST(ReceiptTest, BuildsAVerifiableReceipt) {
   EXPECT_EQ("no-matching-agency", r->recipients()->Get(1)->reason()->str());
 }
 
+TEST_F(DispatcherTest, TextThatIsNotUtf8IsRefusedNamingTheField) {
+  auto make = [](const std::string& notes, const std::string& region) {
+    wire::EnvelopeT e;
+    e.id = "m-utf8";
+    e.to.push_back(std::make_unique<wire::RecipientT>());
+    e.to.back()->kind = "youth-welfare";
+    e.to.back()->region = region;
+    wire::CaseUpdateT u;
+    u.notes = notes;
+    e.payload.Set(u);
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+    return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  };
+  Admission bad = Admit(make("ok \xff\xfe", "mombasa"));
+  EXPECT_EQ(bad.code, wire::Code::invalid_field);
+  EXPECT_EQ(bad.detail, "payload.notes: text is not valid UTF-8");
+  // An overlong encoding and a lone surrogate are not UTF-8 either.
+  EXPECT_EQ(Admit(make("\xc0\xaf", "mombasa")).code, wire::Code::invalid_field);
+  EXPECT_EQ(Admit(make("\xed\xa0\x80", "mombasa")).code, wire::Code::invalid_field);
+  // Multi-byte text is fine.
+  EXPECT_EQ(Admit(make("Mwana wa Pwani \xe2\x80\x94 \xf0\x9f\x99\x82", "mombasa")).code, wire::Code::ok);
+}
+
+TEST(Utf8Test, Boundaries) {
+  EXPECT_TRUE(wire::IsValidUtf8(""));
+  EXPECT_TRUE(wire::IsValidUtf8("\xf4\x8f\xbf\xbf"));   // U+10FFFF
+  EXPECT_FALSE(wire::IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
+  EXPECT_FALSE(wire::IsValidUtf8("\xe2\x82"));            // truncated
+  EXPECT_FALSE(wire::IsValidUtf8("\x80"));                // stray continuation
+}
+
 }  // namespace
 }  // namespace liaison::broker

@@ -99,6 +99,15 @@ class JsonCodec {
   mutable std::unique_ptr<flatbuffers::Parser> parser_;
 };
 
+// True if `text` is well-formed UTF-8 (no overlong forms, surrogates or
+// code points above U+10FFFF).
+bool IsValidUtf8(std::string_view text);
+
+// The path ("payload.subject.given_name", "to[1].kind") of the first string
+// in a verified Envelope that is not valid UTF-8; empty if all are. The
+// FlatBuffers verifier does not look inside strings; JSON cannot carry them.
+std::string NonUtf8Field(const Envelope& envelope);
+
 // Current UTC time as RFC 3339 with milliseconds ("2026-11-24T09:30:00.123Z").
 std::string NowRfc3339();
 

@@ -146,6 +146,107 @@ StatusOr<std::string> JsonCodec::ToJson(std::span<const uint8_t> bytes, bool pre
   return text;
 }
 
+bool IsValidUtf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+namespace {
+
+// Depth is bounded by the verifier's kMaxDepth (the buffer was verified).
+std::string FindNonUtf8(const reflection::Schema& schema, const reflection::Object& object,
+                        const flatbuffers::Table& table, const std::string& prefix) {
+  for (const reflection::Field* field : *object.fields()) {
+    const std::string path = prefix + field->name()->str();
+    switch (field->type()->base_type()) {
+      case reflection::String: {
+        const flatbuffers::String* s = flatbuffers::GetFieldS(table, *field);
+        if (s && !IsValidUtf8(s->string_view())) return path;
+        break;
+      }
+      case reflection::Obj: {
+        const reflection::Object* sub = schema.objects()->Get(field->type()->index());
+        if (sub->is_struct()) break;
+        if (const flatbuffers::Table* t = flatbuffers::GetFieldT(table, *field)) {
+          if (auto found = FindNonUtf8(schema, *sub, *t, path + "."); !found.empty()) return found;
+        }
+        break;
+      }
+      case reflection::Union: {
+        const flatbuffers::Table* t = flatbuffers::GetFieldT(table, *field);
+        const reflection::Field* type_field =
+            object.fields()->LookupByKey((field->name()->str() + flatbuffers::UnionTypeFieldSuffix()).c_str());
+        if (!t || !type_field) break;
+        const auto type = flatbuffers::GetFieldI<uint8_t>(table, *type_field);
+        const reflection::EnumVal* member = schema.enums()->Get(field->type()->index())->values()->LookupByKey(type);
+        // An unknown member (a newer sender) holds nothing this broker passes on.
+        if (!member || !member->union_type()) break;
+        const reflection::Object* sub = schema.objects()->Get(member->union_type()->index());
+        if (auto found = FindNonUtf8(schema, *sub, *t, path + "."); !found.empty()) return found;
+        break;
+      }
+      case reflection::Vector: {
+        const auto element = field->type()->element();
+        if (element == reflection::String) {
+          const auto* v = flatbuffers::GetFieldV<flatbuffers::Offset<flatbuffers::String>>(table, *field);
+          for (flatbuffers::uoffset_t i = 0; v && i < v->size(); ++i) {
+            if (!IsValidUtf8(v->Get(i)->string_view())) return path + "[" + std::to_string(i) + "]";
+          }
+        } else if (element == reflection::Obj) {
+          const reflection::Object* sub = schema.objects()->Get(field->type()->index());
+          if (sub->is_struct()) break;
+          const auto* v = flatbuffers::GetFieldV<flatbuffers::Offset<flatbuffers::Table>>(table, *field);
+          for (flatbuffers::uoffset_t i = 0; v && i < v->size(); ++i) {
+            auto found = FindNonUtf8(schema, *sub, *v->Get(i), path + "[" + std::to_string(i) + "].");
+            if (!found.empty()) return found;
+          }
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string NonUtf8Field(const Envelope& envelope) {
+  const reflection::Schema& schema = EnvelopeSchema();
+  return FindNonUtf8(schema, *schema.root_table(), *reinterpret_cast<const flatbuffers::Table*>(&envelope), "");
+}
+
 std::string NowRfc3339() {
   using namespace std::chrono;
   auto now = system_clock::now();

@@ -153,6 +153,11 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   }
   Admission admission = CheckHeader(*env, sender, limits_, policies.vocabulary());
   if (admission.code != Code::ok) return admission;
+  // Text must be UTF-8: recipients read it as JSON, and the gateway could
+  // not hand it on otherwise.
+  if (const std::string field = wire::NonUtf8Field(*env); !field.empty()) {
+    return Reject(Code::invalid_field, field + ": text is not valid UTF-8", admission.message_id);
+  }
 
   // Resolve every address; the same agency reached twice gets one copy.
   std::vector<const Agency*> recipients;
