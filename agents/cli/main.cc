@@ -83,7 +83,9 @@ int PrintReceipt(const liaison::ReceiptBuffer& receipt, const wire::JsonCodec& c
   auto text = codec.ToJson(receipt.bytes(), /*pretty=*/true);
   if (!text.ok()) return Fail(text.status().message(), kExitFailure);
   std::cout << *text << "\n";
-  if (receipt->code() == wire::Code::unavailable) return kExitFailure;  // resend later: same id
+  if (receipt->code() == wire::Code::unavailable || receipt->code() == wire::Code::busy) {
+    return kExitFailure;  // resend later: same id
+  }
   if (receipt->code() != wire::Code::ok) return kExitRejected;
   if (receipt->recipients()) {
     for (const auto* r : *receipt->recipients()) {

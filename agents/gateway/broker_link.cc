@@ -115,8 +115,9 @@ void BrokerLink::SenderLoop() {
       continue;
     }
     key_refused_ = false;
-    if ((*receipt)->code() == wire::Code::unavailable) {
-      spdlog::warn("event=send_deferred message_id={} reason=broker_unavailable", message.id);
+    if ((*receipt)->code() == wire::Code::unavailable || (*receipt)->code() == wire::Code::busy) {
+      spdlog::warn("event=send_deferred message_id={} reason={}", message.id,
+                   wire::EnumNameCode((*receipt)->code()));
       pause(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
       continue;

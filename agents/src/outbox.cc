@@ -69,7 +69,7 @@ Status Outbox::Flush(Agent& agent, const std::function<void(const ReceiptBuffer&
 
     auto receipt = agent.Send(envelope);
     if (!receipt.ok()) return receipt.status();
-    if ((*receipt)->code() == wire::Code::unavailable) {
+    if ((*receipt)->code() == wire::Code::unavailable || (*receipt)->code() == wire::Code::busy) {
       return Status::Unavailable("the broker could not store the message; it stays in the outbox");
     }
     sqlite3_stmt* d = nullptr;

@@ -33,8 +33,13 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   }
 
   if (const YAML::Node limits = root["limits"]) {
-    if (r.ExpectMap(limits, "limits", {"max_message_bytes", "max_recipients",
-                                       "send_high_water_mark"})) {
+    if (r.ExpectMap(limits, "limits", {"max_message_bytes", "max_recipients", "send_high_water_mark",
+                                       "rate_per_agency", "burst_per_agency",
+                                       "max_in_flight_per_agency"})) {
+      r.ReadUint(limits, "limits", "rate_per_agency", 0, 10000000, &c.limits.rate_per_agency);
+      r.ReadUint(limits, "limits", "burst_per_agency", 1, 100000000, &c.limits.burst_per_agency);
+      r.ReadUint(limits, "limits", "max_in_flight_per_agency", 0, 1000000,
+                 &c.limits.max_in_flight_per_agency);
       r.ReadUint(limits, "limits", "max_message_bytes", 1024, 64 * 1024 * 1024,
                  &c.limits.max_message_bytes);
       r.ReadUint(limits, "limits", "max_recipients", 1, 100000, &c.limits.max_recipients);

@@ -15,6 +15,13 @@ struct Limits {
   uint64_t max_message_bytes = 256 * 1024;  // larger envelopes get a too_large receipt
   uint64_t max_recipients = 64;             // addresses in Envelope.to, and resolved agencies
   uint64_t send_high_water_mark = 10000;    // messages queued per connection before "backlog"
+  // Per sending agency (all its connections together): a token bucket of
+  // rate_per_agency messages a second with bursts of burst_per_agency, and at
+  // most max_in_flight_per_agency messages waiting for the same commit.
+  // Over either: a `busy` receipt (resend later, same id). 0 = no limit.
+  uint64_t rate_per_agency = 2000;
+  uint64_t burst_per_agency = 4000;
+  uint64_t max_in_flight_per_agency = 128;
 };
 
 struct StoreConfig {

@@ -50,6 +50,7 @@ Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
   e.ledger_failures = &stats_.ledger_failures;
   e.handshake_failures = &stats_.handshake_failures;
   e.duplicates = &stats_.duplicates;
+  e.busy = &stats_.busy;
   e.auth_refused = [this] { return zap_.refused(); };
   e.auth_admitted = [this] { return zap_.admitted(); };
   metrics_->SetExternal(std::move(e));
@@ -293,10 +294,50 @@ const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
   return it->second.empty() ? nullptr : &it->second.back().routing_id;
 }
 
+bool Reactor::WithinLimits(const std::string& agency) {
+  const Limits& limits = config_.limits;
+  if (limits.max_in_flight_per_agency > 0 &&
+      batch_in_flight_[agency] >= limits.max_in_flight_per_agency) {
+    return false;
+  }
+  if (limits.rate_per_agency == 0) return true;
+  Bucket& b = buckets_[agency];
+  const auto now = std::chrono::steady_clock::now();
+  if (b.refilled == std::chrono::steady_clock::time_point{}) {
+    b.tokens = static_cast<double>(limits.burst_per_agency);
+  } else {
+    const double seconds = std::chrono::duration<double>(now - b.refilled).count();
+    b.tokens = std::min(static_cast<double>(limits.burst_per_agency),
+                        b.tokens + seconds * static_cast<double>(limits.rate_per_agency));
+  }
+  b.refilled = now;
+  if (b.tokens < 1) return false;
+  b.tokens -= 1;
+  return true;
+}
+
 void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender,
                          const std::string& routing_id, const zmq::message_t& body) {
   stats_.messages_in++;
   ++batch_messages_;
+  // Cheapest check first: a flood is answered before any parsing, and the
+  // other agencies' messages in the same batch are not held up by it.
+  if (!WithinLimits(sender.id)) {
+    stats_.busy++;
+    if (stats_.busy % 1000 == 1) {
+      spdlog::warn("event=agency_over_limit agency={} busy_total={}", sender.id, stats_.busy.load());
+    }
+    // Echo the id so that the sender can match it (verified; never logged).
+    std::vector<uint8_t> storage;
+    const wire::Envelope* env = wire::VerifyEnvelope(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
+    const std::string id = env && env->id() ? env->id()->str() : std::string();
+    auto receipt = BuildReceipt(id, wire::Code::busy,
+                                "over this agency's rate or in-flight limit; resend later with the same id",
+                                sender.id, {}, policies.version());
+    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
+    return;
+  }
+  ++batch_in_flight_[sender.id];
   std::vector<uint8_t> storage;
   std::span<const uint8_t> bytes = wire::Aligned({body.data<uint8_t>(), body.size()}, storage);
   auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
@@ -548,6 +589,7 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
 }
 
 void Reactor::FinishBatch() {
+  batch_in_flight_.clear();
   // The ledger first: a decision that cannot be recorded is not acted on.
   const bool checkpoint_due = std::chrono::steady_clock::now() - last_checkpoint_ >=
                               std::chrono::seconds(config_.ledger.checkpoint_seconds);

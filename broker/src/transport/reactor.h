@@ -35,6 +35,7 @@ struct ReactorStats {
   std::atomic<uint64_t> messages_rejected{0};
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> duplicates{0};
+  std::atomic<uint64_t> busy{0};  // messages refused over an agency's rate or in-flight limit
   std::atomic<uint64_t> stored{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> commit_failures{0};
@@ -143,6 +144,15 @@ class Reactor {
   std::set<std::string> touched_;     // recipients to pump after the commit
   std::set<std::string> notice_for_;  // agencies with notices to send after the commit
   size_t batch_messages_ = 0;
+  // Abuse limits per sending agency (limits.rate_per_agency and friends).
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point refilled{};
+  };
+  std::unordered_map<std::string, Bucket> buckets_;
+  std::unordered_map<std::string, uint64_t> batch_in_flight_;  // this batch's messages per agency
+  // True if `agency` may send one more message now; takes a token.
+  bool WithinLimits(const std::string& agency);
   bool batch_failed_ = false;  // a write of the open batch failed: roll it back
   bool depths_stale_ = false;  // queue_depth_ must be re-read from the store
   uint64_t timer_ticks_ = 0;
