@@ -411,6 +411,64 @@ TEST_F(BrokerTest, AReplacedKeyStopsWorkingOnOpenConnections) {
   EXPECT_EQ("v-3", (*m)->id()->str());
 }
 
+TEST_F(BrokerTest, DuringARotationOverlapOldAndNewKeysBothWorkUntilItsEnd) {
+  auto youth = Receiver(youth_m_);
+  auto options = broker_->AgentFor(exit_);
+  options.receipt_timeout = 1500ms;
+  auto old_agent = Agent::Connect(options);
+  ASSERT_TRUE(old_agent.ok());
+  EXPECT_EQ(Code::ok, SendOk(**old_agent, MakeEnvelope({{"youth-m"}}, "o-0"))->code());
+
+  // The agency has a new key; the old one stays valid for 3 more seconds.
+  TestAgency rotated = MakeAgency("exit-a", "exit-programme", "mombasa");
+  const auto end = std::chrono::system_clock::now() + 3s;
+  const std::time_t end_t = std::chrono::system_clock::to_time_t(end);
+  std::tm tm;
+  gmtime_r(&end_t, &tm);
+  char until[32];
+  std::strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  WriteText(broker_->policies_dir() + "/agencies/exit-a.yaml",
+            "id: exit-a\nname: A\nkind: exit-programme\nregion: mombasa\npublic_key: \"" +
+                rotated.keys.public_z85 + "\"\nprevious_public_key: \"" + exit_.keys.public_z85 +
+                "\"\nprevious_key_valid_until: \"" + until + "\"\n" + kAllowEverything);
+  broker_->Signal(SIGHUP);
+  ASSERT_TRUE(broker_->WaitForLog("event=reload_done"));
+
+  // Both keys work, on open and on new connections.
+  EXPECT_EQ(Code::stored, SendOk(**old_agent, MakeEnvelope({{"youth-m"}}, "o-1"))->recipients()->Get(0)->code());
+  auto old_again = Agent::Connect(options);
+  ASSERT_TRUE(old_again.ok());
+  EXPECT_EQ(Code::stored, SendOk(**old_again, MakeEnvelope({{"youth-m"}}, "o-2"))->recipients()->Get(0)->code());
+  EXPECT_TRUE(broker_->WaitForLog("event=auth_previous_key agency=exit-a"));
+  auto fresh = Sender(rotated);
+  EXPECT_EQ(Code::stored, SendOk(*fresh, MakeEnvelope({{"youth-m"}}, "n-1"))->recipients()->Get(0)->code());
+
+  // After the overlap only the new key works.
+  std::this_thread::sleep_until(end + 1200ms);
+  EXPECT_FALSE((*old_agent)->Send(MakeEnvelope({{"youth-m"}}, "o-3")).ok());
+  EXPECT_TRUE(broker_->WaitForLog("event=message_with_revoked_key agency=exit-a"));
+  auto late = Agent::Connect(options);
+  ASSERT_TRUE(late.ok());
+  auto refused = (*late)->Send(MakeEnvelope({{"youth-m"}}, "o-4"));
+  EXPECT_FALSE(refused.ok());
+  EXPECT_TRUE(broker_->WaitForLog("reason=previous_key_expired agency=exit-a"));
+  EXPECT_EQ(Code::stored, SendOk(*fresh, MakeEnvelope({{"youth-m"}}, "n-2"))->recipients()->Get(0)->code());
+  std::vector<std::string> got;
+  while (auto m = ReceiveOne(*youth, 500ms)) got.push_back((*m)->id()->str());
+  EXPECT_EQ(got, (std::vector<std::string>{"o-0", "o-1", "o-2", "n-1", "n-2"}));
+}
+
+TEST_F(BrokerTest, APreviousKeyWithoutAnEndIsAClearPolicyError) {
+  WriteText(broker_->policies_dir() + "/agencies/exit-a.yaml",
+            "id: exit-a\nname: A\nkind: exit-programme\nregion: mombasa\npublic_key: \"" +
+                MakeAgency("x", "exit-programme", "mombasa").keys.public_z85 + "\"\nprevious_public_key: \"" +
+                exit_.keys.public_z85 + "\"\n" + kAllowEverything);
+  broker_->Signal(SIGHUP);
+  ASSERT_TRUE(broker_->WaitForLog("event=reload_failed"));
+  EXPECT_TRUE(broker_->WaitForLog("exit-a.yaml:6:"));
+  EXPECT_TRUE(broker_->WaitForLog("previous_key_valid_until"));
+}
+
 TEST_F(BrokerTest, StopsCleanlyOnSigterm) {
   EXPECT_EQ(0, broker_->Stop(SIGTERM));
   EXPECT_TRUE(broker_->WaitForLog("event=stop"));

@@ -1,10 +1,12 @@
 #include "routing/agency_directory.h"
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <map>
 
 #include "liaison/keys.h"
+#include "liaison/wire.h"
 #include "liaison/yaml_util.h"
 
 namespace liaison::broker {
@@ -15,7 +17,8 @@ namespace fs = std::filesystem;
 // Keys an agency file may hold. The identity keys are read here; the rules
 // are read by the policy engine.
 const std::vector<std::string> kAgencyKeys = {"id",     "name",    "kind",   "region",
-                                              "public_key", "contact", "release", "accept",
+                                              "public_key", "previous_public_key",
+                                              "previous_key_valid_until", "contact", "release", "accept",
                                               "retention", "dpo"};
 
 struct Vocabulary {
@@ -84,6 +87,30 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
       r.ReadString(*doc, "", "kind", &a.kind, true);
       r.ReadString(*doc, "", "region", &a.region, true);
       r.ReadString(*doc, "", "public_key", &a.public_key);
+      std::string previous_until;
+      r.ReadString(*doc, "", "previous_public_key", &a.previous_public_key);
+      r.ReadString(*doc, "", "previous_key_valid_until", &previous_until);
+      if (!a.previous_public_key.empty()) {
+        const auto until = wire::ParseRfc3339Millis(previous_until);
+        if (!until) {
+          r.Error((*doc)["previous_public_key"], "previous_key_valid_until",
+                  "previous_public_key needs previous_key_valid_until: when the overlap ends, as RFC 3339 "
+                  "(e.g. 2026-12-01T00:00:00Z)");
+        } else if (!IsValidZ85Key(a.previous_public_key)) {
+          r.Error((*doc)["previous_public_key"], "previous_public_key",
+                  "not a 40-character Z85 CURVE public key (the agency's old .pub file)");
+        } else if (auto [it, fresh] = key_owner.emplace(a.previous_public_key, a.id); !fresh) {
+          r.Error((*doc)["previous_public_key"], "previous_public_key",
+                  it->second == a.id ? std::string("the previous key is the same as the current one")
+                                     : "this key is registered for agency '" + it->second + "'");
+        } else {
+          a.previous_raw_key = DecodeZ85Key(a.previous_public_key);
+          a.previous_valid_until_ms = *until;
+        }
+      } else if (!previous_until.empty()) {
+        r.Error((*doc)["previous_key_valid_until"], "previous_key_valid_until",
+                "set only together with previous_public_key");
+      }
       CheckTerm(r, *doc, "kind", a.kind, vocabulary.kinds, "agency kind");
       CheckTerm(r, *doc, "region", a.region, vocabulary.regions, "region");
       if (!a.id.empty() && a.id != file.stem().string()) {
@@ -134,8 +161,20 @@ void AgencyDirectory::BuildIndexes() {
   for (const Agency& a : agencies_) {
     by_id_.emplace(a.id, &a);
     if (!a.raw_key.empty()) by_key_.emplace(a.raw_key, &a);
+    if (!a.previous_raw_key.empty()) by_key_.emplace(a.previous_raw_key, &a);
     by_kind_[a.kind].push_back(&a);
   }
+}
+
+bool AcceptsKey(const Agency& agency, std::string_view z85_key, int64_t now_ms) {
+  if (!agency.public_key.empty() && z85_key == agency.public_key) return true;
+  return !agency.previous_public_key.empty() && z85_key == agency.previous_public_key &&
+         now_ms < agency.previous_valid_until_ms;
+}
+
+int64_t NowMillis() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
 const Agency* AgencyDirectory::Find(std::string_view id) const {

@@ -22,8 +22,20 @@ struct Agency {
   std::string region;         // a region from the vocabulary
   std::string public_key;     // Z85; empty until the agency is onboarded
   std::string raw_key;        // the same key, 32 raw bytes (empty if none)
+  // Key rotation: the agency's previous key stays valid until
+  // previous_valid_until_ms (ms since the epoch), so that its systems can
+  // switch over without a gap. Empty / 0 when there is none.
+  std::string previous_public_key;
+  std::string previous_raw_key;
+  int64_t previous_valid_until_ms = 0;
   std::string source;         // file it came from, for messages
 };
+
+// True if `z85_key` may speak for `agency` at `now_ms`: its current key, or
+// its previous key before the end of the overlap.
+bool AcceptsKey(const Agency& agency, std::string_view z85_key, int64_t now_ms);
+// Milliseconds since the epoch, now.
+int64_t NowMillis();
 
 class AgencyDirectory {
  public:

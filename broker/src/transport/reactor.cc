@@ -192,7 +192,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   // One policy set for the whole message, even if a reload swaps it now.
   const auto set = policies();
   const Agency* agency = user_id ? set->directory().Find(user_id) : nullptr;
-  if (!agency || !key || agency->public_key != key) {
+  if (!agency || !key || !AcceptsKey(*agency, key, NowMillis())) {
     // Admitted at handshake, but a reload has since removed the agency or
     // replaced its key: the connection no longer speaks for anyone.
     stats_.revoked_messages++;
@@ -216,7 +216,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
     HandleSend(*set, *agency, routing_id, frames[2]);
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
-    HandleHello(*agency, routing_id, fd, frames[2]);
+    HandleHello(*agency, key, routing_id, fd, frames[2]);
   } else if (command == wire::kAck) {
     HandleAck(*agency, frames[2], routing_id);
   } else {
@@ -228,7 +228,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   }
 }
 
-void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, int fd,
+void Reactor::HandleHello(const Agency& agency, const std::string& key, const std::string& routing_id, int fd,
                           const zmq::message_t& body) {
   std::vector<uint8_t> storage;
   const wire::Hello* hello = wire::VerifyHello(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
@@ -244,7 +244,7 @@ void Reactor::HandleHello(const Agency& agency, const std::string& routing_id, i
   auto& list = receivers_[agency.id];
   std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
   if (hello->role() == wire::Role::receiver) {
-    list.push_back({routing_id, fd, agency.public_key});
+    list.push_back({routing_id, fd, key});
     // A (re)connected receiver gets everything not yet acked, from the start,
     // in order; after this batch is committed.
     outflows_[agency.id] = Outflow{};
@@ -287,7 +287,7 @@ const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
   // A connection whose key a reload replaced or revoked gets nothing more.
   const Agency* current = policies()->directory().Find(agency);
   std::erase_if(it->second, [&](const Receiver& r) {
-    const bool revoked = !current || current->public_key != r.key;
+    const bool revoked = !current || !AcceptsKey(*current, r.key, NowMillis());
     if (revoked) spdlog::warn("event=receiver_revoked agency={}", agency);
     return revoked;
   });

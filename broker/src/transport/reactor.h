@@ -82,7 +82,8 @@ class Reactor {
   };
 
   void HandleRouterMessage(std::vector<zmq::message_t>& frames);
-  void HandleHello(const Agency& agency, const std::string& routing_id, int fd,
+  // `key`: the public key (Z85) the connection authenticated with.
+  void HandleHello(const Agency& agency, const std::string& key, const std::string& routing_id, int fd,
                    const zmq::message_t& body);
   // ReceiverOf's non-const core: drops receivers whose key a reload revoked.
   const std::string* LiveReceiverOf(const std::string& agency);

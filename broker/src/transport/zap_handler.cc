@@ -86,11 +86,18 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
       const std::string key = request[6].to_string();
       auto directory = directory_();
       const Agency* agency = directory ? directory->FindByKey(key) : nullptr;
-      if (agency) {
+      const bool previous = agency && key == agency->previous_raw_key;
+      if (agency && previous && NowMillis() >= agency->previous_valid_until_ms) {
+        refused_++;
+        spdlog::warn("event=auth_refused reason=previous_key_expired agency={} key_fingerprint={} peer={}",
+                     agency->id, KeyFingerprint(key), address);
+      } else if (agency) {
         status_code = "200";
         status_text = "OK";
         user_id = agency->id;
-        metadata = EncodeProperty(kKeyProperty, agency->public_key);
+        // The key this connection presented: checked again per message.
+        metadata = EncodeProperty(kKeyProperty, previous ? agency->previous_public_key : agency->public_key);
+        if (previous) spdlog::info("event=auth_previous_key agency={} reason=rotation_overlap", agency->id);
         admitted_++;
         spdlog::debug("event=auth_ok agency={} peer={}", agency->id, address);
       } else {
