@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench property soak test-sanitize test-netns fuzz fuzz-build install clean
+.PHONY: all deps configure build demo test bench property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
 
 all: build
 
@@ -42,15 +42,34 @@ soak: build
 	@LIAISON_CRASH_MESSAGES=100000 LIAISON_CRASH_KILLS=10 \
 	  $(BUILD_DIR)/bin/integration_tests --gtest_filter='CrashTest.*'
 
-# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer, in
-# its own build directory.
-test-sanitize: deps
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer, and
+# the concurrency tests (broker, gateway, abuse, admin: every process they
+# start is built with it) under ThreadSanitizer, each in its own build folder.
+test-sanitize: test-asan test-tsan
+
+test-asan: deps
 	@cmake -S . -B $(BUILD_DIR)-asan -DCMAKE_BUILD_TYPE=Debug \
 	  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 	@cmake --build $(BUILD_DIR)-asan -j $(JOBS)
 	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
+
+# A race makes the process exit (halt_on_error), so the test fails; the
+# reports of processes a test started are in build-tsan/tsan-reports/.
+TSAN_TESTS := Broker|Gateway|Abuse|Admin|Inbox|Crash
+test-tsan: deps
+	@cmake -S . -B $(BUILD_DIR)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \
+	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" >/dev/null
+	@cmake --build $(BUILD_DIR)-tsan -j $(JOBS)
+	@rm -rf $(BUILD_DIR)-tsan/tsan-reports && mkdir -p $(BUILD_DIR)-tsan/tsan-reports
+	@cd $(BUILD_DIR)-tsan && \
+	  TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp log_path=$(CURDIR)/$(BUILD_DIR)-tsan/tsan-reports/race" \
+	  ctest --output-on-failure -j $(JOBS) --timeout 600 -R '$(TSAN_TESTS)'
+	@if ls $(BUILD_DIR)-tsan/tsan-reports/race* >/dev/null 2>&1; then \
+	  cat $(BUILD_DIR)-tsan/tsan-reports/race*; echo "ThreadSanitizer reported races"; exit 1; fi
+	@echo "ThreadSanitizer: no races reported"
 
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, each run for
 # FUZZ_SECONDS from its seed corpus in tests/fuzz/corpus/<target>/ (new
