@@ -80,8 +80,11 @@ TEST_F(AbuseTest, AFloodFromOneAgencyIsAnsweredBusyAndTheOthersAreServed) {
   auto good = Connect(good_);
   const std::vector<double> quiet = SendGood(*good, 50, "quiet-");
 
-  // Four connections of one agency send as fast as the sockets take it,
-  // without waiting for receipts.
+  // Four connections of one agency send without waiting for receipts, each
+  // ~5,000 messages a second, over 15 times the agency's limit together.
+  // (Not as fast as the sockets take it: under ASan, the sending test
+  // process itself then died in a libzmq 4.3.4 assertion, !_io_error in
+  // stream_engine_base.cpp; noted, not investigated further.)
   std::atomic<bool> stop{false};
   std::atomic<int> flooded{0};
   std::vector<std::thread> flood;
@@ -92,6 +95,7 @@ TEST_F(AbuseTest, AFloodFromOneAgencyIsAnsweredBusyAndTheOthersAreServed) {
         if (agent->SendFrames(wire::kSend, Update("f" + std::to_string(t) + "-" + std::to_string(i), "r")).ok()) {
           ++flooded;
         }
+        std::this_thread::sleep_for(200us);
       }
     });
   }
