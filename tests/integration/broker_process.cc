@@ -80,37 +80,53 @@ BrokerProcess::~BrokerProcess() {
   if (null_fd_ >= 0) ::close(null_fd_);
 }
 
+Status WaitForReadyFile(pid_t* pid, const std::string& ready_path, const std::string& name,
+                        const std::function<std::string()>& diagnostics, std::string* endpoint) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status;
+    if (waitpid(*pid, &status, WNOHANG) == *pid) {
+      *pid = -1;
+      return Status::Unavailable(name + " exited with " + std::to_string(ExitCode(status)) + "; " +
+                                 diagnostics());
+    }
+    std::string ready = ReadText(ready_path);
+    if (!ready.empty() && ready.back() == '\n') {
+      *endpoint = ready.substr(0, ready.size() - 1);
+      return Status::Ok();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return Status::DeadlineExceeded(name + " did not report ready; " + diagnostics());
+}
+
+int StopProcess(pid_t* pid, int signal) {
+  if (*pid <= 0) return -1;
+  ::kill(*pid, signal);
+  int status = 0;
+  waitpid(*pid, &status, 0);
+  *pid = -1;
+  return ExitCode(status);
+}
+
+bool WaitForText(const std::function<std::string()>& read, const std::string& needle, int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (read().find(needle) != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
 Status BrokerProcess::Start(const std::string& endpoint) {
   std::filesystem::remove(ready_path_);
   pid_ = Spawn({LIAISON_BROKER_BIN, "--config", config_path_, "--ready-file", ready_path_,
                 "--listen", endpoint},
                null_fd_, null_fd_);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return Status::Unavailable("broker exited with " + std::to_string(ExitCode(status)) +
-                                 "; log:\n" + log());
-    }
-    std::string ready = ReadText(ready_path_);
-    if (!ready.empty() && ready.back() == '\n') {
-      endpoint_ = ready.substr(0, ready.size() - 1);
-      return Status::Ok();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return Status::DeadlineExceeded("broker did not report ready; log:\n" + log());
+  return WaitForReadyFile(&pid_, ready_path_, "broker", [this] { return "log:\n" + log(); }, &endpoint_);
 }
 
-int BrokerProcess::Stop(int signal) {
-  if (!running()) return -1;
-  ::kill(pid_, signal);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-  return ExitCode(status);
-}
+int BrokerProcess::Stop(int signal) { return StopProcess(&pid_, signal); }
 
 void BrokerProcess::Signal(int signal) {
   if (running()) ::kill(pid_, signal);
@@ -119,12 +135,7 @@ void BrokerProcess::Signal(int signal) {
 std::string BrokerProcess::log() const { return ReadText(log_path_); }
 
 bool BrokerProcess::WaitForLog(const std::string& needle, int timeout_ms) const {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (log().find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+  return WaitForText([this] { return log(); }, needle, timeout_ms);
 }
 
 AgentOptions BrokerProcess::AgentFor(const TestAgency& agency, wire::Role role) const {

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,16 @@ class BrokerProcess {
 pid_t Spawn(const std::vector<std::string>& argv, int out_fd, int err_fd);
 // A waitpid() status as an exit code, or -signal.
 int ExitCode(int status);
+
+// Waits (10 s) until the process `*pid` writes "ENDPOINT\n" to `ready_path`
+// and sets `*endpoint`. If it exits first: `*pid` = -1 and Unavailable with
+// its exit code and `diagnostics()` (its log), naming it `name`.
+Status WaitForReadyFile(pid_t* pid, const std::string& ready_path, const std::string& name,
+                        const std::function<std::string()>& diagnostics, std::string* endpoint);
+// Sends `signal` to `*pid` and waits; returns the exit code (or -signal).
+int StopProcess(pid_t* pid, int signal);
+// Polls `read()` until it holds `needle`; false after `timeout_ms`.
+bool WaitForText(const std::function<std::string()>& read, const std::string& needle, int timeout_ms);
 
 // Runs a command; returns its exit status and fills stdout/stderr.
 int RunCommand(const std::vector<std::string>& argv, std::string* out, std::string* err);

@@ -162,32 +162,11 @@ Status GatewayProcess::Start() {
   pid_ = Spawn({LIAISON_GATEWAY_BIN, "--config", dir_ + "/gateway.yaml", "--ready-file", ready}, null_fd_,
                err_fd);
   ::close(err_fd);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status;
-    if (waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return Status::Unavailable("gateway exited with " + std::to_string(ExitCode(status)) + "; stderr:\n" +
-                                 ReadText(dir_ + "/stderr") + "log:\n" + log());
-    }
-    std::string text = ReadText(ready);
-    if (!text.empty() && text.back() == '\n') {
-      endpoint_ = text.substr(0, text.size() - 1);
-      return Status::Ok();
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return Status::DeadlineExceeded("gateway did not report ready; log:\n" + log());
+  return WaitForReadyFile(&pid_, ready, "gateway",
+                          [this] { return "stderr:\n" + ReadText(dir_ + "/stderr") + "log:\n" + log(); }, &endpoint_);
 }
 
-int GatewayProcess::Stop(int signal) {
-  if (!running()) return -1;
-  ::kill(pid_, signal);
-  int status = 0;
-  waitpid(pid_, &status, 0);
-  pid_ = -1;
-  return ExitCode(status);
-}
+int GatewayProcess::Stop(int signal) { return StopProcess(&pid_, signal); }
 
 HttpReply GatewayProcess::Call(const std::string& method, const std::string& path, const std::string& body,
                                bool credentials, const std::vector<std::string>& curl_args) const {
@@ -219,12 +198,7 @@ HttpReply GatewayProcess::Call(const std::string& method, const std::string& pat
 std::string GatewayProcess::log() const { return ReadText(dir_ + "/gateway.log"); }
 
 bool GatewayProcess::WaitForLog(const std::string& needle, int timeout_ms) const {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (log().find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+  return WaitForText([this] { return log(); }, needle, timeout_ms);
 }
 
 std::string JsonField(const std::string& json, const std::string& name) {
