@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
+.PHONY: all deps configure build demo test bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
 
 all: build
 
@@ -24,12 +24,24 @@ test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
 # Medians of 5 repetitions; the machine is shared, so compare runs side by side.
-bench: build
-	@mkdir -p $(BUILD_DIR)/bench-results
+bench:
+	@scripts/install-deps --bench
+	@$(MAKE) --no-print-directory build
+	@mkdir -p bench/results
 	@$(BUILD_DIR)/bin/policy_bench --benchmark_repetitions=5 \
 	  --benchmark_report_aggregates_only=true \
-	  --benchmark_out=$(BUILD_DIR)/bench-results/policy.json --benchmark_out_format=json
-	@$(BUILD_DIR)/bin/store_bench 20000 2000
+	  --benchmark_out=bench/results/policy.json --benchmark_out_format=json
+	@$(BUILD_DIR)/bin/liaison_bench --out bench/results
+
+# Where the broker's time goes: perf samples the broker during liaison's
+# saturation runs of the side-by-side comparison; prints the top entries.
+profile:
+	@scripts/install-deps --bench
+	@$(MAKE) --no-print-directory build
+	@$(BUILD_DIR)/bin/liaison_bench --only compare --repetitions 1 --out $(BUILD_DIR)/profile \
+	  --perf $(BUILD_DIR)/profile/broker.perf.data
+	@perf report -i $(BUILD_DIR)/profile/broker.perf.data --children --sort sym --stdio -g none 2>/dev/null \
+	  | grep -v '^#' | grep '%' | head -40
 
 # The policy property test at scale: a million random messages under 1,000
 # random policy sets, checked against the reference evaluator.

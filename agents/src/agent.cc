@@ -130,7 +130,9 @@ void Agent::HandleBrokerMessage() {
   if (command == wire::kReceipt) {
     if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
       std::string id = receipt->message_id() ? receipt->message_id()->str() : std::string();
-      receipts_.insert_or_assign(id, ReceiptBuffer(std::move(bytes), receipt));
+      if (receipts_.insert_or_assign(id, ReceiptBuffer(std::move(bytes), receipt)).second) {
+        receipt_order_.push_back(std::move(id));
+      }
     }
   } else if (command == wire::kDeliver) {
     const wire::Envelope* envelope = wire::VerifyEnvelope(bytes);
@@ -192,6 +194,7 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
       if (it != receipts_.end()) {
         ReceiptBuffer receipt = std::move(it->second);
         receipts_.erase(it);
+        if (receipts_.empty()) receipt_order_.clear();  // TakeReceipt's order; bounded here
         return receipt;
       }
       if (key_refused_) {
@@ -207,6 +210,36 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
       }
       auto wait = std::min(deadline, next_send) - now;
       Pump(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + std::chrono::milliseconds(1));
+    }
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("agent socket failed: ") + e.what());
+  }
+}
+
+StatusOr<std::optional<ReceiptBuffer>> Agent::TakeReceipt(std::chrono::milliseconds timeout) {
+  LIAISON_RETURN_IF_ERROR(ReopenIfRefused());
+  const auto deadline = Clock::now() + timeout;
+  bool polled = false;  // a zero timeout still reads what has arrived
+  try {
+    while (true) {
+      // Send() takes receipts by id, leaving stale entries in the order.
+      while (!receipt_order_.empty()) {
+        auto it = receipts_.find(receipt_order_.front());
+        receipt_order_.pop_front();
+        if (it == receipts_.end()) continue;
+        std::optional<ReceiptBuffer> receipt(std::move(it->second));
+        receipts_.erase(it);
+        return receipt;
+      }
+      if (key_refused_) {
+        return Status::PermissionDenied(
+            "the broker refused this agency's key: it is not registered (or was revoked)");
+      }
+      const auto now = Clock::now();
+      if (now >= deadline && polled) return std::optional<ReceiptBuffer>();
+      Pump(std::max(std::chrono::milliseconds(0),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now)));
+      polled = true;
     }
   } catch (const zmq::error_t& e) {
     return Status::Unavailable(std::string("agent socket failed: ") + e.what());

@@ -41,7 +41,7 @@ int ExitCode(int status) {
 
 
 BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
-                             const std::string& extra_config)
+                             const std::string& extra_config, const std::string& log_level)
     : dir_(dir.path().string()),
       policies_dir_(dir_ + "/policies"),
       config_path_(dir_ + "/broker.yaml"),
@@ -69,7 +69,7 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
             "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n"
             "  checkpoint_every: 100\n  checkpoint_seconds: 1\n"
             "admin:\n  listen: 127.0.0.1:0\n"
-            "log:\n  level: debug\n  console: false\n  file: broker.log\n" +
+            "log:\n  level: " + log_level + "\n  console: false\n  file: broker.log\n" +
                 extra_config);
   store_path_ = dir_ + "/liaison.db";
   ledger_path_ = dir_ + "/ledger.log";

@@ -18,9 +18,10 @@ namespace liaison::testing {
 class BrokerProcess {
  public:
   // Writes keys, policies and broker.yaml under `dir`. `extra_config` is
-  // appended to broker.yaml (e.g. a limits: block).
+  // appended to broker.yaml (e.g. a limits: block); the broker logs at
+  // `log_level` (tests want debug; benchmarks what production runs).
   BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
-                const std::string& extra_config = "");
+                const std::string& extra_config = "", const std::string& log_level = "debug");
   ~BrokerProcess();  // stops the broker if it runs
 
   // Starts the broker and waits until it listens. With no endpoint, it
@@ -31,6 +32,7 @@ class BrokerProcess {
   // Sends a signal without waiting (e.g. SIGHUP).
   void Signal(int signal);
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
   const std::string& endpoint() const { return endpoint_; }
   const CurveKeyPair& broker_keys() const { return broker_keys_; }

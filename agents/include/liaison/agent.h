@@ -87,6 +87,13 @@ class Agent {
   // Low level, for tools and tests: sends frames as given, without waiting.
   Status SendFrames(std::string_view command, std::span<const uint8_t> body);
 
+  // Pipelined sending: post envelopes with SendFrames(wire::kSend, bytes)
+  // and collect their receipts here, in the order they arrive (waits up to
+  // `timeout`; nullopt if none came). The caller keeps each message until
+  // its receipt arrives and resends it (same id) if none comes. Do not mix
+  // with Send() on the same Agent: Send() would take others' receipts.
+  StatusOr<std::optional<ReceiptBuffer>> TakeReceipt(std::chrono::milliseconds timeout);
+
   // Waits up to `timeout` for a delivered message; nullopt on timeout.
   // Deliveries that arrived during Send() are returned first. A redelivery
   // of a message the application already acked (same sender and id) is
@@ -144,6 +151,7 @@ class Agent {
   // id -> "sender\0id" of messages received but not yet acked.
   std::unordered_map<std::string, std::string> in_progress_;
   std::unordered_map<std::string, ReceiptBuffer> receipts_;  // by message id ("" = unreadable)
+  std::deque<std::string> receipt_order_;  // ids in receipts_, oldest first, for TakeReceipt
 };
 
 }  // namespace liaison

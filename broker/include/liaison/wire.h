@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "liaison/status.h"
+#include "liaison/wire/bench_generated.h"
 #include "liaison/wire/control_generated.h"
 #include "liaison/wire/envelope_generated.h"
 #include "liaison/wire/gateway_generated.h"
@@ -77,6 +78,8 @@ class JsonCodec {
     kGatewayAcked,
     kGatewayProblem,
     kGatewayHealth,
+    // `make bench`'s results (schemas/bench.fbs).
+    kBenchReport,
   };
   explicit JsonCodec(Root root);
   ~JsonCodec();

@@ -19,6 +19,8 @@ extern const uint8_t kledgerBfbs[];
 extern const size_t kledgerBfbsSize;
 extern const uint8_t kgatewayBfbs[];
 extern const size_t kgatewayBfbsSize;
+extern const uint8_t kbenchBfbs[];
+extern const size_t kbenchBfbsSize;
 
 namespace {
 
@@ -85,6 +87,7 @@ void JsonCodec::Init() const {
     case Root::kGatewayAcked: root_type = "liaison.gateway.Acked"; break;
     case Root::kGatewayProblem: root_type = "liaison.gateway.Problem"; break;
     case Root::kGatewayHealth: root_type = "liaison.gateway.Health"; break;
+    case Root::kBenchReport: loaded = parser_->Deserialize(kbenchBfbs, kbenchBfbsSize); break;
   }
   if (root_type != nullptr && root != Root::kAck) {
     loaded = parser_->Deserialize(kgatewayBfbs, kgatewayBfbsSize);
@@ -130,6 +133,7 @@ StatusOr<std::string> JsonCodec::ToJson(std::span<const uint8_t> bytes, bool pre
     case Root::kGatewayAcked: valid = VerifyAs<gateway::Acked>(bytes, nullptr); break;
     case Root::kGatewayProblem: valid = VerifyAs<gateway::Problem>(bytes, nullptr); break;
     case Root::kGatewayHealth: valid = VerifyAs<gateway::Health>(bytes, nullptr); break;
+    case Root::kBenchReport: valid = VerifyAs<bench::Report>(bytes, nullptr); break;
     case Root::kLedgerRecord: {
       flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxDepth, kMaxTables);
       valid = verifier.VerifyBuffer<liaison::ledger::LedgerRecord>(nullptr);

@@ -1,0 +1,419 @@
+// `make bench`: liaison's full path against its transport's limit (a minimal
+// CURVE forwarder) and against the broker agencies would otherwise use
+// (RabbitMQ, durable queue, persistent messages, publisher confirms), in
+// one run on loopback; then how liaison's cost scales with the number of
+// registered agencies, the rules per agency and the message size.
+//
+// Every figure is the median of --repetitions runs (default 3). Prints a
+// table; writes OUT/<report>.json (schemas/bench.fbs) and OUT/<curve>.svg.
+// Stops every process it starts.
+//
+//   liaison_bench [--out DIR] [--repetitions N] [--quick] [--only PART]... [--perf FILE]
+//   liaison_bench forwarder KEY_FILE READY_FILE      (the baseline's process)
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "forwarder.h"
+#include "liaison_peer.h"
+#include "load.h"
+#include "report.h"
+#if LIAISON_BENCH_RABBITMQ
+#include "rabbitmq_peer.h"
+#endif
+
+namespace liaison::bench {
+namespace {
+
+constexpr double kOfferedRate = 10000;  // messages a second, for the latency figures
+constexpr size_t kMessageBytes = 2048;
+
+struct Options {
+  std::string out = "bench/results";
+  int repetitions = 3;
+  bool quick = false;  // fewer messages and points: a smoke run of the bench itself
+  std::string perf;    // if set: perf samples the broker's first saturation run into this file
+  std::string self_exe;
+};
+
+// Messages per saturation run and per latency run.
+uint64_t Saturation(const Options& o, uint64_t full) { return o.quick ? full / 10 : full; }
+uint64_t LatencyMessages(const Options& o) { return static_cast<uint64_t>(kOfferedRate * (o.quick ? 0.5 : 2)); }
+
+// One system as the bench drives it: its server's pid and fresh clients.
+struct System {
+  std::string name;
+  pid_t server_pid = -1;
+  std::function<StatusOr<std::unique_ptr<SenderClient>>()> sender;
+  std::function<StatusOr<std::unique_ptr<ReceiverClient>>()> receiver;
+};
+
+// Message numbers (liaison's ids) are never reused within the process, so
+// that a server measured more than once never sees a resend.
+uint64_t g_next_seq = 1;
+
+// Runs `load` with fresh clients.
+StatusOr<LoadResult> Measure(const System& system, LoadSpec spec, double* cpu_us_per_msg) {
+  auto receiver = system.receiver();
+  if (!receiver.ok()) return receiver.status().WithContext(system.name + " receiver");
+  auto sender = system.sender();
+  if (!sender.ok()) return sender.status().WithContext(system.name + " sender");
+  spec.first_seq = g_next_seq;
+  g_next_seq += spec.messages;
+  auto before = ReadProcessUsage(system.server_pid);
+  auto result = RunLoad(**sender, **receiver, spec);
+  auto after = ReadProcessUsage(system.server_pid);
+  if (!result.ok()) return result.status().WithContext(system.name);
+  if (cpu_us_per_msg != nullptr && before.ok() && after.ok()) {
+    *cpu_us_per_msg = (after->cpu_seconds - before->cpu_seconds) * 1e6 / static_cast<double>(spec.messages);
+  }
+  return result;
+}
+
+// Repetitions of a saturation run and, if `with_latency`, a run at the
+// offered load; the figure holds the medians.
+StatusOr<FigureT> MeasureFigure(const Options& o, const System& system, uint64_t saturation_messages,
+                                bool with_latency, size_t message_bytes, double x) {
+  FigureT figure;
+  figure.system = system.name;
+  figure.x = x;
+  figure.message_bytes = static_cast<uint32_t>(message_bytes);
+  figure.offered_rate = with_latency ? kOfferedRate : 0;
+  std::vector<double> tput, p50, p99, p999, cpu;
+  for (int r = 0; r < o.repetitions; ++r) {
+    auto run = std::make_unique<RunT>();
+    LoadSpec saturate;
+    saturate.messages = saturation_messages;
+    pid_t perf = -1;
+    if (!o.perf.empty() && system.name == "liaison" && r == 0) {
+      perf = testing::Spawn({"perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
+                             "-p", std::to_string(system.server_pid), "-o", o.perf},
+                            -1, -1);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));  // attached before the load starts
+    }
+    auto s = Measure(system, saturate, &run->server_cpu_us_per_msg);
+    if (perf > 0) testing::StopProcess(&perf, SIGINT);
+    if (!s.ok()) return s.status();
+    run->throughput = s->throughput;
+    if (with_latency) {
+      LoadSpec paced;
+      paced.messages = LatencyMessages(o);
+      paced.rate = kOfferedRate;
+      auto l = Measure(system, paced, nullptr);
+      if (!l.ok()) return l.status();
+      run->p50_ms = l->p50_ms;
+      run->p99_ms = l->p99_ms;
+      run->p999_ms = l->p999_ms;
+    }
+    tput.push_back(run->throughput);
+    p50.push_back(run->p50_ms);
+    p99.push_back(run->p99_ms);
+    p999.push_back(run->p999_ms);
+    cpu.push_back(run->server_cpu_us_per_msg);
+    figure.runs.push_back(std::move(run));
+  }
+  figure.throughput = Median(tput);
+  figure.p50_ms = Median(p50);
+  figure.p99_ms = Median(p99);
+  figure.p999_ms = Median(p999);
+  figure.server_cpu_us_per_msg = Median(cpu);
+  auto usage = ReadProcessUsage(system.server_pid);
+  if (usage.ok()) figure.peak_rss_mib = usage->peak_rss_mib;
+  return figure;
+}
+
+std::string Host() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string model = "unknown CPU";
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return model + " x" + std::to_string(sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+std::unique_ptr<ReportT> NewReport(const std::string& name, const std::string& description,
+                                   const std::string& x_name) {
+  auto r = std::make_unique<ReportT>();
+  r->name = name;
+  r->description = description;
+  r->x_name = x_name;
+  r->started_at = wire::NowRfc3339();
+  r->host = Host();
+  return r;
+}
+
+void AddRatio(ReportT& report, const std::string& name, double value, double target, bool minimum) {
+  auto ratio = std::make_unique<RatioT>();
+  ratio->name = name;
+  ratio->value = value;
+  ratio->target = target;
+  ratio->target_is_minimum = minimum;
+  report.ratios.push_back(std::move(ratio));
+}
+
+System LiaisonSystem(const LiaisonBroker& broker, std::vector<uint8_t> referral) {
+  return {"liaison", broker.pid(),
+          [&broker, referral] { return ConnectLiaisonSender(broker, referral); },
+          [&broker] { return ConnectLiaisonReceiver(broker); }};
+}
+
+System ForwarderSystem(const ForwarderProcess& forwarder, size_t bytes) {
+  return {"curve-forwarder", forwarder.pid(),
+          [&forwarder, bytes] { return ConnectForwarderSender(forwarder, bytes); },
+          [&forwarder] { return ConnectForwarderReceiver(forwarder); }};
+}
+
+void PrintFigure(const FigureT& f, const char* x_format = nullptr) {
+  char x[32] = "";
+  if (x_format != nullptr) std::snprintf(x, sizeof x, x_format, f.x);
+  std::printf("  %-16s %8s %10.0f %9.2f %9.2f %9.2f %10.2f %9.1f\n", f.system.c_str(), x, f.throughput,
+              f.p50_ms, f.p99_ms, f.p999_ms, f.server_cpu_us_per_msg, f.peak_rss_mib);
+  std::fflush(stdout);
+}
+
+void PrintHeader(const char* x_name) {
+  std::printf("  %-16s %8s %10s %9s %9s %9s %10s %9s\n", "system", x_name, "msg/s", "p50 ms", "p99 ms",
+              "p99.9 ms", "cpu us/msg", "RSS MiB");
+}
+
+const FigureT* Find(const ReportT& r, const std::string& system, double x = 0) {
+  for (const auto& f : r.figures) {
+    if (f->system == system && f->x == x) return f.get();
+  }
+  return nullptr;
+}
+
+Status Finish(const Options& o, const ReportT& report) {
+  return WriteReportJson(report, o.out + "/" + report.name + ".json");
+}
+
+// The three systems side by side at 2 KiB.
+Status Compare(const Options& o, const std::string& policies) {
+  auto report = NewReport("compare",
+                          "2 KiB messages, one sender and one receiver on loopback; throughput at "
+                          "saturation (window 256 unconfirmed), latency at 10,000 msg/s offered",
+                          "");
+  std::printf("\n== Side by side: %zu-byte messages, latency at %.0f msg/s offered (medians of %d)\n",
+              kMessageBytes, kOfferedRate, o.repetitions);
+  PrintHeader("");
+  auto referral = ReferralOfSize(policies, kMessageBytes);
+  if (!referral.ok()) return referral.status();
+  const size_t bytes = referral->size();
+  {
+    testing::TempDir dir;
+    auto forwarder = ForwarderProcess::Start(o.self_exe, dir.path().string());
+    if (!forwarder.ok()) return forwarder.status();
+    auto f = MeasureFigure(o, ForwarderSystem(**forwarder, bytes), Saturation(o, 200000), true, bytes, 0);
+    if (!f.ok()) return f.status();
+    PrintFigure(*f);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+  {
+    auto broker = LiaisonBroker::Start({policies});
+    if (!broker.ok()) return broker.status();
+    auto f = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, 40000), true, bytes, 0);
+    if (!f.ok()) return f.status();
+    PrintFigure(*f);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+#if LIAISON_BENCH_RABBITMQ
+  {
+    testing::TempDir dir;
+    auto rabbit = RabbitMqServer::Start(dir.path().string());
+    if (!rabbit.ok()) return rabbit.status().WithContext("RabbitMQ");
+    const int port = (*rabbit)->port();
+    // A fresh durable queue per run, named when Measure() connects the
+    // receiver (before the sender): nothing is left over from the run before.
+    auto queue_number = std::make_shared<int>(0);
+    auto queue = std::make_shared<std::string>();
+    System system{"rabbitmq", (*rabbit)->pid(),
+                  [port, bytes, queue] { return ConnectRabbitSender(port, *queue, bytes); },
+                  [port, queue, queue_number] {
+                    *queue = "bench-" + std::to_string(++*queue_number);
+                    return ConnectRabbitReceiver(port, *queue, 256);
+                  }};
+    auto f = MeasureFigure(o, system, Saturation(o, 40000), true, bytes, 0);
+    if (!f.ok()) return f.status();
+    PrintFigure(*f);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+#else
+  std::printf("  rabbitmq         not built: install librabbitmq-dev (scripts/install-deps --bench)\n");
+#endif
+  const FigureT* liaison = Find(*report, "liaison");
+  const FigureT* forwarder = Find(*report, "curve-forwarder");
+  const FigureT* rabbit = Find(*report, "rabbitmq");
+  std::printf("\n  ratio                                   value   target\n");
+  auto ratio = [&](const std::string& name, double value, double target, bool minimum, const char* unit) {
+    AddRatio(*report, name, value, target, minimum);
+    std::printf("  %-38s %6.2f%s  %s %.2f%s  %s\n", name.c_str(), value, unit, minimum ? ">=" : "<=", target, unit,
+                (minimum ? value >= target : value <= target) ? "met" : "NOT met");
+  };
+  ratio("liaison/curve-forwarder throughput", liaison->throughput / forwarder->throughput, 0.5, true, "x");
+  if (rabbit != nullptr) ratio("liaison/rabbitmq throughput", liaison->throughput / rabbit->throughput, 3, true, "x");
+  ratio("liaison p99 at 10k msg/s", liaison->p99_ms, 2, false, "ms");
+  return Finish(o, *report);
+}
+
+// Per-message cost and memory as the registry grows.
+Status ScaleAgencies(const Options& o, const std::string& policies) {
+  auto report = NewReport("scaling-agencies",
+                          "liaison at saturation, 2 KiB referrals, as the number of registered "
+                          "agencies grows (the example ones plus copies of youth-welfare-mombasa)",
+                          "registered agencies");
+  std::printf("\n== Registered agencies (liaison, %zu-byte referrals, medians of %d)\n", kMessageBytes,
+              o.repetitions);
+  PrintHeader("agencies");
+  auto referral = ReferralOfSize(policies, kMessageBytes);
+  if (!referral.ok()) return referral.status();
+  const std::vector<size_t> counts = o.quick ? std::vector<size_t>{10, 1000} : std::vector<size_t>{10, 100, 1000, 10000};
+  Series cost{"liaison", {}}, rss{"liaison", {}};
+  for (size_t n : counts) {
+    LiaisonSetup setup{policies};
+    auto probe = LiaisonBroker::Start(setup);  // how many example agencies there are
+    if (!probe.ok()) return probe.status();
+    const size_t examples = (*probe)->agencies();
+    probe->reset();
+    setup.extra_agencies = n > examples ? n - examples : 0;
+    auto broker = LiaisonBroker::Start(setup);
+    if (!broker.ok()) return broker.status();
+    auto f = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, 20000), false, referral->size(),
+                           static_cast<double>((*broker)->agencies()));
+    if (!f.ok()) return f.status();
+    PrintFigure(*f, "%.0f");
+    cost.points.emplace_back(f->x, f->server_cpu_us_per_msg);
+    rss.points.emplace_back(f->x, f->peak_rss_mib);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+  const double growth = cost.points.back().second / cost.points.front().second;
+  AddRatio(*report, "cpu per message, most/fewest agencies", growth, 1.25, false);
+  AddRatio(*report, "peak RSS MiB at the most agencies", rss.points.back().second, 256, false);
+  std::printf("  cost per message at %.0f agencies / at %.0f: %.2fx (flat: <= 1.25x); peak RSS %.1f MiB (<= 256)\n",
+              cost.points.back().first, cost.points.front().first, growth, rss.points.back().second);
+  LIAISON_RETURN_IF_ERROR(WriteSvgPlot({"Broker CPU per message vs registered agencies", "registered agencies",
+                                        "broker CPU us per message", true, {cost}, 0, ""},
+                                       o.out + "/scaling-agencies-cost.svg"));
+  LIAISON_RETURN_IF_ERROR(WriteSvgPlot({"Broker peak RSS vs registered agencies", "registered agencies",
+                                        "peak RSS (MiB)", true, {rss}, 256, "target 256 MiB"},
+                                       o.out + "/scaling-agencies-rss.svg"));
+  return Finish(o, *report);
+}
+
+Status ScaleRules(const Options& o, const std::string& policies) {
+  auto report = NewReport("scaling-rules",
+                          "liaison at saturation, 2 KiB referrals, as the sender's release rules grow "
+                          "(rules for another region, evaluated and refused, before the one that matches)",
+                          "release rules of the sender");
+  std::printf("\n== Rules per agency (liaison, %zu-byte referrals, medians of %d)\n", kMessageBytes, o.repetitions);
+  PrintHeader("rules");
+  auto referral = ReferralOfSize(policies, kMessageBytes);
+  if (!referral.ok()) return referral.status();
+  const std::vector<size_t> counts = o.quick ? std::vector<size_t>{1, 100} : std::vector<size_t>{1, 10, 30, 100};
+  Series cost{"liaison", {}}, tput{"liaison", {}};
+  for (size_t n : counts) {
+    LiaisonSetup setup{policies};
+    setup.extra_rules = n - 1;
+    auto broker = LiaisonBroker::Start(setup);
+    if (!broker.ok()) return broker.status();
+    auto f = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, 20000), false, referral->size(),
+                           static_cast<double>(n));
+    if (!f.ok()) return f.status();
+    PrintFigure(*f, "%.0f");
+    cost.points.emplace_back(f->x, f->server_cpu_us_per_msg);
+    tput.points.emplace_back(f->x, f->throughput);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+  LIAISON_RETURN_IF_ERROR(WriteSvgPlot({"Broker CPU per message vs the sender's release rules", "release rules",
+                                        "broker CPU us per message", true, {cost}, 0, ""},
+                                       o.out + "/scaling-rules.svg"));
+  return Finish(o, *report);
+}
+
+Status ScaleSize(const Options& o, const std::string& policies) {
+  auto report = NewReport("scaling-size",
+                          "liaison and the CURVE forwarder at saturation as the message grows",
+                          "message bytes");
+  std::printf("\n== Message size (medians of %d)\n", o.repetitions);
+  PrintHeader("bytes");
+  const std::vector<size_t> sizes = o.quick ? std::vector<size_t>{1024, 65536}
+                                            : std::vector<size_t>{1024, 2048, 4096, 16384, 65536};
+  Series liaison_tput{"liaison", {}}, forwarder_tput{"curve-forwarder", {}};
+  testing::TempDir dir;
+  auto forwarder = ForwarderProcess::Start(o.self_exe, dir.path().string());
+  if (!forwarder.ok()) return forwarder.status();
+  auto broker = LiaisonBroker::Start({policies});
+  if (!broker.ok()) return broker.status();
+  for (size_t size : sizes) {
+    auto referral = ReferralOfSize(policies, size);
+    if (!referral.ok()) return referral.status();
+    const double x = static_cast<double>(size);
+    auto f = MeasureFigure(o, ForwarderSystem(**forwarder, referral->size()), Saturation(o, 100000), false,
+                           referral->size(), x);
+    if (!f.ok()) return f.status();
+    PrintFigure(*f, "%.0f");
+    forwarder_tput.points.emplace_back(x, f->throughput);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+    auto l = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, size > 16384 ? 10000 : 20000), false,
+                           referral->size(), x);
+    if (!l.ok()) return l.status();
+    PrintFigure(*l, "%.0f");
+    liaison_tput.points.emplace_back(x, l->throughput);
+    report->figures.push_back(std::make_unique<FigureT>(std::move(*l)));
+  }
+  LIAISON_RETURN_IF_ERROR(WriteSvgPlot({"Throughput vs message size", "message bytes", "messages a second", true,
+                                        {forwarder_tput, liaison_tput}, 0, ""},
+                                       o.out + "/scaling-size.svg"));
+  return Finish(o, *report);
+}
+
+}  // namespace
+}  // namespace liaison::bench
+
+int main(int argc, char** argv) {
+  using namespace liaison::bench;
+  if (argc == 4 && std::strcmp(argv[1], "forwarder") == 0) return ForwarderMain(argv[2], argv[3]);
+  Options o;
+  std::vector<std::string> only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--out" && i + 1 < argc) o.out = argv[++i];
+    else if (arg == "--repetitions" && i + 1 < argc) o.repetitions = std::max(1, std::atoi(argv[++i]));
+    else if (arg == "--quick") o.quick = true;
+    else if (arg == "--only" && i + 1 < argc) only.push_back(argv[++i]);
+    else if (arg == "--perf" && i + 1 < argc) o.perf = argv[++i];
+    else {
+      std::fprintf(stderr,
+                   "usage: %s [--out DIR] [--repetitions N] [--quick] [--only compare|agencies|rules|size]... "
+                   "[--perf FILE]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  o.self_exe = std::filesystem::canonical("/proc/self/exe").string();
+  std::filesystem::create_directories(o.out);
+  const std::string policies = LIAISON_SOURCE_DIR "/policies";
+  std::printf("liaison bench on %s; results in %s\n", Host().c_str(), o.out.c_str());
+  const std::vector<std::pair<std::string, liaison::Status (*)(const Options&, const std::string&)>> parts = {
+      {"compare", Compare}, {"agencies", ScaleAgencies}, {"rules", ScaleRules}, {"size", ScaleSize}};
+  int failures = 0;
+  for (const auto& [name, run] : parts) {
+    if (!only.empty() && std::find(only.begin(), only.end(), name) == only.end()) continue;
+    liaison::Status st = run(o, policies);
+    if (!st.ok()) {
+      std::fprintf(stderr, "bench %s failed: %s\n", name.c_str(), st.ToString().c_str());
+      ++failures;
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
