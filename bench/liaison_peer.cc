@@ -118,7 +118,8 @@ class Receiver : public ReceiverClient {
 StatusOr<std::unique_ptr<LiaisonBroker>> LiaisonBroker::Start(const LiaisonSetup& setup) {
   std::unique_ptr<LiaisonBroker> b(new LiaisonBroker());
   b->broker_ = std::make_unique<testing::BrokerProcess>(b->dir_, std::vector<testing::TestAgency>{},
-                                                        kBenchConfig, "info");
+                                                        kBenchConfig,
+                                                        /*production_defaults=*/true);
   const std::string dir = b->broker_->policies_dir();
   fs::remove_all(dir);
   fs::create_directories(dir + "/agencies");

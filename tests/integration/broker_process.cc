@@ -41,7 +41,7 @@ int ExitCode(int status) {
 
 
 BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
-                             const std::string& extra_config, const std::string& log_level)
+                             const std::string& extra_config, bool production_defaults)
     : dir_(dir.path().string()),
       policies_dir_(dir_ + "/policies"),
       config_path_(dir_ + "/broker.yaml"),
@@ -62,15 +62,16 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
   WriteText(config_path_,
             "listen: tcp://127.0.0.1:*\n"
             "secret_key_file: keys/broker.key\n"
-            "policies_dir: policies\n"
-            "heartbeat_ms: 200\n"
-            "store:\n  path: liaison.db\n  key_file: keys/store.key\n"
-            "  redelivery_timeout_ms: 2000\n"
-            "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n"
-            "  checkpoint_every: 100\n  checkpoint_seconds: 1\n"
-            "admin:\n  listen: 127.0.0.1:0\n"
-            "log:\n  level: " + log_level + "\n  console: false\n  file: broker.log\n" +
-                extra_config);
+            "policies_dir: policies\n" +
+                std::string(production_defaults ? "" : "heartbeat_ms: 200\n") +
+                "store:\n  path: liaison.db\n  key_file: keys/store.key\n" +
+                (production_defaults ? "" : "  redelivery_timeout_ms: 2000\n") +
+                "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n" +
+                (production_defaults ? "" : "  checkpoint_every: 100\n  checkpoint_seconds: 1\n") +
+                "admin:\n  listen: 127.0.0.1:0\n"
+                "log:\n  level: " +
+                (production_defaults ? "info" : "debug") +
+                "\n  console: false\n  file: broker.log\n" + extra_config);
   store_path_ = dir_ + "/liaison.db";
   ledger_path_ = dir_ + "/ledger.log";
 }

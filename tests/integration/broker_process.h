@@ -18,10 +18,12 @@ namespace liaison::testing {
 class BrokerProcess {
  public:
   // Writes keys, policies and broker.yaml under `dir`. `extra_config` is
-  // appended to broker.yaml (e.g. a limits: block); the broker logs at
-  // `log_level` (tests want debug; benchmarks what production runs).
+  // appended to broker.yaml (e.g. a limits: block). Tests get short timers
+  // (heartbeat, redelivery, ledger checkpoints) and debug logs; with
+  // `production_defaults` (benchmarks) the broker runs as deployed: the
+  // defaults of deploy/config/broker.yaml, logging at info.
   BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
-                const std::string& extra_config = "", const std::string& log_level = "debug");
+                const std::string& extra_config = "", bool production_defaults = false);
   ~BrokerProcess();  // stops the broker if it runs
 
   // Starts the broker and waits until it listens. With no endpoint, it

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <map>
 #include <set>
 #include <thread>
 
@@ -94,6 +95,49 @@ TEST_F(StoreFlowTest, QueuedMessagesSurviveARestartAndArriveInOrder) {
   EXPECT_TRUE(broker_->WaitForLog("event=store_open queued=5"));
   auto b = Connect(b_, wire::Role::receiver);
   EXPECT_EQ((std::vector<std::string>{"q0", "q1", "q2", "q3", "q4"}), Drain(*b, 500ms));
+}
+
+TEST_F(StoreFlowTest, APipelinedSenderGetsEveryReceiptAndEveryMessageArrivesOnce) {
+  // Many messages in flight on one connection (SendFrames + TakeReceipt, as
+  // the bench drives the broker): each gets its own receipt, in some order.
+  Start();
+  auto a = Connect(a_, wire::Role::sender);
+  ASSERT_TRUE(a->WaitReady(5000ms).ok());
+  // More than max_in_flight_per_agency (128): some may be answered `busy`
+  // (when they land in one batch); the sender resends those, same id.
+  constexpr int kMessages = 200;
+  std::map<std::string, std::vector<uint8_t>> messages;
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string id = "p" + std::to_string(i);
+    messages[id] = Message(id, {"b"});
+    ASSERT_TRUE(a->SendFrames(wire::kSend, messages[id]).ok());
+  }
+  std::set<std::string> receipted;
+
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (receipted.size() < kMessages && std::chrono::steady_clock::now() < deadline) {
+    auto receipt = a->TakeReceipt(100ms);
+    ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+    if (!receipt->has_value()) continue;
+    const wire::Receipt* r = (*receipt)->get();
+    ASSERT_TRUE(r->message_id() && messages.count(r->message_id()->str()));
+    if (r->code() == Code::busy) {
+
+      ASSERT_TRUE(a->SendFrames(wire::kSend, messages[r->message_id()->str()]).ok());
+      continue;
+    }
+    ASSERT_EQ(Code::ok, r->code()) << (r->detail() ? r->detail()->str() : "");
+    EXPECT_EQ(Code::stored, r->recipients()->Get(0)->code());
+    EXPECT_TRUE(receipted.insert(r->message_id()->str()).second) << "two receipts for one id";
+  }
+  EXPECT_EQ(kMessages, static_cast<int>(receipted.size()));
+  auto none = a->TakeReceipt(0ms);  // nothing left over, and a zero wait returns
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  auto b = Connect(b_, wire::Role::receiver);
+  std::vector<std::string> got = Drain(*b, 1000ms);
+  EXPECT_EQ(receipted, std::set<std::string>(got.begin(), got.end()));
+  EXPECT_EQ(got.size(), receipted.size());
 }
 
 TEST_F(StoreFlowTest, UnackedMessagesAreRedeliveredToTheNextConnection) {
