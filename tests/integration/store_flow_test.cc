@@ -113,7 +113,6 @@ TEST_F(StoreFlowTest, APipelinedSenderGetsEveryReceiptAndEveryMessageArrivesOnce
     ASSERT_TRUE(a->SendFrames(wire::kSend, messages[id]).ok());
   }
   std::set<std::string> receipted;
-
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   while (receipted.size() < kMessages && std::chrono::steady_clock::now() < deadline) {
     auto receipt = a->TakeReceipt(100ms);
@@ -122,7 +121,6 @@ TEST_F(StoreFlowTest, APipelinedSenderGetsEveryReceiptAndEveryMessageArrivesOnce
     const wire::Receipt* r = (*receipt)->get();
     ASSERT_TRUE(r->message_id() && messages.count(r->message_id()->str()));
     if (r->code() == Code::busy) {
-
       ASSERT_TRUE(a->SendFrames(wire::kSend, messages[r->message_id()->str()]).ok());
       continue;
     }
