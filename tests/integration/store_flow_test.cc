@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <ctime>
+#include <filesystem>
 #include <map>
 #include <set>
 #include <thread>
@@ -170,6 +172,41 @@ TEST_F(StoreFlowTest, UndeliveredMessagesExpireAndTheSenderIsTold) {
   EXPECT_TRUE(told);
   auto b = Connect(b_, wire::Role::receiver);
   EXPECT_TRUE(Drain(*b, 500ms).empty());
+}
+
+TEST_F(StoreFlowTest, ARevokedAgencysQueuedMessagesAreHeldThenExpireAndTheSenderIsTold) {
+  // b is offline with a message queued when the operator revokes it (its
+  // agency file removed, reload). The message is neither delivered nor
+  // dropped on the spot: it waits out its expiry like any undelivered
+  // message, then the sender is told "expired".
+  Start();
+  auto a_receiver = Connect(a_, wire::Role::receiver);
+  auto a = Connect(a_, wire::Role::sender);
+  char expires[32];
+  const std::time_t in_3s = std::time(nullptr) + 3;
+  std::tm utc{};
+  gmtime_r(&in_3s, &utc);
+  std::strftime(expires, sizeof expires, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  EXPECT_EQ(Code::stored, Send(*a, Message("v1", {"b"}, "CASE-1", false, expires))->recipients()->Get(0)->code());
+
+  std::filesystem::remove(broker_->policies_dir() + "/agencies/b.yaml");
+  broker_->Signal(SIGHUP);
+  ASSERT_TRUE(broker_->WaitForLog("event=reload_done agencies=3"));
+  {
+    // Its old key no longer gets in.
+    auto b = Agent::Connect(broker_->AgentFor(b_, wire::Role::receiver));
+    ASSERT_TRUE(b.ok());
+    EXPECT_EQ(Status::Code::kPermissionDenied, (*b)->WaitReady(3000ms).code());
+  }
+  bool told = false;
+  for (int i = 0; i < 100 && !told; ++i) {
+    (void)a_receiver->Receive(100ms);
+    while (auto n = a_receiver->TakeNotice()) {
+      if ((*n)->message_id()->str() == "v1" && (*n)->recipients()->Get(0)->code() == Code::expired) told = true;
+    }
+  }
+  EXPECT_TRUE(told) << "no expired notice for the revoked recipient's message";
+  EXPECT_TRUE(broker_->WaitForLog("event=expired agency=a recipient=b id=v1"));
 }
 
 TEST_F(StoreFlowTest, AFullQueueIsAClearAnswerAndOthersAreServed) {
