@@ -300,6 +300,19 @@ Status Compare(const Options& o, const std::string& policies) {
   return Finish(o, *report);
 }
 
+// One point of a liaison scaling curve: a broker set up as `setup`, its
+// saturation figure at `x` printed and added to `report`.
+StatusOr<const FigureT*> MeasureLiaisonPoint(const Options& o, const LiaisonSetup& setup,
+                                             const std::vector<uint8_t>& referral, double x, ReportT& report) {
+  auto broker = LiaisonBroker::Start(setup);
+  if (!broker.ok()) return broker.status();
+  auto f = MeasureFigure(o, LiaisonSystem(**broker, referral), Saturation(o, 20000), false, referral.size(), x);
+  if (!f.ok()) return f.status();
+  PrintFigure(*f, "%.0f");
+  report.figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  return report.figures.back().get();
+}
+
 // Per-message cost and memory as the registry grows.
 Status ScaleAgencies(const Options& o, const std::string& policies) {
   auto report = NewReport("scaling-agencies",
@@ -312,23 +325,18 @@ Status ScaleAgencies(const Options& o, const std::string& policies) {
   auto referral = ReferralOfSize(policies, kMessageBytes);
   if (!referral.ok()) return referral.status();
   const std::vector<size_t> counts = o.quick ? std::vector<size_t>{10, 1000} : std::vector<size_t>{10, 100, 1000, 10000};
+  size_t examples = 0;  // the example agencies every broker registers
+  for (const auto& entry : std::filesystem::directory_iterator(policies + "/agencies")) {
+    examples += entry.path().extension() == ".yaml";
+  }
   Series cost{"liaison", {}}, rss{"liaison", {}};
   for (size_t n : counts) {
     LiaisonSetup setup{policies};
-    auto probe = LiaisonBroker::Start(setup);  // how many example agencies there are
-    if (!probe.ok()) return probe.status();
-    const size_t examples = (*probe)->agencies();
-    probe->reset();
     setup.extra_agencies = n > examples ? n - examples : 0;
-    auto broker = LiaisonBroker::Start(setup);
-    if (!broker.ok()) return broker.status();
-    auto f = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, 20000), false, referral->size(),
-                           static_cast<double>((*broker)->agencies()));
+    auto f = MeasureLiaisonPoint(o, setup, *referral, static_cast<double>(examples + setup.extra_agencies), *report);
     if (!f.ok()) return f.status();
-    PrintFigure(*f, "%.0f");
-    cost.points.emplace_back(f->x, f->server_cpu_us_per_msg);
-    rss.points.emplace_back(f->x, f->peak_rss_mib);
-    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+    cost.points.emplace_back((*f)->x, (*f)->server_cpu_us_per_msg);
+    rss.points.emplace_back((*f)->x, (*f)->peak_rss_mib);
   }
   const double growth = cost.points.back().second / cost.points.front().second;
   AddRatio(*report, "cpu per message, most/fewest agencies", growth, 1.25, false);
@@ -354,19 +362,13 @@ Status ScaleRules(const Options& o, const std::string& policies) {
   auto referral = ReferralOfSize(policies, kMessageBytes);
   if (!referral.ok()) return referral.status();
   const std::vector<size_t> counts = o.quick ? std::vector<size_t>{1, 100} : std::vector<size_t>{1, 10, 30, 100};
-  Series cost{"liaison", {}}, tput{"liaison", {}};
+  Series cost{"liaison", {}};
   for (size_t n : counts) {
     LiaisonSetup setup{policies};
     setup.extra_rules = n - 1;
-    auto broker = LiaisonBroker::Start(setup);
-    if (!broker.ok()) return broker.status();
-    auto f = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, 20000), false, referral->size(),
-                           static_cast<double>(n));
+    auto f = MeasureLiaisonPoint(o, setup, *referral, static_cast<double>(n), *report);
     if (!f.ok()) return f.status();
-    PrintFigure(*f, "%.0f");
-    cost.points.emplace_back(f->x, f->server_cpu_us_per_msg);
-    tput.points.emplace_back(f->x, f->throughput);
-    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+    cost.points.emplace_back((*f)->x, (*f)->server_cpu_us_per_msg);
   }
   LIAISON_RETURN_IF_ERROR(WriteSvgPlot({"Broker CPU per message vs the sender's release rules", "release rules",
                                         "broker CPU us per message", true, {cost}, 0, ""},

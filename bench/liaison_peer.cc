@@ -148,9 +148,7 @@ StatusOr<std::unique_ptr<LiaisonBroker>> LiaisonBroker::Start(const LiaisonSetup
       }
     }
     testing::WriteText(dir + "/agencies/" + id + ".yaml", text);
-    ++b->agencies_;
   }
-  b->agencies_ += setup.extra_agencies;
   if (b->sender_.id.empty() || b->receiver_.id.empty()) {
     return Status::NotFound(setup.policies_source + "/agencies has no " + kSender + " or " + kReceiver);
   }

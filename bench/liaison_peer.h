@@ -33,7 +33,6 @@ class LiaisonBroker {
   ~LiaisonBroker();
   void Stop();
   pid_t pid() const { return broker_->pid(); }
-  size_t agencies() const { return agencies_; }
   AgentOptions SenderOptions() const;
   AgentOptions ReceiverOptions() const;
 
@@ -42,7 +41,6 @@ class LiaisonBroker {
   testing::TempDir dir_;
   std::unique_ptr<testing::BrokerProcess> broker_;
   testing::TestAgency sender_, receiver_;
-  size_t agencies_ = 0;
 };
 
 // A CaseReferral from policies/tests/messages/01-exit-to-youth-welfare.json
