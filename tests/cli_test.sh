@@ -21,6 +21,16 @@ check "keygen refuses to overwrite" test $? -ne 0
 check "and says so" grep -q "remove it first" "$tmp/out"
 
 "$BIN/liaison" keygen --out "$tmp/keys" --name broker > /dev/null
+"$BIN/liaison" keygen --pseudonym-key "$tmp/keys/pseudonym.key" > "$tmp/out" 2>&1
+check "pseudonym keygen succeeds" test $? -eq 0
+check "pseudonym key is mode 600" test "$(stat -c %a "$tmp/keys/pseudonym.key")" = 600
+check "pseudonym key is 64 hex digits" grep -qE '^[0-9a-f]{64}$' "$tmp/keys/pseudonym.key"
+"$BIN/liaison" keygen --pseudonym-key "$tmp/keys/kept.key" --from-broker-key "$tmp/keys/broker.key" > "$tmp/out" 2>&1
+check "pseudonym key from the broker's key" grep -q "same pseudonyms as before" "$tmp/out"
+"$BIN/liaison" keygen --pseudonym-key "$tmp/keys/pseudonym.key" > "$tmp/out" 2>&1
+check "pseudonym keygen refuses to overwrite" test $? -ne 0
+"$BIN/liaison" keygen --from-broker-key "$tmp/keys/broker.key" > "$tmp/out" 2>&1
+check "--from-broker-key alone is a usage error" test $? -ne 0
 cat > "$tmp/agent.yaml" <<YAML
 broker: tcp://127.0.0.1:9
 broker_public_key_file: keys/broker.pub

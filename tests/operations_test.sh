@@ -24,10 +24,12 @@ mkdir -p "$etc/keys" "$agency" "$tmp/state"
 cp -r "$SRC/policies" "$etc/policies"
 liaison keygen --out "$etc/keys" --name broker >/dev/null
 liaison keygen --store-key "$etc/keys/store.key" >/dev/null
+liaison keygen --pseudonym-key "$etc/keys/pseudonym.key" >/dev/null
 liaison keygen --ledger-key "$etc/keys" >/dev/null
 cat > "$etc/broker.yaml" <<YAML
 listen: tcp://127.0.0.1:7700
 secret_key_file: keys/broker.key
+pseudonym_key_file: keys/pseudonym.key
 policies_dir: policies
 store:
   path: $tmp/state/liaison.db

@@ -63,18 +63,17 @@ int AuditQueryCommand(const AuditQuery& q) {
   }
   std::string case_pseudonym;
   if (!q.case_ref.empty()) {
-    if (q.sender.empty() || q.secret_key.empty()) {
-      std::cerr << "--case needs --sender (whose case reference it is) and --secret-key (the "
-                   "broker's key, which keys the pseudonyms)\n";
+    if (q.sender.empty() || q.pseudonym_key.empty()) {
+      std::cerr << "--case needs --sender (whose case reference it is) and --pseudonym-key (the "
+                   "broker's pseudonym key file, which keys the case pseudonyms)\n";
       return 2;
     }
-    auto keys = LoadSecretKeyFile(q.secret_key);
-    if (!keys.ok()) {
-      std::cerr << keys.status().message() << "\n";
+    auto key = LoadPseudonymKeyFile(q.pseudonym_key);
+    if (!key.ok()) {
+      std::cerr << key.status().message() << "\n";
       return 2;
     }
-    case_pseudonym = audit::CasePseudonym(audit::DeriveCaseKey(DecodeZ85Key(keys->secret_z85)),
-                                          q.sender, q.case_ref);
+    case_pseudonym = audit::CasePseudonym(audit::DeriveCaseKey(*key), q.sender, q.case_ref);
   }
   if (q.format != "table" && q.format != "json" && q.format != "csv") {
     std::cerr << "--format must be table, json or csv\n";

@@ -8,7 +8,7 @@ namespace liaison::cli {
 
 struct AuditQuery {
   std::string ledger;
-  std::string case_ref, sender, secret_key;  // --case needs the sender and the broker's key
+  std::string case_ref, sender, pseudonym_key;  // --case needs the sender and the pseudonym key
   std::string agency, rule, decision, since, until;
   std::string format = "table";  // table, json, csv
 };

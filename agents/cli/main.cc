@@ -274,7 +274,7 @@ int main(int argc, char** argv) {
 
   std::string out, name, store_key;
   auto* keygen = app.add_subcommand(
-      "keygen", "create a CURVE key pair (NAME.key, NAME.pub), or the broker's store key");
+      "keygen", "create a CURVE key pair (NAME.key, NAME.pub), or one of the broker's other keys");
   auto* out_opt = keygen->add_option("--out", out, "directory for the key files");
   auto* name_opt = keygen->add_option("--name", name, "key name, usually the agency id");
   auto* store_opt = keygen->add_option(
@@ -286,10 +286,21 @@ int main(int argc, char** argv) {
   std::string token_file;
   auto* token_opt = keygen->add_option(
       "--token", token_file, "instead: write a new gateway bearer token (64 hex digits) to this file");
+  std::string pseudonym_key_file, from_broker_key;
+  auto* pseudonym_opt = keygen->add_option(
+      "--pseudonym-key", pseudonym_key_file,
+      "instead: write the broker's pseudonym key (keys every pseudonym) to this file");
+  auto* from_broker_opt = keygen->add_option(
+      "--from-broker-key", from_broker_key,
+      "with --pseudonym-key: take the key from this broker CURVE secret key file, keeping the "
+      "pseudonyms of a broker that derived them from its CURVE key");
+  from_broker_opt->needs(pseudonym_opt);
   name_opt->needs(out_opt);
   store_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt)->excludes(token_opt);
   token_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt);
   ledger_opt->excludes(out_opt)->excludes(name_opt);
+  pseudonym_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt)->excludes(token_opt)->excludes(
+      store_opt);
 
   std::string config, file;
   std::vector<std::string> to;
@@ -320,9 +331,10 @@ int main(int argc, char** argv) {
   liaison::cli::AuditQuery query_options;
   auto* query = audit->add_subcommand("query", "list ledger records (never values, only names)");
   query->add_option("--ledger", query_options.ledger, "ledger file")->required();
-  query->add_option("--case", query_options.case_ref, "a case reference (with --sender and --secret-key)");
+  query->add_option("--case", query_options.case_ref, "a case reference (with --sender and --pseudonym-key)");
   query->add_option("--sender", query_options.sender, "the agency whose case reference it is / sender");
-  query->add_option("--secret-key", query_options.secret_key, "the broker's secret key (keys case pseudonyms)");
+  query->add_option("--pseudonym-key", query_options.pseudonym_key,
+                    "the broker's pseudonym key file (keys case pseudonyms)");
   query->add_option("--agency", query_options.agency, "records where this agency sent or received");
   query->add_option("--rule", query_options.rule, "records decided by this rule id");
   query->add_option("--decision", query_options.decision,
@@ -341,7 +353,7 @@ int main(int argc, char** argv) {
 
   auto* policy = app.add_subcommand("policy", "check, explain and test policies (for DPOs)");
   policy->require_subcommand(1);
-  std::string policy_dir, from, to_agency, message, secret_key;
+  std::string policy_dir, from, to_agency, message, explain_pseudonym_key;
   auto* check = policy->add_subcommand("check", "validate a policies directory");
   check->add_option("dir", policy_dir, "policies directory")->required();
   auto* explain = policy->add_subcommand(
@@ -349,7 +361,8 @@ int main(int argc, char** argv) {
   explain->add_option("--policies", policy_dir, "policies directory")->required();
   explain->add_option("--from", from, "sending agency id")->required();
   explain->add_option("--to", to_agency, "receiving agency id")->required();
-  explain->add_option("--secret-key", secret_key, "the broker's secret key, for real pseudonyms");
+  explain->add_option("--pseudonym-key", explain_pseudonym_key,
+                      "the broker's pseudonym key file, for real pseudonyms");
   explain->add_option("file", message, "the message as JSON")->required();
   auto* test = policy->add_subcommand("test", "run the test cases in DIR/tests/*.yaml");
   test->add_option("dir", policy_dir, "policies directory")->required();
@@ -361,7 +374,7 @@ int main(int argc, char** argv) {
   if (query->parsed()) return liaison::cli::AuditQueryCommand(query_options);
   if (check->parsed()) return liaison::cli::PolicyCheck(policy_dir);
   if (explain->parsed()) {
-    return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, secret_key);
+    return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, explain_pseudonym_key);
   }
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
   if (keygen->parsed()) {
@@ -369,6 +382,14 @@ int main(int argc, char** argv) {
       Status st = liaison::store::WriteStoreKey(store_key);
       if (!st.ok()) return Fail(st.message(), kExitFailure);
       std::cout << "wrote " << store_key << " (store key, mode 0600)\n";
+      return kExitOk;
+    }
+    if (!pseudonym_key_file.empty()) {
+      Status st = liaison::WritePseudonymKeyFile(pseudonym_key_file, from_broker_key);
+      if (!st.ok()) return Fail(st.message(), kExitFailure);
+      std::cout << "wrote " << pseudonym_key_file << " (pseudonym key, mode 0600"
+                << (from_broker_key.empty() ? "" : ", from the broker's CURVE key: same pseudonyms as before")
+                << "): back it up; a new one changes every pseudonym\n";
       return kExitOk;
     }
     if (!token_file.empty()) {
@@ -387,7 +408,8 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
     if (out.empty() || name.empty()) {
-      return Fail("keygen needs --out and --name, or --store-key, --ledger-key or --token", kExitUsage);
+      return Fail("keygen needs --out and --name, or --store-key, --pseudonym-key, --ledger-key or --token",
+                  kExitUsage);
     }
     return Keygen(out, name);
   }

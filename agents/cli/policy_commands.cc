@@ -14,7 +14,7 @@ namespace {
 
 using policy::PolicySet;
 
-// Without the broker's key, pseudonyms are computed under a fixed stand-in
+// Without the broker's pseudonym key, pseudonyms are computed under a fixed stand-in
 // secret: the same shape, but not the tokens the live broker would produce.
 constexpr std::string_view kStandInSecret = "liaison policy tools: not the broker's secret";
 
@@ -47,15 +47,15 @@ int PolicyCheck(const std::string& dir) {
 }
 
 int PolicyExplain(const std::string& dir, const std::string& from, const std::string& to,
-                  const std::string& message_file, const std::string& secret_key_file) {
+                  const std::string& message_file, const std::string& pseudonym_key_file) {
   std::string secret(kStandInSecret);
-  if (!secret_key_file.empty()) {
-    auto keys = LoadSecretKeyFile(secret_key_file);
-    if (!keys.ok()) {
-      std::cerr << keys.status().message() << "\n";
+  if (!pseudonym_key_file.empty()) {
+    auto key = LoadPseudonymKeyFile(pseudonym_key_file);
+    if (!key.ok()) {
+      std::cerr << key.status().message() << "\n";
       return 2;
     }
-    secret = DecodeZ85Key(keys->secret_z85);
+    secret = *key;
   }
   auto set = Load(dir, secret, /*print_warnings=*/false);
   if (!set.ok()) {
@@ -91,8 +91,8 @@ int PolicyExplain(const std::string& dir, const std::string& from, const std::st
   if (e->decision.allowed()) {
     auto json = codec.ToJson(e->received, /*pretty=*/true);
     std::cout << "what " << to << " receives"
-              << (secret_key_file.empty() ? " (pseudonyms under a stand-in key; pass "
-                                            "--secret-key for the broker's)"
+              << (pseudonym_key_file.empty() ? " (pseudonyms under a stand-in key; pass "
+                                               "--pseudonym-key for the broker's)"
                                           : "")
               << ":\n"
               << (json.ok() ? *json : json.status().message()) << "\n";

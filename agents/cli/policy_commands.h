@@ -10,7 +10,7 @@ namespace liaison::cli {
 // fail, 2 bad arguments or unreadable input.
 int PolicyCheck(const std::string& dir);
 int PolicyExplain(const std::string& dir, const std::string& from, const std::string& to,
-                  const std::string& message_file, const std::string& secret_key_file);
+                  const std::string& message_file, const std::string& pseudonym_key_file);
 int PolicyTest(const std::string& dir);
 
 }  // namespace liaison::cli

@@ -93,8 +93,23 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", keys.status().message());
     return kExitConfigError;
   }
-  // Pseudonyms are keyed from the broker's secret (HKDF per recipient).
-  const std::string secret = liaison::DecodeZ85Key(keys->secret_z85);
+  std::vector<liaison::broker::ServerKey> server_keys = {{*keys, config->listen}};
+  for (const auto& previous : config->previous_keys) {
+    auto old_keys = liaison::LoadSecretKeyFile(previous.secret_key_file);
+    if (!old_keys.ok()) {
+      spdlog::critical("event=start_failed reason=\"previous_keys: {}\"", old_keys.status().message());
+      return kExitConfigError;
+    }
+    server_keys.push_back({*old_keys, previous.listen, previous.until_ms});
+  }
+  // Pseudonyms are keyed from the pseudonym key (HKDF per recipient), not
+  // from the CURVE key: rotating that one must not change them.
+  auto pseudonym_key = liaison::LoadPseudonymKeyFile(config->pseudonym_key_file);
+  if (!pseudonym_key.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", pseudonym_key.status().message());
+    return kExitConfigError;
+  }
+  const std::string& secret = *pseudonym_key;
   auto policies = LoadPolicies(config->policies_dir, secret);
   if (!policies.ok()) {
     spdlog::critical("event=start_failed reason=policies_invalid\n{}", policies.status().message());
@@ -140,7 +155,7 @@ int main(int argc, char** argv) {
                config->ledger.path, (*ledger)->last_seq(),
                liaison::audit::SigningKeyFingerprint(signing_key->get()));
   liaison::broker::Metrics metrics;
-  liaison::broker::Reactor reactor(*config, *keys, *policies, std::move(*store), std::move(*ledger),
+  liaison::broker::Reactor reactor(*config, std::move(server_keys), *policies, std::move(*store), std::move(*ledger),
                                    &metrics);
   liaison::broker::AdminServer admin(metrics);
   if (!config->admin_listen.empty()) {

@@ -27,6 +27,7 @@ cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/policies
 say "Keys: one CURVE key pair for the broker and for each agency (never committed)"
 "$BIN/liaison" keygen --out "$WORK/keys" --name broker >/dev/null
 "$BIN/liaison" keygen --store-key "$WORK/keys/store.key" >/dev/null
+"$BIN/liaison" keygen --pseudonym-key "$WORK/keys/pseudonym.key" >/dev/null
 "$BIN/liaison" keygen --ledger-key "$WORK/keys" >/dev/null
 agencies=()
 for file in "$WORK"/policies/agencies/*.yaml; do
@@ -42,6 +43,7 @@ echo "registered ${#agencies[@]} agencies: ${agencies[*]}"
 cat > "$WORK/broker.yaml" <<YAML
 listen: tcp://127.0.0.1:*
 secret_key_file: keys/broker.key
+pseudonym_key_file: keys/pseudonym.key
 policies_dir: policies
 store:
   path: liaison.db
@@ -131,7 +133,7 @@ fi
 echo
 echo "Who received data of case EXIT-MSA-2026-0042, when, under which rules:"
 "$BIN/liaison" audit query --ledger "$WORK/ledger.log" --case EXIT-MSA-2026-0042 \
-  --sender exit-mombasa --secret-key "$WORK/keys/broker.key" --format csv > "$WORK/case-query.csv"
+  --sender exit-mombasa --pseudonym-key "$WORK/keys/pseudonym.key" --format csv > "$WORK/case-query.csv"
 awk -F, '{printf "%-26s %-12s %-14s %-23s %-16s %s\n", $2, $3, $6, $7, $8, $12}' "$WORK/case-query.csv"
 if ! grep -q "break_glass,.*security-coast" "$WORK/case-query.csv"; then
   echo "UNEXPECTED: the case query does not show the break-glass disclosure"

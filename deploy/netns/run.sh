@@ -60,6 +60,7 @@ mkdir -p "$WORK"/{broker/keys,broker/policies,a/keys,a/tls,b/keys}
 cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/broker/policies/"
 "$BIN/liaison" keygen --out "$WORK/broker/keys" --name broker >/dev/null
 "$BIN/liaison" keygen --store-key "$WORK/broker/keys/store.key" >/dev/null
+"$BIN/liaison" keygen --pseudonym-key "$WORK/broker/keys/pseudonym.key" >/dev/null
 "$BIN/liaison" keygen --ledger-key "$WORK/broker/keys" >/dev/null
 register() {  # register AGENCY_ID DIR: the agency makes its keys, the operator registers the .pub
   "$BIN/liaison" keygen --out "$2/keys" --name "$1" >/dev/null
@@ -72,6 +73,7 @@ register youth-welfare-mombasa "$WORK/b"
 cat > "$WORK/broker/broker.yaml" <<YAML
 listen: tcp://0.0.0.0:7700
 secret_key_file: keys/broker.key
+pseudonym_key_file: keys/pseudonym.key
 policies_dir: policies
 store: {path: liaison.db, key_file: keys/store.key}
 ledger: {path: ledger.log, signing_key_file: keys/ledger-signing.key}

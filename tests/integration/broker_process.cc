@@ -57,11 +57,14 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
   WritePolicies(policies_dir_, agencies);
   st = store::WriteStoreKey(dir_ + "/keys/store.key");
   if (!st.ok()) throw std::runtime_error(st.ToString());
+  st = WritePseudonymKeyFile(dir_ + "/keys/pseudonym.key", "");
+  if (!st.ok()) throw std::runtime_error(st.ToString());
   st = audit::WriteSigningKey(dir_ + "/keys", "ledger-signing");
   if (!st.ok()) throw std::runtime_error(st.ToString());
   WriteText(config_path_,
             "listen: tcp://127.0.0.1:*\n"
             "secret_key_file: keys/broker.key\n"
+            "pseudonym_key_file: keys/pseudonym.key\n"
             "policies_dir: policies\n" +
                 std::string(production_defaults ? "" : "heartbeat_ms: 200\n") +
                 "store:\n  path: liaison.db\n  key_file: keys/store.key\n" +
@@ -131,6 +134,19 @@ int BrokerProcess::Stop(int signal) { return StopProcess(&pid_, signal); }
 
 void BrokerProcess::Signal(int signal) {
   if (running()) ::kill(pid_, signal);
+}
+
+Status BrokerProcess::RotateKey(const std::string& previous_endpoint, const std::string& until) {
+  if (running()) return Status::Internal("stop the broker before rotating its key");
+  auto fresh = GenerateCurveKeyPair();
+  if (!fresh.ok()) return fresh.status();
+  std::filesystem::rename(dir_ + "/keys/broker.key", dir_ + "/keys/broker-previous.key");
+  std::filesystem::remove(dir_ + "/keys/broker.pub");
+  LIAISON_RETURN_IF_ERROR(WriteCurveKeyPair(dir_ + "/keys", "broker", *fresh));
+  broker_keys_ = *fresh;
+  WriteText(config_path_, ReadText(config_path_) + "previous_keys:\n  - listen: " + previous_endpoint +
+                              "\n    secret_key_file: keys/broker-previous.key\n    until: " + until + "\n");
+  return Status::Ok();
 }
 
 std::string BrokerProcess::log() const { return ReadText(log_path_); }

@@ -36,8 +36,15 @@ class BrokerProcess {
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 
+  // Rotates the broker's CURVE key the way docs/operations.md section 5
+  // does: the current key moves to keys/broker-previous.key and stays served
+  // on `previous_endpoint` until `until` (RFC 3339), a new key becomes the
+  // current one. Takes effect at the next Start(); the broker must be stopped.
+  Status RotateKey(const std::string& previous_endpoint, const std::string& until);
+
   const std::string& endpoint() const { return endpoint_; }
   const CurveKeyPair& broker_keys() const { return broker_keys_; }
+  std::string pseudonym_key_path() const { return dir_ + "/keys/pseudonym.key"; }
   std::string log() const;
   // Waits until the log holds `needle` (polling); false after `timeout_ms`.
   bool WaitForLog(const std::string& needle, int timeout_ms = 5000) const;

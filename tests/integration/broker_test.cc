@@ -49,6 +49,10 @@ std::vector<uint8_t> MakeEnvelope(const std::vector<Address>& to, const std::str
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 
+std::string Rfc3339(std::chrono::system_clock::time_point t) {
+  return wire::Rfc3339(std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count());
+}
+
 size_t Count(const std::string& haystack, const std::string& needle) {
   size_t n = 0;
   for (size_t pos = haystack.find(needle); pos != std::string::npos;
@@ -422,11 +426,7 @@ TEST_F(BrokerTest, DuringARotationOverlapOldAndNewKeysBothWorkUntilItsEnd) {
   // The agency has a new key; the old one stays valid for 3 more seconds.
   TestAgency rotated = MakeAgency("exit-a", "exit-programme", "mombasa");
   const auto end = std::chrono::system_clock::now() + 3s;
-  const std::time_t end_t = std::chrono::system_clock::to_time_t(end);
-  std::tm tm;
-  gmtime_r(&end_t, &tm);
-  char until[32];
-  std::strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  const std::string until = Rfc3339(end);
   WriteText(broker_->policies_dir() + "/agencies/exit-a.yaml",
             "id: exit-a\nname: A\nkind: exit-programme\nregion: mombasa\npublic_key: \"" +
                 rotated.keys.public_z85 + "\"\nprevious_public_key: \"" + exit_.keys.public_z85 +
@@ -456,6 +456,86 @@ TEST_F(BrokerTest, DuringARotationOverlapOldAndNewKeysBothWorkUntilItsEnd) {
   std::vector<std::string> got;
   while (auto m = ReceiveOne(*youth, 500ms)) got.push_back((*m)->id()->str());
   EXPECT_EQ(got, (std::vector<std::string>{"o-0", "o-1", "o-2", "n-1", "n-2"}));
+}
+
+// The broker's own key: the old key is served on its old endpoint until the
+// overlap ends while agencies move to the new key and endpoint; pseudonyms
+// do not change, since they come from the pseudonym key.
+TEST_F(BrokerTest, RotatingTheBrokerKeyKeepsTheOldKeyUntilTheOverlapEndsAndChangesNoPseudonym) {
+  const AgentOptions old_exit = [&] {
+    auto o = broker_->AgentFor(exit_);
+    o.receipt_timeout = 1000ms;
+    return o;
+  }();
+  const AgentOptions old_youth = broker_->AgentFor(youth_m_, wire::Role::receiver);
+  auto exit_agent = Agent::Connect(old_exit);
+  auto youth = Agent::Connect(old_youth);
+  ASSERT_TRUE(exit_agent.ok() && youth.ok());
+  ASSERT_TRUE((*youth)->WaitReady(5000ms).ok());
+  EXPECT_EQ(Code::ok, SendOk(**exit_agent, MakeEnvelope({{"youth-m"}}, "k-0"))->code());
+  ASSERT_TRUE(ReceiveOne(**youth).has_value());
+  ASSERT_TRUE((*youth)->Ack("k-0").ok());
+
+  // The operator rotates: the old key stays on the old endpoint for 3 s.
+  const std::string old_endpoint = broker_->endpoint();
+  const std::string old_fingerprint = KeyFingerprint(DecodeZ85Key(broker_->broker_keys().public_z85));
+  ASSERT_EQ(0, broker_->Stop());
+  const auto end = std::chrono::system_clock::now() + 3s;
+  ASSERT_TRUE(broker_->RotateKey(old_endpoint, Rfc3339(end)).ok());
+  ASSERT_TRUE(broker_->Start().ok());
+  ASSERT_NE(old_endpoint, broker_->endpoint());
+  EXPECT_TRUE(broker_->WaitForLog("event=listening_previous_key endpoint=" + old_endpoint +
+                                  " broker_key_fingerprint=" + old_fingerprint));
+
+  // The agents that still have the old key reconnect and are served...
+  EXPECT_EQ(Code::stored,
+            SendOk(**exit_agent, MakeEnvelope({{"youth-m"}}, "k-1"))->recipients()->Get(0)->code());
+  auto m1 = ReceiveOne(**youth);
+  ASSERT_TRUE(m1.has_value());
+  EXPECT_EQ("k-1", (*m1)->id()->str());
+  ASSERT_TRUE((*youth)->Ack("k-1").ok());
+  EXPECT_TRUE(broker_->WaitForLog("event=auth_previous_broker_key agency=exit-a"));
+  // ...and so are agents with the new key on the new endpoint.
+  auto new_exit = Sender(exit_);
+  ASSERT_NE(nullptr, new_exit);
+  EXPECT_EQ(Code::stored, SendOk(*new_exit, MakeEnvelope({{"youth-m"}}, "k-2"))->recipients()->Get(0)->code());
+  auto m2 = ReceiveOne(**youth);
+  ASSERT_TRUE(m2.has_value());
+  EXPECT_EQ("k-2", (*m2)->id()->str());
+  ASSERT_TRUE((*youth)->Ack("k-2").ok());
+
+  // After the overlap the old endpoint is closed: old agents are not served,
+  // new ones are.
+  std::this_thread::sleep_until(end + 1200ms);
+  EXPECT_TRUE(broker_->WaitForLog("event=broker_key_retired broker_key_fingerprint=" + old_fingerprint));
+  EXPECT_FALSE((*exit_agent)->Send(MakeEnvelope({{"youth-m"}}, "k-3")).ok());
+  auto late = Agent::Connect(old_exit);
+  ASSERT_TRUE(late.ok());
+  EXPECT_FALSE((*late)->Send(MakeEnvelope({{"youth-m"}}, "k-4")).ok());
+  EXPECT_EQ(Code::stored, SendOk(*new_exit, MakeEnvelope({{"youth-m"}}, "k-5"))->recipients()->Get(0)->code());
+  EXPECT_FALSE(ReceiveOne(**youth, 500ms).has_value());  // the old receiver gets nothing more
+  auto new_youth = Receiver(youth_m_);
+  ASSERT_NE(nullptr, new_youth);
+  auto m5 = ReceiveOne(*new_youth);
+  ASSERT_TRUE(m5.has_value());
+  EXPECT_EQ("k-5", (*m5)->id()->str());
+
+  // Every record of exit-a's case carries the pseudonym of the pseudonym key,
+  // before the rotation and after it.
+  auto pseudonym_key = LoadPseudonymKeyFile(broker_->pseudonym_key_path());
+  ASSERT_TRUE(pseudonym_key.ok());
+  const std::string expected = audit::CasePseudonym(audit::DeriveCaseKey(*pseudonym_key), "exit-a", "CASE-7");
+  ASSERT_EQ(0, broker_->Stop());
+  auto records = audit::ReadLedger(broker_->ledger_path());
+  ASSERT_TRUE(records.ok()) << records.status().ToString();
+  std::set<std::string> released;
+  for (const auto& bytes : *records) {
+    const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
+    if (!r->message_id() || r->decision() != ledger::Decision::released) continue;
+    released.insert(r->message_id()->str());
+    EXPECT_EQ(expected, r->case_() ? r->case_()->str() : "") << r->message_id()->str();
+  }
+  EXPECT_EQ(released, (std::set<std::string>{"k-0", "k-1", "k-2", "k-5"}));
 }
 
 TEST_F(BrokerTest, APreviousKeyWithoutAnEndIsAClearPolicyError) {
@@ -490,6 +570,7 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   TempDir dir;
   WriteText(dir.file("broker.yaml"),
             "listen: tcp://127.0.0.1:*\nsecret_key_file: keys/broker.key\npolicies_dir: policies\n"
+            "pseudonym_key_file: keys/pseudonym.key\n"
             "store: {path: liaison.db, key_file: keys/store.key}\n"
             "ledger: {path: ledger.log, signing_key_file: keys/ledger-signing.key}\n"
             "log:\n  console: true\n");
@@ -501,6 +582,7 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   ASSERT_TRUE(WriteCurveKeyPair(dir.file("keys"), "broker", *keys).ok());
   WritePolicies(dir.file("policies"), {MakeAgency("a", "exit-programme", "mombasa")});
   ASSERT_TRUE(store::WriteStoreKey(dir.file("keys/store.key")).ok());
+  ASSERT_TRUE(WritePseudonymKeyFile(dir.file("keys/pseudonym.key"), "").ok());
   ASSERT_TRUE(audit::WriteSigningKey(dir.file("keys"), "ledger-signing").ok());
   WriteText(dir.file("policies/agencies/b.yaml"), "id: b\nname: B\nkind: exit-programe\nregion: mombasa\n");
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", dir.file("broker.yaml")}, &out, &err));

@@ -15,6 +15,11 @@ TEST(BrokerConfigTest, ReadsAGoodConfigAndResolvesPathsFromItsFolder) {
   WriteText(dir.file("etc/broker.yaml"),
             "listen: tcp://127.0.0.1:7701\n"
             "secret_key_file: keys/broker.key\n"
+            "pseudonym_key_file: keys/pseudonym.key\n"
+            "previous_keys:\n"
+            "  - listen: tcp://127.0.0.1:7700\n"
+            "    secret_key_file: keys/broker-2026.key\n"
+            "    until: 2027-01-31T00:00:00Z\n"
             "policies_dir: /srv/policies\n"
             "heartbeat_ms: 500\n"
             "store:\n  path: state/liaison.db\n  key_file: keys/store.key\n"
@@ -25,6 +30,11 @@ TEST(BrokerConfigTest, ReadsAGoodConfigAndResolvesPathsFromItsFolder) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ("tcp://127.0.0.1:7701", c->listen);
   EXPECT_EQ(dir.file("etc/keys/broker.key"), c->secret_key_file);
+  EXPECT_EQ(dir.file("etc/keys/pseudonym.key"), c->pseudonym_key_file);
+  ASSERT_EQ(1u, c->previous_keys.size());
+  EXPECT_EQ("tcp://127.0.0.1:7700", c->previous_keys[0].listen);
+  EXPECT_EQ(dir.file("etc/keys/broker-2026.key"), c->previous_keys[0].secret_key_file);
+  EXPECT_EQ(1801353600000, c->previous_keys[0].until_ms);  // 2027-01-31T00:00:00Z
   EXPECT_EQ("/srv/policies", c->policies_dir);
   EXPECT_EQ(500u, c->heartbeat_ms);
   EXPECT_EQ(4096u, c->limits.max_message_bytes);
@@ -61,26 +71,40 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfigCase{"unknown_key",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlistn: tcp://127.0.0.1:1\n",
-                      {"broker.yaml:5:1", "unknown key 'listn'", "did you mean 'listen'"}},
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlistn: tcp://127.0.0.1:1\n",
+                      {"broker.yaml:6:1", "unknown key 'listn'", "did you mean 'listen'"}},
         BadConfigCase{"nested_unknown_key",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlimits:\n  max_mesage_bytes: 5\n",
-                      {"broker.yaml:6:3", "limits.max_mesage_bytes",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlimits:\n  max_mesage_bytes: 5\n",
+                      {"broker.yaml:7:3", "limits.max_mesage_bytes",
                        "did you mean 'limits.max_message_bytes'"}},
         BadConfigCase{"not_a_number",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlimits:\n  max_message_bytes: lots\n",
-                      {"broker.yaml:6:22", "limits.max_message_bytes", "whole number"}},
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlimits:\n  max_message_bytes: lots\n",
+                      {"broker.yaml:7:22", "limits.max_message_bytes", "whole number"}},
         BadConfigCase{"out_of_range",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nheartbeat_ms: 5\n",
-                      {"broker.yaml:5:15", "heartbeat_ms", "from 100 to 60000"}},
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nheartbeat_ms: 5\n",
+                      {"broker.yaml:6:15", "heartbeat_ms", "from 100 to 60000"}},
         BadConfigCase{"missing_required", "listen: tcp://127.0.0.1:1\n",
                       {"missing required key 'secret_key_file'",
-                       "missing required key 'policies_dir'"}},
+                       "missing required key 'policies_dir'",
+                       "missing required key 'pseudonym_key_file'", "liaison keygen --pseudonym-key",
+                       "--from-broker-key"}},
+        BadConfigCase{"previous_key_without_end",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
+                      "previous_keys:\n  - listen: tcp://127.0.0.1:7701\n    secret_key_file: old.key\n    until: soon\n",
+                      {"broker.yaml:9:12", "previous_keys[0].until", "RFC 3339"}},
+        BadConfigCase{"previous_key_on_the_current_endpoint",
+                      "listen: tcp://127.0.0.1:7700\nsecret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
+                      "previous_keys:\n  - {listen: tcp://127.0.0.1:7700, secret_key_file: old.key, until: 2027-01-01T00:00:00Z}\n",
+                      {"broker.yaml:8:14", "previous_keys[0].listen", "its own endpoint"}},
+        BadConfigCase{"previous_key_incomplete",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
+                      "previous_keys:\n  - {listen: tcp://127.0.0.1:7701, until: 2027-01-01T00:00:00Z}\n",
+                      {"broker.yaml:7:5", "missing required key 'previous_keys[0].secret_key_file'"}},
         BadConfigCase{"bad_choice",
-                      "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlog:\n  level: loud\n",
-                      {"broker.yaml:6:10", "log.level", "'loud' is not one of"}},
-        BadConfigCase{"bad_endpoint", "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlisten: 7700\n",
-                      {"broker.yaml:5:9", "tcp://"}},
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlog:\n  level: loud\n",
+                      {"broker.yaml:7:10", "log.level", "'loud' is not one of"}},
+        BadConfigCase{"bad_endpoint", "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlisten: 7700\n",
+                      {"broker.yaml:6:9", "tcp://"}},
         BadConfigCase{"syntax_error", "secret_key_file: k\npolicies_dir: [p\n",
                       {"broker.yaml:", "YAML syntax error"}},
         BadConfigCase{"not_a_map", "- a\n- b\n", {"expected a map"}}),
@@ -89,7 +113,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(BrokerConfigTest, ReportsEveryErrorAtOnce) {
   TempDir dir;
   WriteText(dir.file("broker.yaml"),
-            "secret_key_file: k\npolicies_dir: p\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nheartbeat_ms: 1\nlog:\n  format: xml\n");
+            "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nheartbeat_ms: 1\nlog:\n  format: xml\n");
   auto c = LoadBrokerConfig(dir.file("broker.yaml"));
   ASSERT_FALSE(c.ok());
   EXPECT_NE(std::string::npos, c.status().message().find("heartbeat_ms"));

@@ -69,6 +69,40 @@ TEST(KeysTest, MissingAndMalformedKeyFiles) {
   EXPECT_FALSE(LoadSecretKeyFile(dir.file("bad.key")).ok());
 }
 
+TEST(KeysTest, PseudonymKeyFilesAreWrittenLoadedAndChecked) {
+  TempDir dir;
+  ASSERT_TRUE(WritePseudonymKeyFile(dir.file("p.key"), "").ok());
+  struct stat st;
+  ASSERT_EQ(0, ::stat(dir.file("p.key").c_str(), &st));
+  EXPECT_EQ(0600u, st.st_mode & 0777);
+  auto key = LoadPseudonymKeyFile(dir.file("p.key"));
+  ASSERT_TRUE(key.ok()) << key.status().ToString();
+  EXPECT_EQ(32u, key->size());
+  EXPECT_FALSE(WritePseudonymKeyFile(dir.file("p.key"), "").ok());  // never overwrites
+
+  // Taken from a broker CURVE key: the same secret that broker derived its
+  // pseudonyms from, so they stay the same.
+  auto curve = GenerateCurveKeyPair();
+  ASSERT_TRUE(WriteCurveKeyPair(dir.path().string(), "broker", *curve).ok());
+  ASSERT_TRUE(WritePseudonymKeyFile(dir.file("kept.key"), dir.file("broker.key")).ok());
+  auto kept = LoadPseudonymKeyFile(dir.file("kept.key"));
+  ASSERT_TRUE(kept.ok());
+  EXPECT_EQ(DecodeZ85Key(curve->secret_z85), *kept);
+  EXPECT_NE(*key, *kept);
+  EXPECT_FALSE(WritePseudonymKeyFile(dir.file("x.key"), dir.file("none.key")).ok());
+
+  auto missing = LoadPseudonymKeyFile(dir.file("none.key"));
+  EXPECT_EQ(Status::Code::kNotFound, missing.status().code());
+  EXPECT_NE(std::string::npos, missing.status().message().find("liaison keygen --pseudonym-key"));
+  ::chmod(dir.file("p.key").c_str(), 0644);
+  EXPECT_EQ(Status::Code::kPermissionDenied, LoadPseudonymKeyFile(dir.file("p.key")).status().code());
+  WriteText(dir.file("short.key"), "# a comment\nabcd\n");
+  ::chmod(dir.file("short.key").c_str(), 0600);
+  auto short_key = LoadPseudonymKeyFile(dir.file("short.key"));
+  EXPECT_EQ(Status::Code::kInvalidArgument, short_key.status().code());
+  EXPECT_NE(std::string::npos, short_key.status().message().find("64 hex digits"));
+}
+
 TEST(KeysTest, Z85ValidationAndFingerprint) {
   auto keys = GenerateCurveKeyPair();
   EXPECT_TRUE(IsValidZ85Key(keys->public_z85));

@@ -43,6 +43,29 @@ StatusOr<std::string> LoadPublicKeyFile(const std::string& path);
 StatusOr<std::string> WriteNewToken(const std::string& path);
 StatusOr<std::string> LoadTokenFile(const std::string& path);
 
+// 32-byte symmetric secrets (the store key, the pseudonym key): a file of
+// mode 0600 holding 64 hex digits on one line ('#' lines are comments).
+// `what` names the key in error messages ("store key") and `keygen_flag` is
+// the `liaison keygen` option that makes one ("--store-key"), for the hint.
+using SecretKey32 = std::array<uint8_t, 32>;
+StatusOr<SecretKey32> LoadSecretKey32(const std::string& path, std::string_view what,
+                                      std::string_view keygen_flag);
+// Writes `key` under a comment line, mode 0600; refuses to overwrite.
+Status WriteSecretKey32(const std::string& path, std::string_view comment, const SecretKey32& key);
+// 32 bytes from OpenSSL's generator; aborts if it has none.
+SecretKey32 RandomSecretKey32();
+
+// The pseudonym key keys every pseudonym the broker makes: the per-recipient
+// field pseudonyms (HKDF per recipient) and the ledger's case ids. It is kept
+// apart from the broker's CURVE key so that the CURVE key can be rotated
+// without changing a single pseudonym. LoadPseudonymKeyFile returns the 32
+// raw bytes (the secret DeriveKey takes).
+StatusOr<std::string> LoadPseudonymKeyFile(const std::string& path);
+// Writes a fresh pseudonym key file; with `from_broker_secret_file` (a CURVE
+// secret key file) the key is that key's 32 raw bytes instead, which keeps
+// the pseudonyms of brokers that derived them from their CURVE key.
+Status WritePseudonymKeyFile(const std::string& path, const std::string& from_broker_secret_file);
+
 // True if `z85` is a well-formed 40-character Z85 CURVE key.
 bool IsValidZ85Key(std::string_view z85);
 
@@ -54,7 +77,7 @@ std::string DecodeZ85Key(std::string_view z85);
 std::string HexEncode(const void* data, size_t size);
 
 // HKDF-SHA256 of `secret` (an empty `salt` is not set, i.e. RFC 5869's
-// zeros): the one way liaison derives keys from the broker's secret.
+// zeros): the one way liaison derives keys from the broker's secrets.
 std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,
                                   std::string_view info);
 

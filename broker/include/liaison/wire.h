@@ -113,6 +113,8 @@ std::string NonUtf8Field(const Envelope& envelope);
 
 // Current UTC time as RFC 3339 with milliseconds ("2026-11-24T09:30:00.123Z").
 std::string NowRfc3339();
+// The same for a time in milliseconds since the epoch.
+std::string Rfc3339(int64_t unix_ms);
 
 // Milliseconds since the epoch of an RFC 3339 time; nullopt if malformed.
 std::optional<int64_t> ParseRfc3339Millis(std::string_view text);

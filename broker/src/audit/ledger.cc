@@ -115,8 +115,8 @@ std::string SigningKeyFingerprint(EVP_PKEY* key) {
   return Sha256Hex(std::string_view(reinterpret_cast<char*>(raw), len)).substr(0, 16);
 }
 
-std::array<uint8_t, 32> DeriveCaseKey(std::string_view broker_secret) {
-  return DeriveKey(broker_secret, "", "liaison ledger case v1");
+std::array<uint8_t, 32> DeriveCaseKey(std::string_view pseudonym_secret) {
+  return DeriveKey(pseudonym_secret, "", "liaison ledger case v1");
 }
 
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,

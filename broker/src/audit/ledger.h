@@ -31,8 +31,8 @@ StatusOr<std::shared_ptr<EVP_PKEY>> LoadVerifyKey(const std::string& path);
 std::string SigningKeyFingerprint(EVP_PKEY* key);
 
 // The key that pseudonymises case references in the ledger, derived from the
-// broker's secret; `liaison audit query --case` derives the same.
-std::array<uint8_t, 32> DeriveCaseKey(std::string_view broker_secret);
+// broker's pseudonym key; `liaison audit query --case` derives the same.
+std::array<uint8_t, 32> DeriveCaseKey(std::string_view pseudonym_secret);
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
                           std::string_view case_ref);
 

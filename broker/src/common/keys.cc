@@ -178,6 +178,69 @@ StatusOr<std::string> LoadTokenFile(const std::string& path) {
   return *line;
 }
 
+StatusOr<SecretKey32> LoadSecretKey32(const std::string& path, std::string_view what,
+                                      std::string_view keygen_flag) {
+  const std::string name = std::string(what) + " file " + path;
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::NotFound(name + ": " + std::strerror(errno) + " (create one with `liaison keygen " +
+                            std::string(keygen_flag) + " " + path + "`)");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::PermissionDenied(name + " is readable by group or others; run `chmod 600 " + path + "`");
+  }
+  auto line = ReadKeyLine(path);
+  if (!line.ok()) return line.status();
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  SecretKey32 key{};
+  bool ok = line->size() == 2 * key.size();
+  for (size_t i = 0; ok && i < key.size(); ++i) {
+    const int hi = nibble((*line)[2 * i]), lo = nibble((*line)[2 * i + 1]);
+    ok = hi >= 0 && lo >= 0;
+    key[i] = static_cast<uint8_t>(hi * 16 + lo);
+  }
+  if (!ok) return Status::InvalidArgument(name + " must hold 64 hex digits (32 bytes) on one line");
+  return key;
+}
+
+Status WriteSecretKey32(const std::string& path, std::string_view comment, const SecretKey32& key) {
+  std::string text = "# " + std::string(comment) + "\n" + HexEncode(key.data(), key.size()) + "\n";
+  Status st = WriteFile(path, text, 0600);
+  OPENSSL_cleanse(text.data(), text.size());
+  return st;
+}
+
+SecretKey32 RandomSecretKey32() {
+  SecretKey32 key{};
+  if (RAND_bytes(key.data(), static_cast<int>(key.size())) != 1) std::abort();  // no randomness: stop
+  return key;
+}
+
+StatusOr<std::string> LoadPseudonymKeyFile(const std::string& path) {
+  auto key = LoadSecretKey32(path, "pseudonym key", "--pseudonym-key");
+  if (!key.ok()) return key.status();
+  return std::string(reinterpret_cast<const char*>(key->data()), key->size());
+}
+
+Status WritePseudonymKeyFile(const std::string& path, const std::string& from_broker_secret_file) {
+  SecretKey32 key = RandomSecretKey32();
+  if (!from_broker_secret_file.empty()) {
+    auto curve = LoadSecretKeyFile(from_broker_secret_file);
+    if (!curve.ok()) return curve.status();
+    const std::string raw = DecodeZ85Key(curve->secret_z85);
+    std::copy(raw.begin(), raw.end(), key.begin());
+  }
+  Status st = WriteSecretKey32(
+      path, "liaison pseudonym key: keys every pseudonym the broker makes. Keep secret; back it up.", key);
+  OPENSSL_cleanse(key.data(), key.size());
+  return st;
+}
+
 StatusOr<std::string> LoadPublicKeyFile(const std::string& path) {
   auto line = ReadKeyLine(path);
   if (!line.ok()) return line.status();

@@ -253,9 +253,12 @@ std::string NonUtf8Field(const Envelope& envelope) {
 
 std::string NowRfc3339() {
   using namespace std::chrono;
-  auto now = system_clock::now();
-  auto ms = duration_cast<milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::time_t t = system_clock::to_time_t(now);
+  return Rfc3339(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+std::string Rfc3339(int64_t unix_ms) {
+  const int64_t ms = ((unix_ms % 1000) + 1000) % 1000;
+  const std::time_t t = static_cast<std::time_t>((unix_ms - ms) / 1000);
   std::tm tm;
   gmtime_r(&t, &tm);
   char buf[64];

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "liaison/wire.h"
 #include "liaison/yaml_util.h"
 
 namespace liaison::broker {
@@ -20,16 +21,63 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   YamlReader r(path);
   BrokerConfig c;
   const YAML::Node& root = *doc;
-  if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "policies_dir", "heartbeat_ms",
+  if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "pseudonym_key_file", "previous_keys",
+                              "policies_dir", "heartbeat_ms",
                               "limits", "store", "ledger", "admin", "log"})) {
     if (!root.IsMap()) return r.ToStatus();
   }
   r.ReadString(root, "", "listen", &c.listen);
   r.ReadString(root, "", "secret_key_file", &c.secret_key_file, /*required=*/true);
+  if (root.IsMap() && !root["pseudonym_key_file"]) {
+    r.Error(root, "",
+            "missing required key 'pseudonym_key_file' (it keys every pseudonym; make it with "
+            "`liaison keygen --pseudonym-key FILE`, and add `--from-broker-key BROKER.key` to keep "
+            "the pseudonyms a broker before 0.2 derived from its CURVE key)");
+  }
+  r.ReadString(root, "", "pseudonym_key_file", &c.pseudonym_key_file);
   r.ReadString(root, "", "policies_dir", &c.policies_dir, /*required=*/true);
   r.ReadUint(root, "", "heartbeat_ms", 100, 60000, &c.heartbeat_ms);
-  if (c.listen.rfind("tcp://", 0) != 0 && c.listen.rfind("ipc://", 0) != 0) {
-    r.Error(root["listen"], "listen", "expected a tcp:// or ipc:// endpoint, e.g. tcp://127.0.0.1:7700");
+  auto check_endpoint = [&r](const YAML::Node& node, const std::string& path, const std::string& endpoint) {
+    if (endpoint.rfind("tcp://", 0) != 0 && endpoint.rfind("ipc://", 0) != 0) {
+      r.Error(node, path, "expected a tcp:// or ipc:// endpoint, e.g. tcp://127.0.0.1:7700");
+    }
+  };
+  check_endpoint(root["listen"], "listen", c.listen);
+
+  if (const YAML::Node previous = root["previous_keys"]) {
+    if (!previous.IsSequence()) {
+      r.Error(previous, "previous_keys",
+              "expected a list of {listen, secret_key_file, until}: the broker keys being retired");
+    } else {
+      for (size_t i = 0; i < previous.size(); ++i) {
+        const YAML::Node item = previous[i];
+        const std::string at = "previous_keys[" + std::to_string(i) + "]";
+        if (!r.ExpectMap(item, at, {"listen", "secret_key_file", "until"})) continue;
+        PreviousBrokerKey key;
+        std::string until;
+        const bool has_listen = r.ReadString(item, at, "listen", &key.listen, true);
+        r.ReadString(item, at, "secret_key_file", &key.secret_key_file, true);
+        if (r.ReadString(item, at, "until", &until, true)) {
+          if (auto ms = wire::ParseRfc3339Millis(until)) {
+            key.until_ms = *ms;
+          } else {
+            r.Error(item["until"], at + ".until",
+                    "expected an RFC 3339 time (e.g. 2027-01-31T00:00:00Z): when the old key stops working");
+          }
+        }
+        if (has_listen) {
+          check_endpoint(item["listen"], at + ".listen", key.listen);
+          bool taken = key.listen == c.listen;
+          for (const auto& other : c.previous_keys) taken = taken || other.listen == key.listen;
+          if (taken) {
+            r.Error(item["listen"], at + ".listen",
+                    "this endpoint is already used by another key; each broker key needs its own "
+                    "endpoint (the CURVE handshake has one server key per endpoint)");
+          }
+        }
+        c.previous_keys.push_back(std::move(key));
+      }
+    }
   }
 
   if (const YAML::Node limits = root["limits"]) {
@@ -82,6 +130,8 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
 
   const auto base = std::filesystem::absolute(path).parent_path();
   c.secret_key_file = Resolve(base, c.secret_key_file);
+  c.pseudonym_key_file = Resolve(base, c.pseudonym_key_file);
+  for (auto& key : c.previous_keys) key.secret_key_file = Resolve(base, key.secret_key_file);
   c.policies_dir = Resolve(base, c.policies_dir);
   c.log.file = Resolve(base, c.log.file);
   c.store.path = Resolve(base, c.store.path);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "liaison/logging.h"
 #include "liaison/status.h"
@@ -40,9 +41,23 @@ struct LedgerConfig {
   uint64_t checkpoint_seconds = 10;  // and at least this often while records come in
 };
 
+// A broker CURVE key being retired: while agencies move to the new key, the
+// old one is still served on its own endpoint (one endpoint has one key)
+// until `until_ms`; then that endpoint closes and connections made through
+// it are no longer served.
+struct PreviousBrokerKey {
+  std::string listen;
+  std::string secret_key_file;
+  int64_t until_ms = 0;  // Unix milliseconds (RFC 3339 in the file)
+};
+
 struct BrokerConfig {
   std::string listen = "tcp://127.0.0.1:7700";
   std::string secret_key_file;
+  // Keys every pseudonym (per-recipient field pseudonyms, ledger case ids);
+  // apart from the CURVE key so that rotating that one changes no pseudonym.
+  std::string pseudonym_key_file;
+  std::vector<PreviousBrokerKey> previous_keys;
   std::string policies_dir;
   uint64_t heartbeat_ms = 1000;  // ZMTP heartbeats; a peer silent for 3x this is dropped
   Limits limits;

@@ -96,7 +96,7 @@ struct AgencyPolicy {
   std::vector<Rule> release;
   std::vector<Rule> accept;
   Retention retention;
-  std::array<uint8_t, 32> pseudonym_key{};  // HKDF of the broker secret for this recipient
+  std::array<uint8_t, 32> pseudonym_key{};  // HKDF of the pseudonym key for this recipient
 };
 
 struct Vocabulary {
@@ -109,7 +109,7 @@ class PolicySet {
  public:
   // Loads DIR/vocabulary.yaml and DIR/agencies/*.yaml. Every error in every
   // file is reported at once, each as "file:line:col: what; hint". The
-  // `pseudonym_secret` (the broker's secret) keys the per-recipient
+  // `pseudonym_secret` (the broker's pseudonym key) keys the per-recipient
   // pseudonyms; notes that are not errors go to `warnings`.
   static StatusOr<std::shared_ptr<const PolicySet>> Load(const std::string& dir,
                                                          std::string_view pseudonym_secret,

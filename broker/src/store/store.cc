@@ -138,57 +138,13 @@ std::vector<uint8_t> ColumnBlob(sqlite3_stmt* s, int i) {
 }  // namespace
 
 StatusOr<StoreKey> LoadStoreKey(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::NotFound("store key file " + path + ": " + std::strerror(errno) +
-                            " (create one with `liaison keygen --store-key " + path + "`)");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Status::PermissionDenied("store key file " + path +
-                                    " is readable by group or others; run `chmod 600 " + path + "`");
-  }
-  std::ifstream in(path);
-  std::string line, hex;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == '#') continue;
-    for (char c : line) {
-      if (!std::isspace(static_cast<unsigned char>(c))) hex.push_back(c);
-    }
-  }
-  StoreKey key{};
-  if (hex.size() != 64) {
-    return Status::InvalidArgument("store key file " + path + " must hold 64 hex digits (32 bytes)");
-  }
-  for (size_t i = 0; i < 32; ++i) {
-    auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) {
-      return Status::InvalidArgument("store key file " + path + " must hold 64 hex digits (32 bytes)");
-    }
-    key[i] = static_cast<uint8_t>(hi * 16 + lo);
-  }
-  return key;
+  return LoadSecretKey32(path, "store key", "--store-key");
 }
 
 Status WriteStoreKey(const std::string& path) {
-  StoreKey key;
-  if (RAND_bytes(key.data(), key.size()) != 1) return Status::Internal("no randomness from OpenSSL");
-  const std::string text =
-      "# liaison store key (AES-256-GCM at rest). Keep secret; back it up with the store.\n" +
-      HexEncode(key.data(), key.size()) + "\n";
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) {
-    return Status::IoError("cannot create " + path + ": " + std::strerror(errno) +
-                           (errno == EEXIST ? " (remove it first to replace the key)" : ""));
-  }
-  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  return ok ? Status::Ok() : Status::IoError("cannot write " + path);
+  return WriteSecretKey32(
+      path, "liaison store key (AES-256-GCM at rest). Keep secret; back it up with the store.",
+      RandomSecretKey32());
 }
 
 StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreKey& key) {

@@ -26,16 +26,36 @@ const char* HandshakeFailure(uint16_t event, uint32_t value) {
 
 }  // namespace
 
-Reactor::Reactor(BrokerConfig config, CurveKeyPair server_keys,
+namespace {
+
+std::vector<ServedKey> ServedKeys(std::vector<ServerKey> keys) {
+  std::vector<ServedKey> served;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    served.push_back({std::move(keys[i]), i == 0 ? kCurrentKeyDomain : PreviousKeyDomain(i - 1)});
+  }
+  if (!served.empty()) served[0].key.until_ms = INT64_MAX;  // the current key never retires
+  return served;
+}
+
+std::map<std::string, int64_t> DomainWindows(const std::vector<ServedKey>& keys) {
+  std::map<std::string, int64_t> windows;
+  for (const auto& k : keys) windows[k.domain] = k.key.until_ms;
+  return windows;
+}
+
+}  // namespace
+
+Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
                  std::shared_ptr<const policy::PolicySet> policies,
                  std::unique_ptr<store::Store> store, std::unique_ptr<audit::Ledger> ledger,
                  Metrics* metrics)
     : config_(std::move(config)),
-      server_keys_(std::move(server_keys)),
+      served_keys_(ServedKeys(std::move(server_keys))),
       policies_(std::move(policies)),
       dispatcher_(config_.limits),
       context_(1),
-      zap_(context_, [this] { return this->policies()->shared_directory(); }) {
+      zap_(context_, [this] { return this->policies()->shared_directory(); },
+           DomainWindows(served_keys_)) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   store_ = std::move(store);
   ledger_ = std::move(ledger);
@@ -83,8 +103,6 @@ Status Reactor::Bind() {
   try {
     router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
     router_->set(zmq::sockopt::curve_server, 1);
-    router_->set(zmq::sockopt::curve_secretkey, server_keys_.secret_z85);
-    router_->set(zmq::sockopt::zap_domain, "liaison");
     // Fail sends to unknown or vanished peers instead of dropping silently:
     // that is how the reactor learns a recipient is offline.
     router_->set(zmq::sockopt::router_mandatory, 1);
@@ -111,12 +129,35 @@ Status Reactor::Bind() {
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(kMonitorEndpoint);
 
-    router_->bind(config_.listen);
-    endpoint_ = router_->get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
-    return Status::Unavailable("cannot listen on " + config_.listen + ": " + e.what() +
-                               (e.num() == EADDRINUSE ? " (another process uses the port)" : ""));
+    return Status::Internal(std::string("cannot set up the broker socket: ") + e.what());
   }
+  // A bind takes the socket's options as they are at that moment: each key
+  // gets its own endpoint, with its own ZAP domain to tell them apart.
+  const int64_t now = NowMillis();
+  for (ServedKey& served : served_keys_) {
+    const std::string fingerprint = KeyFingerprint(DecodeZ85Key(served.key.keys.public_z85));
+    if (served.key.until_ms <= now) {
+      served.retired = true;
+      spdlog::warn("event=broker_key_retired broker_key_fingerprint={} endpoint={} reason=overlap_ended",
+                   fingerprint, served.key.listen);
+      continue;
+    }
+    try {
+      router_->set(zmq::sockopt::curve_secretkey, served.key.keys.secret_z85);
+      router_->set(zmq::sockopt::zap_domain, served.domain);
+      router_->bind(served.key.listen);
+      served.endpoint = router_->get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return Status::Unavailable("cannot listen on " + served.key.listen + ": " + e.what() +
+                                 (e.num() == EADDRINUSE ? " (another process uses the port)" : ""));
+    }
+    if (&served != &served_keys_.front()) {
+      spdlog::info("event=listening_previous_key endpoint={} broker_key_fingerprint={} until={}",
+                   served.endpoint, fingerprint, wire::Rfc3339(served.key.until_ms));
+    }
+  }
+  endpoint_ = served_keys_.front().endpoint;
   return Status::Ok();
 }
 
@@ -192,6 +233,15 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   // One policy set for the whole message, even if a reload swaps it now.
   const auto set = policies();
   const Agency* agency = user_id ? set->directory().Find(user_id) : nullptr;
+  if (served_keys_.size() > 1) {
+    const char* domain = frames.size() > 1 ? zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty) : nullptr;
+    if (!domain || !DomainLive(domain)) {
+      // Made with a broker key whose overlap has ended.
+      stats_.revoked_messages++;
+      spdlog::warn("event=message_with_retired_broker_key agency={}", user_id ? user_id : "-");
+      return;
+    }
+  }
   if (!agency || !key || !AcceptsKey(*agency, key, NowMillis())) {
     // Admitted at handshake, but a reload has since removed the agency or
     // replaced its key: the connection no longer speaks for anyone.
@@ -216,7 +266,8 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
     HandleSend(*set, *agency, routing_id, frames[2]);
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
-    HandleHello(*agency, key, routing_id, fd, frames[2]);
+    const char* domain = zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty);
+    HandleHello(*agency, key, domain ? domain : "", routing_id, fd, frames[2]);
   } else if (command == wire::kAck) {
     HandleAck(*agency, frames[2], routing_id);
   } else {
@@ -228,8 +279,8 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   }
 }
 
-void Reactor::HandleHello(const Agency& agency, const std::string& key, const std::string& routing_id, int fd,
-                          const zmq::message_t& body) {
+void Reactor::HandleHello(const Agency& agency, const std::string& key, const std::string& domain,
+                          const std::string& routing_id, int fd, const zmq::message_t& body) {
   std::vector<uint8_t> storage;
   const wire::Hello* hello = wire::VerifyHello(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
   if (!hello) {
@@ -244,7 +295,7 @@ void Reactor::HandleHello(const Agency& agency, const std::string& key, const st
   auto& list = receivers_[agency.id];
   std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
   if (hello->role() == wire::Role::receiver) {
-    list.push_back({routing_id, fd, key});
+    list.push_back({routing_id, fd, key, domain});
     // A (re)connected receiver gets everything not yet acked, from the start,
     // in order; after this batch is committed.
     outflows_[agency.id] = Outflow{};
@@ -287,7 +338,8 @@ const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
   // A connection whose key a reload replaced or revoked gets nothing more.
   const Agency* current = policies()->directory().Find(agency);
   std::erase_if(it->second, [&](const Receiver& r) {
-    const bool revoked = !current || !AcceptsKey(*current, r.key, NowMillis());
+    const bool revoked =
+        !current || !AcceptsKey(*current, r.key, NowMillis()) || !DomainLive(r.domain);
     if (revoked) spdlog::warn("event=receiver_revoked agency={}", agency);
     return revoked;
   });
@@ -709,8 +761,30 @@ void Reactor::FlushNotices(const std::string& agency) {
   }
 }
 
+bool Reactor::DomainLive(std::string_view domain) const {
+  for (const ServedKey& served : served_keys_) {
+    if (served.domain == domain) return !served.retired;
+  }
+  return false;
+}
+
+void Reactor::RetireDueKeys(int64_t now_ms) {
+  for (ServedKey& served : served_keys_) {
+    if (served.retired || served.key.until_ms > now_ms) continue;
+    served.retired = true;
+    // Closing the endpoint also closes the connections accepted through it.
+    zmq_unbind(router_->handle(), served.endpoint.c_str());
+    spdlog::warn("event=broker_key_retired broker_key_fingerprint={} endpoint={} reason=overlap_ended",
+                 KeyFingerprint(DecodeZ85Key(served.key.keys.public_z85)), served.endpoint);
+    for (auto& [agency, list] : receivers_) {
+      std::erase_if(list, [&](const Receiver& r) { return r.domain == served.domain; });
+    }
+  }
+}
+
 void Reactor::OnTimer() {
   const int64_t now = NowMs();
+  if (served_keys_.size() > 1) RetireDueKeys(now);
   metrics_->Beat();
   metrics_->SetQueueDepths(queue_depth_);
   if (EnsureTransaction().ok()) {

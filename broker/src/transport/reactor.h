@@ -48,15 +48,37 @@ struct ReactorStats {
   std::atomic<uint64_t> revoked_messages{0};  // from connections whose key a reload removed
 };
 
+// A CURVE key the broker serves, each on its own endpoint (the CURVE
+// handshake has one server key per endpoint). The first of a reactor's keys
+// is the current one; the others are previous keys during a rotation, each
+// served until `until_ms`, when its endpoint closes and the connections made
+// through it stop being served.
+struct ServerKey {
+  CurveKeyPair keys;
+  std::string listen;
+  int64_t until_ms = INT64_MAX;  // Unix ms
+};
+
+// A ServerKey as the reactor serves it.
+struct ServedKey {
+  ServerKey key;
+  std::string domain;    // ZAP domain of its endpoint
+  std::string endpoint = {};  // concrete, once bound
+  bool retired = false;  // endpoint closed, its connections no longer served
+};
+
 class Reactor {
  public:
-  Reactor(BrokerConfig config, CurveKeyPair server_keys,
+  // `server_keys`: the current key first (its listen is config.listen), then
+  // the previous keys.
+  Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
           std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store,
           std::unique_ptr<audit::Ledger> ledger, Metrics* metrics);
   ~Reactor();
 
-  // Starts authentication and binds the ROUTER. On success endpoint() is the
-  // concrete endpoint (a "*" port is resolved).
+  // Starts authentication and binds the ROUTER, one endpoint per server key
+  // still valid. On success endpoint() is the current key's concrete
+  // endpoint (a "*" port is resolved).
   Status Bind();
   const std::string& endpoint() const { return endpoint_; }
 
@@ -79,12 +101,17 @@ class Reactor {
     std::string routing_id;
     int fd = -1;      // for disconnect logs only
     std::string key;  // the Z85 key it authenticated with
+    std::string domain;  // the broker key (ZAP domain) it connected with
   };
 
   void HandleRouterMessage(std::vector<zmq::message_t>& frames);
   // `key`: the public key (Z85) the connection authenticated with.
-  void HandleHello(const Agency& agency, const std::string& key, const std::string& routing_id, int fd,
-                   const zmq::message_t& body);
+  void HandleHello(const Agency& agency, const std::string& key, const std::string& domain,
+                   const std::string& routing_id, int fd, const zmq::message_t& body);
+  // True if connections made with the broker key of ZAP `domain` are served.
+  bool DomainLive(std::string_view domain) const;
+  // Closes the endpoints of previous keys whose time is up.
+  void RetireDueKeys(int64_t now_ms);
   // ReceiverOf's non-const core: drops receivers whose key a reload revoked.
   const std::string* LiveReceiverOf(const std::string& agency);
   void HandleSend(const policy::PolicySet& policies, const Agency& agency,
@@ -108,7 +135,7 @@ class Reactor {
                     size_t size);
 
   BrokerConfig config_;
-  CurveKeyPair server_keys_;
+  std::vector<ServedKey> served_keys_;  // [0] is the current key
   std::shared_ptr<const policy::PolicySet> policies_;  // atomic_load / atomic_store only
   Dispatcher dispatcher_;
 

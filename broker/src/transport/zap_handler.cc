@@ -23,8 +23,11 @@ std::string EncodeProperty(std::string_view name, std::string_view value) {
 
 }  // namespace
 
-ZapHandler::ZapHandler(zmq::context_t& context, DirectorySource directory)
-    : context_(context), directory_(std::move(directory)) {}
+std::string PreviousKeyDomain(size_t index) { return "liaison-previous-" + std::to_string(index); }
+
+ZapHandler::ZapHandler(zmq::context_t& context, DirectorySource directory,
+                       std::map<std::string, int64_t> domain_until)
+    : context_(context), directory_(std::move(directory)), domain_until_(std::move(domain_until)) {}
 
 ZapHandler::~ZapHandler() { Stop(); }
 
@@ -76,9 +79,17 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
     status_text = "malformed ZAP request";
     spdlog::error("event=zap_malformed frames={}", request.size());
   } else {
+    const std::string domain = request[2].to_string();
     const std::string address = request[3].to_string();
     const std::string mechanism = request[5].to_string();
-    if (mechanism != "CURVE" || request.size() < 7 || request[6].size() != 32) {
+    const auto window = domain_until_.find(domain);
+    if (window == domain_until_.end() || NowMillis() >= window->second) {
+      // The endpoint of a retired broker key, in the moment before the
+      // reactor closes it.
+      status_text = "broker key retired";
+      refused_++;
+      spdlog::warn("event=auth_refused reason=broker_key_retired domain={} peer={}", domain, address);
+    } else if (mechanism != "CURVE" || request.size() < 7 || request[6].size() != 32) {
       status_text = "CURVE required";
       refused_++;
       spdlog::warn("event=auth_refused reason=not_curve mechanism={} peer={}", mechanism, address);
@@ -96,8 +107,13 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
         status_text = "OK";
         user_id = agency->id;
         // The key this connection presented: checked again per message.
-        metadata = EncodeProperty(kKeyProperty, previous ? agency->previous_public_key : agency->public_key);
+        metadata = EncodeProperty(kKeyProperty, previous ? agency->previous_public_key : agency->public_key) +
+                   EncodeProperty(kBrokerKeyProperty, domain);
         if (previous) spdlog::info("event=auth_previous_key agency={} reason=rotation_overlap", agency->id);
+        if (domain != kCurrentKeyDomain) {
+          spdlog::info("event=auth_previous_broker_key agency={} domain={} reason=rotation_overlap",
+                       agency->id, domain);
+        }
         admitted_++;
         spdlog::debug("event=auth_ok agency={} peer={}", agency->id, address);
       } else {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <thread>
 #include <zmq.hpp>
@@ -21,6 +22,15 @@ namespace liaison::broker {
 // registration so that a key replaced or revoked by a reload stops working
 // on connections that are already open.
 inline constexpr const char* kKeyProperty = "X-Liaison-Key";
+// The connection metadata property naming the broker key (its ZAP domain)
+// the connection was made with, so that connections made with a retired
+// broker key stop being served.
+inline constexpr const char* kBrokerKeyProperty = "X-Liaison-Broker-Key";
+
+// The ZAP domain of each broker key: its endpoint's bind sets it, and every
+// handshake through that endpoint names it.
+inline constexpr const char* kCurrentKeyDomain = "liaison";
+std::string PreviousKeyDomain(size_t index);  // "liaison-previous-<index>"
 
 class ZapHandler {
  public:
@@ -28,7 +38,11 @@ class ZapHandler {
   // handshake, from the handler's thread.
   using DirectorySource = std::function<std::shared_ptr<const AgencyDirectory>()>;
 
-  ZapHandler(zmq::context_t& context, DirectorySource directory);
+  // `domain_until`: for each ZAP domain served, the Unix time (ms) from which
+  // handshakes in it are refused (the current key's domain: INT64_MAX).
+  // Handshakes in any other domain are refused.
+  ZapHandler(zmq::context_t& context, DirectorySource directory,
+             std::map<std::string, int64_t> domain_until);
   ~ZapHandler();  // stops the thread
 
   // Binds the ZAP endpoint and starts the thread. Must run before any CURVE
@@ -45,6 +59,7 @@ class ZapHandler {
 
   zmq::context_t& context_;
   DirectorySource directory_;
+  const std::map<std::string, int64_t> domain_until_;
   std::unique_ptr<zmq::socket_t> socket_;  // used only by thread_ after Start()
   std::thread thread_;
   std::atomic<bool> stop_{false};
