@@ -336,7 +336,10 @@ const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
   auto it = receivers_.find(agency);
   if (it == receivers_.end()) return nullptr;
   // A connection whose key a reload replaced or revoked gets nothing more.
-  const Agency* current = policies()->directory().Find(agency);
+  // Hold the set: a reload on the main thread may drop the last other
+  // reference to it while `current` is in use (found by ThreadSanitizer).
+  const auto set = policies();
+  const Agency* current = set->directory().Find(agency);
   std::erase_if(it->second, [&](const Receiver& r) {
     const bool revoked =
         !current || !AcceptsKey(*current, r.key, NowMillis()) || !DomainLive(r.domain);
@@ -772,8 +775,11 @@ void Reactor::RetireDueKeys(int64_t now_ms) {
   for (ServedKey& served : served_keys_) {
     if (served.retired || served.key.until_ms > now_ms) continue;
     served.retired = true;
-    // Closing the endpoint also closes the connections accepted through it.
-    zmq_unbind(router_->handle(), served.endpoint.c_str());
+    // Closing the endpoint also closes the connections accepted through it;
+    // whatever still arrives from them is dropped by DomainLive().
+    if (zmq_unbind(router_->handle(), served.endpoint.c_str()) != 0) {
+      spdlog::error("event=unbind_failed endpoint={} error=\"{}\"", served.endpoint, zmq_strerror(zmq_errno()));
+    }
     spdlog::warn("event=broker_key_retired broker_key_fingerprint={} endpoint={} reason=overlap_ended",
                  KeyFingerprint(DecodeZ85Key(served.key.keys.public_z85)), served.endpoint);
     for (auto& [agency, list] : receivers_) {
