@@ -55,8 +55,10 @@ soak: build
 	  $(BUILD_DIR)/bin/integration_tests --gtest_filter='CrashTest.*'
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer, and
-# the concurrency tests (broker, gateway, abuse, admin: every process they
-# start is built with it) under ThreadSanitizer, each in its own build folder.
+# under ThreadSanitizer (all but two load tests, below), each in its own
+# build folder; every process a test starts (brokers, gateways) is built
+# with the same sanitizer. Reports of every process go to
+# build-{asan,tsan}/*-reports/, and any report fails the target.
 test-sanitize: test-asan test-tsan
 
 test-asan: deps
@@ -64,8 +66,14 @@ test-asan: deps
 	  -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" >/dev/null
 	@cmake --build $(BUILD_DIR)-asan -j $(JOBS)
-	@cd $(BUILD_DIR)-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	@rm -rf $(BUILD_DIR)-asan/asan-reports && mkdir -p $(BUILD_DIR)-asan/asan-reports
+	@cd $(BUILD_DIR)-asan && \
+	  ASAN_OPTIONS="detect_leaks=1 log_path=$(CURDIR)/$(BUILD_DIR)-asan/asan-reports/asan" \
+	  UBSAN_OPTIONS="print_stacktrace=1 log_path=$(CURDIR)/$(BUILD_DIR)-asan/asan-reports/ubsan" \
 	  ctest --output-on-failure -j $(JOBS) --timeout 600
+	@if ls $(BUILD_DIR)-asan/asan-reports/* >/dev/null 2>&1; then \
+	  cat $(BUILD_DIR)-asan/asan-reports/*; echo "AddressSanitizer/UBSan reported errors"; exit 1; fi
+	@echo "AddressSanitizer and UBSan: no errors reported"
 
 # A race makes the process exit (halt_on_error), so the test fails; the
 # reports of processes a test started are in build-tsan/tsan-reports/.
