@@ -70,10 +70,11 @@ test-asan: deps
 	@cd $(BUILD_DIR)-asan && \
 	  ASAN_OPTIONS="detect_leaks=1 log_path=$(CURDIR)/$(BUILD_DIR)-asan/asan-reports/asan" \
 	  UBSAN_OPTIONS="print_stacktrace=1 log_path=$(CURDIR)/$(BUILD_DIR)-asan/asan-reports/ubsan" \
-	  ctest --output-on-failure -j $(JOBS) --timeout 600
-	@if ls $(BUILD_DIR)-asan/asan-reports/* >/dev/null 2>&1; then \
-	  cat $(BUILD_DIR)-asan/asan-reports/*; echo "AddressSanitizer/UBSan reported errors"; exit 1; fi
-	@echo "AddressSanitizer and UBSan: no errors reported"
+	  ctest --output-on-failure -j $(JOBS) --timeout 600; rc=$$?; \
+	  if ls asan-reports/* >/dev/null 2>&1; then \
+	    cat asan-reports/*; echo "AddressSanitizer/UBSan reported errors"; exit 1; fi; \
+	  if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	  echo "AddressSanitizer and UBSan: no errors reported"
 
 # A race makes the process exit (halt_on_error), so the test fails; the
 # reports of processes a test started are in build-tsan/tsan-reports/.
@@ -90,10 +91,11 @@ test-tsan: deps
 	@rm -rf $(BUILD_DIR)-tsan/tsan-reports && mkdir -p $(BUILD_DIR)-tsan/tsan-reports
 	@cd $(BUILD_DIR)-tsan && \
 	  TSAN_OPTIONS="halt_on_error=1 exitcode=66 suppressions=$(CURDIR)/tests/tsan.supp log_path=$(CURDIR)/$(BUILD_DIR)-tsan/tsan-reports/race" \
-	  ctest --output-on-failure -j $(JOBS) --timeout 600 -E '$(TSAN_EXCLUDE)'
-	@if ls $(BUILD_DIR)-tsan/tsan-reports/race* >/dev/null 2>&1; then \
-	  cat $(BUILD_DIR)-tsan/tsan-reports/race*; echo "ThreadSanitizer reported races"; exit 1; fi
-	@echo "ThreadSanitizer: no races reported"
+	  ctest --output-on-failure -j $(JOBS) --timeout 600 -E '$(TSAN_EXCLUDE)'; rc=$$?; \
+	  if ls tsan-reports/race* >/dev/null 2>&1; then \
+	    cat tsan-reports/race*; echo "ThreadSanitizer reported races"; exit 1; fi; \
+	  if [ $$rc -ne 0 ]; then exit $$rc; fi; \
+	  echo "ThreadSanitizer: no races reported"
 
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, each run for
 # FUZZ_SECONDS from its seed corpus in tests/fuzz/corpus/<target>/ (new

@@ -31,6 +31,7 @@ check "pseudonym key from the broker's key" grep -q "same pseudonyms as before" 
 check "pseudonym keygen refuses to overwrite" test $? -ne 0
 "$BIN/liaison" keygen --from-broker-key "$tmp/keys/broker.key" > "$tmp/out" 2>&1
 check "--from-broker-key alone is a usage error" test $? -ne 0
+check "which says what it needs" grep -q "from-broker-key requires --pseudonym-key" "$tmp/out"
 cat > "$tmp/agent.yaml" <<YAML
 broker: tcp://127.0.0.1:9
 broker_public_key_file: keys/broker.pub

@@ -84,6 +84,10 @@ int main(int argc, char** argv) {
   if (!log_format.empty()) config->log.format = log_format;
   if (!log_file.empty()) config->log.file = log_file;
 
+  if (auto st = liaison::broker::CheckKeyEndpoints(*config); !st.ok()) {
+    std::cerr << "liaison-broker: bad config:\n" << config_path << ": " << st.message() << "\n";
+    return kExitConfigError;
+  }
   if (auto st = liaison::SetupLogging("liaison-broker", config->log); !st.ok()) {
     std::cerr << "liaison-broker: " << st.message() << "\n";
     return kExitConfigError;
@@ -99,6 +103,14 @@ int main(int argc, char** argv) {
     if (!old_keys.ok()) {
       spdlog::critical("event=start_failed reason=\"previous_keys: {}\"", old_keys.status().message());
       return kExitConfigError;
+    }
+    for (const auto& other : server_keys) {
+      if (other.keys.public_z85 == old_keys->public_z85) {
+        spdlog::critical("event=start_failed reason=\"previous_keys: {} holds the same key as {}; a previous "
+                         "key must be the one being retired, not the current one or a copy\"",
+                         previous.secret_key_file, other.listen);
+        return kExitConfigError;
+      }
     }
     server_keys.push_back({*old_keys, previous.listen, previous.until_ms});
   }

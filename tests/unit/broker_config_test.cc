@@ -96,6 +96,11 @@ INSTANTIATE_TEST_SUITE_P(
                       "listen: tcp://127.0.0.1:7700\nsecret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
                       "previous_keys:\n  - {listen: tcp://127.0.0.1:7700, secret_key_file: old.key, until: 2027-01-01T00:00:00Z}\n",
                       {"broker.yaml:8:14", "previous_keys[0].listen", "its own endpoint"}},
+        BadConfigCase{"two_previous_keys_on_one_port",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
+                      "previous_keys:\n  - {listen: tcp://0.0.0.0:7701, secret_key_file: a.key, until: 2027-01-01T00:00:00Z}\n"
+                      "  - {listen: tcp://127.0.0.1:7701, secret_key_file: b.key, until: 2027-02-01T00:00:00Z}\n",
+                      {"broker.yaml:8:14", "previous_keys[1].listen", "its own endpoint"}},
         BadConfigCase{"previous_key_incomplete",
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
                       "previous_keys:\n  - {listen: tcp://127.0.0.1:7701, until: 2027-01-01T00:00:00Z}\n",
@@ -109,6 +114,28 @@ INSTANTIATE_TEST_SUITE_P(
                       {"broker.yaml:", "YAML syntax error"}},
         BadConfigCase{"not_a_map", "- a\n- b\n", {"expected a map"}}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(BrokerConfigTest, EndpointsThatTakeTheSameAddressAreFound) {
+  EXPECT_TRUE(SameBindAddress("tcp://127.0.0.1:7700", "tcp://127.0.0.1:7700"));
+  EXPECT_TRUE(SameBindAddress("tcp://0.0.0.0:7700", "tcp://10.0.0.5:7700"));
+  EXPECT_TRUE(SameBindAddress("tcp://127.0.0.1:7700", "tcp://*:7700"));
+  EXPECT_TRUE(SameBindAddress("ipc://run/b.sock", "ipc://./run/../run/b.sock"));
+  EXPECT_FALSE(SameBindAddress("tcp://127.0.0.1:7700", "tcp://127.0.0.1:7701"));
+  EXPECT_FALSE(SameBindAddress("tcp://127.0.0.1:7700", "tcp://10.0.0.5:7700"));
+  EXPECT_FALSE(SameBindAddress("tcp://127.0.0.1:*", "tcp://127.0.0.1:*"));  // two free ports
+  EXPECT_FALSE(SameBindAddress("ipc://a.sock", "tcp://127.0.0.1:7700"));
+
+  // The command line can move `listen` onto a previous key's endpoint.
+  BrokerConfig c;
+  c.listen = "tcp://127.0.0.1:7701";
+  c.previous_keys.push_back({"tcp://127.0.0.1:7700", "old.key", 0});
+  EXPECT_TRUE(CheckKeyEndpoints(c).ok());
+  c.listen = "tcp://*:7700";
+  Status st = CheckKeyEndpoints(c);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string::npos, st.message().find("previous_keys[0].listen tcp://127.0.0.1:7700"));
+  EXPECT_NE(std::string::npos, st.message().find("its own endpoint"));
+}
 
 TEST(BrokerConfigTest, ReportsEveryErrorAtOnce) {
   TempDir dir;

@@ -232,8 +232,9 @@ Status WritePseudonymKeyFile(const std::string& path, const std::string& from_br
   if (!from_broker_secret_file.empty()) {
     auto curve = LoadSecretKeyFile(from_broker_secret_file);
     if (!curve.ok()) return curve.status();
-    const std::string raw = DecodeZ85Key(curve->secret_z85);
+    std::string raw = DecodeZ85Key(curve->secret_z85);
     std::copy(raw.begin(), raw.end(), key.begin());
+    OPENSSL_cleanse(raw.data(), raw.size());
   }
   Status st = WriteSecretKey32(
       path, "liaison pseudonym key: keys every pseudonym the broker makes. Keep secret; back it up.", key);

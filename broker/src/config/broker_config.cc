@@ -15,6 +15,46 @@ std::string Resolve(const std::filesystem::path& base, const std::string& path) 
 
 }  // namespace
 
+bool SameBindAddress(std::string_view a, std::string_view b) {
+  auto split = [](std::string_view e, std::string_view* scheme, std::string_view* rest) {
+    const size_t sep = e.find("://");
+    *scheme = sep == std::string_view::npos ? std::string_view() : e.substr(0, sep);
+    *rest = sep == std::string_view::npos ? e : e.substr(sep + 3);
+  };
+  std::string_view scheme_a, rest_a, scheme_b, rest_b;
+  split(a, &scheme_a, &rest_a);
+  split(b, &scheme_b, &rest_b);
+  if (scheme_a != scheme_b) return false;
+  if (scheme_a == "ipc") {
+    namespace fs = std::filesystem;
+    return fs::absolute(fs::path(rest_a)).lexically_normal() == fs::absolute(fs::path(rest_b)).lexically_normal();
+  }
+  if (scheme_a != "tcp") return a == b;
+  const size_t colon_a = rest_a.rfind(':'), colon_b = rest_b.rfind(':');
+  if (colon_a == std::string_view::npos || colon_b == std::string_view::npos) return a == b;
+  const std::string_view host_a = rest_a.substr(0, colon_a), host_b = rest_b.substr(0, colon_b);
+  const std::string_view port_a = rest_a.substr(colon_a + 1), port_b = rest_b.substr(colon_b + 1);
+  if (port_a != port_b || port_a == "*" || port_a == "0") return false;  // ephemeral ports differ
+  auto wildcard = [](std::string_view h) { return h == "*" || h == "0.0.0.0" || h == "[::]" || h == "::"; };
+  return host_a == host_b || wildcard(host_a) || wildcard(host_b);
+}
+
+Status CheckKeyEndpoints(const BrokerConfig& config) {
+  std::vector<const std::string*> endpoints = {&config.listen};
+  for (const auto& key : config.previous_keys) endpoints.push_back(&key.listen);
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    for (size_t j = i + 1; j < endpoints.size(); ++j) {
+      if (SameBindAddress(*endpoints[i], *endpoints[j])) {
+        return Status::InvalidArgument(
+            "previous_keys[" + std::to_string(j - 1) + "].listen " + *endpoints[j] + " takes the same address as " +
+            (i == 0 ? "listen " : "previous_keys[" + std::to_string(i - 1) + "].listen ") + *endpoints[i] +
+            "; each broker key needs its own endpoint (the CURVE handshake has one server key per endpoint)");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
 StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   auto doc = LoadYamlFile(path);
   if (!doc.ok()) return doc.status();
@@ -67,8 +107,8 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
         }
         if (has_listen) {
           check_endpoint(item["listen"], at + ".listen", key.listen);
-          bool taken = key.listen == c.listen;
-          for (const auto& other : c.previous_keys) taken = taken || other.listen == key.listen;
+          bool taken = SameBindAddress(key.listen, c.listen);
+          for (const auto& other : c.previous_keys) taken = taken || SameBindAddress(other.listen, key.listen);
           if (taken) {
             r.Error(item["listen"], at + ".listen",
                     "this endpoint is already used by another key; each broker key needs its own "

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "liaison/logging.h"
@@ -66,6 +67,17 @@ struct BrokerConfig {
   std::string admin_listen = "127.0.0.1:9464";  // HTTP /metrics /healthz /readyz; "" = off
   LogOptions log;
 };
+
+// True if binding both endpoints would take the same address: the same ipc
+// path (after normalising), or the same tcp port on the same host or where
+// either host is a wildcard ("*", "0.0.0.0", "[::]").
+bool SameBindAddress(std::string_view a, std::string_view b);
+
+// Each broker key needs its own endpoint (a CURVE endpoint has one server
+// key): checks `listen` against every previous key's, and those against each
+// other. LoadBrokerConfig checks the file; call this again after command-line
+// overrides.
+Status CheckKeyEndpoints(const BrokerConfig& config);
 
 // Reads and validates a config file. Every problem is reported at once, each
 // as "file:line:col: 'key.path': what is wrong".

@@ -37,9 +37,13 @@ std::vector<ServedKey> ServedKeys(std::vector<ServerKey> keys) {
   return served;
 }
 
-std::map<std::string, int64_t> DomainWindows(const std::vector<ServedKey>& keys) {
-  std::map<std::string, int64_t> windows;
-  for (const auto& k : keys) windows[k.domain] = k.key.until_ms;
+std::string BrokerKeyFingerprint(const ServerKey& key) {
+  return KeyFingerprint(DecodeZ85Key(key.keys.public_z85));
+}
+
+std::map<std::string, ZapHandler::KeyWindow> DomainWindows(const std::vector<ServedKey>& keys) {
+  std::map<std::string, ZapHandler::KeyWindow> windows;
+  for (const auto& k : keys) windows[k.domain] = {k.key.until_ms, BrokerKeyFingerprint(k.key)};
   return windows;
 }
 
@@ -136,7 +140,7 @@ Status Reactor::Bind() {
   // gets its own endpoint, with its own ZAP domain to tell them apart.
   const int64_t now = NowMillis();
   for (ServedKey& served : served_keys_) {
-    const std::string fingerprint = KeyFingerprint(DecodeZ85Key(served.key.keys.public_z85));
+    const std::string fingerprint = BrokerKeyFingerprint(served.key);
     if (served.key.until_ms <= now) {
       served.retired = true;
       spdlog::warn("event=broker_key_retired broker_key_fingerprint={} endpoint={} reason=overlap_ended",
@@ -150,7 +154,9 @@ Status Reactor::Bind() {
       served.endpoint = router_->get(zmq::sockopt::last_endpoint);
     } catch (const zmq::error_t& e) {
       return Status::Unavailable("cannot listen on " + served.key.listen + ": " + e.what() +
-                                 (e.num() == EADDRINUSE ? " (another process uses the port)" : ""));
+                                 (e.num() == EADDRINUSE
+                                      ? " (another process, or another key of this broker, uses the port)"
+                                      : ""));
     }
     if (&served != &served_keys_.front()) {
       spdlog::info("event=listening_previous_key endpoint={} broker_key_fingerprint={} until={}",
@@ -235,9 +241,9 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   const Agency* agency = user_id ? set->directory().Find(user_id) : nullptr;
   if (served_keys_.size() > 1) {
     const char* domain = frames.size() > 1 ? zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty) : nullptr;
-    if (!domain || !DomainLive(domain)) {
+    if (!domain || !DomainLive(domain, NowMillis())) {
       // Made with a broker key whose overlap has ended.
-      stats_.revoked_messages++;
+      stats_.retired_broker_key_messages++;
       spdlog::warn("event=message_with_retired_broker_key agency={}", user_id ? user_id : "-");
       return;
     }
@@ -342,7 +348,7 @@ const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
   const Agency* current = set->directory().Find(agency);
   std::erase_if(it->second, [&](const Receiver& r) {
     const bool revoked =
-        !current || !AcceptsKey(*current, r.key, NowMillis()) || !DomainLive(r.domain);
+        !current || !AcceptsKey(*current, r.key, NowMillis()) || !DomainLive(r.domain, NowMillis());
     if (revoked) spdlog::warn("event=receiver_revoked agency={}", agency);
     return revoked;
   });
@@ -764,9 +770,10 @@ void Reactor::FlushNotices(const std::string& agency) {
   }
 }
 
-bool Reactor::DomainLive(std::string_view domain) const {
+bool Reactor::DomainLive(std::string_view domain, int64_t now_ms) const {
   for (const ServedKey& served : served_keys_) {
-    if (served.domain == domain) return !served.retired;
+    // By the clock too: between `until` and the next timer tick.
+    if (served.domain == domain) return !served.retired && now_ms < served.key.until_ms;
   }
   return false;
 }
@@ -781,7 +788,7 @@ void Reactor::RetireDueKeys(int64_t now_ms) {
       spdlog::error("event=unbind_failed endpoint={} error=\"{}\"", served.endpoint, zmq_strerror(zmq_errno()));
     }
     spdlog::warn("event=broker_key_retired broker_key_fingerprint={} endpoint={} reason=overlap_ended",
-                 KeyFingerprint(DecodeZ85Key(served.key.keys.public_z85)), served.endpoint);
+                 BrokerKeyFingerprint(served.key), served.endpoint);
     for (auto& [agency, list] : receivers_) {
       std::erase_if(list, [&](const Receiver& r) { return r.domain == served.domain; });
     }

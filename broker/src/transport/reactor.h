@@ -46,6 +46,7 @@ struct ReactorStats {
   std::atomic<uint64_t> handshake_failures{0};
   std::atomic<uint64_t> acks{0};
   std::atomic<uint64_t> revoked_messages{0};  // from connections whose key a reload removed
+  std::atomic<uint64_t> retired_broker_key_messages{0};  // from connections made with a retired broker key
 };
 
 // A CURVE key the broker serves, each on its own endpoint (the CURVE
@@ -109,7 +110,7 @@ class Reactor {
   void HandleHello(const Agency& agency, const std::string& key, const std::string& domain,
                    const std::string& routing_id, int fd, const zmq::message_t& body);
   // True if connections made with the broker key of ZAP `domain` are served.
-  bool DomainLive(std::string_view domain) const;
+  bool DomainLive(std::string_view domain, int64_t now_ms) const;
   // Closes the endpoints of previous keys whose time is up.
   void RetireDueKeys(int64_t now_ms);
   // ReceiverOf's non-const core: drops receivers whose key a reload revoked.

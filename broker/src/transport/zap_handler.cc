@@ -26,8 +26,8 @@ std::string EncodeProperty(std::string_view name, std::string_view value) {
 std::string PreviousKeyDomain(size_t index) { return "liaison-previous-" + std::to_string(index); }
 
 ZapHandler::ZapHandler(zmq::context_t& context, DirectorySource directory,
-                       std::map<std::string, int64_t> domain_until)
-    : context_(context), directory_(std::move(directory)), domain_until_(std::move(domain_until)) {}
+                       std::map<std::string, KeyWindow> domains)
+    : context_(context), directory_(std::move(directory)), domains_(std::move(domains)) {}
 
 ZapHandler::~ZapHandler() { Stop(); }
 
@@ -82,13 +82,14 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
     const std::string domain = request[2].to_string();
     const std::string address = request[3].to_string();
     const std::string mechanism = request[5].to_string();
-    const auto window = domain_until_.find(domain);
-    if (window == domain_until_.end() || NowMillis() >= window->second) {
+    const auto window = domains_.find(domain);
+    if (window == domains_.end() || NowMillis() >= window->second.until_ms) {
       // The endpoint of a retired broker key, in the moment before the
       // reactor closes it.
       status_text = "broker key retired";
       refused_++;
-      spdlog::warn("event=auth_refused reason=broker_key_retired domain={} peer={}", domain, address);
+      spdlog::warn("event=auth_refused reason=broker_key_retired broker_key_fingerprint={} peer={}",
+                   window == domains_.end() ? "unknown" : window->second.fingerprint, address);
     } else if (mechanism != "CURVE" || request.size() < 7 || request[6].size() != 32) {
       status_text = "CURVE required";
       refused_++;
@@ -111,8 +112,9 @@ void ZapHandler::HandleRequest(std::vector<zmq::message_t>& request) {
                    EncodeProperty(kBrokerKeyProperty, domain);
         if (previous) spdlog::info("event=auth_previous_key agency={} reason=rotation_overlap", agency->id);
         if (domain != kCurrentKeyDomain) {
-          spdlog::info("event=auth_previous_broker_key agency={} domain={} reason=rotation_overlap",
-                       agency->id, domain);
+          spdlog::info("event=auth_previous_broker_key agency={} broker_key_fingerprint={} "
+                       "reason=rotation_overlap",
+                       agency->id, window->second.fingerprint);
         }
         admitted_++;
         spdlog::debug("event=auth_ok agency={} peer={}", agency->id, address);

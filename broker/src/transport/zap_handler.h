@@ -38,11 +38,16 @@ class ZapHandler {
   // handshake, from the handler's thread.
   using DirectorySource = std::function<std::shared_ptr<const AgencyDirectory>()>;
 
-  // `domain_until`: for each ZAP domain served, the Unix time (ms) from which
-  // handshakes in it are refused (the current key's domain: INT64_MAX).
-  // Handshakes in any other domain are refused.
+  // For each ZAP domain served (one per broker key): the Unix time (ms) from
+  // which handshakes in it are refused (the current key: INT64_MAX), and the
+  // broker key's fingerprint for the logs. Handshakes in any other domain
+  // are refused.
+  struct KeyWindow {
+    int64_t until_ms = INT64_MAX;
+    std::string fingerprint;
+  };
   ZapHandler(zmq::context_t& context, DirectorySource directory,
-             std::map<std::string, int64_t> domain_until);
+             std::map<std::string, KeyWindow> domains);
   ~ZapHandler();  // stops the thread
 
   // Binds the ZAP endpoint and starts the thread. Must run before any CURVE
@@ -59,7 +64,7 @@ class ZapHandler {
 
   zmq::context_t& context_;
   DirectorySource directory_;
-  const std::map<std::string, int64_t> domain_until_;
+  const std::map<std::string, KeyWindow> domains_;
   std::unique_ptr<zmq::socket_t> socket_;  // used only by thread_ after Start()
   std::thread thread_;
   std::atomic<bool> stop_{false};
