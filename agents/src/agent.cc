@@ -8,6 +8,14 @@
 namespace liaison {
 namespace {
 
+// What a refused handshake (ZAP 400) can mean, from the agent's side.
+Status KeyRefused() {
+  return Status::PermissionDenied(
+      "the broker refused the handshake: this agency's key is not registered or was revoked, or "
+      "the broker key for this endpoint was retired after a broker key rotation; ask the operator "
+      "(check secret_key_file, broker and broker_public_key_file)");
+}
+
 using Clock = std::chrono::steady_clock;
 
 std::string UniqueMonitorEndpoint() {
@@ -198,9 +206,7 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
         return receipt;
       }
       if (key_refused_) {
-        return Status::PermissionDenied(
-            "the broker refused this agency's key: it is not registered (or was revoked); ask "
-            "the operator to register the public key");
+        return KeyRefused();
       }
       if (now >= deadline) {
         return Status::DeadlineExceeded(
@@ -232,8 +238,7 @@ StatusOr<std::optional<ReceiptBuffer>> Agent::TakeReceipt(std::chrono::milliseco
         return receipt;
       }
       if (key_refused_) {
-        return Status::PermissionDenied(
-            "the broker refused this agency's key: it is not registered (or was revoked)");
+        return KeyRefused();
       }
       const auto now = Clock::now();
       if (now >= deadline && polled) return std::optional<ReceiptBuffer>();
@@ -252,8 +257,7 @@ StatusOr<std::optional<EnvelopeBuffer>> Agent::Receive(std::chrono::milliseconds
   try {
     while (inbox_.empty()) {
       if (key_refused_) {
-        return Status::PermissionDenied(
-            "the broker refused this agency's key: it is not registered (or was revoked)");
+        return KeyRefused();
       }
       const auto now = Clock::now();
       if (now >= deadline) return std::optional<EnvelopeBuffer>();
