@@ -90,3 +90,50 @@ last="$(echo "$blocks" | tail -n1)"
 grep -q '"code": "stored"' "$tmp/out-$last" || { echo "FAIL: the first message was not stored"; exit 1; }
 grep -q 'supervision-progress' "$tmp/out-$last" || { echo "FAIL: the new release rule did not apply"; exit 1; }
 echo "ok: the onboarding in docs/operations.md works as written"
+
+# Rotating the broker's key (section 5), as written: the key moves, the
+# config block (with this test's ports and a later end), a restart; then the
+# agency is served with the old key on the old endpoint and with the new key
+# on the new one.
+extract() {  # extract MARKER LANGUAGE: the block after "<!-- checked: MARKER -->"
+  awk -v marker="<!-- checked: $1 -->" -v fence="\`\`\`$2" '
+    $0 == marker { want = 1; next }
+    want && $0 == fence { inblock = 1; want = 0; next }
+    inblock && /^```$/ { exit }
+    inblock { print }' "$SRC/docs/operations.md"
+}
+extract rotation sh | sed -e "s|cd /etc/liaison|cd $etc|" > "$tmp/rotation.sh"
+extract rotation-config yaml |
+  sed -e "s|tcp://0.0.0.0:7700|$endpoint|" -e "s|tcp://0.0.0.0:7701|tcp://127.0.0.1:*|" \
+      -e "s|/etc/liaison|$etc|" -e "s|until: .*|until: 2999-01-01T00:00:00Z|" > "$tmp/rotation.yaml"
+[ -s "$tmp/rotation.sh" ] && grep -q previous_keys "$tmp/rotation.yaml" ||
+  { echo "FAIL: the rotation blocks are missing from docs/operations.md"; exit 1; }
+kill "$broker_pid"; wait "$broker_pid" || true; broker_pid=""
+echo "--- rotation (operator) ---"
+if ! (cd "$etc" && bash -euo pipefail "$tmp/rotation.sh") > "$tmp/out-rotation" 2>&1; then
+  cat "$tmp/out-rotation"; echo "FAIL: the broker key rotation block failed as written"; exit 1
+fi
+grep -v -e '^listen:' -e '^secret_key_file:' "$etc/broker.yaml" > "$tmp/broker.yaml.new"
+cat "$tmp/rotation.yaml" >> "$tmp/broker.yaml.new"
+mv "$tmp/broker.yaml.new" "$etc/broker.yaml"
+rm -f "$tmp/ready"
+liaison-broker --config "$etc/broker.yaml" --ready-file "$tmp/ready" &
+broker_pid=$!
+for _ in $(seq 100); do [ -s "$tmp/ready" ] && break; sleep 0.1; done
+new_endpoint="$(cat "$tmp/ready")"
+[ -n "$new_endpoint" ] || { echo "FAIL: the broker did not start after the rotation"; cat "$tmp/state/broker.log"; exit 1; }
+grep -q "event=listening_previous_key endpoint=$endpoint" "$tmp/state/broker.log" ||
+  { echo "FAIL: the old key is not served on $endpoint"; cat "$tmp/state/broker.log"; exit 1; }
+echo "--- rotation (agency, still on the old key) ---"
+(cd "$agency" && liaison send --config agent.yaml --to reintegration-kwale first-update.json) > "$tmp/out-old" 2>&1 ||
+  { cat "$tmp/out-old"; echo "FAIL: the old broker key was not served during the overlap"; exit 1; }
+grep -q '"code": "stored"' "$tmp/out-old" || { cat "$tmp/out-old"; echo "FAIL: not stored on the old key"; exit 1; }
+grep -q "event=auth_previous_broker_key agency=probation-kilifi" "$tmp/state/broker.log" ||
+  { echo "FAIL: the broker did not name the agency still on the old key"; exit 1; }
+echo "--- rotation (agency, moved to the new key) ---"
+cp "$etc/keys/broker.pub" "$agency/broker.pub"
+sed -i "s|^broker: .*|broker: $new_endpoint|" "$agency/agent.yaml"
+(cd "$agency" && liaison send --config agent.yaml --to reintegration-kwale first-update.json) > "$tmp/out-new" 2>&1 ||
+  { cat "$tmp/out-new"; echo "FAIL: the new broker key was not served"; exit 1; }
+grep -q '"code": "stored"' "$tmp/out-new" || { cat "$tmp/out-new"; echo "FAIL: not stored on the new key"; exit 1; }
+echo "ok: the broker key rotation in docs/operations.md works as written"
