@@ -28,7 +28,7 @@ struct Address {
 };
 
 std::vector<uint8_t> MakeEnvelope(const std::vector<Address>& to, const std::string& id,
-                                  const std::string& from = "") {
+                                  const std::string& from = "", const std::string& national_id = "") {
   wire::EnvelopeT e;
   e.id = id;
   e.from = from;
@@ -43,6 +43,10 @@ std::vector<uint8_t> MakeEnvelope(const std::vector<Address>& to, const std::str
   }
   wire::CaseReferralT referral;
   referral.reason = "needs mentoring";
+  if (!national_id.empty()) {
+    referral.subject = std::make_unique<wire::SubjectT>();
+    referral.subject->national_id = national_id;
+  }
   e.payload.Set(referral);
   flatbuffers::FlatBufferBuilder fbb;
   wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
@@ -462,6 +466,17 @@ TEST_F(BrokerTest, DuringARotationOverlapOldAndNewKeysBothWorkUntilItsEnd) {
 // overlap ends while agencies move to the new key and endpoint; pseudonyms
 // do not change, since they come from the pseudonym key.
 TEST_F(BrokerTest, RotatingTheBrokerKeyKeepsTheOldKeyUntilTheOverlapEndsAndChangesNoPseudonym) {
+  // exit-a pseudonymises the subject's national id for every recipient.
+  exit_.rules =
+      "release:\n  - id: pseudonymise-ids\n    messages: [CaseReferral]\n"
+      "    fields: {subject.national_id: pseudonymize, others: allow}\n"
+      "accept:\n  - id: accept-everything\n    messages: [CaseReferral]\n    fields: {others: allow}\n";
+  StartBroker("");
+  std::vector<std::string> tokens;  // the national id as youth-m received it, per message
+  auto token_of = [&](const std::optional<EnvelopeBuffer>& m) {
+    const auto* subject = m ? (*m)->payload_as_CaseReferral()->subject() : nullptr;
+    tokens.push_back(subject && subject->national_id() ? subject->national_id()->str() : "(none)");
+  };
   const AgentOptions old_exit = [&] {
     auto o = broker_->AgentFor(exit_);
     o.receipt_timeout = 3000ms;  // long enough to ride out the broker's restart
@@ -472,8 +487,10 @@ TEST_F(BrokerTest, RotatingTheBrokerKeyKeepsTheOldKeyUntilTheOverlapEndsAndChang
   auto youth = Agent::Connect(old_youth);
   ASSERT_TRUE(exit_agent.ok() && youth.ok());
   ASSERT_TRUE((*youth)->WaitReady(5000ms).ok());
-  EXPECT_EQ(Code::ok, SendOk(**exit_agent, MakeEnvelope({{"youth-m"}}, "k-0"))->code());
-  ASSERT_TRUE(ReceiveOne(**youth).has_value());
+  EXPECT_EQ(Code::ok, SendOk(**exit_agent, MakeEnvelope({{"youth-m"}}, "k-0", "", "NID-4711"))->code());
+  auto m0 = ReceiveOne(**youth);
+  ASSERT_TRUE(m0.has_value());
+  token_of(m0);
   ASSERT_TRUE((*youth)->Ack("k-0").ok());
 
   // The operator rotates: the old key stays on the old endpoint for 5 s.
@@ -489,19 +506,21 @@ TEST_F(BrokerTest, RotatingTheBrokerKeyKeepsTheOldKeyUntilTheOverlapEndsAndChang
 
   // The agents that still have the old key reconnect and are served...
   EXPECT_EQ(Code::stored,
-            SendOk(**exit_agent, MakeEnvelope({{"youth-m"}}, "k-1"))->recipients()->Get(0)->code());
+            SendOk(**exit_agent, MakeEnvelope({{"youth-m"}}, "k-1", "", "NID-4711"))->recipients()->Get(0)->code());
   auto m1 = ReceiveOne(**youth);
   ASSERT_TRUE(m1.has_value());
   EXPECT_EQ("k-1", (*m1)->id()->str());
+  token_of(m1);
   ASSERT_TRUE((*youth)->Ack("k-1").ok());
   EXPECT_TRUE(broker_->WaitForLog("event=auth_previous_broker_key agency=exit-a"));
   // ...and so are agents with the new key on the new endpoint.
   auto new_exit = Sender(exit_);
   ASSERT_NE(nullptr, new_exit);
-  EXPECT_EQ(Code::stored, SendOk(*new_exit, MakeEnvelope({{"youth-m"}}, "k-2"))->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, SendOk(*new_exit, MakeEnvelope({{"youth-m"}}, "k-2", "", "NID-4711"))->recipients()->Get(0)->code());
   auto m2 = ReceiveOne(**youth);
   ASSERT_TRUE(m2.has_value());
   EXPECT_EQ("k-2", (*m2)->id()->str());
+  token_of(m2);
   ASSERT_TRUE((*youth)->Ack("k-2").ok());
 
   // After the overlap the old endpoint is closed: old agents are not served,
@@ -514,16 +533,22 @@ TEST_F(BrokerTest, RotatingTheBrokerKeyKeepsTheOldKeyUntilTheOverlapEndsAndChang
   auto late = Agent::Connect(late_options);
   ASSERT_TRUE(late.ok());
   EXPECT_FALSE((*late)->Send(MakeEnvelope({{"youth-m"}}, "k-4")).ok());
-  EXPECT_EQ(Code::stored, SendOk(*new_exit, MakeEnvelope({{"youth-m"}}, "k-5"))->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, SendOk(*new_exit, MakeEnvelope({{"youth-m"}}, "k-5", "", "NID-4711"))->recipients()->Get(0)->code());
   EXPECT_FALSE(ReceiveOne(**youth, 500ms).has_value());  // the old receiver gets nothing more
   auto new_youth = Receiver(youth_m_);
   ASSERT_NE(nullptr, new_youth);
   auto m5 = ReceiveOne(*new_youth);
   ASSERT_TRUE(m5.has_value());
   EXPECT_EQ("k-5", (*m5)->id()->str());
+  token_of(m5);
 
-  // Every record of exit-a's case carries the pseudonym of the pseudonym key,
-  // before the rotation and after it.
+  // The field pseudonym is the same before, during and after the rotation.
+  ASSERT_EQ(4u, tokens.size());
+  EXPECT_EQ(32u, tokens[0].size()) << tokens[0];
+  EXPECT_EQ(std::vector<std::string>(4, tokens[0]), tokens);
+  EXPECT_EQ(std::string::npos, tokens[0].find("4711"));
+
+  // So is every ledger record's case pseudonym, which comes from the same key.
   auto pseudonym_key = LoadPseudonymKeyFile(broker_->pseudonym_key_path());
   ASSERT_TRUE(pseudonym_key.ok());
   const std::string expected = audit::CasePseudonym(audit::DeriveCaseKey(*pseudonym_key), "exit-a", "CASE-7");
