@@ -49,6 +49,20 @@ Status WriteFile(const std::string& path, const std::string& text, mode_t mode) 
   return Status::Ok();
 }
 
+// The checks every secret file gets before it is read: it exists, and only
+// its owner can read it. `name` is e.g. "token file PATH"; `create` the
+// command that makes one.
+Status CheckSecretFile(const std::string& path, const std::string& name, const std::string& create) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::NotFound(name + ": " + std::strerror(errno) + " (create one with `" + create + "`)");
+  }
+  if ((st.st_mode & 077) != 0) {
+    return Status::PermissionDenied(name + " is readable by group or others; run `chmod 600 " + path + "`");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 bool IsValidZ85Key(std::string_view z85) {
@@ -127,15 +141,7 @@ Status WriteCurveKeyPair(const std::string& dir, const std::string& name,
 }
 
 StatusOr<CurveKeyPair> LoadSecretKeyFile(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::NotFound("secret key file " + path + ": " + std::strerror(errno) +
-                            " (create one with `liaison keygen`)");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Status::PermissionDenied("secret key file " + path +
-                                    " is readable by group or others; run `chmod 600 " + path + "`");
-  }
+  LIAISON_RETURN_IF_ERROR(CheckSecretFile(path, "secret key file " + path, "liaison keygen"));
   auto line = ReadKeyLine(path);
   if (!line.ok()) return line.status();
   if (!IsValidZ85Key(*line)) {
@@ -159,15 +165,7 @@ StatusOr<std::string> WriteNewToken(const std::string& path) {
 }
 
 StatusOr<std::string> LoadTokenFile(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::NotFound("token file " + path + ": " + std::strerror(errno) +
-                            " (create one with `liaison keygen --token FILE`)");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Status::PermissionDenied("token file " + path +
-                                    " is readable by group or others; run `chmod 600 " + path + "`");
-  }
+  LIAISON_RETURN_IF_ERROR(CheckSecretFile(path, "token file " + path, "liaison keygen --token FILE"));
   auto line = ReadKeyLine(path);
   if (!line.ok()) return line.status();
   if (line->size() < 32) {
@@ -181,14 +179,8 @@ StatusOr<std::string> LoadTokenFile(const std::string& path) {
 StatusOr<SecretKey32> LoadSecretKey32(const std::string& path, std::string_view what,
                                       std::string_view keygen_flag) {
   const std::string name = std::string(what) + " file " + path;
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    return Status::NotFound(name + ": " + std::strerror(errno) + " (create one with `liaison keygen " +
-                            std::string(keygen_flag) + " " + path + "`)");
-  }
-  if ((st.st_mode & 077) != 0) {
-    return Status::PermissionDenied(name + " is readable by group or others; run `chmod 600 " + path + "`");
-  }
+  LIAISON_RETURN_IF_ERROR(
+      CheckSecretFile(path, name, "liaison keygen " + std::string(keygen_flag) + " " + path));
   auto line = ReadKeyLine(path);
   if (!line.ok()) return line.status();
   auto nibble = [](char c) -> int {
