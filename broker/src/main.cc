@@ -71,6 +71,10 @@ int main(int argc, char** argv) {
   app.add_option("--ready-file", ready_file,
                  "once listening, write the bound endpoint to this file (for scripts and tests)");
   CLI11_PARSE(app, argc, argv);
+  // A file-size limit (ulimit -f) then fails writes with EFBIG, handled like
+  // a full disk (the batch is answered unavailable), instead of killing the
+  // broker mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
 
   auto config = liaison::broker::LoadBrokerConfig(config_path);
   if (!config.ok()) {
@@ -142,7 +146,14 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", store_key.status().message());
     return kExitConfigError;
   }
-  auto store = liaison::store::Store::Open(config->store.path, *store_key);
+  // The largest values the broker writes are a recipient's sealed copy (at
+  // most kMaxCopyExpansion times the message limit) and a receipt (field
+  // names for each recipient): anything larger is a bug, and fails its batch
+  // rather than being stored.
+  auto store = liaison::store::Store::Open(
+      config->store.path, *store_key,
+      std::max<size_t>(config->limits.max_message_bytes * liaison::broker::kMaxCopyExpansion + 64 * 1024,
+                       16 * 1024 * 1024));
   if (!store.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", store.status().message());
     return kExitRuntimeError;

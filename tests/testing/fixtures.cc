@@ -1,5 +1,7 @@
 #include "testing/fixtures.h"
 
+#include "liaison/wire.h"
+
 #include <unistd.h>
 
 #include <fstream>
@@ -90,6 +92,28 @@ TestAgency MakeAgency(const std::string& id, const std::string& kind, const std:
   auto keys = GenerateCurveKeyPair();
   if (!keys.ok()) throw std::runtime_error(keys.status().ToString());
   return {id, kind, region, *keys};
+}
+
+std::vector<uint8_t> SharedOffsetBalloon(const std::string& id, const std::string& to,
+                                         size_t string_bytes, size_t references) {
+  flatbuffers::FlatBufferBuilder fbb(string_bytes + references * 4 + 1024);
+  auto name = fbb.CreateString(std::string(string_bytes, 'x'));
+  auto milestone = wire::CreateMilestone(fbb, name);
+  std::vector<flatbuffers::Offset<wire::Milestone>> shared(references, milestone);
+  auto update = wire::CreateCaseUpdate(fbb, 0, wire::CaseStatus::MIN, fbb.CreateVector(shared));
+  auto recipient = wire::CreateRecipient(fbb, fbb.CreateString(to));
+  auto id_offset = fbb.CreateString(id);
+  auto case_ref = fbb.CreateString("CASE-BALLOON");
+  auto recipients = fbb.CreateVector(&recipient, 1);
+  wire::EnvelopeBuilder envelope(fbb);
+  envelope.add_id(id_offset);
+  envelope.add_case_ref(case_ref);
+  envelope.add_to(recipients);
+  envelope.add_schema_version(1);
+  envelope.add_payload_type(wire::Payload::CaseUpdate);
+  envelope.add_payload(update.Union());
+  wire::FinishEnvelopeBuffer(fbb, envelope.Finish());
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 
 }  // namespace liaison::testing

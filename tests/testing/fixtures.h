@@ -48,6 +48,13 @@ void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agenci
 // A test agency with a fresh key pair.
 TestAgency MakeAgency(const std::string& id, const std::string& kind, const std::string& region);
 
+// A CaseUpdate to `to` whose milestones vector references one Milestone,
+// named by a string of `string_bytes` characters, `references` times
+// (shared offsets, legal FlatBuffers): a few hundred KiB that stand for
+// references * string_bytes bytes once every reference is followed.
+std::vector<uint8_t> SharedOffsetBalloon(const std::string& id, const std::string& to,
+                                         size_t string_bytes, size_t references);
+
 }  // namespace liaison::testing
 
 #endif  // LIAISON_TESTS_TESTING_FIXTURES_H_

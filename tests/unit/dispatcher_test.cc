@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "testing/fixtures.h"
 
@@ -272,6 +273,77 @@ TEST(Utf8Test, Boundaries) {
   EXPECT_FALSE(wire::IsValidUtf8("\xf4\x90\x80\x80"));  // above U+10FFFF
   EXPECT_FALSE(wire::IsValidUtf8("\xe2\x82"));            // truncated
   EXPECT_FALSE(wire::IsValidUtf8("\x80"));                // stray continuation
+}
+
+// Shared offsets: one Milestone referenced many times. Each reference counts
+// once per use (a rewrite copies it per use), so 240 KB of bytes that stand
+// for 2 GB are refused before anything copies or walks them in full.
+TEST_F(DispatcherTest, AMessageThatExpandsPastTheLimitThroughSharedOffsetsIsTooLarge) {
+  const std::vector<uint8_t> balloon = testing::SharedOffsetBalloon("m-big", "youth-m", 200 * 1024, 10000);
+  ASSERT_LT(balloon.size(), limits_.max_message_bytes);
+  flatbuffers::Verifier plain(balloon.data(), balloon.size(), 64, 1000000);
+  ASSERT_TRUE(plain.VerifyBuffer<wire::Envelope>(wire::EnvelopeIdentifier()));  // valid FlatBuffers
+  Admission a = Admit(balloon);
+  EXPECT_EQ(Code::too_large, a.code) << a.detail;
+  EXPECT_NE(std::string::npos, a.detail.find("expands past the limit")) << a.detail;
+  EXPECT_TRUE(a.deliveries.empty());
+
+  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(balloon, limits_.max_message_bytes);
+  EXPECT_TRUE(check.too_large);
+  EXPECT_EQ(nullptr, check.envelope);
+  // The walk stopped as soon as the budget was spent, not after 2 GB.
+  EXPECT_LT(check.expanded, limits_.max_message_bytes + 256 * 1024);
+}
+
+TEST_F(DispatcherTest, ALittleSharingWithinTheLimitIsAcceptedAndCopiedPerReference) {
+  // Legal and harmless: the copy holds each reference's value in full.
+  const std::vector<uint8_t> shared = testing::SharedOffsetBalloon("m-two", "youth-m", 1000, 3);
+  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(shared, limits_.max_message_bytes);
+  ASSERT_NE(nullptr, check.envelope);
+  EXPECT_GT(check.expanded, 3000u);
+  Admission a = Admit(shared);
+  ASSERT_EQ(Code::ok, a.code) << a.detail;
+  ASSERT_EQ(1u, a.deliveries.size());
+  const auto* copy = flatbuffers::GetRoot<wire::Envelope>(a.deliveries[0].envelope.data());
+  ASSERT_EQ(3u, copy->payload_as_CaseUpdate()->milestones()->size());
+  for (const auto* m : *copy->payload_as_CaseUpdate()->milestones()) EXPECT_EQ(1000u, m->name()->size());
+}
+
+TEST(ExpansionTest, AMessageWithoutSharingExpandsToNoMoreThanItsSize) {
+  // Every example message, as the CLI converts it: the count never exceeds
+  // the bytes, so no message within the size limit is refused by it.
+  wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(LIAISON_SOURCE_DIR) +
+                                                               "/policies/tests/messages")) {
+    if (entry.path().extension() != ".json") continue;
+    auto binary = codec.ToBinary(testing::ReadText(entry.path().string()), entry.path().string());
+    ASSERT_TRUE(binary.ok()) << binary.status().ToString();
+    const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(*binary, binary->size());
+    ASSERT_NE(nullptr, check.envelope) << entry.path();
+    EXPECT_LE(check.expanded, binary->size()) << entry.path();
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
+TEST(ExpansionTest, TruncatedAndCorruptBuffersAreMalformedNotTooLarge) {
+  const std::vector<uint8_t> good = testing::SharedOffsetBalloon("m", "youth-m", 100, 4);
+  // (The last bytes may be padding: a buffer cut there can still verify.)
+  for (size_t cut : {size_t{8}, size_t{16}, good.size() / 2}) {
+    std::vector<uint8_t> bytes(good.begin(), good.begin() + cut);
+    const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, 1 << 20);
+    EXPECT_EQ(nullptr, check.envelope) << cut;
+    EXPECT_FALSE(check.too_large) << cut;
+  }
+  // Every single-byte corruption either still verifies or is refused; none
+  // crashes or reads outside the buffer (ASan runs this too).
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::vector<uint8_t> bytes = good;
+    bytes[i] ^= 0xff;
+    const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, 1 << 20);
+    if (check.envelope) EXPECT_FALSE(check.too_large);
+  }
 }
 
 }  // namespace

@@ -175,5 +175,32 @@ TEST(StoreDamageTest, AMessageThatDoesNotDecryptIsSetAsideNotBlocking) {
   EXPECT_EQ(1, (*s)->QueueDepths()->at("b"));  // set aside: no longer queued
 }
 
+// SQLite refuses a value past SQLITE_LIMIT_LENGTH at bind time; an unchecked
+// bind left NULL in its place and the INSERT stored an empty row that the
+// broker had answered "stored" (issue 15). Now the write fails.
+TEST(StoreFaultTest, AValueSqliteRefusesFailsTheWriteInsteadOfStoringAnEmptyRow) {
+  testing::TempDir dir;
+  auto s = Store::Open(dir.file("s.db"), Key(10), /*max_value_bytes=*/4096);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  Store& store = **s;
+  const std::string small = "fits";
+  const std::string big(8192, 'x');
+  ASSERT_TRUE(store.Begin().ok());
+  ASSERT_TRUE(store.Enqueue("a", "small", "b", "CASE-1", reinterpret_cast<const uint8_t*>(small.data()),
+                            small.size(), 1000, 1000000, 2000000).ok());
+  Status st = store.Enqueue("a", "big", "b", "CASE-1", reinterpret_cast<const uint8_t*>(big.data()),
+                            big.size(), 1000, 1000000, 2000000);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(std::string::npos, st.message().find("queueing a message")) << st.ToString();
+  EXPECT_EQ(std::string::npos, st.message().find("xxxx")) << "no value in the error";
+  EXPECT_FALSE(store.PutReceipt("a", "big", std::vector<uint8_t>(8192, 1), 2000000).ok());
+  EXPECT_FALSE(store.AddNotice("a", std::vector<uint8_t>(8192, 1)).ok());
+  store.Rollback();  // as the reactor does with a failed batch
+  auto pending = store.Pending("b", 0, 10);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_TRUE(pending->empty());
+  EXPECT_FALSE(store.FindReceipt("a", "big")->has_value());
+}
+
 }  // namespace
 }  // namespace liaison::store

@@ -45,11 +45,38 @@ inline constexpr uint16_t kSchemaVersion = 1;
 // ("LSNR"), or an Ack / Hello / Welcome (no identifier). Returns nullptr
 // if the buffer is not a valid FlatBuffer of that type. The result points
 // into `bytes`.
+// VerifyEnvelope also refuses an Envelope that expands past kMaxExpansion
+// times its own size (see VerifyEnvelopeWithin).
 const Envelope* VerifyEnvelope(std::span<const uint8_t> bytes);
 const Receipt* VerifyReceipt(std::span<const uint8_t> bytes);
 const Ack* VerifyAck(std::span<const uint8_t> bytes);
 const Hello* VerifyHello(std::span<const uint8_t> bytes);
 const Welcome* VerifyWelcome(std::span<const uint8_t> bytes);
+
+// What an Envelope's bytes amount to once every reference in them is
+// followed. FlatBuffers may reference one string, vector or table from
+// several places (shared offsets are legal), and whatever copies or walks
+// the message (the rewrite for each recipient, the verifier itself) does so
+// once per reference: 240 KB of bytes can stand for gigabytes. The expanded
+// size counts each table's inline part, each vector and each string once
+// per reference; for a buffer without shared offsets it is at most its size.
+struct EnvelopeCheck {
+  const Envelope* envelope = nullptr;  // set only if valid and within the budget
+  bool too_large = false;              // the expanded size passed the budget
+  size_t expanded = 0;                 // bytes counted (stops just past the budget)
+};
+
+// Verifies `bytes` as an Envelope whose expanded size is at most
+// `max_expanded`. Every object is checked (with the FlatBuffers verifier's
+// own bounds checks) before it is read, and the walk stops as soon as the
+// budget is spent, so its cost is bounded by `max_expanded` whatever the
+// sharing; only then does the full generated verifier run.
+EnvelopeCheck VerifyEnvelopeWithin(std::span<const uint8_t> bytes, size_t max_expanded);
+
+// How far sharing may stretch a message: its expanded size may be at most
+// this many times its size. VerifyEnvelope applies it; the broker also
+// applies its limits.max_message_bytes.
+inline constexpr size_t kMaxExpansion = 4;
 
 // FlatBuffers must be read from 8-byte aligned memory; a ZeroMQ frame's data
 // need not be (small frames live inside the message struct). Returns `bytes`

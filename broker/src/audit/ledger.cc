@@ -67,11 +67,13 @@ Status WriteSigningKey(const std::string& dir, const std::string& name) {
                            (errno == EEXIST ? " (remove it first to replace the key)" : ""));
   }
   FILE* f = fdopen(fd, "w");
-  const bool wrote = PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
-  fclose(f);
+  if (!f) ::close(fd);
+  // fclose flushes: its result tells whether the key reached the file.
+  bool wrote = f && PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr) == 1;
+  if (f) wrote = (fflush(f) == 0 && fsync(fileno(f)) == 0 && wrote) & (fclose(f) == 0);
   FILE* pub = fopen((base + ".pub").c_str(), "w");
-  const bool wrote_pub = pub && PEM_write_PUBKEY(pub, key) == 1;
-  if (pub) fclose(pub);
+  bool wrote_pub = pub && PEM_write_PUBKEY(pub, key) == 1;
+  if (pub) wrote_pub = (fclose(pub) == 0) && wrote_pub;
   if (!wrote || !wrote_pub) return Status::IoError("cannot write the key files " + base + ".{key,pub}");
   return Status::Ok();
 }

@@ -4,6 +4,7 @@
 #include <flatbuffers/reflection.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cctype>
 #include <cstdio>
@@ -39,7 +40,7 @@ const T* VerifyAs(std::span<const uint8_t> bytes, const char* identifier) {
 }  // namespace
 
 const Envelope* VerifyEnvelope(std::span<const uint8_t> bytes) {
-  return VerifyAs<Envelope>(bytes, EnvelopeIdentifier());
+  return VerifyEnvelopeWithin(bytes, bytes.size() * kMaxExpansion).envelope;
 }
 const Receipt* VerifyReceipt(std::span<const uint8_t> bytes) {
   return VerifyAs<Receipt>(bytes, ReceiptIdentifier());
@@ -246,6 +247,148 @@ std::string FindNonUtf8(const reflection::Schema& schema, const reflection::Obje
 
 }  // namespace
 
+namespace {
+
+// Walks a not yet verified Envelope through the reflection schema, checking
+// each object with the verifier's bounds checks before reading it, and
+// counts what each reference expands to. Stops at the first fault or as
+// soon as the count passes the budget: every step adds at least 4 bytes to
+// the count, so the walk takes at most budget / 4 steps.
+class ExpansionWalk {
+ public:
+  enum class Result { kOk, kMalformed, kOverBudget };
+
+  ExpansionWalk(std::span<const uint8_t> bytes, size_t budget)
+      : verifier_(bytes.data(), bytes.size(), kMaxDepth, kMaxTables),
+        schema_(EnvelopeSchema()),
+        base_(bytes.data()),
+        budget_(budget) {}
+
+  Result Run() {
+    if (!verifier_.Verify<flatbuffers::uoffset_t>(0)) return Result::kMalformed;
+    const auto* root = flatbuffers::GetRoot<flatbuffers::Table>(base_);
+    return VisitTable(*schema_.root_table(), root);
+  }
+  size_t expanded() const { return expanded_; }
+
+ private:
+  bool Charge(size_t bytes) {
+    expanded_ += bytes;
+    return expanded_ <= budget_;
+  }
+
+  Result VisitTable(const reflection::Object& object, const flatbuffers::Table* table) {
+    if (!table->VerifyTableStart(verifier_)) return Result::kMalformed;
+    const uint8_t* vtable = table->GetVTable();
+    const auto inline_size = flatbuffers::ReadScalar<flatbuffers::voffset_t>(vtable + sizeof(flatbuffers::voffset_t));
+    if (!verifier_.VerifyFromPointer(reinterpret_cast<const uint8_t*>(table), inline_size)) {
+      return Result::kMalformed;
+    }
+    if (!Charge(std::max<size_t>(inline_size, sizeof(flatbuffers::soffset_t)))) return Result::kOverBudget;
+    for (const reflection::Field* field : *object.fields()) {
+      if (field->deprecated()) continue;  // never read, never copied
+      if (Result r = VisitField(object, *table, *field); r != Result::kOk) return r;
+    }
+    verifier_.EndTable();
+    return Result::kOk;
+  }
+
+  Result VisitField(const reflection::Object& object, const flatbuffers::Table& table,
+                    const reflection::Field& field) {
+    const auto* base = reinterpret_cast<const uint8_t*>(&table);
+    const flatbuffers::voffset_t at = table.GetOptionalFieldOffset(field.offset());
+    if (at == 0) return Result::kOk;
+    const reflection::BaseType type = field.type()->base_type();
+    if (type <= reflection::Double) {  // scalars, bools and union type tags
+      const size_t size = flatbuffers::GetTypeSize(type);
+      return verifier_.VerifyFieldStruct(base, at, size, size) ? Result::kOk : Result::kMalformed;
+    }
+    if (type == reflection::Obj && schema_.objects()->Get(field.type()->index())->is_struct()) {
+      const reflection::Object* st = schema_.objects()->Get(field.type()->index());
+      return verifier_.VerifyFieldStruct(base, at, st->bytesize(), st->minalign()) ? Result::kOk
+                                                                                  : Result::kMalformed;
+    }
+    if (!verifier_.VerifyOffset(base, at)) return Result::kMalformed;
+    const uint8_t* target = base + at + flatbuffers::ReadScalar<flatbuffers::uoffset_t>(base + at);
+    switch (type) {
+      case reflection::String: return VisitString(reinterpret_cast<const flatbuffers::String*>(target));
+      case reflection::Obj:
+        return VisitTable(*schema_.objects()->Get(field.type()->index()),
+                          reinterpret_cast<const flatbuffers::Table*>(target));
+      case reflection::Union: {
+        const reflection::Field* tag_field = object.fields()->LookupByKey(
+            (field.name()->str() + flatbuffers::UnionTypeFieldSuffix()).c_str());
+        if (!tag_field) return Result::kMalformed;
+        // Fields are walked by name, so the tag may not have been checked yet.
+        const flatbuffers::voffset_t tag_at = table.GetOptionalFieldOffset(tag_field->offset());
+        if (tag_at != 0 && !verifier_.VerifyFieldStruct(base, tag_at, 1, 1)) return Result::kMalformed;
+        const auto tag = table.GetField<uint8_t>(tag_field->offset(), 0);
+        const reflection::EnumVal* member =
+            schema_.enums()->Get(field.type()->index())->values()->LookupByKey(tag);
+        // A member from a newer schema: nothing of it is read or passed on.
+        if (!member || !member->union_type()) return Result::kOk;
+        return VisitTable(*schema_.objects()->Get(member->union_type()->index()),
+                          reinterpret_cast<const flatbuffers::Table*>(target));
+      }
+      case reflection::Vector: return VisitVector(field, target);
+      default: return Result::kMalformed;  // not in our schemas
+    }
+  }
+
+  Result VisitString(const flatbuffers::String* s) {
+    if (!verifier_.VerifyString(s)) return Result::kMalformed;
+    return Charge(sizeof(flatbuffers::uoffset_t) + s->size() + 1) ? Result::kOk : Result::kOverBudget;
+  }
+
+  Result VisitVector(const reflection::Field& field, const uint8_t* vec) {
+    const reflection::BaseType element = field.type()->element();
+    const reflection::Object* object =
+        element == reflection::Obj ? schema_.objects()->Get(field.type()->index()) : nullptr;
+    size_t element_size = flatbuffers::GetTypeSize(element);
+    if (object && object->is_struct()) element_size = object->bytesize();
+    if (element == reflection::Union || element == reflection::Vector || element_size == 0) {
+      return Result::kMalformed;  // not in our schemas
+    }
+    if (!verifier_.VerifyVectorOrString(vec, element_size)) return Result::kMalformed;
+    const auto n = flatbuffers::ReadScalar<flatbuffers::uoffset_t>(vec);
+    if (!Charge(sizeof(flatbuffers::uoffset_t) + n * element_size)) return Result::kOverBudget;
+    if (element != reflection::String && !(object && !object->is_struct())) return Result::kOk;
+    const auto* offsets = reinterpret_cast<const flatbuffers::Vector<flatbuffers::uoffset_t>*>(vec);
+    for (flatbuffers::uoffset_t i = 0; i < n; ++i) {
+      const uint8_t* slot = vec + sizeof(flatbuffers::uoffset_t) + i * sizeof(flatbuffers::uoffset_t);
+      const uint8_t* target = slot + offsets->Get(i);
+      const Result r = object ? VisitTable(*object, reinterpret_cast<const flatbuffers::Table*>(target))
+                              : VisitString(reinterpret_cast<const flatbuffers::String*>(target));
+      if (r != Result::kOk) return r;
+    }
+    return Result::kOk;
+  }
+
+  flatbuffers::Verifier verifier_;
+  const reflection::Schema& schema_;
+  const uint8_t* base_;
+  size_t budget_;
+  size_t expanded_ = 0;
+};
+
+}  // namespace
+
+EnvelopeCheck VerifyEnvelopeWithin(std::span<const uint8_t> bytes, size_t max_expanded) {
+  EnvelopeCheck check;
+  if (bytes.size() < 8 || bytes.size() >= FLATBUFFERS_MAX_BUFFER_SIZE ||
+      !flatbuffers::BufferHasIdentifier(bytes.data(), EnvelopeIdentifier())) {
+    return check;
+  }
+  ExpansionWalk walk(bytes, max_expanded);
+  const ExpansionWalk::Result result = walk.Run();
+  check.expanded = walk.expanded();
+  check.too_large = result == ExpansionWalk::Result::kOverBudget;
+  // The generated verifier is the authority on validity; after the walk its
+  // work (one visit per reference, like the walk's) is bounded too.
+  if (result == ExpansionWalk::Result::kOk) check.envelope = VerifyAs<Envelope>(bytes, EnvelopeIdentifier());
+  return check;
+}
+
 std::string NonUtf8Field(const Envelope& envelope) {
   const reflection::Schema& schema = EnvelopeSchema();
   return FindNonUtf8(schema, *schema.root_table(), *reinterpret_cast<const flatbuffers::Table*>(&envelope), "");
@@ -303,7 +446,8 @@ std::string NewMessageId() {
   using namespace std::chrono;
   uint64_t ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
   uint8_t random[10];
-  RAND_bytes(random, sizeof random);
+  // Without randomness two ids could repeat: nothing sensible to do.
+  if (RAND_bytes(random, sizeof random) != 1) std::abort();
   // 48-bit time, then 80 random bits: 128 bits as 26 base32 digits.
   uint8_t bytes[16];
   for (int i = 0; i < 6; ++i) bytes[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));

@@ -146,7 +146,19 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
                                        " bytes; the limit is " +
                                        std::to_string(limits_.max_message_bytes));
   }
-  const wire::Envelope* env = wire::VerifyEnvelope(bytes);
+  // Counted before anything else reads the message: a buffer that shares
+  // offsets would otherwise expand in the verifier, the rewrite and the store.
+  const size_t budget = std::min<size_t>(limits_.max_message_bytes, bytes.size() * wire::kMaxExpansion);
+  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, budget);
+  if (check.too_large) {
+    return Reject(Code::too_large,
+                  "message expands past the limit of " + std::to_string(budget) +
+                      " bytes (the smaller of limits.max_message_bytes and " +
+                      std::to_string(wire::kMaxExpansion) +
+                      " times its size) when each reference to a shared string, vector or table "
+                      "is counted (every copy repeats it); write each value where it is used");
+  }
+  const wire::Envelope* env = check.envelope;
   if (!env) {
     return Reject(Code::malformed,
                   "not a valid Envelope FlatBuffer (file identifier LSNE, schemas/envelope.fbs)");
@@ -234,6 +246,17 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
                     recipient->id, admission.message_id, st.message());
       outcome.code = Code::internal_error;
       outcome.reason = "rewrite-failed";
+      admission.unresolved.push_back(std::move(outcome));
+      continue;
+    }
+    if (fbb.GetSize() > limits_.max_message_bytes * kMaxCopyExpansion) {
+      // Unreachable for a message within the expansion limit unless a
+      // transform grows it (a pseudonym is 32 characters): bounded anyway,
+      // so that no recipient's copy can outgrow what the store accepts.
+      spdlog::warn("event=copy_too_large agency={} recipient={} id={} bytes={}", sender.id,
+                   recipient->id, admission.message_id, fbb.GetSize());
+      outcome.code = Code::too_large;
+      outcome.reason = "copy-too-large";
       admission.unresolved.push_back(std::move(outcome));
       continue;
     }

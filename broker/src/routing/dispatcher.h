@@ -49,6 +49,11 @@ struct Admission {
 // "<agency-id>" or "kind:<kind>[@<region>]".
 std::string AddressText(const wire::Recipient& recipient);
 
+// A recipient's copy may be at most this many times limits.max_message_bytes
+// (pseudonyms make short values longer); a larger copy is refused for that
+// recipient with too_large, reason copy-too-large.
+inline constexpr size_t kMaxCopyExpansion = 4;
+
 class Dispatcher {
  public:
   explicit Dispatcher(const Limits& limits) : limits_(limits) {}

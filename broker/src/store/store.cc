@@ -11,9 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 namespace liaison::store {
 namespace {
@@ -66,10 +68,12 @@ std::string SqliteError(sqlite3* db, const std::string& what) {
   return what + ": " + sqlite3_errmsg(db) + hint;
 }
 
-// nonce || ciphertext || tag, with `aad` authenticated.
-std::vector<uint8_t> Seal(const StoreKey& key, const std::string& aad, const uint8_t* data, size_t size) {
+// nonce || ciphertext || tag, with `aad` authenticated; nullopt if OpenSSL
+// fails (no random nonce, no cipher): nothing unsealable is ever stored.
+std::optional<std::vector<uint8_t>> Seal(const StoreKey& key, const std::string& aad, const uint8_t* data, size_t size) {
+  if (size > static_cast<size_t>(INT32_MAX) || aad.size() > static_cast<size_t>(INT32_MAX)) return std::nullopt;
   std::vector<uint8_t> out(kNonceBytes + size + kTagBytes);
-  RAND_bytes(out.data(), kNonceBytes);
+  if (RAND_bytes(out.data(), kNonceBytes) != 1) return std::nullopt;
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   int len = 0;
   bool ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), out.data()) == 1 &&
@@ -80,7 +84,7 @@ std::vector<uint8_t> Seal(const StoreKey& key, const std::string& aad, const uin
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes,
                                 out.data() + kNonceBytes + size) == 1;
   EVP_CIPHER_CTX_free(ctx);
-  if (!ok) std::abort();  // AES-GCM unavailable: nothing sensible to do
+  if (!ok) return std::nullopt;
   return out;
 }
 
@@ -108,32 +112,73 @@ std::string Aad(const std::string& sender, const std::string& id, const std::str
   return sender + '\0' + id + '\0' + recipient;
 }
 
-class Reset {
+// One use of a prepared statement: binds, steps, and resets on scope exit.
+// Every bind's result is kept: a value SQLite refuses (SQLITE_TOOBIG past
+// SQLITE_LIMIT_LENGTH, SQLITE_NOMEM) fails the statement instead of leaving
+// NULL in its place, which an INSERT would otherwise store as an empty row.
+class Query {
  public:
-  explicit Reset(sqlite3_stmt* s) : s_(s) {}
-  ~Reset() {
-    sqlite3_reset(s_);
+  // `s` may be null (Prepare failed): then every Step() fails.
+  Query(sqlite3* db, sqlite3_stmt* s) : db_(db), s_(s), error_(s ? SQLITE_OK : SQLITE_ERROR) {}
+  ~Query() {
+    if (!s_) return;
+    sqlite3_reset(s_);  // repeats the last step's error, already handled
     sqlite3_clear_bindings(s_);
   }
+  Query(const Query&) = delete;
+  Query& operator=(const Query&) = delete;
+
+  Query& Text(int i, const std::string& v) {
+    if (s_) Keep(sqlite3_bind_text64(s_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
+    return *this;
+  }
+  Query& Blob(int i, const void* data, size_t size) {
+    if (s_) Keep(sqlite3_bind_blob64(s_, i, data, size, SQLITE_TRANSIENT));
+    return *this;
+  }
+  Query& Int(int i, int64_t v) {
+    if (s_) Keep(sqlite3_bind_int64(s_, i, v));
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE, or an error (a failed bind's, if any).
+  int Step() {
+    if (error_ != SQLITE_OK) return error_;
+    const int rc = sqlite3_step(s_);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) error_ = rc;
+    return rc;
+  }
+  // Steps a statement that returns no rows.
+  bool Done() { return Step() == SQLITE_DONE; }
+  // After a failed Step(): what failed, for the operator (never values).
+  Status Error(const std::string& what) const {
+    if (!s_) return Status::IoError(SqliteError(db_, what + " (preparing the statement)"));
+    if (bind_failed_) return Status::IoError(what + ": " + sqlite3_errstr(error_) + " (a value was refused)");
+    return Status::IoError(SqliteError(db_, what));
+  }
+
+  std::string ColumnText(int i) const {
+    const auto* p = sqlite3_column_text(s_, i);
+    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s_, i)) : std::string();
+  }
+  std::vector<uint8_t> ColumnBlob(int i) const {
+    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s_, i));
+    return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
+  }
+  int64_t ColumnInt(int i) const { return sqlite3_column_int64(s_, i); }
 
  private:
-  sqlite3_stmt* s_;
-};
+  void Keep(int rc) {
+    if (rc != SQLITE_OK && error_ == SQLITE_OK) {
+      error_ = rc;
+      bind_failed_ = true;
+    }
+  }
 
-void BindText(sqlite3_stmt* s, int i, const std::string& v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-}
-void BindBlob(sqlite3_stmt* s, int i, const void* data, size_t size) {
-  sqlite3_bind_blob(s, i, data, static_cast<int>(size), SQLITE_TRANSIENT);
-}
-std::string ColumnText(sqlite3_stmt* s, int i) {
-  const auto* p = sqlite3_column_text(s, i);
-  return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s, i)) : std::string();
-}
-std::vector<uint8_t> ColumnBlob(sqlite3_stmt* s, int i) {
-  const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s, i));
-  return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s, i)) : std::vector<uint8_t>();
-}
+  sqlite3* db_;
+  sqlite3_stmt* s_;
+  int error_;
+  bool bind_failed_ = false;
+};
 
 }  // namespace
 
@@ -147,7 +192,8 @@ Status WriteStoreKey(const std::string& path) {
       RandomSecretKey32());
 }
 
-StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreKey& key) {
+StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreKey& key,
+                                             size_t max_value_bytes) {
   std::unique_ptr<Store> store(new Store());
   store->key_ = key;
   store->path_ = path;
@@ -161,26 +207,35 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const Stor
                              "PRAGMA foreign_keys=ON"}) {
     LIAISON_RETURN_IF_ERROR(store->Exec(pragma).WithContext("store " + path));
   }
-  sqlite3_stmt* check = nullptr;
-  if (sqlite3_prepare_v2(store->db_, "PRAGMA quick_check", -1, &check, nullptr) != SQLITE_OK) {
-    return Status::Corruption(SqliteError(store->db_, "store " + path + " cannot be read"));
-  }
-  std::string verdict;
-  while (sqlite3_step(check) == SQLITE_ROW) verdict += ColumnText(check, 0);
-  sqlite3_finalize(check);
-  if (verdict != "ok") {
-    return Status::Corruption("store " + path + " failed its integrity check (" + verdict.substr(0, 200) +
-                              "); restore it from a backup");
+  {
+    Query check(store->db_, store->Prepare("PRAGMA quick_check"));
+    std::string verdict;
+    int rc;
+    while ((rc = check.Step()) == SQLITE_ROW) verdict += check.ColumnText(0);
+    if (rc != SQLITE_DONE) {
+      return Status::Corruption(check.Error("store " + path + " cannot be read").message());
+    }
+    if (verdict != "ok") {
+      return Status::Corruption("store " + path + " failed its integrity check (" +
+                                verdict.substr(0, 200) + "); restore it from a backup");
+    }
   }
   LIAISON_RETURN_IF_ERROR(store->Exec(kSchema).WithContext("store " + path));
   // Stores made before messages had a label gain the column (NULL = none).
   bool has_label = false;
-  sqlite3_stmt* columns = nullptr;
-  sqlite3_prepare_v2(store->db_, "PRAGMA table_info(messages)", -1, &columns, nullptr);
-  while (columns && sqlite3_step(columns) == SQLITE_ROW) has_label |= ColumnText(columns, 1) == "label";
-  sqlite3_finalize(columns);
+  {
+    Query columns(store->db_, store->Prepare("PRAGMA table_info(messages)"));
+    int rc;
+    while ((rc = columns.Step()) == SQLITE_ROW) has_label |= columns.ColumnText(1) == "label";
+    if (rc != SQLITE_DONE) return columns.Error("store " + path + ": reading its tables");
+  }
   if (!has_label) {
     LIAISON_RETURN_IF_ERROR(store->Exec("ALTER TABLE messages ADD COLUMN label TEXT").WithContext("store " + path));
+  }
+  // No value larger than the broker can produce reaches the file.
+  if (max_value_bytes > 0) {
+    sqlite3_limit(store->db_, SQLITE_LIMIT_LENGTH,
+                  static_cast<int>(std::min<size_t>(max_value_bytes, 1'000'000'000)));
   }
   LIAISON_RETURN_IF_ERROR(store->CheckKey());
   return store;
@@ -192,23 +247,25 @@ Store::~Store() {
 }
 
 Status Store::CheckKey() {
-  sqlite3_stmt* s = Prepare("SELECT value FROM meta WHERE name = 'key_check'");
-  Reset reset(s);
   const std::string text = kKeyCheckText;
-  if (sqlite3_step(s) == SQLITE_ROW) {
-    std::vector<uint8_t> sealed = ColumnBlob(s, 0);
-    auto opened = Unseal(key_, "key_check", sealed.data(), sealed.size());
-    if (!opened || std::string(opened->begin(), opened->end()) != text) {
-      return Status::PermissionDenied("store " + path_ +
-                                      ": the store key does not match this database (wrong key file?)");
+  {
+    Query q(db_, Prepare("SELECT value FROM meta WHERE name = 'key_check'"));
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) {
+      std::vector<uint8_t> sealed = q.ColumnBlob(0);
+      auto opened = Unseal(key_, "key_check", sealed.data(), sealed.size());
+      if (!opened || std::string(opened->begin(), opened->end()) != text) {
+        return Status::PermissionDenied("store " + path_ +
+                                        ": the store key does not match this database (wrong key file?)");
+      }
+      return Status::Ok();
     }
-    return Status::Ok();
+    if (rc != SQLITE_DONE) return q.Error("store " + path_ + ": reading the key check");
   }
   auto sealed = Seal(key_, "key_check", reinterpret_cast<const uint8_t*>(text.data()), text.size());
-  sqlite3_stmt* put = Prepare("INSERT INTO meta (name, value) VALUES ('key_check', ?1)");
-  Reset reset_put(put);
-  BindBlob(put, 1, sealed.data(), sealed.size());
-  if (sqlite3_step(put) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store " + path_));
+  if (!sealed) return Status::Internal("store " + path_ + ": cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
+  Query put(db_, Prepare("INSERT INTO meta (name, value) VALUES ('key_check', ?1)"));
+  if (!put.Blob(1, sealed->data(), sealed->size()).Done()) return put.Error("store " + path_);
   return Status::Ok();
 }
 
@@ -227,7 +284,10 @@ sqlite3_stmt* Store::Prepare(const char* sql) {
   if (it != statements_.end()) return it->second;
   sqlite3_stmt* s = nullptr;
   if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr) != SQLITE_OK) {
-    std::abort();  // our SQL is fixed: a failure here is a bug
+    // Our SQL is fixed, but preparing also reads the schema (out of memory,
+    // a damaged file): the statement using it fails, the broker does not.
+    sqlite3_finalize(s);
+    return nullptr;
   }
   statements_[sql] = s;
   return s;
@@ -258,33 +318,29 @@ std::string Store::CaseHash(const std::string& sender, const std::string& case_r
   const std::string input = sender + '\0' + case_ref;
   unsigned char out[32];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
-       reinterpret_cast<const unsigned char*>(input.data()), input.size(), out, &len);
+  if (!HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+            reinterpret_cast<const unsigned char*>(input.data()), input.size(), out, &len) ||
+      len < 16) {
+    return {};  // callers refuse to store without it
+  }
   return std::string(reinterpret_cast<char*>(out), 16);
 }
 
 StatusOr<std::optional<std::vector<uint8_t>>> Store::FindReceipt(const std::string& sender,
                                                                 const std::string& message_id) {
-  sqlite3_stmt* s = Prepare("SELECT receipt FROM receipts WHERE sender = ?1 AND message_id = ?2");
-  Reset reset(s);
-  BindText(s, 1, sender);
-  BindText(s, 2, message_id);
-  int rc = sqlite3_step(s);
-  if (rc == SQLITE_ROW) return std::optional<std::vector<uint8_t>>(ColumnBlob(s, 0));
+  Query q(db_, Prepare("SELECT receipt FROM receipts WHERE sender = ?1 AND message_id = ?2"));
+  const int rc = q.Text(1, sender).Text(2, message_id).Step();
+  if (rc == SQLITE_ROW) return std::optional<std::vector<uint8_t>>(q.ColumnBlob(0));
   if (rc == SQLITE_DONE) return std::optional<std::vector<uint8_t>>();
-  return Status::IoError(SqliteError(db_, "store: reading a receipt"));
+  return q.Error("store: reading a receipt");
 }
 
 Status Store::PutReceipt(const std::string& sender, const std::string& message_id,
                          const std::vector<uint8_t>& receipt, int64_t purge_after_ms) {
-  sqlite3_stmt* s = Prepare(
-      "INSERT OR REPLACE INTO receipts (sender, message_id, receipt, purge_after_ms) VALUES (?1, ?2, ?3, ?4)");
-  Reset reset(s);
-  BindText(s, 1, sender);
-  BindText(s, 2, message_id);
-  BindBlob(s, 3, receipt.data(), receipt.size());
-  sqlite3_bind_int64(s, 4, purge_after_ms);
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: writing a receipt"));
+  Query q(db_, Prepare("INSERT OR REPLACE INTO receipts (sender, message_id, receipt, purge_after_ms) "
+                       "VALUES (?1, ?2, ?3, ?4)"));
+  q.Text(1, sender).Text(2, message_id).Blob(3, receipt.data(), receipt.size()).Int(4, purge_after_ms);
+  if (!q.Done()) return q.Error("store: writing a receipt");
   return Status::Ok();
 }
 
@@ -293,65 +349,52 @@ Status Store::Enqueue(const std::string& sender, const std::string& message_id,
                       const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
                       int64_t purge_after_ms, const std::string& label) {
   const std::string case_hash = CaseHash(sender, case_ref);
+  if (case_hash.empty()) return Status::Internal("store: cannot compute the case hash (OpenSSL HMAC failed)");
   const auto sealed = Seal(key_, Aad(sender, message_id, recipient), envelope, size);
-  sqlite3_stmt* s = Prepare(
-      "INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
-      "purge_after_ms, sealed, label) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)");
-  Reset reset(s);
-  BindText(s, 1, sender);
-  BindText(s, 2, message_id);
-  BindText(s, 3, recipient);
-  BindBlob(s, 4, case_hash.data(), case_hash.size());
-  sqlite3_bind_int64(s, 5, now_ms);
-  sqlite3_bind_int64(s, 6, expires_ms);
-  sqlite3_bind_int64(s, 7, purge_after_ms);
-  BindBlob(s, 8, sealed.data(), sealed.size());
-  BindText(s, 9, label);
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: queueing a message"));
-  sqlite3_stmt* d = Prepare(
-      "INSERT OR IGNORE INTO disclosures (sender, case_hash, recipient) VALUES (?1, ?2, ?3)");
-  Reset reset_d(d);
-  BindText(d, 1, sender);
-  BindBlob(d, 2, case_hash.data(), case_hash.size());
-  BindText(d, 3, recipient);
-  if (sqlite3_step(d) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: recording a disclosure"));
+  if (!sealed) return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
+  Query q(db_, Prepare("INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, "
+                       "created_ms, expires_ms, purge_after_ms, sealed, label) "
+                       "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)"));
+  q.Text(1, sender).Text(2, message_id).Text(3, recipient).Blob(4, case_hash.data(), case_hash.size());
+  q.Int(5, now_ms).Int(6, expires_ms).Int(7, purge_after_ms).Blob(8, sealed->data(), sealed->size());
+  q.Text(9, label);
+  if (!q.Done()) return q.Error("store: queueing a message");
+  Query d(db_, Prepare("INSERT OR IGNORE INTO disclosures (sender, case_hash, recipient) VALUES (?1, ?2, ?3)"));
+  d.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Text(3, recipient);
+  if (!d.Done()) return d.Error("store: recording a disclosure");
   return Status::Ok();
 }
 
 StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient, int64_t after_seq,
                                                     int limit) {
-  sqlite3_stmt* s = Prepare(
-      "SELECT seq, sender, message_id, sealed FROM messages WHERE recipient = ?1 AND state = 0 "
-      "AND seq > ?2 ORDER BY seq LIMIT ?3");
-  Reset reset(s);
-  BindText(s, 1, recipient);
-  sqlite3_bind_int64(s, 2, after_seq);
-  sqlite3_bind_int(s, 3, limit);
   std::vector<QueuedMessage> out;
   std::vector<int64_t> damaged;
-  int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    QueuedMessage m;
-    m.seq = sqlite3_column_int64(s, 0);
-    m.sender = ColumnText(s, 1);
-    m.message_id = ColumnText(s, 2);
-    std::vector<uint8_t> sealed = ColumnBlob(s, 3);
-    auto opened = Unseal(key_, Aad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
-    if (!opened) {
-      damaged.push_back(m.seq);  // set aside below, so it cannot block the queue
-      continue;
+  {
+    Query q(db_, Prepare("SELECT seq, sender, message_id, sealed FROM messages WHERE recipient = ?1 "
+                         "AND state = 0 AND seq > ?2 ORDER BY seq LIMIT ?3"));
+    q.Text(1, recipient).Int(2, after_seq).Int(3, limit);
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      QueuedMessage m;
+      m.seq = q.ColumnInt(0);
+      m.sender = q.ColumnText(1);
+      m.message_id = q.ColumnText(2);
+      std::vector<uint8_t> sealed = q.ColumnBlob(3);
+      auto opened = Unseal(key_, Aad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
+      if (!opened) {
+        damaged.push_back(m.seq);  // set aside below, so it cannot block the queue
+        continue;
+      }
+      m.envelope = std::move(*opened);
+      out.push_back(std::move(m));
     }
-    m.envelope = std::move(*opened);
-    out.push_back(std::move(m));
+    if (rc != SQLITE_DONE) return q.Error("store: reading the queue");
   }
-  if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: reading the queue"));
   for (int64_t seq : damaged) {
     spdlog::error("event=store_damaged_message seq={} recipient={} action=set_aside "
                   "hint=\"restore the store from a backup to recover it\"", seq, recipient);
-    sqlite3_stmt* u = Prepare("UPDATE messages SET state = 5 WHERE seq = ?1");
-    Reset reset_u(u);
-    sqlite3_bind_int64(u, 1, seq);
-    if (sqlite3_step(u) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: setting aside"));
+    Query u(db_, Prepare("UPDATE messages SET state = 5 WHERE seq = ?1"));
+    if (!u.Int(1, seq).Done()) return u.Error("store: setting aside");
   }
   return out;
 }
@@ -360,39 +403,33 @@ StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, i
                                                  int64_t now_ms) {
   std::optional<AckedMessage> sender;
   {
-    sqlite3_stmt* q =
-        Prepare("SELECT sender, label FROM messages WHERE seq = ?1 AND recipient = ?2 AND state = 0");
-    Reset reset(q);
-    sqlite3_bind_int64(q, 1, seq);
-    BindText(q, 2, recipient);
-    if (sqlite3_step(q) == SQLITE_ROW) sender = AckedMessage{ColumnText(q, 0), ColumnText(q, 1)};
+    Query q(db_, Prepare("SELECT sender, label FROM messages WHERE seq = ?1 AND recipient = ?2 AND state = 0"));
+    const int rc = q.Int(1, seq).Text(2, recipient).Step();
+    if (rc == SQLITE_ROW) sender = AckedMessage{q.ColumnText(0), q.ColumnText(1)};
+    else if (rc != SQLITE_DONE) return q.Error("store: reading an acked message");
   }
   if (!sender) return sender;
   // The message itself is no longer needed once delivered: drop the copy now.
-  sqlite3_stmt* s = Prepare("UPDATE messages SET state = 2, acked_ms = ?2, sealed = NULL WHERE seq = ?1");
-  Reset reset(s);
-  sqlite3_bind_int64(s, 1, seq);
-  sqlite3_bind_int64(s, 2, now_ms);
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: recording an ack"));
+  Query u(db_, Prepare("UPDATE messages SET state = 2, acked_ms = ?2, sealed = NULL WHERE seq = ?1"));
+  if (!u.Int(1, seq).Int(2, now_ms).Done()) return u.Error("store: recording an ack");
   return sender;
 }
 
 StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
-  sqlite3_stmt* q = Prepare(
-      "SELECT sender, message_id, recipient, label FROM messages WHERE state = 0 AND expires_ms <= ?1");
   std::vector<ExpiredMessage> out;
   {
-    Reset reset(q);
-    sqlite3_bind_int64(q, 1, now_ms);
-    while (sqlite3_step(q) == SQLITE_ROW) {
-      out.push_back({ColumnText(q, 0), ColumnText(q, 1), ColumnText(q, 2), ColumnText(q, 3)});
+    Query q(db_, Prepare("SELECT sender, message_id, recipient, label FROM messages "
+                         "WHERE state = 0 AND expires_ms <= ?1"));
+    q.Int(1, now_ms);
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      out.push_back({q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnText(3)});
     }
+    if (rc != SQLITE_DONE) return q.Error("store: finding expired messages");
   }
   if (out.empty()) return out;
-  sqlite3_stmt* s = Prepare("UPDATE messages SET state = 3, sealed = NULL WHERE state = 0 AND expires_ms <= ?1");
-  Reset reset(s);
-  sqlite3_bind_int64(s, 1, now_ms);
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: expiring messages"));
+  Query u(db_, Prepare("UPDATE messages SET state = 3, sealed = NULL WHERE state = 0 AND expires_ms <= ?1"));
+  if (!u.Int(1, now_ms).Done()) return u.Error("store: expiring messages");
   return out;
 }
 
@@ -400,86 +437,77 @@ StatusOr<int64_t> Store::PurgeDue(int64_t now_ms) {
   int64_t n = 0;
   for (const char* sql : {"DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= ?1",
                           "DELETE FROM receipts WHERE purge_after_ms <= ?1"}) {
-    sqlite3_stmt* s = Prepare(sql);
-    Reset reset(s);
-    sqlite3_bind_int64(s, 1, now_ms);
-    if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: purging"));
+    Query q(db_, Prepare(sql));
+    if (!q.Int(1, now_ms).Done()) return q.Error("store: purging");
     n += sqlite3_changes(db_);
   }
   return n;
 }
 
 StatusOr<std::unordered_map<std::string, int64_t>> Store::QueueDepths() {
-  sqlite3_stmt* s = Prepare("SELECT recipient, COUNT(*) FROM messages WHERE state = 0 GROUP BY recipient");
-  Reset reset(s);
+  Query q(db_, Prepare("SELECT recipient, COUNT(*) FROM messages WHERE state = 0 GROUP BY recipient"));
   std::unordered_map<std::string, int64_t> out;
   int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out[ColumnText(s, 0)] = sqlite3_column_int64(s, 1);
-  if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: counting queues"));
+  while ((rc = q.Step()) == SQLITE_ROW) out[q.ColumnText(0)] = q.ColumnInt(1);
+  if (rc != SQLITE_DONE) return q.Error("store: counting queues");
   return out;
 }
 
 StatusOr<std::vector<std::string>> Store::Disclosures(const std::string& sender,
                                                       const std::string& case_ref) {
   const std::string h = CaseHash(sender, case_ref);
-  sqlite3_stmt* s = Prepare("SELECT recipient FROM disclosures WHERE sender = ?1 AND case_hash = ?2 ORDER BY recipient");
-  Reset reset(s);
-  BindText(s, 1, sender);
-  BindBlob(s, 2, h.data(), h.size());
+  if (h.empty()) return Status::Internal("store: cannot compute the case hash (OpenSSL HMAC failed)");
+  Query q(db_, Prepare("SELECT recipient FROM disclosures WHERE sender = ?1 AND case_hash = ?2 ORDER BY recipient"));
+  q.Text(1, sender).Blob(2, h.data(), h.size());
   std::vector<std::string> out;
   int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) out.push_back(ColumnText(s, 0));
-  if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: reading disclosures"));
+  while ((rc = q.Step()) == SQLITE_ROW) out.push_back(q.ColumnText(0));
+  if (rc != SQLITE_DONE) return q.Error("store: reading disclosures");
   return out;
 }
 
 StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& sender,
                                                          const std::string& case_ref) {
   const std::string h = CaseHash(sender, case_ref);
+  if (h.empty()) return Status::Internal("store: cannot compute the case hash (OpenSSL HMAC failed)");
   std::vector<ExpiredMessage> out;
   {
-    sqlite3_stmt* q = Prepare(
-        "SELECT message_id, recipient, label FROM messages WHERE sender = ?1 AND case_hash = ?2 AND state = 0");
-    Reset reset(q);
-    BindText(q, 1, sender);
-    BindBlob(q, 2, h.data(), h.size());
-    while (sqlite3_step(q) == SQLITE_ROW) {
-      out.push_back({sender, ColumnText(q, 0), ColumnText(q, 1), ColumnText(q, 2)});
+    Query q(db_, Prepare("SELECT message_id, recipient, label FROM messages "
+                         "WHERE sender = ?1 AND case_hash = ?2 AND state = 0"));
+    q.Text(1, sender).Blob(2, h.data(), h.size());
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      out.push_back({sender, q.ColumnText(0), q.ColumnText(1), q.ColumnText(2)});
     }
+    if (rc != SQLITE_DONE) return q.Error("store: finding a case's queued messages");
   }
-  sqlite3_stmt* s = Prepare(
-      "UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 AND state = 0");
-  Reset reset(s);
-  BindText(s, 1, sender);
-  BindBlob(s, 2, h.data(), h.size());
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: erasing a case"));
+  Query u(db_, Prepare("UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 "
+                       "AND state = 0"));
+  if (!u.Text(1, sender).Blob(2, h.data(), h.size()).Done()) return u.Error("store: erasing a case");
   return out;
 }
 
 Status Store::AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt) {
-  sqlite3_stmt* s = Prepare("INSERT INTO notices (agency, receipt) VALUES (?1, ?2)");
-  Reset reset(s);
-  BindText(s, 1, agency);
-  BindBlob(s, 2, receipt.data(), receipt.size());
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: writing a notice"));
+  Query q(db_, Prepare("INSERT INTO notices (agency, receipt) VALUES (?1, ?2)"));
+  if (!q.Text(1, agency).Blob(2, receipt.data(), receipt.size()).Done()) {
+    return q.Error("store: writing a notice");
+  }
   return Status::Ok();
 }
 
 StatusOr<std::vector<Notice>> Store::Notices(const std::string& agency, int limit) {
-  sqlite3_stmt* s = Prepare("SELECT seq, receipt FROM notices WHERE agency = ?1 ORDER BY seq LIMIT ?2");
-  Reset reset(s);
-  BindText(s, 1, agency);
-  sqlite3_bind_int(s, 2, limit);
+  Query q(db_, Prepare("SELECT seq, receipt FROM notices WHERE agency = ?1 ORDER BY seq LIMIT ?2"));
+  q.Text(1, agency).Int(2, limit);
   std::vector<Notice> out;
-  while (sqlite3_step(s) == SQLITE_ROW) out.push_back({sqlite3_column_int64(s, 0), ColumnBlob(s, 1)});
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) out.push_back({q.ColumnInt(0), q.ColumnBlob(1)});
+  if (rc != SQLITE_DONE) return q.Error("store: reading notices");
   return out;
 }
 
 Status Store::DeleteNotice(int64_t seq) {
-  sqlite3_stmt* s = Prepare("DELETE FROM notices WHERE seq = ?1");
-  Reset reset(s);
-  sqlite3_bind_int64(s, 1, seq);
-  if (sqlite3_step(s) != SQLITE_DONE) return Status::IoError(SqliteError(db_, "store: deleting a notice"));
+  Query q(db_, Prepare("DELETE FROM notices WHERE seq = ?1"));
+  if (!q.Int(1, seq).Done()) return q.Error("store: deleting a notice");
   return Status::Ok();
 }
 

@@ -59,7 +59,10 @@ class Store {
  public:
   // Opens (creating if needed) the database at `path`. Fails with a clear
   // message on a corrupt file, a wrong key, or an unwritable location.
-  static StatusOr<std::unique_ptr<Store>> Open(const std::string& path, const StoreKey& key);
+  // `max_value_bytes` (0: SQLite's default) caps any one stored value: a
+  // larger one fails its write (and so its batch) instead of being stored.
+  static StatusOr<std::unique_ptr<Store>> Open(const std::string& path, const StoreKey& key,
+                                               size_t max_value_bytes = 0);
   ~Store();
 
   Status Begin();

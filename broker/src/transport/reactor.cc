@@ -390,6 +390,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     }
     // Echo the id so that the sender can match it (verified; never logged).
     std::vector<uint8_t> storage;
+    // Bounded: VerifyEnvelope refuses a buffer that shares its way past
+    // wire::kMaxExpansion times its size.
     const wire::Envelope* env = wire::VerifyEnvelope(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
     const std::string id = env && env->id() ? env->id()->str() : std::string();
     auto receipt = BuildReceipt(id, wire::Code::busy,
