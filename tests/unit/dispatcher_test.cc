@@ -342,7 +342,9 @@ TEST(ExpansionTest, TruncatedAndCorruptBuffersAreMalformedNotTooLarge) {
     std::vector<uint8_t> bytes = good;
     bytes[i] ^= 0xff;
     const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, 1 << 20);
-    if (check.envelope) EXPECT_FALSE(check.too_large);
+    if (check.envelope) {
+      EXPECT_FALSE(check.too_large);
+    }
   }
 }
 
