@@ -1,5 +1,8 @@
 // liaison: the command-line agent. keygen, send and listen; see README.md.
 #include <CLI/CLI.hpp>
+#include <openssl/sha.h>
+
+#include <cctype>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -206,6 +209,38 @@ int Send(const std::string& config_path, const std::vector<std::string>& to,
   return PrintReceipt(*mine, receipt_codec);
 }
 
+// One path segment that names `text` and nothing else: bytes outside
+// [A-Za-z0-9._-], and a leading '.', as %XX, so that no sender or id can
+// reach another folder, hide the file or make "." / "..".
+std::string FileNameSegment(std::string_view text) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (std::isalnum(c) || c == '-' || c == '_' || (c == '.' && i > 0)) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += {'%', kHex[c >> 4], kHex[c & 15]};
+    }
+  }
+  return out;
+}
+
+// "<sender>+<id>.json": ids are unique per sender only, so the file is named
+// by both ('+' is escaped inside either). A name too long for a file system
+// (255 bytes) names the id by its SHA-256 instead.
+std::string MessageFileName(const wire::Envelope& message) {
+  const std::string sender = FileNameSegment(message.from() ? message.from()->string_view() : "");
+  const std::string_view raw_id = message.id() ? message.id()->string_view() : "";
+  std::string name = sender + "+" + FileNameSegment(raw_id) + ".json";
+  if (name.size() > 255 || sender.size() > 128) {
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    SHA256(reinterpret_cast<const unsigned char*>(raw_id.data()), raw_id.size(), digest);
+    name = sender.substr(0, 128) + "+sha256-" + liaison::HexEncode(digest, sizeof digest) + ".json";
+  }
+  return name;
+}
+
 int Listen(const std::string& config_path, int count, const std::string& out_dir) {
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
@@ -228,12 +263,7 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
     if (out_dir.empty()) {
       std::cout << *text << std::endl;
     } else {
-      // Ids are printable ASCII without spaces, but may hold '/'.
-      std::string name = message->id() ? message->id()->str() : wire::NewMessageId();
-      for (char& c : name) {
-        if (c == '/' || c == '\\') c = '_';
-      }
-      const auto path = std::filesystem::path(out_dir) / (name + ".json");
+      const auto path = std::filesystem::path(out_dir) / MessageFileName(*message.get());
       std::ofstream file(path);
       file << *text << "\n";
       if (!file) return Status::IoError("cannot write " + path.string());
@@ -258,7 +288,9 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
     if (!message->has_value()) continue;
     const liaison::EnvelopeBuffer& envelope = **message;
     if (!handler(envelope).ok()) return Fail("cannot write a received message", kExitFailure);
-    if (auto st = (*agent)->Ack(envelope->id()->string_view()); !st.ok()) {
+    if (auto st = (*agent)->Ack(envelope->from() ? envelope->from()->string_view() : "",
+                                envelope->id()->string_view());
+        !st.ok()) {
       return Fail(st.message(), kExitFailure);
     }
   }
@@ -314,7 +346,8 @@ int main(int argc, char** argv) {
   auto* listen = app.add_subcommand("listen", "receive messages, print each as one JSON line");
   listen->add_option("--config", config, "agent config file (YAML)")->required();
   listen->add_option("--count", count, "stop after N messages (default: until interrupted)");
-  listen->add_option("--out", listen_out, "write each message to DIR/<id>.json instead");
+  listen->add_option("--out", listen_out,
+                     "write each message to DIR/<sender>+<id>.json instead (unsafe characters as %XX)");
 
   auto* outbox = app.add_subcommand("outbox", "the agent's outbox");
   outbox->require_subcommand(1);

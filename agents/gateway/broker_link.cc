@@ -4,15 +4,15 @@
 
 namespace liaison::gateway {
 
-void Inbox::Add(std::string id, std::vector<uint8_t> envelope) {
+void Inbox::Add(std::string sender, std::string id, std::vector<uint8_t> envelope) {
   std::lock_guard lock(mu_);
-  items_.try_emplace(std::move(id), Entry{std::move(envelope), {}, next_order_++});
+  items_.try_emplace(Key(std::move(sender), std::move(id)), Entry{std::move(envelope), {}, next_order_++});
 }
 
 std::vector<Inbox::Item> Inbox::Lease(size_t max, Clock::duration lease) {
   std::lock_guard lock(mu_);
   const auto now = Clock::now();
-  std::vector<std::pair<uint64_t, std::map<std::string, Entry>::iterator>> free;
+  std::vector<std::pair<uint64_t, std::map<Key, Entry>::iterator>> free;
   for (auto it = items_.begin(); it != items_.end(); ++it) {
     if (it->second.leased_until <= now) free.emplace_back(it->second.order, it);
   }
@@ -21,14 +21,35 @@ std::vector<Inbox::Item> Inbox::Lease(size_t max, Clock::duration lease) {
   for (size_t i = 0; i < free.size() && out.size() < max; ++i) {
     auto it = free[i].second;
     it->second.leased_until = now + lease;
-    out.push_back(Item{it->first, it->second.envelope});
+    out.push_back(Item{it->first.first, it->first.second, it->second.envelope});
   }
   return out;
 }
 
-bool Inbox::Remove(const std::string& id) {
+std::optional<std::vector<uint8_t>> Inbox::Get(const std::string& sender, const std::string& id) const {
   std::lock_guard lock(mu_);
-  return items_.erase(id) > 0;
+  auto it = items_.find(Key(sender, id));
+  if (it == items_.end()) return std::nullopt;
+  return it->second.envelope;
+}
+
+bool Inbox::Remove(const std::string& sender, const std::string& id) {
+  std::lock_guard lock(mu_);
+  return items_.erase(Key(sender, id)) > 0;
+}
+
+Inbox::Removed Inbox::RemoveById(const std::string& id, std::string* sender) {
+  std::lock_guard lock(mu_);
+  auto found = items_.end();
+  for (auto it = items_.begin(); it != items_.end(); ++it) {
+    if (it->first.second != id) continue;
+    if (found != items_.end()) return Removed::kAmbiguous;
+    found = it;
+  }
+  if (found == items_.end()) return Removed::kNotHeld;
+  *sender = found->first.first;
+  items_.erase(found);
+  return Removed::kRemoved;
 }
 
 size_t Inbox::size() const {
@@ -73,9 +94,9 @@ void BrokerLink::WakeSender() {
   wake_.notify_all();
 }
 
-void BrokerLink::Ack(const std::string& id) {
+void BrokerLink::Ack(const std::string& sender, const std::string& id) {
   std::lock_guard lock(mu_);
-  acks_.push_back(id);
+  acks_.emplace_back(sender, id);
 }
 
 std::string BrokerLink::agency() const {
@@ -134,15 +155,15 @@ void BrokerLink::SenderLoop() {
 }
 
 void BrokerLink::FlushAcks() {
-  std::deque<std::string> acks;
+  std::deque<std::pair<std::string, std::string>> acks;
   {
     std::lock_guard lock(mu_);
     acks.swap(acks_);
   }
-  for (const auto& id : acks) {
+  for (const auto& [sender, id] : acks) {
     // Lost with the connection? The broker redelivers; the agent re-acks
     // a message it has seen acked.
-    if (auto st = receiver_->Ack(id); !st.ok()) {
+    if (auto st = receiver_->Ack(sender, id); !st.ok()) {
       spdlog::warn("event=ack_failed message_id={} error=\"{}\"", id, st.message());
     }
   }
@@ -169,9 +190,9 @@ void BrokerLink::ReceiverLoop() {
     if (message->has_value()) {
       const EnvelopeBuffer& envelope = **message;
       const std::string id = envelope->id() ? envelope->id()->str() : std::string();
-      inbox_.Add(id, std::vector<uint8_t>(envelope.bytes().begin(), envelope.bytes().end()));
-      spdlog::info("event=message_received message_id={} from={}", id,
-                   envelope->from() ? envelope->from()->string_view() : "");
+      const std::string from = envelope->from() ? envelope->from()->str() : std::string();
+      inbox_.Add(from, id, std::vector<uint8_t>(envelope.bytes().begin(), envelope.bytes().end()));
+      spdlog::info("event=message_received message_id={} from={}", id, from);
       if (on_delivery_) on_delivery_();
     }
     while (auto notice = receiver_->TakeNotice()) {

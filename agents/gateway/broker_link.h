@@ -6,8 +6,8 @@
 //    answer, or answered `unavailable`, stays and is resent with the same id
 //    (the broker answers a resend with the original receipt).
 //  - The receiver thread takes deliveries into the Inbox and acks to the
-//    broker only when the agency's system has acked (POST /v1/inbox/{id}/ack
-//    or a 2xx from its webhook): until then the broker keeps the message, so
+//    broker only when the agency's system has acked (POST
+//    /v1/inbox/{sender}/{id}/ack or a 2xx from its webhook): until then the broker keeps the message, so
 //    a gateway crash loses nothing. Notices (delivered / expired) about sent
 //    messages go to the GatewayStore.
 #ifndef LIAISON_AGENTS_GATEWAY_BROKER_LINK_H_
@@ -21,6 +21,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -31,25 +32,36 @@
 namespace liaison::gateway {
 
 // Messages delivered to the agency and not yet acked by its system, oldest
-// first. Thread-safe. Bounded by the broker's delivery window (the broker
-// sends no more than that many unacked messages to one connection).
+// first, each by its identity (sender, id): ids are unique per sender only.
+// Thread-safe. Bounded by the broker's delivery window (the broker sends no
+// more than that many unacked messages to one connection).
 class Inbox {
  public:
   using Clock = std::chrono::steady_clock;
   struct Item {
+    std::string sender;  // Envelope.from
     std::string id;
     std::vector<uint8_t> envelope;  // verified Envelope bytes
   };
-  // Adds a delivery; a second delivery of an id already held is ignored.
-  void Add(std::string id, std::vector<uint8_t> envelope);
+  // Adds a delivery; a second delivery of a message already held is ignored.
+  void Add(std::string sender, std::string id, std::vector<uint8_t> envelope);
   // Up to `max` items not handed out in the last `lease`, oldest first;
   // marks them handed out until now + lease.
   std::vector<Item> Lease(size_t max, Clock::duration lease);
-  // Removes `id`; false if it is not held (acked already, or never delivered).
-  bool Remove(const std::string& id);
+  // The message, without leasing it; nullopt if it is not held.
+  std::optional<std::vector<uint8_t>> Get(const std::string& sender, const std::string& id) const;
+  // Removes the message; false if it is not held (acked already, or never
+  // delivered).
+  bool Remove(const std::string& sender, const std::string& id);
+  // For callers that name the id alone: removes the one message held with
+  // this id and sets `*sender`. kAmbiguous (nothing removed) when messages
+  // of several senders hold the id.
+  enum class Removed { kRemoved, kNotHeld, kAmbiguous };
+  Removed RemoveById(const std::string& id, std::string* sender);
   size_t size() const;
 
  private:
+  using Key = std::pair<std::string, std::string>;  // (sender, id)
   struct Entry {
     std::vector<uint8_t> envelope;
     Clock::time_point leased_until{};
@@ -57,7 +69,7 @@ class Inbox {
   };
   mutable std::mutex mu_;
   uint64_t next_order_ = 0;
-  std::map<std::string, Entry> items_;
+  std::map<Key, Entry> items_;
 };
 
 class BrokerLink {
@@ -72,10 +84,10 @@ class BrokerLink {
 
   // A message was accepted: the sender thread looks at the store now.
   void WakeSender();
-  // The agency's system has the message: acks it to the broker (from the
-  // receiver thread, soon after, or at Stop()). The caller has removed it
-  // from the Inbox.
-  void Ack(const std::string& id);
+  // The agency's system has the message (sender, id): acks it to the
+  // broker (from the receiver thread, soon after, or at Stop()). The caller
+  // has removed it from the Inbox.
+  void Ack(const std::string& sender, const std::string& id);
   // Called on the receiver thread after each delivery added to the Inbox.
   void OnDelivery(std::function<void()> callback) { on_delivery_ = std::move(callback); }
 
@@ -102,7 +114,7 @@ class BrokerLink {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   bool pending_wake_ = false;
-  std::deque<std::string> acks_;
+  std::deque<std::pair<std::string, std::string>> acks_;  // (sender, id)
   std::string agency_;
   std::unique_ptr<Agent> sender_;
   std::unique_ptr<Agent> receiver_;

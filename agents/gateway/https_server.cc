@@ -216,16 +216,41 @@ struct HttpsServer::Impl {
     co_return Json(http::status::ok, wire::JsonCodec::Root::kGatewayInboxPage, fbb);
   }
 
-  Response PostAck(const std::string& id) {
+  // A received message is named by (sender, id); `sender` is empty on the
+  // older path that names the id alone, served while the id is unambiguous.
+  Response PostAck(std::string sender, const std::string& id) {
     if (config.webhook) return WebhookMode();
-    if (!inbox.Remove(id)) {
-      return Problem(http::status::not_found, "not_in_inbox",
-                     "no unacked message with this id is waiting (already acked, or never delivered)");
+    using Removed = Inbox::Removed;
+    const Removed removed = !sender.empty() ? (inbox.Remove(sender, id) ? Removed::kRemoved : Removed::kNotHeld)
+                                            : inbox.RemoveById(id, &sender);
+    if (removed == Removed::kAmbiguous) {
+      return Problem(http::status::conflict, "ambiguous_id",
+                     "messages from several agencies with this id are waiting; ack each with POST "
+                     "/v1/inbox/{sender}/{id}/ack (sender is the message's `from`)");
     }
-    link.Ack(id);
+    if (removed == Removed::kNotHeld) {
+      return Problem(http::status::not_found, "not_in_inbox",
+                     "no unacked message with this sender and id is waiting (already acked, or never "
+                     "delivered)");
+    }
+    link.Ack(sender, id);
     flatbuffers::FlatBufferBuilder fbb;
-    fbb.Finish(CreateAckedDirect(fbb, id.c_str()));
+    fbb.Finish(CreateAckedDirect(fbb, id.c_str(), sender.c_str()));
     return Json(http::status::ok, wire::JsonCodec::Root::kGatewayAcked, fbb);
+  }
+
+  Response GetInboxMessage(const std::string& sender, const std::string& id) {
+    if (config.webhook) return WebhookMode();
+    auto bytes = inbox.Get(sender, id);
+    if (!bytes) {
+      return Problem(http::status::not_found, "not_in_inbox",
+                     "no unacked message with this sender and id is waiting (already acked, or never "
+                     "delivered)");
+    }
+    std::unique_ptr<wire::EnvelopeT> copy(wire::GetEnvelope(bytes->data())->UnPack());
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, copy.get()));
+    return Json(http::status::ok, wire::JsonCodec::Root::kEnvelope, fbb);
   }
 
   Response WebhookMode() {
@@ -274,10 +299,14 @@ struct HttpsServer::Impl {
     }
     if (!r.id_ok) {
       co_return Problem(http::status::bad_request, "invalid_id",
-                        "the message id in the path must be 1 to 128 printable characters (percent-encoded)");
+                        "the message id (and sender) in the path must be 1 to 128 printable characters "
+                        "each (percent-encoded)");
     }
     if (r.kind == Route::Kind::kReceipt) co_return method == http::verb::get ? GetReceipt(r.id) : allow("GET");
-    co_return method == http::verb::post ? PostAck(r.id) : allow("POST");
+    if (r.kind == Route::Kind::kInboxMessage) {
+      co_return method == http::verb::get ? GetInboxMessage(r.sender, r.id) : allow("GET");
+    }
+    co_return method == http::verb::post ? PostAck(r.sender, r.id) : allow("POST");
   }
 
   // --- connections -------------------------------------------------------

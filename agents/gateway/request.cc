@@ -105,13 +105,43 @@ std::optional<uint64_t> ParseUint(std::string_view text) {
   return value;
 }
 
+namespace {
+
+// Below /v1/inbox/: "{sender}/{id}", "{sender}/{id}/ack", or the older
+// "{id}/ack" (so "x/ack" is the older form, for the id x).
+Route ClassifyInboxItem(std::string_view rest, Route r) {
+  constexpr std::string_view kAck = "/ack";
+  const bool ack = rest.size() > kAck.size() && rest.ends_with(kAck);
+  if (ack) rest.remove_suffix(kAck.size());
+  const auto slash = rest.find('/');
+  std::string_view raw_sender, raw_id = rest;
+  if (slash != std::string_view::npos) {
+    raw_sender = rest.substr(0, slash);
+    raw_id = rest.substr(slash + 1);
+    if (raw_id.find('/') != std::string_view::npos) return r;  // not a resource: 404
+  } else if (!ack) {
+    return r;
+  }
+  r.kind = ack ? Route::Kind::kAck : Route::Kind::kInboxMessage;
+  r.name = !ack ? "/v1/inbox/{sender}/{id}" : slash == std::string_view::npos ? "/v1/inbox/{id}/ack"
+                                                                                : "/v1/inbox/{sender}/{id}/ack";
+  auto id = PercentDecode(raw_id);
+  auto sender = PercentDecode(raw_sender);
+  r.id = id.value_or("");
+  r.sender = sender.value_or("");
+  r.id_ok = id && sender && ValidId(r.id) && (slash == std::string_view::npos || ValidId(r.sender));
+  return r;
+}
+
+}  // namespace
+
 Route Classify(std::string_view target) {
   Route r;
   const auto question = target.find('?');
   const std::string_view path = target.substr(0, question);
   if (question != std::string_view::npos) r.query = target.substr(question + 1);
   constexpr std::string_view kMessages = "/v1/messages/", kInbox = "/v1/inbox/";
-  constexpr std::string_view kReceipt = "/receipt", kAck = "/ack";
+  constexpr std::string_view kReceipt = "/receipt";
   std::string_view raw_id;
   bool has_id = false;
   if (path == "/healthz") {
@@ -129,11 +159,8 @@ Route Classify(std::string_view target) {
     r.name = "/v1/messages/{id}/receipt";
     raw_id = path.substr(kMessages.size(), path.size() - kMessages.size() - kReceipt.size());
     has_id = true;
-  } else if (path.size() > kInbox.size() + kAck.size() && path.starts_with(kInbox) && path.ends_with(kAck)) {
-    r.kind = Route::Kind::kAck;
-    r.name = "/v1/inbox/{id}/ack";
-    raw_id = path.substr(kInbox.size(), path.size() - kInbox.size() - kAck.size());
-    has_id = true;
+  } else if (path.size() > kInbox.size() && path.starts_with(kInbox)) {
+    return ClassifyInboxItem(path.substr(kInbox.size()), r);
   }
   if (has_id) {
     auto decoded = PercentDecode(raw_id);

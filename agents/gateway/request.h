@@ -18,14 +18,18 @@
 namespace liaison::gateway {
 
 struct Route {
-  enum class Kind { kHealth, kMessages, kReceipt, kInbox, kAck, kNotFound };
+  enum class Kind { kHealth, kMessages, kReceipt, kInbox, kInboxMessage, kAck, kNotFound };
   Kind kind = Kind::kNotFound;
   const char* name = "other";  // the route template, for logs
-  std::string id;              // kReceipt, kAck: the decoded message id
-  bool id_ok = false;          // the id decodes and is a valid message id
+  std::string id;              // kReceipt, kInboxMessage, kAck: the decoded message id
+  // kInboxMessage, kAck: the decoded sender (agency id). Empty for the older
+  // /v1/inbox/{id}/ack, which names the id alone.
+  std::string sender;
+  bool id_ok = false;          // id (and sender, if given) decode and are valid
   std::string_view query;      // after '?', into the target given
 };
-// Routes a request target ("/v1/messages/ID/receipt?x=y").
+// Routes a request target ("/v1/messages/ID/receipt?x=y"). A received
+// message is named by (sender, id): ids are unique per sender only.
 Route Classify(std::string_view target);
 
 struct PreparedMessage {

@@ -146,8 +146,8 @@ void Webhook::Loop() {
     if (result.status >= 200 && result.status < 300) {
       spdlog::info("event=webhook_delivered message_id={} status={} attempts={}", current->id,
                    result.status, attempts);
-      inbox_.Remove(current->id);
-      link_.Ack(current->id);
+      inbox_.Remove(current->sender, current->id);
+      link_.Ack(current->sender, current->id);
       current.reset();
       continue;
     }

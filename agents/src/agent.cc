@@ -18,6 +18,14 @@ Status KeyRefused() {
 
 using Clock = std::chrono::steady_clock;
 
+// A message's identity: ids are unique per sender only.
+std::string MessageKey(std::string_view sender, std::string_view id) {
+  std::string key(sender);
+  key.push_back('\0');
+  key.append(id);
+  return key;
+}
+
 std::string UniqueMonitorEndpoint() {
   static std::atomic<uint64_t> counter{0};
   return "inproc://liaison-agent-monitor-" + std::to_string(counter++);
@@ -145,16 +153,17 @@ void Agent::HandleBrokerMessage() {
   } else if (command == wire::kDeliver) {
     const wire::Envelope* envelope = wire::VerifyEnvelope(bytes);
     if (!envelope || !envelope->id()) return;
-    std::string key = (envelope->from() ? envelope->from()->str() : std::string()) + '\0' +
-                      envelope->id()->str();
+    const std::string_view from = envelope->from() ? envelope->from()->string_view() : "";
+    std::string key = MessageKey(from, envelope->id()->string_view());
     if (seen_.count(key)) {
       // The application acked it already; the broker missed that ack.
-      (void)Ack(envelope->id()->string_view());
+      (void)Ack(from, envelope->id()->string_view());
       return;
     }
     // Handed out (or waiting to be) but not acked yet: the application will
-    // ack the copy it has; acking this one could lose the message.
-    if (!in_progress_.emplace(envelope->id()->str(), key).second) return;
+    // ack the copy it has; acking this one could lose the message. Another
+    // sender's message with the same id is another message.
+    if (!in_progress_.insert(std::move(key)).second) return;
     inbox_.emplace_back(std::move(bytes), envelope);
   } else if (command == wire::kNotice) {
     if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
@@ -298,21 +307,38 @@ std::optional<ReceiptBuffer> Agent::TakeNotice() {
   return notice;
 }
 
-Status Agent::Ack(std::string_view message_id) {
+Status Agent::Ack(std::string_view sender, std::string_view message_id) {
   // From now on a redelivery of this message is acked again, not returned.
-  if (auto it = in_progress_.find(std::string(message_id)); it != in_progress_.end()) {
+  if (auto it = in_progress_.find(MessageKey(sender, message_id)); it != in_progress_.end()) {
     constexpr size_t kRemembered = 100000;
-    seen_.insert(it->second);
-    seen_order_.push_back(std::move(it->second));
-    in_progress_.erase(it);
+    seen_.insert(*it);
+    seen_order_.push_back(std::move(in_progress_.extract(it).value()));
     if (seen_order_.size() > kRemembered) {
       seen_.erase(seen_order_.front());
       seen_order_.pop_front();
     }
   }
   flatbuffers::FlatBufferBuilder fbb(64);
-  fbb.Finish(wire::CreateAck(fbb, fbb.CreateString(message_id)));
+  const auto id = fbb.CreateString(message_id);
+  const auto from = sender.empty() ? flatbuffers::Offset<flatbuffers::String>() : fbb.CreateString(sender);
+  fbb.Finish(wire::CreateAck(fbb, id, from));
   return SendFrames(wire::kAck, {fbb.GetBufferPointer(), fbb.GetSize()});
+}
+
+Status Agent::Ack(std::string_view message_id) {
+  std::string sender;
+  int found = 0;
+  for (const std::string& key : in_progress_) {
+    const auto nul = key.find('\0');
+    if (std::string_view(key).substr(nul + 1) != message_id) continue;
+    sender = key.substr(0, nul);
+    ++found;
+  }
+  if (found > 1) {
+    return Status::InvalidArgument("messages of " + std::to_string(found) +
+                                   " senders with this id are unacked; ack with Ack(sender, id)");
+  }
+  return Ack(sender, message_id);
 }
 
 Status Agent::Run(const Handler& handler, const std::atomic<bool>& stop) {
@@ -322,7 +348,8 @@ Status Agent::Run(const Handler& handler, const std::atomic<bool>& stop) {
     if (!message->has_value()) continue;
     const EnvelopeBuffer& envelope = **message;
     if (handler(envelope).ok() && envelope->id()) {
-      LIAISON_RETURN_IF_ERROR(Ack(envelope->id()->string_view()));
+      LIAISON_RETURN_IF_ERROR(
+          Ack(envelope->from() ? envelope->from()->string_view() : "", envelope->id()->string_view()));
     }
   }
   return Status::Ok();

@@ -156,7 +156,7 @@ JSON
 ip netns exec lsn-b "$BIN/liaison" send --config "$WORK/b/agent.yaml" --to exit-mombasa "$WORK/b/answer.json" >/dev/null
 inbox="$(curl_a 'https://127.0.0.1:8443/v1/inbox?wait=10')"
 echo "$inbox" | head -c 300; echo
-id="$(python3 -c 'import json,sys; m=json.loads(sys.argv[1])["messages"]; print(m[0]["id"] if m else "")' "$inbox")"
+id="$(python3 -c 'import json,sys; m=json.loads(sys.argv[1])["messages"]; print(m[0]["from"] + "/" + m[0]["id"] if m else "")' "$inbox")"
 [ -n "$id" ] || { echo "FAIL: A's inbox is empty"; exit 1; }
 curl_a -X POST "https://127.0.0.1:8443/v1/inbox/$id/ack"; echo
 

@@ -8,6 +8,7 @@
 #include "broker_link.h"
 #include "gateway_config.h"
 #include "gateway_store.h"
+#include "request.h"
 #include "liaison/keys.h"
 #include "testing/fixtures.h"
 
@@ -146,13 +147,14 @@ TEST(GatewayStoreTest, AnUnwritablePathIsAClearError) {
 
 TEST(InboxTest, LeasesOldestFirstAndHandsOutAgainAfterTheLease) {
   Inbox inbox;
-  inbox.Add("z-first", Bytes("1"));
-  inbox.Add("a-second", Bytes("2"));
-  inbox.Add("z-first", Bytes("dup"));  // a redelivery of a held message
+  inbox.Add("s", "z-first", Bytes("1"));
+  inbox.Add("s", "a-second", Bytes("2"));
+  inbox.Add("s", "z-first", Bytes("dup"));  // a redelivery of a held message
   EXPECT_EQ(inbox.size(), 2u);
   auto one = inbox.Lease(1, 200ms);
   ASSERT_EQ(one.size(), 1u);
   EXPECT_EQ(one[0].id, "z-first");  // arrival order, not id order
+  EXPECT_EQ(one[0].sender, "s");
   EXPECT_EQ(one[0].envelope, Bytes("1"));
   auto rest = inbox.Lease(10, 200ms);
   ASSERT_EQ(rest.size(), 1u);
@@ -160,9 +162,52 @@ TEST(InboxTest, LeasesOldestFirstAndHandsOutAgainAfterTheLease) {
   EXPECT_TRUE(inbox.Lease(10, 200ms).empty());
   std::this_thread::sleep_for(250ms);
   EXPECT_EQ(inbox.Lease(10, 200ms).size(), 2u);
-  EXPECT_TRUE(inbox.Remove("z-first"));
-  EXPECT_FALSE(inbox.Remove("z-first"));
+  EXPECT_TRUE(inbox.Remove("s", "z-first"));
+  EXPECT_FALSE(inbox.Remove("s", "z-first"));
   EXPECT_EQ(inbox.size(), 1u);
+}
+
+// Ids are unique per sender only: two senders' messages with one id are two
+// messages, and naming the id alone cannot pick one of them.
+TEST(InboxTest, TwoSendersSameIdAreTwoMessages) {
+  Inbox inbox;
+  inbox.Add("exit-a", "same", Bytes("from a"));
+  inbox.Add("exit-b", "same", Bytes("from b"));
+  inbox.Add("exit-c", "only", Bytes("from c"));
+  EXPECT_EQ(inbox.size(), 3u);
+  EXPECT_EQ(inbox.Get("exit-b", "same"), Bytes("from b"));
+  EXPECT_FALSE(inbox.Get("exit-c", "same").has_value());
+  std::string sender;
+  EXPECT_EQ(inbox.RemoveById("same", &sender), Inbox::Removed::kAmbiguous);
+  EXPECT_EQ(inbox.size(), 3u);
+  EXPECT_EQ(inbox.RemoveById("only", &sender), Inbox::Removed::kRemoved);
+  EXPECT_EQ(sender, "exit-c");
+  EXPECT_EQ(inbox.RemoveById("only", &sender), Inbox::Removed::kNotHeld);
+  EXPECT_TRUE(inbox.Remove("exit-a", "same"));
+  EXPECT_EQ(inbox.RemoveById("same", &sender), Inbox::Removed::kRemoved);  // now unambiguous
+  EXPECT_EQ(sender, "exit-b");
+  EXPECT_EQ(inbox.size(), 0u);
+}
+
+TEST(RouteTest, InboxPathsNameSenderAndId) {
+  Route r = Classify("/v1/inbox/exit-a/m%2F1/ack");
+  EXPECT_EQ(r.kind, Route::Kind::kAck);
+  EXPECT_EQ(r.sender, "exit-a");
+  EXPECT_EQ(r.id, "m/1");
+  EXPECT_TRUE(r.id_ok);
+  r = Classify("/v1/inbox/exit-a/m1");
+  EXPECT_EQ(r.kind, Route::Kind::kInboxMessage);
+  EXPECT_EQ(r.sender, "exit-a");
+  EXPECT_EQ(r.id, "m1");
+  r = Classify("/v1/inbox/m1/ack");  // the older form: the id alone
+  EXPECT_EQ(r.kind, Route::Kind::kAck);
+  EXPECT_EQ(r.sender, "");
+  EXPECT_EQ(r.id, "m1");
+  EXPECT_TRUE(r.id_ok);
+  EXPECT_EQ(Classify("/v1/inbox/a/b/c").kind, Route::Kind::kNotFound);
+  EXPECT_EQ(Classify("/v1/inbox/m1").kind, Route::Kind::kNotFound);
+  EXPECT_FALSE(Classify("/v1/inbox//m1/ack").id_ok);
+  EXPECT_FALSE(Classify("/v1/inbox/a%2/m1").id_ok);
 }
 
 }  // namespace

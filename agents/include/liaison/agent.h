@@ -101,8 +101,16 @@ class Agent {
   // acked is dropped: the application sees each message once.
   StatusOr<std::optional<EnvelopeBuffer>> Receive(std::chrono::milliseconds timeout);
 
-  // Tells the broker the application has the message. Until it is acked,
-  // the broker redelivers it (after a timeout, or when the agent reconnects).
+  // Tells the broker the application has the message from `sender`
+  // (Envelope.from) with `message_id`: ids are unique per sender only, so a
+  // message's identity is the pair. Until it is acked, the broker redelivers
+  // it (after a timeout, or when the agent reconnects).
+  Status Ack(std::string_view sender, std::string_view message_id);
+  // Acks by id alone, for callers that do not track senders: the message
+  // received with this id. InvalidArgument if messages of several senders
+  // with this id are unacked (use the two-argument form); with none, an ACK
+  // without sender goes out, which the broker honours only where the id is
+  // unambiguous among this agency's messages in flight.
   Status Ack(std::string_view message_id);
 
   // Updates about messages this agency sent: a Receipt per recipient that
@@ -148,8 +156,8 @@ class Agent {
   // "sender\0id" of messages the application acked, oldest first.
   std::unordered_set<std::string> seen_;
   std::deque<std::string> seen_order_;
-  // id -> "sender\0id" of messages received but not yet acked.
-  std::unordered_map<std::string, std::string> in_progress_;
+  // "sender\0id" of messages received but not yet acked.
+  std::unordered_set<std::string> in_progress_;
   std::unordered_map<std::string, ReceiptBuffer> receipts_;  // by message id ("" = unreadable)
   std::deque<std::string> receipt_order_;  // ids in receipts_, oldest first, for TakeReceipt
 };

@@ -595,16 +595,8 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
   stats_.acks++;
   const std::string id = ack->message_id()->str();
   // Only a message that was delivered to this agency can be acked by it.
-  std::vector<int64_t> seqs;
-  auto& flow = outflows_[agency.id];
-  for (auto it = flow.inflight.begin(); it != flow.inflight.end();) {
-    if (it->second.first == id) {
-      seqs.push_back(it->first);
-      it = flow.inflight.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  const std::vector<int64_t> seqs = TakeAcked(agency.id, outflows_[agency.id],
+                                              ack->sender() ? ack->sender()->string_view() : "", id);
   if (seqs.empty()) return;
   touched_.insert(agency.id);  // room in the window: send more
   if (Status st = EnsureTransaction(); !st.ok()) {
@@ -649,6 +641,29 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
     entry.policy_version = set->version();
     ledger_->Add(entry);
   }
+}
+
+std::vector<int64_t> Reactor::TakeAcked(const std::string& agency, Outflow& flow,
+                                        std::string_view sender, std::string_view id) {
+  std::vector<int64_t> seqs;
+  std::set<std::string_view> senders;
+  for (const auto& [seq, message] : flow.inflight) {
+    if (message.message_id != id || (!sender.empty() && message.sender != sender)) continue;
+    seqs.push_back(seq);
+    senders.insert(message.sender);
+  }
+  if (sender.empty()) {
+    id_only_ackers_.insert(agency);
+    if (senders.size() > 1) {
+      // Two senders' messages share the id: acking either could lose the
+      // other. Neither is acked; both are redelivered (one at a time now).
+      spdlog::warn("event=ack_ambiguous agency={} senders={} action=ignored_redeliver", agency,
+                   senders.size());
+      return {};
+    }
+  }
+  for (int64_t seq : seqs) flow.inflight.erase(seq);
+  return seqs;
 }
 
 void Reactor::FinishBatch() {
@@ -737,10 +752,16 @@ void Reactor::Pump(const std::string& recipient) {
     }
     if (pending->empty()) return;
     const int64_t now = NowMs();
+    const bool one_per_id = id_only_ackers_.count(recipient) > 0;
     for (const store::QueuedMessage& m : *pending) {
+      if (one_per_id && std::any_of(flow.inflight.begin(), flow.inflight.end(), [&](const auto& entry) {
+            return entry.second.message_id == m.message_id;
+          })) {
+        return;  // in order, after the ack of the other sender's message of this id
+      }
       switch (SendTo(*receiver, wire::kDeliver, m.envelope.data(), m.envelope.size())) {
         case SendResult::kSent:
-          flow.inflight[m.seq] = {m.message_id, now};
+          flow.inflight[m.seq] = {m.sender, m.message_id, now};
           flow.cursor = m.seq;
           stats_.deliveries++;
           break;
@@ -810,9 +831,9 @@ void Reactor::OnTimer() {
         stats_.expired++;
         --queue_depth_[e.recipient];
         auto& flow = outflows_[e.recipient];
-        for (auto it = flow.inflight.begin(); it != flow.inflight.end();) {
-          it = it->second.first == e.message_id ? flow.inflight.erase(it) : std::next(it);
-        }
+        std::erase_if(flow.inflight, [&](const auto& entry) {
+          return entry.second.message_id == e.message_id && entry.second.sender == e.sender;
+        });
         auto notice = BuildReceipt(e.message_id, wire::Code::ok, "", e.sender,
                                    {{e.recipient, wire::Code::expired, "not-delivered-in-time"}},
                                    set->version());
@@ -840,7 +861,7 @@ void Reactor::OnTimer() {
   // Unacked deliveries past the timeout go out again, in order.
   for (auto& [recipient, flow] : outflows_) {
     if (!flow.inflight.empty() &&
-        now - flow.inflight.begin()->second.second > static_cast<int64_t>(config_.store.redelivery_timeout_ms)) {
+        now - flow.inflight.begin()->second.sent_ms > static_cast<int64_t>(config_.store.redelivery_timeout_ms)) {
       stats_.redeliveries += flow.inflight.size();
       spdlog::info("event=redelivery recipient={} messages={}", recipient, flow.inflight.size());
       flow = Outflow{};

@@ -150,17 +150,33 @@ class Reactor {
   std::unordered_map<std::string, std::vector<Receiver>> receivers_;  // by agency id
   std::unordered_map<int, std::string> agency_by_fd_;                 // for disconnect logs
 
+  // A delivery that awaits its ack. A message's identity is (sender, id):
+  // ids are unique per sender only.
+  struct InFlight {
+    std::string sender;
+    std::string message_id;
+    int64_t sent_ms = 0;
+  };
   // Delivery state of one recipient: what has gone out and awaits an ack.
   struct Outflow {
-    int64_t cursor = 0;                                            // highest seq sent
-    std::map<int64_t, std::pair<std::string, int64_t>> inflight;  // seq -> (id, sent ms)
+    int64_t cursor = 0;                    // highest seq sent
+    std::map<int64_t, InFlight> inflight;  // by seq
   };
+  // Removes from `flow` and returns the seqs an ACK of `agency` names: by
+  // (sender, id); an ACK without sender (an older agent) by id alone, and
+  // only if the id is unambiguous in flight, else nothing.
+  std::vector<int64_t> TakeAcked(const std::string& agency, Outflow& flow, std::string_view sender,
+                                 std::string_view id);
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<audit::Ledger> ledger_;
   Metrics* metrics_;  // not owned; outlives the reactor
   std::chrono::steady_clock::time_point last_checkpoint_ = std::chrono::steady_clock::now();
   std::unordered_map<std::string, int64_t> queue_depth_;  // queued messages per recipient
   std::unordered_map<std::string, Outflow> outflows_;
+  // Receivers whose agent acks by id alone: they get at most one message of
+  // an id in flight at a time, so that their ACKs stay unambiguous (kept
+  // until restart: it only delays the rare second message of an id).
+  std::set<std::string> id_only_ackers_;
   // The batch being built: replies to send once it is committed.
   struct Reply {
     std::string routing_id;
