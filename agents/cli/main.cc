@@ -396,6 +396,9 @@ int main(int argc, char** argv) {
   explain->add_option("--to", to_agency, "receiving agency id")->required();
   explain->add_option("--pseudonym-key", explain_pseudonym_key,
                       "the broker's pseudonym key file, for real pseudonyms");
+  bool explain_json = false;
+  explain->add_flag("--json", explain_json,
+                    "print the explanation as JSON (schemas/explain.fbs), the recipient's copy included");
   explain->add_option("file", message, "the message as JSON")->required();
   auto* test = policy->add_subcommand("test", "run the test cases in DIR/tests/*.yaml");
   test->add_option("dir", policy_dir, "policies directory")->required();
@@ -407,7 +410,8 @@ int main(int argc, char** argv) {
   if (query->parsed()) return liaison::cli::AuditQueryCommand(query_options);
   if (check->parsed()) return liaison::cli::PolicyCheck(policy_dir);
   if (explain->parsed()) {
-    return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, explain_pseudonym_key);
+    return liaison::cli::PolicyExplain(policy_dir, from, to_agency, message, explain_pseudonym_key,
+                                       explain_json);
   }
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
   if (keygen->parsed()) {

@@ -1,5 +1,7 @@
 #include "policy_commands.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -20,6 +22,10 @@ constexpr std::string_view kStandInSecret = "liaison policy tools: not the broke
 
 StatusOr<std::shared_ptr<const PolicySet>> Load(const std::string& dir, std::string_view secret,
                                                 bool print_warnings) {
+  // explain and test run the broker's admission, which logs its events
+  // (event=denied, event=break_glass): a simulation is not one, and the
+  // output is the explanation alone.
+  spdlog::set_level(spdlog::level::off);
   std::vector<std::string> warnings;
   auto set = PolicySet::Load(dir, secret, &warnings);
   if (print_warnings) {
@@ -47,7 +53,8 @@ int PolicyCheck(const std::string& dir) {
 }
 
 int PolicyExplain(const std::string& dir, const std::string& from, const std::string& to,
-                  const std::string& message_file, const std::string& pseudonym_key_file) {
+                  const std::string& message_file, const std::string& pseudonym_key_file,
+                  bool json) {
   std::string secret(kStandInSecret);
   if (!pseudonym_key_file.empty()) {
     auto key = LoadPseudonymKeyFile(pseudonym_key_file);
@@ -81,21 +88,31 @@ int PolicyExplain(const std::string& dir, const std::string& from, const std::st
     std::cerr << binary.status().message() << "\n";
     return 2;
   }
-  const wire::Envelope* envelope = wire::VerifyEnvelope(*binary);
-  auto e = policy::Explain(**set, *sender, *recipient, *envelope);
+  auto e = policy::Explain(**set, *sender, *recipient, *binary);
   if (!e.ok()) {
     std::cerr << e.status().message() << "\n";
     return 2;
   }
-  std::cout << policy::FormatExplanation(*e, *envelope);
-  if (e->decision.allowed()) {
-    auto json = codec.ToJson(e->received, /*pretty=*/true);
+  const bool broker_key = !pseudonym_key_file.empty();
+  if (json) {
+    const auto buffer = policy::BuildExplanation(*e, (*set)->version(), broker_key);
+    auto out = wire::JsonCodec(wire::JsonCodec::Root::kPolicyExplanation)
+                   .ToJson({buffer.data(), buffer.size()}, /*pretty=*/true);
+    if (!out.ok()) {
+      std::cerr << out.status().message() << "\n";
+      return 2;
+    }
+    std::cout << *out << "\n";
+    return 0;
+  }
+  std::cout << policy::FormatExplanation(*e, *wire::VerifyEnvelope(*binary));
+  if (e->released()) {
+    auto received = codec.ToJson(e->received, /*pretty=*/true);
     std::cout << "what " << to << " receives"
-              << (pseudonym_key_file.empty() ? " (pseudonyms under a stand-in key; pass "
-                                               "--pseudonym-key for the broker's)"
-                                          : "")
+              << (broker_key ? "" : " (pseudonyms under a stand-in key; pass --pseudonym-key for "
+                                    "the broker's)")
               << ":\n"
-              << (json.ok() ? *json : json.status().message()) << "\n";
+              << (received.ok() ? *received : received.status().message()) << "\n";
   }
   return 0;
 }

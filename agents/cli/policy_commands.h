@@ -9,8 +9,10 @@ namespace liaison::cli {
 // Each returns the process exit code: 0 success, 1 the policies (or tests)
 // fail, 2 bad arguments or unreadable input.
 int PolicyCheck(const std::string& dir);
+// `json`: one explain::Explanation (schemas/explain.fbs) as JSON instead of text.
 int PolicyExplain(const std::string& dir, const std::string& from, const std::string& to,
-                  const std::string& message_file, const std::string& pseudonym_key_file);
+                  const std::string& message_file, const std::string& pseudonym_key_file,
+                  bool json);
 int PolicyTest(const std::string& dir);
 
 }  // namespace liaison::cli

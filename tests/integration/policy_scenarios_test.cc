@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "audit/ledger.h"
 #include "integration/broker_process.h"
 #include "liaison/agent.h"
 
@@ -150,6 +151,73 @@ TEST_F(PolicyScenarioTest, SecurityAgencyOnlyWithBreakGlass) {
   EXPECT_EQ(nullptr, referral->counselling_notes());
   EXPECT_EQ(nullptr, referral->subject()->guardian());
   EXPECT_TRUE(broker_->WaitForLog("event=break_glass agency=exit-mombasa recipient=security-coast id=s3"));
+}
+
+// Header free text can name people: it reaches a recipient only where both
+// rules let it through, and receipts and the ledger name it like a field.
+TEST_F(PolicyScenarioTest, HeaderFreeTextReachesOnlyWhomBothRulesAllow) {
+  auto youth = Connect("youth-welfare-mombasa", wire::Role::receiver);
+  auto security = Connect("security-coast", wire::Role::receiver);
+  auto exit = Connect("exit-mombasa", wire::Role::sender);
+  // Youth welfare gets the consent's scope, not a justification.
+  std::vector<uint8_t> referral =
+      Scenario("01-exit-to-youth-welfare.json", "h1", {"youth-welfare-mombasa"});
+  {
+    std::unique_ptr<wire::EnvelopeT> e(wire::GetEnvelope(referral.data())->UnPack());
+    e->break_glass = "Told by Amani's teacher";
+    e->handling = wire::Handling::H3;
+    e->handling_restrictions = "Do not contact Amani's school";
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, e.get()));
+    referral.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  }
+  ReceiptBuffer youth_receipt = Send(*exit, referral);
+  const auto* to_youth = youth_receipt->recipients()->Get(0);
+  EXPECT_EQ(Code::stored, to_youth->code());
+  EXPECT_TRUE(Has(to_youth->released(), "header.consent.scope"));
+  EXPECT_TRUE(Has(to_youth->dropped(), "header.break_glass"));
+  EXPECT_TRUE(Has(to_youth->dropped(), "header.handling_restrictions"));
+  auto m = youth->Receive(3000ms);
+  ASSERT_TRUE(m.ok() && m->has_value());
+  EXPECT_NE(nullptr, (**m)->consent()->scope());
+  EXPECT_EQ(nullptr, (**m)->break_glass());
+  EXPECT_EQ(nullptr, (**m)->handling_restrictions());
+  EXPECT_EQ(wire::Handling::H3, (**m)->handling());  // the code itself passes
+
+  // The security agency gets the justification, not the consent's scope.
+  ReceiptBuffer security_receipt =
+      Send(*exit, Scenario("02-exit-to-security-break-glass.json", "h2", {"security-coast"}));
+  const auto* to_security = security_receipt->recipients()->Get(0);
+  EXPECT_EQ(Code::stored, to_security->code());
+  EXPECT_TRUE(Has(to_security->released(), "header.break_glass"));
+  EXPECT_TRUE(Has(to_security->dropped(), "header.consent.scope"));
+  m = security->Receive(3000ms);
+  ASSERT_TRUE(m.ok() && m->has_value());
+  ASSERT_NE(nullptr, (**m)->break_glass());
+  EXPECT_NE(std::string::npos, (**m)->break_glass()->str().find("planned attack"));
+  ASSERT_NE(nullptr, (**m)->consent());
+  EXPECT_EQ(nullptr, (**m)->consent()->scope());
+  EXPECT_EQ(wire::ConsentStatus::not_required, (**m)->consent()->status());
+
+  // The ledger names the header fields like payload fields.
+  ASSERT_EQ(0, broker_->Stop());
+  auto records = audit::ReadLedger(broker_->ledger_path());
+  ASSERT_TRUE(records.ok()) << records.status().ToString();
+  size_t checked = 0;
+  for (const auto& bytes : *records) {
+    const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
+    if (!r->message_id() || r->decision() != ledger::Decision::released) continue;
+    if (r->message_id()->str() == "h1") {
+      EXPECT_TRUE(Has(r->released(), "header.consent.scope"));
+      EXPECT_TRUE(Has(r->dropped(), "header.break_glass"));
+      ++checked;
+    } else if (r->message_id()->str() == "h2") {
+      EXPECT_TRUE(Has(r->released(), "header.break_glass"));
+      EXPECT_TRUE(Has(r->dropped(), "header.consent.scope"));
+      ++checked;
+    }
+  }
+  EXPECT_EQ(2u, checked);
 }
 
 TEST_F(PolicyScenarioTest, HealthAnswersWithFitnessOnly) {

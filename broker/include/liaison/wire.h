@@ -18,6 +18,7 @@
 #include "liaison/wire/bench_generated.h"
 #include "liaison/wire/control_generated.h"
 #include "liaison/wire/envelope_generated.h"
+#include "liaison/wire/explain_generated.h"
 #include "liaison/wire/gateway_generated.h"
 #include "liaison/wire/ledger_generated.h"
 
@@ -107,6 +108,8 @@ class JsonCodec {
     kGatewayHealth,
     // `make bench`'s results (schemas/bench.fbs).
     kBenchReport,
+    // `liaison policy explain --json` (schemas/explain.fbs).
+    kPolicyExplanation,
   };
   explicit JsonCodec(Root root);
   ~JsonCodec();

@@ -22,6 +22,8 @@ extern const uint8_t kgatewayBfbs[];
 extern const size_t kgatewayBfbsSize;
 extern const uint8_t kbenchBfbs[];
 extern const size_t kbenchBfbsSize;
+extern const uint8_t kexplainBfbs[];
+extern const size_t kexplainBfbsSize;
 
 namespace {
 
@@ -89,6 +91,9 @@ void JsonCodec::Init() const {
     case Root::kGatewayProblem: root_type = "liaison.gateway.Problem"; break;
     case Root::kGatewayHealth: root_type = "liaison.gateway.Health"; break;
     case Root::kBenchReport: loaded = parser_->Deserialize(kbenchBfbs, kbenchBfbsSize); break;
+    case Root::kPolicyExplanation:
+      loaded = parser_->Deserialize(kexplainBfbs, kexplainBfbsSize);
+      break;
   }
   if (root_type != nullptr && root != Root::kAck) {
     loaded = parser_->Deserialize(kgatewayBfbs, kgatewayBfbsSize);
@@ -135,6 +140,7 @@ StatusOr<std::string> JsonCodec::ToJson(std::span<const uint8_t> bytes, bool pre
     case Root::kGatewayProblem: valid = VerifyAs<gateway::Problem>(bytes, nullptr); break;
     case Root::kGatewayHealth: valid = VerifyAs<gateway::Health>(bytes, nullptr); break;
     case Root::kBenchReport: valid = VerifyAs<bench::Report>(bytes, nullptr); break;
+    case Root::kPolicyExplanation: valid = VerifyAs<explain::Explanation>(bytes, nullptr); break;
     case Root::kLedgerRecord: {
       flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxDepth, kMaxTables);
       valid = verifier.VerifyBuffer<liaison::ledger::LedgerRecord>(nullptr);

@@ -114,6 +114,19 @@ class Rewriter {
     return fbb_.EndTable(start);
   }
 
+  // A header text leaf (HeaderText) of `src`, the envelope or its consent,
+  // under its action like a payload text; 0 if absent or dropped.
+  uoffset_t CopyHeaderText(HeaderText which, const flatbuffers::Table* src) {
+    const int index = layout_.HeaderLeaf(which);
+    const Leaf& leaf = layout_.leaves[index];
+    if (!src || !src->CheckField(leaf.field->offset())) return 0;
+    if (actions_[index].kind == ActionKind::kDrop) {
+      Report(index, report_ ? &report_->dropped : nullptr);
+      return 0;
+    }
+    return CopyLeaf(index, leaf, actions_[index], *src, leaf.field->offset());
+  }
+
  private:
   uoffset_t CopyTableVector(int child, const flatbuffers::Table& src, voffset_t slot) {
     const auto* vec = src.GetPointer<const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::Table>>*>(slot);
@@ -422,16 +435,23 @@ Status Rewrite(const wire::Envelope& in, const std::string& sender_id,
   auto from = fbb.CreateString(sender_id);
   auto purpose = fbb.CreateString(in.purpose());
   auto legal_basis = fbb.CreateString(in.legal_basis());
+  // Header free text may name people: it goes by the rules like the payload
+  // (docs/policies.md section 6); the structured fields pass unchanged.
+  const auto* envelope_table = reinterpret_cast<const flatbuffers::Table*>(&in);
   flatbuffers::Offset<wire::Consent> consent;
   if (in.consent()) {
-    consent = wire::CreateConsent(fbb, in.consent()->status(),
-                                  fbb.CreateString(in.consent()->recorded_at()),
-                                  fbb.CreateString(in.consent()->scope()));
+    const auto* consent_table = reinterpret_cast<const flatbuffers::Table*>(in.consent());
+    consent = wire::CreateConsent(
+        fbb, in.consent()->status(), fbb.CreateString(in.consent()->recorded_at()),
+        flatbuffers::Offset<flatbuffers::String>(
+            rewriter.CopyHeaderText(HeaderText::kConsentScope, consent_table)));
   }
-  auto restrictions = fbb.CreateString(in.handling_restrictions());
+  flatbuffers::Offset<flatbuffers::String> restrictions(
+      rewriter.CopyHeaderText(HeaderText::kHandlingRestrictions, envelope_table));
   auto created_at = fbb.CreateString(in.created_at());
   auto expires_at = fbb.CreateString(in.expires_at());
-  auto break_glass = fbb.CreateString(in.break_glass());
+  flatbuffers::Offset<flatbuffers::String> break_glass(
+      rewriter.CopyHeaderText(HeaderText::kBreakGlass, envelope_table));
   auto envelope = wire::CreateEnvelope(
       fbb, id, case_ref, to, from, purpose, legal_basis, consent, in.handling(), restrictions,
       in.urgency(), in.source_reliability(), in.information_accuracy(), created_at, expires_at,

@@ -156,7 +156,7 @@ std::vector<LeafDecision> CompilePlan(const Rule& rule, const PayloadLayout& lay
       d.action = a;
     } else {
       d.action = Action{};  // fail closed: a transformation that cannot apply drops
-      d.entry = LeafDecision::kInapplicable;
+      d.inapplicable = true;
     }
   }
   return plan;
@@ -250,6 +250,7 @@ void ReadFields(YamlReader& r, const YAML::Node& rule_node, const std::string& p
         continue;
       }
       rule.others = action;
+      rule.others_line = entry.first.Mark().line + 1;
       continue;
     }
     const bool wildcard = key == "*";
@@ -258,8 +259,14 @@ void ReadFields(YamlReader& r, const YAML::Node& rule_node, const std::string& p
     PathTarget target = wildcard ? PathTarget{} : FindPath(target_path, rule.messages);
     if (!wildcard && !target.leaf && !target.node) {
       r.Error(entry.first, where,
-              "no field '" + target_path + "' in " + TypeList(rule.messages) +
-                  Hint(target_path, known));
+              target_path.rfind("header", 0) == 0
+                  ? "no header field '" + target_path + "' that rules name" +
+                        Hint(target_path, known) +
+                        " (rules name only the header's free text: header.consent.scope, "
+                        "header.handling_restrictions, header.break_glass; the other header "
+                        "fields pass unchanged)"
+                  : "no field '" + target_path + "' in " + TypeList(rule.messages) +
+                        Hint(target_path, known));
       continue;
     }
     if (prefix && !target.node) {
@@ -305,6 +312,7 @@ Rule ReadRule(YamlReader& r, const YAML::Node& node, const std::string& path, bo
   Rule rule;
   rule.release = release;
   rule.source = YamlWhere(r.file(), node);
+  rule.file = r.file();
   if (!r.ExpectMap(node, path, kRuleKeys)) return rule;
   r.ReadString(node, path, "id", &rule.id, true);
   r.ReadString(node, path, "description", &rule.description);

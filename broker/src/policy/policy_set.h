@@ -60,15 +60,16 @@ struct FieldEntry {
 struct LeafDecision {
   static constexpr int16_t kOthers = -1;     // the rule's `others:` default
   static constexpr int16_t kUnnamed = -2;    // not named: dropped (data minimisation)
-  static constexpr int16_t kInapplicable = -3;  // named by a pattern whose action cannot apply
   Action action;
-  int16_t entry = kUnnamed;
+  int16_t entry = kUnnamed;   // the entry that names the leaf, or kOthers / kUnnamed
+  bool inapplicable = false;  // that entry's action cannot apply to the leaf: dropped
 };
 
 struct Rule {
   std::string id;
   std::string description;
-  std::string source;   // file:line, for explanations
+  std::string source;   // file:line:column of the rule, for explanations
+  std::string file;     // the agency file, for the lines of entries
   bool release = true;  // release rule (counterpart = recipient) or accept rule (= sender)
 
   // Conditions; an empty list or a full mask means "any".
@@ -81,6 +82,7 @@ struct Rule {
 
   std::vector<FieldEntry> entries;
   std::optional<Action> others;
+  int others_line = 0;
   // Per payload type, one decision per leaf of its layout (empty if the rule
   // does not cover that type).
   std::array<std::vector<LeafDecision>, kPayloadTypes> plans;

@@ -47,24 +47,27 @@ std::string Check(const PolicySet& policies, const YAML::Node& c, const fs::path
   wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
   auto binary = codec.ToBinary(message_json, source);
   if (!binary.ok()) return "the message is not valid: " + binary.status().message();
-  const wire::Envelope* envelope = wire::VerifyEnvelope(*binary);
-  auto e = Explain(policies, *from, *to, *envelope);
+  // The broker's own admission decides, as for `liaison policy explain`.
+  auto e = Explain(policies, *from, *to, *binary);
   if (!e.ok()) return e.status().message();
 
   const YAML::Node expect = c["expect"];
   if (!expect || !r.ExpectMap(expect, "expect", kExpectKeys)) return "missing or malformed 'expect'";
   std::string decision;
-  r.ReadChoice(expect, "expect", "decision", {"released", "denied"}, &decision);
-  const std::string actual = e->decision.allowed() ? "released" : "denied";
+  r.ReadChoice(expect, "expect", "decision", {"released", "denied", "rejected"}, &decision);
+  const std::string actual = e->released() ? "released" : e->rejected() ? "rejected" : "denied";
+  // A rejection's reason is the broker's code (invalid_field, ...); its
+  // detail names the field.
+  const std::string actual_reason =
+      e->released() ? "released" : e->rejected() ? wire::EnumNameCode(e->code) : e->reason;
   if (!decision.empty() && decision != actual) {
     return "decision: expected " + decision + ", got " + actual +
-           (e->decision.allowed() ? "" : std::string(" (") + e->decision.reason + ")");
+           (e->released() ? "" : " (" + actual_reason + (e->rejected() ? ": " + e->reason : "") + ")");
   }
   std::string reason;
   r.ReadString(expect, "expect", "reason", &reason);
-  if (!reason.empty() && (e->decision.allowed() || reason != e->decision.reason)) {
-    return "reason: expected " + reason + ", got " +
-           (e->decision.allowed() ? std::string("released") : std::string(e->decision.reason));
+  if (!reason.empty() && (e->released() || reason != actual_reason)) {
+    return "reason: expected " + reason + ", got " + actual_reason;
   }
   std::vector<std::string> rules, got_rules;
   r.ReadStringList(expect, "expect", "rules", &rules);
@@ -82,7 +85,7 @@ std::string Check(const PolicySet& policies, const YAML::Node& c, const fs::path
   }
   const YAML::Node fields = expect["fields"];
   if (fields) {
-    if (!e->decision.allowed()) return "fields: expected field actions, but the message is denied";
+    if (!e->released()) return "fields: expected field actions, but the message is " + actual;
     for (const auto& entry : fields) {
       const std::string path = entry.first.Scalar();
       const std::string want = entry.second.Scalar();
@@ -95,7 +98,8 @@ std::string Check(const PolicySet& policies, const YAML::Node& c, const fs::path
       if (it == e->fields.end()) return "field " + path + ": not in the message";
       if (ActionText(it->action) != want) {
         return "field " + path + ": expected " + want + ", got " + ActionText(it->action) + " (" +
-               it->decided_by + ")";
+               (it->note.empty() ? "" : it->note + "; ") + "release " + it->release.at + ": " +
+               it->release.entry + "; accept " + it->accept.at + ": " + it->accept.entry + ")";
       }
     }
   }

@@ -66,6 +66,34 @@ int AddNode(const reflection::Schema& schema, const reflection::Object& object,
   return index;
 }
 
+const reflection::Field& FieldOf(const reflection::Object& object, const char* name) {
+  const reflection::Field* field = object.fields()->LookupByKey(name);
+  if (!field) std::abort();  // the embedded schema lost a header field
+  return *field;
+}
+
+// Appends the header text leaves (kHeaderTextPaths) and the "header" and
+// "header.consent" nodes that group them.
+void AddHeaderText(const reflection::Schema& schema, PayloadLayout& layout) {
+  const reflection::Object& envelope = *schema.objects()->LookupByKey("liaison.wire.Envelope");
+  const reflection::Object& consent = *schema.objects()->LookupByKey("liaison.wire.Consent");
+  layout.first_header_leaf = static_cast<int>(layout.leaves.size());
+  const std::array<const reflection::Field*, 3> fields = {&FieldOf(consent, "scope"),
+                                                          &FieldOf(envelope, "handling_restrictions"),
+                                                          &FieldOf(envelope, "break_glass")};
+  for (size_t i = 0; i < fields.size(); ++i) {
+    layout.leaves.push_back({std::string(kHeaderTextPaths[i]), fields[i], LeafKind::kString});
+  }
+  const int first = layout.first_header_leaf;
+  const int scope = layout.HeaderLeaf(HeaderText::kConsentScope);
+  const int header = static_cast<int>(layout.nodes.size());
+  layout.nodes.push_back({"header", &envelope, {}, false, first, first + 3});
+  layout.nodes.push_back({"header.consent", &consent, {{fields[0], scope}}, false, scope, scope + 1});
+  layout.nodes[header].fields = {{&FieldOf(envelope, "consent"), -1, header + 1},
+                                 {fields[1], layout.HeaderLeaf(HeaderText::kHandlingRestrictions)},
+                                 {fields[2], layout.HeaderLeaf(HeaderText::kBreakGlass)}};
+}
+
 }  // namespace
 
 const SchemaLayout& SchemaLayout::Get() {
@@ -84,6 +112,7 @@ SchemaLayout::SchemaLayout() {
     layout.type = type;
     layout.name = name;
     AddNode(schema, *object, "", layout);
+    AddHeaderText(schema, layout);
     type_names_.push_back(name);
   }
 }

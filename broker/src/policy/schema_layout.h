@@ -1,8 +1,10 @@
-// The payload schemas as policies see them: for every payload type, the
-// tree of its tables and the flat list of its leaf fields ("subject.
-// date_of_birth", "attachments.sha256"), built once from the binary schema
-// (FlatBuffers reflection). Policy paths are checked against it at load time;
-// compiled rules and the rewriter address leaves by index, never by string.
+// The messages as policies see them: for every payload type, the tree of its
+// tables and the flat list of its leaf fields ("subject.date_of_birth",
+// "attachments.sha256"), followed by the free-text header fields that rules
+// govern like payload fields ("header.break_glass"), built once from the
+// binary schema (FlatBuffers reflection). Policy paths are checked against it
+// at load time; compiled rules and the rewriter address leaves by index,
+// never by string.
 #ifndef LIAISON_BROKER_POLICY_SCHEMA_LAYOUT_H_
 #define LIAISON_BROKER_POLICY_SCHEMA_LAYOUT_H_
 
@@ -49,11 +51,24 @@ struct Node {
   int end_leaf = 0;
 };
 
+// Header fields that can hold personal data (free text), and so go by the
+// rules like payload fields; the structured header fields (purpose, legal
+// basis, handling code, urgency, grading, dates, ids) pass unchanged.
+enum class HeaderText : uint8_t { kConsentScope, kHandlingRestrictions, kBreakGlass };
+inline constexpr std::array<std::string_view, 3> kHeaderTextPaths = {
+    "header.consent.scope", "header.handling_restrictions", "header.break_glass"};
+
 struct PayloadLayout {
   wire::Payload type = wire::Payload::NONE;
   std::string name;              // "CaseReferral"
-  std::vector<Node> nodes;       // nodes[0] is the root
+  // nodes[0] is the payload root; the payload's nodes, then "header" and
+  // "header.consent" (for group patterns; the rewriter walks only the payload).
+  std::vector<Node> nodes;
+  // The payload's leaves, then from first_header_leaf the header text leaves
+  // in HeaderText order (their `field` is Envelope's or Consent's).
   std::vector<Leaf> leaves;
+  int first_header_leaf = 0;
+  int HeaderLeaf(HeaderText t) const { return first_header_leaf + static_cast<int>(t); }
 };
 
 // PostalAddress fields, from the most precise to the least.
