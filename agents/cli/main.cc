@@ -264,7 +264,9 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
       std::cout << *text << std::endl;
     } else {
       const auto path = std::filesystem::path(out_dir) / MessageFileName(*message.get());
-      std::ofstream file(path);
+      // A message is case data: owner-only, whatever the umask.
+      if (auto st = liaison::MakeOwnerOnlyFile(path.string()); !st.ok()) return st;
+      std::ofstream file(path, std::ios::trunc);
       file << *text << "\n";
       if (!file) return Status::IoError("cannot write " + path.string());
     }

@@ -80,13 +80,14 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
   if (const YAML::Node hook = root["webhook"]) {
     WebhookOptions w;
     if (r.ExpectMap(hook, "webhook", {"url", "ca_file", "token_file", "timeout_ms",
-                                      "retry_initial_ms", "retry_max_ms"})) {
+                                      "retry_initial_ms", "retry_max_ms", "max_attempts"})) {
       r.ReadString(hook, "webhook", "url", &w.url, true);
       r.ReadString(hook, "webhook", "ca_file", &w.ca_file);
       r.ReadString(hook, "webhook", "token_file", &webhook_token_file);
       r.ReadUint(hook, "webhook", "timeout_ms", 100, 600000, &w.timeout_ms);
       r.ReadUint(hook, "webhook", "retry_initial_ms", 10, 3600000, &w.retry_initial_ms);
       r.ReadUint(hook, "webhook", "retry_max_ms", 10, 86400000, &w.retry_max_ms);
+      r.ReadUint(hook, "webhook", "max_attempts", 1, 1000, &w.max_attempts);
       if (!w.url.empty() && !ParseWebhookUrl(&w)) {
         r.Error(hook["url"], "webhook.url", "expected https://HOST[:PORT]/PATH (only https)");
       }
@@ -124,6 +125,12 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
     if (!file->empty() && !std::filesystem::exists(*file)) {
       return Status::NotFound(path + ": tls: " + *file + " does not exist");
     }
+  }
+  // The TLS private key is a secret like the CURVE key: owner-only.
+  if (auto st = CheckSecretFile(c.private_key_file, "tls.private_key_file " + c.private_key_file,
+                                "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out FILE");
+      !st.ok()) {
+    return st.WithContext(path);
   }
   auto agent = LoadAgentConfig(Resolve(base, agent_config));
   if (!agent.ok()) return agent.status().WithContext(path + ": agent_config");

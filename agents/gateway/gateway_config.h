@@ -25,6 +25,9 @@ struct WebhookOptions {
   uint64_t timeout_ms = 10000;
   uint64_t retry_initial_ms = 500;
   uint64_t retry_max_ms = 60000;
+  // Attempts per message before it becomes a dead letter (not posted again
+  // until the gateway restarts; never acked, so the broker keeps it).
+  uint64_t max_attempts = 20;
 };
 
 struct GatewayConfig {

@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "liaison/keys.h"
+
 namespace liaison::gateway {
 namespace {
 
@@ -50,6 +52,11 @@ class Stmt {
 StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& path) {
   std::unique_ptr<GatewayStore> store(new GatewayStore());
   store->path_ = path;
+  // Messages are case data: owner-only, whatever the umask (SQLite gives
+  // the -wal and -shm files it makes later this file's mode).
+  if (auto st = MakeOwnerOnlySqliteFile(path); !st.ok()) {
+    return st.WithContext("gateway state file");
+  }
   if (sqlite3_open_v2(path.c_str(), &store->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
                       nullptr) != SQLITE_OK) {
     return Status::IoError("cannot open the gateway state file " + path + ": " +
@@ -58,7 +65,9 @@ StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& pa
   sqlite3_busy_timeout(store->db_, 5000);
   char* err = nullptr;
   if (sqlite3_exec(store->db_,
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                   // secure_delete: a deleted message's bytes are zeroed, not
+                   // left in free pages (see Scrub for the WAL).
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;"
                    "CREATE TABLE IF NOT EXISTS outgoing ("
                    " seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
                    " digest TEXT NOT NULL, envelope BLOB, receipt BLOB,"
@@ -66,7 +75,11 @@ StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& pa
                    "CREATE INDEX IF NOT EXISTS outgoing_pending ON outgoing(seq) WHERE receipt IS NULL;"
                    "CREATE TABLE IF NOT EXISTS notices ("
                    " id TEXT NOT NULL, recipient TEXT NOT NULL, receipt BLOB NOT NULL,"
-                   " PRIMARY KEY (id, recipient));",
+                   " PRIMARY KEY (id, recipient));"
+                   "CREATE TABLE IF NOT EXISTS dead_letters ("
+                   " sender TEXT NOT NULL, id TEXT NOT NULL, attempts INTEGER NOT NULL,"
+                   " last_status INTEGER NOT NULL, last_error TEXT NOT NULL, dead_ms INTEGER NOT NULL,"
+                   " PRIMARY KEY (sender, id));",
                    nullptr, nullptr, &err) != SQLITE_OK) {
     std::string message = "gateway state file " + path + ": " + (err ? err : "error") +
                           " (is it a liaison-gateway state file, and is its folder writable?)";
@@ -118,10 +131,27 @@ StatusOr<uint64_t> GatewayStore::PendingCount() {
 
 Status GatewayStore::Answer(const std::string& id, std::span<const uint8_t> receipt) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "UPDATE outgoing SET receipt = ?2, envelope = NULL, answered_ms = ?3 WHERE id = ?1");
-  s.Bind(1, id).Bind(2, receipt).Bind(3, NowMs());
-  if (s.Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": cannot record a receipt: " + sqlite3_errmsg(db_));
+  {
+    Stmt s(db_, "UPDATE outgoing SET receipt = ?2, envelope = NULL, answered_ms = ?3 WHERE id = ?1");
+    s.Bind(1, id).Bind(2, receipt).Bind(3, NowMs());
+    if (s.Step() != SQLITE_DONE) {
+      return Status::IoError("gateway state file " + path_ + ": cannot record a receipt: " + sqlite3_errmsg(db_));
+    }
+  }  // finalized: the checkpoint below must not wait for it
+  return Scrub();
+}
+
+Status GatewayStore::Scrub() {
+  // secure_delete zeroed the message in the new page images, but the WAL
+  // still holds the frames written when it was accepted: copy everything
+  // into the database and cut the WAL to zero bytes.
+  Stmt s(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
+  const int rc = s.Step();
+  if (rc != SQLITE_ROW || s.Int(0) != 0) {
+    return Status::IoError("gateway state file " + path_ +
+                           ": the receipt is recorded, but the answered message's bytes are still in " +
+                           path_ + "-wal (checkpoint " + (rc == SQLITE_ROW ? "busy" : sqlite3_errmsg(db_)) +
+                           "); the next answer retries");
   }
   return Status::Ok();
 }
@@ -170,6 +200,41 @@ StatusOr<int> GatewayStore::Purge(int64_t before_ms) {
     return Status::IoError("gateway state file " + path_ + ": cannot purge: " + sqlite3_errmsg(db_));
   }
   return sqlite3_changes(db_);
+}
+
+Status GatewayStore::AddDeadLetter(const DeadLetter& letter) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_,
+         "INSERT OR REPLACE INTO dead_letters (sender, id, attempts, last_status, last_error, dead_ms)"
+         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+  s.Bind(1, letter.sender).Bind(2, letter.id).Bind(3, letter.attempts).Bind(4, int64_t{letter.last_status});
+  s.Bind(5, letter.last_error).Bind(6, NowMs());
+  if (s.Step() != SQLITE_DONE) {
+    return Status::IoError("gateway state file " + path_ + ": cannot record a dead letter: " + sqlite3_errmsg(db_));
+  }
+  return Status::Ok();
+}
+
+Status GatewayStore::RemoveDeadLetter(const std::string& sender, const std::string& id) {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "DELETE FROM dead_letters WHERE sender = ?1 AND id = ?2");
+  s.Bind(1, sender).Bind(2, id);
+  if (s.Step() != SQLITE_DONE) {
+    return Status::IoError("gateway state file " + path_ + ": cannot clear a dead letter: " + sqlite3_errmsg(db_));
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<GatewayStore::DeadLetter>> GatewayStore::DeadLetters() {
+  std::lock_guard lock(mu_);
+  Stmt s(db_, "SELECT sender, id, attempts, last_status, last_error FROM dead_letters ORDER BY dead_ms, rowid");
+  std::vector<DeadLetter> out;
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    out.push_back(DeadLetter{s.Text(0), s.Text(1), s.Int(2), static_cast<int>(s.Int(3)), s.Text(4)});
+  }
+  if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+  return out;
 }
 
 }  // namespace liaison::gateway

@@ -3,9 +3,10 @@
 // answered them, then their receipts and the delivered/expired notices that
 // follow, for GET /v1/messages/{id}/receipt.
 //
-// A message's bytes are deleted as soon as the broker has answered; only the
-// receipt (names of rules and fields, never values) stays, for
-// keep_receipts_days.
+// A message's bytes are deleted as soon as the broker has answered, with
+// secure_delete and a WAL truncation, so that none of them stays on disk;
+// only the receipt (names of rules and fields, never values) stays, for
+// keep_receipts_days. The file and its -wal and -shm are mode 0600.
 //
 // Thread-safe: one connection behind a mutex (the HTTP thread accepts and
 // reads, the sender thread sends and answers).
@@ -63,8 +64,24 @@ class GatewayStore {
   // Removes answered messages (and their notices) answered before `before_ms`.
   StatusOr<int> Purge(int64_t before_ms);
 
+  // Webhook deliveries that failed webhook.max_attempts times
+  // (docs/operations.md): the message stays unacked with the broker; this
+  // records which, and why, without a value from the message.
+  struct DeadLetter {
+    std::string sender, id;
+    int64_t attempts = 0;
+    int last_status = 0;     // HTTP status of the last attempt; 0 when none
+    std::string last_error;  // transport error of the last attempt, or empty
+  };
+  Status AddDeadLetter(const DeadLetter& letter);  // replaces an earlier record
+  Status RemoveDeadLetter(const std::string& sender, const std::string& id);
+  StatusOr<std::vector<DeadLetter>> DeadLetters();  // oldest first
+
  private:
   GatewayStore() = default;
+  // Truncates the WAL after a message's bytes were deleted, so that no copy
+  // of them stays on disk. Called with mu_ held.
+  Status Scrub();
   std::mutex mu_;
   sqlite3* db_ = nullptr;
   std::string path_;

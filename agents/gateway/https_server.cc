@@ -19,6 +19,7 @@
 #include <mutex>
 #include <thread>
 
+#include "connection_table.h"
 #include "liaison/keys.h"
 #include "liaison/wire.h"
 #include "request.h"
@@ -35,10 +36,57 @@ using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kHandshakeTimeout = std::chrono::seconds(10);
+// Until a connection has shown the agency's credential, the TLS handshake
+// and each request header must be complete this long after the accept; so
+// idle and slow-header connections do not hold a place (docs/operations.md).
+constexpr auto kPreAuthTimeout = std::chrono::seconds(5);
 constexpr auto kIdleTimeout = std::chrono::seconds(30);
+// Unauthenticated connections one address may hold; its oldest one is shed
+// for a new one beyond this.
+constexpr uint64_t kMaxUnauthenticatedPerAddress = 16;
+constexpr auto kShedReportInterval = std::chrono::seconds(10);
+
+// TLS 1.2 with ECDHE and an AEAD cipher only (no CBC, no static RSA), and
+// TLS 1.3's suites, all AEAD.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* kTls13Suites = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
 std::string_view Sv(beast::string_view s) { return {s.data(), s.size()}; }
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Framing that two HTTP parsers could read differently (a proxy in front
+// and the gateway) smuggles one request inside another: refuse it instead
+// of guessing (RFC 9112 sections 6.1 and 6.3). Returns what is wrong.
+std::optional<std::string> AmbiguousFraming(const Request& header) {
+  int transfer_encodings = 0, content_lengths = 0;
+  std::string_view transfer_encoding;
+  for (const auto& field : header) {
+    if (field.name() == http::field::transfer_encoding) {
+      ++transfer_encodings;
+      transfer_encoding = Trim(Sv(field.value()));
+    } else if (field.name() == http::field::content_length) {
+      ++content_lengths;
+    }
+  }
+  if (transfer_encodings > 0 && content_lengths > 0) {
+    return "Transfer-Encoding and Content-Length together; send one of them";
+  }
+  if (transfer_encodings > 1 ||
+      (transfer_encodings == 1 &&
+       !(transfer_encoding.size() == 7 && StartsWithNoCase(transfer_encoding, "chunked")))) {
+    return "Transfer-Encoding: only 'chunked' (once, alone) is accepted";
+  }
+  if (content_lengths > 1) return "Content-Length: send it once";
+  return std::nullopt;
+}
 
 }  // namespace
 
@@ -260,13 +308,15 @@ struct HttpsServer::Impl {
 
   Response Health() {
     auto pending = store.PendingCount();
+    auto dead = store.DeadLetters();
+    const bool state_ok = pending.ok() && dead.ok();
     const bool refused = link.key_refused();
     flatbuffers::FlatBufferBuilder fbb;
     const std::string agency = link.agency();
-    fbb.Finish(CreateHealthDirect(fbb, refused ? "key_refused" : pending.ok() ? "ok" : "state_unavailable",
+    fbb.Finish(CreateHealthDirect(fbb, refused ? "key_refused" : state_ok ? "ok" : "state_unavailable",
                                   agency.c_str(), link.connected() ? "connected" : "connecting",
-                                  pending.ok() ? *pending : 0, inbox.size()));
-    return Json(refused || !pending.ok() ? http::status::service_unavailable : http::status::ok,
+                                  pending.ok() ? *pending : 0, inbox.size(), dead.ok() ? dead->size() : 0));
+    return Json(refused || !state_ok ? http::status::service_unavailable : http::status::ok,
                 wire::JsonCodec::Root::kGatewayHealth, fbb);
   }
 
@@ -311,95 +361,147 @@ struct HttpsServer::Impl {
 
   // --- connections -------------------------------------------------------
 
+  // Counts connections shed to make room, and says so at most every
+  // kShedReportInterval (an attack must not fill the log).
+  void NoteShed() {
+    const auto now = Clock::now();
+    if (now - last_shed_report < kShedReportInterval) return;
+    spdlog::warn("event=http_connections_shed reason=unauthenticated total={} open={} limit={}",
+                 table.shed_total(), table.open(), config.max_connections);
+    last_shed_report = now;
+  }
+
+  // The agency's credential: the client certificate (checked in the
+  // handshake) when there is no token, else the token in this request.
+  bool Authenticates(const Request& header) const { return !token_digest.empty() && Authorized(header); }
+
   asio::awaitable<void> Session(tcp::socket socket) {
-    struct Count {
-      std::atomic<uint64_t>& n;
-      ~Count() { --n; }
-    } count{connections};
     std::string remote;
     boost::system::error_code ec;
     if (auto ep = socket.remote_endpoint(ec); !ec) remote = ep.address().to_string();
     beast::ssl_stream<beast::tcp_stream> stream(std::move(socket), tls);
     auto& lowest = beast::get_lowest_layer(stream);
+    const uint64_t shed_before = table.shed_total();
+    const uint64_t id = table.Admit(remote, [&lowest] { lowest.close(); });
+    if (table.shed_total() != shed_before) NoteShed();
+    if (id == 0) {
+      spdlog::warn("event=http_connection_refused reason=max_connections limit={}", config.max_connections);
+      co_return;
+    }
+    struct Leave {
+      ConnectionTable& table;
+      uint64_t id;
+      ~Leave() { table.Remove(id); }
+    } leave{table, id};
     try {
-      lowest.expires_after(kHandshakeTimeout);
-      co_await stream.async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
-      if (ec) {
-        spdlog::warn("event=tls_handshake_failed remote={} error=\"{}\"", remote, ec.message());
-        co_return;
-      }
-      beast::flat_buffer buffer;
-      for (;;) {
+      co_await Serve(stream, remote, id);
+    } catch (const std::exception& e) {
+      if (!table.shed(id)) spdlog::warn("event=http_connection_failed remote={} error=\"{}\"", remote, e.what());
+    }
+  }
+
+  asio::awaitable<void> Serve(beast::ssl_stream<beast::tcp_stream>& stream, const std::string& remote, uint64_t id) {
+    auto& lowest = beast::get_lowest_layer(stream);
+    const auto pre_auth_deadline = Clock::now() + kPreAuthTimeout;
+    boost::system::error_code ec;
+    lowest.expires_at(pre_auth_deadline);
+    co_await stream.async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) {
+      if (!table.shed(id)) spdlog::warn("event=tls_handshake_failed remote={} error=\"{}\"", remote, ec.message());
+      co_return;
+    }
+    if (token_digest.empty()) table.Authenticate(id);  // the verified client certificate
+    beast::flat_buffer buffer;
+    for (;;) {
+      if (table.authenticated(id)) {
         lowest.expires_after(kIdleTimeout);
-        http::request_parser<http::string_body> parser;
-        parser.header_limit(16 * 1024);
-        parser.body_limit(config.max_body_bytes);
-        // The header first: a client without the credential is refused
-        // before the gateway reads (and buffers) its body.
-        co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
-        bool refused = false;
-        if (!ec && !parser.is_done() && parser.get().target() != "/healthz" && !Authorized(parser.get())) {
+      } else {
+        lowest.expires_at(pre_auth_deadline);
+      }
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(16 * 1024);
+      parser.body_limit(config.max_body_bytes);
+      // The header first: a client without the credential is refused
+      // before the gateway reads (and buffers) its body.
+      co_await http::async_read_header(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+      std::optional<std::string> ambiguous;
+      bool refused = false;
+      if (!ec) {
+        ambiguous = AmbiguousFraming(parser.get());
+        if (Authenticates(parser.get())) table.Authenticate(id);
+      }
+      if (!ec && !ambiguous && !parser.is_done()) {
+        if (parser.get().target() != "/healthz" && !Authorized(parser.get())) {
           refused = true;
-        } else if (!ec && !parser.is_done()) {
+        } else {
+          lowest.expires_after(kIdleTimeout);
           co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
         }
-        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-            ec == asio::error::eof || ec == asio::ssl::error::stream_truncated) {
-          break;
-        }
-        Response res;
-        std::string route = "-";
-        bool drain = false;
-        const auto started = Clock::now();
-        if (refused) {
-          route = "unauthenticated-body";
-          res = Problem(http::status::unauthorized, "unauthorized",
-                        "Authorization: send 'Bearer <token>' with the agency's gateway token");
-          res.set(http::field::www_authenticate, "Bearer realm=\"liaison-gateway\"");
-          res.keep_alive(false);
-          drain = true;
-        } else if (ec == http::error::body_limit) {
-          res = Problem(http::status::payload_too_large, "too_large",
-                        "the body is larger than max_body_bytes (" + std::to_string(config.max_body_bytes) +
-                            " bytes)");
-          res.keep_alive(false);
-          drain = true;
-        } else if (ec) {
-          res = Problem(http::status::bad_request, "bad_request", "not a valid HTTP/1.1 request: " + ec.message());
-          res.keep_alive(false);
-        } else {
-          const Request& req = parser.get();
-          res = co_await Handle(req, &route);
-          res.version(req.version());
-          res.keep_alive(req.keep_alive());
-        }
-        res.prepare_payload();
-        spdlog::info("event=http_request remote={} method={} route={} status={} ms={}", remote,
-                     ec ? "-" : std::string(parser.get().method_string()), route, res.result_int(),
-                     std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
-        lowest.expires_after(kIdleTimeout);
-        co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
-        if (ec) break;
-        if (drain) {
-          // Read what the client still sends of the refused body, so that
-          // closing does not reset the connection before it reads the 413.
-          lowest.expires_after(std::chrono::seconds(2));
-          std::vector<char> scratch(64 * 1024);
-          uint64_t drained = 0;
-          while (drained < 8 * config.max_body_bytes) {
-            const size_t n = co_await stream.async_read_some(
-                asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
-            if (ec) break;
-            drained += n;
-          }
-          break;
-        }
-        if (!res.keep_alive()) break;
       }
-      lowest.expires_after(std::chrono::seconds(2));
-      co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
-    } catch (const std::exception& e) {
-      spdlog::warn("event=http_connection_failed remote={} error=\"{}\"", remote, e.what());
+      if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::eof ||
+          ec == asio::ssl::error::stream_truncated || ec == asio::error::operation_aborted) {
+        co_return;
+      }
+      Response res;
+      std::string route = "-";
+      bool drain = false;
+      const auto started = Clock::now();
+      if (ambiguous) {
+        route = "ambiguous-framing";
+        res = Problem(http::status::bad_request, "ambiguous_framing", *ambiguous);
+        res.keep_alive(false);
+        drain = true;
+      } else if (refused) {
+        route = "unauthenticated-body";
+        res = Problem(http::status::unauthorized, "unauthorized",
+                      "Authorization: send 'Bearer <token>' with the agency's gateway token");
+        res.set(http::field::www_authenticate, "Bearer realm=\"liaison-gateway\"");
+        res.keep_alive(false);
+        drain = true;
+      } else if (ec == http::error::body_limit) {
+        res = Problem(http::status::payload_too_large, "too_large",
+                      "the body is larger than max_body_bytes (" + std::to_string(config.max_body_bytes) +
+                          " bytes)");
+        res.keep_alive(false);
+        drain = true;
+      } else if (ec) {
+        res = Problem(http::status::bad_request, "bad_request", "not a valid HTTP/1.1 request: " + ec.message());
+        res.keep_alive(false);
+      } else {
+        const Request& req = parser.get();
+        res = co_await Handle(req, &route);
+        res.version(req.version());
+        res.keep_alive(req.keep_alive());
+      }
+      res.prepare_payload();
+      spdlog::info("event=http_request remote={} method={} route={} status={} ms={}", remote,
+                   ec ? "-" : std::string(parser.get().method_string()), route, res.result_int(),
+                   std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
+      lowest.expires_after(kIdleTimeout);
+      co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) co_return;
+      if (drain) {
+        co_await Drain(stream);
+        co_return;
+      }
+      if (!res.keep_alive()) break;
+    }
+    lowest.expires_after(std::chrono::seconds(2));
+    co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+  }
+
+  // Reads what the client still sends of a refused body, so that closing
+  // does not reset the connection before it reads the answer.
+  asio::awaitable<void> Drain(beast::ssl_stream<beast::tcp_stream>& stream) {
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(2));
+    std::vector<char> scratch(64 * 1024);
+    uint64_t drained = 0;
+    boost::system::error_code ec;
+    while (drained < 8 * config.max_body_bytes) {
+      const size_t n =
+          co_await stream.async_read_some(asio::buffer(scratch), asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) break;
+      drained += n;
     }
   }
 
@@ -415,12 +517,6 @@ struct HttpsServer::Impl {
         co_await pause.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         continue;
       }
-      if (connections.load() >= config.max_connections) {
-        spdlog::warn("event=http_connection_refused reason=max_connections limit={}", config.max_connections);
-        socket.close(ec);
-        continue;
-      }
-      ++connections;
       asio::co_spawn(*io, Session(std::move(socket)), asio::detached);
     }
   }
@@ -433,7 +529,8 @@ struct HttpsServer::Impl {
   ssl::context tls;
   std::unique_ptr<tcp::acceptor> acceptor;  // destroyed before io
   std::string token_digest;
-  std::atomic<uint64_t> connections{0};
+  ConnectionTable table{config.max_connections, kMaxUnauthenticatedPerAddress};  // I/O thread only
+  Clock::time_point last_shed_report{};
   std::list<asio::steady_timer*> waiters;  // long polls; touched on the I/O thread only
   wire::JsonCodec envelope_codec{wire::JsonCodec::Root::kEnvelope};
   std::map<wire::JsonCodec::Root, std::unique_ptr<wire::JsonCodec>> codecs;
@@ -458,6 +555,10 @@ Status HttpsServer::Start() {
   SSL_CTX_set_min_proto_version(tls.native_handle(), TLS1_2_VERSION);
   tls.set_options(ssl::context::default_workarounds | ssl::context::no_compression |
                   ssl::context::single_dh_use);
+  if (SSL_CTX_set_cipher_list(tls.native_handle(), kTls12Ciphers) != 1 ||
+      SSL_CTX_set_ciphersuites(tls.native_handle(), kTls13Suites) != 1) {
+    return Status::Internal("this OpenSSL offers none of the AEAD cipher suites the gateway requires");
+  }
   boost::system::error_code ec;
   tls.use_certificate_chain_file(c.certificate_file, ec);
   if (ec) return Status::InvalidArgument("tls.certificate_file " + c.certificate_file + ": " + ec.message());

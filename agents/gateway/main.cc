@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   BrokerLink link(config->agent, **store, inbox);
   HttpsServer server(*config, **store, inbox, link);
   std::unique_ptr<Webhook> webhook;
-  if (config->webhook) webhook = std::make_unique<Webhook>(*config->webhook, inbox, link);
+  if (config->webhook) webhook = std::make_unique<Webhook>(*config->webhook, inbox, link, **store);
   link.OnDelivery([&] {
     server.NotifyDelivery();
     if (webhook) webhook->Notify();

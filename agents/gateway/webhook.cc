@@ -27,8 +27,8 @@ struct Webhook::Tls {
   ssl::context context{ssl::context::tls_client};
 };
 
-Webhook::Webhook(WebhookOptions options, Inbox& inbox, BrokerLink& link)
-    : options_(std::move(options)), inbox_(inbox), link_(link), tls_(std::make_unique<Tls>()) {}
+Webhook::Webhook(WebhookOptions options, Inbox& inbox, BrokerLink& link, GatewayStore& store)
+    : options_(std::move(options)), inbox_(inbox), link_(link), store_(store), tls_(std::make_unique<Tls>()) {}
 
 Webhook::~Webhook() { Stop(); }
 
@@ -44,6 +44,9 @@ Status Webhook::Start() {
     return Status::InvalidArgument("webhook.ca_file " + options_.ca_file + ": " + ec.message());
   }
   tls_->context.set_verify_mode(ssl::verify_peer);
+  auto letters = store_.DeadLetters();
+  if (!letters.ok()) return letters.status();
+  for (const auto& letter : *letters) recorded_.emplace(letter.sender, letter.id);
   thread_ = std::thread([this] { Loop(); });
   return Status::Ok();
 }
@@ -94,9 +97,14 @@ Webhook::Result Webhook::Post(const std::string& message_id, const std::string& 
     beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(1 << 20);
-    co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+    // The status line and headers are the answer: what follows (the body,
+    // close_notify) may be cut short by a receiver that just closes, and
+    // the receiver has the message all the same.
+    co_await http::async_read_header(stream, buffer, parser, asio::use_awaitable);
     result.status = parser.get().result_int();
-    co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));  // the rest is a courtesy
+    co_await http::async_read(stream, buffer, parser, asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) co_await stream.async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
   };
   bool done = false;
   asio::co_spawn(io, attempt(), [&](std::exception_ptr e) {
@@ -113,15 +121,44 @@ Webhook::Result Webhook::Post(const std::string& message_id, const std::string& 
   return result;
 }
 
+void Webhook::Delivered(const Key& key, int status, int attempts) {
+  spdlog::info("event=webhook_delivered message_id={} status={} attempts={}", key.second, status, attempts);
+  inbox_.Remove(key.first, key.second);
+  link_.Ack(key.first, key.second);
+  if (recorded_.count(key) == 0) return;
+  // Delivered after all (e.g. after a restart): no longer a dead letter.
+  if (auto st = store_.RemoveDeadLetter(key.first, key.second); !st.ok()) {
+    spdlog::error("event=state_write_failed error=\"{}\"", st.message());
+    return;
+  }
+  recorded_.erase(key);
+}
+
+void Webhook::DeadLetter(const Key& key, const Result& last, int attempts) {
+  // Not acked: the broker keeps the message. Ids and the transport's error
+  // only; the message's values never reach the log or the record.
+  spdlog::error("event=webhook_dead_letter message_id={} from={} attempts={} last_status={} error=\"{}\"",
+                key.second, key.first, attempts, last.status, last.error);
+  dead_.insert(key);
+  GatewayStore::DeadLetter letter{key.first, key.second, attempts, last.status, last.error};
+  if (auto st = store_.AddDeadLetter(letter); !st.ok()) {
+    spdlog::error("event=state_write_failed error=\"{}\"", st.message());
+    return;
+  }
+  recorded_.insert(key);
+}
+
 void Webhook::Loop() {
   wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
   auto delay = std::chrono::milliseconds(options_.retry_initial_ms);
   std::optional<Inbox::Item> current;
+  Key key;
   std::string body;
   int attempts = 0;
   while (!stop_) {
     if (!current) {
-      // Leased for a day: the webhook owns it until its system answers 2xx.
+      // Leased for a day: the webhook owns it until its system answers 2xx
+      // (a dead letter's lease is renewed here, daily, and it is skipped).
       auto items = inbox_.Lease(1, std::chrono::hours(24));
       if (items.empty()) {
         std::unique_lock lock(mu_);
@@ -129,6 +166,8 @@ void Webhook::Loop() {
         notified_ = false;
         continue;
       }
+      key = Key(items.front().sender, items.front().id);
+      if (dead_.count(key) > 0) continue;
       current = std::move(items.front());
       auto json = codec.ToJson(current->envelope, /*pretty=*/false);
       if (!json.ok()) {  // cannot happen for a verified delivery; never loop on it
@@ -144,10 +183,12 @@ void Webhook::Loop() {
     ++attempts;
     const Result result = Post(current->id, body);
     if (result.status >= 200 && result.status < 300) {
-      spdlog::info("event=webhook_delivered message_id={} status={} attempts={}", current->id,
-                   result.status, attempts);
-      inbox_.Remove(current->sender, current->id);
-      link_.Ack(current->sender, current->id);
+      Delivered(key, result.status, attempts);
+      current.reset();
+      continue;
+    }
+    if (static_cast<uint64_t>(attempts) >= options_.max_attempts) {
+      DeadLetter(key, result, attempts);
       current.reset();
       continue;
     }

@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include "liaison/keys.h"
+
 namespace liaison {
 namespace {
 
@@ -14,6 +16,8 @@ Status Error(sqlite3* db, const std::string& what) {
 StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const std::string& path) {
   std::unique_ptr<Outbox> box(new Outbox());
   box->path_ = path;
+  // Unsent messages are case data: owner-only, whatever the umask.
+  LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext("outbox"));
   if (sqlite3_open_v2(path.c_str(), &box->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {
     return Error(box->db_, "cannot open the outbox " + path);

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "broker_link.h"
+#include "connection_table.h"
 #include "gateway_config.h"
 #include "gateway_store.h"
 #include "request.h"
@@ -32,6 +33,7 @@ class GatewayConfigTest : public ::testing::Test {
               "secret_key_file: keys/a.key\n");
     WriteText(dir_.file("cert.pem"), "x");
     WriteText(dir_.file("key.pem"), "x");
+    ::chmod(dir_.file("key.pem").c_str(), 0600);
   }
   StatusOr<GatewayConfig> Load(const std::string& yaml) {
     WriteText(dir_.file("gateway.yaml"), yaml);
@@ -87,6 +89,15 @@ TEST_F(GatewayConfigTest, AGroupReadableOrShortTokenIsRefused) {
   c = Load(base_ + "token_file: short\n");
   ASSERT_FALSE(c.ok());
   EXPECT_NE(c.status().message().find("fewer than 32"), std::string::npos) << c.status().message();
+}
+
+TEST_F(GatewayConfigTest, AGroupReadableTlsPrivateKeyIsRefused) {
+  ::chmod(dir_.file("key.pem").c_str(), 0644);
+  auto c = Load(base_ + "token_file: token\n");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("tls.private_key_file " + dir_.file("key.pem")), std::string::npos)
+      << c.status().message();
+  EXPECT_NE(c.status().message().find("chmod 600"), std::string::npos) << c.status().message();
 }
 
 std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
@@ -208,6 +219,58 @@ TEST(RouteTest, InboxPathsNameSenderAndId) {
   EXPECT_EQ(Classify("/v1/inbox/m1").kind, Route::Kind::kNotFound);
   EXPECT_FALSE(Classify("/v1/inbox//m1/ack").id_ok);
   EXPECT_FALSE(Classify("/v1/inbox/a%2/m1").id_ok);
+}
+
+TEST(GatewayStoreTest, DeadLettersAreRecordedListedAndCleared) {
+  TempDir dir;
+  auto store = GatewayStore::Open(dir.file("gw.db"));
+  ASSERT_TRUE(store.ok());
+  GatewayStore& s = **store;
+  ASSERT_TRUE(s.AddDeadLetter({"b", "m1", 4, 503, ""}).ok());
+  ASSERT_TRUE(s.AddDeadLetter({"c", "m1", 2, 0, "stream truncated"}).ok());  // same id, other sender
+  ASSERT_TRUE(s.AddDeadLetter({"b", "m1", 5, 500, ""}).ok());                // replaces
+  auto letters = s.DeadLetters();
+  ASSERT_TRUE(letters.ok());
+  ASSERT_EQ(letters->size(), 2u);
+  EXPECT_EQ((*letters)[1].sender, "b");
+  EXPECT_EQ((*letters)[1].attempts, 5);
+  EXPECT_EQ((*letters)[1].last_status, 500);
+  EXPECT_EQ((*letters)[0].last_error, "stream truncated");
+  ASSERT_TRUE(s.RemoveDeadLetter("b", "m1").ok());
+  EXPECT_EQ(s.DeadLetters()->size(), 1u);
+}
+
+TEST(ConnectionTableTest, ShedsTheOldestUnauthenticatedFirstAndNeverAnAuthenticatedOne) {
+  std::vector<uint64_t> closed;
+  ConnectionTable table(/*max_connections=*/3, /*max_unauthenticated_per_address=*/2);
+  std::vector<uint64_t> ids;
+  auto admit = [&](const std::string& address) {
+    const uint64_t id = table.Admit(address, [&closed, n = ids.size()] { closed.push_back(n); });
+    ids.push_back(id);
+    return id;
+  };
+  admit("10.0.0.1");  // #0
+  admit("10.0.0.1");  // #1
+  // A third from the same address sheds that address's oldest (#0).
+  ASSERT_NE(admit("10.0.0.1"), 0u);  // #2
+  EXPECT_EQ(closed, std::vector<uint64_t>{0});
+  EXPECT_TRUE(table.shed(ids[0]));
+  table.Remove(ids[0]);
+  table.Authenticate(ids[1]);
+  ASSERT_NE(admit("10.0.0.2"), 0u);  // #3: table now full (#1 auth, #2, #3)
+  EXPECT_EQ(table.open(), 3u);
+  // Full: the oldest unauthenticated (#2) goes, not the older authenticated #1.
+  ASSERT_NE(admit("10.0.0.3"), 0u);  // #4
+  EXPECT_EQ(closed, (std::vector<uint64_t>{0, 2}));
+  table.Remove(ids[2]);
+  table.Authenticate(ids[3]);
+  table.Authenticate(ids[4]);
+  // Everyone authenticated: a new connection is refused, nobody is shed.
+  EXPECT_EQ(admit("10.0.0.4"), 0u);
+  EXPECT_EQ(closed.size(), 2u);
+  EXPECT_EQ(table.shed_total(), 2u);
+  table.Remove(ids[1]);
+  EXPECT_NE(admit("10.0.0.4"), 0u);
 }
 
 }  // namespace

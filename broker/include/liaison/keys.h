@@ -66,6 +66,21 @@ StatusOr<std::string> LoadPseudonymKeyFile(const std::string& path);
 // the pseudonyms of brokers that derived them from their CURVE key.
 Status WritePseudonymKeyFile(const std::string& path, const std::string& from_broker_secret_file);
 
+// The checks every secret file gets before it is read: it exists, and only
+// its owner can read it (no group or other bits). `name` says which file in
+// the error ("token file PATH"); `create` is the command that makes one.
+Status CheckSecretFile(const std::string& path, const std::string& name, const std::string& create);
+
+// Files that hold case data or secrets are readable by their owner only,
+// whatever the umask. MakeOwnerOnlyFile creates `path` empty with mode 0600
+// if it does not exist, and sets an existing file's mode to 0600.
+// MakeOwnerOnlySqliteFile does so for a SQLite database and, where present,
+// its -wal, -shm and -journal files; SQLite creates those later with the
+// database file's mode, so all of them stay 0600. Fails with the path and
+// the reason (e.g. a file owned by someone else).
+Status MakeOwnerOnlyFile(const std::string& path);
+Status MakeOwnerOnlySqliteFile(const std::string& path);
+
 // True if `z85` is a well-formed 40-character Z85 CURVE key.
 bool IsValidZ85Key(std::string_view z85);
 

@@ -49,9 +49,8 @@ Status WriteFile(const std::string& path, const std::string& text, mode_t mode) 
   return Status::Ok();
 }
 
-// The checks every secret file gets before it is read: it exists, and only
-// its owner can read it. `name` is e.g. "token file PATH"; `create` the
-// command that makes one.
+}  // namespace
+
 Status CheckSecretFile(const std::string& path, const std::string& name, const std::string& create) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
@@ -63,7 +62,34 @@ Status CheckSecretFile(const std::string& path, const std::string& name, const s
   return Status::Ok();
 }
 
-}  // namespace
+Status MakeOwnerOnlyFile(const std::string& path) {
+  // open() applies the umask only when it creates; fchmod sets the mode
+  // exactly, for a new file and for one an older version left 0644.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return Status::IoError("cannot create " + path + ": " + std::strerror(errno) +
+                           " (check the folder exists and is writable)");
+  }
+  const bool ok = ::fchmod(fd, 0600) == 0;
+  const int chmod_errno = errno;
+  ::close(fd);
+  if (!ok) {
+    return Status::IoError("cannot make " + path + " readable by its owner only (chmod 600): " +
+                           std::strerror(chmod_errno) + " (is it owned by another user?)");
+  }
+  return Status::Ok();
+}
+
+Status MakeOwnerOnlySqliteFile(const std::string& path) {
+  // In-memory and URI databases have no file of that name.
+  if (path.empty() || path == ":memory:" || path.rfind("file:", 0) == 0) return Status::Ok();
+  LIAISON_RETURN_IF_ERROR(MakeOwnerOnlyFile(path));
+  for (const char* suffix : {"-wal", "-shm", "-journal"}) {
+    const std::string side = path + suffix;
+    if (::access(side.c_str(), F_OK) == 0) LIAISON_RETURN_IF_ERROR(MakeOwnerOnlyFile(side));
+  }
+  return Status::Ok();
+}
 
 bool IsValidZ85Key(std::string_view z85) {
   if (z85.size() != 40) return false;

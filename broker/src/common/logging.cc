@@ -4,7 +4,10 @@
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <memory>
 #include <vector>
 
@@ -55,8 +58,16 @@ Status SetupLogging(const std::string& name, const LogOptions& options) {
   if (options.console) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
   if (!options.file.empty()) {
     try {
+      // Owner-only whatever the umask, also each file a rotation opens:
+      // logs name agencies, message ids and clients' addresses.
+      spdlog::file_event_handlers handlers;
+      handlers.after_open = [](const spdlog::filename_t& file, std::FILE* f) {
+        if (::fchmod(::fileno(f), 0600) != 0) {
+          throw spdlog::spdlog_ex("cannot make " + file + " readable by its owner only", errno);
+        }
+      };
       sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(
-          options.file, options.max_file_bytes, options.max_files));
+          options.file, options.max_file_bytes, options.max_files, /*rotate_on_open=*/false, handlers));
     } catch (const spdlog::spdlog_ex& e) {
       return Status::IoError("cannot open log file " + options.file + ": " + e.what());
     }

@@ -197,6 +197,9 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const Stor
   std::unique_ptr<Store> store(new Store());
   store->key_ = key;
   store->path_ = path;
+  // Case data: owner-only, whatever the umask (the -wal and -shm files
+  // SQLite makes later take this file's mode).
+  LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext("store"));
   if (sqlite3_open_v2(path.c_str(), &store->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {
     return Status::IoError(SqliteError(store->db_, "cannot open the store " + path));
