@@ -109,7 +109,9 @@ TEST_F(FileModesTest, CaseDataSecretsAndLogsAreOwnerOnlyWhateverTheUmask) {
   for (const auto& path : {broker_->store_path() + "-shm", GatewayFile("gateway.db-shm"), cli + "/outbox.db-wal",
                            cli + "/outbox.db-shm"}) {
     const int mode = ModeOf(path);
-    if (mode != -1) EXPECT_EQ(mode, 0600) << path << " is mode " << std::oct << mode;
+    if (mode != -1) {
+      EXPECT_EQ(mode, 0600) << path << " is mode " << std::oct << mode;
+    }
   }
 }
 

@@ -199,7 +199,9 @@ class ExplainDifferentialTest : public ::testing::Test {
       auto agent = Agent::Connect(broker_->AgentFor(agencies_.at(id), role));
       if (!agent.ok()) throw std::runtime_error(agent.status().ToString());
       slot = std::move(*agent);
-      if (role == wire::Role::receiver) EXPECT_TRUE(slot->WaitReady(5000ms).ok()) << id;
+      if (role == wire::Role::receiver) {
+        EXPECT_TRUE(slot->WaitReady(5000ms).ok()) << id;
+      }
     }
     return *slot;
   }
@@ -334,7 +336,9 @@ class ExplainDifferentialTest : public ::testing::Test {
     // Every field the recipient has, and every field the receipt names, is explained.
     for (size_t i = 0; i < layout.leaves.size(); ++i) {
       const std::string& path = layout.leaves[i].path;
-      if (!values[i].empty()) EXPECT_TRUE(explained.count(path)) << path << " delivered, not explained";
+      if (!values[i].empty()) {
+        EXPECT_TRUE(explained.count(path)) << path << " delivered, not explained";
+      }
       if (listed(r.released(), path) || listed(r.transformed(), path) || listed(r.dropped(), path)) {
         EXPECT_TRUE(explained.count(path)) << path << " in the receipt, not explained";
       }
