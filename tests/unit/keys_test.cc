@@ -103,6 +103,36 @@ TEST(KeysTest, PseudonymKeyFilesAreWrittenLoadedAndChecked) {
   EXPECT_NE(std::string::npos, short_key.status().message().find("64 hex digits"));
 }
 
+TEST(KeysTest, OwnerOnlyFilesWhateverTheUmask) {
+  TempDir dir;
+  auto mode = [&](const std::string& name) {
+    struct stat st;
+    return ::stat(dir.file(name).c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 0777) : -1;
+  };
+  const mode_t old_umask = ::umask(0);  // the most permissive: 0666 for a plain create
+  ASSERT_TRUE(MakeOwnerOnlyFile(dir.file("new")).ok());
+  WriteText(dir.file("old"), "x");
+  ::chmod(dir.file("old").c_str(), 0644);
+  ASSERT_TRUE(MakeOwnerOnlyFile(dir.file("old")).ok());
+  WriteText(dir.file("strict"), "x");
+  ::chmod(dir.file("strict").c_str(), 0400);
+  ASSERT_TRUE(MakeOwnerOnlyFile(dir.file("strict")).ok());
+  WriteText(dir.file("db"), "");
+  WriteText(dir.file("db-wal"), "");
+  ::chmod(dir.file("db-wal").c_str(), 0664);
+  ASSERT_TRUE(MakeOwnerOnlySqliteFile(dir.file("db")).ok());
+  ::umask(old_umask);
+  EXPECT_EQ(mode("new"), 0600);
+  EXPECT_EQ(mode("old"), 0600);
+  EXPECT_EQ(mode("strict"), 0400);  // stricter stays
+  EXPECT_EQ(mode("db"), 0600);
+  EXPECT_EQ(mode("db-wal"), 0600);
+  EXPECT_EQ(mode("db-shm"), -1);  // not created
+  auto st = MakeOwnerOnlyFile(dir.file("no/such/folder/f"));
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find(dir.file("no/such/folder/f")), std::string::npos) << st.message();
+}
+
 TEST(KeysTest, Z85ValidationAndFingerprint) {
   auto keys = GenerateCurveKeyPair();
   EXPECT_TRUE(IsValidZ85Key(keys->public_z85));

@@ -73,7 +73,8 @@ Status CheckSecretFile(const std::string& path, const std::string& name, const s
 
 // Files that hold case data or secrets are readable by their owner only,
 // whatever the umask. MakeOwnerOnlyFile creates `path` empty with mode 0600
-// if it does not exist, and sets an existing file's mode to 0600.
+// if it does not exist, and takes the group and other bits off an existing
+// file (0644 becomes 0600; 0400 stays).
 // MakeOwnerOnlySqliteFile does so for a SQLite database and, where present,
 // its -wal, -shm and -journal files; SQLite creates those later with the
 // database file's mode, so all of them stay 0600. Fails with the path and

@@ -63,14 +63,25 @@ Status CheckSecretFile(const std::string& path, const std::string& name, const s
 }
 
 Status MakeOwnerOnlyFile(const std::string& path) {
-  // open() applies the umask only when it creates; fchmod sets the mode
-  // exactly, for a new file and for one an older version left 0644.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  // open() applies the umask when it creates, so the mode is set with
+  // fchmod: exactly 0600 for a new file; for an existing one (an older
+  // version made it 0644) only the group and other bits go, so that an
+  // operator's stricter 0400 stays.
+  bool created = true;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    created = false;
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  }
   if (fd < 0) {
-    return Status::IoError("cannot create " + path + ": " + std::strerror(errno) +
+    return Status::IoError("cannot create or open " + path + ": " + std::strerror(errno) +
                            " (check the folder exists and is writable)");
   }
-  const bool ok = ::fchmod(fd, 0600) == 0;
+  struct stat st;
+  bool ok = ::fstat(fd, &st) == 0;
+  if (ok && (created || (st.st_mode & 077) != 0)) {
+    ok = ::fchmod(fd, created ? 0600 : (st.st_mode & 0700)) == 0;
+  }
   const int chmod_errno = errno;
   ::close(fd);
   if (!ok) {
