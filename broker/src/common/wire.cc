@@ -4,6 +4,7 @@
 #include <flatbuffers/reflection.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cctype>
 #include <cstdio>
@@ -321,5 +322,15 @@ std::string NewMessageId() {
   }
   return out;
 }
+
+bool IsValidMessageId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxMessageIdBytes) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+std::string_view LoggableMessageId(std::string_view id) { return IsValidMessageId(id) ? id : "-"; }
 
 }  // namespace liaison::wire
