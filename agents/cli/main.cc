@@ -159,6 +159,12 @@ int Send(const std::string& config_path, const std::vector<std::string>& to,
   // Fill in what the sender's tooling owns: id, creation time, addresses.
   std::unique_ptr<wire::EnvelopeT> envelope(wire::GetEnvelope(binary->data())->UnPack());
   if (envelope->id.empty()) envelope->id = wire::NewMessageId();
+  if (!wire::IsValidMessageId(envelope->id)) {
+    // The broker would refuse it too; say so before connecting.
+    return Fail(file + ": id must match " + std::string(wire::kMessageIdFormat) +
+                    " (an opaque token, never personal data); remove it to get a ULID",
+                kExitUsage);
+  }
   if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
   if (!to.empty()) {
     envelope->to.clear();

@@ -21,6 +21,7 @@
 
 #include "connection_table.h"
 #include "liaison/keys.h"
+#include "liaison/logging.h"
 #include "liaison/wire.h"
 #include "request.h"
 
@@ -254,7 +255,7 @@ struct HttpsServer::Impl {
       // it); such a message cannot be JSON. It stays unacked with the broker
       // and is logged by id, instead of spoiling every page it lands on.
       if (!codecs.at(wire::JsonCodec::Root::kEnvelope)->ToJson(item.envelope, false).ok()) {
-        spdlog::error("event=message_unprintable message_id={} reason=not_utf8", item.id);
+        spdlog::error("event=message_unprintable message_id={} reason=not_utf8", LogValue(item.id));
         continue;
       }
       std::unique_ptr<wire::EnvelopeT> copy(wire::GetEnvelope(item.envelope.data())->UnPack());
@@ -349,8 +350,8 @@ struct HttpsServer::Impl {
     }
     if (!r.id_ok) {
       co_return Problem(http::status::bad_request, "invalid_id",
-                        "the message id (and sender) in the path must be 1 to 128 printable characters "
-                        "each (percent-encoded)");
+                        "the sender and message id in the path must each match " +
+                            std::string(wire::kMessageIdFormat));
     }
     if (r.kind == Route::Kind::kReceipt) co_return method == http::verb::get ? GetReceipt(r.id) : allow("GET");
     if (r.kind == Route::Kind::kInboxMessage) {
@@ -475,7 +476,7 @@ struct HttpsServer::Impl {
       }
       res.prepare_payload();
       spdlog::info("event=http_request remote={} method={} route={} status={} ms={}", remote,
-                   ec ? "-" : std::string(parser.get().method_string()), route, res.result_int(),
+                   ec ? "-" : LogValue({parser.get().method_string().data(), parser.get().method_string().size()}), route, res.result_int(),
                    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count());
       lowest.expires_after(kIdleTimeout);
       co_await http::async_write(stream, res, asio::redirect_error(asio::use_awaitable, ec));

@@ -8,9 +8,6 @@
 #include "liaison/keys.h"
 
 namespace liaison::gateway {
-namespace {
-constexpr size_t kMaxIdLength = 128;
-}  // namespace
 
 std::string Sha256Hex(std::string_view data) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -76,14 +73,9 @@ bool StartsWithNoCase(std::string_view text, std::string_view prefix) {
   return true;
 }
 
-// Message ids are the broker's idempotency keys: printable ASCII, no spaces.
-bool ValidId(std::string_view id) {
-  if (id.empty() || id.size() > kMaxIdLength) return false;
-  for (unsigned char c : id) {
-    if (c <= 0x20 || c >= 0x7f) return false;
-  }
-  return true;
-}
+// Message ids are the broker's idempotency keys, opaque tokens of
+// wire::kMessageIdFormat (the broker refuses any other).
+bool ValidId(std::string_view id) { return wire::IsValidMessageId(id); }
 
 // The value of `name` in a query string; nullopt when absent.
 std::optional<std::string_view> QueryValue(std::string_view query, std::string_view name) {
@@ -184,7 +176,9 @@ StatusOr<PreparedMessage> PrepareMessage(const wire::JsonCodec& codec, std::stri
   if (envelope->id.empty()) envelope->id = wire::NewMessageId();
   if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
   if (!ValidId(envelope->id)) {
-    return Status::InvalidArgument("id: must be 1 to 128 printable ASCII characters without spaces");
+    return Status::InvalidArgument("id: must match " + std::string(wire::kMessageIdFormat) +
+                                   " (an opaque token such as a ULID, never personal data); "
+                                   "leave it out to get a ULID");
   }
   flatbuffers::FlatBufferBuilder fbb(binary->size() + 256);
   wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, envelope.get()));

@@ -48,7 +48,7 @@ std::string PercentEncode(std::string_view in);
 // A parser error without the value it quotes (keeps file:line: col: kind).
 std::string WithoutValues(const std::string& error);
 bool StartsWithNoCase(std::string_view text, std::string_view prefix);
-// 1 to 128 printable ASCII characters without spaces.
+// An opaque message id of wire::kMessageIdFormat.
 bool ValidId(std::string_view id);
 std::optional<std::string_view> QueryValue(std::string_view query, std::string_view name);
 std::optional<uint64_t> ParseUint(std::string_view text);

@@ -152,6 +152,16 @@ std::optional<int64_t> ParseRfc3339Millis(std::string_view text);
 // A new message id: a ULID (26 characters, Crockford base32, time-ordered).
 std::string NewMessageId();
 
+// Message ids are opaque tokens of kMessageIdFormat (ULIDs and UUIDs fit):
+// they reach logs and the ledger, which cannot be erased, so they must not
+// be able to carry a name or any other personal data (docs/protocol.md).
+inline constexpr std::string_view kMessageIdFormat = "[A-Za-z0-9._-]{1,64}";
+inline constexpr size_t kMaxMessageIdBytes = 64;
+bool IsValidMessageId(std::string_view id);
+// `id` for a log line: itself if valid, else "-" (an invalid id is never
+// logged, whatever it holds).
+std::string_view LoggableMessageId(std::string_view id);
+
 }  // namespace liaison::wire
 
 #endif  // LIAISON_WIRE_H_

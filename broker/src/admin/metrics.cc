@@ -122,6 +122,8 @@ std::string Metrics::Render() const {
   Counter(out, "liaison_expired_total", "Messages that expired undelivered.", read(external_.expired));
   Counter(out, "liaison_duplicates_total", "Resends answered with the original receipt.", read(external_.duplicates));
   Counter(out, "liaison_busy_total", "Messages refused over an agency's rate or in-flight limit (resend later).", read(external_.busy));
+  Counter(out, "liaison_hellos_refused_total", "HELLOs refused over an agency's HELLO rate (event=hello_flood).",
+          read(external_.hellos_refused));
   Counter(out, "liaison_store_commits_total", "Group commits of the store.", read(external_.commits));
   Counter(out, "liaison_store_commit_failures_total", "Batches refused because the store or ledger failed.",
           read(external_.commit_failures));

@@ -40,6 +40,7 @@ class Metrics {
     const std::atomic<uint64_t>* handshake_failures = nullptr;
     const std::atomic<uint64_t>* duplicates = nullptr;
     const std::atomic<uint64_t>* busy = nullptr;
+    const std::atomic<uint64_t>* hellos_refused = nullptr;
     std::function<uint64_t()> auth_refused;
     std::function<uint64_t()> auth_admitted;
   };

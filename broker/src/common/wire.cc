@@ -472,4 +472,14 @@ std::string NewMessageId() {
   return out;
 }
 
+bool IsValidMessageId(std::string_view id) {
+  if (id.empty() || id.size() > kMaxMessageIdBytes) return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+std::string_view LoggableMessageId(std::string_view id) { return IsValidMessageId(id) ? id : "-"; }
+
 }  // namespace liaison::wire

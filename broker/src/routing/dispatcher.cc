@@ -21,10 +21,6 @@ Admission Reject(Code code, std::string detail, std::string message_id = {}) {
   return a;
 }
 
-bool IsPrintableId(std::string_view id) {
-  return std::all_of(id.begin(), id.end(), [](unsigned char c) { return c > 0x20 && c < 0x7f; });
-}
-
 // Accepts "YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH:MM)".
 bool IsRfc3339(std::string_view t) {
   auto digits = [&](size_t pos, size_t n) {
@@ -65,8 +61,13 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
                       const policy::Vocabulary& vocabulary) {
   const std::string id = env.id() ? env.id()->str() : std::string();
   if (id.empty()) return Reject(Code::missing_field, "id is missing");
-  if (id.size() > 128 || !IsPrintableId(id)) {
-    return Reject(Code::invalid_field, "id must be 1 to 128 printable ASCII characters, no spaces");
+  if (!wire::IsValidMessageId(id)) {
+    // Never echoed, nor logged: an id that is not an opaque token may be
+    // someone's name.
+    return Reject(Code::invalid_field,
+                  "id must match " + std::string(wire::kMessageIdFormat) +
+                      " (an opaque token such as a ULID or UUID, never personal data); "
+                      "leave it empty in the CLI or gateway to get a ULID");
   }
   if (env.schema_version() == 0) {
     return Reject(Code::invalid_field, "schema_version must be 1 or more", id);

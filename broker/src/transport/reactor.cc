@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <zmq_addon.hpp>
 
+#include "liaison/logging.h"
+
 namespace liaison::broker {
 namespace {
 
@@ -75,6 +77,7 @@ Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
   e.handshake_failures = &stats_.handshake_failures;
   e.duplicates = &stats_.duplicates;
   e.busy = &stats_.busy;
+  e.hellos_refused = &stats_.hellos_refused;
   e.auth_refused = [this] { return zap_.refused(); };
   e.auth_admitted = [this] { return zap_.admitted(); };
   metrics_->SetExternal(std::move(e));
@@ -285,8 +288,40 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   }
 }
 
+namespace {
+
+// An agent says HELLO once per (re)connection; more is a flood, which
+// would otherwise cost a verify and a log line each.
+constexpr double kHelloBurst = 20;
+constexpr double kHellosPerSecond = 5;
+constexpr auto kHelloFloodLogInterval = std::chrono::seconds(10);
+
+}  // namespace
+
+bool Reactor::HelloAllowed(const std::string& agency) {
+  HelloLimit& limit = hello_limits_[agency];
+  const auto now = std::chrono::steady_clock::now();
+  if (limit.bucket.Take(kHelloBurst, kHellosPerSecond, now)) return true;
+  ++limit.refused;
+  if (now - limit.logged >= kHelloFloodLogInterval) {
+    spdlog::warn("event=hello_flood agency={} refused={} limit_per_second={} action=busy", agency,
+                 limit.refused, kHellosPerSecond);
+    limit.refused = 0;
+    limit.logged = now;
+  }
+  return false;
+}
+
 void Reactor::HandleHello(const Agency& agency, const std::string& key, const std::string& domain,
                           const std::string& routing_id, int fd, const zmq::message_t& body) {
+  if (!HelloAllowed(agency.id)) {
+    stats_.hellos_refused++;
+    auto receipt = BuildReceipt("", wire::Code::busy,
+                                "too many HELLOs from this agency; reconnect and say HELLO later",
+                                agency.id, {});
+    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
+    return;
+  }
   std::vector<uint8_t> storage;
   const wire::Hello* hello = wire::VerifyHello(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
   if (!hello) {
@@ -309,9 +344,9 @@ void Reactor::HandleHello(const Agency& agency, const std::string& key, const st
     notice_for_.insert(agency.id);
   }
   if (fd >= 0) agency_by_fd_[fd] = agency.id;
-  spdlog::info("event=connect agency={} role={} agent=\"{}\"", agency.id,
+  spdlog::info("event=connect agency={} role={} agent={}", agency.id,
                wire::EnumNameRole(hello->role()),
-               hello->agent() ? hello->agent()->string_view() : "");
+               LogValue(hello->agent() ? hello->agent()->string_view() : ""));
 
   flatbuffers::FlatBufferBuilder fbb(128);
   fbb.Finish(wire::CreateWelcomeDirect(fbb, agency.id.c_str(), "liaison-broker 0.1.0",
@@ -362,18 +397,21 @@ bool Reactor::WithinLimits(const std::string& agency) {
     return false;
   }
   if (limits.rate_per_agency == 0) return true;
-  Bucket& b = buckets_[agency];
-  const auto now = std::chrono::steady_clock::now();
-  if (b.refilled == std::chrono::steady_clock::time_point{}) {
-    b.tokens = static_cast<double>(limits.burst_per_agency);
+  return buckets_[agency].Take(static_cast<double>(limits.burst_per_agency),
+                               static_cast<double>(limits.rate_per_agency),
+                               std::chrono::steady_clock::now());
+}
+
+bool Reactor::Bucket::Take(double burst, double per_second, std::chrono::steady_clock::time_point now) {
+  if (refilled == std::chrono::steady_clock::time_point{}) {
+    tokens = burst;
   } else {
-    const double seconds = std::chrono::duration<double>(now - b.refilled).count();
-    b.tokens = std::min(static_cast<double>(limits.burst_per_agency),
-                        b.tokens + seconds * static_cast<double>(limits.rate_per_agency));
+    const double seconds = std::chrono::duration<double>(now - refilled).count();
+    tokens = std::min(burst, tokens + seconds * per_second);
   }
-  b.refilled = now;
-  if (b.tokens < 1) return false;
-  b.tokens -= 1;
+  refilled = now;
+  if (tokens < 1) return false;
+  tokens -= 1;
   return true;
 }
 
@@ -408,7 +446,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
                         sender.id});
   };
   auto unavailable = [&](const std::string& id, const Status& st) {
-    spdlog::error("event=store_failed agency={} id={} error=\"{}\"", sender.id, id, st.message());
+    spdlog::error("event=store_failed agency={} id={} error=\"{}\"", sender.id,
+                  wire::LoggableMessageId(id), st.message());
     reply(id, BuildReceipt(id, wire::Code::unavailable,
                            "the broker could not store the message; resend it later with the same id",
                            sender.id, {}, policies.version()));
@@ -423,7 +462,7 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     if (!found.ok()) return unavailable(peek_id, found.status());
     if (found->has_value()) {
       stats_.duplicates++;
-      spdlog::info("event=duplicate agency={} id={}", sender.id, peek_id);
+      spdlog::info("event=duplicate agency={} id={}", sender.id, wire::LoggableMessageId(peek_id));
       replies_.push_back({routing_id, std::move(**found), peek_id, sender.id});
       return;
     }

@@ -36,6 +36,7 @@ struct ReactorStats {
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> duplicates{0};
   std::atomic<uint64_t> busy{0};  // messages refused over an agency's rate or in-flight limit
+  std::atomic<uint64_t> hellos_refused{0};  // HELLOs over an agency's HELLO rate
   std::atomic<uint64_t> stored{0};
   std::atomic<uint64_t> commits{0};
   std::atomic<uint64_t> commit_failures{0};
@@ -193,8 +194,21 @@ class Reactor {
   struct Bucket {
     double tokens = 0;
     std::chrono::steady_clock::time_point refilled{};
+    // Refills at `per_second` up to `burst`, then takes one token if there
+    // is one.
+    bool Take(double burst, double per_second, std::chrono::steady_clock::time_point now);
   };
   std::unordered_map<std::string, Bucket> buckets_;
+  // HELLOs per agency: a flood is answered `busy`, and logged once per
+  // interval rather than once per HELLO (docs/protocol.md §3).
+  struct HelloLimit {
+    Bucket bucket;
+    uint64_t refused = 0;  // since the last hello_flood line
+    std::chrono::steady_clock::time_point logged{};
+  };
+  std::unordered_map<std::string, HelloLimit> hello_limits_;
+  // True if `agency` may say HELLO now; logs a flood.
+  bool HelloAllowed(const std::string& agency);
   std::unordered_map<std::string, uint64_t> batch_in_flight_;  // this batch's messages per agency
   // True if `agency` may send one more message now; takes a token.
   bool WithinLimits(const std::string& agency);
