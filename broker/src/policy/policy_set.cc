@@ -250,6 +250,7 @@ void ReadFields(YamlReader& r, const YAML::Node& rule_node, const std::string& p
         continue;
       }
       rule.others = action;
+      rule.others_line = entry.first.Mark().line + 1;
       continue;
     }
     const bool wildcard = key == "*";
