@@ -56,4 +56,39 @@ sed -i 's/^secret_key_file.*/secret_key_fil: keys\/agency-x.key/' "$tmp/agent.ya
 "$BIN/liaison" send --config "$tmp/agent.yaml" --to someone "$tmp/ok.json" > "$tmp/out" 2>&1
 check "bad agent config exits 2" test $? -eq 2
 check "bad agent config names key and line" grep -q "agent.yaml:3:1: unknown key 'secret_key_fil'" "$tmp/out"
+
+# policy check: a rule that lost its leading '-' (its keys repeat those of the
+# rule above) fails with file:line:column; warnings keep exit code 0.
+SRC="$(cd "$(dirname "$0")/.." && pwd)"
+cp -r "$SRC/policies" "$tmp/policies"
+file="$tmp/policies/agencies/exit-mombasa.yaml"
+"$BIN/liaison" policy check "$tmp/policies" > "$tmp/out" 2>&1
+check "shipped policies pass check" test $? -eq 0
+rules_before="$(grep -o '[0-9]* rules' "$tmp/out")"
+line="$(grep -n '^  - id: withdraw-case' "$file" | cut -d: -f1)"
+sed -i "${line}s/^  - id:/    id:/" "$file"
+"$BIN/liaison" policy check "$tmp/policies" > "$tmp/out" 2>&1
+check "a rule without its dash fails check" test $? -eq 1
+check "naming the duplicate key with file:line:column" \
+  grep -q "exit-mombasa.yaml:${line}:5: duplicate key 'release\[[0-9]*\].id': first at line" "$tmp/out"
+cp "$SRC/policies/agencies/exit-mombasa.yaml" "$file"
+cat >> "$file" <<'YAML'
+  - id: second-block-rule
+    messages: [CaseClosure]
+    fields:
+      others: drop
+accept:
+  - id: late
+    messages: [CaseClosure]
+    fields: {outcome: allow}
+YAML
+"$BIN/liaison" policy check "$tmp/policies" > "$tmp/out" 2>&1
+check "a second accept: block fails check" test $? -eq 1
+check "naming both accept: lines" grep -qE "exit-mombasa.yaml:[0-9]+:1: duplicate key 'accept': first at line [0-9]+, column 1" "$tmp/out"
+cp "$SRC/policies/agencies/exit-mombasa.yaml" "$file"
+sed -i "$((line + 3))a\\      '*': allow" "$file"
+"$BIN/liaison" policy check "$tmp/policies" > "$tmp/out" 2>&1
+check "a broad allow only warns (exit 0)" test $? -eq 0
+check "with its line" grep -q "^warning: .*exit-mombasa.yaml:$((line + 4)): release rule 'withdraw-case': '\*: allow'" "$tmp/out"
+check "and the rule count is unchanged (${rules_before})" grep -q "${rules_before}" "$tmp/out"
 exit $fail

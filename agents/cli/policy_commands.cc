@@ -9,6 +9,7 @@
 
 #include "liaison/keys.h"
 #include "policy/explain.h"
+#include "policy/policy_lint.h"
 #include "policy/policy_tests.h"
 
 namespace liaison::cli {
@@ -46,6 +47,7 @@ int PolicyCheck(const std::string& dir) {
   size_t rules = 0;
   for (const auto& a : (*set)->directory().agencies()) {
     rules += (*set)->For(a).release.size() + (*set)->For(a).accept.size();
+    for (const auto& w : policy::LintPolicy((*set)->For(a))) std::cerr << "warning: " << w << "\n";
   }
   std::cout << "policy check: OK: " << (*set)->directory().agencies().size() << " agencies, "
             << rules << " rules, version " << (*set)->version() << "\n";

@@ -20,8 +20,13 @@ namespace liaison {
 // "file:line:col" of a node (1-based), or just "file" when the node has no mark.
 std::string YamlWhere(const std::string& file, const YAML::Node& node);
 
-// Parses a YAML file; a syntax error becomes "file:line:col: <reason>".
+// Parses a YAML file; a syntax error becomes "file:line:col: <reason>", and
+// a key that repeats an earlier key of the same map is an error naming both
+// positions (yaml-cpp would silently keep only one). Every liaison YAML file
+// (policies, vocabulary, DPO tests, configs) is read through here.
 StatusOr<YAML::Node> LoadYamlFile(const std::string& path);
+// The same for YAML text; `file` names it in errors.
+StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string& file);
 
 // The known name closest to `name` by edit distance, if it is close enough to
 // be a plausible typo; empty otherwise.

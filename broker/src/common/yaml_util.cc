@@ -2,6 +2,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <yaml-cpp/anchor.h>
+#include <yaml-cpp/eventhandler.h>
 
 namespace liaison {
 namespace {
@@ -25,6 +31,119 @@ size_t EditDistance(std::string_view a, std::string_view b) {
   return row[b.size()];
 }
 
+// "line L, column C" of a mark (1-based).
+std::string LineColumn(const YAML::Mark& mark) {
+  return "line " + std::to_string(mark.line + 1) + ", column " + std::to_string(mark.column + 1);
+}
+
+// yaml-cpp's messages for a '*' that starts an alias: in a policy that is
+// nearly always a field pattern written without quotes.
+std::string AliasHint(const std::string& msg) {
+  if (msg != YAML::ErrorMsg::ALIAS_NOT_FOUND && msg != YAML::ErrorMsg::UNKNOWN_ANCHOR) return "";
+  return "; an unquoted * starts a YAML alias: write the field pattern in quotes, as '*': allow "
+         "(or 'subject.*' for a group)";
+}
+
+// Walks the parse events and records every key that repeats an earlier key of
+// the same map. yaml-cpp keeps only one value per key, so without this a
+// second `accept:` block, a repeated `messages:` or a rule that lost its
+// leading '-' (its keys then land in the rule above) would vanish silently.
+class DuplicateKeyFinder : public YAML::EventHandler {
+ public:
+  explicit DuplicateKeyFinder(const std::string& file) : file_(file) {}
+
+  const std::vector<std::string>& errors() const { return errors_; }
+
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, "~", true); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, "", false); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string& value) override {
+    Value(mark, value, true);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    Open(mark, /*map=*/false);
+  }
+  void OnSequenceEnd() override { Close(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    Open(mark, /*map=*/true);
+  }
+  void OnMapEnd() override { Close(); }
+
+ private:
+  struct Collection {
+    bool map = false;
+    bool expect_key = true;        // maps alternate key, value, key, ...
+    std::string path;              // "release[2]" for messages
+    std::string key;               // the current key (maps) ...
+    size_t index = 0;              // ... or item index (sequences)
+    std::map<std::string, YAML::Mark> keys;
+  };
+
+  // The path of the node that is about to start inside the innermost collection.
+  std::string ChildPath() const {
+    if (stack_.empty()) return "";
+    const Collection& c = stack_.back();
+    if (!c.map) return c.path + "[" + std::to_string(c.index) + "]";
+    return c.path.empty() ? c.key : c.path + "." + c.key;
+  }
+
+  // A complete node (scalar, null, alias or collection) inside the innermost
+  // collection; `text` is its key text when `scalar`.
+  void Value(const YAML::Mark& mark, const std::string& text, bool scalar) {
+    if (stack_.empty()) return;
+    Collection& c = stack_.back();
+    if (!c.map) {
+      ++c.index;
+      return;
+    }
+    if (c.expect_key) {
+      c.key = scalar ? text : "?";
+      if (scalar) {
+        auto [it, fresh] = c.keys.emplace(text, mark);
+        if (!fresh && errors_.size() < kMaxErrors) {
+          const std::string path = c.path.empty() ? text : c.path + "." + text;
+          errors_.push_back(file_ + ":" + std::to_string(mark.line + 1) + ":" +
+                            std::to_string(mark.column + 1) + ": duplicate key '" + path +
+                            "': first at " + LineColumn(it->second) +
+                            "; YAML keeps only one of them. Remove one, or, if this starts a "
+                            "new list item (a rule), begin it with '- '");
+        }
+      }
+    }
+    c.expect_key = !c.expect_key;
+  }
+
+  void Open(const YAML::Mark&, bool map) {
+    Collection c;
+    c.map = map;
+    c.path = ChildPath();
+    stack_.push_back(std::move(c));
+  }
+
+  void Close() {
+    stack_.pop_back();
+    Value(YAML::Mark(), "", /*scalar=*/false);  // the collection was a value (or key) of its parent
+  }
+
+  static constexpr size_t kMaxErrors = 50;
+  const std::string& file_;
+  std::vector<Collection> stack_;
+  std::vector<std::string> errors_;
+};
+
+std::vector<std::string> DuplicateKeys(const std::string& text, const std::string& file) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DuplicateKeyFinder finder(file);
+  while (parser.HandleNextDocument(finder)) {
+  }
+  return finder.errors();
+}
+
 }  // namespace
 
 std::string YamlWhere(const std::string& file, const YAML::Node& node) {
@@ -36,16 +155,31 @@ std::string YamlWhere(const std::string& file, const YAML::Node& node) {
 }
 
 StatusOr<YAML::Node> LoadYamlFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open " + path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return Status::IoError("cannot read " + path);
+  return ParseYaml(text.str(), path);
+}
+
+StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string& file) {
   try {
-    return YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return Status::NotFound("cannot open " + path);
+    // Two passes: the event pass sees every key with its position, which the
+    // node tree (keeping one value per key) no longer can.
+    std::vector<std::string> duplicates = DuplicateKeys(text, file);
+    if (!duplicates.empty()) {
+      std::string all;
+      for (const auto& d : duplicates) all += (all.empty() ? "" : "\n") + d;
+      return Status::InvalidArgument(all);
+    }
+    return YAML::Load(text);
   } catch (const YAML::ParserException& e) {
-    return Status::InvalidArgument(path + ":" + std::to_string(e.mark.line + 1) + ":" +
+    return Status::InvalidArgument(file + ":" + std::to_string(e.mark.line + 1) + ":" +
                                    std::to_string(e.mark.column + 1) + ": YAML syntax error: " +
-                                   e.msg);
+                                   e.msg + AliasHint(e.msg));
   } catch (const YAML::Exception& e) {
-    return Status::InvalidArgument(path + ": " + e.what());
+    return Status::InvalidArgument(file + ": " + e.what());
   }
 }
 

@@ -82,7 +82,7 @@ struct Rule {
 
   std::vector<FieldEntry> entries;
   std::optional<Action> others;
-  int others_line = 0;
+  int others_line = 0;  // the `others:` line, for explain and warnings
   // Per payload type, one decision per leaf of its layout (empty if the rule
   // does not cover that type).
   std::array<std::vector<LeafDecision>, kPayloadTypes> plans;
