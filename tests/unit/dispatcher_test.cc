@@ -214,6 +214,29 @@ TEST_F(DispatcherTest, TimesMustBeRfc3339AndVersionKnown) {
   EXPECT_EQ(Code::missing_field, Admit(pack()).code);
 }
 
+// A justification that is blank or too short is refused, naming the field
+// and the minimum, rather than silently not invoking break-glass.
+TEST_F(DispatcherTest, ABreakGlassJustificationNeedsTenCharactersOfRealText) {
+  auto with = [](const std::string& justification) {
+    auto env = wire::UnPackEnvelope(Envelope({{"youth-m", "", ""}}).data());
+    env->break_glass = justification;
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, env.get()));
+    return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  };
+  for (const std::string bad : {" ", "          ", "\t\n\r \u00a0\u3000", "\u200b\ufeff x",
+                                "threat", "a b c d e f g h i"}) {
+    Admission a = Admit(with(bad));
+    EXPECT_EQ(Code::invalid_field, a.code) << "'" << bad << "'";
+    EXPECT_NE(std::string::npos, a.detail.find("break_glass")) << a.detail;
+    EXPECT_NE(std::string::npos, a.detail.find("at least 10 characters")) << a.detail;
+    EXPECT_TRUE(a.deliveries.empty());
+  }
+  for (const std::string good : {"", "threat to life", "  0123456789  "}) {
+    EXPECT_EQ(Code::ok, Admit(with(good)).code) << "'" << good << "'";
+  }
+}
+
 TEST_F(DispatcherTest, APayloadTypeFromANewerSchemaIsRefused) {
   flatbuffers::FlatBufferBuilder fbb;
   auto to = std::vector<flatbuffers::Offset<wire::Recipient>>{

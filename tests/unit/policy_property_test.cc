@@ -1,14 +1,20 @@
 // Property test: random policy sets and random messages, checked against a
-// small reference evaluator written here from the semantics (BRIEF §4), with
-// none of the engine's compiled structures: no delivered field is forbidden
-// by either side, and every field's action and value are the reference's.
+// small reference evaluator written here from the semantics (BRIEF §4,
+// docs/policies.md §5-§9), with none of the engine's compiled structures: no
+// delivered field is forbidden by either side, and every field's action and
+// value are the reference's. The reference combines two actions by what each
+// reveals (sets of facets, intersected), not by an order; rules put every
+// action on every field type, on both sides.
 //
 // Seeded and repeatable. LIAISON_PROPERTY_SETS x LIAISON_PROPERTY_MESSAGES
 // (default 150 x 20) messages; `make property` runs a million.
 #include <gtest/gtest.h>
 #include <openssl/hmac.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
+#include <iterator>
 #include <map>
 #include <random>
 #include <set>
@@ -68,6 +74,10 @@ bool IsDate(const std::string& path, const reflection::Field& f) {
          (n == "date_of_birth" || (n.size() > 5 && n.substr(n.size() - 5) == "_date") ||
           (n.size() > 3 && n.substr(n.size() - 3) == "_at"));
 }
+// Text that a mask or a pseudonym fits: a string that is not a date.
+bool IsPlainText(const std::string& path, const reflection::Field& f) {
+  return IsText(f) && !IsDate(path, f);
+}
 bool InAddress(const std::string& path) {
   return path.find("address.") != std::string::npos || path.rfind("location.", 0) == 0;
 }
@@ -101,24 +111,57 @@ std::string RefLeafAction(const RefRule& r, const std::string& path, const refle
     if (part == "sub_county") return chosen == "generalize(sub_county)" ? "allow" : "drop";
     return "drop";
   }
-  if ((chosen == "pseudonymize" || chosen.rfind("mask", 0) == 0) && !IsText(f)) return "drop";
+  if ((chosen == "pseudonymize" || chosen.rfind("mask", 0) == 0) && !IsPlainText(path, f)) return "drop";
   if (chosen == "generalize(year)" && !IsDate(path, f)) return "drop";
   if (chosen == "generalize(age-band)" && LastName(path) != "date_of_birth") return "drop";
   return chosen;
 }
 
-int Rank(const std::string& a) {
-  if (a == "drop") return 8000;
-  if (a == "pseudonymize") return 7000;
-  if (a == "generalize(age-band)") return 6000;
-  if (a == "generalize(year)") return 5000;
-  if (a == "generalize(county)") return 4000;
-  if (a == "generalize(sub_county)") return 3000;
-  if (a.rfind("mask(last:", 0) == 0) return 2000 - std::stoi(a.substr(10));
-  return 0;  // allow
+// What an action reveals of a value, as named facets.
+std::set<std::string> RefReveals(const std::string& a) {
+  std::set<std::string> facets;
+  auto suffix = [&](int n) {
+    facets.insert("length");
+    for (int i = 1; i <= n; ++i) facets.insert("last " + std::to_string(i));
+  };
+  if (a == "allow") {
+    facets = {"equality", "year", "age band", "county", "sub-county", "the rest"};
+    suffix(64);
+  } else if (a == "pseudonymize") {
+    facets = {"equality"};
+  } else if (a == "generalize(year)") {
+    facets = {"year"};
+  } else if (a == "generalize(age-band)") {
+    facets = {"age band"};
+  } else if (a == "generalize(county)") {
+    facets = {"county"};
+  } else if (a == "generalize(sub_county)") {
+    facets = {"county", "sub-county"};
+  } else if (a.rfind("mask(last:", 0) == 0) {
+    suffix(std::stoi(a.substr(10)));
+  }
+  return facets;  // drop: nothing
 }
 
-std::string RefCombine(const std::string& a, const std::string& b) { return Rank(a) >= Rank(b) ? a : b; }
+// The action revealing exactly what both reveal; drop if no action does.
+std::string RefCombine(const std::string& a, const std::string& b) {
+  static std::map<std::pair<std::string, std::string>, std::string> memo;
+  auto it = memo.find({a, b});
+  if (it != memo.end()) return it->second;
+  const std::set<std::string> ra = RefReveals(a), rb = RefReveals(b);
+  std::set<std::string> both;
+  std::set_intersection(ra.begin(), ra.end(), rb.begin(), rb.end(), std::inserter(both, both.end()));
+  std::vector<std::string> candidates = {"allow", "pseudonymize", "generalize(year)",
+                                         "generalize(age-band)", "generalize(county)",
+                                         "generalize(sub_county)"};
+  for (int n = 1; n <= 64; ++n) candidates.push_back("mask(last:" + std::to_string(n) + ")");
+  std::string result = "drop";
+  for (const auto& c : candidates) {
+    if (RefReveals(c) == both) result = c;
+  }
+  memo[{a, b}] = result;
+  return result;
+}
 
 std::string RefMask(const std::string& v, int n) {
   std::vector<std::string> chars;
@@ -128,8 +171,10 @@ std::string RefMask(const std::string& v, int n) {
     chars.push_back(v.substr(i, len));
     i += len;
   }
+  // At most half of the characters, never all of them.
+  const size_t shown = std::min<size_t>(n, chars.size() / 2);
   std::string out;
-  for (size_t i = 0; i < chars.size(); ++i) out += i + n < chars.size() ? "*" : chars[i];
+  for (size_t i = 0; i < chars.size(); ++i) out += i + shown < chars.size() ? "*" : chars[i];
   return out;
 }
 
@@ -144,11 +189,44 @@ bool RefDate(const std::string& v, int* y, int* m, int* d) {
   return *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
 }
 
-// Messages are dated 2026-11-24.
-int RefAge(const std::string& dob) {
+// A message's created_at and the UTC date it falls on (worked out by hand).
+struct MessageTime {
+  std::string created_at;
+  int year, month, day;
+};
+const std::vector<MessageTime> kTimes = {
+    {"2026-11-24T09:30:00Z", 2026, 11, 24},       {"2026-11-25T01:00:00+03:00", 2026, 11, 24},
+    {"2026-11-25T03:00:00+03:00", 2026, 11, 25},  {"2026-11-24T19:00:00-05:00", 2026, 11, 25},
+    {"2026-11-24T18:59:59-05:00", 2026, 11, 24},  {"2026-11-25T13:59:59+14:00", 2026, 11, 24},
+    {"2026-11-25T14:00:00+14:00", 2026, 11, 25},  {"2026-11-24T23:59:59.999Z", 2026, 11, 24},
+    {"2027-01-01T02:00:00+03:00", 2026, 12, 31}};
+
+// Age in whole years on the message's UTC date; -1 if the date of birth is unreadable.
+int RefAge(const std::string& dob, const MessageTime& at) {
   int y, m, d;
   if (!RefDate(dob, &y, &m, &d)) return -1;
-  return 2026 - y - ((11 < m || (11 == m && 24 < d)) ? 1 : 0);
+  return at.year - y - ((at.month < m || (at.month == m && at.day < d)) ? 1 : 0);
+}
+
+// Only white space (the kinds the generator writes).
+bool RefBlank(const std::string& v) {
+  std::string rest = v;
+  for (const char* space : {" ", "\t", "\n", "\u00a0", "\u3000", "\u200b"}) {
+    for (size_t p; (p = rest.find(space)) != std::string::npos;) rest.erase(p, std::strlen(space));
+  }
+  return rest.empty();
+}
+
+// Characters other than white space (ASCII and the generator's Unicode ones count as one).
+size_t RefVisible(const std::string& v) {
+  size_t n = 0;
+  for (size_t i = 0; i < v.size();) {
+    size_t len = 1;
+    while (i + len < v.size() && (static_cast<unsigned char>(v[i + len]) & 0xc0) == 0x80) ++len;
+    n += !RefBlank(v.substr(i, len));
+    i += len;
+  }
+  return n;
 }
 
 std::string RefHmacHex(const std::array<uint8_t, 32>& key, const std::string& path, const std::string& v) {
@@ -164,15 +242,16 @@ std::string RefHmacHex(const std::array<uint8_t, 32>& key, const std::string& pa
 
 // What a value becomes under an action; nullopt if the field is dropped.
 std::optional<std::string> RefTransform(const std::string& action, const std::string& path,
-                                        const std::string& v, const std::array<uint8_t, 32>& key) {
+                                        const std::string& v, const std::array<uint8_t, 32>& key,
+                                        const MessageTime& at) {
   if (action == "allow") return v;
   if (action == "drop") return std::nullopt;
-  if (action == "pseudonymize") return RefHmacHex(key, path, v);
+  if (action == "pseudonymize") return RefBlank(v) ? std::nullopt : std::optional(RefHmacHex(key, path, v));
   if (action.rfind("mask(last:", 0) == 0) return RefMask(v, std::stoi(action.substr(10)));
   int y, m, d;
   if (action == "generalize(year)") return RefDate(v, &y, &m, &d) ? std::optional(v.substr(0, 4)) : std::nullopt;
   if (action == "generalize(age-band)") {
-    int age = RefAge(v);
+    int age = RefAge(v, at);
     if (age < 0) return std::nullopt;
     return std::to_string(age / 5 * 5) + "-" + std::to_string(age / 5 * 5 + 4);
   }
@@ -222,14 +301,24 @@ struct Generator {
   size_t Pick(size_t n) { return std::uniform_int_distribution<size_t>(0, n - 1)(rng); }
   template <typename T> const T& PickFrom(const std::vector<T>& v) { return v[Pick(v.size())]; }
 
+  // Text as JSON string content: empty, blank, short or long, with Unicode.
   std::string Text() {
     static const std::vector<std::string> pieces = {"a", "B", "7", "é", "Ω", "-", "x", "Z", "0", " "};
+    static const std::vector<std::string> blanks = {"", " ", "   ", "\\t\\n", "\u00a0", "\u3000\u200b"};
+    if (Chance(0.08)) return PickFrom(blanks);
     std::string s;
-    for (size_t i = 0, n = 1 + Pick(9); i < n; ++i) s += PickFrom(pieces);
+    for (size_t i = 0, n = 1 + Pick(Chance(0.1) ? 80 : 9); i < n; ++i) s += PickFrom(pieces);
     return s;
   }
-  std::string Date() {
-    if (Chance(0.1)) return "soon";
+  std::string Date(bool birth) {
+    if (Chance(0.1)) return Chance(0.5) ? "soon" : "";
+    // Birthdays on and around the message dates: the 18th and the band edges.
+    if (birth && Chance(0.3)) {
+      static const std::vector<std::string> edges = {"2008-11-24", "2008-11-25", "2008-12-31",
+                                                     "2009-01-01", "2011-11-24", "2011-11-25",
+                                                     "2008-02-29"};
+      return PickFrom(edges);
+    }
     char buf[40];
     std::snprintf(buf, sizeof buf, "%04d-%02d-%02d", 1985 + static_cast<int>(Pick(35)),
                   1 + static_cast<int>(Pick(12)), 1 + static_cast<int>(Pick(28)));
@@ -243,7 +332,9 @@ struct Generator {
       if (index >= 0) return std::to_string(Pick(schema.enums()->Get(index)->values()->size()));
       return std::to_string(Pick(100000));
     };
-    if (t == BaseType::String) return "\"" + (IsDate(path, f) ? Date() : Text()) + "\"";
+    if (t == BaseType::String) {
+      return "\"" + (IsDate(path, f) ? Date(LastName(path) == "date_of_birth") : Text()) + "\"";
+    }
     if (t == BaseType::Vector) {
       std::string out = "[";
       for (size_t i = 0, n = 1 + Pick(3); i < n; ++i) {
@@ -279,14 +370,34 @@ struct Generator {
     return out + "}";
   }
 
-  std::string Message(std::string* type) {
+  std::string Message(std::string* type, const MessageTime& at) {
     *type = PickFrom(kTypes);
     const reflection::Schema& schema = wire::EnvelopeSchema();
     const auto* object = schema.objects()->LookupByKey(("liaison.wire." + *type).c_str());
+    // Justifications: blank, too short, just long enough, long.
+    static const std::vector<std::string> justifications = {
+        "", "          ", "\\t \\n \u00a0 \u3000", "justified", "t h r e a t s", "0123456789",
+        "threat to life: an attack is planned"};
     return std::string("{\"id\": \"m\", \"purpose\": \"") + PickFrom(kPurposes) +
-           "\", \"created_at\": \"2026-11-24T09:30:00Z\"" +
-           (Chance(0.3) ? ", \"break_glass\": \"justified\"" : "") + ", \"payload_type\": \"" + *type +
-           "\", \"payload\": " + Table(schema, *object, "") + "}";
+           "\", \"created_at\": \"" + at.created_at + "\"" +
+           (Chance(0.4) ? ", \"break_glass\": \"" + PickFrom(justifications) + "\"" : "") +
+           ", \"payload_type\": \"" + *type + "\", \"payload\": " + Table(schema, *object, "") + "}";
+  }
+
+  // A single-field line whose action does not fit the field's type, for a
+  // field of `rule`'s types that the rule does not name yet.
+  std::optional<std::pair<std::string, std::string>> Misfit(const RefRule& rule) {
+    const std::string t = PickFrom(rule.messages);
+    const PayloadLayout* layout = SchemaLayout::Get().For(SchemaLayout::Get().TypeByName(t));
+    const Leaf& leaf = layout->leaves[Pick(layout->leaves.size())];
+    for (const auto& [pattern, action] : rule.fields) {
+      if (pattern == leaf.path) return std::nullopt;
+    }
+    std::vector<std::string> misfits;
+    if (!IsPlainText(leaf.path, *leaf.field)) misfits.insert(misfits.end(), {"pseudonymize", "mask(last:3)"});
+    if (!IsDate(leaf.path, *leaf.field)) misfits.push_back("generalize(year)");
+    if (LastName(leaf.path) != "date_of_birth") misfits.push_back("generalize(age-band)");
+    return std::pair{leaf.path, PickFrom(misfits)};
   }
 
   // A random valid rule over a random subset of the types.
@@ -311,32 +422,36 @@ struct Generator {
         if (!n.path.empty()) nodes.push_back({n.path, &n});
       }
     }
-    const std::vector<std::string> any_actions = {"allow", "drop", "pseudonymize", "mask(last:2)",
-                                                  "mask(last:5)", "generalize(year)", "generalize(age-band)"};
+    const std::vector<std::string> any_actions = {"allow", "drop", "pseudonymize", "mask(last:N)",
+                                                  "generalize(year)", "generalize(age-band)"};
     std::set<std::string> used;
-    for (size_t i = 0, n = Pick(8); i < n; ++i) {
+    for (size_t i = 0, n = Pick(10); i < n; ++i) {
       std::string pattern, action;
       const int form = static_cast<int>(Pick(4));
       if (form == 0) {
         pattern = "*";
         action = PickFrom(any_actions);
       } else if (form == 1) {
+        // One field: an action that fits its type (docs/policies.md §7).
         const auto& [path, leaf] = PickFrom(leaves);
         pattern = path;
         std::vector<std::string> ok = {"allow", "drop"};
-        if (leaf->kind == LeafKind::kString || leaf->kind == LeafKind::kStringVector) {
-          ok.insert(ok.end(), {"pseudonymize", "mask(last:3)", "mask(last:1)"});
-        }
-        if (leaf->is_date) ok.push_back("generalize(year)");
-        if (leaf->is_birth_date) ok.push_back("generalize(age-band)");
+        if (IsPlainText(path, *leaf->field)) ok.insert(ok.end(), {"pseudonymize", "mask(last:N)"});
+        if (IsDate(path, *leaf->field)) ok.push_back("generalize(year)");
+        if (LastName(path) == "date_of_birth") ok.push_back("generalize(age-band)");
         action = PickFrom(ok);
       } else {
+        // A group: any action, on whatever field types lie under it.
         const auto& [path, node] = PickFrom(nodes);
         pattern = form == 2 ? path : path + ".*";
         action = PickFrom(any_actions);
         if (node->is_address && form == 2 && Chance(0.5)) {
           action = Chance(0.5) ? "generalize(county)" : "generalize(sub_county)";
         }
+      }
+      if (action == "mask(last:N)") {
+        static const std::vector<int> lengths = {1, 2, 3, 5, 8, 64};
+        action = "mask(last:" + std::to_string(PickFrom(lengths)) + ")";
       }
       const std::string base = pattern.size() > 2 && pattern.substr(pattern.size() - 2) == ".*"
                                    ? pattern.substr(0, pattern.size() - 2) : pattern;
@@ -384,6 +499,23 @@ TEST(PolicyPropertyTest, EngineAgreesWithTheReferenceEvaluator) {
     testing::TempDir dir;
     auto a = testing::MakeAgency("sender", "exit-programme", "mombasa");
     auto b = testing::MakeAgency("receiver", "youth-welfare", "mombasa");
+    // Now and then one line puts an action on a field it does not fit: the
+    // whole set must be refused, naming that field.
+    if (gen.Chance(0.1)) {
+      RefRule& rule = gen.Chance(0.5) ? release[gen.Pick(release.size())] : accept[gen.Pick(accept.size())];
+      if (auto misfit = gen.Misfit(rule)) {
+        rule.fields.push_back(*misfit);
+        a.rules = Yaml("release", release);
+        b.rules = Yaml("accept", accept);
+        testing::WritePolicies(dir.path().string(), {a, b});
+        auto refused = PolicySet::Load(dir.path().string(), "secret");
+        ASSERT_FALSE(refused.ok()) << misfit->first << ": " << misfit->second;
+        EXPECT_NE(std::string::npos,
+                  refused.status().message().find(misfit->second + " does not fit '" + misfit->first + "'"))
+            << refused.status().message();
+        rule.fields.pop_back();
+      }
+    }
     a.rules = Yaml("release", release);
     b.rules = Yaml("accept", accept);
     testing::WritePolicies(dir.path().string(), {a, b});
@@ -394,7 +526,8 @@ TEST(PolicyPropertyTest, EngineAgreesWithTheReferenceEvaluator) {
 
     for (int m = 0; m < messages; ++m) {
       std::string type;
-      const std::string json = gen.Message(&type);
+      const MessageTime& at = gen.PickFrom(kTimes);
+      const std::string json = gen.Message(&type, at);
       auto bytes = codec.ToBinary(json, "random");
       ASSERT_TRUE(bytes.ok()) << bytes.status().message() << "\n" << json;
       const wire::Envelope* env = wire::VerifyEnvelope(*bytes);
@@ -404,9 +537,10 @@ TEST(PolicyPropertyTest, EngineAgreesWithTheReferenceEvaluator) {
       std::map<std::string, std::vector<std::string>> in;
       Collect(schema, *schema.objects()->LookupByKey(("liaison.wire." + type).c_str()),
               *static_cast<const flatbuffers::Table*>(env->payload()), "", in);
-      RefFacts facts{type, env->purpose()->str(), std::nullopt, env->break_glass() != nullptr};
+      RefFacts facts{type, env->purpose()->str(), std::nullopt,
+                     env->break_glass() && RefVisible(env->break_glass()->str()) >= 10};
       if (type == "CaseReferral" && in.count("subject.date_of_birth")) {
-        int age = RefAge(in["subject.date_of_birth"][0]);
+        int age = RefAge(in["subject.date_of_birth"][0], at);
         if (age >= 0) facts.minor = age < 18;
       }
       const RefRule* ref_release = RefFirst(release, facts);
@@ -442,7 +576,7 @@ TEST(PolicyPropertyTest, EngineAgreesWithTheReferenceEvaluator) {
         for (const auto& v : in[leaf.path]) {
           const bool scalar = leaf.kind == LeafKind::kScalar || leaf.kind == LeafKind::kScalarVector;
           auto t = scalar ? (expected == "drop" ? std::nullopt : std::optional(v))
-                          : RefTransform(expected, leaf.path, v, receiver.pseudonym_key);
+                          : RefTransform(expected, leaf.path, v, receiver.pseudonym_key, at);
           if (t) want.push_back(*t);
         }
         ASSERT_EQ(want, out[leaf.path]) << leaf.path << " under " << expected << "\n" << context;

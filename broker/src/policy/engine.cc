@@ -6,7 +6,9 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include <algorithm>
 #include <ctime>
+#include <optional>
 #include <unordered_map>
 
 namespace liaison::policy {
@@ -30,7 +32,27 @@ bool ParseDate(std::string_view text, int* y, int* m, int* d) {
   return num(0, 4, y) && num(5, 2, m) && num(8, 2, d) && *m >= 1 && *m <= 12 && *d >= 1 && *d <= 31;
 }
 
-// Whole years from a date of birth to the message date; -1 if unknown.
+// The message date is the UTC date of the instant `created_at` names:
+// "2026-03-01T01:00+03:00" is 28 February. One rule for every sender, whatever
+// its time zone. Without a readable created_at (admission refuses an
+// unreadable one), today's UTC date.
+void SetMessageDate(std::string_view created_at, MessageFacts& f) {
+  const std::optional<int64_t> ms = wire::ParseRfc3339Millis(created_at);
+  std::time_t t = ms ? static_cast<std::time_t>((*ms - ((*ms % 1000) + 1000) % 1000) / 1000)
+                     : std::time(nullptr);
+  std::tm tm;
+  if (!gmtime_r(&t, &tm)) {
+    t = std::time(nullptr);
+    gmtime_r(&t, &tm);
+  }
+  f.message_year = tm.tm_year + 1900;
+  f.message_month = tm.tm_mon + 1;
+  f.message_day = tm.tm_mday;
+}
+
+// Whole years from a date of birth to the message date; -1 if unknown. A
+// person is 18 from the start of their 18th birthday (a 29 February birthday
+// falls on 1 March in other years).
 int AgeAt(std::string_view date_of_birth, const MessageFacts& facts) {
   int y, m, d;
   if (!ParseDate(date_of_birth, &y, &m, &d) || facts.message_year == 0) return -1;
@@ -170,7 +192,11 @@ class Rewriter {
           offsets_.push_back(fbb_.CreateString(out.data(), out.size()).o);
         }
       }
-      Report(index, report_ ? (transformed ? &report_->transformed : &report_->released) : nullptr);
+      const bool none_kept = offsets_.size() == base && vec->size() > 0;
+      Report(index, !report_ ? nullptr
+                    : none_kept ? &report_->dropped
+                    : transformed ? &report_->transformed
+                                  : &report_->released);
       return FinishOffsetVector(base);
     }
     // A vector of scalars (enums): allow copies it whole.
@@ -189,13 +215,20 @@ class Rewriter {
         *out = in;
         return true;
       case ActionKind::kPseudonymize:
+        // A blank has no identity to link: tokenised, every blank would
+        // share one token and unrelated subjects would look linked.
+        if (VisibleCharacters(in) == 0) return false;
         scratch_ = Pseudonym(key_, leaf.path, in);
         *out = scratch_;
         return true;
       case ActionKind::kMask: {
-        // Count UTF-8 code points from the end so that a character is never split.
+        // Never the whole value, nor more than half of it: "Amani" under
+        // mask(last:5) shows "***ni". Code points, so a character is never split.
+        size_t length = 0;
+        for (unsigned char c : in) length += (c & 0xc0) != 0x80;
+        const size_t keep = std::min<size_t>(action.mask_last, length / 2);
         size_t keep_from = in.size();
-        for (int kept = 0; keep_from > 0 && kept < action.mask_last;) {
+        for (size_t kept = 0; keep_from > 0 && kept < keep;) {
           --keep_from;
           if ((static_cast<unsigned char>(in[keep_from]) & 0xc0) != 0x80) ++kept;
         }
@@ -354,6 +387,41 @@ std::string Pseudonym(const std::array<uint8_t, 32>& key, std::string_view path,
   return HexEncode(digest, 16);
 }
 
+namespace {
+
+// One code point of UTF-8 at `text[*pos]`, advancing `*pos`; a byte that does
+// not start a well-formed sequence is returned as itself.
+uint32_t NextCodePoint(std::string_view text, size_t* pos) {
+  const auto byte = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
+  const unsigned char lead = byte(*pos);
+  const size_t n = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xe ? 3
+                 : (lead >> 3) == 0x1e ? 4 : 0;
+  if (n <= 1 || *pos + n > text.size()) return byte((*pos)++);
+  uint32_t cp = lead & (0x7f >> n);
+  for (size_t i = 1; i < n; ++i) {
+    if ((byte(*pos + i) & 0xc0) != 0x80) return byte((*pos)++);
+    cp = (cp << 6) | (byte(*pos + i) & 0x3f);
+  }
+  *pos += n;
+  return cp;
+}
+
+// White space (Unicode White_Space) and characters that show nothing
+// (zero-width spaces and joiners, word joiner, BOM).
+bool IsBlankCodePoint(uint32_t c) {
+  return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+         c == 0x180e || (c >= 0x2000 && c <= 0x200d) || c == 0x2028 || c == 0x2029 ||
+         c == 0x202f || c == 0x205f || c == 0x2060 || c == 0x3000 || c == 0xfeff;
+}
+
+}  // namespace
+
+size_t VisibleCharacters(std::string_view text) {
+  size_t visible = 0;
+  for (size_t pos = 0; pos < text.size();) visible += !IsBlankCodePoint(NextCodePoint(text, &pos));
+  return visible;
+}
+
 MessageFacts ExtractFacts(const wire::Envelope& env, const Vocabulary& vocabulary) {
   MessageFacts f;
   f.type = env.payload_type();
@@ -363,16 +431,9 @@ MessageFacts ExtractFacts(const wire::Envelope& env, const Vocabulary& vocabular
   }
   if (env.consent()) f.consent = env.consent()->status();
   f.handling = env.handling();
-  f.break_glass = env.break_glass() && env.break_glass()->size() > 0;
-  if (!env.created_at() ||
-      !ParseDate(env.created_at()->string_view(), &f.message_year, &f.message_month, &f.message_day)) {
-    std::time_t now = std::time(nullptr);
-    std::tm tm;
-    gmtime_r(&now, &tm);
-    f.message_year = tm.tm_year + 1900;
-    f.message_month = tm.tm_mon + 1;
-    f.message_day = tm.tm_mday;
-  }
+  f.break_glass = env.break_glass() &&
+                  VisibleCharacters(env.break_glass()->string_view()) >= kMinBreakGlassCharacters;
+  SetMessageDate(env.created_at() ? env.created_at()->string_view() : std::string_view(), f);
   const wire::RiskAssessment* risk = nullptr;
   if (const auto* referral = env.payload_as_CaseReferral()) {
     risk = referral->risk();
@@ -413,7 +474,7 @@ void CombinePlans(const Decision& decision, wire::Payload type, Action* out) {
   const auto& release = decision.release->plans[tag];
   const auto& accept = decision.accept->plans[tag];
   for (size_t i = 0; i < release.size(); ++i) {
-    out[i] = MoreRestrictive(release[i].action, accept[i].action);
+    out[i] = CombineActions(release[i].action, accept[i].action);
   }
 }
 

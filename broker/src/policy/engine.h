@@ -29,11 +29,23 @@ struct MessageFacts {
   wire::Handling handling = wire::Handling::unspecified;
   wire::RiskLevel risk = wire::RiskLevel::unspecified;
   std::optional<bool> subject_minor;  // unknown without a date of birth
-  bool break_glass = false;           // a justification was given
-  int message_year = 0, message_month = 0, message_day = 0;  // created_at, else today (UTC)
+  bool break_glass = false;           // a justification of real text was given
+  // The UTC date of created_at (of the instant, whatever its offset), else
+  // today's UTC date: ages and age bands are counted on it.
+  int message_year = 0, message_month = 0, message_day = 0;
 };
 
 MessageFacts ExtractFacts(const wire::Envelope& envelope, const Vocabulary& vocabulary);
+
+// A break-glass justification must carry real text: at least this many
+// characters that are not white space. Admission refuses a shorter non-empty
+// one (invalid_field), so it never silently fails to invoke break-glass.
+inline constexpr size_t kMinBreakGlassCharacters = 10;
+
+// The characters (code points) of UTF-8 `text` that are neither white space
+// nor invisible (zero-width spaces, BOM); a byte that is not UTF-8 counts as
+// one. Used for break-glass and for blank values, which are never tokenised.
+size_t VisibleCharacters(std::string_view text);
 
 // The first rule of `rules` that matches `counterpart` and `facts`.
 const Rule* FirstMatch(const std::vector<Rule>& rules, const broker::Agency& counterpart,
@@ -52,8 +64,8 @@ struct Decision {
 Decision Decide(const AgencyPolicy& sender, const AgencyPolicy& recipient,
                 const MessageFacts& facts);
 
-// The action for each leaf of `type` under an allowed decision: the more
-// restrictive of the two rules' actions.
+// The action for each leaf of `type` under an allowed decision: what both
+// rules' actions reveal (CombineActions).
 void CombinePlans(const Decision& decision, wire::Payload type, Action* out);
 
 // Names (never values) of the fields of one message, by what happened to them.

@@ -89,15 +89,19 @@ bool HasPrefixPath(std::string_view path, std::string_view prefix) {
          path[prefix.size()] == '.';
 }
 
-// Whether `action` can apply to `leaf` as such.
+// Whether `action` fits `leaf`'s type (docs/policies.md section 7): masks
+// and pseudonyms fit text, not dates (a mask would show a date's day and
+// month, which generalize(year) hides); date actions fit dates only.
 bool Applies(Action action, const Leaf& leaf) {
+  const bool text = (leaf.kind == LeafKind::kString || leaf.kind == LeafKind::kStringVector) &&
+                    !leaf.is_date;
   switch (action.kind) {
     case ActionKind::kAllow:
     case ActionKind::kDrop:
       return true;
     case ActionKind::kMask:
     case ActionKind::kPseudonymize:
-      return leaf.kind == LeafKind::kString || leaf.kind == LeafKind::kStringVector;
+      return text;
     case ActionKind::kGeneralizeYear:
       return leaf.is_date;
     case ActionKind::kGeneralizeAgeBand:
@@ -107,6 +111,25 @@ bool Applies(Action action, const Leaf& leaf) {
       return false;  // applies to address tables, resolved per part
   }
   return false;
+}
+
+// "a date of birth", "a text field", ...: the type of `leaf` as §7 names it.
+std::string FieldTypeName(const Leaf& leaf) {
+  if (leaf.is_birth_date) return "a date of birth";
+  if (leaf.is_date) return "a date";
+  if (leaf.kind == LeafKind::kString) return "a text field";
+  if (leaf.kind == LeafKind::kStringVector) return "a list of texts";
+  if (leaf.kind == LeafKind::kScalarVector) return "a list of codes";
+  return "a code, yes/no or number";
+}
+
+// The hint for an action that does not fit `leaf`: what does.
+std::string FittingActions(const Leaf& leaf) {
+  std::string out = "allow, drop";
+  if (Applies(Action{ActionKind::kPseudonymize}, leaf)) out += ", pseudonymize, mask(last:N)";
+  if (leaf.is_date) out += ", generalize(year)";
+  if (leaf.is_birth_date) out += ", generalize(age-band)";
+  return out;
 }
 
 // An address generalisation seen from one of the address's parts: the part
@@ -281,11 +304,10 @@ void ReadFields(YamlReader& r, const YAML::Node& rule_node, const std::string& p
       continue;
     }
     if (target.leaf && !address_level && !Applies(*action, *target.leaf)) {
-      std::string what = action->kind == ActionKind::kGeneralizeAgeBand
-                             ? "a date of birth"
-                             : action->kind == ActionKind::kGeneralizeYear ? "a date"
-                                                                           : "a text field";
-      r.Error(entry.second, where, ActionText(*action) + " applies only to " + what);
+      r.Error(entry.second, where,
+              ActionText(*action) + " does not fit '" + target_path + "', which is " +
+                  FieldTypeName(*target.leaf) + "; use " + FittingActions(*target.leaf) +
+                  " (docs/policies.md section 7)");
       continue;
     }
     rule.entries.push_back({key, *action, entry.first.Mark().line + 1});
@@ -413,10 +435,78 @@ std::string HashFiles(const std::vector<fs::path>& files) {
 
 }  // namespace
 
-Action MoreRestrictive(Action a, Action b) {
-  if (a.kind != b.kind) return a.kind > b.kind ? a : b;
-  if (a.kind == ActionKind::kMask) return a.mask_last <= b.mask_last ? a : b;
-  return a;
+namespace {
+
+// What an action lets the recipient learn of a value, as a set of facets.
+// Combining two actions intersects their sets; the result is the action
+// whose set is exactly the intersection. A mask's suffix length is not a
+// facet: two masks intersect to the shorter one (CombineActions).
+enum Facet : uint8_t {
+  kEquality = 1 << 0,   // which values are equal (a pseudonym shows only this)
+  kYear = 1 << 1,       // a date's year
+  kAgeBand = 1 << 2,    // the 5-year age band at the message date
+  kLength = 1 << 3,     // the number of characters (a mask shows it)
+  kSuffix = 1 << 4,     // the last characters (a mask shows some)
+  kCounty = 1 << 5,     // an address down to county
+  kSubCounty = 1 << 6,  // ... and its sub-county
+  kWhole = 1 << 7,      // the rest of the value: only allow shows it
+};
+
+constexpr uint8_t FacetsOf(ActionKind kind) {
+  switch (kind) {
+    case ActionKind::kAllow: return 0xff;
+    case ActionKind::kMask: return kLength | kSuffix;
+    case ActionKind::kGeneralizeSubCounty: return kCounty | kSubCounty;
+    case ActionKind::kGeneralizeCounty: return kCounty;
+    case ActionKind::kGeneralizeYear: return kYear;
+    case ActionKind::kGeneralizeAgeBand: return kAgeBand;
+    case ActionKind::kPseudonymize: return kEquality;
+    case ActionKind::kDrop: return 0;
+  }
+  return 0;
+}
+
+// The action revealing exactly `facets`; drop if none does.
+constexpr ActionKind KindRevealing(uint8_t facets) {
+  for (size_t k = 0; k < kActionKinds; ++k) {
+    if (FacetsOf(static_cast<ActionKind>(k)) == facets) return static_cast<ActionKind>(k);
+  }
+  return ActionKind::kDrop;
+}
+
+using CombinationTable = std::array<std::array<ActionKind, kActionKinds>, kActionKinds>;
+
+constexpr CombinationTable BuildCombinationTable() {
+  CombinationTable table{};
+  for (size_t a = 0; a < kActionKinds; ++a) {
+    for (size_t b = 0; b < kActionKinds; ++b) {
+      table[a][b] = KindRevealing(FacetsOf(static_cast<ActionKind>(a)) &
+                                  FacetsOf(static_cast<ActionKind>(b)));
+    }
+  }
+  return table;
+}
+
+constexpr CombinationTable kCombined = BuildCombinationTable();
+
+static_assert(kCombined[size_t(ActionKind::kMask)][size_t(ActionKind::kGeneralizeYear)] ==
+                  ActionKind::kDrop,
+              "a mask and a year reveal different parts of a date");
+static_assert(kCombined[size_t(ActionKind::kGeneralizeSubCounty)]
+                       [size_t(ActionKind::kGeneralizeCounty)] == ActionKind::kGeneralizeCounty,
+              "sub-county reveals the county and more");
+
+}  // namespace
+
+Action CombineActions(Action a, Action b) {
+  Action out{kCombined[static_cast<size_t>(a.kind)][static_cast<size_t>(b.kind)], 0};
+  if (out.kind == ActionKind::kMask) {
+    // Only a mask and a mask, or a mask and allow, meet in a mask.
+    const int a_last = a.kind == ActionKind::kMask ? a.mask_last : 255;
+    const int b_last = b.kind == ActionKind::kMask ? b.mask_last : 255;
+    out.mask_last = static_cast<uint8_t>(std::min(a_last, b_last));
+  }
+  return out;
 }
 
 std::string ActionText(Action action) {

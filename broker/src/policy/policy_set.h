@@ -22,19 +22,21 @@
 
 namespace liaison::policy {
 
-// Field actions, ordered from least to most restrictive: when a sender's
-// release rule and a recipient's accept rule disagree on a field, the
-// greater one applies.
+// Field actions. They are not ordered: two actions can each reveal
+// something the other hides (a mask shows a date's day, generalize(year) its
+// year), so two rules' actions are combined by what each reveals
+// (CombineActions), never by picking the "stricter" one.
 enum class ActionKind : uint8_t {
   kAllow = 0,
-  kMask,                 // mask(last:N): all but the last N characters become '*'
+  kMask,                 // mask(last:N): the last N characters (at most half) and the length
   kGeneralizeSubCounty,  // an address kept down to sub_county
   kGeneralizeCounty,     // an address kept down to county
   kGeneralizeYear,       // a date kept to its year
   kGeneralizeAgeBand,    // a date of birth as a 5-year age band at the message date
-  kPseudonymize,         // HMAC-SHA256 under the recipient's key
+  kPseudonymize,         // HMAC-SHA256 under the recipient's key: equality only
   kDrop,
 };
+inline constexpr size_t kActionKinds = static_cast<size_t>(ActionKind::kDrop) + 1;
 
 struct Action {
   ActionKind kind = ActionKind::kDrop;
@@ -42,8 +44,12 @@ struct Action {
   bool operator==(const Action&) const = default;
 };
 
-// The more restrictive of two actions (for masks, the one showing less).
-Action MoreRestrictive(Action a, Action b);
+// The action that reveals exactly what both `a` and `b` reveal of a value
+// (their intersection), or drop where no single action does; e.g. mask(last:4)
+// with generalize(year) is drop, mask(last:4) with mask(last:2) is
+// mask(last:2). Read from a table computed at compile time; symmetric.
+// The table is docs/policies.md section 7.
+Action CombineActions(Action a, Action b);
 // "allow", "mask(last:4)", "generalize(county)", ...
 std::string ActionText(Action action);
 // Parses the text form; nullopt if it is not an action.

@@ -112,6 +112,18 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
       !IsRfc3339(env.consent()->recorded_at()->string_view())) {
     return Reject(Code::invalid_field, "consent.recorded_at is not an RFC 3339 time", id);
   }
+  // A justification too short to be one (blank, "x") is refused rather than
+  // ignored: the sender meant to invoke break-glass and must learn it did not.
+  if (env.break_glass() && env.break_glass()->size() > 0 &&
+      policy::VisibleCharacters(env.break_glass()->string_view()) <
+          policy::kMinBreakGlassCharacters) {
+    return Reject(Code::invalid_field,
+                  "break_glass: a justification needs at least " +
+                      std::to_string(policy::kMinBreakGlassCharacters) +
+                      " characters other than spaces; write why it is needed, or leave "
+                      "break_glass empty",
+                  id);
+  }
   // The detail names the field, not its value: a sender may have put
   // anything there.
   if (env.purpose() && env.purpose()->size() > 0 &&
