@@ -310,7 +310,22 @@ INSTANTIATE_TEST_SUITE_P(
         AgeCase{"2026-03-01T13:59:59+14:00", "2011-03-01", true, "10-14"},
         // Born on 29 February: 18 on 1 March of a year without one.
         AgeCase{"2026-02-28T23:59:59Z", "2008-02-29", true, "15-19"},
-        AgeCase{"2026-03-01T00:00:00Z", "2008-02-29", false, "15-19"}));
+        AgeCase{"2026-03-01T00:00:00Z", "2008-02-29", false, "15-19"}),
+    [](const auto& info) {
+      // "2026-02-28T19:00:00-05:00", born 2008-03-01: "at_20260228T190000minus0500_born_20080301".
+      const std::string at = info.param.created_at;
+      std::string out = "at_";
+      for (size_t i = 0; i < at.size(); ++i) {
+        if (std::isalnum(static_cast<unsigned char>(at[i]))) out += at[i];
+        if (at[i] == '+') out += "plus";
+        if (at[i] == '-' && i > 10) out += "minus";
+      }
+      out += "_born_";
+      for (const char* c = info.param.date_of_birth; *c; ++c) {
+        if (*c != '-') out += *c;
+      }
+      return out;
+    });
 
 }  // namespace
 }  // namespace liaison::policy
