@@ -201,11 +201,13 @@ TEST(InboxTest, TwoSendersSameIdAreTwoMessages) {
 }
 
 TEST(RouteTest, InboxPathsNameSenderAndId) {
-  Route r = Classify("/v1/inbox/exit-a/m%2F1/ack");
+  Route r = Classify("/v1/inbox/exit-a/m%2D1/ack");
   EXPECT_EQ(r.kind, Route::Kind::kAck);
   EXPECT_EQ(r.sender, "exit-a");
-  EXPECT_EQ(r.id, "m/1");
+  EXPECT_EQ(r.id, "m-1");
   EXPECT_TRUE(r.id_ok);
+  // An id outside the opaque-token format is refused even when encoded.
+  EXPECT_FALSE(Classify("/v1/inbox/exit-a/m%2F1/ack").id_ok);
   r = Classify("/v1/inbox/exit-a/m1");
   EXPECT_EQ(r.kind, Route::Kind::kInboxMessage);
   EXPECT_EQ(r.sender, "exit-a");

@@ -269,7 +269,7 @@ TEST_F(PolicyExplainTest, HeaderPathsAreCheckedWhenLoaded) {
   error = LoadError("      header.break_glas: allow\n");
   EXPECT_NE(std::string::npos, error.find("did you mean 'header.break_glass'")) << error;
   error = LoadError("      header.break_glass: generalize(year)\n");
-  EXPECT_NE(std::string::npos, error.find("applies only to a date")) << error;
+  EXPECT_NE(std::string::npos, error.find("does not fit 'header.break_glass', which is a text field")) << error;
   error = LoadError("      purpose: allow\n");
   EXPECT_NE(std::string::npos, error.find("no field 'purpose'")) << error;
   // file:line:column of the entry.

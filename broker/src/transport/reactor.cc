@@ -292,14 +292,18 @@ namespace {
 
 // An agent says HELLO once per (re)connection; more is a flood, which
 // would otherwise cost a verify and a log line each.
-constexpr double kHelloBurst = 20;
-constexpr double kHellosPerSecond = 5;
+constexpr double kHelloBurst = 10;
+constexpr double kHellosPerSecond = 2;
 constexpr auto kHelloFloodLogInterval = std::chrono::seconds(10);
+// Connections whose HELLO budget is kept; past it the table starts afresh
+// (a churn of connections cannot grow it without bound).
+constexpr size_t kMaxHelloLimits = 4096;
 
 }  // namespace
 
-bool Reactor::HelloAllowed(const std::string& agency) {
-  HelloLimit& limit = hello_limits_[agency];
+bool Reactor::HelloAllowed(const std::string& agency, const std::string& routing_id) {
+  if (hello_limits_.size() >= kMaxHelloLimits && !hello_limits_.count(routing_id)) hello_limits_.clear();
+  HelloLimit& limit = hello_limits_[routing_id];
   const auto now = std::chrono::steady_clock::now();
   if (limit.bucket.Take(kHelloBurst, kHellosPerSecond, now)) return true;
   ++limit.refused;
@@ -314,7 +318,7 @@ bool Reactor::HelloAllowed(const std::string& agency) {
 
 void Reactor::HandleHello(const Agency& agency, const std::string& key, const std::string& domain,
                           const std::string& routing_id, int fd, const zmq::message_t& body) {
-  if (!HelloAllowed(agency.id)) {
+  if (!HelloAllowed(agency.id, routing_id)) {
     stats_.hellos_refused++;
     auto receipt = BuildReceipt("", wire::Code::busy,
                                 "too many HELLOs from this agency; reconnect and say HELLO later",

@@ -206,9 +206,11 @@ class Reactor {
     uint64_t refused = 0;  // since the last hello_flood line
     std::chrono::steady_clock::time_point logged{};
   };
-  std::unordered_map<std::string, HelloLimit> hello_limits_;
-  // True if `agency` may say HELLO now; logs a flood.
-  bool HelloAllowed(const std::string& agency);
+  std::unordered_map<std::string, HelloLimit> hello_limits_;  // by connection (routing id)
+  // True if the connection `routing_id` of `agency` may say HELLO now; logs
+  // a flood. Per connection: an agency's many workers reconnecting at once
+  // (after a broker restart) each say HELLO once and are all welcomed.
+  bool HelloAllowed(const std::string& agency, const std::string& routing_id);
   std::unordered_map<std::string, uint64_t> batch_in_flight_;  // this batch's messages per agency
   // True if `agency` may send one more message now; takes a token.
   bool WithinLimits(const std::string& agency);
