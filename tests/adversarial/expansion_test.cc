@@ -80,6 +80,17 @@ TEST(ExpansionAttack, SharedOffsetBalloonsAreRefusedWhileAnotherAgencyIsServedWi
     }
   });
 
+  // However the attack ends (an ASSERT returns early), the neighbour stops
+  // and is joined: the test fails, it never aborts or leaves a broker behind.
+  struct StopAndJoin {
+    std::atomic<bool>& attacking;
+    std::thread& thread;
+    ~StopAndJoin() {
+      attacking = false;
+      if (thread.joinable()) thread.join();
+    }
+  } stop_and_join{attacking, neighbour_thread};
+
   auto a = Agent::Connect(broker.AgentFor(attacker));
   ASSERT_TRUE(a.ok());
   ASSERT_TRUE((*a)->WaitReady(5000ms).ok());
