@@ -239,7 +239,9 @@ TEST_F(PolicyExplainTest, HeaderFreeTextTakesEveryTextAction) {
   EXPECT_NE(transformed.end(), std::find(transformed.begin(), transformed.end(), "header.consent.scope"));
   // The accept side alone can withhold it too.
   Load("      header: allow\n", "      header.break_glass: drop\n      header.consent: allow\n");
-  const wire::Envelope* r2 = wire::GetEnvelope(Admit(Message()).deliveries[0].envelope.data());
+  const broker::Admission a2 = Admit(Message());  // owns the copy r2 points into
+  ASSERT_EQ(1u, a2.deliveries.size());
+  const wire::Envelope* r2 = wire::GetEnvelope(a2.deliveries[0].envelope.data());
   EXPECT_EQ(nullptr, r2->break_glass());
   EXPECT_EQ("Mentoring only; the mother Zawadi signed", r2->consent()->scope()->str());
   EXPECT_EQ(nullptr, r2->handling_restrictions());  // not named on the accept side
