@@ -371,5 +371,23 @@ TEST(ExpansionTest, TruncatedAndCorruptBuffersAreMalformedNotTooLarge) {
   }
 }
 
+// Found by fuzz_inbound: a payload value beside the tag NONE made the walk
+// index the schema's objects with NONE's -1.
+TEST_F(DispatcherTest, APayloadBesideTheTagNoneIsRefusedNotRead) {
+  flatbuffers::FlatBufferBuilder fbb;
+  auto update = wire::CreateCaseUpdate(fbb, fbb.CreateString("x"));
+  auto id = fbb.CreateString("m-none");
+  wire::EnvelopeBuilder envelope(fbb);
+  envelope.add_id(id);
+  envelope.add_payload(update.Union());  // payload_type stays NONE
+  wire::FinishEnvelopeBuffer(fbb, envelope.Finish());
+  const std::vector<uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, 1 << 20);
+  EXPECT_FALSE(check.too_large);
+  const Admission a = Admit(bytes);
+  EXPECT_NE(Code::ok, a.code);
+  EXPECT_TRUE(a.deliveries.empty());
+}
+
 }  // namespace
 }  // namespace liaison::broker

@@ -331,8 +331,11 @@ class ExpansionWalk {
         const auto tag = table.GetField<uint8_t>(tag_field->offset(), 0);
         const reflection::EnumVal* member =
             schema_.enums()->Get(field.type()->index())->values()->LookupByKey(tag);
-        // A member from a newer schema: nothing of it is read or passed on.
-        if (!member || !member->union_type()) return Result::kOk;
+        // A member from a newer schema, or NONE beside a value: nothing of
+        // it is read or passed on (NONE's type has no object to index).
+        if (!member || !member->union_type() || member->union_type()->base_type() != reflection::Obj) {
+          return Result::kOk;
+        }
         return VisitTable(*schema_.objects()->Get(member->union_type()->index()),
                           reinterpret_cast<const flatbuffers::Table*>(target));
       }
