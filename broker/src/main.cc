@@ -163,9 +163,17 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", signing_key.status().message());
     return kExitConfigError;
   }
+  // The store says which ledger records were committed with their batch;
+  // the file is cut or completed to match.
+  auto tail = (*store)->ReadLedgerTail();
+  if (!tail.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", tail.status().message());
+    return kExitRuntimeError;
+  }
   auto ledger = liaison::audit::Ledger::Open(config->ledger.path, *signing_key,
                                              liaison::audit::DeriveCaseKey(secret),
-                                             config->ledger.checkpoint_every);
+                                             config->ledger.checkpoint_every, tail->committed_seq,
+                                             tail->lines);
   if (!ledger.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", ledger.status().message());
     return kExitRuntimeError;
@@ -173,6 +181,10 @@ int main(int argc, char** argv) {
   if ((*ledger)->repaired_bytes() > 0) {
     spdlog::warn("event=ledger_repaired cut_bytes={} reason=torn_last_write_never_acknowledged",
                  (*ledger)->repaired_bytes());
+  }
+  if ((*ledger)->uncommitted_cut() > 0 || (*ledger)->restored() > 0) {
+    spdlog::warn("event=ledger_repaired cut_records={} restored_records={} reason=matched_to_store_commit",
+                 (*ledger)->uncommitted_cut(), (*ledger)->restored());
   }
   spdlog::info("event=ledger_open path={} last_record={} signing_key_fingerprint={}",
                config->ledger.path, (*ledger)->last_seq(),

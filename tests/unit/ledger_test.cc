@@ -195,5 +195,107 @@ TEST(LedgerWriteTest, AFailedWriteLeavesNoTraceAndIsReported) {
   EXPECT_FALSE((*ledger)->has_batch());
 }
 
+// The ledger and the store commit a batch together (Write, the store's
+// commit, then Keep or Undo); at Open the file is matched to what the store
+// committed, whatever stopped the broker in between.
+class LedgerCommitTest : public LedgerTest {
+ protected:
+  // Writes one batch of `n` records; returns its lines (not yet kept).
+  std::vector<LedgerLine> WriteBatch(Ledger& ledger, int n, const std::string& prefix) {
+    for (int i = 0; i < n; ++i) {
+      Entry e;
+      e.message_id = prefix + std::to_string(i);
+      e.sender = "exit-a";
+      e.recipient = "youth-b";
+      ledger.Add(e);
+    }
+    auto lines = ledger.Write();
+    EXPECT_TRUE(lines.ok()) << lines.status().ToString();
+    return lines.ok() ? *lines : std::vector<LedgerLine>{};
+  }
+};
+
+TEST_F(LedgerCommitTest, AnUndoneBatchLeavesNoTraceAndTheChainGoesOn) {
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+  ASSERT_TRUE(ledger.ok());
+  auto kept = WriteBatch(**ledger, 2, "kept");
+  (*ledger)->Keep();
+  auto undone = WriteBatch(**ledger, 3, "undone");
+  ASSERT_EQ(3u, undone.size());
+  (*ledger)->Undo();  // the store commit failed
+  auto after = WriteBatch(**ledger, 1, "after");
+  (*ledger)->Keep();
+  ASSERT_EQ(1u, after.size());
+  EXPECT_EQ(kept.back().first + 1, after.front().first) << "the undone records' numbers are reused";
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok) << Problems(r);
+  EXPECT_EQ(lines_.size() + 3, r.records);
+  const auto lines = Lines(path_);
+  for (const auto& line : lines) EXPECT_EQ(std::string::npos, line.find("undone")) << line;
+}
+
+TEST_F(LedgerCommitTest, RecordsOfABatchThatNeverCommittedAreCutAtOpen) {
+  const uint64_t committed = lines_.size();
+  {
+    auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+    ASSERT_TRUE(ledger.ok());
+    WriteBatch(**ledger, 4, "never-committed");
+    // The broker dies here: the file has the lines, the store does not.
+  }
+  ASSERT_EQ(committed + 4, Lines(path_).size());
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100, committed, {});
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  EXPECT_EQ(4u, (*ledger)->uncommitted_cut());
+  EXPECT_EQ(committed, (*ledger)->last_seq());
+  EXPECT_EQ(lines_, Lines(path_));
+  WriteBatch(**ledger, 1, "resent");
+  (*ledger)->Keep();
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok) << Problems(r);
+  EXPECT_EQ(committed + 1, r.records);
+}
+
+TEST_F(LedgerCommitTest, RecordsTheStoreCommittedButTheFileLostAreRestoredAtOpen) {
+  std::vector<LedgerLine> committed_lines;
+  {
+    auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+    ASSERT_TRUE(ledger.ok());
+    committed_lines = WriteBatch(**ledger, 5, "committed");
+    (*ledger)->Keep();
+  }
+  // The machine stopped before the file reached the disk: it lost the lines
+  // that the store committed.
+  WriteLines(path_, lines_);
+  const uint64_t committed = committed_lines.back().first;
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100, committed, committed_lines);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  EXPECT_EQ(5u, (*ledger)->restored());
+  EXPECT_EQ(committed, (*ledger)->last_seq());
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok) << Problems(r);
+  EXPECT_EQ(committed, r.records);
+}
+
+TEST_F(LedgerCommitTest, CommittedRecordsThatNeitherTheFileNorTheStoreHoldStopTheStart) {
+  const uint64_t committed = lines_.size() + 3;
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100, committed, {});
+  ASSERT_FALSE(ledger.ok());
+  EXPECT_NE(std::string::npos, ledger.status().message().find("committed records up to")) << ledger.status().message();
+}
+
+TEST_F(LedgerCommitTest, StoreLinesThatDoNotChainAreNotAppended) {
+  std::vector<LedgerLine> committed_lines;
+  {
+    auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+    committed_lines = WriteBatch(**ledger, 2, "committed");
+    (*ledger)->Keep();
+  }
+  WriteLines(path_, lines_);
+  committed_lines[0].second[12] ^= 1;  // changed in the store
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100, committed_lines.back().first, committed_lines);
+  EXPECT_FALSE(ledger.ok());
+  EXPECT_EQ(lines_, Lines(path_)) << "nothing unverifiable is appended";
+}
+
 }  // namespace
 }  // namespace liaison::audit

@@ -61,6 +61,44 @@ TEST(StoreTest, QueuesInOrderAcksAndDedupes) {
   EXPECT_TRUE(store.Disclosures("a", "CASE-2")->empty());
 }
 
+// The ledger's records commit with their batch, or not at all; the store
+// keeps them until the ledger file has them on disk.
+TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
+  TempDir dir;
+  auto s = Store::Open(dir.file("s.db"), Key(1));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  Store& store = **s;
+  auto tail = store.ReadLedgerTail();
+  ASSERT_TRUE(tail.ok());
+  EXPECT_FALSE(tail->committed_seq.has_value()) << "a new store has committed no record";
+
+  ASSERT_TRUE(store.Begin().ok());
+  ASSERT_TRUE(store.AppendLedger({{1, "one"}, {2, "two"}}).ok());
+  ASSERT_TRUE(store.Commit().ok());
+  ASSERT_TRUE(store.Begin().ok());
+  ASSERT_TRUE(store.AppendLedger({{3, "three"}}).ok());
+  store.Rollback();  // a batch that failed
+
+  tail = store.ReadLedgerTail();
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(std::optional<uint64_t>(2), tail->committed_seq);
+  ASSERT_EQ(2u, tail->lines.size());
+  EXPECT_EQ("two", tail->lines[1].second);
+
+  ASSERT_TRUE(store.Begin().ok());
+  ASSERT_TRUE(store.AppendLedger({{3, "three"}}).ok());
+  ASSERT_TRUE(store.TrimLedger(2).ok());
+  ASSERT_TRUE(store.Commit().ok());
+  s->reset();
+  auto reopened = Store::Open(dir.file("s.db"), Key(1));
+  ASSERT_TRUE(reopened.ok());
+  tail = (*reopened)->ReadLedgerTail();
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(std::optional<uint64_t>(3), tail->committed_seq);
+  ASSERT_EQ(1u, tail->lines.size());
+  EXPECT_EQ((std::pair<uint64_t, std::string>(3, "three")), tail->lines[0]);
+}
+
 TEST(StoreTest, ContentsAreEncryptedAtRest) {
   TempDir dir;
   {

@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -134,10 +135,31 @@ std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view s
   return Hex(out, 12);
 }
 
+namespace {
+
+// The seq and prev of a record line ("json\thash"), if it is one whose
+// content matches its hash.
+struct LineHead {
+  uint64_t seq = 0;
+  std::string prev, hash;
+};
+std::optional<LineHead> ReadHead(wire::JsonCodec& codec, const std::string& line, const std::string& path) {
+  std::string json, hash;
+  if (!SplitLine(line, &json, &hash) || Sha256Hex(json) != hash) return std::nullopt;
+  auto binary = codec.ToBinary(json, path);
+  if (!binary.ok()) return std::nullopt;
+  const auto* record = flatbuffers::GetRoot<ledger::LedgerRecord>(binary->data());
+  return LineHead{record->seq(), record->prev() ? record->prev()->str() : "", hash};
+}
+
+}  // namespace
+
 StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
                                                std::shared_ptr<EVP_PKEY> signing_key,
                                                const std::array<uint8_t, 32>& case_key,
-                                               uint64_t checkpoint_every) {
+                                               uint64_t checkpoint_every,
+                                               std::optional<uint64_t> committed_seq,
+                                               const std::vector<LedgerLine>& committed_lines) {
   std::unique_ptr<Ledger> ledger(new Ledger());
   ledger->path_ = path;
   ledger->key_ = std::move(signing_key);
@@ -149,37 +171,78 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     return Status::IoError("cannot open the ledger " + path + ": " + std::strerror(errno));
   }
   // Resume the chain from the last complete line (bounded by the file size).
+  std::string text;
   struct stat st;
   if (::fstat(ledger->fd_, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-    std::string text(static_cast<size_t>(st.st_size), '\0');
+    text.assign(static_cast<size_t>(st.st_size), '\0');
     if (::pread(ledger->fd_, text.data(), text.size(), 0) != st.st_size) {
       return Status::IoError("cannot read the ledger " + path);
     }
-    size_t end = text.rfind('\n');
+    const size_t end = text.rfind('\n');
     if (end + 1 != text.size()) {
-      // A torn write: never acknowledged (acks follow the fsync), so cut it.
+      // A torn write: never acknowledged (acks follow the commit), so cut it.
       const off_t keep = end == std::string::npos ? 0 : static_cast<off_t>(end + 1);
       if (::ftruncate(ledger->fd_, keep) != 0) return Status::IoError("cannot repair the ledger " + path);
       ledger->repaired_bytes_ = text.size() - static_cast<size_t>(keep);
       text.resize(keep);
-      end = text.empty() ? std::string::npos : text.size() - 1;
-    }
-    if (end != std::string::npos) {
-      const size_t start = text.rfind('\n', end - 1);
-      const std::string line = text.substr(start == std::string::npos ? 0 : start + 1,
-                                           end - (start == std::string::npos ? 0 : start + 1));
-      std::string json, hash;
-      if (!SplitLine(line, &json, &hash) || Sha256Hex(json) != hash) {
-        return Status::Corruption("the last record of the ledger " + path +
-                                  " does not match its hash; run `liaison audit verify`");
-      }
-      auto binary = ledger->codec_.ToBinary(json, path);
-      if (!binary.ok()) return Status::Corruption("ledger " + path + ": " + binary.status().message());
-      const auto* record = flatbuffers::GetRoot<ledger::LedgerRecord>(binary->data());
-      ledger->seq_ = record->seq();
-      ledger->prev_ = hash;
     }
   }
+  // The last record of `text`, and where its line starts.
+  auto last_line = [&](size_t* start) {
+    const size_t end = text.size() - 1;
+    const size_t before = end == 0 ? std::string::npos : text.rfind('\n', end - 1);
+    *start = before == std::string::npos ? 0 : before + 1;
+    return text.substr(*start, end - *start);
+  };
+  while (!text.empty()) {
+    size_t start = 0;
+    auto head = ReadHead(ledger->codec_, last_line(&start), path);
+    if (!head) {
+      return Status::Corruption("the last record of the ledger " + path +
+                                " does not match its hash; run `liaison audit verify`");
+    }
+    if (committed_seq && head->seq > *committed_seq) {
+      // Written for a batch whose store commit never happened (the broker
+      // stopped in between): that batch was answered `unavailable`, so its
+      // records are not part of what happened.
+      if (::ftruncate(ledger->fd_, static_cast<off_t>(start)) != 0) {
+        return Status::IoError("cannot cut the ledger " + path + ": " + std::strerror(errno));
+      }
+      ++ledger->uncommitted_cut_;
+      text.resize(start);
+      continue;
+    }
+    ledger->seq_ = head->seq;
+    ledger->prev_ = head->hash;
+    break;
+  }
+  // Records the store committed that the file lost (the machine stopped
+  // before the file reached the disk): the store still holds them.
+  if (committed_seq && ledger->seq_ < *committed_seq) {
+    std::string out;
+    for (const auto& [seq, line] : committed_lines) {
+      if (seq <= ledger->seq_) continue;
+      auto head = ReadHead(ledger->codec_, line, path);
+      if (seq != ledger->seq_ + 1 || !head || head->seq != seq || head->prev != ledger->prev_) {
+        break;
+      }
+      out += line + "\n";
+      ledger->seq_ = seq;
+      ledger->prev_ = head->hash;
+      ++ledger->restored_;
+    }
+    if (ledger->seq_ != *committed_seq) {
+      return Status::Corruption("the ledger " + path + " ends at record " + std::to_string(ledger->seq_) +
+                                " but the store committed records up to " + std::to_string(*committed_seq) +
+                                " and no longer holds the ones in between; restore the ledger file from a "
+                                "backup, or run `liaison audit verify` on it");
+    }
+    if (::write(ledger->fd_, out.data(), out.size()) != static_cast<ssize_t>(out.size()) ||
+        ::fdatasync(ledger->fd_) != 0) {
+      return Status::IoError("cannot complete the ledger " + path + ": " + std::strerror(errno));
+    }
+  }
+  ledger->synced_seq_ = ledger->seq_;
   return ledger;
 }
 
@@ -200,16 +263,16 @@ std::string Ledger::Line(ledger::LedgerRecordT& record) {
   const std::string hash = Sha256Hex(*json);
   ++seq_;
   prev_ = hash;
-  return *json + "\t" + hash + "\n";
+  return *json + "\t" + hash;
 }
 
-Status Ledger::Flush(bool checkpoint) {
-  if (batch_.empty() && !(checkpoint && since_checkpoint_ > 0)) return Status::Ok();
-  const uint64_t seq_before = seq_, since_before = since_checkpoint_;
-  const std::string prev_before = prev_;
+StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
+  std::vector<LedgerLine> lines;
+  if (undo_) return Status::Internal("ledger: a written batch is neither kept nor undone");
+  if (batch_.empty() && !(checkpoint && since_checkpoint_ > 0)) return lines;
   struct stat st;
-  const off_t size_before = ::fstat(fd_, &st) == 0 ? st.st_size : 0;
-  std::string out;
+  if (::fstat(fd_, &st) != 0) return Status::IoError("cannot read the size of the ledger " + path_);
+  const Rewind undo{seq_, prev_, since_checkpoint_, st.st_size};
   for (const Entry& e : batch_) {
     ledger::LedgerRecordT r;
     r.decision = e.decision;
@@ -233,9 +296,11 @@ Status Ledger::Flush(bool checkpoint) {
     r.recipient_region = e.recipient_region;
     r.urgency = e.urgency;
     r.response = e.response;
-    out += Line(r);
+    std::string line = Line(r);  // advances seq_
+    lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;
   }
+  batch_.clear();
   if (since_checkpoint_ > 0 && (checkpoint || since_checkpoint_ >= checkpoint_every_)) {
     const std::string message = CheckpointMessage(seq_, prev_);
     unsigned char sig[64];
@@ -246,30 +311,69 @@ Status Ledger::Flush(bool checkpoint) {
                                           reinterpret_cast<const unsigned char*>(message.data()),
                                           message.size()) == 1;
     EVP_MD_CTX_free(ctx);
-    if (!signed_ok) std::abort();
+    if (!signed_ok) {
+      seq_ = undo.seq;
+      prev_ = undo.prev;
+      since_checkpoint_ = undo.since;
+      ++failures_;
+      return Status::Internal("cannot sign a ledger checkpoint (OpenSSL)");
+    }
     ledger::LedgerRecordT c;
     c.decision = ledger::Decision::checkpoint;
     c.signature = Hex(sig, sig_len);
     c.key_fingerprint = key_fingerprint_;
-    out += Line(c);
+    std::string line = Line(c);
+    lines.emplace_back(seq_, std::move(line));
     since_checkpoint_ = 0;
   }
-  const bool ok = ::write(fd_, out.data(), out.size()) == static_cast<ssize_t>(out.size()) &&
-                  ::fdatasync(fd_) == 0;
-  if (!ok) {
+  std::string out;
+  for (const auto& [seq, line] : lines) out += line + "\n";
+  if (::write(fd_, out.data(), out.size()) != static_cast<ssize_t>(out.size())) {
     const int error = errno;
+    undo_ = undo;
+    Undo();
     ++failures_;
-    // Cut back whatever part of the batch reached the file: the chain stays whole.
-    if (::ftruncate(fd_, size_before) != 0) {
-      // Nothing more to do here; verify will show the damage.
-    }
-    seq_ = seq_before;
-    prev_ = prev_before;
-    since_checkpoint_ = since_before;
-    batch_.clear();
     return Status::IoError("cannot write the ledger " + path_ + ": " + std::strerror(error));
   }
-  batch_.clear();
+  undo_ = undo;
+  return lines;
+}
+
+void Ledger::Keep() { undo_.reset(); }
+
+void Ledger::Undo() {
+  if (!undo_) return;
+  // Cut back whatever part of the batch reached the file: the chain stays
+  // whole. If even that fails, Open cuts it by the store's position.
+  if (::ftruncate(fd_, undo_->size) != 0) ++failures_;
+  seq_ = undo_->seq;
+  prev_ = undo_->prev;
+  since_checkpoint_ = undo_->since;
+  undo_.reset();
+}
+
+StatusOr<uint64_t> Ledger::Sync() {
+  if (synced_seq_ == seq_) return synced_seq_;
+  const uint64_t reached = undo_ ? undo_->seq : seq_;
+  if (::fdatasync(fd_) != 0) {
+    ++failures_;
+    return Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(errno));
+  }
+  synced_seq_ = reached;
+  return synced_seq_;
+}
+
+Status Ledger::Flush(bool checkpoint) {
+  auto lines = Write(checkpoint);
+  if (!lines.ok()) return lines.status();
+  if (::fdatasync(fd_) != 0) {
+    const int error = errno;
+    Undo();
+    ++failures_;
+    return Status::IoError("cannot write the ledger " + path_ + ": " + std::strerror(error));
+  }
+  Keep();
+  synced_seq_ = seq_;
   return Status::Ok();
 }
 

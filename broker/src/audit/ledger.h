@@ -13,6 +13,9 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <sys/types.h>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -46,30 +49,69 @@ struct Entry {
   std::string case_pseudonym;  // used when case_ref is empty (events after admission)
 };
 
+// (seq, the record's line without its newline): what a batch commits to
+// the store beside its decisions.
+using LedgerLine = std::pair<uint64_t, std::string>;
+
+// Not thread-safe: one thread (the reactor) owns it.
+//
+// A batch's records reach the file before the store commit that decides
+// them, and the store commits the same lines: Write() seals and appends
+// them (no fsync), the caller commits them with the batch
+// (store::Store::AppendLedger) and then says Keep() or Undo(). The store's
+// one fsync makes both durable; the file is synced later (Sync()), and the
+// store keeps the lines until then. Whatever stops the broker in between,
+// Open() cuts the file back to, or completes it up to, what the store
+// committed: the ledger and the store never disagree.
 class Ledger {
  public:
   // Opens `path` for appending, resuming the chain from its last record. A
   // torn last line (a write cut by a crash, never acknowledged) is cut off
   // with a warning; a last record that does not match its hash stops the
   // start ("run liaison audit verify").
+  //
+  // `committed_seq` and `committed_lines` are what the store holds
+  // (store::Store::ReadLedgerTail): records after `committed_seq` are cut
+  // off (their batch never committed), and records up to it that the file
+  // lacks are appended from `committed_lines`; if they are not there either,
+  // Open fails (Corruption). Without `committed_seq` (a store that never
+  // committed a record: new, or an older broker's), the file is the truth.
   static StatusOr<std::unique_ptr<Ledger>> Open(const std::string& path,
                                                 std::shared_ptr<EVP_PKEY> signing_key,
                                                 const std::array<uint8_t, 32>& case_key,
-                                                uint64_t checkpoint_every);
+                                                uint64_t checkpoint_every,
+                                                std::optional<uint64_t> committed_seq = std::nullopt,
+                                                const std::vector<LedgerLine>& committed_lines = {});
   ~Ledger();
 
   // Adds a record to the batch being built (nothing is written yet).
   void Add(const Entry& entry);
   bool has_batch() const { return !batch_.empty(); }
-  // Writes the batch (with a checkpoint when one is due or `checkpoint`) and
-  // fsyncs. On failure the file is cut back to where it was: the batch is
-  // not in the ledger, and the caller must not act on it.
+
+  // Seals the batch's records (with a checkpoint when one is due or
+  // `checkpoint`) into the chain and appends them to the file, not synced.
+  // Returns the lines (none if there was nothing to write) for the store to
+  // commit; then exactly one of Keep() or Undo() must follow. On failure the
+  // file is cut back, the batch is gone, and the caller must not act on it.
+  StatusOr<std::vector<LedgerLine>> Write(bool checkpoint = false);
+  // The batch's store commit succeeded: the written records stand.
+  void Keep();
+  // The batch's store commit failed: the file is cut back to before Write().
+  void Undo();
+  // fdatasyncs the file; returns the last committed record now durable in
+  // it (the store may forget the records up to there).
+  StatusOr<uint64_t> Sync();
+  // Write, fsync and Keep, for a ledger kept without a store (tools, tests).
   Status Flush(bool checkpoint = false);
   void Discard() { batch_.clear(); }
 
   uint64_t last_seq() const { return seq_; }
   // Bytes of a torn last line cut off at Open (0 if none).
   uint64_t repaired_bytes() const { return repaired_bytes_; }
+  // Records cut at Open because their batch never committed, and records
+  // restored from the store.
+  uint64_t uncommitted_cut() const { return uncommitted_cut_; }
+  uint64_t restored() const { return restored_; }
   // The pseudonym this ledger records for (sender, case_ref).
   std::string CaseOf(const std::string& sender, const std::string& case_ref) const {
     return CasePseudonym(case_key_, sender, case_ref);
@@ -78,16 +120,29 @@ class Ledger {
 
  private:
   Ledger() = default;
+  // The record's line (without newline); advances the chain.
   std::string Line(ledger::LedgerRecordT& record);
+
+  // The chain as it was before the last Write().
+  struct Rewind {
+    uint64_t seq = 0;
+    std::string prev;
+    uint64_t since = 0;
+    off_t size = 0;
+  };
 
   std::string path_;
   int fd_ = -1;
   uint64_t seq_ = 0;            // last record written
   std::string prev_;            // its hash
+  uint64_t synced_seq_ = 0;     // last record known durable in the file
   uint64_t since_checkpoint_ = 0;
   uint64_t checkpoint_every_ = 1000;
   uint64_t failures_ = 0;
   uint64_t repaired_bytes_ = 0;
+  uint64_t uncommitted_cut_ = 0;
+  uint64_t restored_ = 0;
+  std::optional<Rewind> undo_;
   std::shared_ptr<EVP_PKEY> key_;
   std::string key_fingerprint_;
   std::array<uint8_t, 32> case_key_{};

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS disclosures (
   PRIMARY KEY (sender, case_hash, recipient));
 CREATE TABLE IF NOT EXISTS notices (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, agency TEXT NOT NULL, receipt BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_tail (seq INTEGER PRIMARY KEY, line TEXT NOT NULL);
 )sql";
 
 std::string SqliteError(sqlite3* db, const std::string& what) {
@@ -512,6 +513,40 @@ Status Store::DeleteNotice(int64_t seq) {
   Query q(db_, Prepare("DELETE FROM notices WHERE seq = ?1"));
   if (!q.Int(1, seq).Done()) return q.Error("store: deleting a notice");
   return Status::Ok();
+}
+
+Status Store::AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& lines) {
+  if (lines.empty()) return Status::Ok();
+  for (const auto& [seq, line] : lines) {
+    Query q(db_, Prepare("INSERT INTO ledger_tail (seq, line) VALUES (?1, ?2)"));
+    if (!q.Int(1, static_cast<int64_t>(seq)).Text(2, line).Done()) return q.Error("store: writing a ledger record");
+  }
+  Query q(db_, Prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('ledger_seq', ?1)"));
+  if (!q.Int(1, static_cast<int64_t>(lines.back().first)).Done()) {
+    return q.Error("store: writing the ledger position");
+  }
+  return Status::Ok();
+}
+
+Status Store::TrimLedger(uint64_t up_to_seq) {
+  Query q(db_, Prepare("DELETE FROM ledger_tail WHERE seq <= ?1"));
+  if (!q.Int(1, static_cast<int64_t>(up_to_seq)).Done()) return q.Error("store: trimming ledger records");
+  return Status::Ok();
+}
+
+StatusOr<LedgerTail> Store::ReadLedgerTail() {
+  LedgerTail tail;
+  {
+    Query q(db_, Prepare("SELECT value FROM meta WHERE name = 'ledger_seq'"));
+    const int rc = q.Step();
+    if (rc == SQLITE_ROW) tail.committed_seq = static_cast<uint64_t>(q.ColumnInt(0));
+    else if (rc != SQLITE_DONE) return q.Error("store: reading the ledger position");
+  }
+  Query q(db_, Prepare("SELECT seq, line FROM ledger_tail ORDER BY seq"));
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) tail.lines.emplace_back(static_cast<uint64_t>(q.ColumnInt(0)), q.ColumnText(1));
+  if (rc != SQLITE_DONE) return q.Error("store: reading ledger records");
+  return tail;
 }
 
 }  // namespace liaison::store

@@ -17,6 +17,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "liaison/status.h"
@@ -53,6 +54,17 @@ struct AckedMessage {
 struct Notice {
   int64_t seq = 0;
   std::vector<uint8_t> receipt;
+};
+
+// The ledger records the store holds (see AppendLedger).
+struct LedgerTail {
+  // The last record committed with a batch; nullopt if no batch ever
+  // committed one (a new store, or one of a broker that wrote its ledger
+  // file only): the ledger file is then the whole truth.
+  std::optional<uint64_t> committed_seq;
+  // (seq, line) of the records not yet known to be durable in the ledger
+  // file, in order.
+  std::vector<std::pair<uint64_t, std::string>> lines;
 };
 
 class Store {
@@ -103,6 +115,17 @@ class Store {
   StatusOr<std::vector<std::string>> Disclosures(const std::string& sender, const std::string& case_ref);
   // Removes the queued (undelivered) messages of the case; returns them.
   StatusOr<std::vector<ExpiredMessage>> EraseQueued(const std::string& sender, const std::string& case_ref);
+
+  // The ledger's records commit with the batch that decided them: the
+  // (seq, line) records the ledger wrote to its file for this batch
+  // (audit::Ledger::Write), and the position they reach. A broker that
+  // stops anywhere finds in the store which records are committed, and the
+  // ledger file is cut or completed to match (audit::Ledger::Open).
+  Status AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& lines);
+  // Forgets the records up to `up_to_seq`, once they are durable in the
+  // ledger file (audit::Ledger::Sync). The committed position stays.
+  Status TrimLedger(uint64_t up_to_seq);
+  StatusOr<LedgerTail> ReadLedgerTail();
 
   Status AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt);
   StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit);

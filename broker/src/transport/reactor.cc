@@ -223,9 +223,9 @@ void Reactor::Run() {
       next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
   }
-  FinishBatch();
-  if (Status st = ledger_->Flush(/*checkpoint=*/true); !st.ok()) {
-    spdlog::error("event=ledger_write_failed error=\"{}\"", st.message());
+  FinishBatch(/*checkpoint=*/true);
+  if (auto synced = ledger_->Sync(); !synced.ok()) {
+    spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
   }
   spdlog::info(
       "event=stopping messages_in={} rejected={} stored={} deliveries={} duplicates={} "
@@ -709,21 +709,32 @@ std::vector<int64_t> Reactor::TakeAcked(const std::string& agency, Outflow& flow
   return seqs;
 }
 
-void Reactor::FinishBatch() {
+void Reactor::FinishBatch(bool checkpoint) {
   batch_in_flight_.clear();
-  // The ledger first: a decision that cannot be recorded is not acted on.
-  const bool checkpoint_due = std::chrono::steady_clock::now() - last_checkpoint_ >=
-                              std::chrono::seconds(config_.ledger.checkpoint_seconds);
+  const bool checkpoint_due = checkpoint || std::chrono::steady_clock::now() - last_checkpoint_ >=
+                                                std::chrono::seconds(config_.ledger.checkpoint_seconds);
+  // The batch's ledger records commit in the same store transaction as its
+  // decisions: both are durable or neither is. A decision that cannot be
+  // recorded is not acted on (the batch is refused).
+  bool ledger_written = false;
   if (batch_failed_) {
     ledger_->Discard();
   } else if (ledger_->has_batch() || checkpoint_due) {
-    Status written = ledger_->Flush(checkpoint_due);
+    auto lines = ledger_->Write(checkpoint_due);
     if (checkpoint_due) last_checkpoint_ = std::chrono::steady_clock::now();
-    metrics_->SetReady(written.ok(), written.ok() ? "" : "the ledger cannot be written");
-    if (!written.ok()) {
+    metrics_->SetReady(lines.ok(), lines.ok() ? "" : "the ledger cannot be written");
+    if (!lines.ok()) {
       stats_.ledger_failures++;
-      spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", written.message());
+      spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", lines.status().message());
       batch_failed_ = true;
+    } else if (!lines->empty()) {
+      ledger_written = true;
+      Status st = EnsureTransaction();
+      if (st.ok()) st = store_->AppendLedger(*lines);
+      if (!st.ok()) {
+        spdlog::error("event=store_failed error=\"{}\"", st.message());
+        batch_failed_ = true;
+      }
     }
   }
   if (store_->in_transaction() || batch_failed_) {
@@ -735,6 +746,13 @@ void Reactor::FinishBatch() {
       st = store_->Commit();
     }
     batch_failed_ = false;
+    if (ledger_written) {
+      if (st.ok()) {
+        ledger_->Keep();
+      } else {
+        ledger_->Undo();
+      }
+    }
     if (!st.ok()) {
       // Fail closed: nothing of this batch is stored, so nobody hears "stored".
       stats_.commit_failures++;
@@ -900,6 +918,16 @@ void Reactor::OnTimer() {
       batch_failed_ = true;
     }
     if (++timer_ticks_ % 60 == 0 && !store_->PurgeDue(now).ok()) batch_failed_ = true;
+    // The store holds the ledger's records until the file has them on disk.
+    if (auto synced = ledger_->Sync(); !synced.ok()) {
+      spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
+    } else if (*synced > ledger_trimmed_) {
+      if (store_->TrimLedger(*synced).ok()) {
+        ledger_trimmed_ = *synced;
+      } else {
+        batch_failed_ = true;
+      }
+    }
   }
   // Unacked deliveries past the timeout go out again, in order.
   for (auto& [recipient, flow] : outflows_) {

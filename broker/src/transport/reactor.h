@@ -2,7 +2,7 @@
 // authenticated through ZapHandler) and the durable store. It drains the
 // socket in batches; for each message it admits it (Dispatcher: checks,
 // addresses, policy, rewrite) and queues the copies in the store; then it
-// commits the batch once (group commit), answers each sender with its
+// commits the batch once (group commit) together with its ledger records, answers each sender with its
 // receipt ("stored" only now that it is on disk), and delivers queued
 // messages to connected recipients in order, redelivering what is not acked.
 #ifndef LIAISON_BROKER_TRANSPORT_REACTOR_H_
@@ -123,7 +123,8 @@ class Reactor {
   // Ends a batch: commits the store, then sends the batch's receipts and
   // deliveries. On a failed commit every sender of the batch is told
   // "unavailable" and nothing of the batch counts as stored.
-  void FinishBatch();
+  // `checkpoint`: seal the ledger with a signed checkpoint (at a stop).
+  void FinishBatch(bool checkpoint = false);
   // Sends queued messages to `recipient` while its window has room.
   void Pump(const std::string& recipient);
   void FlushNotices(const std::string& agency);
@@ -217,6 +218,7 @@ class Reactor {
   bool batch_failed_ = false;  // a write of the open batch failed: roll it back
   bool depths_stale_ = false;  // queue_depth_ must be re-read from the store
   uint64_t timer_ticks_ = 0;
+  uint64_t ledger_trimmed_ = 0;  // the store forgot the ledger records up to here
 
   ReactorStats stats_;
 };
