@@ -73,7 +73,8 @@ TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
   EXPECT_FALSE(tail->committed_seq.has_value()) << "a new store has committed no record";
 
   ASSERT_TRUE(store.Begin().ok());
-  ASSERT_TRUE(store.AppendLedger({{1, "one"}, {2, "two"}}).ok());
+  ASSERT_TRUE(store.AppendLedger({{1, "one"}}).ok());
+  ASSERT_TRUE(store.AppendLedger({{2, "two"}}).ok());
   ASSERT_TRUE(store.Commit().ok());
   ASSERT_TRUE(store.Begin().ok());
   ASSERT_TRUE(store.AppendLedger({{3, "three"}}).ok());
@@ -86,7 +87,7 @@ TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
   EXPECT_EQ("two", tail->lines[1].second);
 
   ASSERT_TRUE(store.Begin().ok());
-  ASSERT_TRUE(store.AppendLedger({{3, "three"}}).ok());
+  ASSERT_TRUE(store.AppendLedger({{3, "three"}, {4, "four"}}).ok());
   ASSERT_TRUE(store.TrimLedger(2).ok());
   ASSERT_TRUE(store.Commit().ok());
   s->reset();
@@ -94,9 +95,10 @@ TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
   ASSERT_TRUE(reopened.ok());
   tail = (*reopened)->ReadLedgerTail();
   ASSERT_TRUE(tail.ok());
-  EXPECT_EQ(std::optional<uint64_t>(3), tail->committed_seq);
-  ASSERT_EQ(1u, tail->lines.size());
+  EXPECT_EQ(std::optional<uint64_t>(4), tail->committed_seq);
+  ASSERT_EQ(2u, tail->lines.size());
   EXPECT_EQ((std::pair<uint64_t, std::string>(3, "three")), tail->lines[0]);
+  EXPECT_EQ((std::pair<uint64_t, std::string>(4, "four")), tail->lines[1]);
 }
 
 TEST(StoreTest, ContentsAreEncryptedAtRest) {

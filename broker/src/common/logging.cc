@@ -237,7 +237,9 @@ Status SetupLogging(const std::string& name, const LogOptions& options) {
   // UTC everywhere: logs from several hosts must line up.
   logger->set_formatter(std::move(formatter));
   logger->set_level(level);
-  logger->flush_on(spdlog::level::info);
+  // Flushed line by line at info and above; a debug run (tests, an operator
+  // chasing a problem) flushes every line it asked for.
+  logger->flush_on(std::min(level, spdlog::level::info));
   spdlog::set_default_logger(logger);
   return Status::Ok();
 }

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS disclosures (
   PRIMARY KEY (sender, case_hash, recipient));
 CREATE TABLE IF NOT EXISTS notices (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, agency TEXT NOT NULL, receipt BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS ledger_tail (seq INTEGER PRIMARY KEY, line TEXT NOT NULL);
+-- One row per batch: its ledger lines, newline-separated; seq is the last's.
+CREATE TABLE IF NOT EXISTS ledger_tail (seq INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, lines TEXT NOT NULL);
 )sql";
 
 std::string SqliteError(sqlite3* db, const std::string& what) {
@@ -406,16 +407,15 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
 StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, int64_t seq,
                                                  int64_t now_ms) {
   std::optional<AckedMessage> sender;
-  {
-    Query q(db_, Prepare("SELECT sender, label FROM messages WHERE seq = ?1 AND recipient = ?2 AND state = 0"));
-    const int rc = q.Int(1, seq).Text(2, recipient).Step();
-    if (rc == SQLITE_ROW) sender = AckedMessage{q.ColumnText(0), q.ColumnText(1)};
-    else if (rc != SQLITE_DONE) return q.Error("store: reading an acked message");
-  }
-  if (!sender) return sender;
   // The message itself is no longer needed once delivered: drop the copy now.
-  Query u(db_, Prepare("UPDATE messages SET state = 2, acked_ms = ?2, sealed = NULL WHERE seq = ?1"));
-  if (!u.Int(1, seq).Int(2, now_ms).Done()) return u.Error("store: recording an ack");
+  Query u(db_, Prepare("UPDATE messages SET state = 2, acked_ms = ?2, sealed = NULL "
+                       "WHERE seq = ?1 AND recipient = ?3 AND state = 0 RETURNING sender, label"));
+  int rc = u.Int(1, seq).Int(2, now_ms).Text(3, recipient).Step();
+  if (rc == SQLITE_ROW) {
+    sender = AckedMessage{u.ColumnText(0), u.ColumnText(1)};
+    rc = u.Step();
+  }
+  if (rc != SQLITE_DONE) return u.Error("store: recording an ack");
   return sender;
 }
 
@@ -517,13 +517,20 @@ Status Store::DeleteNotice(int64_t seq) {
 
 Status Store::AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& lines) {
   if (lines.empty()) return Status::Ok();
+  // One row for the batch: a statement per record would cost more than the
+  // records themselves.
+  std::string text;
   for (const auto& [seq, line] : lines) {
-    Query q(db_, Prepare("INSERT INTO ledger_tail (seq, line) VALUES (?1, ?2)"));
-    if (!q.Int(1, static_cast<int64_t>(seq)).Text(2, line).Done()) return q.Error("store: writing a ledger record");
+    if (line.find('\n') != std::string::npos) return Status::Internal("store: a ledger record spans lines");
+    if (!text.empty()) text += '\n';
+    text += line;
   }
-  Query q(db_, Prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('ledger_seq', ?1)"));
-  if (!q.Int(1, static_cast<int64_t>(lines.back().first)).Done()) {
-    return q.Error("store: writing the ledger position");
+  Query q(db_, Prepare("INSERT INTO ledger_tail (seq, first_seq, lines) VALUES (?1, ?2, ?3)"));
+  q.Int(1, static_cast<int64_t>(lines.back().first)).Int(2, static_cast<int64_t>(lines.front().first)).Text(3, text);
+  if (!q.Done()) return q.Error("store: writing ledger records");
+  Query m(db_, Prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('ledger_seq', ?1)"));
+  if (!m.Int(1, static_cast<int64_t>(lines.back().first)).Done()) {
+    return m.Error("store: writing the ledger position");
   }
   return Status::Ok();
 }
@@ -542,9 +549,18 @@ StatusOr<LedgerTail> Store::ReadLedgerTail() {
     if (rc == SQLITE_ROW) tail.committed_seq = static_cast<uint64_t>(q.ColumnInt(0));
     else if (rc != SQLITE_DONE) return q.Error("store: reading the ledger position");
   }
-  Query q(db_, Prepare("SELECT seq, line FROM ledger_tail ORDER BY seq"));
+  Query q(db_, Prepare("SELECT first_seq, lines FROM ledger_tail ORDER BY seq"));
   int rc;
-  while ((rc = q.Step()) == SQLITE_ROW) tail.lines.emplace_back(static_cast<uint64_t>(q.ColumnInt(0)), q.ColumnText(1));
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    uint64_t seq = static_cast<uint64_t>(q.ColumnInt(0));
+    const std::string text = q.ColumnText(1);
+    for (size_t start = 0; start <= text.size();) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      tail.lines.emplace_back(seq++, text.substr(start, end - start));
+      start = end + 1;
+    }
+  }
   if (rc != SQLITE_DONE) return q.Error("store: reading ledger records");
   return tail;
 }

@@ -610,7 +610,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     metrics_->Decision(base.type, o.code == wire::Code::stored ? "released" : wire::EnumNameCode(o.code),
                        sender.id);
   }
-  spdlog::info("event=message agency={} id={} type={} recipients={} stored={}", sender.id,
+  // Per message: debug, so that the message path does not wait on the log.
+  spdlog::debug("event=message agency={} id={} type={} recipients={} stored={}", sender.id,
                admission.message_id, wire::EnumNamePayload(peek->payload_type()), outcomes.size(),
                std::count_if(outcomes.begin(), outcomes.end(),
                              [](const auto& o) { return o.code == wire::Code::stored; }));
