@@ -190,8 +190,15 @@ int main(int argc, char** argv) {
                config->ledger.path, (*ledger)->last_seq(),
                liaison::audit::SigningKeyFingerprint(signing_key->get()));
   liaison::broker::Metrics metrics;
-  liaison::broker::Reactor reactor(*config, std::move(server_keys), *policies, std::move(*store), std::move(*ledger),
-                                   &metrics);
+  // The core reads committed data through its own connection while the
+  // writer thread commits through the first.
+  auto reader = liaison::store::Store::Open(config->store.path, *store_key);
+  if (!reader.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", reader.status().message());
+    return kExitRuntimeError;
+  }
+  liaison::broker::Reactor reactor(*config, std::move(server_keys), *policies, std::move(*store),
+                                   std::move(*reader), std::move(*ledger), &metrics);
   liaison::broker::AdminServer admin(metrics);
   if (!config->admin_listen.empty()) {
     if (auto st = admin.Start(config->admin_listen); !st.ok()) {

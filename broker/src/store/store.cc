@@ -298,6 +298,48 @@ sqlite3_stmt* Store::Prepare(const char* sql) {
   return s;
 }
 
+Status Store::Apply(const WriteBatch& batch) {
+  if (in_transaction_) return Status::Internal("store: Apply inside an open transaction");
+  if (batch.empty()) return Status::Ok();
+  LIAISON_RETURN_IF_ERROR(Begin());
+  auto write = [&]() -> Status {
+    for (const WriteBatch::Copy& c : batch.copies) {
+      LIAISON_RETURN_IF_ERROR(Enqueue(c.sender, c.message_id, c.recipient, c.case_ref, c.envelope.data(),
+                                      c.envelope.size(), c.now_ms, c.expires_ms, c.purge_after_ms, c.label));
+    }
+    for (const WriteBatch::Receipt& r : batch.receipts) {
+      LIAISON_RETURN_IF_ERROR(PutReceipt(r.sender, r.message_id, r.receipt, r.purge_after_ms));
+    }
+    for (const WriteBatch::Acked& a : batch.acks) {
+      auto acked = Ack(a.recipient, a.seq, a.now_ms);
+      if (!acked.ok()) return acked.status();
+    }
+    for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{3, &batch.expired},
+                                      {4, &batch.erased}, {5, &batch.set_aside}}) {
+      for (int64_t seq : *seqs) {
+        // Only a queued copy changes: one acked meanwhile stays acked.
+        Query u(db_, Prepare("UPDATE messages SET state = ?2, sealed = CASE WHEN ?2 = 5 THEN sealed ELSE NULL END "
+                             "WHERE seq = ?1 AND state = 0"));
+        if (!u.Int(1, seq).Int(2, state).Done()) return u.Error("store: updating a queued message");
+      }
+    }
+    for (const auto& [agency, receipt] : batch.notices) LIAISON_RETURN_IF_ERROR(AddNotice(agency, receipt));
+    for (int64_t seq : batch.notices_sent) LIAISON_RETURN_IF_ERROR(DeleteNotice(seq));
+    LIAISON_RETURN_IF_ERROR(AppendLedger(batch.ledger));
+    if (batch.trim_ledger_to > 0) LIAISON_RETURN_IF_ERROR(TrimLedger(batch.trim_ledger_to));
+    if (batch.purge_before_ms > 0) {
+      auto purged = PurgeDue(batch.purge_before_ms);
+      if (!purged.ok()) return purged.status();
+    }
+    return Status::Ok();
+  };
+  if (Status st = write(); !st.ok()) {
+    Rollback();
+    return st;
+  }
+  return Commit();
+}
+
 Status Store::Begin() {
   if (in_transaction_) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -371,11 +413,11 @@ Status Store::Enqueue(const std::string& sender, const std::string& message_id,
 }
 
 StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient, int64_t after_seq,
-                                                    int limit) {
+                                                    int limit, std::vector<int64_t>* damaged_out) {
   std::vector<QueuedMessage> out;
   std::vector<int64_t> damaged;
   {
-    Query q(db_, Prepare("SELECT seq, sender, message_id, sealed FROM messages WHERE recipient = ?1 "
+    Query q(db_, Prepare("SELECT seq, sender, message_id, sealed, label FROM messages WHERE recipient = ?1 "
                          "AND state = 0 AND seq > ?2 ORDER BY seq LIMIT ?3"));
     q.Text(1, recipient).Int(2, after_seq).Int(3, limit);
     int rc;
@@ -391,6 +433,7 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
         continue;
       }
       m.envelope = std::move(*opened);
+      m.label = q.ColumnText(4);
       out.push_back(std::move(m));
     }
     if (rc != SQLITE_DONE) return q.Error("store: reading the queue");
@@ -398,6 +441,10 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
   for (int64_t seq : damaged) {
     spdlog::error("event=store_damaged_message seq={} recipient={} action=set_aside "
                   "hint=\"restore the store from a backup to recover it\"", seq, recipient);
+    if (damaged_out) {
+      damaged_out->push_back(seq);
+      continue;
+    }
     Query u(db_, Prepare("UPDATE messages SET state = 5 WHERE seq = ?1"));
     if (!u.Int(1, seq).Done()) return u.Error("store: setting aside");
   }
@@ -422,18 +469,26 @@ StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, i
 StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
   std::vector<ExpiredMessage> out;
   {
-    Query q(db_, Prepare("SELECT sender, message_id, recipient, label FROM messages "
-                         "WHERE state = 0 AND expires_ms <= ?1"));
-    q.Int(1, now_ms);
-    int rc;
-    while ((rc = q.Step()) == SQLITE_ROW) {
-      out.push_back({q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnText(3)});
-    }
-    if (rc != SQLITE_DONE) return q.Error("store: finding expired messages");
+    auto due = Due(now_ms);
+    if (!due.ok()) return due.status();
+    out = std::move(*due);
   }
   if (out.empty()) return out;
   Query u(db_, Prepare("UPDATE messages SET state = 3, sealed = NULL WHERE state = 0 AND expires_ms <= ?1"));
   if (!u.Int(1, now_ms).Done()) return u.Error("store: expiring messages");
+  return out;
+}
+
+StatusOr<std::vector<ExpiredMessage>> Store::Due(int64_t now_ms) {
+  std::vector<ExpiredMessage> out;
+  Query q(db_, Prepare("SELECT sender, message_id, recipient, label, seq FROM messages "
+                       "WHERE state = 0 AND expires_ms <= ?1"));
+  q.Int(1, now_ms);
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    out.push_back({q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnText(3), q.ColumnInt(4)});
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: finding expired messages");
   return out;
 }
 
@@ -470,21 +525,29 @@ StatusOr<std::vector<std::string>> Store::Disclosures(const std::string& sender,
   return out;
 }
 
+StatusOr<std::vector<ExpiredMessage>> Store::QueuedOfCase(const std::string& sender,
+                                                          const std::string& case_ref) {
+  const std::string h = CaseHash(sender, case_ref);
+  if (h.empty()) return Status::Internal("store: cannot compute the case hash (OpenSSL HMAC failed)");
+  std::vector<ExpiredMessage> out;
+  Query q(db_, Prepare("SELECT message_id, recipient, label, seq FROM messages "
+                       "WHERE sender = ?1 AND case_hash = ?2 AND state = 0"));
+  q.Text(1, sender).Blob(2, h.data(), h.size());
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    out.push_back({sender, q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnInt(3)});
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: finding a case's queued messages");
+  return out;
+}
+
 StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& sender,
                                                          const std::string& case_ref) {
   const std::string h = CaseHash(sender, case_ref);
   if (h.empty()) return Status::Internal("store: cannot compute the case hash (OpenSSL HMAC failed)");
-  std::vector<ExpiredMessage> out;
-  {
-    Query q(db_, Prepare("SELECT message_id, recipient, label FROM messages "
-                         "WHERE sender = ?1 AND case_hash = ?2 AND state = 0"));
-    q.Text(1, sender).Blob(2, h.data(), h.size());
-    int rc;
-    while ((rc = q.Step()) == SQLITE_ROW) {
-      out.push_back({sender, q.ColumnText(0), q.ColumnText(1), q.ColumnText(2)});
-    }
-    if (rc != SQLITE_DONE) return q.Error("store: finding a case's queued messages");
-  }
+  auto queued = QueuedOfCase(sender, case_ref);
+  if (!queued.ok()) return queued.status();
+  std::vector<ExpiredMessage> out = std::move(*queued);
   Query u(db_, Prepare("UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 "
                        "AND state = 0"));
   if (!u.Text(1, sender).Blob(2, h.data(), h.size()).Done()) return u.Error("store: erasing a case");

@@ -4,10 +4,12 @@
 // which agencies received data of which case (for erasure), and the notices
 // (delivered / expired) owed to senders.
 //
-// Not thread-safe: the reactor thread owns it. Writes happen inside a
-// transaction that the caller opens with Begin() and ends with Commit(): the
-// reactor commits once per batch of messages (group commit), and a message is
-// acknowledged as stored only after that commit returned.
+// Not thread-safe: one thread uses one Store. The broker opens the file
+// twice: the writer thread applies each batch (Apply: one transaction, one
+// fsync), and the core's thread reads through its own Store, seeing only
+// what is committed. A message is acknowledged as stored only after its
+// batch's Apply returned. (Begin/Commit and the single writes are kept for
+// tools and tests.)
 #ifndef LIAISON_BROKER_STORE_STORE_H_
 #define LIAISON_BROKER_STORE_STORE_H_
 
@@ -39,11 +41,51 @@ struct QueuedMessage {
   std::string sender;
   std::string message_id;
   std::vector<uint8_t> envelope;  // decrypted
+  std::string label;              // what the caller attached at Enqueue
 };
 
 struct ExpiredMessage {
   std::string sender, message_id, recipient;
   std::string label;  // what the caller attached at Enqueue
+  int64_t seq = 0;
+};
+
+// Everything one batch decided, written by Store::Apply in one transaction
+// with one fsync: all of it is durable, or none of it. Plain data, built by
+// the broker core on its thread and applied on the writer's.
+struct WriteBatch {
+  struct Copy {
+    std::string sender, message_id, recipient, case_ref, label;
+    std::vector<uint8_t> envelope;  // plaintext; sealed by Apply
+    int64_t now_ms = 0, expires_ms = 0, purge_after_ms = 0;
+  };
+  struct Receipt {
+    std::string sender, message_id;
+    std::vector<uint8_t> receipt;
+    int64_t purge_after_ms = 0;
+  };
+  struct Acked {
+    std::string recipient;
+    int64_t seq = 0;
+    int64_t now_ms = 0;
+  };
+  std::vector<Copy> copies;             // queued, each with its disclosure
+  std::vector<Receipt> receipts;        // kept to answer resends
+  std::vector<Acked> acks;              // queued copies delivered
+  std::vector<int64_t> expired;         // queued copies past their expiry
+  std::vector<int64_t> erased;          // queued copies of a withdrawn case
+  std::vector<int64_t> set_aside;       // queued copies that do not decrypt
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> notices;  // (agency, receipt)
+  std::vector<int64_t> notices_sent;    // notices to forget
+  std::vector<std::pair<uint64_t, std::string>> ledger;  // see AppendLedger
+  uint64_t trim_ledger_to = 0;          // see TrimLedger (0: nothing)
+  int64_t purge_before_ms = 0;          // see PurgeDue (0: nothing)
+
+  bool empty() const {
+    return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() &&
+           set_aside.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
+           trim_ledger_to == 0 && purge_before_ms == 0;
+  }
 };
 
 struct AckedMessage {
@@ -77,6 +119,10 @@ class Store {
                                                size_t max_value_bytes = 0);
   ~Store();
 
+  // Writes `batch` in one transaction and commits it (durable on return).
+  // On failure nothing of it is stored. Must not be called inside Begin().
+  Status Apply(const WriteBatch& batch);
+
   Status Begin();
   // Durable on return (fsync of the WAL). On failure the transaction is
   // rolled back and nothing of it is stored.
@@ -98,9 +144,16 @@ class Store {
                  const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
                  int64_t purge_after_ms, const std::string& label = "");
 
-  // Queued messages of `recipient` with seq > after_seq, in order.
+  // Queued messages of `recipient` with seq > after_seq, in order. Reads
+  // only. A message that does not decrypt is logged and skipped, and its seq
+  // added to `damaged` (if given) for the caller to set aside
+  // (WriteBatch::set_aside); without `damaged` it is set aside at once.
   StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq,
-                                               int limit);
+                                               int limit, std::vector<int64_t>* damaged = nullptr);
+  // Queued messages past their expiry (reads only).
+  StatusOr<std::vector<ExpiredMessage>> Due(int64_t now_ms);
+  // Queued messages of `sender`'s case (reads only).
+  StatusOr<std::vector<ExpiredMessage>> QueuedOfCase(const std::string& sender, const std::string& case_ref);
   // Marks the queued message `seq` of `recipient` acknowledged; returns its
   // sender and label, or nullopt if it was not queued (acked, expired, erased).
   StatusOr<std::optional<AckedMessage>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);

@@ -53,8 +53,8 @@ std::map<std::string, ZapHandler::KeyWindow> DomainWindows(const std::vector<Ser
 
 Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
                  std::shared_ptr<const policy::PolicySet> policies,
-                 std::unique_ptr<store::Store> store, std::unique_ptr<audit::Ledger> ledger,
-                 Metrics* metrics)
+                 std::unique_ptr<store::Store> store, std::unique_ptr<store::Store> reader,
+                 std::unique_ptr<audit::Ledger> ledger, Metrics* metrics)
     : config_(std::move(config)),
       served_keys_(ServedKeys(std::move(server_keys))),
       policies_(std::move(policies)),
@@ -64,6 +64,7 @@ Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
            DomainWindows(served_keys_)) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   store_ = std::move(store);
+  reader_ = std::move(reader);
   ledger_ = std::move(ledger);
   metrics_ = metrics;
   Metrics::External e;
@@ -100,7 +101,10 @@ void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
 
 Status Reactor::Bind() {
   if (wake_fd_ < 0) return Status::Internal("eventfd failed");
-  auto depths = store_->QueueDepths();
+  auto committer = Committer::Start(store_.get());
+  if (!committer.ok()) return committer.status();
+  committer_ = std::move(*committer);
+  auto depths = reader_->QueueDepths();
   if (!depths.ok()) return depths.status();
   queue_depth_ = std::move(*depths);
   int64_t queued = 0;
@@ -185,13 +189,17 @@ void Reactor::Run() {
       {router_->handle(), 0, ZMQ_POLLIN, 0},
       {monitor_->handle(), 0, ZMQ_POLLIN, 0},
       {nullptr, wake_fd_, ZMQ_POLLIN, 0},
+      {nullptr, committer_->event_fd(), ZMQ_POLLIN, 0},
   };
   auto next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (true) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
         next_timer - std::chrono::steady_clock::now());
+    // While a commit runs, the next batch forms; once it is full, the
+    // socket waits (senders feel the back-pressure, memory stays bounded).
+    items[0].events = committer_->busy() && forming_messages_ >= config_.store.max_batch ? 0 : ZMQ_POLLIN;
     try {
-      zmq::poll(items, 3, std::max(wait, std::chrono::milliseconds(0)));
+      zmq::poll(items, 4, std::max(wait, std::chrono::milliseconds(0)));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       spdlog::critical("event=poll_failed error=\"{}\"", e.what());
@@ -200,6 +208,9 @@ void Reactor::Run() {
     if (items[2].revents & ZMQ_POLLIN) break;
     metrics_->Beat();
     if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
+    if (items[3].revents & ZMQ_POLLIN) {
+      if (auto result = committer_->TakeResult()) OnCommitted(*result);
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       // One batch: drain what is waiting (up to max_batch messages), then
       // commit it with one fsync and answer everyone in it.
@@ -223,7 +234,7 @@ void Reactor::Run() {
       next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
   }
-  FinishBatch(/*checkpoint=*/true);
+  Drain(/*checkpoint=*/true);
   if (auto synced = ledger_->Sync(); !synced.ok()) {
     spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
   }
@@ -370,8 +381,6 @@ constexpr int64_t kDayMs = 24LL * 3600 * 1000;
 
 }  // namespace
 
-Status Reactor::EnsureTransaction() { return store_->Begin(); }
-
 const std::string* Reactor::ReceiverOf(const std::string& agency) const {
   auto it = receivers_.find(agency);
   return it == receivers_.end() || it->second.empty() ? nullptr : &it->second.back().routing_id;
@@ -423,6 +432,7 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
                          const std::string& routing_id, const zmq::message_t& body) {
   stats_.messages_in++;
   ++batch_messages_;
+  ++forming_messages_;
   // Cheapest check first: a flood is answered before any parsing, and the
   // other agencies' messages in the same batch are not held up by it.
   if (!WithinLimits(sender.id)) {
@@ -462,12 +472,20 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       bytes.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(bytes) : nullptr;
   const std::string peek_id = peek && peek->id() ? peek->id()->str() : std::string();
   if (!peek_id.empty()) {
-    auto found = store_->FindReceipt(sender.id, peek_id);
-    if (!found.ok()) return unavailable(peek_id, found.status());
-    if (found->has_value()) {
+    // This batch's and the committing batch's receipts first: the store
+    // reader sees only what is committed.
+    std::optional<std::vector<uint8_t>> original;
+    if (auto it = uncommitted_receipts_.find(ReceiptKey(sender.id, peek_id)); it != uncommitted_receipts_.end()) {
+      original = it->second;
+    } else {
+      auto found = reader_->FindReceipt(sender.id, peek_id);
+      if (!found.ok()) return unavailable(peek_id, found.status());
+      original = std::move(*found);
+    }
+    if (original) {
       stats_.duplicates++;
       spdlog::info("event=duplicate agency={} id={}", sender.id, wire::LoggableMessageId(peek_id));
-      replies_.push_back({routing_id, std::move(**found), peek_id, sender.id});
+      replies_.push_back({routing_id, std::move(*original), peek_id, sender.id});
       return;
     }
   }
@@ -477,7 +495,10 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   const bool erasure = peek && peek->payload_type() == wire::Payload::ErasureRequest &&
                        peek->case_ref() && peek->case_ref()->size() > 0;
   if (erasure) {
-    auto to = store_->Disclosures(sender.id, peek->case_ref()->str());
+    // A barrier (erasures are rare): everything before it is committed, so
+    // the reader sees every disclosure and every queued copy of the case.
+    Drain();
+    auto to = reader_->Disclosures(sender.id, peek->case_ref()->str());
     if (!to.ok()) return unavailable(peek_id, to.status());
     disclosed = std::move(*to);
   }
@@ -493,7 +514,6 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     return;
   }
 
-  if (Status st = EnsureTransaction(); !st.ok()) return unavailable(admission.message_id, st);
   const int64_t now = NowMs();
   const policy::Retention& retention = policies.For(sender).retention;
   int64_t expires = now + retention.undelivered_days * kDayMs;
@@ -530,17 +550,17 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
     return entry;
   };
   if (erasure) {
-    auto erased = store_->EraseQueued(sender.id, case_ref);
-    if (!erased.ok()) {
-      batch_failed_ = true;
-      return unavailable(admission.message_id, erased.status());
-    }
+    auto erased = reader_->QueuedOfCase(sender.id, case_ref);
+    if (!erased.ok()) return unavailable(admission.message_id, erased.status());
     if (!erased->empty()) {
-      depths_stale_ = true;
       spdlog::info("event=erased_undelivered agency={} id={} messages={}", sender.id,
                    admission.message_id, erased->size());
     }
     for (const store::ExpiredMessage& e : *erased) {
+      forming_.erased.push_back(e.seq);
+      --queue_depth_[e.recipient];
+      // A copy in flight is withdrawn too: its ACK no longer counts.
+      outflows_[e.recipient].inflight.erase(e.seq);
       audit::Entry entry = with_recipient(base, e.recipient);
       entry.decision = ledger::Decision::erased;
       entry.message_id = e.message_id;
@@ -571,13 +591,9 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       d.outcome.reason = "recipient-queue-full";
       spdlog::warn("event=queue_full recipient={} depth={}", d.recipient->id, depth);
     } else {
-      Status st = store_->Enqueue(sender.id, admission.message_id, d.recipient->id, case_ref,
-                                  d.envelope.data(), d.envelope.size(), now, expires, purge_after,
-                                  label);
-      if (!st.ok()) {
-        batch_failed_ = true;
-        return unavailable(admission.message_id, st);
-      }
+      forming_.copies.push_back({sender.id, admission.message_id, d.recipient->id, case_ref, label,
+                                 std::vector<uint8_t>(d.envelope.data(), d.envelope.data() + d.envelope.size()),
+                                 now, expires, purge_after});
       ++depth;
       // Operators hear once when a queue reaches 80% of its limit.
       if (depth == static_cast<int64_t>(config_.store.max_queue_per_recipient * 8 / 10)) {
@@ -618,10 +634,9 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes,
                               policies.version());
   std::vector<uint8_t> receipt_bytes(receipt.data(), receipt.data() + receipt.size());
-  if (Status st = store_->PutReceipt(sender.id, admission.message_id, receipt_bytes, purge_after); !st.ok()) {
-    batch_failed_ = true;
-    return unavailable(admission.message_id, st);
-  }
+  forming_.receipts.push_back({sender.id, admission.message_id, receipt_bytes, purge_after});
+  uncommitted_receipts_[ReceiptKey(sender.id, admission.message_id)] = receipt_bytes;
+  forming_receipt_keys_.push_back(ReceiptKey(sender.id, admission.message_id));
   replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id, sender.id});
 }
 
@@ -639,34 +654,20 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
   stats_.acks++;
   const std::string id = ack->message_id()->str();
   // Only a message that was delivered to this agency can be acked by it.
-  const std::vector<int64_t> seqs = TakeAcked(agency.id, outflows_[agency.id],
-                                              ack->sender() ? ack->sender()->string_view() : "", id);
-  if (seqs.empty()) return;
+  const std::vector<std::pair<int64_t, InFlight>> acked = TakeAcked(
+      agency.id, outflows_[agency.id], ack->sender() ? ack->sender()->string_view() : "", id);
+  if (acked.empty()) return;
   touched_.insert(agency.id);  // room in the window: send more
-  if (Status st = EnsureTransaction(); !st.ok()) {
-    spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, st.message());
-    outflows_[agency.id] = Outflow{};  // not recorded: redeliver, the agent acks again
-    return;
-  }
-  std::vector<store::AckedMessage> acked;
-  for (int64_t seq : seqs) {
-    auto message = store_->Ack(agency.id, seq, NowMs());
-    if (!message.ok()) {
-      batch_failed_ = true;
-      spdlog::error("event=store_failed agency={} error=\"{}\"", agency.id, message.status().message());
-      return;
-    }
-    if (message->has_value()) acked.push_back(**message);
-  }
   const auto set = policies();
-  for (const store::AckedMessage& message : acked) {
+  const int64_t now = NowMs();
+  for (const auto& [seq, message] : acked) {
+    // In flight means queued: an expiry or erasure takes it out of flight.
+    forming_.acks.push_back({agency.id, seq, now});
     const std::string& sender = message.sender;
     --queue_depth_[agency.id];
     auto notice = BuildReceipt(id, wire::Code::ok, "", sender, {{agency.id, wire::Code::delivered}},
                                set->version());
-    if (!store_->AddNotice(sender, {notice.data(), notice.data() + notice.size()}).ok()) {
-      batch_failed_ = true;
-    }
+    forming_.notices.emplace_back(sender, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
     notice_for_.insert(sender);
     spdlog::debug("event=delivered recipient={} agency={} id={}", agency.id, sender, id);
     audit::Entry entry;
@@ -687,13 +688,13 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
   }
 }
 
-std::vector<int64_t> Reactor::TakeAcked(const std::string& agency, Outflow& flow,
-                                        std::string_view sender, std::string_view id) {
-  std::vector<int64_t> seqs;
+std::vector<std::pair<int64_t, Reactor::InFlight>> Reactor::TakeAcked(const std::string& agency, Outflow& flow,
+                                                                     std::string_view sender, std::string_view id) {
+  std::vector<std::pair<int64_t, InFlight>> seqs;
   std::set<std::string_view> senders;
   for (const auto& [seq, message] : flow.inflight) {
     if (message.message_id != id || (!sender.empty() && message.sender != sender)) continue;
-    seqs.push_back(seq);
+    seqs.emplace_back(seq, message);
     senders.insert(message.sender);
   }
   if (sender.empty()) {
@@ -706,99 +707,149 @@ std::vector<int64_t> Reactor::TakeAcked(const std::string& agency, Outflow& flow
       return {};
     }
   }
-  for (int64_t seq : seqs) flow.inflight.erase(seq);
+  for (const auto& [seq, message] : seqs) flow.inflight.erase(seq);
   return seqs;
+}
+
+std::string Reactor::ReceiptKey(const std::string& sender, const std::string& id) {
+  return sender + '\0' + id;
 }
 
 void Reactor::FinishBatch(bool checkpoint) {
   batch_in_flight_.clear();
+  // While a commit runs, the batch keeps forming; it goes when that commit
+  // returns (OnCommitted): group commit without a timer.
+  if (!committer_->busy()) SubmitForming(checkpoint);
+}
+
+void Reactor::SubmitForming(bool checkpoint) {
   const bool checkpoint_due = checkpoint || std::chrono::steady_clock::now() - last_checkpoint_ >=
                                                 std::chrono::seconds(config_.ledger.checkpoint_seconds);
+  if (forming_.empty() && replies_.empty() && touched_.empty() && notice_for_.empty() &&
+      !ledger_->has_batch() && !checkpoint_due) {
+    return;
+  }
+  Committing c;
+  c.replies = std::move(replies_);
+  c.touched = std::move(touched_);
+  c.notice_for = std::move(notice_for_);
+  c.receipt_keys = std::move(forming_receipt_keys_);
+  c.notices_sent = forming_.notices_sent;
+  replies_.clear();
+  touched_.clear();
+  notice_for_.clear();
+  forming_receipt_keys_.clear();
+  forming_messages_ = 0;
   // The batch's ledger records commit in the same store transaction as its
   // decisions: both are durable or neither is. A decision that cannot be
   // recorded is not acted on (the batch is refused).
-  bool ledger_written = false;
-  if (batch_failed_) {
-    ledger_->Discard();
-  } else if (ledger_->has_batch() || checkpoint_due) {
+  if (ledger_->has_batch() || checkpoint_due) {
     auto lines = ledger_->Write(checkpoint_due);
     if (checkpoint_due) last_checkpoint_ = std::chrono::steady_clock::now();
     metrics_->SetReady(lines.ok(), lines.ok() ? "" : "the ledger cannot be written");
     if (!lines.ok()) {
       stats_.ledger_failures++;
       spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", lines.status().message());
-      batch_failed_ = true;
-    } else if (!lines->empty()) {
-      ledger_written = true;
-      Status st = EnsureTransaction();
-      if (st.ok()) st = store_->AppendLedger(*lines);
-      if (!st.ok()) {
-        spdlog::error("event=store_failed error=\"{}\"", st.message());
-        batch_failed_ = true;
-      }
+      forming_ = {};
+      Finish(std::move(c), Status::IoError("the ledger cannot be written"));
+      return;
+    }
+    c.ledger_written = !lines->empty();
+    forming_.ledger = std::move(*lines);
+  }
+  if (ledger_synced_ > ledger_trimmed_) {
+    forming_.trim_ledger_to = ledger_synced_;
+    c.trim_to = ledger_synced_;
+  }
+  if (forming_.empty()) {
+    // Nothing to write (rejections, resends of committed messages, a
+    // reconnect): answer at once.
+    Finish(std::move(c), Status::Ok());
+    return;
+  }
+  committing_ = std::move(c);
+  committer_->Submit(std::move(forming_));
+  forming_ = {};
+}
+
+void Reactor::OnCommitted(const Status& result) {
+  if (!committing_) return;
+  Committing c = std::move(*committing_);
+  committing_.reset();
+  Finish(std::move(c), result);
+  // What arrived during that commit goes now.
+  SubmitForming(false);
+}
+
+void Reactor::Drain(bool checkpoint) {
+  while (committer_->busy()) OnCommitted(committer_->Wait());
+  SubmitForming(checkpoint);
+  while (committer_->busy()) OnCommitted(committer_->Wait());
+}
+
+void Reactor::Finish(Committing c, const Status& result) {
+  if (c.ledger_written) {
+    if (result.ok()) {
+      ledger_->Keep();
+    } else {
+      ledger_->Undo();
     }
   }
-  if (store_->in_transaction() || batch_failed_) {
-    Status st = Status::Ok();
-    if (batch_failed_) {
-      store_->Rollback();
-      st = Status::IoError("a write of the batch (store or ledger) failed");
-    } else {
-      st = store_->Commit();
+  for (const std::string& key : c.receipt_keys) uncommitted_receipts_.erase(key);
+  for (int64_t seq : c.notices_sent) notices_sending_.erase(seq);
+  if (result.ok()) {
+    stats_.commits++;
+    if (c.trim_to > ledger_trimmed_) ledger_trimmed_ = c.trim_to;
+  } else {
+    // Fail closed: nothing of this batch is stored, so nobody hears
+    // "stored". The batch forming meanwhile built on this one (its resends
+    // were answered from this batch's receipts): it is refused too.
+    stats_.commit_failures++;
+    spdlog::error("event=commit_failed messages={} error=\"{}\"", c.replies.size() + replies_.size(),
+                  result.message());
+    for (Reply& r : replies_) c.replies.push_back(std::move(r));
+    replies_.clear();
+    forming_ = {};
+    forming_receipt_keys_.clear();
+    forming_messages_ = 0;
+    uncommitted_receipts_.clear();
+    notices_sending_.clear();
+    ledger_->Discard();
+    touched_.clear();
+    notice_for_.clear();
+    c.touched.clear();
+    c.notice_for.clear();
+    const auto set = policies();
+    for (Reply& r : c.replies) {
+      auto receipt = BuildReceipt(
+          r.message_id, wire::Code::unavailable,
+          "the broker could not store the message; resend it later with the same id", r.sender, {},
+          set->version());
+      r.receipt.assign(receipt.data(), receipt.data() + receipt.size());
     }
-    batch_failed_ = false;
-    if (ledger_written) {
-      if (st.ok()) {
-        ledger_->Keep();
-      } else {
-        ledger_->Undo();
-      }
-    }
-    if (!st.ok()) {
-      // Fail closed: nothing of this batch is stored, so nobody hears "stored".
-      stats_.commit_failures++;
-      spdlog::error("event=commit_failed messages={} error=\"{}\"", replies_.size(), st.message());
-      const auto set = policies();
-      for (Reply& r : replies_) {
-        auto receipt = BuildReceipt(
-            r.message_id, wire::Code::unavailable,
-            "the broker could not store the message; resend it later with the same id", r.sender, {},
-            set->version());
-        r.receipt.assign(receipt.data(), receipt.data() + receipt.size());
-      }
-      depths_stale_ = true;
-      touched_.clear();
-      notice_for_.clear();
-      // Acks of the batch were not recorded: everything unacked goes out
-      // again (the agents re-ack what they already have).
-      for (auto& [recipient, flow] : outflows_) {
-        flow = Outflow{};
-        touched_.insert(recipient);
-      }
-    } else {
-      stats_.commits++;
+    depths_stale_ = true;
+    // Acks of the batch were not recorded: everything unacked goes out
+    // again (the agents re-ack what they already have).
+    for (auto& [recipient, flow] : outflows_) {
+      flow = Outflow{};
+      c.touched.insert(recipient);
     }
   }
   const auto sent_at = std::chrono::steady_clock::now();
-  for (const Reply& r : replies_) {
+  for (const Reply& r : c.replies) {
     SendTo(r.routing_id, wire::kReceipt, r.receipt.data(), r.receipt.size());
     // Receipts built here are valid; only the code is needed.
     metrics_->Receipt(wire::EnumNameCode(flatbuffers::GetRoot<wire::Receipt>(r.receipt.data())->code()));
     metrics_->ReceiptLatency(std::chrono::duration_cast<std::chrono::microseconds>(sent_at - r.received));
   }
-  replies_.clear();
   if (depths_stale_) {
-    if (auto depths = store_->QueueDepths(); depths.ok()) {
+    if (auto depths = reader_->QueueDepths(); depths.ok()) {
       queue_depth_ = std::move(*depths);
       depths_stale_ = false;
     }
   }
-  const std::set<std::string> touched = std::move(touched_);
-  touched_.clear();
-  for (const std::string& recipient : touched) Pump(recipient);
-  const std::set<std::string> notices = std::move(notice_for_);
-  notice_for_.clear();
-  for (const std::string& agency : notices) FlushNotices(agency);
+  for (const std::string& recipient : c.touched) Pump(recipient);
+  for (const std::string& agency : c.notice_for) FlushNotices(agency);
 }
 
 void Reactor::Pump(const std::string& recipient) {
@@ -807,15 +858,20 @@ void Reactor::Pump(const std::string& recipient) {
   while (flow.inflight.size() < window) {
     const std::string* receiver = LiveReceiverOf(recipient);
     if (!receiver) return;
-    auto pending = store_->Pending(recipient, flow.cursor, static_cast<int>(window - flow.inflight.size()));
+    // Committed copies only: nothing leaves before its batch is durable.
+    std::vector<int64_t> damaged;
+    auto pending = reader_->Pending(recipient, flow.cursor, static_cast<int>(window - flow.inflight.size()),
+                                    &damaged);
     if (!pending.ok()) {
       spdlog::error("event=store_failed recipient={} error=\"{}\"", recipient, pending.status().message());
       return;
     }
-    if (pending->empty()) return;
+    if (pending->empty() && damaged.empty()) return;
+    // Set aside with the next commit; skipped until then.
+    forming_.set_aside.insert(forming_.set_aside.end(), damaged.begin(), damaged.end());
     const int64_t now = NowMs();
     const bool one_per_id = id_only_ackers_.count(recipient) > 0;
-    for (const store::QueuedMessage& m : *pending) {
+    for (store::QueuedMessage& m : *pending) {
       if (one_per_id && std::any_of(flow.inflight.begin(), flow.inflight.end(), [&](const auto& entry) {
             return entry.second.message_id == m.message_id;
           })) {
@@ -823,7 +879,7 @@ void Reactor::Pump(const std::string& recipient) {
       }
       switch (SendTo(*receiver, wire::kDeliver, m.envelope.data(), m.envelope.size())) {
         case SendResult::kSent:
-          flow.inflight[m.seq] = {m.sender, m.message_id, now};
+          flow.inflight[m.seq] = {m.sender, m.message_id, now, std::move(m.label)};
           flow.cursor = m.seq;
           stats_.deliveries++;
           break;
@@ -838,6 +894,8 @@ void Reactor::Pump(const std::string& recipient) {
         }
       }
     }
+    // Every good copy of this read went out: the damaged ones are passed.
+    for (int64_t seq : damaged) flow.cursor = std::max(flow.cursor, seq);
   next_round:;
   }
 }
@@ -845,13 +903,14 @@ void Reactor::Pump(const std::string& recipient) {
 void Reactor::FlushNotices(const std::string& agency) {
   const std::string* receiver = LiveReceiverOf(agency);
   if (!receiver) return;
-  auto notices = store_->Notices(agency, 256);
+  auto notices = reader_->Notices(agency, 256);
   if (!notices.ok() || notices->empty()) return;
-  if (!EnsureTransaction().ok()) return;
   for (const store::Notice& n : *notices) {
+    if (notices_sending_.count(n.seq)) continue;  // sent; its deletion commits soon
     if (SendTo(*receiver, wire::kNotice, n.receipt.data(), n.receipt.size()) != SendResult::kSent) break;
     // Sent at least once; the deletion commits with the next batch.
-    if (!store_->DeleteNotice(n.seq).ok()) break;
+    forming_.notices_sent.push_back(n.seq);
+    notices_sending_.insert(n.seq);
   }
 }
 
@@ -885,50 +944,48 @@ void Reactor::OnTimer() {
   if (served_keys_.size() > 1) RetireDueKeys(now);
   metrics_->Beat();
   metrics_->SetQueueDepths(queue_depth_);
-  if (EnsureTransaction().ok()) {
-    auto expired = store_->ExpireDue(now);
-    if (expired.ok()) {
-      const auto set = policies();
-      for (const store::ExpiredMessage& e : *expired) {
-        stats_.expired++;
-        --queue_depth_[e.recipient];
-        auto& flow = outflows_[e.recipient];
-        std::erase_if(flow.inflight, [&](const auto& entry) {
-          return entry.second.message_id == e.message_id && entry.second.sender == e.sender;
-        });
-        auto notice = BuildReceipt(e.message_id, wire::Code::ok, "", e.sender,
-                                   {{e.recipient, wire::Code::expired, "not-delivered-in-time"}},
-                                   set->version());
-        if (!store_->AddNotice(e.sender, {notice.data(), notice.data() + notice.size()}).ok()) {
-          batch_failed_ = true;
-        }
-        notice_for_.insert(e.sender);
-        spdlog::info("event=expired agency={} recipient={} id={}", e.sender, e.recipient, e.message_id);
-        audit::Entry entry;
-        entry.decision = ledger::Decision::expired;
-        entry.message_id = e.message_id;
-        entry.case_pseudonym = e.label.substr(0, e.label.find('|'));
-        if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
-        entry.sender = e.sender;
-        entry.recipient = e.recipient;
-        entry.reason = "not-delivered-in-time";
-        entry.policy_version = set->version();
-        ledger_->Add(entry);
-      }
-    } else {
-      batch_failed_ = true;
+  // Expiry reads the store, so it is a barrier: only when something is due,
+  // everything before is committed first (an ACK still in a batch would
+  // otherwise race the expiry of the same copy).
+  auto due = reader_->Due(now);
+  if (due.ok() && !due->empty()) {
+    Drain();
+    due = reader_->Due(now);
+  }
+  if (!due.ok()) {
+    spdlog::error("event=store_failed error=\"{}\"", due.status().message());
+  } else {
+    const auto set = policies();
+    for (const store::ExpiredMessage& e : *due) {
+      stats_.expired++;
+      forming_.expired.push_back(e.seq);
+      --queue_depth_[e.recipient];
+      outflows_[e.recipient].inflight.erase(e.seq);
+      auto notice = BuildReceipt(e.message_id, wire::Code::ok, "", e.sender,
+                                 {{e.recipient, wire::Code::expired, "not-delivered-in-time"}},
+                                 set->version());
+      forming_.notices.emplace_back(e.sender, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
+      notice_for_.insert(e.sender);
+      spdlog::info("event=expired agency={} recipient={} id={}", e.sender, e.recipient, e.message_id);
+      audit::Entry entry;
+      entry.decision = ledger::Decision::expired;
+      entry.message_id = e.message_id;
+      entry.case_pseudonym = e.label.substr(0, e.label.find('|'));
+      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
+      entry.sender = e.sender;
+      entry.recipient = e.recipient;
+      entry.reason = "not-delivered-in-time";
+      entry.policy_version = set->version();
+      ledger_->Add(entry);
     }
-    if (++timer_ticks_ % 60 == 0 && !store_->PurgeDue(now).ok()) batch_failed_ = true;
-    // The store holds the ledger's records until the file has them on disk.
-    if (auto synced = ledger_->Sync(); !synced.ok()) {
-      spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
-    } else if (*synced > ledger_trimmed_) {
-      if (store_->TrimLedger(*synced).ok()) {
-        ledger_trimmed_ = *synced;
-      } else {
-        batch_failed_ = true;
-      }
-    }
+  }
+  if (++timer_ticks_ % 60 == 0) forming_.purge_before_ms = now;
+  // The store holds the ledger's records until the file has them on disk;
+  // the next commit forgets those (SubmitForming).
+  if (auto synced = ledger_->Sync(); !synced.ok()) {
+    spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
+  } else {
+    ledger_synced_ = *synced;
   }
   // Unacked deliveries past the timeout go out again, in order.
   for (auto& [recipient, flow] : outflows_) {

@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include "config/broker_config.h"
@@ -24,6 +25,7 @@
 #include "routing/dispatcher.h"
 #include "admin/metrics.h"
 #include "audit/ledger.h"
+#include "core/commit.h"
 #include "store/store.h"
 #include "transport/zap_handler.h"
 
@@ -75,7 +77,7 @@ class Reactor {
   // the previous keys.
   Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
           std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store,
-          std::unique_ptr<audit::Ledger> ledger, Metrics* metrics);
+          std::unique_ptr<store::Store> reader, std::unique_ptr<audit::Ledger> ledger, Metrics* metrics);
   ~Reactor();
 
   // Starts authentication and binds the ROUTER, one endpoint per server key
@@ -123,13 +125,27 @@ class Reactor {
   // Ends a batch: commits the store, then sends the batch's receipts and
   // deliveries. On a failed commit every sender of the batch is told
   // "unavailable" and nothing of the batch counts as stored.
-  // `checkpoint`: seal the ledger with a signed checkpoint (at a stop).
+  // Ends a drain of the socket: submits the forming batch if no commit
+  // runs (else it goes when that one returns). `checkpoint`: seal the
+  // ledger with a signed checkpoint.
   void FinishBatch(bool checkpoint = false);
+  void SubmitForming(bool checkpoint);
+  // A batch the writer is committing: what to do once it returns.
+  struct Reply;
+  struct Committing;
+  void OnCommitted(const Status& result);
+  // After a batch's commit (or its refusal): keeps or undoes its ledger
+  // records, answers its senders ("unavailable" for all on failure), and
+  // delivers.
+  void Finish(Committing c, const Status& result);
+  // A barrier: returns when everything decided so far is committed (and
+  // answered), so that the store reader sees it.
+  void Drain(bool checkpoint = false);
+  static std::string ReceiptKey(const std::string& sender, const std::string& id);
   // Sends queued messages to `recipient` while its window has room.
   void Pump(const std::string& recipient);
   void FlushNotices(const std::string& agency);
   void OnTimer();
-  Status EnsureTransaction();
   // The agency's newest receiver connection, or nullptr.
   const std::string* ReceiverOf(const std::string& agency) const;
   enum class SendResult { kSent, kFull, kGone };
@@ -158,6 +174,7 @@ class Reactor {
     std::string sender;
     std::string message_id;
     int64_t sent_ms = 0;
+    std::string label;  // the store's label: case pseudonym and type, for the ledger
   };
   // Delivery state of one recipient: what has gone out and awaits an ack.
   struct Outflow {
@@ -167,9 +184,11 @@ class Reactor {
   // Removes from `flow` and returns the seqs an ACK of `agency` names: by
   // (sender, id); an ACK without sender (an older agent) by id alone, and
   // only if the id is unambiguous in flight, else nothing.
-  std::vector<int64_t> TakeAcked(const std::string& agency, Outflow& flow, std::string_view sender,
-                                 std::string_view id);
-  std::unique_ptr<store::Store> store_;
+  std::vector<std::pair<int64_t, InFlight>> TakeAcked(const std::string& agency, Outflow& flow,
+                                                      std::string_view sender, std::string_view id);
+  std::unique_ptr<store::Store> store_;   // the writer's (used on its thread only)
+  std::unique_ptr<store::Store> reader_;  // this thread's reads: committed data only
+  std::unique_ptr<Committer> committer_;  // after store_: stops before it
   std::unique_ptr<audit::Ledger> ledger_;
   Metrics* metrics_;  // not owned; outlives the reactor
   std::chrono::steady_clock::time_point last_checkpoint_ = std::chrono::steady_clock::now();
@@ -187,6 +206,25 @@ class Reactor {
     std::string sender;
     std::chrono::steady_clock::time_point received = std::chrono::steady_clock::now();
   };
+  struct Committing {
+    std::vector<Reply> replies;
+    std::set<std::string> touched, notice_for;
+    std::vector<std::string> receipt_keys;  // in uncommitted_receipts_
+    std::vector<int64_t> notices_sent;      // in notices_sending_
+    bool ledger_written = false;
+    uint64_t trim_to = 0;
+  };
+  std::optional<Committing> committing_;
+  // The batch forming while another commits: its writes, and below, its
+  // replies and the recipients and senders to serve once it is committed.
+  store::WriteBatch forming_;
+  size_t forming_messages_ = 0;
+  std::vector<std::string> forming_receipt_keys_;
+  // Receipts of the forming and the committing batch, by ReceiptKey: a
+  // resend is recognised before its original is committed.
+  std::unordered_map<std::string, std::vector<uint8_t>> uncommitted_receipts_;
+  std::set<int64_t> notices_sending_;  // notices sent whose deletion is not yet committed
+  uint64_t ledger_synced_ = 0;         // the ledger file is durable up to here
   std::vector<Reply> replies_;
   std::set<std::string> touched_;     // recipients to pump after the commit
   std::set<std::string> notice_for_;  // agencies with notices to send after the commit
@@ -215,7 +253,6 @@ class Reactor {
   std::unordered_map<std::string, uint64_t> batch_in_flight_;  // this batch's messages per agency
   // True if `agency` may send one more message now; takes a token.
   bool WithinLimits(const std::string& agency);
-  bool batch_failed_ = false;  // a write of the open batch failed: roll it back
   bool depths_stale_ = false;  // queue_depth_ must be re-read from the store
   uint64_t timer_ticks_ = 0;
   uint64_t ledger_trimmed_ = 0;  // the store forgot the ledger records up to here
