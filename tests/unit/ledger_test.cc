@@ -248,6 +248,10 @@ TEST_F(LedgerCommitTest, RecordsOfABatchThatNeverCommittedAreCutAtOpen) {
   EXPECT_EQ(4u, (*ledger)->uncommitted_cut());
   EXPECT_EQ(committed, (*ledger)->last_seq());
   EXPECT_EQ(lines_, Lines(path_));
+  // Set aside, not destroyed.
+  const auto aside = Lines(path_ + ".uncommitted");
+  ASSERT_EQ(4u, aside.size());
+  EXPECT_NE(std::string::npos, aside[0].find("never-committed0")) << aside[0];
   WriteBatch(**ledger, 1, "resent");
   (*ledger)->Keep();
   VerifyReport r = Verify();

@@ -194,6 +194,7 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     *start = before == std::string::npos ? 0 : before + 1;
     return text.substr(*start, end - *start);
   };
+  const size_t full_size = text.size();
   while (!text.empty()) {
     size_t start = 0;
     auto head = ReadHead(ledger->codec_, last_line(&start), path);
@@ -205,9 +206,6 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
       // Written for a batch whose store commit never happened (the broker
       // stopped in between): that batch was answered `unavailable`, so its
       // records are not part of what happened.
-      if (::ftruncate(ledger->fd_, static_cast<off_t>(start)) != 0) {
-        return Status::IoError("cannot cut the ledger " + path + ": " + std::strerror(errno));
-      }
       ++ledger->uncommitted_cut_;
       text.resize(start);
       continue;
@@ -215,6 +213,25 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     ledger->seq_ = head->seq;
     ledger->prev_ = head->hash;
     break;
+  }
+  if (ledger->uncommitted_cut_ > 0) {
+    // Kept aside rather than destroyed: many such records mean the store
+    // is older than the ledger (restored from a backup?), and an auditor
+    // may want to see them.
+    std::string cut;
+    cut.resize(full_size - text.size());
+    const std::string aside = path + ".uncommitted";
+    const int out = ::open(aside.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    const bool kept = out >= 0 &&
+                      ::pread(ledger->fd_, cut.data(), cut.size(), static_cast<off_t>(text.size())) ==
+                          static_cast<ssize_t>(cut.size()) &&
+                      ::write(out, cut.data(), cut.size()) == static_cast<ssize_t>(cut.size()) &&
+                      ::fsync(out) == 0;
+    if (out >= 0) ::close(out);
+    if (!kept || ::ftruncate(ledger->fd_, static_cast<off_t>(text.size())) != 0) {
+      return Status::IoError("cannot move the uncommitted end of the ledger " + path + " to " + aside + ": " +
+                             std::strerror(errno));
+    }
   }
   // Records the store committed that the file lost (the machine stopped
   // before the file reached the disk): the store still holds them.

@@ -72,7 +72,8 @@ class Ledger {
   //
   // `committed_seq` and `committed_lines` are what the store holds
   // (store::Store::ReadLedgerTail): records after `committed_seq` are cut
-  // off (their batch never committed), and records up to it that the file
+  // off (their batch never committed) and appended to `path`.uncommitted
+  // (kept, never destroyed), and records up to it that the file
   // lacks are appended from `committed_lines`; if they are not there either,
   // Open fails (Corruption). Without `committed_seq` (a store that never
   // committed a record: new, or an older broker's), the file is the truth.
