@@ -4,8 +4,8 @@
 
 #include <algorithm>
 
+#include "core/admission.h"
 #include "policy/explain.h"
-#include "routing/dispatcher.h"
 #include "testing/fixtures.h"
 
 namespace liaison::policy {

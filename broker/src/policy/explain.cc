@@ -7,7 +7,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "routing/dispatcher.h"
+#include "core/admission.h"
 
 namespace liaison::policy {
 namespace {

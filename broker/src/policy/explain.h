@@ -2,8 +2,9 @@
 // receive of a message, and which rule lines decided each field. Used by
 // `liaison policy explain` and `liaison policy test`; never on the message
 // path. An explanation is the broker's own admission of the message
-// (routing::Dispatcher::Admit): the checks, the decision and the recipient's
-// copy are the broker's, and every value shown is read from that copy.
+// (broker::Dispatcher::Admit, core/admission.h): the checks, the decision and
+// the recipient's copy are the broker's, and every value shown is read from
+// that copy.
 #ifndef LIAISON_BROKER_POLICY_EXPLAIN_H_
 #define LIAISON_BROKER_POLICY_EXPLAIN_H_
 

@@ -21,7 +21,7 @@
 
 #include "config/broker_config.h"
 #include "liaison/keys.h"
-#include "routing/dispatcher.h"
+#include "core/admission.h"
 #include "admin/metrics.h"
 #include "audit/ledger.h"
 #include "store/store.h"
