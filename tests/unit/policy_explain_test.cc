@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "core/admission.h"
-#include "policy/explain.h"
+#include "explain/explain.h"
 #include "testing/fixtures.h"
 
 namespace liaison::policy {

@@ -1,4 +1,4 @@
-#include "policy/explain.h"
+#include "explain/explain.h"
 
 #include <flatbuffers/reflection.h>
 
