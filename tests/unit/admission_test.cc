@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "policy/policy_set.h"
 #include "testing/fixtures.h"
 
 namespace liaison::broker {

@@ -13,8 +13,11 @@
 
 #include "config/broker_config.h"
 #include "liaison/wire.h"
-#include "policy/policy_set.h"
 #include "registry/agency_directory.h"
+
+namespace liaison::policy {
+class PolicySet;
+}
 
 namespace liaison::broker {
 

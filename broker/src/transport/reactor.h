@@ -20,14 +20,23 @@
 #include <set>
 
 #include "config/broker_config.h"
-#include "liaison/keys.h"
 #include "core/admission.h"
-#include "admin/metrics.h"
-#include "audit/ledger.h"
-#include "store/store.h"
+#include "liaison/keys.h"
 #include "transport/zap_handler.h"
 
+namespace liaison::audit {
+class Ledger;
+}
+namespace liaison::policy {
+class PolicySet;
+}
+namespace liaison::store {
+class Store;
+}
+
 namespace liaison::broker {
+
+class Metrics;
 
 // Counters read by operators (logged at shutdown; exported as metrics later).
 struct ReactorStats {
