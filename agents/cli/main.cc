@@ -17,7 +17,6 @@
 #include "audit/report.h"
 #include "audit_commands.h"
 #include "policy_commands.h"
-#include "store/store.h"
 
 namespace {
 
@@ -424,7 +423,7 @@ int main(int argc, char** argv) {
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
   if (keygen->parsed()) {
     if (!store_key.empty()) {
-      Status st = liaison::store::WriteStoreKey(store_key);
+      Status st = liaison::WriteStoreKey(store_key);
       if (!st.ok()) return Fail(st.message(), kExitFailure);
       std::cout << "wrote " << store_key << " (store key, mode 0600)\n";
       return kExitOk;

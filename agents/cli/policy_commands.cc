@@ -7,10 +7,10 @@
 #include <iostream>
 #include <sstream>
 
+#include "explain/explain.h"
+#include "explain/policy_tests.h"
 #include "liaison/keys.h"
-#include "policy/explain.h"
 #include "policy/policy_lint.h"
-#include "policy/policy_tests.h"
 
 namespace liaison::cli {
 namespace {

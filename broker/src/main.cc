@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto store_key = liaison::store::LoadStoreKey(config->store.key_file);
+  auto store_key = liaison::LoadStoreKey(config->store.key_file);
   if (!store_key.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", store_key.status().message());
     return kExitConfigError;

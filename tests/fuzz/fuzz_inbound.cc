@@ -9,8 +9,8 @@
 #include <span>
 
 #include "config/broker_config.h"
+#include "core/admission.h"
 #include "policy/policy_set.h"
-#include "routing/dispatcher.h"
 
 using namespace liaison;
 

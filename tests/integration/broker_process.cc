@@ -1,7 +1,7 @@
 #include "integration/broker_process.h"
 
 #include "audit/ledger.h"
-#include "store/store.h"
+#include "liaison/keys.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -55,7 +55,7 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
   Status st = WriteCurveKeyPair(dir_ + "/keys", "broker", broker_keys_);
   if (!st.ok()) throw std::runtime_error(st.ToString());
   WritePolicies(policies_dir_, agencies);
-  st = store::WriteStoreKey(dir_ + "/keys/store.key");
+  st = WriteStoreKey(dir_ + "/keys/store.key");
   if (!st.ok()) throw std::runtime_error(st.ToString());
   st = WritePseudonymKeyFile(dir_ + "/keys/pseudonym.key", "");
   if (!st.ok()) throw std::runtime_error(st.ToString());

@@ -10,10 +10,10 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "audit/ledger.h"
 #include "integration/broker_process.h"
 #include "liaison/agent.h"
-#include "audit/ledger.h"
-#include "store/store.h"
+#include "liaison/keys.h"
 
 namespace liaison::testing {
 namespace {
@@ -619,7 +619,7 @@ TEST(BrokerStartupTest, MissingKeyAndBrokenPoliciesStopTheStart) {
   auto keys = GenerateCurveKeyPair();
   ASSERT_TRUE(WriteCurveKeyPair(dir.file("keys"), "broker", *keys).ok());
   WritePolicies(dir.file("policies"), {MakeAgency("a", "exit-programme", "mombasa")});
-  ASSERT_TRUE(store::WriteStoreKey(dir.file("keys/store.key")).ok());
+  ASSERT_TRUE(WriteStoreKey(dir.file("keys/store.key")).ok());
   ASSERT_TRUE(WritePseudonymKeyFile(dir.file("keys/pseudonym.key"), "").ok());
   ASSERT_TRUE(audit::WriteSigningKey(dir.file("keys"), "ledger-signing").ok());
   WriteText(dir.file("policies/agencies/b.yaml"), "id: b\nname: B\nkind: exit-programe\nregion: mombasa\n");

@@ -11,9 +11,9 @@
 #include <map>
 #include <set>
 
+#include "explain/explain.h"
 #include "integration/broker_process.h"
 #include "liaison/agent.h"
-#include "policy/explain.h"
 
 namespace liaison::testing {
 namespace {

@@ -12,8 +12,8 @@
 
 #include "integration/broker_process.h"
 #include "liaison/agent.h"
+#include "liaison/keys.h"
 #include "liaison/outbox.h"
-#include "store/store.h"
 
 namespace liaison::testing {
 namespace {
@@ -288,7 +288,7 @@ TEST_F(StoreFlowTest, AWrongStoreKeyStopsTheStart) {
   Start();
   broker_->Stop(SIGTERM);
   std::filesystem::remove(dir_.file("keys/store.key"));
-  ASSERT_TRUE(store::WriteStoreKey(dir_.file("keys/store.key")).ok());
+  ASSERT_TRUE(WriteStoreKey(dir_.file("keys/store.key")).ok());
   Status st = broker_->Start();
   ASSERT_FALSE(st.ok());
   EXPECT_NE(std::string::npos, st.message().find("store key does not match")) << st.message();

@@ -4,8 +4,8 @@
 // written to a temporary directory.
 #include <gtest/gtest.h>
 
+#include "explain/explain.h"
 #include "policy/engine.h"
-#include "policy/explain.h"
 #include "testing/fixtures.h"
 
 namespace liaison::policy {

@@ -4,8 +4,8 @@
 
 #include <algorithm>
 
-#include "policy/explain.h"
-#include "routing/dispatcher.h"
+#include "core/admission.h"
+#include "explain/explain.h"
 #include "testing/fixtures.h"
 
 namespace liaison::policy {

@@ -4,8 +4,8 @@
 
 #include <sstream>
 
+#include "explain/explain.h"
 #include "policy/engine.h"
-#include "policy/explain.h"
 #include "testing/fixtures.h"
 
 namespace liaison::policy {

@@ -165,23 +165,6 @@ TEST(StoreTest, UnwritableLocationIsAClearError) {
   EXPECT_NE(std::string::npos, s.status().message().find("/nonexistent-dir/liaison.db"));
 }
 
-TEST(StoreKeyTest, WrittenKeysLoadAndBadOnesAreRefused) {
-  TempDir dir;
-  ASSERT_TRUE(WriteStoreKey(dir.file("k")).ok());
-  struct stat st;
-  ASSERT_EQ(0, ::stat(dir.file("k").c_str(), &st));
-  EXPECT_EQ(0600u, st.st_mode & 0777);
-  EXPECT_TRUE(LoadStoreKey(dir.file("k")).ok());
-  EXPECT_FALSE(WriteStoreKey(dir.file("k")).ok());  // never overwrites
-  ::chmod(dir.file("k").c_str(), 0640);
-  EXPECT_EQ(Status::Code::kPermissionDenied, LoadStoreKey(dir.file("k")).status().code());
-  testing::WriteText(dir.file("short"), "abcd\n");
-  ::chmod(dir.file("short").c_str(), 0600);
-  EXPECT_FALSE(LoadStoreKey(dir.file("short")).ok());
-  auto missing = LoadStoreKey(dir.file("none"));
-  EXPECT_NE(std::string::npos, missing.status().message().find("liaison keygen --store-key"));
-}
-
 }  // namespace
 }  // namespace liaison::store
 

@@ -6,10 +6,10 @@
 #include <gtest/gtest.h>
 
 #include "config/broker_config.h"
+#include "explain/policy_tests.h"
 #include "gateway_config.h"
 #include "liaison/agent.h"
 #include "policy/policy_set.h"
-#include "policy/policy_tests.h"
 #include "testing/fixtures.h"
 
 namespace liaison {

@@ -66,6 +66,14 @@ StatusOr<std::string> LoadPseudonymKeyFile(const std::string& path);
 // the pseudonyms of brokers that derived them from their CURVE key.
 Status WritePseudonymKeyFile(const std::string& path, const std::string& from_broker_secret_file);
 
+// The store key encrypts the broker's queued messages at rest (AES-256-GCM;
+// the store takes the 32 bytes). LoadStoreKey reads a store key file;
+// WriteStoreKey writes a fresh random one (mode 0600) and refuses to
+// overwrite. Here rather than in the store so that `liaison keygen` makes
+// one without linking the store.
+StatusOr<SecretKey32> LoadStoreKey(const std::string& path);
+Status WriteStoreKey(const std::string& path);
+
 // The checks every secret file gets before it is read: it exists, and only
 // its owner can read it (no group or other bits). `name` says which file in
 // the error ("token file PATH"); `create` is the command that makes one.

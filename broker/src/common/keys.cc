@@ -271,6 +271,16 @@ Status WritePseudonymKeyFile(const std::string& path, const std::string& from_br
   return st;
 }
 
+StatusOr<SecretKey32> LoadStoreKey(const std::string& path) {
+  return LoadSecretKey32(path, "store key", "--store-key");
+}
+
+Status WriteStoreKey(const std::string& path) {
+  return WriteSecretKey32(
+      path, "liaison store key (AES-256-GCM at rest). Keep secret; back it up with the store.",
+      RandomSecretKey32());
+}
+
 StatusOr<std::string> LoadPublicKeyFile(const std::string& path) {
   auto line = ReadKeyLine(path);
   if (!line.ok()) return line.status();

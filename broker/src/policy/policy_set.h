@@ -18,7 +18,7 @@
 
 #include "liaison/status.h"
 #include "policy/schema_layout.h"
-#include "routing/agency_directory.h"
+#include "registry/agency_directory.h"
 
 namespace liaison::policy {
 

@@ -184,16 +184,6 @@ class Query {
 
 }  // namespace
 
-StatusOr<StoreKey> LoadStoreKey(const std::string& path) {
-  return LoadSecretKey32(path, "store key", "--store-key");
-}
-
-Status WriteStoreKey(const std::string& path) {
-  return WriteSecretKey32(
-      path, "liaison store key (AES-256-GCM at rest). Keep secret; back it up with the store.",
-      RandomSecretKey32());
-}
-
 StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreKey& key,
                                              size_t max_value_bytes) {
   std::unique_ptr<Store> store(new Store());

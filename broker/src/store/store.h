@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "liaison/keys.h"
 #include "liaison/status.h"
 
 struct sqlite3;
@@ -29,12 +30,9 @@ struct sqlite3_stmt;
 
 namespace liaison::store {
 
-using StoreKey = std::array<uint8_t, 32>;
-
-// Reads a store key file: 64 hex digits (comments allowed), mode 0600.
-StatusOr<StoreKey> LoadStoreKey(const std::string& path);
-// Writes a fresh random key file (mode 0600); refuses to overwrite.
-Status WriteStoreKey(const std::string& path);
+// The AES-256-GCM key of the rows at rest; its file: LoadStoreKey in
+// liaison/keys.h.
+using StoreKey = SecretKey32;
 
 struct QueuedMessage {
   int64_t seq = 0;              // global order; per recipient it is the delivery order

@@ -7,7 +7,11 @@
 #include <algorithm>
 #include <zmq_addon.hpp>
 
+#include "admin/metrics.h"
+#include "audit/ledger.h"
 #include "liaison/logging.h"
+#include "policy/policy_set.h"
+#include "store/store.h"
 
 namespace liaison::broker {
 namespace {

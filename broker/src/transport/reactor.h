@@ -21,15 +21,25 @@
 #include <set>
 
 #include "config/broker_config.h"
+#include "core/admission.h"
 #include "liaison/keys.h"
-#include "routing/dispatcher.h"
-#include "admin/metrics.h"
-#include "audit/ledger.h"
 #include "core/commit.h"
 #include "store/store.h"
 #include "transport/zap_handler.h"
 
+namespace liaison::audit {
+class Ledger;
+}
+namespace liaison::policy {
+class PolicySet;
+}
+namespace liaison::store {
+class Store;
+}
+
 namespace liaison::broker {
+
+class Metrics;
 
 // Counters read by operators (logged at shutdown; exported as metrics later).
 struct ReactorStats {

@@ -13,7 +13,7 @@
 #include <zmq.hpp>
 
 #include "liaison/status.h"
-#include "routing/agency_directory.h"
+#include "registry/agency_directory.h"
 
 namespace liaison::broker {
 

@@ -1,4 +1,4 @@
-#include "policy/explain.h"
+#include "explain/explain.h"
 
 #include <flatbuffers/reflection.h>
 
@@ -7,7 +7,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "routing/dispatcher.h"
+#include "core/admission.h"
 
 namespace liaison::policy {
 namespace {

@@ -2,8 +2,8 @@
 // (id, name, kind, region, CURVE public key), checked against the kinds and
 // regions of policies/vocabulary.yaml. Immutable once loaded; shared by the
 // ZAP handler and the reactor through a shared_ptr that a reload swaps.
-#ifndef LIAISON_BROKER_ROUTING_AGENCY_DIRECTORY_H_
-#define LIAISON_BROKER_ROUTING_AGENCY_DIRECTORY_H_
+#ifndef LIAISON_BROKER_REGISTRY_AGENCY_DIRECTORY_H_
+#define LIAISON_BROKER_REGISTRY_AGENCY_DIRECTORY_H_
 
 #include <memory>
 #include <string>
@@ -68,4 +68,4 @@ class AgencyDirectory {
 
 }  // namespace liaison::broker
 
-#endif  // LIAISON_BROKER_ROUTING_AGENCY_DIRECTORY_H_
+#endif  // LIAISON_BROKER_REGISTRY_AGENCY_DIRECTORY_H_

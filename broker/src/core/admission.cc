@@ -1,4 +1,4 @@
-#include "routing/dispatcher.h"
+#include "core/admission.h"
 
 #include <spdlog/spdlog.h>
 

@@ -2,8 +2,8 @@
 // policies/tests/, each a list of cases (a message, from, to, the expected
 // decision and the expected action per field). Run by `liaison policy test`.
 // Format: docs/policies.md.
-#ifndef LIAISON_BROKER_POLICY_POLICY_TESTS_H_
-#define LIAISON_BROKER_POLICY_POLICY_TESTS_H_
+#ifndef LIAISON_BROKER_EXPLAIN_POLICY_TESTS_H_
+#define LIAISON_BROKER_EXPLAIN_POLICY_TESTS_H_
 
 #include <string>
 #include <vector>
@@ -27,4 +27,4 @@ StatusOr<std::vector<PolicyTestResult>> RunPolicyTests(const PolicySet& policies
 
 }  // namespace liaison::policy
 
-#endif  // LIAISON_BROKER_POLICY_POLICY_TESTS_H_
+#endif  // LIAISON_BROKER_EXPLAIN_POLICY_TESTS_H_

@@ -1,12 +1,12 @@
-#include "policy/policy_tests.h"
+#include "explain/policy_tests.h"
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "explain/explain.h"
 #include "liaison/yaml_util.h"
-#include "policy/explain.h"
 
 namespace liaison::policy {
 namespace {

@@ -2,10 +2,12 @@
 // receive of a message, and which rule lines decided each field. Used by
 // `liaison policy explain` and `liaison policy test`; never on the message
 // path. An explanation is the broker's own admission of the message
-// (routing::Dispatcher::Admit): the checks, the decision and the recipient's
-// copy are the broker's, and every value shown is read from that copy.
-#ifndef LIAISON_BROKER_POLICY_EXPLAIN_H_
-#define LIAISON_BROKER_POLICY_EXPLAIN_H_
+// (broker::Dispatcher::Admit, core/admission.h): the checks, the decision and
+// the recipient's copy are the broker's, and every value shown is read from
+// that copy. That is why explain/ sits above core/, apart from policy/ (which
+// the core reads and which must not read the core).
+#ifndef LIAISON_BROKER_EXPLAIN_EXPLAIN_H_
+#define LIAISON_BROKER_EXPLAIN_EXPLAIN_H_
 
 #include <span>
 #include <string>
@@ -66,4 +68,4 @@ flatbuffers::DetachedBuffer BuildExplanation(const Explanation& e, const std::st
 
 }  // namespace liaison::policy
 
-#endif  // LIAISON_BROKER_POLICY_EXPLAIN_H_
+#endif  // LIAISON_BROKER_EXPLAIN_EXPLAIN_H_

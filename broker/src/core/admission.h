@@ -2,8 +2,8 @@
 // header checks, sender binding, recipient resolution, and the per-recipient
 // copy of the message. Pure (no sockets, no clock but the receipt's time), so
 // that tests and fuzzers drive it directly; the reactor does the I/O.
-#ifndef LIAISON_BROKER_ROUTING_DISPATCHER_H_
-#define LIAISON_BROKER_ROUTING_DISPATCHER_H_
+#ifndef LIAISON_BROKER_CORE_ADMISSION_H_
+#define LIAISON_BROKER_CORE_ADMISSION_H_
 
 #include <flatbuffers/flatbuffers.h>
 
@@ -13,8 +13,11 @@
 
 #include "config/broker_config.h"
 #include "liaison/wire.h"
-#include "policy/policy_set.h"
-#include "routing/agency_directory.h"
+#include "registry/agency_directory.h"
+
+namespace liaison::policy {
+class PolicySet;
+}
 
 namespace liaison::broker {
 
@@ -80,4 +83,4 @@ flatbuffers::DetachedBuffer BuildReceipt(const std::string& message_id, wire::Co
 
 }  // namespace liaison::broker
 
-#endif  // LIAISON_BROKER_ROUTING_DISPATCHER_H_
+#endif  // LIAISON_BROKER_CORE_ADMISSION_H_

@@ -1,10 +1,11 @@
-#include "routing/dispatcher.h"
+#include "core/admission.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
 
+#include "policy/policy_set.h"
 #include "testing/fixtures.h"
 
 namespace liaison::broker {

@@ -1,4 +1,4 @@
-#include "routing/agency_directory.h"
+#include "registry/agency_directory.h"
 
 #include <algorithm>
 #include <chrono>
