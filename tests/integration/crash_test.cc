@@ -5,13 +5,13 @@
 // LIAISON_CRASH_MESSAGES and LIAISON_CRASH_KILLS size it (defaults for
 // `make test`: 10,000 messages, 3 kills; `make soak`: 100,000 and 10).
 //
-// The broker runs with its default abuse limits, as deployed. The senders
-// outpace limits.rate_per_agency now and then and are answered `busy`; they
-// do what every sender must: wait a little and resend the same message with
-// the same id (the broker's dedupe makes a resend safe), and the same for
-// `unavailable`. Any other receipt, or a sender that cannot go on, fails the
-// test at once; every wait ends at a deadline scaled to the message count,
-// so the test may fail but never hangs.
+// The broker runs with the deployed rate limit and a low in-flight limit
+// (see below), so the senders are answered `busy`; they do what every
+// sender must: wait a little and resend the same message with the same id
+// (the broker's dedupe makes a resend safe), and the same for `unavailable`.
+// Any other receipt, or a sender that cannot go on, fails the test at once;
+// every wait ends at a deadline scaled to the message count, so the test
+// may fail but never hangs.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -96,7 +96,8 @@ class CrashRun {
   int stored_count() const { return stored_count_; }
   bool AllStoredReceived() {
     std::lock_guard<std::mutex> lock(mu_);
-    return std::includes(distinct_received_.begin(), distinct_received_.end(), stored_.begin(), stored_.end());
+    return std::includes(distinct_received_.begin(), distinct_received_.end(), stored_.begin(),
+                         stored_.end());
   }
 
   // Read once every thread has been joined.
@@ -112,10 +113,10 @@ class CrashRun {
  private:
   const Clock::time_point deadline_;
   std::mutex mu_;
-  std::set<std::string> stored_;              // guarded by mu_: the sender saw "stored"
-  std::multiset<std::string> received_;       // guarded by mu_: each time the application got one
-  std::set<std::string> distinct_received_;   // guarded by mu_
-  std::string failure_;                       // guarded by mu_: the first failure
+  std::set<std::string> stored_;             // guarded by mu_: the sender saw "stored"
+  std::multiset<std::string> received_;      // guarded by mu_: each time the application got one
+  std::set<std::string> distinct_received_;  // guarded by mu_
+  std::string failure_;                      // guarded by mu_: the first failure
   std::atomic<bool> failed_{false};
   std::atomic<int> stored_count_{0};
 };
@@ -161,7 +162,8 @@ void Produce(const BrokerProcess& broker, const TestAgency& agency, int t, int s
     }
     const std::string detail = r->detail() ? r->detail()->str() : "";
     if (!r->message_id() || r->message_id()->str() != id) {
-      return run->Fail(id + ": receipt for another message: " + (r->message_id() ? r->message_id()->str() : ""));
+      const std::string other = r->message_id() ? r->message_id()->str() : "";
+      return run->Fail(id + ": receipt for another message: " + other);
     }
     if (r->code() != Code::ok) {
       return run->Fail(id + ": whole message answered " + wire::EnumNameCode(r->code()) + " " + detail);
@@ -170,7 +172,8 @@ void Produce(const BrokerProcess& broker, const TestAgency& agency, int t, int s
       return run->Fail(id + ": the receipt does not name the one recipient");
     }
     if (r->recipients()->Get(0)->code() != Code::stored) {
-      return run->Fail(id + ": the recipient was answered " + wire::EnumNameCode(r->recipients()->Get(0)->code()));
+      return run->Fail(id + ": the recipient was answered " +
+                       wire::EnumNameCode(r->recipients()->Get(0)->code()));
     }
     run->Stored(MessageKey(agency.id, id));
     backoff.Reset();
@@ -226,7 +229,12 @@ TEST(CrashTest, EveryStoredMessageArrivesExactlyOnceAcrossKills) {
   TempDir dir;
   TestAgency exit = MakeAgency("exit-a", "exit-programme", "mombasa");
   TestAgency youth = MakeAgency("youth-b", "youth-welfare", "mombasa");
-  BrokerProcess broker(dir, {exit, youth});
+  // The in-flight limit is deliberately lowered below the number of senders
+  // (16): past 12 of their messages waiting for one commit, the rest are
+  // answered `busy`. That happens in every run, not only on a machine fast
+  // enough to outrun rate_per_agency, so each run proves the resend path,
+  // kills included. The rate limit stays as deployed.
+  BrokerProcess broker(dir, {exit, youth}, "limits:\n  max_in_flight_per_agency: 12\n");
   ASSERT_TRUE(broker.Start().ok());
 
   const auto started = Clock::now();
@@ -261,14 +269,16 @@ TEST(CrashTest, EveryStoredMessageArrivesExactlyOnceAcrossKills) {
   EXPECT_EQ(0u, duplicates) << "the application saw a message twice";
   // A run cut short says why; what it had not delivered yet is not lost.
   ASSERT_EQ(run.failure(), "") << "a sender, the receiver or a restart failed";
-  ASSERT_TRUE(in_time) << "not done within " << std::chrono::duration_cast<std::chrono::seconds>(budget).count()
-                       << " s";
+  ASSERT_TRUE(in_time) << "not done within "
+                       << std::chrono::duration_cast<std::chrono::seconds>(budget).count() << " s";
   EXPECT_EQ(total, static_cast<int>(stored.size())) << "messages answered stored";
   EXPECT_EQ(kills, kills_done);
-  EXPECT_TRUE(missing.empty()) << missing.size() << " messages answered stored never reached the application, e.g. "
+  EXPECT_TRUE(missing.empty()) << missing.size()
+                               << " messages answered stored never reached the application, e.g. "
                                << (missing.empty() ? "" : *missing.begin());
   EXPECT_TRUE(unexpected.empty()) << unexpected.size() << " messages reached the application but were never "
-                                  << "answered stored, e.g. " << (unexpected.empty() ? "" : *unexpected.begin());
+                                  << "answered stored, e.g. "
+                                  << (unexpected.empty() ? "" : *unexpected.begin());
 }
 
 }  // namespace
