@@ -3,7 +3,6 @@
 // on the real broker: a file-size limit (as a full file system would) makes
 // the store's writes fail part-way through a run of messages.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -31,20 +30,6 @@ std::vector<uint8_t> Update(const std::string& id, const std::string& to) {
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 
-// Starts `broker` with RLIMIT_FSIZE = `limit` bytes (inherited across exec);
-// the test process gets its own limit back at once.
-Status StartWithFileSizeLimit(BrokerProcess& broker, rlim_t limit, const std::string& endpoint) {
-  rlimit before;
-  if (getrlimit(RLIMIT_FSIZE, &before) != 0) return Status::Internal("getrlimit failed");
-  rlimit limited = before;
-  limited.rlim_cur = limit;
-  if (setrlimit(RLIMIT_FSIZE, &limited) != 0) return Status::Internal("setrlimit failed");
-  // The child inherits the limit; the ready file it writes is tiny.
-  Status st = broker.Start(endpoint);
-  if (setrlimit(RLIMIT_FSIZE, &before) != 0) return Status::Internal("setrlimit (restore) failed");
-  return st;
-}
-
 TEST(StoreFaultAttack, WritesFailingMidRunAnswerUnavailableAndLoseNothingAnsweredStored) {
   TempDir dir;
   const TestAgency sender = MakeAgency("a", "exit-programme", "mombasa");
@@ -66,7 +51,7 @@ TEST(StoreFaultAttack, WritesFailingMidRunAnswerUnavailableAndLoseNothingAnswere
   for (const auto& entry : std::filesystem::directory_iterator(dir.path())) {
     if (entry.is_regular_file()) largest = std::max(largest, entry.file_size());
   }
-  ASSERT_TRUE(StartWithFileSizeLimit(broker, largest + 96 * 1024, endpoint).ok()) << broker.log();
+  ASSERT_TRUE(broker.StartWithFileSizeLimit(largest + 96 * 1024, endpoint).ok()) << broker.log();
 
   std::set<std::string> stored, unavailable;
   {

@@ -130,6 +130,18 @@ Status BrokerProcess::Start(const std::string& endpoint) {
   return WaitForReadyFile(&pid_, ready_path_, "broker", [this] { return "log:\n" + log(); }, &endpoint_);
 }
 
+Status BrokerProcess::StartWithFileSizeLimit(rlim_t limit, const std::string& endpoint) {
+  rlimit before;
+  if (getrlimit(RLIMIT_FSIZE, &before) != 0) return Status::Internal("getrlimit failed");
+  rlimit limited = before;
+  limited.rlim_cur = limit;
+  if (setrlimit(RLIMIT_FSIZE, &limited) != 0) return Status::Internal("setrlimit failed");
+  // The ready file the broker writes is tiny.
+  Status st = Start(endpoint);
+  if (setrlimit(RLIMIT_FSIZE, &before) != 0) return Status::Internal("setrlimit (restore) failed");
+  return st;
+}
+
 int BrokerProcess::Stop(int signal) { return StopProcess(&pid_, signal); }
 
 void BrokerProcess::Signal(int signal) {

@@ -4,6 +4,7 @@
 #define LIAISON_TESTS_INTEGRATION_BROKER_PROCESS_H_
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <functional>
@@ -29,6 +30,11 @@ class BrokerProcess {
   // Starts the broker and waits until it listens. With no endpoint, it
   // binds a free loopback port; pass endpoint() to restart on the same one.
   Status Start(const std::string& endpoint = "tcp://127.0.0.1:*");
+  // Start() with RLIMIT_FSIZE = `limit` bytes on the broker (as a full file
+  // system would): a write that would grow a file past it fails (EFBIG).
+  // The limit is set on this process around the spawn, inherited across
+  // exec, and restored at once.
+  Status StartWithFileSizeLimit(rlim_t limit, const std::string& endpoint);
   // Sends `signal` and waits; returns the exit status (or -signal number).
   int Stop(int signal = SIGTERM);
   // Sends a signal without waiting (e.g. SIGHUP).
