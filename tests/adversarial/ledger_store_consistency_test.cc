@@ -350,11 +350,19 @@ TEST(LedgerStoreConsistencyTest, KilledInsideCommitsTheLedgerAndStoreAgree) {
   Decisions ledger;
   std::map<Copy, int> store;
   ExpectLedgerAndStoreAgree(broker, sender.answers(), /*refused=*/{}, &ledger, &store);
+  // How many starts found the ledger file and the store apart (informational:
+  // the kills that landed between the two writes).
+  const std::string log = broker.log();
+  int repairs = 0;
+  for (size_t at = log.find("event=ledger_repaired"); at != std::string::npos;
+       at = log.find("event=ledger_repaired", at + 1)) {
+    ++repairs;
+  }
   std::printf(
-      "ledger/store consistency under kills (seed %u): %d kills, %d messages answered "
-      "(%zu copies stored, %zu denied; %d sends, %d busy, %d unavailable); ledger: %llu records, "
-      "%zu released copies, %zu denied; store: %zu rows\n",
-      seed, kills, sender.answered(), CountAnswered(sender.answers(), Code::stored),
+      "ledger/store consistency under kills (seed %u): %d kills (%d starts repaired the ledger "
+      "file), %d messages answered (%zu copies stored, %zu denied; %d sends, %d busy, %d "
+      "unavailable); ledger: %llu records, %zu released copies, %zu denied; store: %zu rows\n",
+      seed, kills, repairs, sender.answered(), CountAnswered(sender.answers(), Code::stored),
       CountAnswered(sender.answers(), Code::denied), sender.sends(), sender.retried(Code::busy),
       sender.retried(Code::unavailable), static_cast<unsigned long long>(ledger.records),
       ledger.released.size(), ledger.denied.size(), store.size());
