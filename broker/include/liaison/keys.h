@@ -100,6 +100,13 @@ std::string DecodeZ85Key(std::string_view z85);
 // pseudonyms and signatures.
 std::string HexEncode(const void* data, size_t size);
 
+// HMAC-SHA256 under `key` of a || 0 || b (a field path and its value, a
+// sender and its case reference): the one keyed hash for pseudonyms and
+// case ids. Keyed contexts are kept per thread and per key (bounded), so a
+// call costs the MAC of its input only; aborts if OpenSSL cannot compute it.
+void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std::string_view b,
+                    unsigned char out[32]);
+
 // HKDF-SHA256 of `secret` (an empty `salt` is not set, i.e. RFC 5869's
 // zeros): the one way liaison derives keys from the broker's secrets.
 std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,

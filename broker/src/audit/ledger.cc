@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
@@ -125,13 +124,8 @@ std::array<uint8_t, 32> DeriveCaseKey(std::string_view pseudonym_secret) {
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
                           std::string_view case_ref) {
   if (case_ref.empty()) return "";
-  std::string input(sender);
-  input.push_back('\0');
-  input.append(case_ref);
   unsigned char out[32];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), 32, reinterpret_cast<const unsigned char*>(input.data()), input.size(),
-       out, &len);
+  HmacSha256Pair(key, sender, case_ref, out);
   return Hex(out, 12);
 }
 
@@ -269,10 +263,10 @@ Ledger::~Ledger() {
 
 void Ledger::Add(const Entry& entry) { batch_.push_back(entry); }
 
-std::string Ledger::Line(ledger::LedgerRecordT& record) {
+std::string Ledger::Line(ledger::LedgerRecordT& record, const std::string& time) {
   record.seq = seq_ + 1;
   record.prev = prev_;
-  record.time = wire::NowRfc3339();
+  record.time = time;
   flatbuffers::FlatBufferBuilder fbb(512);
   fbb.Finish(ledger::LedgerRecord::Pack(fbb, &record));
   auto json = codec_.ToJson({fbb.GetBufferPointer(), fbb.GetSize()}, /*pretty=*/false);
@@ -290,6 +284,8 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Status::IoError("cannot read the size of the ledger " + path_);
   const Rewind undo{seq_, prev_, since_checkpoint_, st.st_size};
+  // One time for the batch: its records are written at one moment.
+  const std::string now = wire::NowRfc3339();
   for (const Entry& e : batch_) {
     ledger::LedgerRecordT r;
     r.decision = e.decision;
@@ -313,7 +309,7 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
     r.recipient_region = e.recipient_region;
     r.urgency = e.urgency;
     r.response = e.response;
-    std::string line = Line(r);  // advances seq_
+    std::string line = Line(r, now);  // advances seq_
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;
   }
@@ -339,7 +335,7 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
     c.decision = ledger::Decision::checkpoint;
     c.signature = Hex(sig, sig_len);
     c.key_fingerprint = key_fingerprint_;
-    std::string line = Line(c);
+    std::string line = Line(c, now);
     lines.emplace_back(seq_, std::move(line));
     since_checkpoint_ = 0;
   }

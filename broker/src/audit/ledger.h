@@ -121,8 +121,9 @@ class Ledger {
 
  private:
   Ledger() = default;
-  // The record's line (without newline); advances the chain.
-  std::string Line(ledger::LedgerRecordT& record);
+  // The record's line (without newline), written at `time`; advances the
+  // chain.
+  std::string Line(ledger::LedgerRecordT& record, const std::string& time);
 
   // The chain as it was before the last Write().
   struct Rewind {

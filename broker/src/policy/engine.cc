@@ -2,14 +2,9 @@
 
 #include "liaison/keys.h"
 
-#include <openssl/core_names.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
-
 #include <algorithm>
 #include <ctime>
 #include <optional>
-#include <unordered_map>
 
 namespace liaison::policy {
 namespace {
@@ -320,70 +315,12 @@ bool Matches(const Rule& rule, const broker::Agency& counterpart, const MessageF
 
 }  // namespace
 
-namespace {
-
-// HMAC-SHA256 contexts per thread, one per recipient key, keyed once. The
-// one-shot HMAC() fetches the algorithm and hashes the key pads on every
-// call, which costs more than the MAC of a short field itself; a keyed
-// context re-initialised with a NULL key reuses its pads.
-class ThreadHmac {
- public:
-  ThreadHmac() {
-    mac_ = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-    if (!mac_) std::abort();
-  }
-  ~ThreadHmac() {
-    Clear();
-    EVP_MAC_free(mac_);
-  }
-  void Mac(const std::array<uint8_t, 32>& key, std::string_view a, std::string_view b,
-           unsigned char out[32]) {
-    static const unsigned char kZero = 0;
-    EVP_MAC_CTX* ctx = ContextFor(key);
-    size_t len = 0;
-    if (EVP_MAC_init(ctx, nullptr, 0, nullptr) != 1 ||
-        EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(a.data()), a.size()) != 1 ||
-        EVP_MAC_update(ctx, &kZero, 1) != 1 ||
-        EVP_MAC_update(ctx, reinterpret_cast<const unsigned char*>(b.data()), b.size()) != 1 ||
-        EVP_MAC_final(ctx, out, &len, 32) != 1) {
-      std::abort();  // OpenSSL cannot compute HMAC-SHA256: nothing sensible to do
-    }
-  }
-
- private:
-  // Bounded: a reload derives new keys, and old ones must not pile up.
-  static constexpr size_t kMaxContexts = 4096;
-
-  EVP_MAC_CTX* ContextFor(const std::array<uint8_t, 32>& key) {
-    const std::string id(reinterpret_cast<const char*>(key.data()), key.size());
-    auto it = contexts_.find(id);
-    if (it != contexts_.end()) return it->second;
-    if (contexts_.size() >= kMaxContexts) Clear();
-    EVP_MAC_CTX* ctx = EVP_MAC_CTX_new(mac_);
-    char digest[] = "SHA256";
-    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
-                                 OSSL_PARAM_construct_end()};
-    if (!ctx || EVP_MAC_init(ctx, key.data(), key.size(), params) != 1) std::abort();
-    contexts_.emplace(id, ctx);
-    return ctx;
-  }
-  void Clear() {
-    for (auto& [id, ctx] : contexts_) EVP_MAC_CTX_free(ctx);
-    contexts_.clear();
-  }
-
-  EVP_MAC* mac_ = nullptr;
-  std::unordered_map<std::string, EVP_MAC_CTX*> contexts_;
-};
-
-}  // namespace
 
 std::string Pseudonym(const std::array<uint8_t, 32>& key, std::string_view path,
                       std::string_view value) {
-  thread_local ThreadHmac hmac;
   unsigned char digest[32];
   // path || 0 || value: the same value in two fields gets two tokens.
-  hmac.Mac(key, path, value, digest);
+  HmacSha256Pair(key, path, value, digest);
   return HexEncode(digest, 16);
 }
 
