@@ -65,7 +65,8 @@ Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
       dispatcher_(config_.limits),
       context_(1),
       zap_(context_, [this] { return this->policies()->shared_directory(); },
-           DomainWindows(served_keys_)) {
+           DomainWindows(served_keys_)),
+      windows_(config_.store.delivery_window, static_cast<int64_t>(config_.store.redelivery_timeout_ms)) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   store_ = std::move(store);
   reader_ = std::move(reader);
@@ -358,7 +359,7 @@ void Reactor::HandleHello(const Agency& agency, const std::string& key, const st
     list.push_back({routing_id, fd, key, domain});
     // A (re)connected receiver gets everything not yet acked, from the start,
     // in order; after this batch is committed.
-    outflows_[agency.id] = Outflow{};
+    windows_.Reset(agency.id);
     touched_.insert(agency.id);
     notice_for_.insert(agency.id);
   }
@@ -532,7 +533,8 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
   // What every ledger record of this message shares: names, never values.
   audit::Entry base;
   base.message_id = admission.message_id;
-  base.case_ref = case_ref;
+  // The case's pseudonym, computed once for all of the message's records.
+  base.case_pseudonym = ledger_->CaseOf(sender.id, case_ref);
   base.sender = sender.id;
   base.type = wire::EnumNamePayload(peek->payload_type());
   base.purpose = peek->purpose() ? peek->purpose()->str() : "";
@@ -564,7 +566,7 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
       forming_.erased.push_back(e.seq);
       --queue_depth_[e.recipient];
       // A copy in flight is withdrawn too: its ACK no longer counts.
-      outflows_[e.recipient].inflight.erase(e.seq);
+      windows_.Withdraw(e.recipient, e.seq);
       audit::Entry entry = with_recipient(base, e.recipient);
       entry.decision = ledger::Decision::erased;
       entry.message_id = e.message_id;
@@ -578,7 +580,7 @@ void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender
 
   // The label carries the ledger's case pseudonym and the type to the
   // message's later ledger records (delivered, expired, erased).
-  const std::string label = ledger_->CaseOf(sender.id, case_ref) + "|" + base.type;
+  const std::string label = base.case_pseudonym + "|" + base.type;
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (const RecipientOutcome& o : outcomes) {
     if (o.code != wire::Code::denied) continue;
@@ -658,13 +660,17 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
   stats_.acks++;
   const std::string id = ack->message_id()->str();
   // Only a message that was delivered to this agency can be acked by it.
-  const std::vector<std::pair<int64_t, InFlight>> acked = TakeAcked(
-      agency.id, outflows_[agency.id], ack->sender() ? ack->sender()->string_view() : "", id);
-  if (acked.empty()) return;
+  const DeliveryWindows::Acked acked =
+      windows_.TakeAcked(agency.id, ack->sender() ? ack->sender()->string_view() : "", id);
+  if (acked.ambiguous_senders > 1) {
+    spdlog::warn("event=ack_ambiguous agency={} senders={} action=ignored_redeliver", agency.id,
+                 acked.ambiguous_senders);
+  }
+  if (acked.copies.empty()) return;
   touched_.insert(agency.id);  // room in the window: send more
   const auto set = policies();
   const int64_t now = NowMs();
-  for (const auto& [seq, message] : acked) {
+  for (const auto& [seq, message] : acked.copies) {
     // In flight means queued: an expiry or erasure takes it out of flight.
     forming_.acks.push_back({agency.id, seq, now});
     const std::string& sender = message.sender;
@@ -690,29 +696,6 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
     entry.policy_version = set->version();
     ledger_->Add(entry);
   }
-}
-
-std::vector<std::pair<int64_t, Reactor::InFlight>> Reactor::TakeAcked(const std::string& agency, Outflow& flow,
-                                                                     std::string_view sender, std::string_view id) {
-  std::vector<std::pair<int64_t, InFlight>> seqs;
-  std::set<std::string_view> senders;
-  for (const auto& [seq, message] : flow.inflight) {
-    if (message.message_id != id || (!sender.empty() && message.sender != sender)) continue;
-    seqs.emplace_back(seq, message);
-    senders.insert(message.sender);
-  }
-  if (sender.empty()) {
-    id_only_ackers_.insert(agency);
-    if (senders.size() > 1) {
-      // Two senders' messages share the id: acking either could lose the
-      // other. Neither is acked; both are redelivered (one at a time now).
-      spdlog::warn("event=ack_ambiguous agency={} senders={} action=ignored_redeliver", agency,
-                   senders.size());
-      return {};
-    }
-  }
-  for (const auto& [seq, message] : seqs) flow.inflight.erase(seq);
-  return seqs;
 }
 
 std::string Reactor::ReceiptKey(const std::string& sender, const std::string& id) {
@@ -834,10 +817,7 @@ void Reactor::Finish(Committing c, const Status& result) {
     depths_stale_ = true;
     // Acks of the batch were not recorded: everything unacked goes out
     // again (the agents re-ack what they already have).
-    for (auto& [recipient, flow] : outflows_) {
-      flow = Outflow{};
-      c.touched.insert(recipient);
-    }
+    for (std::string& recipient : windows_.ResetAll()) c.touched.insert(std::move(recipient));
   }
   const auto sent_at = std::chrono::steady_clock::now();
   for (const Reply& r : c.replies) {
@@ -857,15 +837,12 @@ void Reactor::Finish(Committing c, const Status& result) {
 }
 
 void Reactor::Pump(const std::string& recipient) {
-  auto& flow = outflows_[recipient];
-  const size_t window = config_.store.delivery_window;
-  while (flow.inflight.size() < window) {
+  while (size_t room = windows_.Room(recipient)) {
     const std::string* receiver = LiveReceiverOf(recipient);
     if (!receiver) return;
     // Committed copies only: nothing leaves before its batch is durable.
     std::vector<int64_t> damaged;
-    auto pending = reader_->Pending(recipient, flow.cursor, static_cast<int>(window - flow.inflight.size()),
-                                    &damaged);
+    auto pending = reader_->Pending(recipient, windows_.Cursor(recipient), static_cast<int>(room), &damaged);
     if (!pending.ok()) {
       spdlog::error("event=store_failed recipient={} error=\"{}\"", recipient, pending.status().message());
       return;
@@ -874,33 +851,26 @@ void Reactor::Pump(const std::string& recipient) {
     // Set aside with the next commit; skipped until then.
     forming_.set_aside.insert(forming_.set_aside.end(), damaged.begin(), damaged.end());
     const int64_t now = NowMs();
-    const bool one_per_id = id_only_ackers_.count(recipient) > 0;
+    bool gone = false;
     for (store::QueuedMessage& m : *pending) {
-      if (one_per_id && std::any_of(flow.inflight.begin(), flow.inflight.end(), [&](const auto& entry) {
-            return entry.second.message_id == m.message_id;
-          })) {
-        return;  // in order, after the ack of the other sender's message of this id
+      // In order: after the ack of another sender's message of this id.
+      if (!windows_.MaySend(recipient, m.message_id)) return;
+      const SendResult sent = SendTo(*receiver, wire::kDeliver, m.envelope.data(), m.envelope.size());
+      if (sent == SendResult::kFull) return;  // the timer tries again
+      if (sent == SendResult::kGone) {
+        spdlog::info("event=receiver_gone agency={}", recipient);
+        auto& list = receivers_[recipient];
+        if (!list.empty()) list.pop_back();
+        windows_.Reset(recipient);  // the next receiver starts from the beginning
+        gone = true;
+        break;
       }
-      switch (SendTo(*receiver, wire::kDeliver, m.envelope.data(), m.envelope.size())) {
-        case SendResult::kSent:
-          flow.inflight[m.seq] = {m.sender, m.message_id, now, std::move(m.label)};
-          flow.cursor = m.seq;
-          stats_.deliveries++;
-          break;
-        case SendResult::kFull:
-          return;  // the timer tries again
-        case SendResult::kGone: {
-          spdlog::info("event=receiver_gone agency={}", recipient);
-          auto& list = receivers_[recipient];
-          if (!list.empty()) list.pop_back();
-          flow = Outflow{};  // the next receiver starts from the beginning
-          goto next_round;
-        }
-      }
+      windows_.Sent(recipient, m.seq, {m.sender, m.message_id, now, std::move(m.label)});
+      stats_.deliveries++;
     }
+    if (gone) continue;
     // Every good copy of this read went out: the damaged ones are passed.
-    for (int64_t seq : damaged) flow.cursor = std::max(flow.cursor, seq);
-  next_round:;
+    for (int64_t seq : damaged) windows_.Skip(recipient, seq);
   }
 }
 
@@ -964,7 +934,7 @@ void Reactor::OnTimer() {
       stats_.expired++;
       forming_.expired.push_back(e.seq);
       --queue_depth_[e.recipient];
-      outflows_[e.recipient].inflight.erase(e.seq);
+      windows_.Withdraw(e.recipient, e.seq);
       auto notice = BuildReceipt(e.message_id, wire::Code::ok, "", e.sender,
                                  {{e.recipient, wire::Code::expired, "not-delivered-in-time"}},
                                  set->version());
@@ -992,15 +962,12 @@ void Reactor::OnTimer() {
     ledger_synced_ = *synced;
   }
   // Unacked deliveries past the timeout go out again, in order.
-  for (auto& [recipient, flow] : outflows_) {
-    if (!flow.inflight.empty() &&
-        now - flow.inflight.begin()->second.sent_ms > static_cast<int64_t>(config_.store.redelivery_timeout_ms)) {
-      stats_.redeliveries += flow.inflight.size();
-      spdlog::info("event=redelivery recipient={} messages={}", recipient, flow.inflight.size());
-      flow = Outflow{};
-    }
-    touched_.insert(recipient);  // also retries recipients whose queue was full
+  for (const auto& [recipient, copies] : windows_.Overdue(now)) {
+    stats_.redeliveries += copies;
+    spdlog::info("event=redelivery recipient={} messages={}", recipient, copies);
   }
+  // Also retries recipients whose queue was full.
+  for (std::string& recipient : windows_.Recipients()) touched_.insert(std::move(recipient));
   for (const auto& [recipient, depth] : queue_depth_) {
     if (depth > 0 && ReceiverOf(recipient)) touched_.insert(recipient);
   }

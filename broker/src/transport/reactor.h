@@ -24,6 +24,7 @@
 #include "core/admission.h"
 #include "liaison/keys.h"
 #include "core/commit.h"
+#include "delivery/windows.h"
 #include "store/store.h"
 #include "transport/zap_handler.h"
 
@@ -178,24 +179,6 @@ class Reactor {
   std::unordered_map<std::string, std::vector<Receiver>> receivers_;  // by agency id
   std::unordered_map<int, std::string> agency_by_fd_;                 // for disconnect logs
 
-  // A delivery that awaits its ack. A message's identity is (sender, id):
-  // ids are unique per sender only.
-  struct InFlight {
-    std::string sender;
-    std::string message_id;
-    int64_t sent_ms = 0;
-    std::string label;  // the store's label: case pseudonym and type, for the ledger
-  };
-  // Delivery state of one recipient: what has gone out and awaits an ack.
-  struct Outflow {
-    int64_t cursor = 0;                    // highest seq sent
-    std::map<int64_t, InFlight> inflight;  // by seq
-  };
-  // Removes from `flow` and returns the seqs an ACK of `agency` names: by
-  // (sender, id); an ACK without sender (an older agent) by id alone, and
-  // only if the id is unambiguous in flight, else nothing.
-  std::vector<std::pair<int64_t, InFlight>> TakeAcked(const std::string& agency, Outflow& flow,
-                                                      std::string_view sender, std::string_view id);
   std::unique_ptr<store::Store> store_;   // the writer's (used on its thread only)
   std::unique_ptr<store::Store> reader_;  // this thread's reads: committed data only
   std::unique_ptr<Committer> committer_;  // after store_: stops before it
@@ -203,11 +186,7 @@ class Reactor {
   Metrics* metrics_;  // not owned; outlives the reactor
   std::chrono::steady_clock::time_point last_checkpoint_ = std::chrono::steady_clock::now();
   std::unordered_map<std::string, int64_t> queue_depth_;  // queued messages per recipient
-  std::unordered_map<std::string, Outflow> outflows_;
-  // Receivers whose agent acks by id alone: they get at most one message of
-  // an id in flight at a time, so that their ACKs stay unambiguous (kept
-  // until restart: it only delays the rare second message of an id).
-  std::set<std::string> id_only_ackers_;
+  DeliveryWindows windows_;  // what each recipient's receiver has and has not acked
   // The batch being built: replies to send once it is committed.
   struct Reply {
     std::string routing_id;

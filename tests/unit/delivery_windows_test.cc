@@ -1,0 +1,93 @@
+#include "delivery/windows.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+namespace liaison::broker {
+namespace {
+
+InFlight Copy(const std::string& sender, const std::string& id, int64_t sent_ms = 0) {
+  return {sender, id, sent_ms, "case|CaseReferral"};
+}
+
+TEST(DeliveryWindowsTest, TheWindowBoundsWhatIsInFlightAndTheCursorOnlyMovesForward) {
+  DeliveryWindows windows(2, 1000);
+  EXPECT_EQ(2u, windows.Room("youth"));
+  EXPECT_EQ(0, windows.Cursor("youth"));
+  windows.Sent("youth", 5, Copy("exit-a", "m1"));
+  windows.Sent("youth", 7, Copy("exit-a", "m2"));
+  EXPECT_EQ(0u, windows.Room("youth"));
+  EXPECT_EQ(7, windows.Cursor("youth"));
+  windows.Skip("youth", 6);  // a damaged copy behind the cursor does not move it back
+  EXPECT_EQ(7, windows.Cursor("youth"));
+  EXPECT_EQ(2u, windows.Room("health"));  // rows are per recipient
+}
+
+TEST(DeliveryWindowsTest, AnAckTakesOnlyTheCopyOfItsSenderAndId) {
+  DeliveryWindows windows(8, 1000);
+  windows.Sent("youth", 1, Copy("exit-a", "same-id"));
+  windows.Sent("youth", 2, Copy("exit-b", "same-id"));
+  auto acked = windows.TakeAcked("youth", "exit-b", "same-id");
+  ASSERT_EQ(1u, acked.copies.size());
+  EXPECT_EQ(2, acked.copies[0].first);
+  EXPECT_EQ("exit-b", acked.copies[0].second.sender);
+  EXPECT_EQ(7u, windows.Room("youth"));
+  // Acked once: a second ACK of it names nothing.
+  EXPECT_TRUE(windows.TakeAcked("youth", "exit-b", "same-id").copies.empty());
+  // Another recipient cannot ack this one's copies.
+  EXPECT_TRUE(windows.TakeAcked("health", "exit-a", "same-id").copies.empty());
+  EXPECT_EQ(7u, windows.Room("youth"));
+}
+
+TEST(DeliveryWindowsTest, AnIdOnlyAckOfAnIdTwoSendersShareAcksNeitherAndSendsOneAtATime) {
+  DeliveryWindows windows(8, 1000);
+  windows.Sent("youth", 1, Copy("exit-a", "same-id"));
+  windows.Sent("youth", 2, Copy("exit-b", "same-id"));
+  EXPECT_TRUE(windows.MaySend("youth", "same-id"));  // nobody acked by id alone yet
+  auto acked = windows.TakeAcked("youth", "", "same-id");
+  EXPECT_TRUE(acked.copies.empty());
+  EXPECT_EQ(2u, acked.ambiguous_senders);
+  EXPECT_EQ(6u, windows.Room("youth"));  // both still await an ack
+  // From now on this recipient gets one copy of an id at a time.
+  windows.Reset("youth");
+  windows.Sent("youth", 1, Copy("exit-a", "same-id"));
+  EXPECT_FALSE(windows.MaySend("youth", "same-id"));
+  EXPECT_TRUE(windows.MaySend("youth", "other-id"));
+  acked = windows.TakeAcked("youth", "", "same-id");  // unambiguous now
+  ASSERT_EQ(1u, acked.copies.size());
+  EXPECT_EQ("exit-a", acked.copies[0].second.sender);
+  EXPECT_TRUE(windows.MaySend("youth", "same-id"));
+  EXPECT_TRUE(windows.MaySend("health", "same-id"));  // only the id-only acker waits
+}
+
+TEST(DeliveryWindowsTest, WithdrawnCopiesCanNoLongerBeAcked) {
+  DeliveryWindows windows(8, 1000);
+  windows.Sent("youth", 3, Copy("exit-a", "m1"));
+  windows.Withdraw("youth", 3);
+  windows.Withdraw("nobody", 3);  // no row: nothing happens
+  EXPECT_TRUE(windows.TakeAcked("youth", "exit-a", "m1").copies.empty());
+  EXPECT_EQ(3, windows.Cursor("youth"));  // withdrawn copies are not read again
+}
+
+TEST(DeliveryWindowsTest, OverdueWindowsStartAgainAndResetAllReturnsEveryRecipient) {
+  DeliveryWindows windows(8, 1000);
+  windows.Sent("youth", 1, Copy("exit-a", "m1", /*sent_ms=*/100));
+  windows.Sent("youth", 2, Copy("exit-a", "m2", /*sent_ms=*/900));
+  windows.Sent("health", 4, Copy("exit-a", "m3", /*sent_ms=*/1000));
+  EXPECT_TRUE(windows.Overdue(1100).empty());  // exactly at the timeout: not yet
+  auto overdue = windows.Overdue(1101);
+  ASSERT_EQ(1u, overdue.size());
+  EXPECT_EQ("youth", overdue[0].first);
+  EXPECT_EQ(2u, overdue[0].second);
+  EXPECT_EQ(0, windows.Cursor("youth"));  // read again from the start, in order
+  EXPECT_EQ(8u, windows.Room("youth"));
+  EXPECT_EQ(4, windows.Cursor("health"));
+  auto all = windows.ResetAll();
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ((std::vector<std::string>{"health", "youth"}), all);
+  EXPECT_EQ(0, windows.Cursor("health"));
+}
+
+}  // namespace
+}  // namespace liaison::broker
