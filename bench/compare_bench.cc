@@ -1,8 +1,10 @@
 // `make bench`: liaison's full path against its transport's limit (a minimal
 // CURVE forwarder) and against the broker agencies would otherwise use
 // (RabbitMQ, durable queue, persistent messages, publisher confirms), in
-// one run on loopback; then how liaison's cost scales with the number of
-// registered agencies, the rules per agency and the message size.
+// one run on loopback, with one sender and one receiver and then (liaison
+// and RabbitMQ) with 8 senders, each to its own receiver, at once; then how
+// liaison's cost scales with the number of registered agencies, the rules
+// per agency and the message size.
 //
 // Every figure is the median of --repetitions runs (default 3). Prints a
 // table; writes OUT/<report>.json (schemas/bench.fbs) and OUT/<curve>.svg.
@@ -18,6 +20,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,42 +54,61 @@ struct Options {
 uint64_t Saturation(const Options& o, uint64_t full) { return o.quick ? full / 10 : full; }
 uint64_t LatencyMessages(const Options& o) { return static_cast<uint64_t>(kOfferedRate * (o.quick ? 0.5 : 2)); }
 
-// One system as the bench drives it: its server's pid and fresh clients.
+// The many-agency shape of the comparison: this many senders, each to its
+// own receiver, at once.
+constexpr size_t kManyPairs = 8;
+
+// One system as the bench drives it: its server's pid and fresh clients
+// for each of its sender/receiver pairs.
 struct System {
   std::string name;
   pid_t server_pid = -1;
-  std::function<StatusOr<std::unique_ptr<SenderClient>>()> sender;
-  std::function<StatusOr<std::unique_ptr<ReceiverClient>>()> receiver;
+  size_t pairs = 1;
+  std::function<StatusOr<std::unique_ptr<SenderClient>>(size_t pair)> sender;
+  std::function<StatusOr<std::unique_ptr<ReceiverClient>>(size_t pair)> receiver;
 };
 
 // Message numbers (liaison's ids) are never reused within the process, so
 // that a server measured more than once never sees a resend.
 uint64_t g_next_seq = 1;
 
-// Runs `load` with fresh clients.
+// Runs `load` (per pair) over every pair of `system` with fresh clients,
+// the receivers connected first.
 StatusOr<LoadResult> Measure(const System& system, LoadSpec spec, double* cpu_us_per_msg) {
-  auto receiver = system.receiver();
-  if (!receiver.ok()) return receiver.status().WithContext(system.name + " receiver");
-  auto sender = system.sender();
-  if (!sender.ok()) return sender.status().WithContext(system.name + " sender");
+  std::vector<std::unique_ptr<ReceiverClient>> receivers;
+  std::vector<std::unique_ptr<SenderClient>> senders;
+  std::vector<LoadPair> pairs;
+  for (size_t k = 0; k < system.pairs; ++k) {
+    auto receiver = system.receiver(k);
+    if (!receiver.ok()) return receiver.status().WithContext(system.name + " receiver " + std::to_string(k));
+    receivers.push_back(std::move(*receiver));
+  }
+  for (size_t k = 0; k < system.pairs; ++k) {
+    auto sender = system.sender(k);
+    if (!sender.ok()) return sender.status().WithContext(system.name + " sender " + std::to_string(k));
+    senders.push_back(std::move(*sender));
+    pairs.push_back({senders.back().get(), receivers[k].get()});
+  }
+  const uint64_t total = spec.messages * system.pairs;
   spec.first_seq = g_next_seq;
-  g_next_seq += spec.messages;
+  g_next_seq += total;
   auto before = ReadProcessUsage(system.server_pid);
-  auto result = RunLoad(**sender, **receiver, spec);
+  auto result = RunLoad(pairs, spec);
   auto after = ReadProcessUsage(system.server_pid);
   if (!result.ok()) return result.status().WithContext(system.name);
   if (cpu_us_per_msg != nullptr && before.ok() && after.ok()) {
-    *cpu_us_per_msg = (after->cpu_seconds - before->cpu_seconds) * 1e6 / static_cast<double>(spec.messages);
+    *cpu_us_per_msg = (after->cpu_seconds - before->cpu_seconds) * 1e6 / static_cast<double>(total);
   }
   return result;
 }
 
-// Repetitions of a saturation run and, if `with_latency`, a run at the
-// offered load; the figure holds the medians.
+// Repetitions of a saturation run (`saturation_messages` per pair) and, if
+// `with_latency`, a run at the offered load; the figure holds the medians.
 StatusOr<FigureT> MeasureFigure(const Options& o, const System& system, uint64_t saturation_messages,
                                 bool with_latency, size_t message_bytes, double x) {
   FigureT figure;
   figure.system = system.name;
+  figure.pairs = static_cast<uint32_t>(system.pairs);
   figure.x = x;
   figure.message_bytes = static_cast<uint32_t>(message_bytes);
   figure.offered_rate = with_latency ? kOfferedRate : 0;
@@ -97,7 +119,7 @@ StatusOr<FigureT> MeasureFigure(const Options& o, const System& system, uint64_t
     LoadSpec saturate;
     saturate.messages = saturation_messages;
     pid_t perf = -1;
-    if (!o.perf.empty() && system.name == "liaison" && r == 0) {
+    if (!o.perf.empty() && system.name == "liaison" && system.pairs == 1 && r == 0) {
       perf = testing::Spawn({"perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
                              "-p", std::to_string(system.server_pid), "-o", o.perf},
                             -1, -1);
@@ -180,22 +202,48 @@ void AddRatio(ReportT& report, const std::string& name, double value, double tar
   report.ratios.push_back(std::move(ratio));
 }
 
+// `referrals[k]`: pair k's message, addressed to its receiver.
+System LiaisonSystem(const LiaisonBroker& broker, std::vector<std::vector<uint8_t>> referrals) {
+  const size_t pairs = referrals.size();
+  return {"liaison", broker.pid(), pairs,
+          [&broker, referrals = std::move(referrals)](size_t k) { return ConnectLiaisonSender(broker, k, referrals[k]); },
+          [&broker](size_t k) { return ConnectLiaisonReceiver(broker, k); }};
+}
+
 System LiaisonSystem(const LiaisonBroker& broker, std::vector<uint8_t> referral) {
-  return {"liaison", broker.pid(),
-          [&broker, referral] { return ConnectLiaisonSender(broker, referral); },
-          [&broker] { return ConnectLiaisonReceiver(broker); }};
+  return LiaisonSystem(broker, std::vector<std::vector<uint8_t>>{std::move(referral)});
 }
 
+// The forwarder hands every frame to its one receiver: one pair only.
 System ForwarderSystem(const ForwarderProcess& forwarder, size_t bytes) {
-  return {"curve-forwarder", forwarder.pid(),
-          [&forwarder, bytes] { return ConnectForwarderSender(forwarder, bytes); },
-          [&forwarder] { return ConnectForwarderReceiver(forwarder); }};
+  return {"curve-forwarder", forwarder.pid(), 1,
+          [&forwarder, bytes](size_t) { return ConnectForwarderSender(forwarder, bytes); },
+          [&forwarder](size_t) { return ConnectForwarderReceiver(forwarder); }};
 }
 
-// Scaling rows (no latency runs) show throughput, cost and memory.
-void PrintFigure(const FigureT& f, const char* x_format = nullptr) {
+#if LIAISON_BENCH_RABBITMQ
+// A fresh durable queue per pair and run, named when Measure() connects the
+// pair's receiver (before any sender): nothing is left over from the run
+// before.
+System RabbitSystem(const RabbitMqServer& rabbit, size_t bytes, size_t pairs) {
+  const int port = rabbit.port();
+  auto run_number = std::make_shared<int>(0);
+  auto queues = std::make_shared<std::vector<std::string>>(pairs);
+  return {"rabbitmq", rabbit.pid(), pairs,
+          [port, bytes, queues](size_t k) { return ConnectRabbitSender(port, (*queues)[k], bytes); },
+          [port, queues, run_number](size_t k) {
+            if (k == 0) ++*run_number;
+            (*queues)[k] = "bench-" + std::to_string(*run_number) + "-" + std::to_string(k);
+            return ConnectRabbitReceiver(port, (*queues)[k], 256);
+          }};
+}
+#endif
+
+// Scaling rows (no latency runs) show throughput, cost and memory; `x`
+// (if `x_format` is given) is the figure's x unless given.
+void PrintFigure(const FigureT& f, const char* x_format = nullptr, std::optional<double> shown_x = std::nullopt) {
   char x[32] = "";
-  if (x_format != nullptr) std::snprintf(x, sizeof x, x_format, f.x);
+  if (x_format != nullptr) std::snprintf(x, sizeof x, x_format, shown_x.value_or(f.x));
   std::printf("  %-16s %8s %10.0f %10.2f %9.1f\n", f.system.c_str(), x, f.throughput, f.server_cpu_us_per_msg,
               f.peak_rss_mib);
   std::fflush(stdout);
@@ -219,9 +267,9 @@ void PrintCompareHeader() {
               "p50", "p99", "p99.9", "p50", "p99", "p99.9");
 }
 
-const FigureT* Find(const ReportT& r, const std::string& system, double x = 0) {
+const FigureT* Find(const ReportT& r, const std::string& system, double x = 0, size_t pairs = 1) {
   for (const auto& f : r.figures) {
-    if (f->system == system && f->x == x) return f.get();
+    if (f->system == system && f->x == x && f->pairs == pairs) return f.get();
   }
   return nullptr;
 }
@@ -230,13 +278,8 @@ Status Finish(const Options& o, const ReportT& report) {
   return WriteReportJson(report, o.out + "/" + report.name + ".json");
 }
 
-// The three systems side by side at 2 KiB.
-Status Compare(const Options& o, const std::string& policies) {
-  auto report = NewReport("compare",
-                          "2 KiB messages, one sender and one receiver on loopback; throughput at "
-                          "saturation (window 256 unconfirmed), latency at 10,000 and at 2,000 msg/s "
-                          "offered (open loop, from when each message was due)",
-                          "");
+// The three systems side by side at 2 KiB, one sender and one receiver.
+Status CompareOneToOne(const Options& o, const std::string& policies, ReportT& report) {
   std::printf("\n== Side by side: %zu-byte messages, one sender, one receiver (medians of %d)\n", kMessageBytes,
               o.repetitions);
   PrintCompareHeader();
@@ -250,7 +293,7 @@ Status Compare(const Options& o, const std::string& policies) {
     auto f = MeasureFigure(o, ForwarderSystem(**forwarder, bytes), Saturation(o, 200000), true, bytes, 0);
     if (!f.ok()) return f.status();
     PrintCompareFigure(*f);
-    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+    report.figures.push_back(std::make_unique<FigureT>(std::move(*f)));
   }
   {
     auto broker = LiaisonBroker::Start({policies});
@@ -258,35 +301,87 @@ Status Compare(const Options& o, const std::string& policies) {
     auto f = MeasureFigure(o, LiaisonSystem(**broker, *referral), Saturation(o, 40000), true, bytes, 0);
     if (!f.ok()) return f.status();
     PrintCompareFigure(*f);
-    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+    report.figures.push_back(std::make_unique<FigureT>(std::move(*f)));
   }
 #if LIAISON_BENCH_RABBITMQ
   {
     testing::TempDir dir;
     auto rabbit = RabbitMqServer::Start(dir.path().string());
     if (!rabbit.ok()) return rabbit.status().WithContext("RabbitMQ");
-    const int port = (*rabbit)->port();
-    // A fresh durable queue per run, named when Measure() connects the
-    // receiver (before the sender): nothing is left over from the run before.
-    auto queue_number = std::make_shared<int>(0);
-    auto queue = std::make_shared<std::string>();
-    System system{"rabbitmq", (*rabbit)->pid(),
-                  [port, bytes, queue] { return ConnectRabbitSender(port, *queue, bytes); },
-                  [port, queue, queue_number] {
-                    *queue = "bench-" + std::to_string(++*queue_number);
-                    return ConnectRabbitReceiver(port, *queue, 256);
-                  }};
-    auto f = MeasureFigure(o, system, Saturation(o, 40000), true, bytes, 0);
+    auto f = MeasureFigure(o, RabbitSystem(**rabbit, bytes, 1), Saturation(o, 40000), true, bytes, 0);
     if (!f.ok()) return f.status();
     PrintCompareFigure(*f);
-    report->figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+    report.figures.push_back(std::make_unique<FigureT>(std::move(*f)));
   }
 #else
   std::printf("  rabbitmq         not built: install librabbitmq-dev (scripts/install-deps --bench)\n");
 #endif
+  return Status::Ok();
+}
+
+// liaison and RabbitMQ with kManyPairs senders at once, each to its own
+// receiver (liaison: its own sender and receiver agencies; RabbitMQ: its
+// own durable queue), saturated; each on a server started for this shape,
+// so that the RSS is this shape's. The forwarder is left out: it routes
+// every frame to its one receiver, and giving it a routing table would
+// make it more than the transport's bare cost.
+Status CompareManyToMany(const Options& o, const std::string& policies, ReportT& report) {
+  std::printf("\n== Side by side: %zu-byte messages, %zu senders x %zu receivers at once, saturated (medians of %d)\n",
+              kMessageBytes, kManyPairs, kManyPairs, o.repetitions);
+  PrintHeader("pairs");
+  // As many messages in all as the one-pair saturation run.
+  const uint64_t per_pair = Saturation(o, 40000) / kManyPairs;
+  size_t bytes = 0;
+  {
+    LiaisonSetup setup{policies};
+    setup.pairs = kManyPairs;
+    auto broker = LiaisonBroker::Start(setup);
+    if (!broker.ok()) return broker.status();
+    std::vector<std::vector<uint8_t>> referrals;
+    for (size_t k = 0; k < kManyPairs; ++k) {
+      auto referral = ReferralOfSize(policies, kMessageBytes, (*broker)->ReceiverId(k));
+      if (!referral.ok()) return referral.status();
+      bytes = referral->size();
+      referrals.push_back(std::move(*referral));
+    }
+    auto f = MeasureFigure(o, LiaisonSystem(**broker, std::move(referrals)), per_pair, false, bytes, 0);
+    if (!f.ok()) return f.status();
+    PrintFigure(*f, "%.0f", static_cast<double>(kManyPairs));
+    report.figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+#if LIAISON_BENCH_RABBITMQ
+  {
+    testing::TempDir dir;
+    auto rabbit = RabbitMqServer::Start(dir.path().string());
+    if (!rabbit.ok()) return rabbit.status().WithContext("RabbitMQ");
+    auto f = MeasureFigure(o, RabbitSystem(**rabbit, bytes, kManyPairs), per_pair, false, bytes, 0);
+    if (!f.ok()) return f.status();
+    PrintFigure(*f, "%.0f", static_cast<double>(kManyPairs));
+    report.figures.push_back(std::make_unique<FigureT>(std::move(*f)));
+  }
+#endif
+  return Status::Ok();
+}
+
+// Both shapes side by side, and the ratios issue 16 sets targets for.
+Status Compare(const Options& o, const std::string& policies) {
+  auto report = NewReport("compare",
+                          "2 KiB messages on loopback. One sender and one receiver: throughput at "
+                          "saturation (window 256 unconfirmed), latency at 10,000 and at 2,000 msg/s "
+                          "offered (open loop, from when each message was due). " +
+                              std::to_string(kManyPairs) + " senders x " + std::to_string(kManyPairs) +
+                              " receivers at once (figures with pairs " + std::to_string(kManyPairs) +
+                              "; liaison: distinct agencies, RabbitMQ: one queue each): throughput at "
+                              "saturation, all pairs together, window 256 per sender",
+                          "");
+  LIAISON_RETURN_IF_ERROR(CompareOneToOne(o, policies, *report));
+  LIAISON_RETURN_IF_ERROR(CompareManyToMany(o, policies, *report));
   const FigureT* liaison = Find(*report, "liaison");
   const FigureT* forwarder = Find(*report, "curve-forwarder");
   const FigureT* rabbit = Find(*report, "rabbitmq");
+  const FigureT* liaison_many = Find(*report, "liaison", 0, kManyPairs);
+  const FigureT* rabbit_many = Find(*report, "rabbitmq", 0, kManyPairs);
+  const std::string many = std::to_string(kManyPairs) + "x" + std::to_string(kManyPairs);
   std::printf("\n  ratio                                   value   target\n");
   auto ratio = [&](const std::string& name, double value, double target, bool minimum, const char* unit) {
     AddRatio(*report, name, value, target, minimum);
@@ -295,6 +390,12 @@ Status Compare(const Options& o, const std::string& policies) {
   };
   ratio("liaison/curve-forwarder throughput", liaison->throughput / forwarder->throughput, 0.5, true, "x");
   if (rabbit != nullptr) ratio("liaison/rabbitmq throughput", liaison->throughput / rabbit->throughput, 3, true, "x");
+  // At many pairs: at least the one pair's throughput, and the same ratio
+  // to RabbitMQ as asked of one pair.
+  ratio("liaison " + many + "/1x1 throughput", liaison_many->throughput / liaison->throughput, 1, true, "x");
+  if (rabbit_many != nullptr) {
+    ratio("liaison/rabbitmq throughput " + many, liaison_many->throughput / rabbit_many->throughput, 3, true, "x");
+  }
   ratio("liaison p99 at 10k msg/s", liaison->p99_ms, 2, false, "ms");
   ratio("liaison p99 at 2k msg/s", liaison->light_p99_ms, 2, false, "ms");
   return Finish(o, *report);

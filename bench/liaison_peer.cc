@@ -124,32 +124,46 @@ StatusOr<std::unique_ptr<LiaisonBroker>> LiaisonBroker::Start(const LiaisonSetup
   fs::remove_all(dir);
   fs::create_directories(dir + "/agencies");
   fs::copy_file(setup.policies_source + "/vocabulary.yaml", dir + "/vocabulary.yaml");
+  // Writes a copy of an example agency's file under a new id and key.
+  auto write_copy = [&dir](const std::string& text, const std::string& id) -> StatusOr<testing::TestAgency> {
+    auto keys = GenerateCurveKeyPair();
+    if (!keys.ok()) return keys.status();
+    testing::WriteText(dir + "/agencies/" + id + ".yaml", WithKey(WithLine(text, "id:", "id: " + id), keys->public_z85));
+    return testing::TestAgency{id, "", "", *keys};
+  };
   for (const auto& entry : fs::directory_iterator(setup.policies_source + "/agencies")) {
     const std::string id = entry.path().stem().string();
     auto keys = GenerateCurveKeyPair();
     if (!keys.ok()) return keys.status();
     std::string text = WithKey(testing::ReadText(entry.path().string()), keys->public_z85);
     if (id == kSender) {
-      b->sender_ = {id, "", "", *keys};
+      if (setup.pairs == 0) b->senders_.push_back({id, "", "", *keys});
       std::string rules;
       for (size_t i = 0; i < setup.extra_rules; ++i) rules += ExtraRule(i);
       const size_t at = text.find("\nrelease:\n");
       if (at == std::string::npos) return Status::InvalidArgument(id + ": no release rules");
       text.insert(at + 10, rules);
+      for (size_t i = 0; i < setup.pairs; ++i) {
+        auto sender = write_copy(text, "bench-sender-" + std::to_string(i));
+        if (!sender.ok()) return sender.status();
+        b->senders_.push_back(*sender);
+      }
     }
     if (id == kReceiver) {
-      b->receiver_ = {id, "", "", *keys};
+      if (setup.pairs == 0) b->receivers_.push_back({id, "", "", *keys});
       for (size_t i = 0; i < setup.extra_agencies; ++i) {
-        auto extra_keys = GenerateCurveKeyPair();
-        if (!extra_keys.ok()) return extra_keys.status();
-        const std::string extra_id = "bench-agency-" + std::to_string(i);
-        testing::WriteText(dir + "/agencies/" + extra_id + ".yaml",
-                           WithKey(WithLine(text, "id:", "id: " + extra_id), extra_keys->public_z85));
+        auto extra = write_copy(text, "bench-agency-" + std::to_string(i));
+        if (!extra.ok()) return extra.status();
+      }
+      for (size_t i = 0; i < setup.pairs; ++i) {
+        auto receiver = write_copy(text, "bench-receiver-" + std::to_string(i));
+        if (!receiver.ok()) return receiver.status();
+        b->receivers_.push_back(*receiver);
       }
     }
     testing::WriteText(dir + "/agencies/" + id + ".yaml", text);
   }
-  if (b->sender_.id.empty() || b->receiver_.id.empty()) {
+  if (b->senders_.empty() || b->receivers_.empty()) {
     return Status::NotFound(setup.policies_source + "/agencies has no " + kSender + " or " + kReceiver);
   }
   LIAISON_RETURN_IF_ERROR(b->broker_->Start());
@@ -162,19 +176,20 @@ void LiaisonBroker::Stop() {
   if (broker_ && broker_->running()) broker_->Stop(SIGTERM);
 }
 
-AgentOptions LiaisonBroker::SenderOptions() const {
-  AgentOptions o = broker_->AgentFor(sender_, wire::Role::sender);
+AgentOptions LiaisonBroker::SenderOptions(size_t pair) const {
+  AgentOptions o = broker_->AgentFor(senders_.at(pair), wire::Role::sender);
   o.heartbeat = std::chrono::milliseconds(1000);
   return o;
 }
 
-AgentOptions LiaisonBroker::ReceiverOptions() const {
-  AgentOptions o = broker_->AgentFor(receiver_, wire::Role::receiver);
+AgentOptions LiaisonBroker::ReceiverOptions(size_t pair) const {
+  AgentOptions o = broker_->AgentFor(receivers_.at(pair), wire::Role::receiver);
   o.heartbeat = std::chrono::milliseconds(1000);
   return o;
 }
 
-StatusOr<std::vector<uint8_t>> ReferralOfSize(const std::string& policies_source, size_t size) {
+StatusOr<std::vector<uint8_t>> ReferralOfSize(const std::string& policies_source, size_t size,
+                                              const std::string& receiver) {
   const std::string path = policies_source + "/tests/messages/01-exit-to-youth-welfare.json";
   wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
   auto bytes = codec.ToBinary(testing::ReadText(path), path);
@@ -184,7 +199,7 @@ StatusOr<std::vector<uint8_t>> ReferralOfSize(const std::string& policies_source
   e.id = MessageId(0);
   e.to.clear();
   e.to.push_back(std::make_unique<wire::RecipientT>());
-  e.to.back()->agency = kReceiver;
+  e.to.back()->agency = receiver;
   wire::CaseReferralT* referral = e.payload.AsCaseReferral();
   if (referral == nullptr) return Status::InvalidArgument(path + ": not a CaseReferral");
   std::vector<uint8_t> out;
@@ -198,21 +213,23 @@ StatusOr<std::vector<uint8_t>> ReferralOfSize(const std::string& policies_source
   return out;
 }
 
-StatusOr<std::unique_ptr<SenderClient>> ConnectLiaisonSender(const LiaisonBroker& broker,
+StatusOr<std::unique_ptr<SenderClient>> ConnectLiaisonSender(const LiaisonBroker& broker, size_t pair,
                                                              std::vector<uint8_t> referral) {
   const wire::Envelope* e = wire::VerifyEnvelope(referral);
   if (e == nullptr || !e->id() || e->id()->size() != 6 + kIdDigits) {
     return Status::InvalidArgument("the bench referral has no fixed-width id");
   }
   const size_t id_offset = static_cast<size_t>(e->id()->data() - reinterpret_cast<const char*>(referral.data()));
-  auto agent = Agent::Connect(broker.SenderOptions());
+  if (pair >= broker.pairs()) return Status::InvalidArgument("no sender pair " + std::to_string(pair));
+  auto agent = Agent::Connect(broker.SenderOptions(pair));
   if (!agent.ok()) return agent.status();
   LIAISON_RETURN_IF_ERROR((*agent)->WaitReady(std::chrono::milliseconds(5000)));
   return std::unique_ptr<SenderClient>(new Sender(std::move(*agent), std::move(referral), id_offset));
 }
 
-StatusOr<std::unique_ptr<ReceiverClient>> ConnectLiaisonReceiver(const LiaisonBroker& broker) {
-  auto agent = Agent::Connect(broker.ReceiverOptions());
+StatusOr<std::unique_ptr<ReceiverClient>> ConnectLiaisonReceiver(const LiaisonBroker& broker, size_t pair) {
+  if (pair >= broker.pairs()) return Status::InvalidArgument("no receiver pair " + std::to_string(pair));
+  auto agent = Agent::Connect(broker.ReceiverOptions(pair));
   if (!agent.ok()) return agent.status();
   LIAISON_RETURN_IF_ERROR((*agent)->WaitReady(std::chrono::milliseconds(5000)));
   return std::unique_ptr<ReceiverClient>(new Receiver(std::move(*agent)));

@@ -1,7 +1,8 @@
 // One load driver for every system the comparison bench measures (the CURVE
-// forwarder, liaison, RabbitMQ): a sender thread that posts numbered
-// messages, paced or as fast as the system takes them, with at most `window`
-// unconfirmed, and a receiver thread that takes and acknowledges them. The
+// forwarder, liaison, RabbitMQ): for each sender/receiver pair, a sender
+// thread that posts numbered messages, paced or as fast as the system takes
+// them, with at most `window` unconfirmed, and a receiver thread that takes
+// and acknowledges them. The
 // systems differ only in their clients, which implement the two interfaces
 // below; the pacing, the clocks and the statistics are shared, so that the
 // figures are comparable.
@@ -47,24 +48,38 @@ class ReceiverClient {
   virtual StatusOr<std::optional<uint64_t>> Receive(std::chrono::milliseconds wait) = 0;
 };
 
+// Every figure in LoadSpec is per pair: with N pairs, N times as many
+// messages are sent, at N times the rate, with N windows.
 struct LoadSpec {
   uint64_t messages = 10000;
-  uint64_t first_seq = 0;  // numbers are first_seq .. first_seq + messages - 1
+  // Pair k's numbers are first_seq + k * messages .. first_seq + (k + 1) * messages - 1.
+  uint64_t first_seq = 0;
   double rate = 0;         // offered messages a second; 0 = as fast as accepted
   uint64_t window = 256;   // most messages posted and not yet confirmed
   std::chrono::seconds timeout{60};
 };
 
 struct LoadResult {
-  double seconds = 0;      // first post to last receipt by the receiver
-  double throughput = 0;   // messages a second, over `seconds`
+  double seconds = 0;      // first post to last receipt by any receiver
+  double throughput = 0;   // messages a second over `seconds`, all pairs together
   // Per message, from its post (with a rate: from the moment it was due,
   // so that waiting to post counts) to its arrival at the receiver.
   double p50_ms = 0, p99_ms = 0, p999_ms = 0;
 };
 
-// Runs one load: the receiver on its own thread, the sender on the calling
-// thread. Fails if a client fails or not every message arrives in time.
+// One sender and the receiver its messages go to. Each client is used from
+// one thread of RunLoad only.
+struct LoadPair {
+  SenderClient* sender;
+  ReceiverClient* receiver;
+};
+
+// Runs one load over every pair at once, each sender and each receiver on a
+// thread of its own, all started together. Latencies are pooled over the
+// pairs. Fails if a client fails or not every message arrives in time
+// (spec.timeout, for the whole run).
+StatusOr<LoadResult> RunLoad(const std::vector<LoadPair>& pairs, const LoadSpec& spec);
+// One pair.
 StatusOr<LoadResult> RunLoad(SenderClient& sender, ReceiverClient& receiver, const LoadSpec& spec);
 
 // The median of `values` (the middle one; the upper middle for an even
