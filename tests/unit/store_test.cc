@@ -186,7 +186,9 @@ TEST(StoreDamageTest, AMessageThatDoesNotDecryptIsSetAsideNotBlocking) {
     // Damage the first message's ciphertext in place.
     sqlite3* db = nullptr;
     ASSERT_EQ(SQLITE_OK, sqlite3_open(dir.file("s.db").c_str(), &db));
-    ASSERT_EQ(SQLITE_OK, sqlite3_exec(db, "UPDATE messages SET sealed = zeroblob(40) WHERE message_id = 'first'",
+    ASSERT_EQ(SQLITE_OK, sqlite3_exec(db,
+                                      "UPDATE bodies SET sealed = zeroblob(40) "
+                                      "WHERE seq = (SELECT seq FROM messages WHERE message_id = 'first')",
                                       nullptr, nullptr, nullptr));
     sqlite3_close(db);
   }
@@ -196,6 +198,66 @@ TEST(StoreDamageTest, AMessageThatDoesNotDecryptIsSetAsideNotBlocking) {
   ASSERT_EQ(1u, pending->size());
   EXPECT_EQ("second", (*pending)[0].message_id);
   EXPECT_EQ(1, (*s)->QueueDepths()->at("b"));  // set aside: no longer queued
+}
+
+int64_t CountRows(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  int64_t n = -1;
+  if (sqlite3_open(path.c_str(), &db) == SQLITE_OK) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+      n = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(db);
+  return n;
+}
+
+TEST(StoreLayoutTest, ADeliveredCopyIsDroppedAndOlderStoresCopiesMoveToTheirTableAtOpen) {
+  testing::TempDir dir;
+  const std::string path = dir.file("s.db");
+  const std::string text = "a 2 KiB referral, here shorter";
+  const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
+  {
+    auto s = Store::Open(path, Key(11));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    ASSERT_TRUE((*s)->Begin().ok());
+    for (const char* id : {"m1", "m2", "m3"}) {
+      ASSERT_TRUE((*s)->Enqueue("a", id, "b", "C", bytes, text.size(), 0, 1LL << 50, 1LL << 50).ok());
+    }
+    // A resend of a queued copy adds no second body.
+    ASSERT_TRUE((*s)->Enqueue("a", "m1", "b", "C", bytes, text.size(), 0, 1LL << 50, 1LL << 50).ok());
+    ASSERT_TRUE((*s)->Commit().ok());
+    EXPECT_EQ(3, CountRows(path, "SELECT COUNT(*) FROM bodies"));
+    auto pending = (*s)->Pending("b", 0, 10);
+    ASSERT_TRUE(pending.ok());
+    ASSERT_EQ(3u, pending->size());
+    ASSERT_TRUE((*s)->Begin().ok());
+    auto acked = (*s)->Ack("b", (*pending)[0].seq, 5);
+    ASSERT_TRUE(acked.ok() && acked->has_value());
+    ASSERT_TRUE((*s)->Commit().ok());
+    EXPECT_EQ(2, CountRows(path, "SELECT COUNT(*) FROM bodies"));  // delivered: its copy is gone
+  }
+  {
+    // The layout of stores made before: each copy in its message's row.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(SQLITE_OK, sqlite3_open(path.c_str(), &db));
+    ASSERT_EQ(SQLITE_OK, sqlite3_exec(db,
+                                      "UPDATE messages SET sealed = (SELECT sealed FROM bodies "
+                                      "WHERE bodies.seq = messages.seq); DELETE FROM bodies;",
+                                      nullptr, nullptr, nullptr));
+    sqlite3_close(db);
+  }
+  auto s = Store::Open(path, Key(11));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(2, CountRows(path, "SELECT COUNT(*) FROM bodies"));
+  EXPECT_EQ(0, CountRows(path, "SELECT COUNT(*) FROM messages WHERE sealed IS NOT NULL"));
+  auto pending = (*s)->Pending("b", 0, 10);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(2u, pending->size());
+  EXPECT_EQ("m2", (*pending)[0].message_id);
+  EXPECT_EQ(text, std::string((*pending)[1].envelope.begin(), (*pending)[1].envelope.end()));
 }
 
 // SQLite refuses a value past SQLITE_LIMIT_LENGTH at bind time; an unchecked

@@ -38,9 +38,13 @@ CREATE TABLE IF NOT EXISTS messages (
   expires_ms INTEGER NOT NULL,
   acked_ms INTEGER,
   purge_after_ms INTEGER NOT NULL,
-  sealed BLOB,
+  sealed BLOB,  -- unused: the copy is in bodies (older stores' are moved there at open)
   label TEXT,
   UNIQUE (sender, message_id, recipient));
+-- The sealed copy of each queued (or set-aside) message, apart from its
+-- small row: a row's state changes touch pages of ~25 rows, and a delivered
+-- copy's page is freed for the next copies instead of left mostly empty.
+CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, state, seq);
 CREATE INDEX IF NOT EXISTS messages_by_case ON messages (sender, case_hash, state);
 CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (state, expires_ms);
@@ -229,6 +233,23 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const Stor
   if (!has_label) {
     LIAISON_RETURN_IF_ERROR(store->Exec("ALTER TABLE messages ADD COLUMN label TEXT").WithContext("store " + path));
   }
+  // Stores made before bodies had their own table: the copies move there,
+  // in one transaction (all or none; the next start tries again).
+  bool old_bodies = false;
+  {
+    Query q(store->db_, store->Prepare("SELECT 1 FROM messages WHERE sealed IS NOT NULL LIMIT 1"));
+    const int rc = q.Step();
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return q.Error("store " + path + ": reading its tables");
+    old_bodies = rc == SQLITE_ROW;
+  }
+  if (old_bodies) {
+    LIAISON_RETURN_IF_ERROR(store
+                              ->Exec("BEGIN IMMEDIATE; "
+                                     "INSERT OR IGNORE INTO bodies (seq, sealed) "
+                                     "SELECT seq, sealed FROM messages WHERE sealed IS NOT NULL; "
+                                     "UPDATE messages SET sealed = NULL WHERE sealed IS NOT NULL; COMMIT")
+                              .WithContext("store " + path + ": moving queued copies to their table"));
+  }
   // No value larger than the broker can produce reaches the file.
   if (max_value_bytes > 0) {
     sqlite3_limit(store->db_, SQLITE_LIMIT_LENGTH,
@@ -310,9 +331,11 @@ Status Store::Apply(const WriteBatch& batch) {
                                       {4, &batch.erased}, {5, &batch.set_aside}}) {
       for (int64_t seq : *seqs) {
         // Only a queued copy changes: one acked meanwhile stays acked.
-        Query u(db_, Prepare("UPDATE messages SET state = ?2, sealed = CASE WHEN ?2 = 5 THEN sealed ELSE NULL END "
-                             "WHERE seq = ?1 AND state = 0"));
+        Query u(db_, Prepare("UPDATE messages SET state = ?2 WHERE seq = ?1 AND state = 0"));
         if (!u.Int(1, seq).Int(2, state).Done()) return u.Error("store: updating a queued message");
+        // A set-aside copy is kept (a restored key may open it); the others
+        // are gone with their message.
+        if (state != 5 && sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(seq));
       }
     }
     for (const auto& [agency, receipt] : batch.notices) LIAISON_RETURN_IF_ERROR(AddNotice(agency, receipt));
@@ -384,13 +407,21 @@ Status Store::Enqueue(const std::string& sender, const std::string& message_id,
   const std::string case_hash = CaseHash(sender, case_ref);
   const auto sealed = Seal(key_, Aad(sender, message_id, recipient), envelope, size);
   if (!sealed) return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
-  Query q(db_, Prepare("INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, "
-                       "created_ms, expires_ms, purge_after_ms, sealed, label) "
-                       "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8, ?9)"));
-  q.Text(1, sender).Text(2, message_id).Text(3, recipient).Blob(4, case_hash.data(), case_hash.size());
-  q.Int(5, now_ms).Int(6, expires_ms).Int(7, purge_after_ms).Blob(8, sealed->data(), sealed->size());
-  q.Text(9, label);
-  if (!q.Done()) return q.Error("store: queueing a message");
+  {
+    Query q(db_, Prepare("INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, "
+                         "created_ms, expires_ms, purge_after_ms, label) "
+                         "VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, ?8)"));
+    q.Text(1, sender).Text(2, message_id).Text(3, recipient).Blob(4, case_hash.data(), case_hash.size());
+    q.Int(5, now_ms).Int(6, expires_ms).Int(7, purge_after_ms).Text(8, label);
+    if (!q.Done()) return q.Error("store: queueing a message");
+  }
+  // Ignored: this copy is queued already (its body too).
+  if (sqlite3_changes(db_) > 0) {
+    Query b(db_, Prepare("INSERT INTO bodies (seq, sealed) VALUES (?1, ?2)"));
+    if (!b.Int(1, sqlite3_last_insert_rowid(db_)).Blob(2, sealed->data(), sealed->size()).Done()) {
+      return b.Error("store: queueing a message");
+    }
+  }
   Query d(db_, Prepare("INSERT OR IGNORE INTO disclosures (sender, case_hash, recipient) VALUES (?1, ?2, ?3)"));
   d.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Text(3, recipient);
   if (!d.Done()) return d.Error("store: recording a disclosure");
@@ -402,8 +433,10 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
   std::vector<QueuedMessage> out;
   std::vector<int64_t> damaged;
   {
-    Query q(db_, Prepare("SELECT seq, sender, message_id, sealed, label FROM messages WHERE recipient = ?1 "
-                         "AND state = 0 AND seq > ?2 ORDER BY seq LIMIT ?3"));
+    // A row without its body is damaged like one whose body does not open.
+    Query q(db_, Prepare("SELECT m.seq, m.sender, m.message_id, b.sealed, m.label FROM messages m "
+                         "LEFT JOIN bodies b ON b.seq = m.seq WHERE m.recipient = ?1 "
+                         "AND m.state = 0 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"));
     q.Text(1, recipient).Int(2, after_seq).Int(3, limit);
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
@@ -440,7 +473,7 @@ StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, i
                                                  int64_t now_ms) {
   std::optional<AckedMessage> sender;
   // The message itself is no longer needed once delivered: drop the copy now.
-  Query u(db_, Prepare("UPDATE messages SET state = 2, acked_ms = ?2, sealed = NULL "
+  Query u(db_, Prepare("UPDATE messages SET state = 2, acked_ms = ?2 "
                        "WHERE seq = ?1 AND recipient = ?3 AND state = 0 RETURNING sender, label"));
   int rc = u.Int(1, seq).Int(2, now_ms).Text(3, recipient).Step();
   if (rc == SQLITE_ROW) {
@@ -448,7 +481,14 @@ StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, i
     rc = u.Step();
   }
   if (rc != SQLITE_DONE) return u.Error("store: recording an ack");
+  if (sender) LIAISON_RETURN_IF_ERROR(DropBody(seq));
   return sender;
+}
+
+Status Store::DropBody(int64_t seq) {
+  Query d(db_, Prepare("DELETE FROM bodies WHERE seq = ?1"));
+  if (!d.Int(1, seq).Done()) return d.Error("store: dropping a delivered copy");
+  return Status::Ok();
 }
 
 StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
@@ -459,8 +499,9 @@ StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
     out = std::move(*due);
   }
   if (out.empty()) return out;
-  Query u(db_, Prepare("UPDATE messages SET state = 3, sealed = NULL WHERE state = 0 AND expires_ms <= ?1"));
+  Query u(db_, Prepare("UPDATE messages SET state = 3 WHERE state = 0 AND expires_ms <= ?1"));
   if (!u.Int(1, now_ms).Done()) return u.Error("store: expiring messages");
+  for (const ExpiredMessage& e : out) LIAISON_RETURN_IF_ERROR(DropBody(e.seq));
   return out;
 }
 
@@ -479,6 +520,12 @@ StatusOr<std::vector<ExpiredMessage>> Store::Due(int64_t now_ms) {
 
 StatusOr<int64_t> Store::PurgeDue(int64_t now_ms) {
   int64_t n = 0;
+  {
+    // Set-aside rows keep their bodies until purged.
+    Query b(db_, Prepare("DELETE FROM bodies WHERE seq IN (SELECT seq FROM messages "
+                         "WHERE state <> 0 AND purge_after_ms <= ?1)"));
+    if (!b.Int(1, now_ms).Done()) return b.Error("store: purging");
+  }
   for (const char* sql : {"DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= ?1",
                           "DELETE FROM receipts WHERE purge_after_ms <= ?1"}) {
     Query q(db_, Prepare(sql));
@@ -530,9 +577,10 @@ StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& send
   auto queued = QueuedOfCase(sender, case_ref);
   if (!queued.ok()) return queued.status();
   std::vector<ExpiredMessage> out = std::move(*queued);
-  Query u(db_, Prepare("UPDATE messages SET state = 4, sealed = NULL WHERE sender = ?1 AND case_hash = ?2 "
+  Query u(db_, Prepare("UPDATE messages SET state = 4 WHERE sender = ?1 AND case_hash = ?2 "
                        "AND state = 0"));
   if (!u.Text(1, sender).Blob(2, h.data(), h.size()).Done()) return u.Error("store: erasing a case");
+  for (const ExpiredMessage& e : out) LIAISON_RETURN_IF_ERROR(DropBody(e.seq));
   return out;
 }
 

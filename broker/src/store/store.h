@@ -188,6 +188,8 @@ class Store {
   sqlite3_stmt* Prepare(const char* sql);
   std::string CaseHash(const std::string& sender, const std::string& case_ref) const;
   Status CheckKey();
+  // Deletes the sealed copy of message `seq` (delivered, expired, erased).
+  Status DropBody(int64_t seq);
 
   sqlite3* db_ = nullptr;
   StoreKey key_{};
