@@ -18,6 +18,7 @@
 #include "audit_commands.h"
 #include "policy_commands.h"
 #include "signing_commands.h"
+#include "diff_command.h"
 
 namespace {
 
@@ -431,6 +432,16 @@ int main(int argc, char** argv) {
                               "the broker's pinned keys (policy_signing.pins_file); default: the keys in "
                               "DIR/dpo-keys, as at onboarding");
   verify_policies->add_option("--quorum", quorum, "agency DPO signatures the vocabulary needs (default 2)");
+  liaison::cli::DiffOptions diff_options;
+  auto* diff = policy->add_subcommand(
+      "diff", "preview a change: every flow's decision and fields before and after (exit 3 if anything widens)");
+  diff->add_option("old", diff_options.before_dir, "the policies directory live now")->required();
+  diff->add_option("new", diff_options.after_dir, "the changed policies directory")->required();
+  diff->add_option("--ledger", diff_options.ledger, "also the flows seen in this ledger (metadata only)");
+  diff->add_option("--since", diff_options.since, "ledger window: 30d (default), 12h, a date or RFC 3339 time");
+  diff->add_option("--messages", diff_options.messages_dir, "sample messages (default NEW/tests/messages)");
+  diff->add_option("--html", diff_options.html, "also write one self-contained HTML page for sign-off");
+  diff->add_flag("--json", diff_options.json, "print JSON instead of text");
   std::string rotate_agency, rotate_old, rotate_new;
   auto* rotate = policy->add_subcommand(
       "rotate-key", "as the DPO: move AGENCY to a new DPO key (a statement signed by the old key)");
@@ -450,6 +461,7 @@ int main(int argc, char** argv) {
                                        explain_json);
   }
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
+  if (diff->parsed()) return liaison::cli::PolicyDiffCommand(diff_options);
   if (sign->parsed()) return liaison::cli::PolicySign(sign_file, sign_key);
   if (verify_policies->parsed()) return liaison::cli::PolicyVerify(policy_dir, pins_file, quorum);
   if (rotate->parsed()) return liaison::cli::PolicyRotateKey(policy_dir, rotate_agency, rotate_old, rotate_new);

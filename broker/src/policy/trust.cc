@@ -151,8 +151,12 @@ void CheckAgencyFile(const std::string& dir, const fs::path& path, const Pins& p
     break;
   }
   if (file.signer.empty()) {
+    const bool by_pinned_key = std::any_of(sigs->begin(), sigs->end(), [&](const DpoSignature& s) {
+      return std::find(chain.begin(), chain.end(), s.public_key) != chain.end();
+    });
+    // bad_signature: the DPO signed other bytes (the file changed since).
     report->problems.push_back(
-        {rel, agency, sigs->empty() ? "unsigned" : "wrong_signer",
+        {rel, agency, sigs->empty() ? "unsigned" : by_pinned_key ? "bad_signature" : "wrong_signer",
          shown + ": " + (sigs->empty() ? "not signed" : "no valid signature") + " by " + agency +
              "'s pinned DPO key " + pinned->second.fingerprint + " (signatures found: " + Fingerprints(*sigs) +
              ")" + how_to_sign + "; a new DPO key needs a rotation statement signed by the old one (`liaison "
