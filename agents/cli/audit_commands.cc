@@ -51,7 +51,73 @@ std::optional<int64_t> TimeArg(const std::string& text) {
 
 }  // namespace
 
+namespace {
+
+bool IsPolicyEvent(ledger::Decision d) {
+  return d == ledger::Decision::policy_live || d == ledger::Decision::policy_refused ||
+         d == ledger::Decision::dpo_key_pinned || d == ledger::Decision::dpo_key_rotated;
+}
+
+// `audit query --policy-history AGENCY`: the versions of the agency's file
+// that went live, with hash and signer, its key pins, and refused reloads.
+int PolicyHistory(const AuditQuery& q) {
+  auto records = audit::ReadLedger(q.ledger);
+  if (!records.ok()) {
+    std::cerr << records.status().message() << "\n";
+    return 2;
+  }
+  const bool vocabulary = q.policy_history == "vocabulary";
+  wire::JsonCodec codec(wire::JsonCodec::Root::kLedgerRecord);
+  std::ostringstream out;
+  if (q.format == "table") {
+    out << std::left << std::setw(25) << "time" << std::setw(17) << "event" << std::setw(30) << "file"
+        << std::setw(20) << "sha256" << "signer / reason\n";
+  } else if (q.format == "csv") {
+    out << "seq,time,event,agency,file,file_hash,signer,previous_signer,reason,policy_version\n";
+  }
+  size_t matched = 0;
+  for (const auto& bytes : *records) {
+    const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
+    if (!IsPolicyEvent(r->decision())) continue;
+    const std::string agency = Str(r->agency());
+    const std::string file = Str(r->file());
+    const bool mine = vocabulary ? file == "vocabulary.yaml" : agency == q.policy_history;
+    // A refusal of the whole set (invalid files) names no agency: it
+    // concerns every agency.
+    const bool whole_set = r->decision() == ledger::Decision::policy_refused && agency.empty() && file.empty();
+    if (!mine && !whole_set) continue;
+    ++matched;
+    const std::string event = ledger::EnumNameDecision(r->decision());
+    if (q.format == "json") {
+      auto json = codec.ToJson(bytes, false);
+      out << (json.ok() ? *json : "{}") << "\n";
+    } else if (q.format == "csv") {
+      out << r->seq() << "," << Csv(Str(r->time())) << "," << event << "," << Csv(agency) << "," << Csv(file) << ","
+          << Csv(Str(r->file_hash())) << "," << Csv(Str(r->signer())) << "," << Csv(Str(r->previous_signer()))
+          << "," << Csv(Str(r->reason())) << "," << Csv(Str(r->policy_version())) << "\n";
+    } else {
+      std::string who = Str(r->signer());
+      if (r->decision() == ledger::Decision::dpo_key_rotated) who = Str(r->previous_signer()) + " -> " + who;
+      if (r->decision() == ledger::Decision::policy_refused) {
+        who = "refused: " + Str(r->reason()) + " (kept " + Str(r->policy_version()) + ")";
+      }
+      out << std::left << std::setw(25) << Str(r->time()) << std::setw(17) << event << std::setw(30)
+          << (file.empty() ? "-" : file) << std::setw(20) << Str(r->file_hash()).substr(0, 16) << who << "\n";
+    }
+  }
+  std::cout << out.str();
+  if (q.format == "table") std::cout << matched << " policy event(s) for " << q.policy_history << "\n";
+  return 0;
+}
+
+}  // namespace
+
 int AuditQueryCommand(const AuditQuery& q) {
+  if (q.format != "table" && q.format != "json" && q.format != "csv") {
+    std::cerr << "--format must be table, json or csv\n";
+    return 2;
+  }
+  if (!q.policy_history.empty()) return PolicyHistory(q);
   std::optional<int64_t> since, until;
   if (!q.since.empty() && !(since = TimeArg(q.since))) {
     std::cerr << "--since must be a date (2026-11-01) or an RFC 3339 time\n";
@@ -97,6 +163,8 @@ int AuditQueryCommand(const AuditQuery& q) {
   for (const auto& bytes : *records) {
     const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
     if (r->decision() == ledger::Decision::checkpoint) continue;
+    // Policy events have their own view (--policy-history) unless asked for.
+    if (IsPolicyEvent(r->decision()) && q.decision.empty()) continue;
     const std::string decision = ledger::EnumNameDecision(r->decision());
     if (!case_pseudonym.empty() && Str(r->case_()) != case_pseudonym) continue;
     if (!q.sender.empty() && q.case_ref.empty() && Str(r->sender()) != q.sender) continue;

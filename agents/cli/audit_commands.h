@@ -11,6 +11,7 @@ struct AuditQuery {
   std::string case_ref, sender, pseudonym_key;  // --case needs the sender and the pseudonym key
   std::string agency, rule, decision, since, until;
   std::string format = "table";  // table, json, csv
+  std::string policy_history;    // an agency id (or "vocabulary"): its policy events instead
 };
 
 // Exit codes: 0 OK, 1 the ledger fails verification, 2 bad arguments/files.

@@ -17,6 +17,8 @@
 #include "audit/report.h"
 #include "audit_commands.h"
 #include "policy_commands.h"
+#include "signing_commands.h"
+#include "diff_command.h"
 
 namespace {
 
@@ -333,7 +335,12 @@ int main(int argc, char** argv) {
       "--from-broker-key", from_broker_key,
       "with --pseudonym-key: take the key from this broker CURVE secret key file, keeping the "
       "pseudonyms of a broker that derived them from its CURVE key");
+  bool dpo_key = false;
+  auto* dpo_opt = keygen->add_flag(
+      "--dpo-key", dpo_key,
+      "instead: write a DPO's policy signing key pair (Ed25519) OUT/NAME.dpo.{key,pub}; needs --out and --name");
   from_broker_opt->needs(pseudonym_opt);
+  dpo_opt->needs(out_opt)->needs(name_opt);
   name_opt->needs(out_opt);
   store_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt)->excludes(token_opt);
   token_opt->excludes(out_opt)->excludes(name_opt)->excludes(ledger_opt);
@@ -382,6 +389,9 @@ int main(int argc, char** argv) {
   query->add_option("--since", query_options.since, "from this time (RFC 3339, inclusive)");
   query->add_option("--until", query_options.until, "before this time (RFC 3339)");
   query->add_option("--format", query_options.format, "table (default), json or csv");
+  query->add_option("--policy-history", query_options.policy_history,
+                    "instead: every version of AGENCY's policy file that went live (hash, signer, time), its "
+                    "DPO key pins and refused reloads; `vocabulary` for the shared file");
 
   std::string report_ledger, report_period = "month", report_from, report_format = "markdown", report_svg;
   auto* report = app.add_subcommand("report", "M&E report from the ledger (counts below 5 shown as <5)");
@@ -409,6 +419,36 @@ int main(int argc, char** argv) {
   explain->add_option("file", message, "the message as JSON")->required();
   auto* test = policy->add_subcommand("test", "run the test cases in DIR/tests/*.yaml");
   test->add_option("dir", policy_dir, "policies directory")->required();
+  std::string sign_file, sign_key;
+  auto* sign = policy->add_subcommand("sign", "sign a policy file as its DPO (writes FILE.sig beside it)");
+  sign->add_option("file", sign_file, "the policy file (agency file, vocabulary, rotation statement)")->required();
+  sign->add_option("--key", sign_key, "the DPO's key (NAME.dpo.key)")->required();
+  std::string pins_file;
+  uint64_t quorum = 2;
+  auto* verify_policies = policy->add_subcommand(
+      "verify", "check every file's DPO signature as the broker would (exit 1 if one would be refused)");
+  verify_policies->add_option("dir", policy_dir, "policies directory")->required();
+  verify_policies->add_option("--pins", pins_file,
+                              "the broker's pinned keys (policy_signing.pins_file); default: the keys in "
+                              "DIR/dpo-keys, as at onboarding");
+  verify_policies->add_option("--quorum", quorum, "agency DPO signatures the vocabulary needs (default 2)");
+  liaison::cli::DiffOptions diff_options;
+  auto* diff = policy->add_subcommand(
+      "diff", "preview a change: every flow's decision and fields before and after (exit 3 if anything widens)");
+  diff->add_option("old", diff_options.before_dir, "the policies directory live now")->required();
+  diff->add_option("new", diff_options.after_dir, "the changed policies directory")->required();
+  diff->add_option("--ledger", diff_options.ledger, "also the flows seen in this ledger (metadata only)");
+  diff->add_option("--since", diff_options.since, "ledger window: 30d (default), 12h, a date or RFC 3339 time");
+  diff->add_option("--messages", diff_options.messages_dir, "sample messages (default NEW/tests/messages)");
+  diff->add_option("--html", diff_options.html, "also write one self-contained HTML page for sign-off");
+  diff->add_flag("--json", diff_options.json, "print JSON instead of text");
+  std::string rotate_agency, rotate_old, rotate_new;
+  auto* rotate = policy->add_subcommand(
+      "rotate-key", "as the DPO: move AGENCY to a new DPO key (a statement signed by the old key)");
+  rotate->add_option("--policies", policy_dir, "policies directory")->required();
+  rotate->add_option("--agency", rotate_agency, "agency id")->required();
+  rotate->add_option("--old-key", rotate_old, "the current DPO key (NAME.dpo.key)")->required();
+  rotate->add_option("--new-key", rotate_new, "the new DPO public key (NAME.dpo.pub)")->required();
 
   CLI11_PARSE(app, argc, argv);
   if (flush->parsed()) return FlushOutbox(outbox_config);
@@ -421,6 +461,10 @@ int main(int argc, char** argv) {
                                        explain_json);
   }
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
+  if (diff->parsed()) return liaison::cli::PolicyDiffCommand(diff_options);
+  if (sign->parsed()) return liaison::cli::PolicySign(sign_file, sign_key);
+  if (verify_policies->parsed()) return liaison::cli::PolicyVerify(policy_dir, pins_file, quorum);
+  if (rotate->parsed()) return liaison::cli::PolicyRotateKey(policy_dir, rotate_agency, rotate_old, rotate_new);
   if (keygen->parsed()) {
     if (!store_key.empty()) {
       Status st = liaison::WriteStoreKey(store_key);
@@ -451,6 +495,7 @@ int main(int argc, char** argv) {
                 << ledger_key_dir << "/ledger-signing.pub (for `liaison audit verify`)\n";
       return kExitOk;
     }
+    if (dpo_key) return liaison::cli::DpoKeygen(out, name);
     if (out.empty() || name.empty()) {
       return Fail("keygen needs --out and --name, or --store-key, --pseudonym-key, --ledger-key or --token",
                   kExitUsage);

@@ -14,6 +14,7 @@
 #include "liaison/keys.h"
 #include "liaison/logging.h"
 #include "policy/policy_set.h"
+#include "policy_gate.h"
 #include "admin/admin_server.h"
 #include "audit/ledger.h"
 #include "store/store.h"
@@ -26,25 +27,18 @@ constexpr int kExitRuntimeError = 1;
 
 using liaison::policy::PolicySet;
 
-// Loads and compiles the policy set; logs each warning.
-liaison::StatusOr<std::shared_ptr<const PolicySet>> LoadPolicies(const std::string& dir,
-                                                                 const std::string& secret) {
-  std::vector<std::string> warnings;
-  auto policies = PolicySet::Load(dir, secret, &warnings);
-  for (const auto& w : warnings) spdlog::warn("event=policy_warning detail=\"{}\"", w);
-  return policies;
-}
-
-// Names, sizes and modification times of the policy files: a change to any
-// of them (or a file added or removed) changes the fingerprint.
+// Names, sizes and modification times of the policy files, their
+// signatures and the DPO keys and rotation statements: a change to any of
+// them (or a file added or removed) changes the fingerprint.
 std::string PolicyFilesFingerprint(const std::string& dir) {
   namespace fs = std::filesystem;
   std::string fingerprint;
   std::error_code ec;
-  for (const fs::path& sub : {fs::path(dir), fs::path(dir) / "agencies"}) {
+  for (const fs::path& sub : {fs::path(dir), fs::path(dir) / "agencies", fs::path(dir) / "dpo-keys"}) {
     std::vector<std::string> entries;
     for (const auto& entry : fs::directory_iterator(sub, ec)) {
-      if (entry.path().extension() != ".yaml") continue;
+      const auto ext = entry.path().extension();
+      if (ext != ".yaml" && ext != ".sig" && ext != ".pub" && ext != ".rotation") continue;
       std::error_code e2;
       const auto size = fs::file_size(entry.path(), e2);
       const auto mtime = fs::last_write_time(entry.path(), e2).time_since_epoch().count();
@@ -126,11 +120,23 @@ int main(int argc, char** argv) {
     return kExitConfigError;
   }
   const std::string& secret = *pseudonym_key;
-  auto policies = LoadPolicies(config->policies_dir, secret);
-  if (!policies.ok()) {
-    spdlog::critical("event=start_failed reason=policies_invalid\n{}", policies.status().message());
+  liaison::broker::PolicyGate gate(*config, secret);
+  if (auto st = gate.Init(); !st.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", st.message());
     return kExitConfigError;
   }
+  if (!config->policy_signing.required) {
+    spdlog::warn("event=policy_signing_off detail=\"unsigned mode: agency policy files go live without their "
+                 "DPO's signature; turn policy_signing.required on for production (docs/operations.md)\"");
+  }
+  auto first = gate.Load("");
+  if (!first.set) {
+    const bool invalid = !first.events.empty() && first.events.front().reason == "invalid";
+    spdlog::critical("event=start_failed reason={}\n{}", invalid ? "policies_invalid" : "policies_unsigned",
+                     first.error);
+    return kExitConfigError;
+  }
+  const std::shared_ptr<const PolicySet> policies = first.set;
 
   // Signals are taken by sigwait() on this thread only; every other thread
   // inherits the mask.
@@ -197,8 +203,10 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", reader.status().message());
     return kExitRuntimeError;
   }
-  liaison::broker::Reactor reactor(*config, std::move(server_keys), *policies, std::move(*store),
+  liaison::broker::Reactor reactor(*config, std::move(server_keys), policies, std::move(*store),
                                    std::move(*reader), std::move(*ledger), &metrics);
+  reactor.RecordEvents(std::move(first.events));
+  metrics.SetReadyDetails(gate.Describe());
   liaison::broker::AdminServer admin(metrics);
   if (!config->admin_listen.empty()) {
     if (auto st = admin.Start(config->admin_listen); !st.ok()) {
@@ -212,8 +220,10 @@ int main(int argc, char** argv) {
     return kExitRuntimeError;
   }
   spdlog::info(
-      "event=start version=0.1.0 endpoint={} policies={} policy_version={} broker_key_fingerprint={}",
-      reactor.endpoint(), config->policies_dir, (*policies)->version(),
+      "event=start version=0.1.0 endpoint={} policies={} policy_version={} policy_signing={} "
+      "broker_key_fingerprint={}",
+      reactor.endpoint(), config->policies_dir, policies->version(),
+      config->policy_signing.required ? "on" : "off_unsigned_mode",
                liaison::KeyFingerprint(liaison::DecodeZ85Key(keys->public_z85)));
   if (!ready_file.empty()) {
     std::ofstream(ready_file + ".tmp") << reactor.endpoint() << "\n";
@@ -245,16 +255,21 @@ int main(int argc, char** argv) {
     if (sig == SIGHUP) {
       fingerprint = PolicyFilesFingerprint(config->policies_dir);
       spdlog::info("event=reload_started policies={}", config->policies_dir);
-      auto fresh = LoadPolicies(config->policies_dir, secret);
-      metrics.Reload(fresh.ok());
-      if (!fresh.ok()) {
-        spdlog::error("event=reload_failed keeping={}\n{}", reactor.policies()->version(),
-                      fresh.status().message());
+      auto fresh = gate.Load(reactor.policies()->version());
+      metrics.Reload(fresh.set != nullptr);
+      if (!fresh.set) {
+        std::string reasons;
+        for (const auto& e : fresh.events) reasons += (reasons.empty() ? "" : ",") + e.reason;
+        spdlog::error("event=reload_failed keeping={} reason={}\n{}", reactor.policies()->version(), reasons,
+                      fresh.error);
+        reactor.RecordEvents(std::move(fresh.events));
         continue;
       }
-      reactor.SetPolicies(*fresh);
-      spdlog::info("event=reload_done agencies={} policy_version={}",
-                   (*fresh)->directory().agencies().size(), (*fresh)->version());
+      reactor.SetPolicies(fresh.set);
+      reactor.RecordEvents(std::move(fresh.events));
+      metrics.SetReadyDetails(gate.Describe());
+      spdlog::info("event=reload_done agencies={} policy_version={}", fresh.set->directory().agencies().size(),
+                   fresh.set->version());
       continue;
     }
     spdlog::info("event=signal signal={}", sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -66,6 +66,12 @@ for _ in $(seq 100); do [ -s "$WORK/endpoint" ] && break; sleep 0.1; done
 [ -s "$WORK/endpoint" ] || { echo "broker did not start; see $WORK/logs/broker.log"; exit 1; }
 endpoint="$(cat "$WORK/endpoint")"
 echo "listening on $endpoint"
+# The demo runs unsigned (its agencies have no DPOs to sign): the broker
+# says so in its log and on /readyz; docs/operations.md ("Policy signing")
+# turns signing on.
+if grep -q "event=policy_signing_off" "$WORK/logs/broker.log"; then
+  echo "policy signing: OFF (unsigned mode, announced by the broker); see docs/operations.md \"Policy signing\""
+fi
 
 for id in "${agencies[@]}"; do
   cat > "$WORK/agents/$id.yaml" <<YAML

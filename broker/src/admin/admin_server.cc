@@ -44,7 +44,7 @@ http::response<http::string_body> Answer(const http::request<http::string_body>&
   } else if (target == "/readyz") {
     const bool ready = metrics.Ready(&why);
     response.result(ready ? http::status::ok : http::status::service_unavailable);
-    response.body() = ready ? "ready\n" : "not ready: " + why + "\n";
+    response.body() = (ready ? "ready\n" : "not ready: " + why + "\n") + metrics.ReadyDetails();
   } else {
     response.result(http::status::not_found);
     response.body() = "not found; try /metrics, /healthz or /readyz\n";

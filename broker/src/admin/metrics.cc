@@ -63,6 +63,16 @@ void Metrics::SetReady(bool ready, const std::string& why) {
   not_ready_why_ = why;
 }
 
+void Metrics::SetReadyDetails(const std::string& details) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ready_details_ = details;
+}
+
+std::string Metrics::ReadyDetails() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ready_details_;
+}
+
 void Metrics::SetExternal(External e) {
   std::lock_guard<std::mutex> lock(mu_);
   external_ = std::move(e);

@@ -50,6 +50,10 @@ class Metrics {
   // Alive: the reactor loop ran in the last few seconds.
   bool Healthy() const;
   bool Ready(std::string* why) const;
+  // Lines that /readyz shows after its verdict, ready or not (e.g. that
+  // policy signing is off).
+  void SetReadyDetails(const std::string& details);
+  std::string ReadyDetails() const;
 
  private:
   static constexpr std::array<double, 12> kBuckets = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
@@ -64,6 +68,7 @@ class Metrics {
   uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
   bool ready_ = false;
   std::string not_ready_why_ = "starting";
+  std::string ready_details_;
   std::atomic<int64_t> last_beat_{0};
   External external_;
 };

@@ -309,6 +309,11 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
     r.recipient_region = e.recipient_region;
     r.urgency = e.urgency;
     r.response = e.response;
+    r.agency = e.agency;
+    r.file = e.file;
+    r.file_hash = e.file_hash;
+    r.signer = e.signer;
+    r.previous_signer = e.previous_signer;
     std::string line = Line(r, now);  // advances seq_
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;

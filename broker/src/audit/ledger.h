@@ -47,6 +47,8 @@ struct Entry {
   std::string reason, policy_version;
   std::string sender_kind, sender_region, recipient_kind, recipient_region, urgency, response;
   std::string case_pseudonym;  // used when case_ref is empty (events after admission)
+  // Policy events (policy_live, policy_refused, dpo_key_pinned, dpo_key_rotated).
+  std::string agency, file, file_hash, signer, previous_signer;
 };
 
 // (seq, the record's line without its newline): what a batch commits to

@@ -63,7 +63,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   const YAML::Node& root = *doc;
   if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "pseudonym_key_file", "previous_keys",
                               "policies_dir", "heartbeat_ms",
-                              "limits", "store", "ledger", "admin", "log"})) {
+                              "limits", "store", "ledger", "policy_signing", "admin", "log"})) {
     if (!root.IsMap()) return r.ToStatus();
   }
   r.ReadString(root, "", "listen", &c.listen);
@@ -161,6 +161,16 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
     r.Error(root, "", "missing required key 'ledger' (path and signing_key_file of the disclosure ledger)");
   }
 
+  if (const YAML::Node signing = root["policy_signing"]) {
+    if (r.ExpectMap(signing, "policy_signing", {"required", "pins_file", "vocabulary_quorum"})) {
+      std::string required = "false";
+      r.ReadChoice(signing, "policy_signing", "required", {"true", "false"}, &required);
+      c.policy_signing.required = required == "true";
+      r.ReadString(signing, "policy_signing", "pins_file", &c.policy_signing.pins_file);
+      r.ReadUint(signing, "policy_signing", "vocabulary_quorum", 1, 1000, &c.policy_signing.vocabulary_quorum);
+    }
+  }
+
   if (const YAML::Node admin = root["admin"]) {
     if (r.ExpectMap(admin, "admin", {"listen"})) r.ReadString(admin, "admin", "listen", &c.admin_listen);
   }
@@ -178,6 +188,8 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   c.store.key_file = Resolve(base, c.store.key_file);
   c.ledger.path = Resolve(base, c.ledger.path);
   c.ledger.signing_key_file = Resolve(base, c.ledger.signing_key_file);
+  c.policy_signing.pins_file = c.policy_signing.pins_file.empty() ? c.ledger.path + ".dpo-pins"
+                                                                  : Resolve(base, c.policy_signing.pins_file);
   return c;
 }
 

@@ -52,6 +52,15 @@ struct PreviousBrokerKey {
   int64_t until_ms = 0;  // Unix milliseconds (RFC 3339 in the file)
 };
 
+// Whose signatures an agency's policy file needs (docs/policies.md,
+// "Signing"). Off (the default) is unsigned mode: for development and the
+// first steps of a deployment, announced at start and in /readyz.
+struct PolicySigningConfig {
+  bool required = false;
+  std::string pins_file;            // the pinned DPO keys; default: the ledger's path + ".dpo-pins"
+  uint64_t vocabulary_quorum = 2;   // agency DPOs whose signatures the vocabulary needs
+};
+
 struct BrokerConfig {
   std::string listen = "tcp://127.0.0.1:7700";
   std::string secret_key_file;
@@ -64,6 +73,7 @@ struct BrokerConfig {
   Limits limits;
   StoreConfig store;
   LedgerConfig ledger;
+  PolicySigningConfig policy_signing;
   std::string admin_listen = "127.0.0.1:9464";  // HTTP /metrics /healthz /readyz; "" = off
   LogOptions log;
 };

@@ -104,6 +104,11 @@ void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
   std::atomic_store(&policies_, std::move(policies));
 }
 
+void Reactor::RecordEvents(std::vector<audit::Entry> events) {
+  std::lock_guard<std::mutex> lock(events_mu_);
+  for (auto& e : events) events_.push_back(std::move(e));
+}
+
 Status Reactor::Bind() {
   if (wake_fd_ < 0) return Status::Internal("eventfd failed");
   auto committer = Committer::Start(store_.get());
@@ -238,6 +243,11 @@ void Reactor::Run() {
       OnTimer();
       next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
+  }
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    for (const auto& e : events_) ledger_->Add(e);
+    events_.clear();
   }
   Drain(/*checkpoint=*/true);
   if (auto synced = ledger_->Sync(); !synced.ok()) {
@@ -915,6 +925,11 @@ void Reactor::RetireDueKeys(int64_t now_ms) {
 
 void Reactor::OnTimer() {
   const int64_t now = NowMs();
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    for (const auto& e : events_) ledger_->Add(e);
+    events_.clear();
+  }
   if (served_keys_.size() > 1) RetireDueKeys(now);
   metrics_->Beat();
   metrics_->SetQueueDepths(queue_depth_);

@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 
@@ -30,6 +31,7 @@
 
 namespace liaison::audit {
 class Ledger;
+struct Entry;
 }
 namespace liaison::policy {
 class PolicySet;
@@ -107,6 +109,11 @@ class Reactor {
   // message is handled under exactly one set.
   void SetPolicies(std::shared_ptr<const policy::PolicySet> policies);
   std::shared_ptr<const policy::PolicySet> policies() const;
+  // Queues ledger records that no message decided (policy versions going
+  // live, refused reloads, DPO key pins). Safe from any thread; the reactor
+  // adds them to the next batch within a second (OnTimer), so they commit
+  // with the store like every other record.
+  void RecordEvents(std::vector<audit::Entry> events);
 
   const ReactorStats& stats() const { return stats_; }
 
@@ -247,6 +254,8 @@ class Reactor {
   uint64_t ledger_trimmed_ = 0;  // the store forgot the ledger records up to here
 
   ReactorStats stats_;
+  std::mutex events_mu_;
+  std::vector<audit::Entry> events_;  // GUARDED_BY(events_mu_): from RecordEvents
 };
 
 }  // namespace liaison::broker
