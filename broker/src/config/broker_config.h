@@ -65,6 +65,8 @@ struct BrokerConfig {
   StoreConfig store;
   LedgerConfig ledger;
   std::string admin_listen = "127.0.0.1:9464";  // HTTP /metrics /healthz /readyz; "" = off
+  // Unix socket (mode 0600) for `liaison status` and `liaison queues`; "" = off.
+  std::string admin_socket;
   LogOptions log;
 };
 
