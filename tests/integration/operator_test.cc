@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <iostream>
 #include <set>
 #include <thread>
 
@@ -177,6 +178,7 @@ TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
   std::atomic<int> during{0};
   std::atomic<bool> traffic_failed{false};
   std::string traffic_error;  // written by the traffic thread before traffic_failed
+  std::atomic<int> resends{0};
   std::thread traffic([&] {
     auto agent = Agent::Connect(broker.AgentFor(a_));
     if (!agent.ok()) {
@@ -186,7 +188,12 @@ TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
     const auto deadline = std::chrono::steady_clock::now() + 30s;
     while (!stop && std::chrono::steady_clock::now() < deadline) {
       const std::string code = Send(**agent, "during-" + std::to_string(during), "b");
-      if (code == "busy") continue;  // over the agency's limits: resend, same id
+      // Over the agency's limits, or no receipt in time on a loaded machine:
+      // resend, same id (safe: a stored one is answered with its receipt).
+      if (code == "busy" || code.rfind("deadline exceeded", 0) == 0) {
+        ++resends;
+        continue;
+      }
       if (code != "ok") {
         traffic_error = code;
         traffic_failed = true;
@@ -205,6 +212,7 @@ TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
   traffic.join();
   ASSERT_EQ(0, backup_rc) << out << err;
   ASSERT_FALSE(traffic_failed) << traffic_error;
+  std::cout << during_backup_end << " messages stored during the backup (" << resends << " resent)\n";
   EXPECT_GT(during_backup_end, 5);
   for (const char* name : {"store.db", "ledger.log", "MANIFEST"}) EXPECT_TRUE(fs::exists(backup + "/" + name));
   struct stat st {};
