@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
+.PHONY: all deps configure build demo test package bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
 
 all: build
 
@@ -128,6 +128,10 @@ test-netns: build
 PREFIX ?= /usr/local
 install: build
 	@cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
+# A Debian package of the build (CPack DEB) in $(BUILD_DIR)/.
+package: build
+	@cd $(BUILD_DIR) && cpack -G DEB
 
 clean:
 	rm -rf $(BUILD_DIR)

@@ -14,6 +14,9 @@ for f in bin/liaison-broker bin/liaison bin/liaison-gateway lib/systemd/system/l
          share/doc/liaison/protocol.md share/doc/liaison/grafana/liaison-dashboard.json; do
   if [ -e "$prefix/$f" ]; then echo "ok: $f"; else echo "MISSING: $f"; status=1; fi
 done
+# The units start the binaries of this prefix (PREFIX=/opt/liaison works).
+grep -q "^ExecStart=$prefix/bin/liaison-broker " "$prefix/lib/systemd/system/liaison-broker.service" || {
+  echo "FAIL: the broker unit does not start $prefix/bin/liaison-broker"; status=1; }
 # The installed binaries run.
 "$prefix/bin/liaison" policy check "$prefix/share/liaison/policies" >/dev/null 2>&1 || {
   echo "FAIL: the installed liaison cannot check the installed policies"; status=1; }

@@ -39,6 +39,7 @@ ledger:
   signing_key_file: keys/ledger-signing.key
 admin:
   listen: 127.0.0.1:0
+  socket: $tmp/state/admin.sock
 log:
   console: false
   file: $tmp/state/broker.log
@@ -102,6 +103,31 @@ extract() {  # extract MARKER LANGUAGE: the block after "<!-- checked: MARKER --
     inblock && /^```$/ { exit }
     inblock { print }' "$SRC/docs/operations.md"
 }
+# Status and queues (section 7), a backup and the restore drill (section
+# 6), as written, against the running broker; /var/backups/liaison is a
+# scratch folder.
+for marker in status backup restore-drill; do
+  extract "$marker" sh | sed -e "s|/etc/liaison|$etc|g" -e "s|/var/backups/liaison|$tmp/backups|g" > "$tmp/$marker.sh"
+  [ -s "$tmp/$marker.sh" ] || { echo "FAIL: the $marker block is missing from docs/operations.md"; exit 1; }
+  echo "--- $marker (operator) ---"
+  if ! (cd "$etc" && bash -euo pipefail "$tmp/$marker.sh") > "$tmp/out-$marker" 2>&1; then
+    cat "$tmp/out-$marker"; echo "FAIL: the $marker block of docs/operations.md failed as written"; exit 1
+  fi
+  tail -n 20 "$tmp/out-$marker"
+done
+grep -q "^role: *active" "$tmp/out-status" && grep -q "^queued messages: *[1-9]" "$tmp/out-status" &&
+  grep -q "first-update\|CaseUpdate" "$tmp/out-status" ||
+  { echo "FAIL: liaison status/queues did not show the queued message"; exit 1; }
+grep -q "^backup in " "$tmp/out-backup" || { echo "FAIL: liaison backup did not report its backup"; exit 1; }
+grep -q "ledger OK" "$tmp/out-restore-drill" && grep -q "^config ok" "$tmp/out-restore-drill" &&
+  grep -q "^queued messages: *[1-9]" "$tmp/out-restore-drill" ||
+  { echo "FAIL: the restore drill did not verify, check and show the restored queue"; exit 1; }
+[ ! -e "$tmp/backups/drill" ] || { echo "FAIL: the drill left its folder behind"; exit 1; }
+if grep -q "Reported on time" "$tmp"/out-status "$tmp"/out-restore-drill; then
+  echo "FAIL: status or queues showed a message's contents"; exit 1
+fi
+echo "ok: status, queues, backup and the restore drill in docs/operations.md work as written"
+
 extract rotation sh | sed -e "s|cd /etc/liaison|cd $etc|" > "$tmp/rotation.sh"
 extract rotation-config yaml |
   sed -e "s|tcp://0.0.0.0:7700|$endpoint|" -e "s|tcp://0.0.0.0:7701|tcp://127.0.0.1:*|" \

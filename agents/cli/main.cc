@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "liaison/version.h"
 #include "liaison/agent.h"
 #include "liaison/keys.h"
 #include "liaison/outbox.h"
@@ -16,6 +17,7 @@
 #include "audit/ledger.h"
 #include "audit/report.h"
 #include "audit_commands.h"
+#include "operator_commands.h"
 #include "policy_commands.h"
 #include "signing_commands.h"
 #include "diff_command.h"
@@ -312,6 +314,8 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
 int main(int argc, char** argv) {
   CLI::App app{"liaison: the command-line agent of the liaison broker"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", [] { return liaison::VersionText("liaison"); },
+                       "print the version, the source it was built from and the library versions, and exit");
 
   std::string out, name, store_key;
   auto* keygen = app.add_subcommand(
@@ -450,7 +454,42 @@ int main(int argc, char** argv) {
   rotate->add_option("--old-key", rotate_old, "the current DPO key (NAME.dpo.key)")->required();
   rotate->add_option("--new-key", rotate_new, "the new DPO public key (NAME.dpo.pub)")->required();
 
+  liaison::cli::BrokerTarget broker_target;
+  bool operator_json = false;
+  auto add_target = [&](CLI::App* command) {
+    command->add_option("--config", broker_target.config, "the broker's config (for admin.socket)")
+        ->capture_default_str();
+    command->add_option("--socket", broker_target.socket, "the broker's admin socket (instead of --config)");
+    command->add_flag("--json", operator_json, "print JSON");
+  };
+  auto* status = app.add_subcommand(
+      "status", "the running broker: role, uptime, policy version, agencies, queues, ledger (its user only)");
+  add_target(status);
+  std::string queues_recipient;
+  int queues_limit = 100;
+  auto* queues = app.add_subcommand(
+      "queues", "queued and set-aside messages per recipient: ids, senders, types, ages; never contents");
+  add_target(queues);
+  queues->add_option("--recipient", queues_recipient, "list this recipient's messages");
+  queues->add_option("--limit", queues_limit, "at most this many (1..10000)")->capture_default_str();
+  std::string backup_config = "/etc/liaison/broker.yaml", backup_out;
+  auto* backup = app.add_subcommand(
+      "backup", "copy the store (SQLite online backup) and the ledger into a new folder, while the broker runs");
+  backup->add_option("--config", backup_config, "the broker's config")->capture_default_str();
+  backup->add_option("--out", backup_out, "new folder for the backup")->required();
+  std::string restore_from;
+  auto* restore = app.add_subcommand(
+      "restore", "put a backup in place of the store and ledger of a stopped broker (never overwrites)");
+  restore->add_option("--config", backup_config, "the broker's config")->capture_default_str();
+  restore->add_option("--from", restore_from, "the backup folder")->required();
+
   CLI11_PARSE(app, argc, argv);
+  if (status->parsed()) return liaison::cli::StatusCommand(broker_target, operator_json);
+  if (queues->parsed()) {
+    return liaison::cli::QueuesCommand(broker_target, queues_recipient, queues_limit, operator_json);
+  }
+  if (backup->parsed()) return liaison::cli::BackupCommand(backup_config, backup_out);
+  if (restore->parsed()) return liaison::cli::RestoreCommand(backup_config, restore_from);
   if (flush->parsed()) return FlushOutbox(outbox_config);
   if (report->parsed()) return Report(report_ledger, report_period, report_from, report_format, report_svg);
   if (verify->parsed()) return liaison::cli::AuditVerify(ledger_path, public_key);

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "liaison/version.h"
 #include "broker_link.h"
 #include "gateway_config.h"
 #include "gateway_store.h"
@@ -23,6 +24,8 @@ int main(int argc, char** argv) {
   using namespace liaison::gateway;
   CLI::App app{"liaison-gateway: HTTPS gateway between one agency's system and the liaison broker"};
   std::string config_path, ready_file, log_level;
+  app.set_version_flag("--version", [] { return liaison::VersionText("liaison-gateway"); },
+                       "print the version, the source it was built from and the library versions, and exit");
   app.add_option("--config", config_path, "gateway config (see deploy/config/gateway.yaml)")->required();
   app.add_option("--ready-file", ready_file, "write the bound HOST:PORT here once serving (for scripts)");
   app.add_option("--log-level", log_level, "overrides log.level");

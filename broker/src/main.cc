@@ -4,18 +4,22 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sys/stat.h>
 #include <thread>
 
 #include "config/broker_config.h"
 #include "liaison/keys.h"
 #include "liaison/logging.h"
+#include "liaison/version.h"
 #include "policy/policy_set.h"
 #include "policy_gate.h"
 #include "admin/admin_server.h"
+#include "admin/operator_server.h"
 #include "audit/ledger.h"
 #include "store/store.h"
 #include "transport/reactor.h"
@@ -50,10 +54,33 @@ std::string PolicyFilesFingerprint(const std::string& dir) {
   return fingerprint;
 }
 
+// The store's and the ledger's files hold case data and the record of its
+// disclosures: if they exist they must be owner-only.
+liaison::Status CheckDataFileModes(const liaison::broker::BrokerConfig& config) {
+  for (const std::string& path : {config.store.path, config.ledger.path}) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) continue;  // made (owner-only) at the first start
+    if ((st.st_mode & 077) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return liaison::Status::PermissionDenied(path + " has mode " + mode +
+                                               ": it must be readable by its owner only (chmod 600 " + path +
+                                               ")");
+    }
+  }
+  return liaison::Status::Ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"liaison-broker: policy-enforcing message broker for multi-agency case work"};
+  app.set_version_flag("--version", [] { return liaison::VersionText("liaison-broker"); },
+                       "print the version, the source it was built from and the library versions, and exit");
+  bool check_config = false;
+  app.add_flag("--check-config", check_config,
+               "validate the config, the policies, the keys and the data files' modes, print what was "
+               "checked and exit (0: all good, 2: errors, as file:line) without starting");
   std::string config_path, listen, policies_dir, secret_key, log_level, log_format, log_file, ready_file;
   app.add_option("--config", config_path, "broker config file (YAML)")->required();
   app.add_option("--listen", listen, "override listen endpoint, e.g. tcp://127.0.0.1:7700");
@@ -85,6 +112,12 @@ int main(int argc, char** argv) {
   if (auto st = liaison::broker::CheckKeyEndpoints(*config); !st.ok()) {
     std::cerr << "liaison-broker: bad config:\n" << config_path << ": " << st.message() << "\n";
     return kExitConfigError;
+  }
+  if (check_config) {
+    // Only the console: a check must not write into the running broker's log file.
+    config->log.file.clear();
+    config->log.console = true;
+    config->log.format = "text";
   }
   if (auto st = liaison::SetupLogging("liaison-broker", config->log); !st.ok()) {
     std::cerr << "liaison-broker: " << st.message() << "\n";
@@ -152,6 +185,23 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", store_key.status().message());
     return kExitConfigError;
   }
+  if (check_config) {
+    auto signing = liaison::audit::LoadSigningKey(config->ledger.signing_key_file);
+    if (!signing.ok()) {
+      std::cerr << "liaison-broker: " << signing.status().message() << "\n";
+      return kExitConfigError;
+    }
+    if (auto st = CheckDataFileModes(*config); !st.ok()) {
+      std::cerr << "liaison-broker: " << st.message() << "\n";
+      return kExitConfigError;
+    }
+    std::cout << "config ok: " << config_path << "\n"
+              << "policies ok: " << config->policies_dir << " (" << policies->directory().agencies().size()
+              << " agencies, policy_version " << policies->version() << ")\n"
+              << "keys ok: broker, " << config->previous_keys.size() << " previous, pseudonym, store, ledger signing\n"
+              << "file modes ok: " << config->store.path << ", " << config->ledger.path << "\n";
+    return 0;
+  }
   // The largest values the broker writes are a recipient's sealed copy (at
   // most kMaxCopyExpansion times the message limit) and a receipt (field
   // names for each recipient): anything larger is a bug, and fails its batch
@@ -208,6 +258,48 @@ int main(int argc, char** argv) {
   reactor.RecordEvents(std::move(first.events));
   metrics.SetReadyDetails(gate.Describe());
   liaison::broker::AdminServer admin(metrics);
+  // The gauges the admin thread renders read the store through a connection
+  // of their own.
+  auto gauge_reader = liaison::store::Store::Open(config->store.path, *store_key);
+  if (!gauge_reader.ok()) {
+    spdlog::critical("event=start_failed reason=\"{}\"", gauge_reader.status().message());
+    return kExitRuntimeError;
+  }
+  metrics.SetGaugeSource([&reactor, gauges_store = std::shared_ptr<liaison::store::Store>(std::move(*gauge_reader))] {
+    liaison::broker::Metrics::Gauges gauges;
+    gauges.policy_version = reactor.policies()->version();
+    auto queues = gauges_store->QueueSummaries();
+    if (!queues.ok()) return gauges;  // the store's trouble shows in its own counters and logs
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    for (const auto& q : *queues) {
+      gauges.queues.push_back(
+          {q.recipient, q.oldest_created_ms > 0 ? std::max<int64_t>(0, (now_ms - q.oldest_created_ms) / 1000) : 0,
+           q.set_aside});
+    }
+    return gauges;
+  });
+  // The operators' endpoint reads the store through a third connection.
+  std::unique_ptr<liaison::broker::OperatorServer> operators;
+  if (!config->admin_socket.empty()) {
+    auto operator_reader = liaison::store::Store::Open(config->store.path, *store_key);
+    if (!operator_reader.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", operator_reader.status().message());
+      return kExitRuntimeError;
+    }
+    liaison::broker::OperatorSources sources;
+    sources.metrics = &metrics;
+    sources.policy_version = [&reactor] { return reactor.policies()->version(); };
+    sources.store = std::move(*operator_reader);
+    sources.ledger_path = config->ledger.path;
+    operators = std::make_unique<liaison::broker::OperatorServer>(std::move(sources));
+    if (auto st = operators->Start(config->admin_socket); !st.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", st.message());
+      return kExitRuntimeError;
+    }
+    spdlog::info("event=admin_socket_listening path={}", config->admin_socket);
+  }
   if (!config->admin_listen.empty()) {
     if (auto st = admin.Start(config->admin_listen); !st.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", st.message());
@@ -220,10 +312,10 @@ int main(int argc, char** argv) {
     return kExitRuntimeError;
   }
   spdlog::info(
-      "event=start version=0.1.0 endpoint={} policies={} policy_version={} policy_signing={} "
+      "event=start version={} source={} endpoint={} policies={} policy_version={} policy_signing={} "
       "broker_key_fingerprint={}",
-      reactor.endpoint(), config->policies_dir, policies->version(),
-      config->policy_signing.required ? "on" : "off_unsigned_mode",
+      liaison::ReleaseVersion(), liaison::SourceVersion(), reactor.endpoint(), config->policies_dir,
+      policies->version(), config->policy_signing.required ? "on" : "off_unsigned_mode",
                liaison::KeyFingerprint(liaison::DecodeZ85Key(keys->public_z85)));
   if (!ready_file.empty()) {
     std::ofstream(ready_file + ".tmp") << reactor.endpoint() << "\n";
@@ -278,6 +370,7 @@ int main(int argc, char** argv) {
   reactor.Stop();
   reactor_thread.join();
   admin.Stop();
+  if (operators) operators->Stop();
   spdlog::info("event=stop");
   return 0;
 }

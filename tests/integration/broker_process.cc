@@ -71,7 +71,7 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
                 (production_defaults ? "" : "  redelivery_timeout_ms: 2000\n") +
                 "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n" +
                 (production_defaults ? "" : "  checkpoint_every: 100\n  checkpoint_seconds: 1\n") +
-                "admin:\n  listen: 127.0.0.1:0\n"
+                "admin:\n  listen: 127.0.0.1:0\n  socket: admin.sock\n"
                 "log:\n  level: " +
                 (production_defaults ? "info" : "debug") +
                 "\n  console: false\n  file: broker.log\n" + extra_config);

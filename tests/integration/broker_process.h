@@ -55,6 +55,8 @@ class BrokerProcess {
   // Waits until the log holds `needle` (polling); false after `timeout_ms`.
   bool WaitForLog(const std::string& needle, int timeout_ms = 5000) const;
   const std::string& policies_dir() const { return policies_dir_; }
+  const std::string& config_path() const { return config_path_; }
+  std::string admin_socket() const { return dir_ + "/admin.sock"; }
   const std::string& store_path() const { return store_path_; }
   const std::string& ledger_path() const { return ledger_path_; }
   std::string ledger_public_key() const { return dir_ + "/keys/ledger-signing.pub"; }

@@ -1,5 +1,8 @@
 #include "admin/metrics.h"
 
+#include "liaison/version.h"
+
+#include <algorithm>
 #include <sstream>
 
 namespace liaison::broker {
@@ -57,6 +60,17 @@ void Metrics::SetQueueDepths(const std::unordered_map<std::string, int64_t>& dep
   for (const auto& [agency, n] : depths) queue_depths_[agency] = n;
 }
 
+void Metrics::SetConnectedAgencies(std::vector<std::string> agencies) {
+  std::sort(agencies.begin(), agencies.end());
+  std::lock_guard<std::mutex> lock(mu_);
+  connected_ = std::move(agencies);
+}
+
+std::vector<std::string> Metrics::ConnectedAgencies() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return connected_;
+}
+
 void Metrics::SetReady(bool ready, const std::string& why) {
   std::lock_guard<std::mutex> lock(mu_);
   ready_ = ready;
@@ -71,6 +85,11 @@ void Metrics::SetReadyDetails(const std::string& details) {
 std::string Metrics::ReadyDetails() const {
   std::lock_guard<std::mutex> lock(mu_);
   return ready_details_;
+}
+
+void Metrics::SetGaugeSource(std::function<Gauges()> source) {
+  std::lock_guard<std::mutex> lock(mu_);
+  gauge_source_ = std::move(source);
 }
 
 void Metrics::SetExternal(External e) {
@@ -144,6 +163,27 @@ std::string Metrics::Render() const {
           external_.auth_refused ? external_.auth_refused() : 0);
   Counter(out, "liaison_auth_success_total", "Keys admitted by the ZAP handler.",
           external_.auth_admitted ? external_.auth_admitted() : 0);
+  out << "# HELP liaison_build_info The broker's release and source (git describe).\n"
+         "# TYPE liaison_build_info gauge\n"
+      << "liaison_build_info{version=\"" << Label(std::string(ReleaseVersion())) << "\",source=\""
+      << Label(std::string(SourceVersion())) << "\"} 1\n";
+  if (gauge_source_) {
+    const Gauges gauges = gauge_source_();
+    out << "# HELP liaison_policy_info The policy set in force (its version label).\n"
+           "# TYPE liaison_policy_info gauge\n"
+        << "liaison_policy_info{version=\"" << Label(gauges.policy_version) << "\"} 1\n";
+    out << "# HELP liaison_oldest_message_age_seconds Age of the oldest queued (undelivered or unacknowledged) "
+           "message, by recipient agency.\n# TYPE liaison_oldest_message_age_seconds gauge\n";
+    for (const auto& q : gauges.queues) {
+      out << "liaison_oldest_message_age_seconds{agency=\"" << Label(q.recipient) << "\"} " << q.oldest_age_seconds
+          << "\n";
+    }
+    out << "# HELP liaison_set_aside_messages Stored messages that do not decrypt, set aside for an operator, "
+           "by recipient agency.\n# TYPE liaison_set_aside_messages gauge\n";
+    for (const auto& q : gauges.queues) {
+      out << "liaison_set_aside_messages{agency=\"" << Label(q.recipient) << "\"} " << q.set_aside << "\n";
+    }
+  }
   return out.str();
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 namespace liaison::broker {
 
@@ -26,6 +27,9 @@ class Metrics {
   void Reload(bool ok);
   void SetQueueDepths(const std::unordered_map<std::string, int64_t>& depths);
   void SetReady(bool ready, const std::string& why);
+  // Agencies with at least one live connection (for liaison status).
+  void SetConnectedAgencies(std::vector<std::string> agencies);
+  std::vector<std::string> ConnectedAgencies() const;
   void Beat() { last_beat_ = std::chrono::steady_clock::now().time_since_epoch().count(); }
 
   // Counters owned elsewhere, read when rendering.
@@ -46,6 +50,22 @@ class Metrics {
   };
   void SetExternal(External e);
 
+  // Gauges read from elsewhere when rendering, on the admin thread: the
+  // policy version and, per recipient, the oldest queued message's age and
+  // the set-aside messages (liaison_oldest_message_age_seconds,
+  // liaison_set_aside_messages, liaison_policy_info). Set before the admin
+  // endpoint starts; `source` runs on the admin thread only.
+  struct QueueGauge {
+    std::string recipient;
+    int64_t oldest_age_seconds = 0;
+    int64_t set_aside = 0;
+  };
+  struct Gauges {
+    std::string policy_version;
+    std::vector<QueueGauge> queues;
+  };
+  void SetGaugeSource(std::function<Gauges()> source);
+
   std::string Render() const;
   // Alive: the reactor loop ran in the last few seconds.
   bool Healthy() const;
@@ -62,6 +82,7 @@ class Metrics {
   std::map<std::tuple<std::string, std::string, std::string>, uint64_t> decisions_;
   std::map<std::string, uint64_t> receipts_;
   std::map<std::string, int64_t> queue_depths_;
+  std::vector<std::string> connected_;  // sorted
   std::array<uint64_t, kBuckets.size() + 1> latency_buckets_{};
   double latency_sum_ = 0;
   uint64_t latency_count_ = 0;
@@ -71,6 +92,7 @@ class Metrics {
   std::string ready_details_;
   std::atomic<int64_t> last_beat_{0};
   External external_;
+  std::function<Gauges()> gauge_source_;
 };
 
 }  // namespace liaison::broker

@@ -172,7 +172,10 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   }
 
   if (const YAML::Node admin = root["admin"]) {
-    if (r.ExpectMap(admin, "admin", {"listen"})) r.ReadString(admin, "admin", "listen", &c.admin_listen);
+    if (r.ExpectMap(admin, "admin", {"listen", "socket"})) {
+      r.ReadString(admin, "admin", "listen", &c.admin_listen);
+      r.ReadString(admin, "admin", "socket", &c.admin_socket);
+    }
   }
 
   if (const YAML::Node log = root["log"]) ReadLogOptions(r, log, "log", &c.log);
@@ -187,6 +190,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   c.store.path = Resolve(base, c.store.path);
   c.store.key_file = Resolve(base, c.store.key_file);
   c.ledger.path = Resolve(base, c.ledger.path);
+  c.admin_socket = Resolve(base, c.admin_socket);
   c.ledger.signing_key_file = Resolve(base, c.ledger.signing_key_file);
   c.policy_signing.pins_file = c.policy_signing.pins_file.empty() ? c.ledger.path + ".dpo-pins"
                                                                   : Resolve(base, c.policy_signing.pins_file);

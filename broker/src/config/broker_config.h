@@ -75,6 +75,8 @@ struct BrokerConfig {
   LedgerConfig ledger;
   PolicySigningConfig policy_signing;
   std::string admin_listen = "127.0.0.1:9464";  // HTTP /metrics /healthz /readyz; "" = off
+  // Unix socket (mode 0600) for `liaison status` and `liaison queues`; "" = off.
+  std::string admin_socket;
   LogOptions log;
 };
 

@@ -658,4 +658,119 @@ StatusOr<LedgerTail> Store::ReadLedgerTail() {
   return tail;
 }
 
+StatusOr<std::vector<QueueSummary>> Store::QueueSummaries() {
+  Query q(db_, Prepare("SELECT recipient, SUM(state = 0), MIN(CASE WHEN state = 0 THEN created_ms END), "
+                       "SUM(state = 5) FROM messages WHERE state IN (0, 5) GROUP BY recipient ORDER BY recipient"));
+  std::vector<QueueSummary> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    out.push_back({q.ColumnText(0), q.ColumnInt(1), q.ColumnInt(2), q.ColumnInt(3)});
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: reading the queues");
+  return out;
+}
+
+StatusOr<std::vector<QueueEntry>> Store::QueueEntries(const std::string& recipient, int limit) {
+  Query q(db_, Prepare("SELECT seq, sender, message_id, label, state, created_ms FROM messages "
+                       "WHERE recipient = ?1 AND state IN (0, 5) ORDER BY seq LIMIT ?2"));
+  q.Text(1, recipient).Int(2, limit);
+  std::vector<QueueEntry> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    QueueEntry e;
+    e.seq = q.ColumnInt(0);
+    e.sender = q.ColumnText(1);
+    e.message_id = q.ColumnText(2);
+    // The label is "case pseudonym|type": only the type is shown.
+    const std::string label = q.ColumnText(3);
+    const auto bar = label.rfind('|');
+    e.type = bar == std::string::npos ? std::string() : label.substr(bar + 1);
+    e.set_aside = q.ColumnInt(4) == 5;
+    e.created_ms = q.ColumnInt(5);
+    out.push_back(std::move(e));
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: reading the queue of " + recipient);
+  return out;
+}
+
+Status Store::Backup(const std::string& source, const std::string& destination) {
+  struct stat st {};
+  if (::stat(destination.c_str(), &st) == 0) {
+    return Status::InvalidArgument("backup: " + destination + " exists; back up into a new folder");
+  }
+  if (::stat(source.c_str(), &st) != 0) return Status::NotFound("backup: no store at " + source);
+  sqlite3* from = nullptr;
+  sqlite3* to = nullptr;
+  auto close_both = [&] {
+    if (from) sqlite3_close(from);
+    if (to) sqlite3_close(to);
+  };
+  if (sqlite3_open_v2(source.c_str(), &from, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+    Status st = Status::IoError(SqliteError(from, "backup: cannot open the store " + source));
+    close_both();
+    return st;
+  }
+  sqlite3_busy_timeout(from, 5000);
+  if (Status made = MakeOwnerOnlySqliteFile(destination).WithContext("backup"); !made.ok()) {
+    close_both();
+    return made;
+  }
+  if (sqlite3_open_v2(destination.c_str(), &to, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    Status st = Status::IoError(SqliteError(to, "backup: cannot open " + destination));
+    close_both();
+    return st;
+  }
+  sqlite3_backup* backup = sqlite3_backup_init(to, "main", from, "main");
+  if (!backup) {
+    Status st = Status::IoError(SqliteError(to, "backup: cannot start the backup of " + source));
+    close_both();
+    return st;
+  }
+  // All pages in one step: one read transaction, so one committed state
+  // (WAL: the broker's writer is not blocked meanwhile). A busy or locked
+  // source is retried for a bounded time.
+  int rc = SQLITE_OK;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    rc = sqlite3_backup_step(backup, -1);
+    if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) break;
+    sqlite3_sleep(50);
+  }
+  const int finish = sqlite3_backup_finish(backup);
+  if (rc != SQLITE_DONE || finish != SQLITE_OK) {
+    Status st = Status::IoError(std::string("backup of ") + source + " failed: " +
+                                sqlite3_errstr(rc != SQLITE_DONE ? rc : finish));
+    close_both();
+    ::unlink(destination.c_str());
+    return st;
+  }
+  std::string verdict;
+  {
+    sqlite3_stmt* check = nullptr;
+    if (sqlite3_prepare_v2(to, "PRAGMA integrity_check", -1, &check, nullptr) == SQLITE_OK) {
+      while ((rc = sqlite3_step(check)) == SQLITE_ROW) {
+        const auto* text = sqlite3_column_text(check, 0);
+        if (text) verdict += reinterpret_cast<const char*>(text);
+      }
+      if (rc != SQLITE_DONE) verdict = "cannot read the copy";
+    } else {
+      verdict = "cannot check the copy";
+    }
+    sqlite3_finalize(check);
+  }
+  // Durable before it is reported done.
+  const int closed = sqlite3_close(to);
+  to = nullptr;
+  close_both();
+  if (verdict != "ok" || closed != SQLITE_OK) {
+    ::unlink(destination.c_str());
+    return Status::Corruption("backup: the copy of " + source + " failed its integrity check (" +
+                              verdict.substr(0, 200) + ")");
+  }
+  const int fd = ::open(destination.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) return Status::IoError("backup: cannot sync " + destination + ": " + std::strerror(errno));
+  return Status::Ok();
+}
+
 }  // namespace liaison::store

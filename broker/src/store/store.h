@@ -107,6 +107,22 @@ struct LedgerTail {
   std::vector<std::pair<uint64_t, std::string>> lines;
 };
 
+// One recipient's queue, for operators (liaison status / queues).
+struct QueueSummary {
+  std::string recipient;
+  int64_t queued = 0;             // waiting for delivery or its ack
+  int64_t oldest_created_ms = 0;  // of the queued ones (0: none)
+  int64_t set_aside = 0;          // do not decrypt; kept for an operator to purge or requeue
+};
+
+// One stored copy, for operators: names and times only, never contents.
+struct QueueEntry {
+  int64_t seq = 0;
+  std::string sender, message_id, type;  // type: the payload's, from the copy's label
+  bool set_aside = false;
+  int64_t created_ms = 0;
+};
+
 class Store {
  public:
   // Opens (creating if needed) the database at `path`. Fails with a clear
@@ -177,6 +193,20 @@ class Store {
   // ledger file (audit::Ledger::Sync). The committed position stays.
   Status TrimLedger(uint64_t up_to_seq);
   StatusOr<LedgerTail> ReadLedgerTail();
+
+  // For operators (reads only): every recipient with queued or set-aside
+  // copies, by recipient id.
+  StatusOr<std::vector<QueueSummary>> QueueSummaries();
+  // The queued and set-aside copies of `recipient`, oldest first, at most
+  // `limit`.
+  StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit);
+
+  // An online, consistent copy of the database at `source` into the new
+  // file `destination` (owner-only), through SQLite's backup API on a
+  // connection of its own: a snapshot of one committed state, taken while
+  // the broker keeps committing. The copy is integrity-checked. Fails if
+  // `destination` exists.
+  static Status Backup(const std::string& source, const std::string& destination);
 
   Status AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt);
   StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit);

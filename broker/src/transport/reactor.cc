@@ -933,6 +933,13 @@ void Reactor::OnTimer() {
   if (served_keys_.size() > 1) RetireDueKeys(now);
   metrics_->Beat();
   metrics_->SetQueueDepths(queue_depth_);
+  {
+    // Agencies with a connection that said HELLO (senders and receivers),
+    // for `liaison status`.
+    std::set<std::string> connected;
+    for (const auto& [fd, agency] : agency_by_fd_) connected.insert(agency);
+    metrics_->SetConnectedAgencies({connected.begin(), connected.end()});
+  }
   // Expiry reads the store, so it is a barrier: only when something is due,
   // everything before is committed first (an ACK still in a batch would
   // otherwise race the expiry of the same copy).

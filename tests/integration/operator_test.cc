@@ -1,0 +1,293 @@
+// The operator's commands against a real broker: --version and
+// --check-config, `liaison status` and `liaison queues` while messages wait,
+// and `liaison backup` during traffic restored into a fresh folder.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <filesystem>
+#include <iostream>
+#include <set>
+#include <thread>
+
+#include "integration/broker_process.h"
+#include "liaison/agent.h"
+
+namespace liaison::testing {
+namespace {
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+std::vector<uint8_t> Update(const std::string& id, const std::string& to) {
+  wire::EnvelopeT e;
+  e.id = id;
+  e.case_ref = "CASE-7";
+  e.to.push_back(std::make_unique<wire::RecipientT>());
+  e.to.back()->agency = to;
+  wire::CaseUpdateT u;
+  u.notes = "SECRET-NOTE-TEXT";
+  e.payload.Set(u);
+  flatbuffers::FlatBufferBuilder fbb;
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+// "ok" when stored; else the receipt's code or the error.
+std::string Send(Agent& agent, const std::string& id, const std::string& to) {
+  auto r = agent.Send(Update(id, to));
+  if (!r.ok()) return r.status().ToString();
+  return wire::EnumNameCode((*r)->code());
+}
+
+bool Stored(Agent& agent, const std::string& id, const std::string& to) { return Send(agent, id, to) == "ok"; }
+
+class OperatorTest : public ::testing::Test {
+ protected:
+  TempDir dir_;
+  TestAgency a_ = MakeAgency("a", "exit-programme", "mombasa");
+  TestAgency b_ = MakeAgency("b", "youth-welfare", "mombasa");
+};
+
+TEST_F(OperatorTest, EveryBinaryPrintsItsVersionAndLibraries) {
+  for (const std::string bin : {LIAISON_BROKER_BIN, LIAISON_CLI_BIN, LIAISON_GATEWAY_BIN}) {
+    std::string out, err;
+    ASSERT_EQ(0, RunCommand({bin, "--version"}, &out, &err)) << bin << ": " << err;
+    EXPECT_NE(std::string::npos, out.find(fs::path(bin).filename().string() + " 0.1.0 (")) << out;
+    for (const char* part : {"compiler:", "libzmq 4.", "OpenSSL 3.", "SQLite 3."}) {
+      EXPECT_NE(std::string::npos, out.find(part)) << bin << " lacks " << part << ":\n" << out;
+    }
+  }
+}
+
+TEST_F(OperatorTest, CheckConfigValidatesWithoutStarting) {
+  BrokerProcess broker(dir_, {a_, b_});
+  std::string out, err;
+  ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
+      << out << err;
+  EXPECT_NE(std::string::npos, out.find("config ok")) << out;
+  EXPECT_NE(std::string::npos, out.find("2 agencies")) << out;
+  EXPECT_FALSE(fs::exists(broker.store_path())) << "a check must not create the store";
+  EXPECT_FALSE(fs::exists(dir_.file("endpoint")));
+
+  // A broken policy: the same file:line error as at start, exit 2.
+  const std::string agency_file = broker.policies_dir() + "/agencies/b.yaml";
+  const std::string good = ReadText(agency_file);
+  WriteText(agency_file, good + "release:\n  - id: [unclosed\n");
+  EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err));
+  EXPECT_NE(std::string::npos, (out + err).find("b.yaml:")) << out << err;
+  WriteText(agency_file, good);
+
+  // A store file readable by others.
+  WriteText(broker.store_path(), "");
+  ASSERT_EQ(0, ::chmod(broker.store_path().c_str(), 0644));
+  EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("mode 0644")) << out << err;
+  fs::remove(broker.store_path());
+
+  // A missing key file.
+  fs::rename(dir_.file("keys/store.key"), dir_.file("keys/store.key.away"));
+  EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err));
+  EXPECT_NE(std::string::npos, (out + err).find("store.key")) << out << err;
+}
+
+TEST_F(OperatorTest, StatusAndQueuesShowWaitingMessagesWithoutContents) {
+  BrokerProcess broker(dir_, {a_, b_});
+  ASSERT_TRUE(broker.Start().ok());
+  struct stat st {};
+  ASSERT_EQ(0, ::stat(broker.admin_socket().c_str(), &st));
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(0600u, st.st_mode & 0777) << "the admin socket must be owner-only";
+
+  auto sender = Agent::Connect(broker.AgentFor(a_));
+  ASSERT_TRUE(sender.ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Stored(**sender, "q-" + std::to_string(i), "b"));
+
+  std::string out, err;
+  // The reactor publishes the connected agencies once a second.
+  std::string status;
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "status", "--config", broker.config_path()}, &status, &err)) << err;
+    if (status.find("connected agencies: 1 (a)") != std::string::npos) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(std::string::npos, status.find("role:               active")) << status;
+  EXPECT_NE(std::string::npos, status.find("connected agencies: 1 (a)")) << status;
+  EXPECT_NE(std::string::npos, status.find("queued messages:    3")) << status;
+  EXPECT_NE(std::string::npos, status.find("set aside:          0")) << status;
+  EXPECT_NE(std::string::npos, status.find("policy version:")) << status;
+  EXPECT_NE(std::string::npos, status.find("ledger:             last record ")) << status;
+  EXPECT_NE(std::string::npos, status.find("\nb ")) << status;
+
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "status", "--socket", broker.admin_socket(), "--json"}, &out, &err));
+  EXPECT_NE(std::string::npos, out.find("\"queued\": 3")) << out;
+  EXPECT_NE(std::string::npos, out.find("{\"recipient\": \"b\", \"queued\": 3")) << out;
+
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "queues", "--config", broker.config_path(), "--recipient", "b"},
+                          &out, &err))
+      << err;
+  for (int i = 0; i < 3; ++i) EXPECT_NE(std::string::npos, out.find("q-" + std::to_string(i))) << out;
+  EXPECT_NE(std::string::npos, out.find("CaseUpdate")) << out;
+  EXPECT_NE(std::string::npos, out.find("queued")) << out;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "queues", "--config", broker.config_path(), "--recipient", "b",
+                           "--limit", "2", "--json"},
+                          &out, &err));
+  EXPECT_NE(std::string::npos, out.find("\"message_id\": \"q-1\", \"type\": \"CaseUpdate\"")) << out;
+  EXPECT_EQ(std::string::npos, out.find("q-2")) << "--limit 2: " << out;
+  EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "queues", "--config", broker.config_path(), "--limit", "0"}, &out,
+                          &err));
+
+  // Never contents or case references, in the answers or in the log.
+  for (const std::string& text : {status, out, broker.log()}) {
+    EXPECT_EQ(std::string::npos, text.find("SECRET-NOTE-TEXT"));
+    EXPECT_EQ(std::string::npos, text.find("CASE-7"));
+  }
+
+  // Delivered and acked: the queue empties.
+  auto receiver = Agent::Connect(broker.AgentFor(b_, wire::Role::receiver));
+  ASSERT_TRUE(receiver.ok());
+  for (int i = 0; i < 3; ++i) {
+    auto m = (*receiver)->Receive(5000ms);
+    ASSERT_TRUE(m.ok() && m->has_value());
+    ASSERT_TRUE((*receiver)->Ack("a", (**m)->id()->string_view()).ok());
+  }
+  bool empty = false;
+  for (int attempt = 0; attempt < 50 && !empty; ++attempt) {
+    ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "queues", "--socket", broker.admin_socket()}, &out, &err));
+    empty = out.find("no queued or set-aside messages") != std::string::npos;
+    if (!empty) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(empty) << out;
+
+  // Without the broker: a clear failure, exit 1.
+  broker.Stop();
+  EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "status", "--config", broker.config_path()}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("did not answer")) << err;
+}
+
+TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
+  BrokerProcess broker(dir_, {a_, b_});
+  ASSERT_TRUE(broker.Start().ok());
+  auto sender = Agent::Connect(broker.AgentFor(a_));
+  ASSERT_TRUE(sender.ok());
+  constexpr int kBefore = 20;
+  for (int i = 0; i < kBefore; ++i) ASSERT_TRUE(Stored(**sender, "before-" + std::to_string(i), "b"));
+
+  // Traffic while the backup runs: another sender keeps storing for b.
+  std::atomic<bool> stop{false};
+  std::atomic<int> during{0};
+  std::atomic<bool> traffic_failed{false};
+  std::string traffic_error;  // written by the traffic thread before traffic_failed
+  std::atomic<int> resends{0};
+  std::thread traffic([&] {
+    auto agent = Agent::Connect(broker.AgentFor(a_));
+    if (!agent.ok()) {
+      traffic_failed = true;
+      return;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!stop && std::chrono::steady_clock::now() < deadline) {
+      const std::string code = Send(**agent, "during-" + std::to_string(during), "b");
+      // Over the agency's limits, or no receipt in time on a loaded machine:
+      // resend, same id (safe: a stored one is answered with its receipt).
+      if (code == "busy" || code.rfind("deadline exceeded", 0) == 0) {
+        ++resends;
+        continue;
+      }
+      if (code != "ok") {
+        traffic_error = code;
+        traffic_failed = true;
+        return;
+      }
+      ++during;
+    }
+  });
+  while (during < 5 && !traffic_failed) std::this_thread::sleep_for(10ms);
+  const std::string backup = dir_.file("backup-1");
+  std::string out, err;
+  const int backup_rc = RunCommand({LIAISON_CLI_BIN, "backup", "--config", broker.config_path(), "--out", backup},
+                                   &out, &err);
+  const int during_backup_end = during;
+  stop = true;
+  traffic.join();
+  ASSERT_EQ(0, backup_rc) << out << err;
+  ASSERT_FALSE(traffic_failed) << traffic_error;
+  std::cout << during_backup_end << " messages stored during the backup (" << resends << " resent)\n";
+  EXPECT_GT(during_backup_end, 5);
+  for (const char* name : {"store.db", "ledger.log", "MANIFEST"}) EXPECT_TRUE(fs::exists(backup + "/" + name));
+  struct stat st {};
+  ASSERT_EQ(0, ::stat((backup + "/store.db").c_str(), &st));
+  EXPECT_EQ(0600u, st.st_mode & 0777);
+  // A second backup into the same folder is refused.
+  EXPECT_EQ(2, RunCommand({LIAISON_CLI_BIN, "backup", "--config", broker.config_path(), "--out", backup}, &out,
+                          &err));
+  broker.Stop();
+
+  // A fresh folder with the same store, pseudonym and ledger keys (backed up
+  // apart from the data), a broker of its own.
+  TempDir fresh;
+  BrokerProcess restored(fresh, {a_, b_});
+  for (const char* key : {"keys/store.key", "keys/pseudonym.key", "keys/ledger-signing.key",
+                          "keys/ledger-signing.pub"}) {
+    fs::copy_file(dir_.file(key), fresh.file(key), fs::copy_options::overwrite_existing);
+  }
+  // Restore refuses a damaged backup.
+  {
+    TempDir damaged_dir;
+    const std::string damaged = damaged_dir.file("b");
+    fs::copy(backup, damaged);
+    std::string ledger_text = ReadText(damaged + "/ledger.log");
+    ledger_text[ledger_text.size() / 2] ^= 1;
+    WriteText(damaged + "/ledger.log", ledger_text);
+    EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "restore", "--config", restored.config_path(), "--from", damaged},
+                            &out, &err));
+    EXPECT_NE(std::string::npos, err.find("SHA-256")) << err;
+    EXPECT_FALSE(fs::exists(restored.store_path()));
+  }
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "restore", "--config", restored.config_path(), "--from", backup}, &out,
+                          &err))
+      << out << err;
+  // Never over existing data.
+  EXPECT_EQ(2, RunCommand({LIAISON_CLI_BIN, "restore", "--config", restored.config_path(), "--from", backup}, &out,
+                          &err));
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", restored.ledger_path(), "--public-key",
+                           restored.ledger_public_key()},
+                          &out, &err))
+      << out << err;
+
+  ASSERT_TRUE(restored.Start().ok()) << restored.log();
+  // What the backup held queued is what the restored broker delivers: the
+  // messages stored before the backup, and a prefix of those during it.
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "queues", "--config", restored.config_path(), "--recipient", "b",
+                           "--limit", "10000"},
+                          &out, &err));
+  auto receiver = Agent::Connect(restored.AgentFor(b_, wire::Role::receiver));
+  ASSERT_TRUE(receiver.ok());
+  std::set<std::string> received;
+  while (true) {
+    auto m = (*receiver)->Receive(3000ms);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    if (!m->has_value()) break;
+    received.insert((**m)->id()->str());
+    ASSERT_TRUE((*receiver)->Ack("a", (**m)->id()->string_view()).ok());
+  }
+  for (int i = 0; i < kBefore; ++i) {
+    EXPECT_EQ(1u, received.count("before-" + std::to_string(i))) << "before-" << i << " was lost";
+  }
+  int during_received = 0;
+  while (received.count("during-" + std::to_string(during_received))) ++during_received;
+  EXPECT_EQ(received.size(), static_cast<size_t>(kBefore + during_received))
+      << "only a prefix of the traffic during the backup may be in it";
+  // The message in flight when the backup ended may be in it too.
+  EXPECT_LE(during_received, during_backup_end + 1);
+  for (const auto& id : received) EXPECT_NE(std::string::npos, out.find(id)) << id << " not listed by queues";
+  restored.Stop();
+  // The restored broker's ledger, continued after the restore, verifies.
+  EXPECT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", restored.ledger_path(), "--public-key",
+                           restored.ledger_public_key()},
+                          &out, &err))
+      << out << err;
+}
+
+}  // namespace
+}  // namespace liaison::testing
