@@ -100,8 +100,14 @@ PolicyGate::Outcome PolicyGate::Load(const std::string& keeping) {
       e.signer = c.new_fingerprint;
       e.previous_signer = c.old_fingerprint;
       out.events.push_back(std::move(e));
-      spdlog::info("event={} agency={} dpo_key_fingerprint={}{}", c.rotated ? "dpo_key_rotated" : "dpo_key_pinned",
-                   c.agency, c.new_fingerprint, c.rotated ? " previous=" + c.old_fingerprint : "");
+      // Each event name spelled out: operators (and tests/doc_events_test.sh)
+      // find what the docs name by searching the source.
+      if (c.rotated) {
+        spdlog::info("event=dpo_key_rotated agency={} dpo_key_fingerprint={} previous={}", c.agency,
+                     c.new_fingerprint, c.old_fingerprint);
+      } else {
+        spdlog::info("event=dpo_key_pinned agency={} dpo_key_fingerprint={}", c.agency, c.new_fingerprint);
+      }
     }
   }
 
