@@ -121,6 +121,16 @@ StatusOr<std::unique_ptr<LiaisonBroker>> LiaisonBroker::Start(const LiaisonSetup
                                                         kBenchConfig,
                                                         /*production_defaults=*/true);
   const std::string dir = b->broker_->policies_dir();
+  {
+    // The receiver may hold as many unacked deliveries as RabbitMQ's
+    // consumer (prefetch 256 in compare_bench.cc) and the sender's window.
+    const std::string config = (fs::path(dir).parent_path() / "broker.yaml").string();
+    std::string text = testing::ReadText(config);
+    const size_t at = text.find("\nstore:\n");
+    if (at == std::string::npos) return Status::Internal("bench: no store section in " + config);
+    text.insert(at + 8, "  delivery_window: 256\n");
+    testing::WriteText(config, text);
+  }
   fs::remove_all(dir);
   fs::create_directories(dir + "/agencies");
   fs::copy_file(setup.policies_source + "/vocabulary.yaml", dir + "/vocabulary.yaml");

@@ -677,7 +677,9 @@ void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
                  acked.ambiguous_senders);
   }
   if (acked.copies.empty()) return;
-  touched_.insert(agency.id);  // room in the window: send more
+  // Room in the window: more committed copies go out after this drain,
+  // without waiting for the commit that records the ack.
+  window_room_.insert(agency.id);
   const auto set = policies();
   const int64_t now = NowMs();
   for (const auto& [seq, message] : acked.copies) {
@@ -714,6 +716,10 @@ std::string Reactor::ReceiptKey(const std::string& sender, const std::string& id
 
 void Reactor::FinishBatch(bool checkpoint) {
   batch_in_flight_.clear();
+  // Pending() reads committed copies only, so a window refilled by acks can
+  // be pumped at once: deliveries are not held to the commit cycle.
+  for (const std::string& recipient : window_room_) Pump(recipient);
+  window_room_.clear();
   // While a commit runs, the batch keeps forming; it goes when that commit
   // returns (OnCommitted): group commit without a timer.
   if (!committer_->busy()) SubmitForming(checkpoint);

@@ -223,6 +223,7 @@ class Reactor {
   uint64_t ledger_synced_ = 0;         // the ledger file is durable up to here
   std::vector<Reply> replies_;
   std::set<std::string> touched_;     // recipients to pump after the commit
+  std::set<std::string> window_room_;  // recipients whose acks made room: pumped after the drain
   std::set<std::string> notice_for_;  // agencies with notices to send after the commit
   size_t batch_messages_ = 0;
   // Abuse limits per sending agency (limits.rate_per_agency and friends).
