@@ -70,6 +70,20 @@ Status MakeOwnerOnlyFile(const std::string& path) {
   // fchmod: exactly 0600 for a new file; for an existing one (an older
   // version made it 0644) only the group and other bits go, so that an
   // operator's stricter 0400 stays.
+  //
+  // An existing file is changed by path, never opened: closing any
+  // descriptor of a file drops every POSIX lock this process holds on it,
+  // and SQLite's locks on a store (and its -shm) that another connection of
+  // this process has open would go with it; another process could then
+  // truncate the -shm under the broker's mapping (SIGBUS).
+  struct stat existing;
+  if (::stat(path.c_str(), &existing) == 0) {
+    if ((existing.st_mode & 077) != 0 && ::chmod(path.c_str(), existing.st_mode & 0700) != 0) {
+      return Status::IoError("cannot make " + path + " readable by its owner only (chmod 600): " +
+                             std::strerror(errno) + " (is it owned by another user?)");
+    }
+    return Status::Ok();
+  }
   bool created = true;
   int fd = ::open(path.c_str(), O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0 && errno == EEXIST) {
