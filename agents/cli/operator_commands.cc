@@ -20,7 +20,7 @@
 #include "config/broker_config.h"
 #include "liaison/keys.h"
 #include "liaison/version.h"
-#include "store/store.h"
+#include "sqlite/sqlite_store.h"
 
 namespace liaison::cli {
 namespace {
@@ -232,7 +232,7 @@ int BackupCommand(const std::string& config_path, const std::string& out) {
   // two (records past the store's last commit are set aside).
   const std::string store_copy = out + "/" + kStoreName;
   const std::string ledger_copy = out + "/" + kLedgerName;
-  if (Status st = store::Store::Backup(config->store.path, store_copy); !st.ok()) {
+  if (Status st = store::SqliteStore::Backup(config->store.path, store_copy); !st.ok()) {
     return Fail(st.message(), kExitFailure);
   }
   auto ledger = CopyFile(config->ledger.path, ledger_copy, /*whole_lines=*/true);
@@ -306,7 +306,7 @@ int RestoreCommand(const std::string& config_path, const std::string& from) {
   // The store key of this config must open the copy.
   auto key = LoadStoreKey(config->store.key_file);
   if (!key.ok()) return Fail("restore: " + key.status().message(), kExitUsage);
-  auto opened = store::Store::Open(config->store.path, *key);
+  auto opened = store::SqliteStore::Open(config->store.path, *key);
   if (!opened.ok()) return Fail("restore: the restored store does not open: " + opened.status().message(), kExitFailure);
   std::cout << "restored " << config->store.path << " and " << config->ledger.path << " from " << from
             << "\nnext: liaison audit verify --ledger " << config->ledger.path

@@ -21,7 +21,7 @@
 #include "admin/admin_server.h"
 #include "admin/operator_server.h"
 #include "audit/ledger.h"
-#include "store/store.h"
+#include "sqlite/sqlite_store.h"
 #include "transport/reactor.h"
 
 namespace {
@@ -69,6 +69,17 @@ liaison::Status CheckDataFileModes(const liaison::broker::BrokerConfig& config) 
     }
   }
   return liaison::Status::Ok();
+}
+
+// One connection to the configured storage backend (config validation
+// admits only the backends this build has). `max_value_bytes`: see
+// SqliteStore::Open.
+liaison::StatusOr<std::unique_ptr<liaison::store::Store>> OpenStore(const liaison::broker::StoreConfig& config,
+                                                                   const liaison::store::StoreKey& key,
+                                                                   size_t max_value_bytes = 0) {
+  auto opened = liaison::store::SqliteStore::Open(config.path, key, max_value_bytes);
+  if (!opened.ok()) return opened.status();
+  return std::unique_ptr<liaison::store::Store>(std::move(*opened));
 }
 
 }  // namespace
@@ -206,8 +217,8 @@ int main(int argc, char** argv) {
   // most kMaxCopyExpansion times the message limit) and a receipt (field
   // names for each recipient): anything larger is a bug, and fails its batch
   // rather than being stored.
-  auto store = liaison::store::Store::Open(
-      config->store.path, *store_key,
+  auto store = OpenStore(
+      config->store, *store_key,
       std::max<size_t>(config->limits.max_message_bytes * liaison::broker::kMaxCopyExpansion + 64 * 1024,
                        16 * 1024 * 1024));
   if (!store.ok()) {
@@ -248,7 +259,7 @@ int main(int argc, char** argv) {
   liaison::broker::Metrics metrics;
   // The core reads committed data through its own connection while the
   // writer thread commits through the first.
-  auto reader = liaison::store::Store::Open(config->store.path, *store_key);
+  auto reader = OpenStore(config->store, *store_key);
   if (!reader.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", reader.status().message());
     return kExitRuntimeError;
@@ -260,7 +271,7 @@ int main(int argc, char** argv) {
   liaison::broker::AdminServer admin(metrics);
   // The gauges the admin thread renders read the store through a connection
   // of their own.
-  auto gauge_reader = liaison::store::Store::Open(config->store.path, *store_key);
+  auto gauge_reader = OpenStore(config->store, *store_key);
   if (!gauge_reader.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", gauge_reader.status().message());
     return kExitRuntimeError;
@@ -283,7 +294,7 @@ int main(int argc, char** argv) {
   // The operators' endpoint reads the store through a third connection.
   std::unique_ptr<liaison::broker::OperatorServer> operators;
   if (!config->admin_socket.empty()) {
-    auto operator_reader = liaison::store::Store::Open(config->store.path, *store_key);
+    auto operator_reader = OpenStore(config->store, *store_key);
     if (!operator_reader.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", operator_reader.status().message());
       return kExitRuntimeError;

@@ -41,6 +41,7 @@ TEST(BrokerConfigTest, ReadsAGoodConfigAndResolvesPathsFromItsFolder) {
   EXPECT_EQ(3u, c->limits.max_recipients);
   EXPECT_EQ(10000u, c->limits.send_high_water_mark);  // default kept
   EXPECT_EQ(dir.file("etc/state/liaison.db"), c->store.path);
+  EXPECT_EQ("sqlite", c->store.backend);  // the default
   EXPECT_EQ(30000u, c->store.redelivery_timeout_ms);
   EXPECT_EQ("debug", c->log.level);
   EXPECT_EQ("json", c->log.format);
@@ -105,6 +106,10 @@ INSTANTIATE_TEST_SUITE_P(
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
                       "previous_keys:\n  - {listen: tcp://127.0.0.1:7701, until: 2027-01-01T00:00:00Z}\n",
                       {"broker.yaml:7:5", "missing required key 'previous_keys[0].secret_key_file'"}},
+        BadConfigCase{"unknown_store_backend",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgres, path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4:18", "store.backend", "'postgres' is not one of: sqlite"}},
         BadConfigCase{"bad_choice",
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlog:\n  level: loud\n",
                       {"broker.yaml:7:10", "log.level", "'loud' is not one of"}},

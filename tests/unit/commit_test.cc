@@ -1,6 +1,7 @@
 // The writer commits a batch off the caller's thread: all of it, or (on any
 // failed write) none of it, and the caller learns which.
 #include "core/commit.h"
+#include "sqlite/sqlite_store.h"
 
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -35,8 +36,8 @@ std::optional<Status> Result(Committer& c) {
 
 TEST(CommitterTest, ABatchIsCommittedOnTheWriterThreadAndReportedThroughTheEventFd) {
   TempDir dir;
-  auto writer = store::Store::Open(dir.file("s.db"), Key());
-  auto reader = store::Store::Open(dir.file("s.db"), Key());
+  auto writer = store::SqliteStore::Open(dir.file("s.db"), Key());
+  auto reader = store::SqliteStore::Open(dir.file("s.db"), Key());
   ASSERT_TRUE(writer.ok() && reader.ok());
   auto committer = Committer::Start(writer->get());
   ASSERT_TRUE(committer.ok()) << committer.status().ToString();
@@ -61,8 +62,8 @@ TEST(CommitterTest, ABatchIsCommittedOnTheWriterThreadAndReportedThroughTheEvent
 TEST(CommitterTest, AWriteThatFailsInsideTheBatchCommitsNoneOfIt) {
   TempDir dir;
   // Values over 64 KiB are refused by SQLite: the second copy's write fails.
-  auto writer = store::Store::Open(dir.file("s.db"), Key(), 64 * 1024);
-  auto reader = store::Store::Open(dir.file("s.db"), Key());
+  auto writer = store::SqliteStore::Open(dir.file("s.db"), Key(), 64 * 1024);
+  auto reader = store::SqliteStore::Open(dir.file("s.db"), Key());
   ASSERT_TRUE(writer.ok() && reader.ok());
   auto committer = Committer::Start(writer->get());
   ASSERT_TRUE(committer.ok());

@@ -1,4 +1,4 @@
-#include "store/store.h"
+#include "sqlite/sqlite_store.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -22,9 +22,9 @@ StoreKey Key(uint8_t fill) {
 
 TEST(StoreTest, QueuesInOrderAcksAndDedupes) {
   TempDir dir;
-  auto s = Store::Open(dir.file("s.db"), Key(1));
+  auto s = SqliteStore::Open(dir.file("s.db"), Key(1));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
-  Store& store = **s;
+  SqliteStore& store = **s;
   ASSERT_TRUE(store.Begin().ok());
   const std::string body = "secret referral body";
   for (int i = 0; i < 3; ++i) {
@@ -65,9 +65,9 @@ TEST(StoreTest, QueuesInOrderAcksAndDedupes) {
 // keeps them until the ledger file has them on disk.
 TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
   TempDir dir;
-  auto s = Store::Open(dir.file("s.db"), Key(1));
+  auto s = SqliteStore::Open(dir.file("s.db"), Key(1));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
-  Store& store = **s;
+  SqliteStore& store = **s;
   auto tail = store.ReadLedgerTail();
   ASSERT_TRUE(tail.ok());
   EXPECT_FALSE(tail->committed_seq.has_value()) << "a new store has committed no record";
@@ -91,7 +91,7 @@ TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
   ASSERT_TRUE(store.TrimLedger(2).ok());
   ASSERT_TRUE(store.Commit().ok());
   s->reset();
-  auto reopened = Store::Open(dir.file("s.db"), Key(1));
+  auto reopened = SqliteStore::Open(dir.file("s.db"), Key(1));
   ASSERT_TRUE(reopened.ok());
   tail = (*reopened)->ReadLedgerTail();
   ASSERT_TRUE(tail.ok());
@@ -104,7 +104,7 @@ TEST(StoreTest, LedgerRecordsCommitWithTheBatchOrNotAtAll) {
 TEST(StoreTest, ContentsAreEncryptedAtRest) {
   TempDir dir;
   {
-    auto s = Store::Open(dir.file("s.db"), Key(2));
+    auto s = SqliteStore::Open(dir.file("s.db"), Key(2));
     ASSERT_TRUE((*s)->Begin().ok());
     const std::string body = "MARKER-Amani-Example-0042";
     ASSERT_TRUE((*s)->Enqueue("a", "m", "b", "CASE-SECRET-REF", reinterpret_cast<const uint8_t*>(body.data()),
@@ -119,8 +119,8 @@ TEST(StoreTest, ContentsAreEncryptedAtRest) {
 
 TEST(StoreTest, ExpiresErasesAndPurges) {
   TempDir dir;
-  auto s = Store::Open(dir.file("s.db"), Key(3));
-  Store& store = **s;
+  auto s = SqliteStore::Open(dir.file("s.db"), Key(3));
+  SqliteStore& store = **s;
   ASSERT_TRUE(store.Begin().ok());
   const uint8_t b[] = {1};
   ASSERT_TRUE(store.Enqueue("a", "soon", "b", "C1", b, 1, 0, 100, 500).ok());
@@ -143,24 +143,24 @@ TEST(StoreTest, ExpiresErasesAndPurges) {
 
 TEST(StoreTest, WrongKeyIsRefused) {
   TempDir dir;
-  { ASSERT_TRUE(Store::Open(dir.file("s.db"), Key(4)).ok()); }
-  auto wrong = Store::Open(dir.file("s.db"), Key(5));
+  { ASSERT_TRUE(SqliteStore::Open(dir.file("s.db"), Key(4)).ok()); }
+  auto wrong = SqliteStore::Open(dir.file("s.db"), Key(5));
   ASSERT_FALSE(wrong.ok());
   EXPECT_NE(std::string::npos, wrong.status().message().find("store key does not match"));
-  EXPECT_TRUE(Store::Open(dir.file("s.db"), Key(4)).ok());
+  EXPECT_TRUE(SqliteStore::Open(dir.file("s.db"), Key(4)).ok());
 }
 
 TEST(StoreTest, ACorruptFileIsAClearError) {
   TempDir dir;
   testing::WriteText(dir.file("s.db"), std::string(8192, 'x'));
-  auto s = Store::Open(dir.file("s.db"), Key(6));
+  auto s = SqliteStore::Open(dir.file("s.db"), Key(6));
   ASSERT_FALSE(s.ok());
   EXPECT_NE(std::string::npos, s.status().message().find("s.db")) << s.status().message();
   EXPECT_NE(std::string::npos, s.status().message().find("backup")) << s.status().message();
 }
 
 TEST(StoreTest, UnwritableLocationIsAClearError) {
-  auto s = Store::Open("/nonexistent-dir/liaison.db", Key(7));
+  auto s = SqliteStore::Open("/nonexistent-dir/liaison.db", Key(7));
   ASSERT_FALSE(s.ok());
   EXPECT_NE(std::string::npos, s.status().message().find("/nonexistent-dir/liaison.db"));
 }
@@ -174,7 +174,7 @@ namespace {
 TEST(StoreDamageTest, AMessageThatDoesNotDecryptIsSetAsideNotBlocking) {
   testing::TempDir dir;
   {
-    auto s = Store::Open(dir.file("s.db"), Key(9));
+    auto s = SqliteStore::Open(dir.file("s.db"), Key(9));
     ASSERT_TRUE((*s)->Begin().ok());
     const uint8_t b[] = {1, 2, 3};
     for (const char* id : {"first", "second"}) {
@@ -192,7 +192,7 @@ TEST(StoreDamageTest, AMessageThatDoesNotDecryptIsSetAsideNotBlocking) {
                                       nullptr, nullptr, nullptr));
     sqlite3_close(db);
   }
-  auto s = Store::Open(dir.file("s.db"), Key(9));
+  auto s = SqliteStore::Open(dir.file("s.db"), Key(9));
   auto pending = (*s)->Pending("b", 0, 10);
   ASSERT_TRUE(pending.ok());
   ASSERT_EQ(1u, pending->size());
@@ -220,7 +220,7 @@ TEST(StoreLayoutTest, ADeliveredCopyIsDroppedAndOlderStoresCopiesMoveToTheirTabl
   const std::string text = "a 2 KiB referral, here shorter";
   const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
   {
-    auto s = Store::Open(path, Key(11));
+    auto s = SqliteStore::Open(path, Key(11));
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     ASSERT_TRUE((*s)->Begin().ok());
     for (const char* id : {"m1", "m2", "m3"}) {
@@ -249,7 +249,7 @@ TEST(StoreLayoutTest, ADeliveredCopyIsDroppedAndOlderStoresCopiesMoveToTheirTabl
                                       nullptr, nullptr, nullptr));
     sqlite3_close(db);
   }
-  auto s = Store::Open(path, Key(11));
+  auto s = SqliteStore::Open(path, Key(11));
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(2, CountRows(path, "SELECT COUNT(*) FROM bodies"));
   EXPECT_EQ(0, CountRows(path, "SELECT COUNT(*) FROM messages WHERE sealed IS NOT NULL"));
@@ -265,9 +265,9 @@ TEST(StoreLayoutTest, ADeliveredCopyIsDroppedAndOlderStoresCopiesMoveToTheirTabl
 // broker had answered "stored" (issue 15). Now the write fails.
 TEST(StoreFaultTest, AValueSqliteRefusesFailsTheWriteInsteadOfStoringAnEmptyRow) {
   testing::TempDir dir;
-  auto s = Store::Open(dir.file("s.db"), Key(10), /*max_value_bytes=*/4096);
+  auto s = SqliteStore::Open(dir.file("s.db"), Key(10), /*max_value_bytes=*/4096);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
-  Store& store = **s;
+  SqliteStore& store = **s;
   const std::string small = "fits";
   const std::string big(8192, 'x');
   ASSERT_TRUE(store.Begin().ok());
@@ -285,6 +285,27 @@ TEST(StoreFaultTest, AValueSqliteRefusesFailsTheWriteInsteadOfStoringAnEmptyRow)
   ASSERT_TRUE(pending.ok());
   EXPECT_TRUE(pending->empty());
   EXPECT_FALSE(store.FindReceipt("a", "big")->has_value());
+}
+
+// Every backend seals copies the same way: a copy opens only under its key
+// and only as the copy of its own (sender, id, recipient).
+TEST(StoreTest, SealedCopiesOpenOnlyAsTheirOwnRowUnderTheirKey) {
+  const std::string body = "referral body";
+  const auto* data = reinterpret_cast<const uint8_t*>(body.data());
+  auto sealed = Seal(Key(20), CopyAad("exit-a", "m-1", "youth-b"), data, body.size());
+  ASSERT_TRUE(sealed.has_value());
+  auto opened = Unseal(Key(20), CopyAad("exit-a", "m-1", "youth-b"), sealed->data(), sealed->size());
+  ASSERT_TRUE(opened.has_value());
+  EXPECT_EQ(body, std::string(opened->begin(), opened->end()));
+  EXPECT_FALSE(Unseal(Key(21), CopyAad("exit-a", "m-1", "youth-b"), sealed->data(), sealed->size()));
+  EXPECT_FALSE(Unseal(Key(20), CopyAad("exit-a", "m-1", "health-c"), sealed->data(), sealed->size()));
+  EXPECT_FALSE(Unseal(Key(20), CopyAad("exit-a", "m-2", "youth-b"), sealed->data(), sealed->size()));
+  (*sealed)[sealed->size() / 2] ^= 1;
+  EXPECT_FALSE(Unseal(Key(20), CopyAad("exit-a", "m-1", "youth-b"), sealed->data(), sealed->size()));
+  // The case hash is keyed: another store key files the case elsewhere.
+  EXPECT_EQ(16u, CaseHash(Key(20), "exit-a", "case-1").size());
+  EXPECT_NE(CaseHash(Key(20), "exit-a", "case-1"), CaseHash(Key(21), "exit-a", "case-1"));
+  EXPECT_NE(CaseHash(Key(20), "exit-a", "case-1"), CaseHash(Key(20), "exit-b", "case-1"));
 }
 
 }  // namespace

@@ -137,8 +137,12 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   }
 
   if (const YAML::Node store = root["store"]) {
-    if (r.ExpectMap(store, "store", {"path", "key_file", "max_queue_per_recipient",
+    if (r.ExpectMap(store, "store", {"backend", "path", "key_file", "max_queue_per_recipient",
                                      "redelivery_timeout_ms", "delivery_window", "max_batch"})) {
+      // The backends this build has (store::Store is the interface a second
+      // one implements); naming another is a configuration error, not a
+      // silent fallback.
+      r.ReadChoice(store, "store", "backend", {"sqlite"}, &c.store.backend);
       r.ReadString(store, "store", "path", &c.store.path, true);
       r.ReadString(store, "store", "key_file", &c.store.key_file, true);
       r.ReadUint(store, "store", "max_queue_per_recipient", 1, 100000000, &c.store.max_queue_per_recipient);

@@ -27,6 +27,7 @@ struct Limits {
 };
 
 struct StoreConfig {
+  std::string backend = "sqlite";      // the storage backend (store::Store); sqlite is the embedded one
   std::string path;                    // SQLite file (WAL); required
   std::string key_file;                // 64 hex digits, mode 0600; required
   uint64_t max_queue_per_recipient = 100000;  // then senders get queue_full

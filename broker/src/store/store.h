@@ -1,15 +1,10 @@
-// The broker's durable store (SQLite, WAL, synchronous=FULL): one row per
-// (message, recipient) holding the policy-rewritten message encrypted with
-// AES-256-GCM, the original receipt of every message (to answer resends),
-// which agencies received data of which case (for erasure), and the notices
-// (delivered / expired) owed to senders.
-//
-// Not thread-safe: one thread uses one Store. The broker opens the file
-// twice: the writer thread applies each batch (Apply: one transaction, one
-// fsync), and the core's thread reads through its own Store, seeing only
-// what is committed. A message is acknowledged as stored only after its
-// batch's Apply returned. (Begin/Commit and the single writes are kept for
-// tools and tests.)
+// The broker's durable state, as the core sees it: one row per (message,
+// recipient) holding the policy-rewritten message sealed under the store key
+// (store/sealing.h), the original receipt of every message (to answer
+// resends), which agencies received data of which case (for erasure), the
+// notices (delivered / expired) owed to senders, and the ledger records each
+// batch committed. The core writes it only in batches (WriteBatch), each
+// durable as a whole or not at all.
 #ifndef LIAISON_BROKER_STORE_STORE_H_
 #define LIAISON_BROKER_STORE_STORE_H_
 
@@ -22,17 +17,10 @@
 #include <utility>
 #include <vector>
 
-#include "liaison/keys.h"
 #include "liaison/status.h"
-
-struct sqlite3;
-struct sqlite3_stmt;
+#include "store/sealing.h"
 
 namespace liaison::store {
-
-// The AES-256-GCM key of the rows at rest; its file: LoadStoreKey in
-// liaison/keys.h.
-using StoreKey = SecretKey32;
 
 struct QueuedMessage {
   int64_t seq = 0;              // global order; per recipient it is the delivery order
@@ -123,109 +111,54 @@ struct QueueEntry {
   int64_t created_ms = 0;
 };
 
+// What the broker core stores through: it commits each batch with Apply and
+// reads committed state with the rest. A backend implements it (SQLite,
+// sqlite/sqlite_store.h, the embedded default); the core never names one.
+//
+// One object is one connection, used by one thread at a time. The broker
+// opens one for its writer thread (Apply) and others for reading; a reader
+// sees only what Apply committed. All methods return what failed and why
+// (never a partial result); none throws.
 class Store {
  public:
-  // Opens (creating if needed) the database at `path`. Fails with a clear
-  // message on a corrupt file, a wrong key, or an unwritable location.
-  // `max_value_bytes` (0: SQLite's default) caps any one stored value: a
-  // larger one fails its write (and so its batch) instead of being stored.
-  static StatusOr<std::unique_ptr<Store>> Open(const std::string& path, const StoreKey& key,
-                                               size_t max_value_bytes = 0);
-  ~Store();
+  virtual ~Store() = default;
 
-  // Writes `batch` in one transaction and commits it (durable on return).
-  // On failure nothing of it is stored. Must not be called inside Begin().
-  Status Apply(const WriteBatch& batch);
-
-  Status Begin();
-  // Durable on return (fsync of the WAL). On failure the transaction is
-  // rolled back and nothing of it is stored.
-  Status Commit();
-  void Rollback();
-  bool in_transaction() const { return in_transaction_; }
+  // Writes `batch` in one transaction and commits it: durable on a return of
+  // Ok, and on failure nothing of it is stored. A message is acknowledged as
+  // stored only after its batch's Apply returned Ok.
+  virtual Status Apply(const WriteBatch& batch) = 0;
 
   // The receipt first given for (sender, id), if any.
-  StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
-                                                           const std::string& message_id);
-  Status PutReceipt(const std::string& sender, const std::string& message_id,
-                    const std::vector<uint8_t>& receipt, int64_t purge_after_ms);
-
-  // Queues `envelope` for `recipient`; records the disclosure of the case.
-  // `label` is an opaque, non-personal note returned with the message's
-  // later events (the broker keeps the ledger's case pseudonym and type).
-  Status Enqueue(const std::string& sender, const std::string& message_id,
-                 const std::string& recipient, const std::string& case_ref,
-                 const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
-                 int64_t purge_after_ms, const std::string& label = "");
-
-  // Queued messages of `recipient` with seq > after_seq, in order. Reads
-  // only. A message that does not decrypt is logged and skipped, and its seq
-  // added to `damaged` (if given) for the caller to set aside
-  // (WriteBatch::set_aside); without `damaged` it is set aside at once.
-  StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq,
-                                               int limit, std::vector<int64_t>* damaged = nullptr);
-  // Queued messages past their expiry (reads only).
-  StatusOr<std::vector<ExpiredMessage>> Due(int64_t now_ms);
-  // Queued messages of `sender`'s case (reads only).
-  StatusOr<std::vector<ExpiredMessage>> QueuedOfCase(const std::string& sender, const std::string& case_ref);
-  // Marks the queued message `seq` of `recipient` acknowledged; returns its
-  // sender and label, or nullopt if it was not queued (acked, expired, erased).
-  StatusOr<std::optional<AckedMessage>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);
-  // Queued messages past their expiry become expired; returns them.
-  StatusOr<std::vector<ExpiredMessage>> ExpireDue(int64_t now_ms);
-  // Deletes acknowledged and expired messages, and receipts, past retention.
-  StatusOr<int64_t> PurgeDue(int64_t now_ms);
-  // Number of queued messages per recipient.
-  StatusOr<std::unordered_map<std::string, int64_t>> QueueDepths();
-
+  virtual StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
+                                                                   const std::string& message_id) = 0;
+  // Queued copies of `recipient` with seq > after_seq, in order, at most
+  // `limit`, decrypted. A copy that does not decrypt is logged (its seq,
+  // never contents) and skipped, and its seq added to `damaged` for the
+  // caller to set aside (WriteBatch::set_aside).
+  virtual StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq,
+                                                       int limit, std::vector<int64_t>* damaged) = 0;
+  // Queued copies past their expiry.
+  virtual StatusOr<std::vector<ExpiredMessage>> Due(int64_t now_ms) = 0;
+  // Queued copies of `sender`'s case.
+  virtual StatusOr<std::vector<ExpiredMessage>> QueuedOfCase(const std::string& sender,
+                                                             const std::string& case_ref) = 0;
+  // Number of queued copies per recipient.
+  virtual StatusOr<std::unordered_map<std::string, int64_t>> QueueDepths() = 0;
   // Agencies that were sent data of `case_ref` by `sender`.
-  StatusOr<std::vector<std::string>> Disclosures(const std::string& sender, const std::string& case_ref);
-  // Removes the queued (undelivered) messages of the case; returns them.
-  StatusOr<std::vector<ExpiredMessage>> EraseQueued(const std::string& sender, const std::string& case_ref);
+  virtual StatusOr<std::vector<std::string>> Disclosures(const std::string& sender,
+                                                         const std::string& case_ref) = 0;
+  // Notices owed to `agency`, oldest first, at most `limit`.
+  virtual StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit) = 0;
+  // The ledger records committed with batches and not yet known durable in
+  // the ledger file (WriteBatch::ledger, trim_ledger_to): what
+  // audit::Ledger::Open matches the file to at start.
+  virtual StatusOr<LedgerTail> ReadLedgerTail() = 0;
 
-  // The ledger's records commit with the batch that decided them: the
-  // (seq, line) records the ledger wrote to its file for this batch
-  // (audit::Ledger::Write), and the position they reach. A broker that
-  // stops anywhere finds in the store which records are committed, and the
-  // ledger file is cut or completed to match (audit::Ledger::Open).
-  Status AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& lines);
-  // Forgets the records up to `up_to_seq`, once they are durable in the
-  // ledger file (audit::Ledger::Sync). The committed position stays.
-  Status TrimLedger(uint64_t up_to_seq);
-  StatusOr<LedgerTail> ReadLedgerTail();
-
-  // For operators (reads only): every recipient with queued or set-aside
-  // copies, by recipient id.
-  StatusOr<std::vector<QueueSummary>> QueueSummaries();
-  // The queued and set-aside copies of `recipient`, oldest first, at most
-  // `limit`.
-  StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit);
-
-  // An online, consistent copy of the database at `source` into the new
-  // file `destination` (owner-only), through SQLite's backup API on a
-  // connection of its own: a snapshot of one committed state, taken while
-  // the broker keeps committing. The copy is integrity-checked. Fails if
-  // `destination` exists.
-  static Status Backup(const std::string& source, const std::string& destination);
-
-  Status AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt);
-  StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit);
-  Status DeleteNotice(int64_t seq);
-
- private:
-  Store() = default;
-  Status Exec(const char* sql);
-  sqlite3_stmt* Prepare(const char* sql);
-  std::string CaseHash(const std::string& sender, const std::string& case_ref) const;
-  Status CheckKey();
-  // Deletes the sealed copy of message `seq` (delivered, expired, erased).
-  Status DropBody(int64_t seq);
-
-  sqlite3* db_ = nullptr;
-  StoreKey key_{};
-  std::string path_;
-  bool in_transaction_ = false;
-  std::unordered_map<const char*, sqlite3_stmt*> statements_;  // by SQL text address
+  // For operators: every recipient with queued or set-aside copies, by
+  // recipient id; and one recipient's copies, oldest first, at most `limit`
+  // (names and times, never contents).
+  virtual StatusOr<std::vector<QueueSummary>> QueueSummaries() = 0;
+  virtual StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) = 0;
 };
 
 }  // namespace liaison::store

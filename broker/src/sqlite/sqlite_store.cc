@@ -1,10 +1,9 @@
-#include "store/store.h"
+#include "sqlite/sqlite_store.h"
 
 #include "liaison/keys.h"
+#include "store/sealing.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
@@ -18,10 +17,6 @@
 
 namespace liaison::store {
 namespace {
-
-constexpr int kNonceBytes = 12;
-constexpr int kTagBytes = 16;
-constexpr const char* kKeyCheckText = "liaison store key check v1";
 
 // Rows: 0 queued, 2 acked, 3 expired, 4 erased, 5 damaged (does not decrypt).
 
@@ -71,50 +66,6 @@ std::string SqliteError(sqlite3* db, const std::string& what) {
     hint = " (check the path and its permissions)";
   }
   return what + ": " + sqlite3_errmsg(db) + hint;
-}
-
-// nonce || ciphertext || tag, with `aad` authenticated; nullopt if OpenSSL
-// fails (no random nonce, no cipher): nothing unsealable is ever stored.
-std::optional<std::vector<uint8_t>> Seal(const StoreKey& key, const std::string& aad, const uint8_t* data, size_t size) {
-  if (size > static_cast<size_t>(INT32_MAX) || aad.size() > static_cast<size_t>(INT32_MAX)) return std::nullopt;
-  std::vector<uint8_t> out(kNonceBytes + size + kTagBytes);
-  if (RAND_bytes(out.data(), kNonceBytes) != 1) return std::nullopt;
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  int len = 0;
-  bool ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), out.data()) == 1 &&
-            EVP_EncryptUpdate(ctx, nullptr, &len, reinterpret_cast<const uint8_t*>(aad.data()),
-                              static_cast<int>(aad.size())) == 1 &&
-            EVP_EncryptUpdate(ctx, out.data() + kNonceBytes, &len, data, static_cast<int>(size)) == 1 &&
-            EVP_EncryptFinal_ex(ctx, out.data() + kNonceBytes + len, &len) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes,
-                                out.data() + kNonceBytes + size) == 1;
-  EVP_CIPHER_CTX_free(ctx);
-  if (!ok) return std::nullopt;
-  return out;
-}
-
-// Empty optional if the data or its authentication is wrong.
-std::optional<std::vector<uint8_t>> Unseal(const StoreKey& key, const std::string& aad,
-                                           const uint8_t* sealed, size_t size) {
-  if (size < kNonceBytes + kTagBytes) return std::nullopt;
-  const size_t n = size - kNonceBytes - kTagBytes;
-  std::vector<uint8_t> out(n);
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
-  int len = 0;
-  bool ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), sealed) == 1 &&
-            EVP_DecryptUpdate(ctx, nullptr, &len, reinterpret_cast<const uint8_t*>(aad.data()),
-                              static_cast<int>(aad.size())) == 1 &&
-            EVP_DecryptUpdate(ctx, out.data(), &len, sealed + kNonceBytes, static_cast<int>(n)) == 1 &&
-            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes,
-                                const_cast<uint8_t*>(sealed + kNonceBytes + n)) == 1 &&
-            EVP_DecryptFinal_ex(ctx, out.data() + len, &len) == 1;
-  EVP_CIPHER_CTX_free(ctx);
-  if (!ok) return std::nullopt;
-  return out;
-}
-
-std::string Aad(const std::string& sender, const std::string& id, const std::string& recipient) {
-  return sender + '\0' + id + '\0' + recipient;
 }
 
 // One use of a prepared statement: binds, steps, and resets on scope exit.
@@ -187,9 +138,9 @@ class Query {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const StoreKey& key,
+StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreKey& key,
                                              size_t max_value_bytes) {
-  std::unique_ptr<Store> store(new Store());
+  std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->key_ = key;
   store->path_ = path;
   // Case data: owner-only, whatever the umask (the -wal and -shm files
@@ -259,20 +210,17 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path, const Stor
   return store;
 }
 
-Store::~Store() {
+SqliteStore::~SqliteStore() {
   for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
   if (db_) sqlite3_close(db_);
 }
 
-Status Store::CheckKey() {
-  const std::string text = kKeyCheckText;
+Status SqliteStore::CheckKey() {
   {
     Query q(db_, Prepare("SELECT value FROM meta WHERE name = 'key_check'"));
     const int rc = q.Step();
     if (rc == SQLITE_ROW) {
-      std::vector<uint8_t> sealed = q.ColumnBlob(0);
-      auto opened = Unseal(key_, "key_check", sealed.data(), sealed.size());
-      if (!opened || std::string(opened->begin(), opened->end()) != text) {
+      if (!KeyCheckOpens(key_, q.ColumnBlob(0))) {
         return Status::PermissionDenied("store " + path_ +
                                         ": the store key does not match this database (wrong key file?)");
       }
@@ -280,14 +228,14 @@ Status Store::CheckKey() {
     }
     if (rc != SQLITE_DONE) return q.Error("store " + path_ + ": reading the key check");
   }
-  auto sealed = Seal(key_, "key_check", reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  auto sealed = SealKeyCheck(key_);
   if (!sealed) return Status::Internal("store " + path_ + ": cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
   Query put(db_, Prepare("INSERT INTO meta (name, value) VALUES ('key_check', ?1)"));
   if (!put.Blob(1, sealed->data(), sealed->size()).Done()) return put.Error("store " + path_);
   return Status::Ok();
 }
 
-Status Store::Exec(const char* sql) {
+Status SqliteStore::Exec(const char* sql) {
   char* error = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
     std::string message = SqliteError(db_, std::string("store: ") + (error ? error : "error"));
@@ -297,7 +245,7 @@ Status Store::Exec(const char* sql) {
   return Status::Ok();
 }
 
-sqlite3_stmt* Store::Prepare(const char* sql) {
+sqlite3_stmt* SqliteStore::Prepare(const char* sql) {
   auto it = statements_.find(sql);
   if (it != statements_.end()) return it->second;
   sqlite3_stmt* s = nullptr;
@@ -311,7 +259,7 @@ sqlite3_stmt* Store::Prepare(const char* sql) {
   return s;
 }
 
-Status Store::Apply(const WriteBatch& batch) {
+Status SqliteStore::Apply(const WriteBatch& batch) {
   if (in_transaction_) return Status::Internal("store: Apply inside an open transaction");
   if (batch.empty()) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(Begin());
@@ -355,14 +303,14 @@ Status Store::Apply(const WriteBatch& batch) {
   return Commit();
 }
 
-Status Store::Begin() {
+Status SqliteStore::Begin() {
   if (in_transaction_) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   in_transaction_ = true;
   return Status::Ok();
 }
 
-Status Store::Commit() {
+Status SqliteStore::Commit() {
   if (!in_transaction_) return Status::Ok();
   Status st = Exec("COMMIT");
   if (!st.ok()) Rollback();
@@ -370,19 +318,12 @@ Status Store::Commit() {
   return st;
 }
 
-void Store::Rollback() {
+void SqliteStore::Rollback() {
   if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   in_transaction_ = false;
 }
 
-std::string Store::CaseHash(const std::string& sender, const std::string& case_ref) const {
-  // Keyed, so that the file does not reveal which case references it holds.
-  unsigned char out[32];
-  HmacSha256Pair(key_, sender, case_ref, out);
-  return std::string(reinterpret_cast<char*>(out), 16);
-}
-
-StatusOr<std::optional<std::vector<uint8_t>>> Store::FindReceipt(const std::string& sender,
+StatusOr<std::optional<std::vector<uint8_t>>> SqliteStore::FindReceipt(const std::string& sender,
                                                                 const std::string& message_id) {
   Query q(db_, Prepare("SELECT receipt FROM receipts WHERE sender = ?1 AND message_id = ?2"));
   const int rc = q.Text(1, sender).Text(2, message_id).Step();
@@ -391,7 +332,7 @@ StatusOr<std::optional<std::vector<uint8_t>>> Store::FindReceipt(const std::stri
   return q.Error("store: reading a receipt");
 }
 
-Status Store::PutReceipt(const std::string& sender, const std::string& message_id,
+Status SqliteStore::PutReceipt(const std::string& sender, const std::string& message_id,
                          const std::vector<uint8_t>& receipt, int64_t purge_after_ms) {
   Query q(db_, Prepare("INSERT OR REPLACE INTO receipts (sender, message_id, receipt, purge_after_ms) "
                        "VALUES (?1, ?2, ?3, ?4)"));
@@ -400,12 +341,12 @@ Status Store::PutReceipt(const std::string& sender, const std::string& message_i
   return Status::Ok();
 }
 
-Status Store::Enqueue(const std::string& sender, const std::string& message_id,
+Status SqliteStore::Enqueue(const std::string& sender, const std::string& message_id,
                       const std::string& recipient, const std::string& case_ref,
                       const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
                       int64_t purge_after_ms, const std::string& label) {
-  const std::string case_hash = CaseHash(sender, case_ref);
-  const auto sealed = Seal(key_, Aad(sender, message_id, recipient), envelope, size);
+  const std::string case_hash = CaseHash(key_, sender, case_ref);
+  const auto sealed = Seal(key_, CopyAad(sender, message_id, recipient), envelope, size);
   if (!sealed) return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
   {
     Query q(db_, Prepare("INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, "
@@ -428,7 +369,7 @@ Status Store::Enqueue(const std::string& sender, const std::string& message_id,
   return Status::Ok();
 }
 
-StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient, int64_t after_seq,
+StatusOr<std::vector<QueuedMessage>> SqliteStore::Pending(const std::string& recipient, int64_t after_seq,
                                                     int limit, std::vector<int64_t>* damaged_out) {
   std::vector<QueuedMessage> out;
   std::vector<int64_t> damaged;
@@ -445,7 +386,7 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
       m.sender = q.ColumnText(1);
       m.message_id = q.ColumnText(2);
       std::vector<uint8_t> sealed = q.ColumnBlob(3);
-      auto opened = Unseal(key_, Aad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
+      auto opened = Unseal(key_, CopyAad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
       if (!opened) {
         damaged.push_back(m.seq);  // set aside below, so it cannot block the queue
         continue;
@@ -469,7 +410,7 @@ StatusOr<std::vector<QueuedMessage>> Store::Pending(const std::string& recipient
   return out;
 }
 
-StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, int64_t seq,
+StatusOr<std::optional<AckedMessage>> SqliteStore::Ack(const std::string& recipient, int64_t seq,
                                                  int64_t now_ms) {
   std::optional<AckedMessage> sender;
   // The message itself is no longer needed once delivered: drop the copy now.
@@ -485,13 +426,13 @@ StatusOr<std::optional<AckedMessage>> Store::Ack(const std::string& recipient, i
   return sender;
 }
 
-Status Store::DropBody(int64_t seq) {
+Status SqliteStore::DropBody(int64_t seq) {
   Query d(db_, Prepare("DELETE FROM bodies WHERE seq = ?1"));
   if (!d.Int(1, seq).Done()) return d.Error("store: dropping a delivered copy");
   return Status::Ok();
 }
 
-StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
+StatusOr<std::vector<ExpiredMessage>> SqliteStore::ExpireDue(int64_t now_ms) {
   std::vector<ExpiredMessage> out;
   {
     auto due = Due(now_ms);
@@ -505,7 +446,7 @@ StatusOr<std::vector<ExpiredMessage>> Store::ExpireDue(int64_t now_ms) {
   return out;
 }
 
-StatusOr<std::vector<ExpiredMessage>> Store::Due(int64_t now_ms) {
+StatusOr<std::vector<ExpiredMessage>> SqliteStore::Due(int64_t now_ms) {
   std::vector<ExpiredMessage> out;
   Query q(db_, Prepare("SELECT sender, message_id, recipient, label, seq FROM messages "
                        "WHERE state = 0 AND expires_ms <= ?1"));
@@ -518,7 +459,7 @@ StatusOr<std::vector<ExpiredMessage>> Store::Due(int64_t now_ms) {
   return out;
 }
 
-StatusOr<int64_t> Store::PurgeDue(int64_t now_ms) {
+StatusOr<int64_t> SqliteStore::PurgeDue(int64_t now_ms) {
   int64_t n = 0;
   {
     // Set-aside rows keep their bodies until purged.
@@ -535,7 +476,7 @@ StatusOr<int64_t> Store::PurgeDue(int64_t now_ms) {
   return n;
 }
 
-StatusOr<std::unordered_map<std::string, int64_t>> Store::QueueDepths() {
+StatusOr<std::unordered_map<std::string, int64_t>> SqliteStore::QueueDepths() {
   Query q(db_, Prepare("SELECT recipient, COUNT(*) FROM messages WHERE state = 0 GROUP BY recipient"));
   std::unordered_map<std::string, int64_t> out;
   int rc;
@@ -544,9 +485,9 @@ StatusOr<std::unordered_map<std::string, int64_t>> Store::QueueDepths() {
   return out;
 }
 
-StatusOr<std::vector<std::string>> Store::Disclosures(const std::string& sender,
+StatusOr<std::vector<std::string>> SqliteStore::Disclosures(const std::string& sender,
                                                       const std::string& case_ref) {
-  const std::string h = CaseHash(sender, case_ref);
+  const std::string h = CaseHash(key_, sender, case_ref);
   Query q(db_, Prepare("SELECT recipient FROM disclosures WHERE sender = ?1 AND case_hash = ?2 ORDER BY recipient"));
   q.Text(1, sender).Blob(2, h.data(), h.size());
   std::vector<std::string> out;
@@ -556,9 +497,9 @@ StatusOr<std::vector<std::string>> Store::Disclosures(const std::string& sender,
   return out;
 }
 
-StatusOr<std::vector<ExpiredMessage>> Store::QueuedOfCase(const std::string& sender,
+StatusOr<std::vector<ExpiredMessage>> SqliteStore::QueuedOfCase(const std::string& sender,
                                                           const std::string& case_ref) {
-  const std::string h = CaseHash(sender, case_ref);
+  const std::string h = CaseHash(key_, sender, case_ref);
   std::vector<ExpiredMessage> out;
   Query q(db_, Prepare("SELECT message_id, recipient, label, seq FROM messages "
                        "WHERE sender = ?1 AND case_hash = ?2 AND state = 0"));
@@ -571,9 +512,9 @@ StatusOr<std::vector<ExpiredMessage>> Store::QueuedOfCase(const std::string& sen
   return out;
 }
 
-StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& sender,
+StatusOr<std::vector<ExpiredMessage>> SqliteStore::EraseQueued(const std::string& sender,
                                                          const std::string& case_ref) {
-  const std::string h = CaseHash(sender, case_ref);
+  const std::string h = CaseHash(key_, sender, case_ref);
   auto queued = QueuedOfCase(sender, case_ref);
   if (!queued.ok()) return queued.status();
   std::vector<ExpiredMessage> out = std::move(*queued);
@@ -584,7 +525,7 @@ StatusOr<std::vector<ExpiredMessage>> Store::EraseQueued(const std::string& send
   return out;
 }
 
-Status Store::AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt) {
+Status SqliteStore::AddNotice(const std::string& agency, const std::vector<uint8_t>& receipt) {
   Query q(db_, Prepare("INSERT INTO notices (agency, receipt) VALUES (?1, ?2)"));
   if (!q.Text(1, agency).Blob(2, receipt.data(), receipt.size()).Done()) {
     return q.Error("store: writing a notice");
@@ -592,7 +533,7 @@ Status Store::AddNotice(const std::string& agency, const std::vector<uint8_t>& r
   return Status::Ok();
 }
 
-StatusOr<std::vector<Notice>> Store::Notices(const std::string& agency, int limit) {
+StatusOr<std::vector<Notice>> SqliteStore::Notices(const std::string& agency, int limit) {
   Query q(db_, Prepare("SELECT seq, receipt FROM notices WHERE agency = ?1 ORDER BY seq LIMIT ?2"));
   q.Text(1, agency).Int(2, limit);
   std::vector<Notice> out;
@@ -602,13 +543,13 @@ StatusOr<std::vector<Notice>> Store::Notices(const std::string& agency, int limi
   return out;
 }
 
-Status Store::DeleteNotice(int64_t seq) {
+Status SqliteStore::DeleteNotice(int64_t seq) {
   Query q(db_, Prepare("DELETE FROM notices WHERE seq = ?1"));
   if (!q.Int(1, seq).Done()) return q.Error("store: deleting a notice");
   return Status::Ok();
 }
 
-Status Store::AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& lines) {
+Status SqliteStore::AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& lines) {
   if (lines.empty()) return Status::Ok();
   // One row for the batch: a statement per record would cost more than the
   // records themselves.
@@ -628,13 +569,13 @@ Status Store::AppendLedger(const std::vector<std::pair<uint64_t, std::string>>& 
   return Status::Ok();
 }
 
-Status Store::TrimLedger(uint64_t up_to_seq) {
+Status SqliteStore::TrimLedger(uint64_t up_to_seq) {
   Query q(db_, Prepare("DELETE FROM ledger_tail WHERE seq <= ?1"));
   if (!q.Int(1, static_cast<int64_t>(up_to_seq)).Done()) return q.Error("store: trimming ledger records");
   return Status::Ok();
 }
 
-StatusOr<LedgerTail> Store::ReadLedgerTail() {
+StatusOr<LedgerTail> SqliteStore::ReadLedgerTail() {
   LedgerTail tail;
   {
     Query q(db_, Prepare("SELECT value FROM meta WHERE name = 'ledger_seq'"));
@@ -658,7 +599,7 @@ StatusOr<LedgerTail> Store::ReadLedgerTail() {
   return tail;
 }
 
-StatusOr<std::vector<QueueSummary>> Store::QueueSummaries() {
+StatusOr<std::vector<QueueSummary>> SqliteStore::QueueSummaries() {
   Query q(db_, Prepare("SELECT recipient, SUM(state = 0), MIN(CASE WHEN state = 0 THEN created_ms END), "
                        "SUM(state = 5) FROM messages WHERE state IN (0, 5) GROUP BY recipient ORDER BY recipient"));
   std::vector<QueueSummary> out;
@@ -670,7 +611,7 @@ StatusOr<std::vector<QueueSummary>> Store::QueueSummaries() {
   return out;
 }
 
-StatusOr<std::vector<QueueEntry>> Store::QueueEntries(const std::string& recipient, int limit) {
+StatusOr<std::vector<QueueEntry>> SqliteStore::QueueEntries(const std::string& recipient, int limit) {
   Query q(db_, Prepare("SELECT seq, sender, message_id, label, state, created_ms FROM messages "
                        "WHERE recipient = ?1 AND state IN (0, 5) ORDER BY seq LIMIT ?2"));
   q.Text(1, recipient).Int(2, limit);
@@ -693,7 +634,7 @@ StatusOr<std::vector<QueueEntry>> Store::QueueEntries(const std::string& recipie
   return out;
 }
 
-Status Store::Backup(const std::string& source, const std::string& destination) {
+Status SqliteStore::Backup(const std::string& source, const std::string& destination) {
   struct stat st {};
   if (::stat(destination.c_str(), &st) == 0) {
     return Status::InvalidArgument("backup: " + destination + " exists; back up into a new folder");
