@@ -72,12 +72,13 @@ liaison::Status CheckDataFileModes(const liaison::broker::BrokerConfig& config) 
 }
 
 // One connection to the configured storage backend (config validation
-// admits only the backends this build has). `max_value_bytes`: see
-// SqliteStore::Open.
+// admits only the backends this build has): the writer thread's (`writer`,
+// with `max_value_bytes`, see SqliteStore::Open) or a reader's.
 liaison::StatusOr<std::unique_ptr<liaison::store::Store>> OpenStore(const liaison::broker::StoreConfig& config,
                                                                    const liaison::store::StoreKey& key,
-                                                                   size_t max_value_bytes = 0) {
-  auto opened = liaison::store::SqliteStore::Open(config.path, key, max_value_bytes);
+                                                                   bool writer = false, size_t max_value_bytes = 0) {
+  auto opened = liaison::store::SqliteStore::Open(config.path, key, max_value_bytes,
+                                                  /*background_checkpoints=*/writer);
   if (!opened.ok()) return opened.status();
   return std::unique_ptr<liaison::store::Store>(std::move(*opened));
 }
@@ -218,7 +219,7 @@ int main(int argc, char** argv) {
   // names for each recipient): anything larger is a bug, and fails its batch
   // rather than being stored.
   auto store = OpenStore(
-      config->store, *store_key,
+      config->store, *store_key, /*writer=*/true,
       std::max<size_t>(config->limits.max_message_bytes * liaison::broker::kMaxCopyExpansion + 64 * 1024,
                        16 * 1024 * 1024));
   if (!store.ok()) {

@@ -5,7 +5,9 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "testing/fixtures.h"
 
@@ -285,6 +287,41 @@ TEST(StoreFaultTest, AValueSqliteRefusesFailsTheWriteInsteadOfStoringAnEmptyRow)
   ASSERT_TRUE(pending.ok());
   EXPECT_TRUE(pending->empty());
   EXPECT_FALSE(store.FindReceipt("a", "big")->has_value());
+}
+
+// The broker's writer leaves copying the WAL into the database file to the
+// store's own checkpointer thread: the file fills while the writer only
+// commits, and everything committed reads back after a reopen.
+TEST(StoreTest, BackgroundCheckpointsMoveTheWalIntoTheFile) {
+  TempDir dir;
+  const std::string path = dir.file("s.db");
+  {
+    auto s = SqliteStore::Open(path, Key(12), 0, /*background_checkpoints=*/true);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    struct stat before {};
+    ASSERT_EQ(0, ::stat(path.c_str(), &before));
+    // 2,000 copies of 4 KiB: some 3,000 pages, past the checkpointer's wake size.
+    for (int b = 0; b < 20; ++b) {
+      WriteBatch batch;
+      for (int i = 0; i < 100; ++i) {
+        const std::string id = "m" + std::to_string(b * 100 + i);
+        batch.copies.push_back({"a", id, "b", "CASE-1", "", std::vector<uint8_t>(4096, 'x'), 1000, 1000000, 2000000});
+      }
+      ASSERT_TRUE((*s)->Apply(batch).ok());
+    }
+    struct stat after {};
+    for (int i = 0; i < 100; ++i) {  // at most 10 s
+      ASSERT_EQ(0, ::stat(path.c_str(), &after));
+      if (after.st_size > before.st_size + 4 * 1024 * 1024) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    EXPECT_GT(after.st_size, before.st_size + 4 * 1024 * 1024) << "the WAL was not copied into the file";
+  }
+  auto reopened = SqliteStore::Open(path, Key(12));
+  ASSERT_TRUE(reopened.ok()) << reopened.status().ToString();
+  auto depths = (*reopened)->QueueDepths();
+  ASSERT_TRUE(depths.ok());
+  EXPECT_EQ(2000, (*depths)["b"]);
 }
 
 // Every backend seals copies the same way: a copy opens only under its key

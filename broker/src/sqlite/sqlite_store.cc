@@ -11,9 +11,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 namespace liaison::store {
 namespace {
@@ -138,8 +142,92 @@ class Query {
 
 }  // namespace
 
+// Copies the WAL into the database file on its own thread and connection.
+// The writer's commit hook wakes it once the WAL holds kWakePages pages; it
+// also runs once a second. Its checkpoints are PASSIVE: they never wait for,
+// nor block, the writer or a reader; what a reader still needs is copied by
+// a later one. A failure is logged and tried again: the WAL keeps every
+// commit durable meanwhile, it only grows.
+class Checkpointer {
+ public:
+  static constexpr int kWakePages = 1000;  // SQLite's own autocheckpoint size
+
+  static StatusOr<std::unique_ptr<Checkpointer>> Start(const std::string& path) {
+    std::unique_ptr<Checkpointer> c(new Checkpointer());
+    if (sqlite3_open_v2(path.c_str(), &c->db_, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+      return Status::IoError(SqliteError(c->db_, "cannot open the store " + path + " for checkpoints"));
+    }
+    sqlite3_busy_timeout(c->db_, 0);  // PASSIVE: never waits
+    char* error = nullptr;
+    if (sqlite3_exec(c->db_, "PRAGMA synchronous=FULL", nullptr, nullptr, &error) != SQLITE_OK) {
+      Status st = Status::IoError(SqliteError(c->db_, std::string("store ") + path + ": " + (error ? error : "error")));
+      sqlite3_free(error);
+      return st;
+    }
+    c->thread_ = std::thread([raw = c.get()] { raw->Loop(); });
+    return c;
+  }
+
+  ~Checkpointer() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_one();
+    if (thread_.joinable()) thread_.join();
+    if (db_) sqlite3_close(db_);
+  }
+
+  // From the writer's commit hook: `pages` are in the WAL now.
+  void Committed(int pages) {
+    if (pages < kWakePages) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      wake_ = true;
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  Checkpointer() = default;
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stopping_) {
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return wake_ || stopping_; });
+      wake_ = false;
+      lock.unlock();
+      Run();
+      lock.lock();
+    }
+  }
+
+  void Run() {
+    int log_frames = 0, copied = 0;
+    const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames, &copied);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY) {
+      failing_ = false;
+      return;
+    }
+    // Once per run of failures: the same error every second says nothing new.
+    if (!failing_) {
+      spdlog::warn("event=store_checkpoint_failed error=\"{}\" effect=the_wal_grows_until_one_succeeds",
+                   SqliteError(db_, "checkpoint"));
+    }
+    failing_ = true;
+  }
+
+  sqlite3* db_ = nullptr;
+  bool failing_ = false;  // the thread's own
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool wake_ = false;      // guarded by mutex_
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread thread_;
+};
+
 StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreKey& key,
-                                             size_t max_value_bytes) {
+                                                         size_t max_value_bytes, bool background_checkpoints) {
   std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->key_ = key;
   store->path_ = path;
@@ -207,12 +295,30 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
                   static_cast<int>(std::min<size_t>(max_value_bytes, 1'000'000'000)));
   }
   LIAISON_RETURN_IF_ERROR(store->CheckKey());
+  if (background_checkpoints) {
+    auto checkpointer = Checkpointer::Start(path);
+    if (!checkpointer.ok()) return checkpointer.status();
+    store->checkpointer_ = std::move(*checkpointer);
+    // Replaces SQLite's autocheckpoint (the same hook): the commit only
+    // wakes the checkpointer.
+    sqlite3_wal_hook(
+        store->db_,
+        [](void* c, sqlite3*, const char*, int pages) {
+          static_cast<Checkpointer*>(c)->Committed(pages);
+          return SQLITE_OK;
+        },
+        store->checkpointer_.get());
+  }
   return store;
 }
 
 SqliteStore::~SqliteStore() {
   for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
-  if (db_) sqlite3_close(db_);
+  if (db_) {
+    sqlite3_wal_hook(db_, nullptr, nullptr);
+    sqlite3_close(db_);
+  }
+  checkpointer_.reset();  // after the last commit that could wake it
 }
 
 Status SqliteStore::CheckKey() {
