@@ -99,7 +99,10 @@ test-tsan: deps
 
 # libFuzzer targets (clang, ASan + UBSan) in build-fuzz/, each run for
 # FUZZ_SECONDS from its seed corpus in tests/fuzz/corpus/<target>/ (new
-# inputs go to build-fuzz/corpus/, crashes to build-fuzz/findings/).
+# inputs go to build-fuzz/corpus/, crashes to build-fuzz/findings/, each
+# run's whole output to build-fuzz/findings/<target>.log). A crash, leak,
+# timeout or out-of-memory fails the target: the fuzzer's own exit status
+# decides, not the filter that shows its figures.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := fuzz_inbound fuzz_policy_load fuzz_json_envelope fuzz_gateway_request
 fuzz-build:
@@ -115,8 +118,12 @@ fuzz: fuzz-build
 	  echo "== $$t ($(FUZZ_SECONDS) s)"; \
 	  $(BUILD_DIR)-fuzz/bin/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	    -artifact_prefix=$(BUILD_DIR)-fuzz/findings/$$t- \
-	    $(BUILD_DIR)-fuzz/corpus/$$t tests/fuzz/corpus/$${t#fuzz_} 2>&1 | \
-	    grep -E "stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|Test unit written" || exit 1; \
+	    $(BUILD_DIR)-fuzz/corpus/$$t tests/fuzz/corpus/$${t#fuzz_} \
+	    >$(BUILD_DIR)-fuzz/findings/$$t.log 2>&1; rc=$$?; \
+	  grep -E "stat::number_of_executed_units|stat::peak_rss|ERROR|SUMMARY|Test unit written" \
+	    $(BUILD_DIR)-fuzz/findings/$$t.log; \
+	  if [ $$rc -ne 0 ]; then \
+	    echo "$$t failed (exit $$rc); its output: $(BUILD_DIR)-fuzz/findings/$$t.log"; exit 1; fi; \
 	done
 
 # Broker and agencies on separate network namespaces (needs root; skips

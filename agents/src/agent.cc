@@ -146,6 +146,10 @@ void Agent::HandleBrokerMessage() {
   if (command == wire::kReceipt) {
     if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
       std::string id = receipt->message_id() ? receipt->message_id()->str() : std::string();
+      if (id.empty() && stale_unreadable_receipts_ > 0) {
+        --stale_unreadable_receipts_;
+        return;
+      }
       if (receipts_.insert_or_assign(id, ReceiptBuffer(std::move(bytes), receipt)).second) {
         receipt_order_.push_back(std::move(id));
       }
@@ -196,11 +200,13 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
   receipts_.erase("");
   const auto deadline = Clock::now() + options_.receipt_timeout;
   auto next_send = Clock::now();
+  int transmissions = 0;
   try {
     while (true) {
       const auto now = Clock::now();
       if (now >= next_send) {
         LIAISON_RETURN_IF_ERROR(SendFrames(wire::kSend, envelope));
+        ++transmissions;
         next_send = now + options_.resend_interval;
       }
       // The broker answers with an empty id when it could not read one (a
@@ -209,6 +215,11 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
       auto it = receipts_.find(id);
       if (it == receipts_.end()) it = receipts_.find("");
       if (it != receipts_.end()) {
+        // Every resend of a message answered without an id is answered
+        // without one too, later: those answers are not the next message's.
+        // (One lost with a broker restart costs a later such Send one
+        // resend interval; taking it for another message's would be wrong.)
+        if (it->first.empty()) stale_unreadable_receipts_ += transmissions - 1;
         ReceiptBuffer receipt = std::move(it->second);
         receipts_.erase(it);
         if (receipts_.empty()) receipt_order_.clear();  // TakeReceipt's order; bounded here

@@ -88,6 +88,30 @@ TEST_F(MessageIdTest, AnIdThatCouldCarryPersonalDataIsRefusedAndNeverLogged) {
   EXPECT_EQ(std::string::npos, ledger.find("Amina"));
 }
 
+// A refusal of such an id carries no id, so a slow broker (found under
+// ThreadSanitizer: the first answer took longer than resend_interval) made
+// the agent resend, and the second refusal was taken for the next message's
+// receipt: a stored message reported refused. A 1 ms resend interval
+// resends every message many times before its answer comes.
+TEST_F(MessageIdTest, ARefusalOfAResentHostileIdIsNotTakenForTheNextMessagesReceipt) {
+  auto options = broker_->AgentFor(a_);
+  options.resend_interval = 1ms;
+  auto agent = Agent::Connect(options);
+  ASSERT_TRUE(agent.ok()) << agent.status().ToString();
+  for (int i = 0; i < 5; ++i) {
+    auto refused = (*agent)->Send(Envelope("amina.yusuf+" + std::to_string(i) + "@mombasa.example", "b"));
+    ASSERT_TRUE(refused.ok()) << refused.status().ToString();
+    EXPECT_EQ(wire::Code::invalid_field, (*refused)->code());
+    const std::string id = "valid-" + std::to_string(i);
+    auto stored = (*agent)->Send(Envelope(id, "b"));
+    ASSERT_TRUE(stored.ok()) << stored.status().ToString();
+    EXPECT_EQ(wire::Code::ok, (*stored)->code()) << id << " was answered with another message's receipt: "
+                                                 << ((*stored)->detail() ? (*stored)->detail()->str() : "");
+    ASSERT_TRUE((*stored)->message_id());
+    EXPECT_EQ(id, (*stored)->message_id()->str());
+  }
+}
+
 TEST_F(MessageIdTest, UlidsUuidsAndTheLongestTokenAreAccepted) {
   for (const std::string& id : {wire::NewMessageId(), std::string("0190c7a2-7b1e-7cc2-9a4e-3f1d2b6c8e90"),
                                 std::string(64, 'Z'), std::string("m.1_b-2")}) {

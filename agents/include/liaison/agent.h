@@ -160,6 +160,10 @@ class Agent {
   std::unordered_set<std::string> in_progress_;
   std::unordered_map<std::string, ReceiptBuffer> receipts_;  // by message id ("" = unreadable)
   std::deque<std::string> receipt_order_;  // ids in receipts_, oldest first, for TakeReceipt
+  // Receipts without an id still due for resends of earlier Send()s that
+  // were answered without one (an id the broker cannot read or echo): each
+  // is dropped on arrival, so that it is not taken for the next message's.
+  int stale_unreadable_receipts_ = 0;
 };
 
 }  // namespace liaison
