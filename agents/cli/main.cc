@@ -389,7 +389,7 @@ int main(int argc, char** argv) {
   query->add_option("--agency", query_options.agency, "records where this agency sent or received");
   query->add_option("--rule", query_options.rule, "records decided by this rule id");
   query->add_option("--decision", query_options.decision,
-                    "released, denied, delivered, expired, erased or break_glass");
+                    "released, denied, delivered, expired, erased, break_glass, purged or requeued");
   query->add_option("--since", query_options.since, "from this time (RFC 3339, inclusive)");
   query->add_option("--until", query_options.until, "before this time (RFC 3339)");
   query->add_option("--format", query_options.format, "table (default), json or csv");
@@ -472,6 +472,14 @@ int main(int argc, char** argv) {
   add_target(queues);
   queues->add_option("--recipient", queues_recipient, "list this recipient's messages");
   queues->add_option("--limit", queues_limit, "at most this many (1..10000)")->capture_default_str();
+  std::string purge_set_aside, requeue_set_aside;
+  auto* purge_option = queues->add_option(
+      "--purge-set-aside", purge_set_aside,
+      "delete these set-aside messages of --recipient, undelivered: SEQ[,SEQ...] or all (each in the ledger)");
+  queues->add_option("--requeue-set-aside", requeue_set_aside,
+                     "put these set-aside messages of --recipient back in its queue for delivery: SEQ[,SEQ...] "
+                     "or all (each in the ledger)")
+      ->excludes(purge_option);
   std::string backup_config = "/etc/liaison/broker.yaml", backup_out;
   auto* backup = app.add_subcommand(
       "backup", "copy the store (SQLite online backup) and the ledger into a new folder, while the broker runs");
@@ -486,6 +494,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (status->parsed()) return liaison::cli::StatusCommand(broker_target, operator_json);
   if (queues->parsed()) {
+    if (!purge_set_aside.empty() || !requeue_set_aside.empty()) {
+      const bool requeue = !requeue_set_aside.empty();
+      return liaison::cli::SetAsideCommand(broker_target, queues_recipient, requeue,
+                                           requeue ? requeue_set_aside : purge_set_aside, operator_json);
+    }
     return liaison::cli::QueuesCommand(broker_target, queues_recipient, queues_limit, operator_json);
   }
   if (backup->parsed()) return liaison::cli::BackupCommand(backup_config, backup_out);

@@ -293,6 +293,9 @@ int main(int argc, char** argv) {
     sources.policy_version = [&reactor] { return reactor.policies()->version(); };
     sources.store = std::move(*operator_reader);
     sources.ledger_path = config->ledger.path;
+    sources.set_aside = [&reactor](const liaison::broker::SetAsideRequest& request) {
+      return reactor.ActOnSetAside(request, std::chrono::seconds(4));
+    };
     operators = std::make_unique<liaison::broker::OperatorServer>(std::move(sources));
     if (auto st = operators->Start(config->admin_socket); !st.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", st.message());

@@ -1,7 +1,9 @@
 // The operator's commands against a real broker: --version and
 // --check-config, `liaison status` and `liaison queues` while messages wait,
-// and `liaison backup` during traffic restored into a fresh folder.
+// purging and requeueing set-aside messages, and `liaison backup` during
+// traffic restored into a fresh folder.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -41,6 +43,37 @@ std::string Send(Agent& agent, const std::string& id, const std::string& to) {
 }
 
 bool Stored(Agent& agent, const std::string& id, const std::string& to) { return Send(agent, id, to) == "ok"; }
+
+// Runs `sql` on the store file beside the broker (as an operator's repair
+// would); false with the error printed if it fails.
+bool ExecSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  bool ok = sqlite3_open(path.c_str(), &db) == SQLITE_OK && sqlite3_busy_timeout(db, 5000) == SQLITE_OK;
+  char* error = nullptr;
+  ok = ok && sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) == SQLITE_OK;
+  if (!ok) std::cerr << "sqlite: " << (error ? error : sqlite3_errmsg(db)) << "\n";
+  sqlite3_free(error);
+  sqlite3_close(db);
+  return ok;
+}
+
+// The store's seq of `recipient`'s copy of `id` (0 if none).
+int64_t SeqOf(const std::string& path, const std::string& id, const std::string& recipient) {
+  sqlite3* db = nullptr;
+  int64_t seq = 0;
+  sqlite3_stmt* q = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK &&
+      sqlite3_busy_timeout(db, 5000) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT seq FROM messages WHERE message_id = ?1 AND recipient = ?2", -1, &q,
+                         nullptr) == SQLITE_OK &&
+      sqlite3_bind_text(q, 1, id.c_str(), -1, SQLITE_TRANSIENT) == SQLITE_OK &&
+      sqlite3_bind_text(q, 2, recipient.c_str(), -1, SQLITE_TRANSIENT) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+    seq = sqlite3_column_int64(q, 0);
+  }
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return seq;
+}
 
 class OperatorTest : public ::testing::Test {
  protected:
@@ -163,6 +196,108 @@ TEST_F(OperatorTest, StatusAndQueuesShowWaitingMessagesWithoutContents) {
   broker.Stop();
   EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "status", "--config", broker.config_path()}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("did not answer")) << err;
+}
+
+TEST_F(OperatorTest, SetAsideMessagesArePurgedOrRequeuedEachInTheLedger) {
+  BrokerProcess broker(dir_, {a_, b_});
+  ASSERT_TRUE(broker.Start().ok());
+  {
+    auto sender = Agent::Connect(broker.AgentFor(a_));
+    ASSERT_TRUE(sender.ok());
+    for (const char* id : {"s-purge", "s-requeue", "s-good"}) ASSERT_TRUE(Stored(**sender, id, "b"));
+  }
+  broker.Stop();
+  const int64_t purge_seq = SeqOf(broker.store_path(), "s-purge", "b");
+  const int64_t requeue_seq = SeqOf(broker.store_path(), "s-requeue", "b");
+  const int64_t good_seq = SeqOf(broker.store_path(), "s-good", "b");
+  ASSERT_TRUE(purge_seq > 0 && requeue_seq > 0 && good_seq > 0);
+  // Two damaged copies (they no longer decrypt); the intact body of one is
+  // kept aside, as a backup would keep it.
+  ASSERT_TRUE(ExecSql(broker.store_path(),
+                      "CREATE TABLE kept AS SELECT seq, sealed FROM bodies WHERE seq = " + std::to_string(requeue_seq) +
+                          "; UPDATE bodies SET sealed = zeroblob(40) WHERE seq IN (" + std::to_string(purge_seq) +
+                          ", " + std::to_string(requeue_seq) + ");"));
+  ASSERT_TRUE(broker.Start().ok());
+  auto receiver = Agent::Connect(broker.AgentFor(b_, wire::Role::receiver));
+  ASSERT_TRUE(receiver.ok());
+  {
+    auto m = (*receiver)->Receive(5000ms);
+    ASSERT_TRUE(m.ok() && m->has_value());
+    EXPECT_EQ("s-good", (**m)->id()->str()) << "the damaged copies are set aside, not delivered";
+    ASSERT_TRUE((*receiver)->Ack("a", "s-good").ok());
+  }
+  std::string out, err;
+  const std::vector<std::string> list = {LIAISON_CLI_BIN, "queues", "--config", broker.config_path(), "--recipient",
+                                         "b"};
+  bool both_set_aside = false;
+  for (int attempt = 0; attempt < 50 && !both_set_aside; ++attempt) {
+    ASSERT_EQ(0, RunCommand(list, &out, &err)) << err;
+    both_set_aside = out.find("set-aside") != out.rfind("set-aside");
+    if (!both_set_aside) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(both_set_aside) << out;
+
+  auto cli = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {LIAISON_CLI_BIN, "queues", "--config", broker.config_path()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunCommand(argv, &out, &err);
+  };
+  // Refused without a recipient, with a malformed list, and for a copy that
+  // is not set aside (delivered): nothing happens to the others.
+  EXPECT_EQ(2, cli({"--purge-set-aside", "all"}));
+  EXPECT_NE(std::string::npos, err.find("--recipient")) << err;
+  EXPECT_EQ(2, cli({"--recipient", "b", "--purge-set-aside", "1;2"}));
+  EXPECT_EQ(1, cli({"--recipient", "b", "--purge-set-aside", std::to_string(good_seq)}));
+  EXPECT_NE(std::string::npos, out.find("not set aside for b, nothing done: seq " + std::to_string(good_seq))) << out;
+
+  ASSERT_EQ(0, cli({"--recipient", "b", "--purge-set-aside", std::to_string(purge_seq)})) << out << err;
+  EXPECT_NE(std::string::npos, out.find("purged 1 set-aside message(s) of b")) << out;
+  EXPECT_NE(std::string::npos, out.find("seq " + std::to_string(purge_seq) + " from a id s-purge CaseUpdate")) << out;
+  // Purged once: a second purge finds nothing.
+  EXPECT_EQ(1, cli({"--recipient", "b", "--purge-set-aside", std::to_string(purge_seq)}));
+
+  // The operator repairs the other copy's body in place (from the backup),
+  // then requeues it: the connected receiver gets it.
+  ASSERT_TRUE(ExecSql(broker.store_path(), "UPDATE bodies SET sealed = (SELECT sealed FROM kept) WHERE seq = " +
+                                               std::to_string(requeue_seq) + "; DROP TABLE kept;"));
+  ASSERT_EQ(0, cli({"--recipient", "b", "--requeue-set-aside", "all", "--json"})) << out << err;
+  EXPECT_NE(std::string::npos, out.find("\"action\": \"requeued\"")) << out;
+  EXPECT_NE(std::string::npos, out.find("\"message_id\": \"s-requeue\"")) << out;
+  {
+    auto m = (*receiver)->Receive(5000ms);
+    ASSERT_TRUE(m.ok() && m->has_value()) << "the requeued copy is delivered";
+    EXPECT_EQ("s-requeue", (**m)->id()->str());
+    ASSERT_TRUE((*receiver)->Ack("a", "s-requeue").ok());
+  }
+  bool empty = false;
+  for (int attempt = 0; attempt < 50 && !empty; ++attempt) {
+    ASSERT_EQ(0, RunCommand(list, &out, &err));
+    empty = out.find("no queued or set-aside messages") != std::string::npos;
+    if (!empty) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(empty) << out;
+  receiver->reset();
+  broker.Stop();
+
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", broker.ledger_path(), "--public-key",
+                           broker.ledger_public_key()},
+                          &out, &err))
+      << out << err;
+  for (const std::string decision : {"purged", "requeued"}) {
+    ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "query", "--ledger", broker.ledger_path(), "--decision",
+                             decision, "--format", "csv"},
+                            &out, &err))
+        << err;
+    const std::string id = decision == "purged" ? "s-purge" : "s-requeue";
+    EXPECT_NE(std::string::npos, out.find("," + decision + "," + id + ",")) << out;
+    EXPECT_NE(std::string::npos, out.find(",a,b,CaseUpdate,")) << out;
+    EXPECT_NE(std::string::npos, out.find(",operator,")) << out;
+    EXPECT_EQ(2u, std::count(out.begin(), out.end(), '\n')) << "one record: " << out;
+  }
+  for (const std::string& text : {ReadText(broker.ledger_path()), broker.log()}) {
+    EXPECT_EQ(std::string::npos, text.find("SECRET-NOTE-TEXT"));
+    EXPECT_EQ(std::string::npos, text.find("CASE-7"));
+  }
 }
 
 TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {

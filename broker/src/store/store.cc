@@ -23,7 +23,8 @@ constexpr int kNonceBytes = 12;
 constexpr int kTagBytes = 16;
 constexpr const char* kKeyCheckText = "liaison store key check v1";
 
-// Rows: 0 queued, 2 acked, 3 expired, 4 erased, 5 damaged (does not decrypt).
+// Rows: 0 queued, 2 acked, 3 expired, 4 erased, 5 damaged (does not decrypt),
+// 6 purged by an operator (was 5).
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -336,6 +337,16 @@ Status Store::Apply(const WriteBatch& batch) {
         // A set-aside copy is kept (a restored key may open it); the others
         // are gone with their message.
         if (state != 5 && sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(seq));
+      }
+    }
+    // An operator's decision on a set-aside copy: only one still set aside
+    // changes. A purged copy's body goes; a requeued one is read again.
+    for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{6, &batch.purged},
+                                      {0, &batch.requeued}}) {
+      for (int64_t seq : *seqs) {
+        Query u(db_, Prepare("UPDATE messages SET state = ?2 WHERE seq = ?1 AND state = 5"));
+        if (!u.Int(1, seq).Int(2, state).Done()) return u.Error("store: changing a set-aside message");
+        if (state == 6 && sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(seq));
       }
     }
     for (const auto& [agency, receipt] : batch.notices) LIAISON_RETURN_IF_ERROR(AddNotice(agency, receipt));
@@ -690,6 +701,19 @@ StatusOr<std::vector<QueueEntry>> Store::QueueEntries(const std::string& recipie
     out.push_back(std::move(e));
   }
   if (rc != SQLITE_DONE) return q.Error("store: reading the queue of " + recipient);
+  return out;
+}
+
+StatusOr<std::vector<ExpiredMessage>> Store::SetAside(const std::string& recipient) {
+  Query q(db_, Prepare("SELECT sender, message_id, recipient, label, seq FROM messages "
+                       "WHERE recipient = ?1 AND state = 5 ORDER BY seq"));
+  q.Text(1, recipient);
+  std::vector<ExpiredMessage> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    out.push_back({q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnText(3), q.ColumnInt(4)});
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: reading the set-aside messages of " + recipient);
   return out;
 }
 
