@@ -437,6 +437,16 @@ int main(int argc, char** argv) {
                               "DIR/dpo-keys, as at onboarding");
   verify_policies->add_option("--quorum", quorum, "agency DPO signatures the vocabulary needs (default 2)");
   liaison::cli::DiffOptions diff_options;
+  std::string install_staged, install_live, install_pins;
+  uint64_t install_quorum = 2;
+  auto* install = policy->add_subcommand(
+      "install", "check STAGED as the broker would load it, then make it LIVE in one atomic step "
+                 "(LIVE is untouched if anything fails)");
+  install->add_option("staged", install_staged, "the reviewed copy of the policies folder")->required();
+  install->add_option("live", install_live, "the broker's policies folder (policies_dir)")->required();
+  install->add_option("--pins", install_pins,
+                      "also check DPO signatures against the broker's pins file (policy_signing.pins_file)");
+  install->add_option("--quorum", install_quorum, "agency DPO signatures the vocabulary needs (default 2)");
   auto* diff = policy->add_subcommand(
       "diff", "preview a change: every flow's decision and fields before and after (exit 3 if anything widens)");
   diff->add_option("old", diff_options.before_dir, "the policies directory live now")->required();
@@ -515,6 +525,9 @@ int main(int argc, char** argv) {
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
   if (diff->parsed()) return liaison::cli::PolicyDiffCommand(diff_options);
   if (sign->parsed()) return liaison::cli::PolicySign(sign_file, sign_key);
+  if (install->parsed()) {
+    return liaison::cli::PolicyInstall(install_staged, install_live, install_pins, install_quorum);
+  }
   if (verify_policies->parsed()) return liaison::cli::PolicyVerify(policy_dir, pins_file, quorum);
   if (rotate->parsed()) return liaison::cli::PolicyRotateKey(policy_dir, rotate_agency, rotate_old, rotate_new);
   if (keygen->parsed()) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -298,6 +299,80 @@ TEST_F(OperatorTest, SetAsideMessagesArePurgedOrRequeuedEachInTheLedger) {
     EXPECT_EQ(std::string::npos, text.find("SECRET-NOTE-TEXT"));
     EXPECT_EQ(std::string::npos, text.find("CASE-7"));
   }
+}
+
+// Every file under `root` by relative path, with its bytes.
+std::map<std::string, std::string> Snapshot(const std::string& root) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (entry.is_regular_file()) files[fs::relative(entry.path(), root).string()] = ReadText(entry.path().string());
+  }
+  return files;
+}
+
+// The policy version the running broker reports (liaison status --json).
+std::string LivePolicyVersion(const BrokerProcess& broker) {
+  std::string out, err;
+  if (RunCommand({LIAISON_CLI_BIN, "status", "--socket", broker.admin_socket(), "--json"}, &out, &err) != 0) return "";
+  const std::string key = "\"policy_version\": \"";
+  const size_t at = out.find(key);
+  if (at == std::string::npos) return "";
+  return out.substr(at + key.size(), out.find('"', at + key.size()) - at - key.size());
+}
+
+TEST_F(OperatorTest, PolicyInstallReplacesTheLiveSetAtomicallyOrNotAtAll) {
+  BrokerProcess broker(dir_, {a_, b_});
+  ASSERT_TRUE(broker.Start().ok());
+  const std::string live = broker.policies_dir();
+  const std::string staged = dir_.file("staged");
+  fs::copy(live, staged, fs::copy_options::recursive);
+  const auto before = Snapshot(live);
+  const std::string version_before = LivePolicyVersion(broker);
+  ASSERT_FALSE(version_before.empty());
+  const std::string b_file = "/agencies/b.yaml";
+  const std::string good = ReadText(staged + b_file);
+  std::string out, err;
+  auto no_leftovers = [&] {
+    for (const auto& entry : fs::directory_iterator(fs::path(live).parent_path())) {
+      if (entry.path().filename().string().find(".install-") != std::string::npos) return false;
+    }
+    return true;
+  };
+
+  // A broken staged set is refused with the broker's file:line error; LIVE
+  // stays byte for byte as it was.
+  WriteText(staged + b_file, good + "release:\n  - id: [unclosed\n");
+  EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("b.yaml:")) << err;
+  EXPECT_NE(std::string::npos, err.find("REFUSED")) << err;
+  EXPECT_EQ(before, Snapshot(live));
+  EXPECT_TRUE(no_leftovers());
+
+  // A valid set whose files are not signed by the pinned DPO keys.
+  WriteText(staged + b_file, good + "# reviewed by the DPO\n");
+  const std::string pins = dir_.file("dpo-pins");
+  WriteText(pins, "a " + std::string(64, 'a') + "\n");
+  EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live, "--pins", pins}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("REFUSED")) << err;
+  EXPECT_EQ(before, Snapshot(live));
+  EXPECT_TRUE(no_leftovers());
+
+  // The same set without signing goes live, whole, and the broker reloads it.
+  EXPECT_EQ(2, RunCommand({LIAISON_CLI_BIN, "policy", "install", live, live}, &out, &err));
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live}, &out, &err)) << out << err;
+  const std::string key = "policy version ";
+  ASSERT_NE(std::string::npos, out.find(key)) << out;
+  const std::string version = out.substr(out.find(key) + key.size(), 16);
+  EXPECT_NE(version_before, version);
+  EXPECT_EQ(Snapshot(staged), Snapshot(live));
+  EXPECT_TRUE(no_leftovers());
+  std::string reported;
+  for (int attempt = 0; attempt < 100 && reported != version; ++attempt) {
+    std::this_thread::sleep_for(100ms);
+    reported = LivePolicyVersion(broker);
+  }
+  EXPECT_EQ(version, reported) << broker.log();
+  EXPECT_EQ(std::string::npos, broker.log().find("event=reload_failed")) << "the broker never saw a partial set";
 }
 
 TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
