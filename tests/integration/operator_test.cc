@@ -4,6 +4,7 @@
 // traffic restored into a fresh folder.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -373,6 +374,61 @@ TEST_F(OperatorTest, PolicyInstallReplacesTheLiveSetAtomicallyOrNotAtAll) {
   }
   EXPECT_EQ(version, reported) << broker.log();
   EXPECT_EQ(std::string::npos, broker.log().find("event=reload_failed")) << "the broker never saw a partial set";
+}
+
+// The broker sees a policy change as it happens (inotify), also one that
+// keeps the file's size and modification time, which polling sizes and
+// times cannot see, and also after the folder was replaced by an install.
+TEST_F(OperatorTest, PolicyChangesAreSeenEvenWithTheSameSizeAndTime) {
+  BrokerProcess broker(dir_, {a_, b_});
+  const std::string live = broker.policies_dir();
+  const std::string b_file = "/agencies/b.yaml";
+  WriteText(live + b_file, ReadText(live + b_file) + "# revision A\n");
+  ASSERT_TRUE(broker.Start().ok());
+  ASSERT_FALSE(LivePolicyVersion(broker).empty());
+  auto wait_for_version = [&](const std::string& want) {
+    std::string reported;
+    for (int attempt = 0; attempt < 100 && reported != want; ++attempt) {
+      std::this_thread::sleep_for(100ms);
+      reported = LivePolicyVersion(broker);
+    }
+    return reported;
+  };
+  auto same_size_and_time_edit = [&](const std::string& from, const std::string& to) {
+    const std::string path = live + b_file;
+    struct stat st {};
+    ASSERT_EQ(0, ::stat(path.c_str(), &st));
+    std::string text = ReadText(path);
+    const size_t at = text.rfind(from);
+    ASSERT_NE(std::string::npos, at);
+    text.replace(at, from.size(), to);
+    WriteText(path, text);
+    const timespec times[2] = {st.st_atim, st.st_mtim};
+    ASSERT_EQ(0, ::utimensat(AT_FDCWD, path.c_str(), times, 0));
+  };
+  auto version_of = [&](const std::string& dir) {
+    std::string out, err;
+    RunCommand({LIAISON_CLI_BIN, "policy", "check", dir}, &out, &err);
+    return out.substr(out.rfind(' ') + 1, 16);
+  };
+
+  same_size_and_time_edit("# revision A", "# revision B");
+  const std::string b = version_of(live);
+  EXPECT_EQ(b, wait_for_version(b)) << broker.log();
+
+  // Replaced by an install (one rename), then edited in place again.
+  const std::string staged = dir_.file("staged");
+  fs::copy(live, staged, fs::copy_options::recursive);
+  WriteText(staged + b_file, ReadText(staged + b_file) + "# installed\n");
+  std::string out, err;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live}, &out, &err)) << out << err;
+  const std::string installed = version_of(live);
+  EXPECT_EQ(installed, wait_for_version(installed)) << broker.log();
+  same_size_and_time_edit("# revision B", "# revision C");
+  const std::string c = version_of(live);
+  EXPECT_NE(installed, c);
+  EXPECT_EQ(c, wait_for_version(c)) << broker.log();
+  EXPECT_EQ(std::string::npos, broker.log().find("policy_watch_unavailable")) << broker.log();
 }
 
 TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
