@@ -389,7 +389,7 @@ int main(int argc, char** argv) {
   query->add_option("--agency", query_options.agency, "records where this agency sent or received");
   query->add_option("--rule", query_options.rule, "records decided by this rule id");
   query->add_option("--decision", query_options.decision,
-                    "released, denied, delivered, expired, erased or break_glass");
+                    "released, denied, delivered, expired, erased, break_glass, purged or requeued");
   query->add_option("--since", query_options.since, "from this time (RFC 3339, inclusive)");
   query->add_option("--until", query_options.until, "before this time (RFC 3339)");
   query->add_option("--format", query_options.format, "table (default), json or csv");
@@ -437,6 +437,16 @@ int main(int argc, char** argv) {
                               "DIR/dpo-keys, as at onboarding");
   verify_policies->add_option("--quorum", quorum, "agency DPO signatures the vocabulary needs (default 2)");
   liaison::cli::DiffOptions diff_options;
+  std::string install_staged, install_live, install_pins;
+  uint64_t install_quorum = 2;
+  auto* install = policy->add_subcommand(
+      "install", "check STAGED as the broker would load it, then make it LIVE in one atomic step "
+                 "(LIVE is untouched if anything fails)");
+  install->add_option("staged", install_staged, "the reviewed copy of the policies folder")->required();
+  install->add_option("live", install_live, "the broker's policies folder (policies_dir)")->required();
+  install->add_option("--pins", install_pins,
+                      "also check DPO signatures against the broker's pins file (policy_signing.pins_file)");
+  install->add_option("--quorum", install_quorum, "agency DPO signatures the vocabulary needs (default 2)");
   auto* diff = policy->add_subcommand(
       "diff", "preview a change: every flow's decision and fields before and after (exit 3 if anything widens)");
   diff->add_option("old", diff_options.before_dir, "the policies directory live now")->required();
@@ -472,6 +482,14 @@ int main(int argc, char** argv) {
   add_target(queues);
   queues->add_option("--recipient", queues_recipient, "list this recipient's messages");
   queues->add_option("--limit", queues_limit, "at most this many (1..10000)")->capture_default_str();
+  std::string purge_set_aside, requeue_set_aside;
+  auto* purge_option = queues->add_option(
+      "--purge-set-aside", purge_set_aside,
+      "delete these set-aside messages of --recipient, undelivered: SEQ[,SEQ...] or all (each in the ledger)");
+  queues->add_option("--requeue-set-aside", requeue_set_aside,
+                     "put these set-aside messages of --recipient back in its queue for delivery: SEQ[,SEQ...] "
+                     "or all (each in the ledger)")
+      ->excludes(purge_option);
   std::string backup_config = "/etc/liaison/broker.yaml", backup_out;
   auto* backup = app.add_subcommand(
       "backup", "copy the store (SQLite online backup) and the ledger into a new folder, while the broker runs");
@@ -486,6 +504,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (status->parsed()) return liaison::cli::StatusCommand(broker_target, operator_json);
   if (queues->parsed()) {
+    if (!purge_set_aside.empty() || !requeue_set_aside.empty()) {
+      const bool requeue = !requeue_set_aside.empty();
+      return liaison::cli::SetAsideCommand(broker_target, queues_recipient, requeue,
+                                           requeue ? requeue_set_aside : purge_set_aside, operator_json);
+    }
     return liaison::cli::QueuesCommand(broker_target, queues_recipient, queues_limit, operator_json);
   }
   if (backup->parsed()) return liaison::cli::BackupCommand(backup_config, backup_out);
@@ -502,6 +525,9 @@ int main(int argc, char** argv) {
   if (test->parsed()) return liaison::cli::PolicyTest(policy_dir);
   if (diff->parsed()) return liaison::cli::PolicyDiffCommand(diff_options);
   if (sign->parsed()) return liaison::cli::PolicySign(sign_file, sign_key);
+  if (install->parsed()) {
+    return liaison::cli::PolicyInstall(install_staged, install_live, install_pins, install_quorum);
+  }
   if (verify_policies->parsed()) return liaison::cli::PolicyVerify(policy_dir, pins_file, quorum);
   if (rotate->parsed()) return liaison::cli::PolicyRotateKey(policy_dir, rotate_agency, rotate_old, rotate_new);
   if (keygen->parsed()) {

@@ -52,8 +52,9 @@ StatusOr<std::string> SocketOf(const BrokerTarget& target) {
   return config->admin_socket;
 }
 
-// GET `target` over the Unix socket; the answer's status and body.
-StatusOr<std::pair<int, std::string>> Get(const std::string& socket_path, const std::string& target) {
+// `method` `target` over the Unix socket; the answer's status and body.
+StatusOr<std::pair<int, std::string>> Get(const std::string& socket_path, const std::string& target,
+                                          http::verb method = http::verb::get) {
   try {
     asio::io_context io;
     local::socket socket(io);
@@ -61,7 +62,7 @@ StatusOr<std::pair<int, std::string>> Get(const std::string& socket_path, const 
     const timeval timeout{kTimeoutSeconds, 0};
     ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    http::request<http::empty_body> request(http::verb::get, target, 11);
+    http::request<http::empty_body> request(method, target, 11);
     request.set(http::field::host, "liaison-broker");
     http::write(socket, request);
     beast::flat_buffer buffer;
@@ -215,6 +216,30 @@ int QueuesCommand(const BrokerTarget& target, const std::string& recipient, int 
   if (!recipient.empty()) request += "&recipient=" + UrlEncode(recipient);
   if (json) request += "&format=json";
   return Show(target, request);
+}
+
+int SetAsideCommand(const BrokerTarget& target, const std::string& recipient, bool requeue, const std::string& seqs,
+                    bool json) {
+  const char* option = requeue ? "--requeue-set-aside" : "--purge-set-aside";
+  if (recipient.empty()) return Fail(std::string(option) + " needs --recipient ID", kExitUsage);
+  if (seqs != "all" && (seqs.find_first_not_of("0123456789,") != std::string::npos || seqs.front() == ',' ||
+                        seqs.back() == ',' || seqs.find(",,") != std::string::npos)) {
+    return Fail(std::string(option) + " takes all or SEQ[,SEQ...] (the SEQ column of liaison queues --recipient " +
+                    recipient + ")", kExitUsage);
+  }
+  auto socket = SocketOf(target);
+  if (!socket.ok()) return Fail(socket.status().message(), kExitUsage);
+  std::string request = "/v1/queues/set-aside?recipient=" + UrlEncode(recipient) +
+                        "&action=" + (requeue ? "requeue" : "purge") + "&seq=" + seqs;
+  if (json) request += "&format=json";
+  auto answer = Get(*socket, request, http::verb::post);
+  if (!answer.ok()) return Fail(answer.status().message(), kExitFailure);
+  // 404: some were not set aside; the others were done, and are listed.
+  if (answer->first != 200 && answer->first != 404) {
+    return Fail("the broker answered " + std::to_string(answer->first) + ": " + answer->second, kExitFailure);
+  }
+  std::cout << answer->second;
+  return answer->first == 200 ? kExitOk : kExitFailure;
 }
 
 int BackupCommand(const std::string& config_path, const std::string& out) {

@@ -18,6 +18,11 @@ struct BrokerTarget {
 // arguments or config.
 int StatusCommand(const BrokerTarget& target, bool json);
 int QueuesCommand(const BrokerTarget& target, const std::string& recipient, int limit, bool json);
+// Purges (or requeues) the set-aside copies `seqs` ("all", or "S1,S2,...")
+// of `recipient`; prints what was done. Exit 1 also when some seq was not a
+// set-aside copy of the recipient (the others are done).
+int SetAsideCommand(const BrokerTarget& target, const std::string& recipient, bool requeue, const std::string& seqs,
+                    bool json);
 
 // Copies the store (SQLite online backup) and then the ledger of the broker
 // configured in `config` into the new folder `out`, with a MANIFEST of

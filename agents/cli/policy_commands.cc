@@ -1,7 +1,12 @@
 #include "policy_commands.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <stdio.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -11,6 +16,7 @@
 #include "explain/policy_tests.h"
 #include "liaison/keys.h"
 #include "policy/policy_lint.h"
+#include "policy/trust.h"
 
 namespace liaison::cli {
 namespace {
@@ -35,7 +41,113 @@ StatusOr<std::shared_ptr<const PolicySet>> Load(const std::string& dir, std::str
   return set;
 }
 
+namespace fs = std::filesystem;
+
+// The checks a broker makes when it loads `dir`: the set compiles, and with
+// `pins_file` every file is signed by its agency's pinned DPO key. Empty if
+// it passes, else what is wrong.
+std::string CheckAsBrokerLoads(const std::string& dir, const std::string& pins_file, uint64_t quorum,
+                               std::string* version) {
+  auto set = Load(dir, kStandInSecret, /*print_warnings=*/false);
+  if (!set.ok()) return set.status().message();
+  *version = (*set)->version();
+  if (pins_file.empty()) return "";
+  auto pins = policy::LoadPins(pins_file);
+  if (!pins.ok()) return pins.status().message();
+  const auto report = policy::CheckPolicySignatures(dir, *pins, static_cast<uint32_t>(quorum));
+  std::string problems;
+  for (const auto& p : report.problems) problems += (problems.empty() ? "" : "\n") + p.message;
+  return problems;
+}
+
+// fsyncs `path` (a file or a folder).
+Status SyncPath(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::IoError("cannot open " + path.string() + ": " + std::strerror(errno));
+  const bool ok = ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) return Status::IoError("cannot sync " + path.string() + ": " + std::strerror(errno));
+  return Status::Ok();
+}
+
+// Copies the folder `from` to the new folder `to`, every file and folder
+// synced, so that what is renamed into place is on disk first.
+Status CopyTree(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::copy(from, to, fs::copy_options::recursive, ec);
+  if (ec) return Status::IoError("cannot copy " + from.string() + " to " + to.string() + ": " + ec.message());
+  for (auto it = fs::recursive_directory_iterator(to, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    LIAISON_RETURN_IF_ERROR(SyncPath(it->path()));
+  }
+  if (ec) return Status::IoError("cannot read " + to.string() + ": " + ec.message());
+  return SyncPath(to);
+}
+
 }  // namespace
+
+int PolicyInstall(const std::string& staged, const std::string& live, const std::string& pins_file,
+                  uint64_t quorum) {
+  std::error_code ec;
+  fs::path live_path = fs::absolute(live, ec).lexically_normal();
+  if (live_path.filename().empty()) live_path = live_path.parent_path();  // "policies/"
+  const fs::path staged_path = fs::absolute(staged, ec).lexically_normal();
+  if (!fs::is_directory(staged_path, ec)) {
+    std::cerr << "policy install: " << staged << " is not a folder\n";
+    return 2;
+  }
+  if (fs::equivalent(staged_path, live_path, ec)) {
+    std::cerr << "policy install: " << staged << " and " << live << " are the same folder: stage changes in a copy\n";
+    return 2;
+  }
+  const bool live_exists = fs::exists(fs::symlink_status(live_path, ec));
+  if (live_exists && (fs::is_symlink(fs::symlink_status(live_path, ec)) || !fs::is_directory(live_path, ec))) {
+    std::cerr << "policy install: " << live << " is not a folder (a symlink is not replaced: give its target)\n";
+    return 2;
+  }
+  auto refuse = [&](const std::string& why) {
+    std::cerr << why << "\npolicy install: REFUSED; " << live << " is unchanged\n";
+    return 1;
+  };
+  // Checked in place first, so that errors name the staged files.
+  std::string version;
+  if (std::string problems = CheckAsBrokerLoads(staged_path, pins_file, quorum, &version); !problems.empty()) {
+    return refuse(problems);
+  }
+  // The copy beside LIVE (same file system, so the rename is one step) is
+  // what goes live: it is checked again, in case STAGED changed meanwhile.
+  const fs::path temp = live_path.parent_path() / ("." + live_path.filename().string() + ".install-" +
+                                                   std::to_string(::getpid()));
+  fs::remove_all(temp, ec);
+  if (Status st = CopyTree(staged_path, temp); !st.ok()) {
+    fs::remove_all(temp, ec);
+    return refuse(st.message());
+  }
+  std::string copied_version;
+  if (!CheckAsBrokerLoads(temp, pins_file, quorum, &copied_version).empty() || copied_version != version) {
+    fs::remove_all(temp, ec);
+    return refuse(staged + " changed while it was being installed: run the review and the install again");
+  }
+  if (live_exists) {
+    fs::permissions(temp, fs::status(live_path, ec).permissions(), ec);
+    if (::renameat2(AT_FDCWD, temp.c_str(), AT_FDCWD, live_path.c_str(), RENAME_EXCHANGE) != 0) {
+      const std::string why = std::strerror(errno);
+      fs::remove_all(temp, ec);
+      return refuse("cannot exchange " + live + " with its new version: " + why);
+    }
+  } else if (::rename(temp.c_str(), live_path.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    fs::remove_all(temp, ec);
+    return refuse("cannot move the new set to " + live + ": " + why);
+  }
+  if (Status st = SyncPath(live_path.parent_path()); !st.ok()) std::cerr << "warning: " << st.message() << "\n";
+  // `temp` now holds the set that was live.
+  if (live_exists) fs::remove_all(temp, ec);
+  std::cout << "policy install: OK: " << live << " is now policy version " << version
+            << (pins_file.empty() ? "" : " (signatures checked against " + pins_file + ")")
+            << "; a running broker reloads it within seconds (liaison status shows its policy version)\n";
+  return 0;
+}
 
 int PolicyCheck(const std::string& dir) {
   auto set = Load(dir, kStandInSecret, /*print_warnings=*/true);

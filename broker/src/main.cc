@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -18,6 +19,7 @@
 #include "liaison/version.h"
 #include "policy/policy_set.h"
 #include "policy_gate.h"
+#include "policy_watch.h"
 #include "admin/admin_server.h"
 #include "admin/operator_server.h"
 #include "audit/ledger.h"
@@ -305,6 +307,9 @@ int main(int argc, char** argv) {
     sources.policy_version = [&reactor] { return reactor.policies()->version(); };
     sources.store = std::move(*operator_reader);
     sources.ledger_path = config->ledger.path;
+    sources.set_aside = [&reactor](const liaison::broker::SetAsideRequest& request) {
+      return reactor.ActOnSetAside(request, std::chrono::seconds(4));
+    };
     operators = std::make_unique<liaison::broker::OperatorServer>(std::move(sources));
     if (auto st = operators->Start(config->admin_socket); !st.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", st.message());
@@ -335,13 +340,21 @@ int main(int argc, char** argv) {
   }
 
   std::thread reactor_thread([&] { reactor.Run(); });
-  // Reload on SIGHUP, and when the policy files change and then stay
+  // Reload on SIGHUP, and when the policy files change: inotify raises a
+  // SIGHUP once the folder is quiet (policy_watch.h). Without inotify, the
+  // files are polled every second, and a change counts once they stayed
   // unchanged for a second (so that a file being written is not read half).
+  auto watch = liaison::broker::PolicyWatch::Start(config->policies_dir, [] { ::kill(::getpid(), SIGHUP); });
+  if (!watch.ok()) {
+    spdlog::warn("event=policy_watch_unavailable reason=\"{}\" action=polling_every_second",
+                 watch.status().message());
+  }
   std::string fingerprint = PolicyFilesFingerprint(config->policies_dir);
   std::string pending;  // a changed fingerprint waiting to settle
   while (true) {
     const timespec tick{1, 0};
     int sig = sigtimedwait(&signals, nullptr, &tick);
+    if (sig < 0 && watch.ok()) continue;
     if (sig < 0) {
       std::string now = PolicyFilesFingerprint(config->policies_dir);
       if (now == fingerprint) {

@@ -1,12 +1,16 @@
 // The operator's commands against a real broker: --version and
 // --check-config, `liaison status` and `liaison queues` while messages wait,
-// and `liaison backup` during traffic restored into a fresh folder.
+// purging and requeueing set-aside messages, and `liaison backup` during
+// traffic restored into a fresh folder.
 #include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <atomic>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -41,6 +45,37 @@ std::string Send(Agent& agent, const std::string& id, const std::string& to) {
 }
 
 bool Stored(Agent& agent, const std::string& id, const std::string& to) { return Send(agent, id, to) == "ok"; }
+
+// Runs `sql` on the store file beside the broker (as an operator's repair
+// would); false with the error printed if it fails.
+bool ExecSql(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  bool ok = sqlite3_open(path.c_str(), &db) == SQLITE_OK && sqlite3_busy_timeout(db, 5000) == SQLITE_OK;
+  char* error = nullptr;
+  ok = ok && sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) == SQLITE_OK;
+  if (!ok) std::cerr << "sqlite: " << (error ? error : sqlite3_errmsg(db)) << "\n";
+  sqlite3_free(error);
+  sqlite3_close(db);
+  return ok;
+}
+
+// The store's seq of `recipient`'s copy of `id` (0 if none).
+int64_t SeqOf(const std::string& path, const std::string& id, const std::string& recipient) {
+  sqlite3* db = nullptr;
+  int64_t seq = 0;
+  sqlite3_stmt* q = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK &&
+      sqlite3_busy_timeout(db, 5000) == SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT seq FROM messages WHERE message_id = ?1 AND recipient = ?2", -1, &q,
+                         nullptr) == SQLITE_OK &&
+      sqlite3_bind_text(q, 1, id.c_str(), -1, SQLITE_TRANSIENT) == SQLITE_OK &&
+      sqlite3_bind_text(q, 2, recipient.c_str(), -1, SQLITE_TRANSIENT) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+    seq = sqlite3_column_int64(q, 0);
+  }
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return seq;
+}
 
 class OperatorTest : public ::testing::Test {
  protected:
@@ -163,6 +198,237 @@ TEST_F(OperatorTest, StatusAndQueuesShowWaitingMessagesWithoutContents) {
   broker.Stop();
   EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "status", "--config", broker.config_path()}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("did not answer")) << err;
+}
+
+TEST_F(OperatorTest, SetAsideMessagesArePurgedOrRequeuedEachInTheLedger) {
+  BrokerProcess broker(dir_, {a_, b_});
+  ASSERT_TRUE(broker.Start().ok());
+  {
+    auto sender = Agent::Connect(broker.AgentFor(a_));
+    ASSERT_TRUE(sender.ok());
+    for (const char* id : {"s-purge", "s-requeue", "s-good"}) ASSERT_TRUE(Stored(**sender, id, "b"));
+  }
+  broker.Stop();
+  const int64_t purge_seq = SeqOf(broker.store_path(), "s-purge", "b");
+  const int64_t requeue_seq = SeqOf(broker.store_path(), "s-requeue", "b");
+  const int64_t good_seq = SeqOf(broker.store_path(), "s-good", "b");
+  ASSERT_TRUE(purge_seq > 0 && requeue_seq > 0 && good_seq > 0);
+  // Two damaged copies (they no longer decrypt); the intact body of one is
+  // kept aside, as a backup would keep it.
+  ASSERT_TRUE(ExecSql(broker.store_path(),
+                      "CREATE TABLE kept AS SELECT seq, sealed FROM bodies WHERE seq = " + std::to_string(requeue_seq) +
+                          "; UPDATE bodies SET sealed = zeroblob(40) WHERE seq IN (" + std::to_string(purge_seq) +
+                          ", " + std::to_string(requeue_seq) + ");"));
+  ASSERT_TRUE(broker.Start().ok());
+  auto receiver = Agent::Connect(broker.AgentFor(b_, wire::Role::receiver));
+  ASSERT_TRUE(receiver.ok());
+  {
+    auto m = (*receiver)->Receive(5000ms);
+    ASSERT_TRUE(m.ok() && m->has_value());
+    EXPECT_EQ("s-good", (**m)->id()->str()) << "the damaged copies are set aside, not delivered";
+    ASSERT_TRUE((*receiver)->Ack("a", "s-good").ok());
+  }
+  std::string out, err;
+  const std::vector<std::string> list = {LIAISON_CLI_BIN, "queues", "--config", broker.config_path(), "--recipient",
+                                         "b"};
+  bool both_set_aside = false;
+  for (int attempt = 0; attempt < 50 && !both_set_aside; ++attempt) {
+    ASSERT_EQ(0, RunCommand(list, &out, &err)) << err;
+    both_set_aside = out.find("set-aside") != out.rfind("set-aside");
+    if (!both_set_aside) std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(both_set_aside) << out;
+
+  auto cli = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {LIAISON_CLI_BIN, "queues", "--config", broker.config_path()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return RunCommand(argv, &out, &err);
+  };
+  // Refused without a recipient, with a malformed list, and for a copy that
+  // is not set aside (delivered): nothing happens to the others.
+  EXPECT_EQ(2, cli({"--purge-set-aside", "all"}));
+  EXPECT_NE(std::string::npos, err.find("--recipient")) << err;
+  EXPECT_EQ(2, cli({"--recipient", "b", "--purge-set-aside", "1;2"}));
+  EXPECT_EQ(1, cli({"--recipient", "b", "--purge-set-aside", std::to_string(good_seq)}));
+  EXPECT_NE(std::string::npos, out.find("not set aside for b, nothing done: seq " + std::to_string(good_seq))) << out;
+
+  ASSERT_EQ(0, cli({"--recipient", "b", "--purge-set-aside", std::to_string(purge_seq)})) << out << err;
+  EXPECT_NE(std::string::npos, out.find("purged 1 set-aside message(s) of b")) << out;
+  EXPECT_NE(std::string::npos, out.find("seq " + std::to_string(purge_seq) + " from a id s-purge CaseUpdate")) << out;
+  // Purged once: a second purge finds nothing.
+  EXPECT_EQ(1, cli({"--recipient", "b", "--purge-set-aside", std::to_string(purge_seq)}));
+
+  // The operator repairs the other copy's body in place (from the backup),
+  // then requeues it: the connected receiver gets it.
+  ASSERT_TRUE(ExecSql(broker.store_path(), "UPDATE bodies SET sealed = (SELECT sealed FROM kept) WHERE seq = " +
+                                               std::to_string(requeue_seq) + "; DROP TABLE kept;"));
+  ASSERT_EQ(0, cli({"--recipient", "b", "--requeue-set-aside", "all", "--json"})) << out << err;
+  EXPECT_NE(std::string::npos, out.find("\"action\": \"requeued\"")) << out;
+  EXPECT_NE(std::string::npos, out.find("\"message_id\": \"s-requeue\"")) << out;
+  {
+    auto m = (*receiver)->Receive(5000ms);
+    ASSERT_TRUE(m.ok() && m->has_value()) << "the requeued copy is delivered";
+    EXPECT_EQ("s-requeue", (**m)->id()->str());
+    ASSERT_TRUE((*receiver)->Ack("a", "s-requeue").ok());
+  }
+  bool empty = false;
+  for (int attempt = 0; attempt < 50 && !empty; ++attempt) {
+    ASSERT_EQ(0, RunCommand(list, &out, &err));
+    empty = out.find("no queued or set-aside messages") != std::string::npos;
+    if (!empty) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(empty) << out;
+  receiver->reset();
+  broker.Stop();
+
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", broker.ledger_path(), "--public-key",
+                           broker.ledger_public_key()},
+                          &out, &err))
+      << out << err;
+  for (const std::string decision : {"purged", "requeued"}) {
+    ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "query", "--ledger", broker.ledger_path(), "--decision",
+                             decision, "--format", "csv"},
+                            &out, &err))
+        << err;
+    const std::string id = decision == "purged" ? "s-purge" : "s-requeue";
+    EXPECT_NE(std::string::npos, out.find("," + decision + "," + id + ",")) << out;
+    EXPECT_NE(std::string::npos, out.find(",a,b,CaseUpdate,")) << out;
+    EXPECT_NE(std::string::npos, out.find(",operator,")) << out;
+    EXPECT_EQ(2u, std::count(out.begin(), out.end(), '\n')) << "one record: " << out;
+  }
+  for (const std::string& text : {ReadText(broker.ledger_path()), broker.log()}) {
+    EXPECT_EQ(std::string::npos, text.find("SECRET-NOTE-TEXT"));
+    EXPECT_EQ(std::string::npos, text.find("CASE-7"));
+  }
+}
+
+// Every file under `root` by relative path, with its bytes.
+std::map<std::string, std::string> Snapshot(const std::string& root) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    if (entry.is_regular_file()) files[fs::relative(entry.path(), root).string()] = ReadText(entry.path().string());
+  }
+  return files;
+}
+
+// The policy version the running broker reports (liaison status --json).
+std::string LivePolicyVersion(const BrokerProcess& broker) {
+  std::string out, err;
+  if (RunCommand({LIAISON_CLI_BIN, "status", "--socket", broker.admin_socket(), "--json"}, &out, &err) != 0) return "";
+  const std::string key = "\"policy_version\": \"";
+  const size_t at = out.find(key);
+  if (at == std::string::npos) return "";
+  return out.substr(at + key.size(), out.find('"', at + key.size()) - at - key.size());
+}
+
+TEST_F(OperatorTest, PolicyInstallReplacesTheLiveSetAtomicallyOrNotAtAll) {
+  BrokerProcess broker(dir_, {a_, b_});
+  ASSERT_TRUE(broker.Start().ok());
+  const std::string live = broker.policies_dir();
+  const std::string staged = dir_.file("staged");
+  fs::copy(live, staged, fs::copy_options::recursive);
+  const auto before = Snapshot(live);
+  const std::string version_before = LivePolicyVersion(broker);
+  ASSERT_FALSE(version_before.empty());
+  const std::string b_file = "/agencies/b.yaml";
+  const std::string good = ReadText(staged + b_file);
+  std::string out, err;
+  auto no_leftovers = [&] {
+    for (const auto& entry : fs::directory_iterator(fs::path(live).parent_path())) {
+      if (entry.path().filename().string().find(".install-") != std::string::npos) return false;
+    }
+    return true;
+  };
+
+  // A broken staged set is refused with the broker's file:line error; LIVE
+  // stays byte for byte as it was.
+  WriteText(staged + b_file, good + "release:\n  - id: [unclosed\n");
+  EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("b.yaml:")) << err;
+  EXPECT_NE(std::string::npos, err.find("REFUSED")) << err;
+  EXPECT_EQ(before, Snapshot(live));
+  EXPECT_TRUE(no_leftovers());
+
+  // A valid set whose files are not signed by the pinned DPO keys.
+  WriteText(staged + b_file, good + "# reviewed by the DPO\n");
+  const std::string pins = dir_.file("dpo-pins");
+  WriteText(pins, "a " + std::string(64, 'a') + "\n");
+  EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live, "--pins", pins}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("REFUSED")) << err;
+  EXPECT_EQ(before, Snapshot(live));
+  EXPECT_TRUE(no_leftovers());
+
+  // The same set without signing goes live, whole, and the broker reloads it.
+  EXPECT_EQ(2, RunCommand({LIAISON_CLI_BIN, "policy", "install", live, live}, &out, &err));
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live}, &out, &err)) << out << err;
+  const std::string key = "policy version ";
+  ASSERT_NE(std::string::npos, out.find(key)) << out;
+  const std::string version = out.substr(out.find(key) + key.size(), 16);
+  EXPECT_NE(version_before, version);
+  EXPECT_EQ(Snapshot(staged), Snapshot(live));
+  EXPECT_TRUE(no_leftovers());
+  std::string reported;
+  for (int attempt = 0; attempt < 100 && reported != version; ++attempt) {
+    std::this_thread::sleep_for(100ms);
+    reported = LivePolicyVersion(broker);
+  }
+  EXPECT_EQ(version, reported) << broker.log();
+  EXPECT_EQ(std::string::npos, broker.log().find("event=reload_failed")) << "the broker never saw a partial set";
+}
+
+// The broker sees a policy change as it happens (inotify), also one that
+// keeps the file's size and modification time, which polling sizes and
+// times cannot see, and also after the folder was replaced by an install.
+TEST_F(OperatorTest, PolicyChangesAreSeenEvenWithTheSameSizeAndTime) {
+  BrokerProcess broker(dir_, {a_, b_});
+  const std::string live = broker.policies_dir();
+  const std::string b_file = "/agencies/b.yaml";
+  WriteText(live + b_file, ReadText(live + b_file) + "# revision A\n");
+  ASSERT_TRUE(broker.Start().ok());
+  ASSERT_FALSE(LivePolicyVersion(broker).empty());
+  auto wait_for_version = [&](const std::string& want) {
+    std::string reported;
+    for (int attempt = 0; attempt < 100 && reported != want; ++attempt) {
+      std::this_thread::sleep_for(100ms);
+      reported = LivePolicyVersion(broker);
+    }
+    return reported;
+  };
+  auto same_size_and_time_edit = [&](const std::string& from, const std::string& to) {
+    const std::string path = live + b_file;
+    struct stat st {};
+    ASSERT_EQ(0, ::stat(path.c_str(), &st));
+    std::string text = ReadText(path);
+    const size_t at = text.rfind(from);
+    ASSERT_NE(std::string::npos, at);
+    text.replace(at, from.size(), to);
+    WriteText(path, text);
+    const timespec times[2] = {st.st_atim, st.st_mtim};
+    ASSERT_EQ(0, ::utimensat(AT_FDCWD, path.c_str(), times, 0));
+  };
+  auto version_of = [&](const std::string& dir) {
+    std::string out, err;
+    RunCommand({LIAISON_CLI_BIN, "policy", "check", dir}, &out, &err);
+    return out.substr(out.rfind(' ') + 1, 16);
+  };
+
+  same_size_and_time_edit("# revision A", "# revision B");
+  const std::string b = version_of(live);
+  EXPECT_EQ(b, wait_for_version(b)) << broker.log();
+
+  // Replaced by an install (one rename), then edited in place again.
+  const std::string staged = dir_.file("staged");
+  fs::copy(live, staged, fs::copy_options::recursive);
+  WriteText(staged + b_file, ReadText(staged + b_file) + "# installed\n");
+  std::string out, err;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "policy", "install", staged, live}, &out, &err)) << out << err;
+  const std::string installed = version_of(live);
+  EXPECT_EQ(installed, wait_for_version(installed)) << broker.log();
+  same_size_and_time_edit("# revision B", "# revision C");
+  const std::string c = version_of(live);
+  EXPECT_NE(installed, c);
+  EXPECT_EQ(c, wait_for_version(c)) << broker.log();
+  EXPECT_EQ(std::string::npos, broker.log().find("policy_watch_unavailable")) << broker.log();
 }
 
 TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "audit/ledger.h"
+#include "liaison/wire.h"
 #include "testing/fixtures.h"
 
 namespace liaison::audit {
@@ -92,6 +93,29 @@ TEST(ReportTest, Periods) {
   EXPECT_FALSE(Period("fortnight", "2026-10-01").ok());
   EXPECT_FALSE(Period("week", "01/10/2026").ok());
   EXPECT_TRUE(Period("week", "").ok());
+  // Real dates only, in full (the date library reads them).
+  EXPECT_FALSE(Period("month", "2026-02-30").ok());
+  EXPECT_FALSE(Period("month", "2026-10-01x").ok());
+  EXPECT_FALSE(Period("month", "2026-13-01").ok());
+  EXPECT_EQ("2024-03-29", Period("month", "2024-02-29")->second);
+  // A day past the next month's end counts on, as it always did.
+  EXPECT_EQ("2026-03-03", Period("month", "2026-01-31")->second);
+  EXPECT_EQ("2027-01-05", Period("week", "2026-12-29")->second);
+  // Without --from: the last complete period, starting on a Monday / a 1st.
+  auto week = Period("week", "");
+  ASSERT_TRUE(week.ok());
+  const auto monday = wire::ParseRfc3339Millis(week->first + "T00:00:00Z");
+  ASSERT_TRUE(monday.has_value());
+  EXPECT_EQ(4, *monday / 86400000 % 7) << week->first << " is a Monday (1970-01-05 was one)";
+  EXPECT_EQ(*monday + 7 * 86400000LL, wire::ParseRfc3339Millis(week->second + "T00:00:00Z"));
+  for (const char* period : {"month", "quarter"}) {
+    auto p = Period(period, "");
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ("01", p->first.substr(8)) << period;
+    EXPECT_EQ("01", p->second.substr(8)) << period;
+    EXPECT_LT(p->first, p->second);
+  }
+  EXPECT_EQ(1, std::stoi(Period("quarter", "")->first.substr(5, 2)) % 3);
 }
 
 

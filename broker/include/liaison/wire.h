@@ -146,7 +146,12 @@ std::string NowRfc3339();
 // The same for a time in milliseconds since the epoch.
 std::string Rfc3339(int64_t unix_ms);
 
-// Milliseconds since the epoch of an RFC 3339 time; nullopt if malformed.
+// Milliseconds since the epoch of an RFC 3339 date-time,
+// YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM), the fraction (up to 9
+// digits) cut to milliseconds; nullopt if malformed or out of range (month
+// 13, February 30, hour 24, an offset of a day or more). The one parser of
+// times in liaison (Howard Hinnant's date library); leap seconds (:60) are
+// refused, as std::chrono has none.
 std::optional<int64_t> ParseRfc3339Millis(std::string_view text);
 
 // A new message id: a ULID (26 characters, Crockford base32, time-ordered).

@@ -265,13 +265,69 @@ struct OperatorServer::Impl {
     return {http::status::ok, out.str()};
   }
 
+  // POST /v1/queues/set-aside: purge or requeue through the broker's core.
+  Answer ActOnSetAside(std::string_view query, bool json) {
+    SetAsideRequest request;
+    request.recipient = QueryValue(query, "recipient");
+    const std::string action = QueryValue(query, "action");
+    const std::string seqs = QueryValue(query, "seq");
+    if (request.recipient.empty()) return {http::status::bad_request, "recipient= is required\n"};
+    if (action != "purge" && action != "requeue") return {http::status::bad_request, "action must be purge or requeue\n"};
+    request.requeue = action == "requeue";
+    if (seqs != "all") {
+      for (size_t pos = 0; pos <= seqs.size();) {
+        const size_t end = std::min(seqs.find(',', pos), seqs.size());
+        const std::string one = seqs.substr(pos, end - pos);
+        char* stop = nullptr;
+        const long long n = std::strtoll(one.c_str(), &stop, 10);
+        if (one.empty() || *stop != '\0' || n < 1) {
+          return {http::status::bad_request, "seq must be all or a comma-separated list of SEQ numbers (from "
+                                             "liaison queues --recipient ID)\n"};
+        }
+        request.seqs.push_back(n);
+        pos = end + 1;
+      }
+    }
+    if (!sources.set_aside) return {http::status::service_unavailable, "this broker does not act on set-aside messages\n"};
+    auto outcome = sources.set_aside(request);
+    if (!outcome.ok()) return {http::status::service_unavailable, outcome.status().message() + "\n"};
+    const char* verb = request.requeue ? "requeued" : "purged";
+    std::ostringstream out;
+    if (json) {
+      out << "{\"action\": \"" << verb << "\", \"recipient\": " << JsonString(request.recipient) << ", \"done\": [";
+      for (size_t i = 0; i < outcome->done.size(); ++i) {
+        const auto& c = outcome->done[i];
+        out << (i ? ", " : "") << "{\"seq\": " << c.seq << ", \"sender\": " << JsonString(c.sender)
+            << ", \"message_id\": " << JsonString(Shown(c.message_id)) << ", \"type\": " << JsonString(c.type) << "}";
+      }
+      out << "], \"not_set_aside\": [";
+      for (size_t i = 0; i < outcome->not_set_aside.size(); ++i) out << (i ? ", " : "") << outcome->not_set_aside[i];
+      out << "]}\n";
+      return {http::status::ok, out.str(), true};
+    }
+    out << verb << " " << outcome->done.size() << " set-aside message(s) of " << Shown(request.recipient)
+        << (outcome->done.empty() ? "" : " (each recorded in the ledger)") << "\n";
+    for (const auto& c : outcome->done) {
+      out << "  " << verb << " seq " << c.seq << " from " << c.sender << " id " << Shown(c.message_id) << " "
+          << c.type << "\n";
+    }
+    for (int64_t seq : outcome->not_set_aside) {
+      out << "  not set aside for " << Shown(request.recipient) << ", nothing done: seq " << seq << "\n";
+    }
+    return {outcome->not_set_aside.empty() ? http::status::ok : http::status::not_found, out.str()};
+  }
+
   Answer Route(const http::request<http::string_body>& request) {
-    if (request.method() != http::verb::get) return {http::status::method_not_allowed, "only GET\n"};
     const std::string_view target(request.target().data(), request.target().size());
     const size_t q = target.find('?');
     const std::string_view path = target.substr(0, q);
     const std::string_view query = q == std::string_view::npos ? std::string_view() : target.substr(q + 1);
     const bool json = QueryValue(query, "format") == "json";
+    if (path == "/v1/queues/set-aside") {
+      if (request.method() != http::verb::post) return {http::status::method_not_allowed, "only POST\n"};
+      return ActOnSetAside(query, json);
+    }
+    if (request.method() != http::verb::get) return {http::status::method_not_allowed, "only GET\n"};
     if (path == "/v1/status") return Status(json);
     if (path == "/v1/queues") return Queues(QueryValue(query, "recipient"), QueryValue(query, "limit"), json);
     return {http::status::not_found, "not found; try /v1/status or /v1/queues\n"};

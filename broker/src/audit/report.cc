@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <date/date.h>
 #include <limits>
 #include <sstream>
 #include <unordered_map>
@@ -14,12 +15,6 @@ namespace liaison::audit {
 namespace {
 
 std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
-
-std::string Date(std::tm tm) {
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
 
 int64_t DeadlineMs(const std::string& urgency) {
   if (urgency == "red") return 4LL * 3600 * 1000;
@@ -282,37 +277,38 @@ std::set<std::string> SecondarySuppression(const Report& r) {
 }
 
 StatusOr<std::pair<std::string, std::string>> Period(const std::string& period, const std::string& from) {
-  std::tm start{};
-  if (from.empty()) {
-    std::time_t now = std::time(nullptr);
-    gmtime_r(&now, &start);
-    start.tm_hour = start.tm_min = start.tm_sec = 0;
-    // The last complete period before today.
-    if (period == "week") {
-      start.tm_mday -= (start.tm_wday + 6) % 7 + 7;  // Monday of last week
-    } else if (period == "month") {
-      start.tm_mday = 1;
-      start.tm_mon -= 1;
-    } else if (period == "quarter") {
-      start.tm_mday = 1;
-      start.tm_mon = start.tm_mon / 3 * 3 - 3;
-    }
-  } else if (!strptime(from.c_str(), "%Y-%m-%d", &start)) {
-    return Status::InvalidArgument("--from must be a date such as 2026-10-01");
-  }
-  std::tm end = start;
-  if (period == "week") {
-    end.tm_mday += 7;
-  } else if (period == "month") {
-    end.tm_mon += 1;
-  } else if (period == "quarter") {
-    end.tm_mon += 3;
-  } else {
+  using namespace date;
+  if (period != "week" && period != "month" && period != "quarter") {
     return Status::InvalidArgument("--period must be week, month or quarter");
   }
-  timegm(&start);  // normalise
-  timegm(&end);
-  return std::make_pair(Date(start), Date(end));
+  sys_days start;
+  if (from.empty()) {
+    // The last complete period before today.
+    const sys_days today = floor<days>(std::chrono::system_clock::now());
+    const year_month_day ymd(today);
+    if (period == "week") {
+      start = today - (weekday(today) - Monday) - weeks(1);  // Monday of last week
+    } else if (period == "month") {
+      start = sys_days((ymd.year() / ymd.month() - months(1)) / 1);
+    } else {
+      const month first_of_quarter(static_cast<unsigned>(ymd.month()) - (static_cast<unsigned>(ymd.month()) - 1) % 3);
+      start = sys_days((ymd.year() / first_of_quarter - months(3)) / 1);
+    }
+  } else {
+    std::istringstream in(from);
+    in >> parse("%Y-%m-%d", start);
+    if (in.fail() || in.peek() != std::char_traits<char>::eof()) {
+      return Status::InvalidArgument("--from must be a date such as 2026-10-01");
+    }
+  }
+  sys_days end = start + days(7);
+  if (period != "week") {
+    // A day past the month's end counts on into the next (as 31 January + 1 month is 3 March).
+    const year_month_day s(start);
+    const year_month_day e = s + months(period == "month" ? 1 : 3);
+    end = sys_days(e.year() / e.month() / 1) + (s.day() - day(1));
+  }
+  return std::make_pair(format("%F", start), format("%F", end));
 }
 
 StatusOr<Report> BuildReport(const std::string& ledger_path, const std::string& from,

@@ -2,6 +2,7 @@
 
 #include <flatbuffers/idl.h>
 #include <flatbuffers/reflection.h>
+#include <date/date.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <cctype>
 #include <cstdio>
 #include <ctime>
+#include <sstream>
 
 namespace liaison::wire {
 
@@ -409,45 +411,47 @@ std::string NowRfc3339() {
 }
 
 std::string Rfc3339(int64_t unix_ms) {
-  const int64_t ms = ((unix_ms % 1000) + 1000) % 1000;
-  const std::time_t t = static_cast<std::time_t>((unix_ms - ms) / 1000);
-  std::tm tm;
-  gmtime_r(&t, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
+  const date::sys_time<std::chrono::milliseconds> at{std::chrono::milliseconds(unix_ms)};
+  return date::format("%FT%TZ", at);
 }
 
-std::optional<int64_t> ParseRfc3339Millis(std::string_view t) {
-  int y, mo, d, h, mi, s;
-  char sep;
-  if (t.size() < 20 || std::sscanf(std::string(t.substr(0, 19)).c_str(), "%4d-%2d-%2d%c%2d:%2d:%2d",
-                                    &y, &mo, &d, &sep, &h, &mi, &s) != 7) {
+std::optional<int64_t> ParseRfc3339Millis(std::string_view text) {
+  using namespace std::chrono;
+  // RFC 3339's date-time: the fields and their ranges are the date
+  // library's to read and check; what it leaves open is checked here: four
+  // digits of year first, digits after a '.', an offset as ±HH:MM (or Z)
+  // with minutes under 60, and nothing after it. Lower-case t and z are allowed (RFC 3339, 5.6).
+  if (text.size() < 20 || text.size() > 64 || !std::isdigit(static_cast<unsigned char>(text[0])) ||
+      (text[19] == '.' && !std::isdigit(static_cast<unsigned char>(text[20])))) {
     return std::nullopt;
   }
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  int64_t ms = static_cast<int64_t>(timegm(&tm)) * 1000;
-  size_t pos = 19;
-  if (pos < t.size() && t[pos] == '.') {
-    int64_t scale = 100;
-    for (++pos; pos < t.size() && std::isdigit(static_cast<unsigned char>(t[pos])); ++pos) {
-      ms += (t[pos] - '0') * scale;
-      scale /= 10;
-    }
+  std::string t(text);
+  if (t[10] == 't') t[10] = 'T';
+  if (t.back() == 'z') t.back() = 'Z';
+  const bool utc = t.back() == 'Z';
+  if (utc) {
+    t.pop_back();
+  } else if (t[t.size() - 3] != ':' || (t[t.size() - 6] != '+' && t[t.size() - 6] != '-') ||
+             t[t.size() - 2] > '5') {  // the parser takes +03:60 as 04:00
+    return std::nullopt;
   }
-  if (pos < t.size() && (t[pos] == '+' || t[pos] == '-') && pos + 6 <= t.size()) {
-    const int offset = ((t[pos + 1] - '0') * 10 + (t[pos + 2] - '0')) * 60 +
-                       (t[pos + 4] - '0') * 10 + (t[pos + 5] - '0');
-    ms -= (t[pos] == '+' ? 1 : -1) * static_cast<int64_t>(offset) * 60000;
+  std::istringstream in(t);
+  in.imbue(std::locale::classic());
+  date::sys_days day;
+  nanoseconds time_of_day{};  // up to 9 digits of fraction
+  minutes offset{0};
+  in >> date::parse("%Y-%m-%dT", day);
+  if (utc) {
+    in >> date::parse("%H:%M:%S", time_of_day);
+  } else {
+    in >> date::parse("%H:%M:%S%Ez", time_of_day, offset);
   }
-  return ms;
+  if (in.fail() || in.peek() != std::char_traits<char>::eof() || time_of_day >= hours(24) ||
+      abs(offset) >= hours(24)) {
+    return std::nullopt;
+  }
+  const auto at = day + floor<milliseconds>(time_of_day) - offset;
+  return at.time_since_epoch().count();
 }
 
 std::string NewMessageId() {

@@ -21,40 +21,8 @@ Admission Reject(Code code, std::string detail, std::string message_id = {}) {
   return a;
 }
 
-// Accepts "YYYY-MM-DDTHH:MM:SS[.fff…](Z|±HH:MM)".
-bool IsRfc3339(std::string_view t) {
-  auto digits = [&](size_t pos, size_t n) {
-    if (pos + n > t.size()) return false;
-    for (size_t i = pos; i < pos + n; ++i) {
-      if (!std::isdigit(static_cast<unsigned char>(t[i]))) return false;
-    }
-    return true;
-  };
-  if (!(digits(0, 4) && t.size() > 19 && t[4] == '-' && digits(5, 2) && t[7] == '-' &&
-        digits(8, 2) && (t[10] == 'T' || t[10] == 't') && digits(11, 2) && t[13] == ':' &&
-        digits(14, 2) && t[16] == ':' && digits(17, 2))) {
-    return false;
-  }
-  auto number = [&](size_t pos, size_t n) {
-    int v = 0;
-    for (size_t i = pos; i < pos + n; ++i) v = v * 10 + (t[i] - '0');
-    return v;
-  };
-  if (number(5, 2) < 1 || number(5, 2) > 12 || number(8, 2) < 1 || number(8, 2) > 31 ||
-      number(11, 2) > 23 || number(14, 2) > 59 || number(17, 2) > 60) {
-    return false;
-  }
-  size_t pos = 19;
-  if (t[pos] == '.') {
-    ++pos;
-    size_t start = pos;
-    while (pos < t.size() && std::isdigit(static_cast<unsigned char>(t[pos]))) ++pos;
-    if (pos == start) return false;
-  }
-  if (pos < t.size() && (t[pos] == 'Z' || t[pos] == 'z')) return pos + 1 == t.size();
-  return pos + 6 == t.size() && (t[pos] == '+' || t[pos] == '-') && digits(pos + 1, 2) &&
-         t[pos + 3] == ':' && digits(pos + 4, 2);
-}
+// RFC 3339 as every other part of liaison reads it (wire::ParseRfc3339Millis).
+bool IsRfc3339(std::string_view t) { return wire::ParseRfc3339Millis(t).has_value(); }
 
 // Header checks that do not depend on the recipients.
 Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Limits& limits,

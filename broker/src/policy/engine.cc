@@ -2,8 +2,10 @@
 
 #include "liaison/keys.h"
 
+#include <date/date.h>
+
 #include <algorithm>
-#include <ctime>
+#include <chrono>
 #include <optional>
 
 namespace liaison::policy {
@@ -32,17 +34,14 @@ bool ParseDate(std::string_view text, int* y, int* m, int* d) {
 // its time zone. Without a readable created_at (admission refuses an
 // unreadable one), today's UTC date.
 void SetMessageDate(std::string_view created_at, MessageFacts& f) {
+  using namespace std::chrono;
   const std::optional<int64_t> ms = wire::ParseRfc3339Millis(created_at);
-  std::time_t t = ms ? static_cast<std::time_t>((*ms - ((*ms % 1000) + 1000) % 1000) / 1000)
-                     : std::time(nullptr);
-  std::tm tm;
-  if (!gmtime_r(&t, &tm)) {
-    t = std::time(nullptr);
-    gmtime_r(&t, &tm);
-  }
-  f.message_year = tm.tm_year + 1900;
-  f.message_month = tm.tm_mon + 1;
-  f.message_day = tm.tm_mday;
+  const auto at = ms ? date::sys_time<milliseconds>(milliseconds(*ms))
+                     : time_point_cast<milliseconds>(system_clock::now());
+  const date::year_month_day day(date::floor<date::days>(at));
+  f.message_year = static_cast<int>(day.year());
+  f.message_month = static_cast<int>(static_cast<unsigned>(day.month()));
+  f.message_day = static_cast<int>(static_cast<unsigned>(day.day()));
 }
 
 // Whole years from a date of birth to the message date; -1 if unknown. A

@@ -22,7 +22,8 @@
 namespace liaison::store {
 namespace {
 
-// Rows: 0 queued, 2 acked, 3 expired, 4 erased, 5 damaged (does not decrypt).
+// Rows: 0 queued, 2 acked, 3 expired, 4 erased, 5 damaged (does not decrypt),
+// 6 purged by an operator (was 5).
 
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -392,6 +393,16 @@ Status SqliteStore::Apply(const WriteBatch& batch) {
         if (state != 5 && sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(seq));
       }
     }
+    // An operator's decision on a set-aside copy: only one still set aside
+    // changes. A purged copy's body goes; a requeued one is read again.
+    for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{6, &batch.purged},
+                                      {0, &batch.requeued}}) {
+      for (int64_t seq : *seqs) {
+        Query u(db_, Prepare("UPDATE messages SET state = ?2 WHERE seq = ?1 AND state = 5"));
+        if (!u.Int(1, seq).Int(2, state).Done()) return u.Error("store: changing a set-aside message");
+        if (state == 6 && sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(seq));
+      }
+    }
     for (const auto& [agency, receipt] : batch.notices) LIAISON_RETURN_IF_ERROR(AddNotice(agency, receipt));
     for (int64_t seq : batch.notices_sent) LIAISON_RETURN_IF_ERROR(DeleteNotice(seq));
     LIAISON_RETURN_IF_ERROR(AppendLedger(batch.ledger));
@@ -737,6 +748,19 @@ StatusOr<std::vector<QueueEntry>> SqliteStore::QueueEntries(const std::string& r
     out.push_back(std::move(e));
   }
   if (rc != SQLITE_DONE) return q.Error("store: reading the queue of " + recipient);
+  return out;
+}
+
+StatusOr<std::vector<ExpiredMessage>> SqliteStore::SetAside(const std::string& recipient) {
+  Query q(db_, Prepare("SELECT sender, message_id, recipient, label, seq FROM messages "
+                       "WHERE recipient = ?1 AND state = 5 ORDER BY seq"));
+  q.Text(1, recipient);
+  std::vector<ExpiredMessage> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    out.push_back({q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnText(3), q.ColumnInt(4)});
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: reading the set-aside messages of " + recipient);
   return out;
 }
 

@@ -59,6 +59,7 @@ class SqliteStore final : public Store {
   StatusOr<LedgerTail> ReadLedgerTail() override;
   StatusOr<std::vector<QueueSummary>> QueueSummaries() override;
   StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) override;
+  StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) override;
 
   // An online, consistent copy of the database at `source` into the new
   // file `destination` (owner-only), through SQLite's backup API on a

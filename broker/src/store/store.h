@@ -61,6 +61,8 @@ struct WriteBatch {
   std::vector<int64_t> expired;         // queued copies past their expiry
   std::vector<int64_t> erased;          // queued copies of a withdrawn case
   std::vector<int64_t> set_aside;       // queued copies that do not decrypt
+  std::vector<int64_t> purged;          // set-aside copies an operator deletes
+  std::vector<int64_t> requeued;        // set-aside copies an operator puts back in the queue
   std::vector<std::pair<std::string, std::vector<uint8_t>>> notices;  // (agency, receipt)
   std::vector<int64_t> notices_sent;    // notices to forget
   std::vector<std::pair<uint64_t, std::string>> ledger;  // see AppendLedger
@@ -69,7 +71,7 @@ struct WriteBatch {
 
   bool empty() const {
     return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() &&
-           set_aside.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
+           set_aside.empty() && purged.empty() && requeued.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
            trim_ledger_to == 0 && purge_before_ms == 0;
   }
 };
@@ -159,6 +161,9 @@ class Store {
   // (names and times, never contents).
   virtual StatusOr<std::vector<QueueSummary>> QueueSummaries() = 0;
   virtual StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) = 0;
+  // The set-aside copies of `recipient` (damaged: they did not decrypt),
+  // oldest first, for an operator to purge or requeue.
+  virtual StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) = 0;
 };
 
 }  // namespace liaison::store

@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <future>
 #include <zmq_addon.hpp>
 
 #include "admin/metrics.h"
+#include "admin/operator_server.h"
 #include "audit/ledger.h"
 #include "liaison/logging.h"
 #include "policy/policy_set.h"
@@ -107,6 +109,104 @@ void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
 void Reactor::RecordEvents(std::vector<audit::Entry> events) {
   std::lock_guard<std::mutex> lock(events_mu_);
   for (auto& e : events) events_.push_back(std::move(e));
+}
+
+struct Reactor::SetAsideCall {
+  SetAsideRequest request;
+  std::promise<StatusOr<SetAsideOutcome>> done;
+};
+
+StatusOr<SetAsideOutcome> Reactor::ActOnSetAside(const SetAsideRequest& request,
+                                                 std::chrono::milliseconds timeout) {
+  auto call = std::make_shared<SetAsideCall>();
+  call->request = request;
+  auto answer = call->done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    if (stopped_) return Status::Unavailable("the broker is stopping; nothing was done");
+    set_aside_calls_.push_back(call);
+  }
+  if (answer.wait_for(timeout) == std::future_status::ready) return answer.get();
+  {
+    // Not taken yet: withdrawn, so that it never happens unannounced later.
+    std::lock_guard<std::mutex> lock(events_mu_);
+    if (std::erase(set_aside_calls_, call) > 0) {
+      return Status::Unavailable("the broker's core did not take the request in time; nothing was done");
+    }
+  }
+  // Taken: its commit is under way and ends (or fails) soon.
+  if (answer.wait_for(timeout) == std::future_status::ready) return answer.get();
+  return Status::Unavailable("the broker's core did not finish in time; see `liaison queues --recipient " +
+                             request.recipient + "` for what was done");
+}
+
+void Reactor::HandleSetAsideCalls() {
+  std::vector<std::shared_ptr<SetAsideCall>> calls;
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    calls.swap(set_aside_calls_);
+  }
+  for (auto& call : calls) call->done.set_value(ApplySetAside(call->request));
+}
+
+StatusOr<SetAsideOutcome> Reactor::ApplySetAside(const SetAsideRequest& request) {
+  // A barrier: the copies set aside so far are committed, so the reader
+  // sees every one of them.
+  Drain();
+  auto copies = reader_->SetAside(request.recipient);
+  if (!copies.ok()) return copies.status();
+  SetAsideOutcome outcome;
+  std::vector<store::ExpiredMessage> chosen;
+  for (int64_t seq : request.seqs) {
+    auto it = std::find_if(copies->begin(), copies->end(), [&](const auto& c) { return c.seq == seq; });
+    if (it == copies->end()) {
+      outcome.not_set_aside.push_back(seq);
+    } else {
+      chosen.push_back(*it);
+    }
+  }
+  if (request.seqs.empty()) chosen = *copies;
+  if (chosen.empty()) return outcome;
+  const auto set = policies();
+  for (const store::ExpiredMessage& c : chosen) {
+    (request.requeue ? forming_.requeued : forming_.purged).push_back(c.seq);
+    audit::Entry entry;
+    entry.decision = request.requeue ? ledger::Decision::requeued : ledger::Decision::purged;
+    entry.message_id = c.message_id;
+    entry.case_pseudonym = c.label.substr(0, c.label.find('|'));
+    if (c.label.find('|') != std::string::npos) entry.type = c.label.substr(c.label.find('|') + 1);
+    entry.sender = c.sender;
+    entry.recipient = c.recipient;
+    entry.reason = "operator";
+    entry.policy_version = set->version();
+    ledger_->Add(entry);
+    outcome.done.push_back({c.seq, c.sender, c.message_id, entry.type});
+  }
+  depths_stale_ = true;  // re-read after the commit
+  Drain();
+  // The change and its records commit together or not at all.
+  auto left = reader_->SetAside(request.recipient);
+  if (!left.ok()) return left.status();
+  for (const store::ExpiredMessage& c : *left) {
+    if (std::any_of(chosen.begin(), chosen.end(), [&](const auto& x) { return x.seq == c.seq; })) {
+      return Status::Unavailable("the store did not commit the change (see commit_failed in the broker's log); "
+                                 "nothing was done");
+    }
+  }
+  const int64_t first = chosen.front().seq;
+  if (request.requeue) {
+    // The queue's read had passed them: it starts again from the beginning.
+    if (windows_.Cursor(request.recipient) >= first) windows_.Reset(request.recipient);
+    touched_.insert(request.recipient);
+  }
+  if (request.requeue) {
+    spdlog::warn("event=set_aside_requeued recipient={} messages={} reason=operator", request.recipient,
+                 chosen.size());
+  } else {
+    spdlog::warn("event=set_aside_purged recipient={} messages={} reason=operator", request.recipient,
+                 chosen.size());
+  }
+  return outcome;
 }
 
 Status Reactor::Bind() {
@@ -248,6 +348,11 @@ void Reactor::Run() {
     std::lock_guard<std::mutex> lock(events_mu_);
     for (const auto& e : events_) ledger_->Add(e);
     events_.clear();
+    stopped_ = true;
+    for (auto& call : set_aside_calls_) {
+      call->done.set_value(Status::Unavailable("the broker is stopping; nothing was done"));
+    }
+    set_aside_calls_.clear();
   }
   Drain(/*checkpoint=*/true);
   if (auto synced = ledger_->Sync(); !synced.ok()) {
@@ -936,6 +1041,7 @@ void Reactor::OnTimer() {
     for (const auto& e : events_) ledger_->Add(e);
     events_.clear();
   }
+  HandleSetAsideCalls();
   if (served_keys_.size() > 1) RetireDueKeys(now);
   metrics_->Beat();
   metrics_->SetQueueDepths(queue_depth_);

@@ -43,6 +43,8 @@ class Store;
 namespace liaison::broker {
 
 class Metrics;
+struct SetAsideRequest;  // admin/operator_server.h
+struct SetAsideOutcome;
 
 // Counters read by operators (logged at shutdown; exported as metrics later).
 struct ReactorStats {
@@ -114,6 +116,13 @@ class Reactor {
   // adds them to the next batch within a second (OnTimer), so they commit
   // with the store like every other record.
   void RecordEvents(std::vector<audit::Entry> events);
+  // An operator's purge or requeue of set-aside copies (liaison queues), from
+  // another thread (the admin socket's). The reactor takes it within a second
+  // (OnTimer), commits the change with a ledger record per copy in one store
+  // batch, and answers. Waits at most `timeout`; Unavailable if the reactor
+  // stopped, did not take it in time (then nothing was done), or the commit
+  // failed.
+  StatusOr<SetAsideOutcome> ActOnSetAside(const SetAsideRequest& request, std::chrono::milliseconds timeout);
 
   const ReactorStats& stats() const { return stats_; }
 
@@ -257,6 +266,12 @@ class Reactor {
   ReactorStats stats_;
   std::mutex events_mu_;
   std::vector<audit::Entry> events_;  // GUARDED_BY(events_mu_): from RecordEvents
+  // Operators' set-aside actions waiting for the reactor (ActOnSetAside).
+  struct SetAsideCall;
+  std::vector<std::shared_ptr<SetAsideCall>> set_aside_calls_;  // GUARDED_BY(events_mu_)
+  bool stopped_ = false;                                        // GUARDED_BY(events_mu_)
+  void HandleSetAsideCalls();
+  StatusOr<SetAsideOutcome> ApplySetAside(const SetAsideRequest& request);
 };
 
 }  // namespace liaison::broker
