@@ -5,6 +5,8 @@
 
 #include <fstream>
 #include <sstream>
+#include <thread>
+#include <chrono>
 
 #include "testing/fixtures.h"
 
@@ -232,6 +234,35 @@ TEST_F(LedgerCommitTest, AnUndoneBatchLeavesNoTraceAndTheChainGoesOn) {
   EXPECT_EQ(lines_.size() + 3, r.records);
   const auto lines = Lines(path_);
   for (const auto& line : lines) EXPECT_EQ(std::string::npos, line.find("undone")) << line;
+}
+
+// The reactor syncs the ledger on the ledger's own thread: it learns later
+// how far the file is durable, and never past a batch still undecided.
+TEST_F(LedgerCommitTest, ABackgroundSyncReportsOnlyKeptRecordsAsDurable) {
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100);
+  ASSERT_TRUE(ledger.ok());
+  const uint64_t before = (*ledger)->last_seq();
+  auto kept = WriteBatch(**ledger, 3, "kept");
+  (*ledger)->Keep();
+  auto pending = WriteBatch(**ledger, 2, "pending");  // its commit is not decided
+  ASSERT_EQ(2u, pending.size());
+  auto first = (*ledger)->SyncInBackground();
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_EQ(before, *first) << "returns at once what was durable before";
+  uint64_t durable = *first;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (durable < kept.back().first && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto next = (*ledger)->SyncInBackground();
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    durable = *next;
+  }
+  EXPECT_EQ(kept.back().first, durable) << "the kept records, and not the undecided batch";
+  (*ledger)->Undo();
+  auto synced = (*ledger)->Sync();
+  ASSERT_TRUE(synced.ok());
+  EXPECT_EQ(kept.back().first, *synced);
+  EXPECT_EQ(0u, (*ledger)->failures());
 }
 
 TEST_F(LedgerCommitTest, RecordsOfABatchThatNeverCommittedAreCutAtOpen) {

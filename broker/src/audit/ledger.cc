@@ -258,6 +258,12 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
 }
 
 Ledger::~Ledger() {
+  {
+    std::lock_guard lock(sync_mu_);
+    sync_stopping_ = true;
+  }
+  sync_cv_.notify_all();
+  if (syncer_.joinable()) syncer_.join();
   if (fd_ >= 0) ::close(fd_);
 }
 
@@ -371,14 +377,56 @@ void Ledger::Undo() {
 }
 
 StatusOr<uint64_t> Ledger::Sync() {
-  if (synced_seq_ == seq_) return synced_seq_;
   const uint64_t reached = undo_ ? undo_->seq : seq_;
-  if (::fdatasync(fd_) != 0) {
-    ++failures_;
-    return Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(errno));
+  {
+    std::lock_guard lock(sync_mu_);
+    if (synced_seq_ >= reached) return synced_seq_;
   }
-  synced_seq_ = reached;
+  if (::fdatasync(fd_) != 0) {
+    const int error = errno;
+    ++failures_;
+    return Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(error));
+  }
+  std::lock_guard lock(sync_mu_);
+  synced_seq_ = std::max(synced_seq_, reached);
   return synced_seq_;
+}
+
+StatusOr<uint64_t> Ledger::SyncInBackground() {
+  const uint64_t reached = undo_ ? undo_->seq : seq_;
+  std::lock_guard lock(sync_mu_);
+  if (sync_error_) {
+    Status error = std::move(*sync_error_);
+    sync_error_.reset();
+    return error;
+  }
+  if (!sync_running_ && reached > synced_seq_) {
+    if (!syncer_.joinable()) syncer_ = std::thread([this] { SyncLoop(); });
+    sync_target_ = reached;
+    sync_running_ = true;
+    sync_cv_.notify_all();
+  }
+  return synced_seq_;
+}
+
+void Ledger::SyncLoop() {
+  std::unique_lock lock(sync_mu_);
+  while (true) {
+    sync_cv_.wait(lock, [&] { return sync_running_ || sync_stopping_; });
+    if (sync_stopping_) return;  // the owner's Sync() at shutdown covers it
+    const uint64_t target = sync_target_;
+    lock.unlock();
+    const int rc = ::fdatasync(fd_);
+    const int error = errno;
+    lock.lock();
+    if (rc != 0) {
+      ++failures_;
+      sync_error_ = Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(error));
+    } else {
+      synced_seq_ = std::max(synced_seq_, target);
+    }
+    sync_running_ = false;
+  }
 }
 
 Status Ledger::Flush(bool checkpoint) {
@@ -391,6 +439,7 @@ Status Ledger::Flush(bool checkpoint) {
     return Status::IoError("cannot write the ledger " + path_ + ": " + std::strerror(error));
   }
   Keep();
+  std::lock_guard lock(sync_mu_);
   synced_seq_ = seq_;
   return Status::Ok();
 }

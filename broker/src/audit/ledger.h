@@ -11,12 +11,16 @@
 #define LIAISON_BROKER_AUDIT_LEDGER_H_
 
 #include <array>
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sys/types.h>
 #include <utility>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "liaison/status.h"
@@ -55,7 +59,8 @@ struct Entry {
 // the store beside its decisions.
 using LedgerLine = std::pair<uint64_t, std::string>;
 
-// Not thread-safe: one thread (the reactor) owns it.
+// Not thread-safe: one thread (the reactor) owns it. Its only thread of its
+// own is the background sync (SyncInBackground).
 //
 // A batch's records reach the file before the store commit that decides
 // them, and the store commits the same lines: Write() seals and appends
@@ -104,6 +109,12 @@ class Ledger {
   // fdatasyncs the file; returns the last committed record now durable in
   // it (the store may forget the records up to there).
   StatusOr<uint64_t> Sync();
+  // The same sync on the ledger's own thread, so that the caller never waits
+  // for the disk: starts one for the records kept so far (unless one is
+  // running) and returns at once the last committed record known durable,
+  // or the error of a background sync that failed since the last call
+  // (reported once; the next call tries again).
+  StatusOr<uint64_t> SyncInBackground();
   // Write, fsync and Keep, for a ledger kept without a store (tools, tests).
   Status Flush(bool checkpoint = false);
   void Discard() { batch_.clear(); }
@@ -123,6 +134,7 @@ class Ledger {
 
  private:
   Ledger() = default;
+  void SyncLoop();
   // The record's line (without newline), written at `time`; advances the
   // chain.
   std::string Line(ledger::LedgerRecordT& record, const std::string& time);
@@ -139,10 +151,9 @@ class Ledger {
   int fd_ = -1;
   uint64_t seq_ = 0;            // last record written
   std::string prev_;            // its hash
-  uint64_t synced_seq_ = 0;     // last record known durable in the file
   uint64_t since_checkpoint_ = 0;
   uint64_t checkpoint_every_ = 1000;
-  uint64_t failures_ = 0;
+  std::atomic<uint64_t> failures_{0};
   uint64_t repaired_bytes_ = 0;
   uint64_t uncommitted_cut_ = 0;
   uint64_t restored_ = 0;
@@ -152,6 +163,18 @@ class Ledger {
   std::array<uint8_t, 32> case_key_{};
   std::vector<Entry> batch_;
   wire::JsonCodec codec_{wire::JsonCodec::Root::kLedgerRecord};
+
+  // The background sync. The file's fd is written by the owner's thread
+  // and synced by this one: an fdatasync covers every write before it, and
+  // the records up to the target were written (and kept) before it started.
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  uint64_t synced_seq_ = 0;          // GUARDED_BY(sync_mu_): last record known durable in the file
+  uint64_t sync_target_ = 0;         // GUARDED_BY(sync_mu_): what the running sync makes durable
+  bool sync_running_ = false;        // GUARDED_BY(sync_mu_)
+  bool sync_stopping_ = false;       // GUARDED_BY(sync_mu_)
+  std::optional<Status> sync_error_;  // GUARDED_BY(sync_mu_): a failed background sync, not yet reported
+  std::thread syncer_;               // started by the first SyncInBackground
 };
 
 // The result of checking a ledger file.

@@ -1089,8 +1089,9 @@ void Reactor::OnTimer() {
   }
   if (++timer_ticks_ % 60 == 0) forming_.purge_before_ms = now;
   // The store holds the ledger's records until the file has them on disk;
-  // the next commit forgets those (SubmitForming).
-  if (auto synced = ledger_->Sync(); !synced.ok()) {
+  // the next commit forgets those (SubmitForming). The sync runs on the
+  // ledger's thread: this one never waits for the disk.
+  if (auto synced = ledger_->SyncInBackground(); !synced.ok()) {
     spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
   } else {
     ledger_synced_ = *synced;
