@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <future>
+#include <set>
 #include <zmq_addon.hpp>
 
 #include "admin/metrics.h"
@@ -13,7 +13,6 @@
 #include "audit/ledger.h"
 #include "liaison/logging.h"
 #include "policy/policy_set.h"
-#include "store/store.h"
 
 namespace liaison::broker {
 namespace {
@@ -64,16 +63,13 @@ Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
     : config_(std::move(config)),
       served_keys_(ServedKeys(std::move(server_keys))),
       policies_(std::move(policies)),
-      dispatcher_(config_.limits),
       context_(1),
       zap_(context_, [this] { return this->policies()->shared_directory(); },
            DomainWindows(served_keys_)),
-      windows_(config_.store.delivery_window, static_cast<int64_t>(config_.store.redelivery_timeout_ms)) {
+      metrics_(metrics),
+      core_(config_, std::move(store), std::move(reader), std::move(ledger), metrics, &stats_, this,
+            [this] { return this->policies(); }) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  store_ = std::move(store);
-  reader_ = std::move(reader);
-  ledger_ = std::move(ledger);
-  metrics_ = metrics;
   Metrics::External e;
   e.deliveries = &stats_.deliveries;
   e.acks = &stats_.acks;
@@ -102,124 +98,21 @@ std::shared_ptr<const policy::PolicySet> Reactor::policies() const {
   return std::atomic_load(&policies_);
 }
 
+void Reactor::RecordEvents(std::vector<audit::Entry> events) { core_.RecordEvents(std::move(events)); }
+
+StatusOr<SetAsideOutcome> Reactor::ActOnSetAside(const SetAsideRequest& request,
+                                                 std::chrono::milliseconds timeout) {
+  return core_.ActOnSetAside(request, timeout);
+}
+
 void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
   std::atomic_store(&policies_, std::move(policies));
 }
 
-void Reactor::RecordEvents(std::vector<audit::Entry> events) {
-  std::lock_guard<std::mutex> lock(events_mu_);
-  for (auto& e : events) events_.push_back(std::move(e));
-}
-
-struct Reactor::SetAsideCall {
-  SetAsideRequest request;
-  std::promise<StatusOr<SetAsideOutcome>> done;
-};
-
-StatusOr<SetAsideOutcome> Reactor::ActOnSetAside(const SetAsideRequest& request,
-                                                 std::chrono::milliseconds timeout) {
-  auto call = std::make_shared<SetAsideCall>();
-  call->request = request;
-  auto answer = call->done.get_future();
-  {
-    std::lock_guard<std::mutex> lock(events_mu_);
-    if (stopped_) return Status::Unavailable("the broker is stopping; nothing was done");
-    set_aside_calls_.push_back(call);
-  }
-  if (answer.wait_for(timeout) == std::future_status::ready) return answer.get();
-  {
-    // Not taken yet: withdrawn, so that it never happens unannounced later.
-    std::lock_guard<std::mutex> lock(events_mu_);
-    if (std::erase(set_aside_calls_, call) > 0) {
-      return Status::Unavailable("the broker's core did not take the request in time; nothing was done");
-    }
-  }
-  // Taken: its commit is under way and ends (or fails) soon.
-  if (answer.wait_for(timeout) == std::future_status::ready) return answer.get();
-  return Status::Unavailable("the broker's core did not finish in time; see `liaison queues --recipient " +
-                             request.recipient + "` for what was done");
-}
-
-void Reactor::HandleSetAsideCalls() {
-  std::vector<std::shared_ptr<SetAsideCall>> calls;
-  {
-    std::lock_guard<std::mutex> lock(events_mu_);
-    calls.swap(set_aside_calls_);
-  }
-  for (auto& call : calls) call->done.set_value(ApplySetAside(call->request));
-}
-
-StatusOr<SetAsideOutcome> Reactor::ApplySetAside(const SetAsideRequest& request) {
-  // A barrier: the copies set aside so far are committed, so the reader
-  // sees every one of them.
-  Drain();
-  auto copies = reader_->SetAside(request.recipient);
-  if (!copies.ok()) return copies.status();
-  SetAsideOutcome outcome;
-  std::vector<store::ExpiredMessage> chosen;
-  for (int64_t seq : request.seqs) {
-    auto it = std::find_if(copies->begin(), copies->end(), [&](const auto& c) { return c.seq == seq; });
-    if (it == copies->end()) {
-      outcome.not_set_aside.push_back(seq);
-    } else {
-      chosen.push_back(*it);
-    }
-  }
-  if (request.seqs.empty()) chosen = *copies;
-  if (chosen.empty()) return outcome;
-  const auto set = policies();
-  for (const store::ExpiredMessage& c : chosen) {
-    (request.requeue ? forming_.requeued : forming_.purged).push_back(c.seq);
-    audit::Entry entry;
-    entry.decision = request.requeue ? ledger::Decision::requeued : ledger::Decision::purged;
-    entry.message_id = c.message_id;
-    entry.case_pseudonym = c.label.substr(0, c.label.find('|'));
-    if (c.label.find('|') != std::string::npos) entry.type = c.label.substr(c.label.find('|') + 1);
-    entry.sender = c.sender;
-    entry.recipient = c.recipient;
-    entry.reason = "operator";
-    entry.policy_version = set->version();
-    ledger_->Add(entry);
-    outcome.done.push_back({c.seq, c.sender, c.message_id, entry.type});
-  }
-  depths_stale_ = true;  // re-read after the commit
-  Drain();
-  // The change and its records commit together or not at all.
-  auto left = reader_->SetAside(request.recipient);
-  if (!left.ok()) return left.status();
-  for (const store::ExpiredMessage& c : *left) {
-    if (std::any_of(chosen.begin(), chosen.end(), [&](const auto& x) { return x.seq == c.seq; })) {
-      return Status::Unavailable("the store did not commit the change (see commit_failed in the broker's log); "
-                                 "nothing was done");
-    }
-  }
-  const int64_t first = chosen.front().seq;
-  if (request.requeue) {
-    // The queue's read had passed them: it starts again from the beginning.
-    if (windows_.Cursor(request.recipient) >= first) windows_.Reset(request.recipient);
-    touched_.insert(request.recipient);
-  }
-  if (request.requeue) {
-    spdlog::warn("event=set_aside_requeued recipient={} messages={} reason=operator", request.recipient,
-                 chosen.size());
-  } else {
-    spdlog::warn("event=set_aside_purged recipient={} messages={} reason=operator", request.recipient,
-                 chosen.size());
-  }
-  return outcome;
-}
 
 Status Reactor::Bind() {
   if (wake_fd_ < 0) return Status::Internal("eventfd failed");
-  auto committer = Committer::Start(store_.get());
-  if (!committer.ok()) return committer.status();
-  committer_ = std::move(*committer);
-  auto depths = reader_->QueueDepths();
-  if (!depths.ok()) return depths.status();
-  queue_depth_ = std::move(*depths);
-  int64_t queued = 0;
-  for (const auto& [agency, n] : queue_depth_) queued += n;
-  spdlog::info("event=store_open queued={} recipients_with_queue={}", queued, queue_depth_.size());
+  LIAISON_RETURN_IF_ERROR(core_.Start());
   LIAISON_RETURN_IF_ERROR(zap_.Start());
   try {
     router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
@@ -299,15 +192,13 @@ void Reactor::Run() {
       {router_->handle(), 0, ZMQ_POLLIN, 0},
       {monitor_->handle(), 0, ZMQ_POLLIN, 0},
       {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-      {nullptr, committer_->event_fd(), ZMQ_POLLIN, 0},
+      {nullptr, core_.commit_fd(), ZMQ_POLLIN, 0},
   };
   auto next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (true) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
         next_timer - std::chrono::steady_clock::now());
-    // While a commit runs, the next batch forms; once it is full, the
-    // socket waits (senders feel the back-pressure, memory stays bounded).
-    items[0].events = committer_->busy() && forming_messages_ >= config_.store.max_batch ? 0 : ZMQ_POLLIN;
+    items[0].events = core_.accepting() ? ZMQ_POLLIN : 0;
     try {
       zmq::poll(items, 4, std::max(wait, std::chrono::milliseconds(0)));
     } catch (const zmq::error_t& e) {
@@ -318,14 +209,12 @@ void Reactor::Run() {
     if (items[2].revents & ZMQ_POLLIN) break;
     metrics_->Beat();
     if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
-    if (items[3].revents & ZMQ_POLLIN) {
-      if (auto result = committer_->TakeResult()) OnCommitted(*result);
-    }
+    if (items[3].revents & ZMQ_POLLIN) core_.OnCommitReady();
     if (items[0].revents & ZMQ_POLLIN) {
       // One batch: drain what is waiting (up to max_batch messages), then
       // commit it with one fsync and answer everyone in it.
-      batch_messages_ = 0;
-      for (int i = 0; i < kDrainBatch * 4 && batch_messages_ < config_.store.max_batch; ++i) {
+      core_.BeginDrain();
+      for (int i = 0; i < kDrainBatch * 4 && core_.batch_messages() < config_.store.max_batch; ++i) {
         std::vector<zmq::message_t> frames;
         try {
           if (!zmq::recv_multipart(*router_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
@@ -337,27 +226,14 @@ void Reactor::Run() {
         }
         HandleRouterMessage(frames);
       }
-      FinishBatch();
+      core_.FinishBatch();
     }
     if (std::chrono::steady_clock::now() >= next_timer) {
       OnTimer();
       next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
   }
-  {
-    std::lock_guard<std::mutex> lock(events_mu_);
-    for (const auto& e : events_) ledger_->Add(e);
-    events_.clear();
-    stopped_ = true;
-    for (auto& call : set_aside_calls_) {
-      call->done.set_value(Status::Unavailable("the broker is stopping; nothing was done"));
-    }
-    set_aside_calls_.clear();
-  }
-  Drain(/*checkpoint=*/true);
-  if (auto synced = ledger_->Sync(); !synced.ok()) {
-    spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
-  }
+  core_.Shutdown();
   spdlog::info(
       "event=stopping messages_in={} rejected={} stored={} deliveries={} duplicates={} "
       "malformed={} handshake_failures={}",
@@ -403,13 +279,13 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   }
   const std::string_view command = frames[1].to_string_view();
   if (command == wire::kSend) {
-    HandleSend(*set, *agency, routing_id, frames[2]);
+    core_.HandleSend(*set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
     const char* domain = zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty);
     HandleHello(*agency, key, domain ? domain : "", routing_id, fd, frames[2]);
   } else if (command == wire::kAck) {
-    HandleAck(*agency, frames[2], routing_id);
+    core_.HandleAck(*agency, {frames[2].data<uint8_t>(), frames[2].size()}, routing_id);
   } else {
     stats_.malformed_frames++;
     auto receipt = BuildReceipt("", wire::Code::unknown_command,
@@ -472,11 +348,7 @@ void Reactor::HandleHello(const Agency& agency, const std::string& key, const st
   std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
   if (hello->role() == wire::Role::receiver) {
     list.push_back({routing_id, fd, key, domain});
-    // A (re)connected receiver gets everything not yet acked, from the start,
-    // in order; after this batch is committed.
-    windows_.Reset(agency.id);
-    touched_.insert(agency.id);
-    notice_for_.insert(agency.id);
+    core_.ReceiverConnected(agency.id);
   }
   if (fd >= 0) agency_by_fd_[fd] = agency.id;
   spdlog::info("event=connect agency={} role={} agent={}", agency.id,
@@ -489,21 +361,35 @@ void Reactor::HandleHello(const Agency& agency, const std::string& key, const st
   SendTo(routing_id, wire::kWelcome, fbb.GetBufferPointer(), fbb.GetSize());
 }
 
-namespace {
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+bool Reactor::HasReceiver(const std::string& agency) const {
+  auto it = receivers_.find(agency);
+  return it != receivers_.end() && !it->second.empty();
 }
 
-constexpr int64_t kDayMs = 24LL * 3600 * 1000;
-
-}  // namespace
-
-const std::string* Reactor::ReceiverOf(const std::string& agency) const {
+void Reactor::DropReceiver(const std::string& agency) {
   auto it = receivers_.find(agency);
-  return it == receivers_.end() || it->second.empty() ? nullptr : &it->second.back().routing_id;
+  if (it != receivers_.end() && !it->second.empty()) it->second.pop_back();
+}
+
+std::vector<std::string> Reactor::ReceiverAgencies() const {
+  std::vector<std::string> agencies;
+  for (const auto& [agency, list] : receivers_) {
+    if (!list.empty()) agencies.push_back(agency);
+  }
+  return agencies;
+}
+
+void Reactor::OnTimer() {
+  if (served_keys_.size() > 1) RetireDueKeys(NowMillis());
+  {
+    // Agencies with a connection that said HELLO (senders and receivers),
+    // for `liaison status`.
+    std::set<std::string> connected;
+    for (const auto& [fd, agency] : agency_by_fd_) connected.insert(agency);
+    metrics_->SetConnectedAgencies({connected.begin(), connected.end()});
+  }
+  core_.OnTimer();
 }
 
 const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
@@ -523,491 +409,6 @@ const std::string* Reactor::LiveReceiverOf(const std::string& agency) {
   return it->second.empty() ? nullptr : &it->second.back().routing_id;
 }
 
-bool Reactor::WithinLimits(const std::string& agency) {
-  const Limits& limits = config_.limits;
-  if (limits.max_in_flight_per_agency > 0 &&
-      batch_in_flight_[agency] >= limits.max_in_flight_per_agency) {
-    return false;
-  }
-  if (limits.rate_per_agency == 0) return true;
-  return buckets_[agency].Take(static_cast<double>(limits.burst_per_agency),
-                               static_cast<double>(limits.rate_per_agency),
-                               std::chrono::steady_clock::now());
-}
-
-bool Reactor::Bucket::Take(double burst, double per_second, std::chrono::steady_clock::time_point now) {
-  if (refilled == std::chrono::steady_clock::time_point{}) {
-    tokens = burst;
-  } else {
-    const double seconds = std::chrono::duration<double>(now - refilled).count();
-    tokens = std::min(burst, tokens + seconds * per_second);
-  }
-  refilled = now;
-  if (tokens < 1) return false;
-  tokens -= 1;
-  return true;
-}
-
-void Reactor::HandleSend(const policy::PolicySet& policies, const Agency& sender,
-                         const std::string& routing_id, const zmq::message_t& body) {
-  stats_.messages_in++;
-  ++batch_messages_;
-  ++forming_messages_;
-  // Cheapest check first: a flood is answered before any parsing, and the
-  // other agencies' messages in the same batch are not held up by it.
-  if (!WithinLimits(sender.id)) {
-    stats_.busy++;
-    if (stats_.busy % 1000 == 1) {
-      spdlog::warn("event=agency_over_limit agency={} busy_total={}", sender.id, stats_.busy.load());
-    }
-    // Echo the id so that the sender can match it (verified; never logged).
-    std::vector<uint8_t> storage;
-    // Bounded: VerifyEnvelope refuses a buffer that shares its way past
-    // wire::kMaxExpansion times its size.
-    const wire::Envelope* env = wire::VerifyEnvelope(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
-    const std::string id = env && env->id() ? env->id()->str() : std::string();
-    auto receipt = BuildReceipt(id, wire::Code::busy,
-                                "over this agency's rate or in-flight limit; resend later with the same id",
-                                sender.id, {}, policies.version());
-    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
-    return;
-  }
-  ++batch_in_flight_[sender.id];
-  std::vector<uint8_t> storage;
-  std::span<const uint8_t> bytes = wire::Aligned({body.data<uint8_t>(), body.size()}, storage);
-  auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
-    replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id,
-                        sender.id});
-  };
-  auto unavailable = [&](const std::string& id, const Status& st) {
-    spdlog::error("event=store_failed agency={} id={} error=\"{}\"", sender.id,
-                  wire::LoggableMessageId(id), st.message());
-    reply(id, BuildReceipt(id, wire::Code::unavailable,
-                           "the broker could not store the message; resend it later with the same id",
-                           sender.id, {}, policies.version()));
-  };
-
-  // A resend of a message already handled gets the original receipt.
-  const wire::Envelope* peek =
-      bytes.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(bytes) : nullptr;
-  const std::string peek_id = peek && peek->id() ? peek->id()->str() : std::string();
-  if (!peek_id.empty()) {
-    // This batch's and the committing batch's receipts first: the store
-    // reader sees only what is committed.
-    std::optional<std::vector<uint8_t>> original;
-    if (auto it = uncommitted_receipts_.find(ReceiptKey(sender.id, peek_id)); it != uncommitted_receipts_.end()) {
-      original = it->second;
-    } else {
-      auto found = reader_->FindReceipt(sender.id, peek_id);
-      if (!found.ok()) return unavailable(peek_id, found.status());
-      original = std::move(*found);
-    }
-    if (original) {
-      stats_.duplicates++;
-      spdlog::info("event=duplicate agency={} id={}", sender.id, wire::LoggableMessageId(peek_id));
-      replies_.push_back({routing_id, std::move(*original), peek_id, sender.id});
-      return;
-    }
-  }
-
-  // A withdrawal also goes to every agency that received data of the case.
-  std::vector<std::string> disclosed;
-  const bool erasure = peek && peek->payload_type() == wire::Payload::ErasureRequest &&
-                       peek->case_ref() && peek->case_ref()->size() > 0;
-  if (erasure) {
-    // A barrier (erasures are rare): everything before it is committed, so
-    // the reader sees every disclosure and every queued copy of the case.
-    Drain();
-    auto to = reader_->Disclosures(sender.id, peek->case_ref()->str());
-    if (!to.ok()) return unavailable(peek_id, to.status());
-    disclosed = std::move(*to);
-  }
-
-  Admission admission = dispatcher_.Admit(policies, sender, bytes, disclosed);
-  if (admission.code != wire::Code::ok) {
-    stats_.messages_rejected++;
-    spdlog::warn("event=rejected agency={} id={} code={} detail=\"{}\"", sender.id,
-                 admission.message_id.empty() ? "-" : admission.message_id,
-                 wire::EnumNameCode(admission.code), admission.detail);
-    reply(admission.message_id, BuildReceipt(admission.message_id, admission.code, admission.detail,
-                                             sender.id, {}, policies.version()));
-    return;
-  }
-
-  const int64_t now = NowMs();
-  const policy::Retention& retention = policies.For(sender).retention;
-  int64_t expires = now + retention.undelivered_days * kDayMs;
-  if (peek->expires_at()) {
-    if (auto at = wire::ParseRfc3339Millis(peek->expires_at()->string_view())) expires = std::min(expires, *at);
-  }
-  // Receipts (and rows) outlive the longest a message may wait, so that a
-  // resend of a still-queued message is always recognised.
-  const int64_t purge_after =
-      now + std::max(retention.delivered_days, retention.undelivered_days) * kDayMs;
-  const std::string case_ref = peek->case_ref() ? peek->case_ref()->str() : std::string();
-  // What every ledger record of this message shares: names, never values.
-  audit::Entry base;
-  base.message_id = admission.message_id;
-  // The case's pseudonym, computed once for all of the message's records.
-  base.case_pseudonym = ledger_->CaseOf(sender.id, case_ref);
-  base.sender = sender.id;
-  base.type = wire::EnumNamePayload(peek->payload_type());
-  base.purpose = peek->purpose() ? peek->purpose()->str() : "";
-  base.legal_basis = peek->legal_basis() ? peek->legal_basis()->str() : "";
-  base.handling = wire::EnumNameHandling(peek->handling());
-  base.policy_version = policies.version();
-  base.sender_kind = sender.kind;
-  base.sender_region = sender.region;
-  base.urgency = wire::EnumNameUrgency(peek->urgency());
-  if (const auto* response = peek->payload_as_ReferralResponse()) {
-    base.response = wire::EnumNameResponseDecision(response->decision());
-  }
-  auto with_recipient = [&](audit::Entry entry, const std::string& recipient) {
-    entry.recipient = recipient;
-    if (const Agency* a = policies.directory().Find(recipient)) {
-      entry.recipient_kind = a->kind;
-      entry.recipient_region = a->region;
-    }
-    return entry;
-  };
-  if (erasure) {
-    auto erased = reader_->QueuedOfCase(sender.id, case_ref);
-    if (!erased.ok()) return unavailable(admission.message_id, erased.status());
-    if (!erased->empty()) {
-      spdlog::info("event=erased_undelivered agency={} id={} messages={}", sender.id,
-                   admission.message_id, erased->size());
-    }
-    for (const store::ExpiredMessage& e : *erased) {
-      forming_.erased.push_back(e.seq);
-      --queue_depth_[e.recipient];
-      // A copy in flight is withdrawn too: its ACK no longer counts.
-      windows_.Withdraw(e.recipient, e.seq);
-      audit::Entry entry = with_recipient(base, e.recipient);
-      entry.decision = ledger::Decision::erased;
-      entry.message_id = e.message_id;
-      // The removed message's own type; purpose and the like are the
-      // withdrawal's (the store keeps no more about the message).
-      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
-      entry.reason = "case-withdrawn:" + admission.message_id;
-      ledger_->Add(entry);
-    }
-  }
-
-  // The label carries the ledger's case pseudonym and the type to the
-  // message's later ledger records (delivered, expired, erased).
-  const std::string label = base.case_pseudonym + "|" + base.type;
-  std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
-  for (const RecipientOutcome& o : outcomes) {
-    if (o.code != wire::Code::denied) continue;
-    audit::Entry entry = with_recipient(base, o.recipient);
-    entry.decision = ledger::Decision::denied;
-    entry.rules = o.rules;
-    entry.reason = o.reason;
-    ledger_->Add(entry);
-  }
-  for (Delivery& d : admission.deliveries) {
-    int64_t& depth = queue_depth_[d.recipient->id];
-    if (depth >= static_cast<int64_t>(config_.store.max_queue_per_recipient)) {
-      d.outcome.code = wire::Code::queue_full;
-      d.outcome.reason = "recipient-queue-full";
-      spdlog::warn("event=queue_full recipient={} depth={}", d.recipient->id, depth);
-    } else {
-      forming_.copies.push_back({sender.id, admission.message_id, d.recipient->id, case_ref, label,
-                                 std::vector<uint8_t>(d.envelope.data(), d.envelope.data() + d.envelope.size()),
-                                 now, expires, purge_after});
-      ++depth;
-      // Operators hear once when a queue reaches 80% of its limit.
-      if (depth == static_cast<int64_t>(config_.store.max_queue_per_recipient * 8 / 10)) {
-        spdlog::warn("event=queue_threshold recipient={} depth={} limit={}", d.recipient->id, depth,
-                     config_.store.max_queue_per_recipient);
-      }
-      stats_.stored++;
-      d.outcome.code = wire::Code::stored;
-      touched_.insert(d.recipient->id);
-      // The disclosure is recorded before anything leaves: if the ledger
-      // cannot be written, the batch is rolled back and nothing is sent.
-      audit::Entry entry = with_recipient(base, d.recipient->id);
-      entry.decision = ledger::Decision::released;
-      entry.rules = d.outcome.rules;
-      for (const std::string* f : d.outcome.released) entry.released.push_back(*f);
-      for (const std::string* f : d.outcome.transformed) entry.transformed.push_back(*f);
-      for (const std::string* f : d.outcome.dropped) entry.dropped.push_back(*f);
-      ledger_->Add(entry);
-      if (d.outcome.break_glass) {
-        entry.decision = ledger::Decision::break_glass;
-        entry.released.clear();
-        entry.transformed.clear();
-        entry.dropped.clear();
-        ledger_->Add(entry);
-      }
-    }
-    outcomes.push_back(std::move(d.outcome));
-  }
-  for (const RecipientOutcome& o : outcomes) {
-    metrics_->Decision(base.type, o.code == wire::Code::stored ? "released" : wire::EnumNameCode(o.code),
-                       sender.id);
-  }
-  // Per message: debug, so that the message path does not wait on the log.
-  spdlog::debug("event=message agency={} id={} type={} recipients={} stored={}", sender.id,
-               admission.message_id, wire::EnumNamePayload(peek->payload_type()), outcomes.size(),
-               std::count_if(outcomes.begin(), outcomes.end(),
-                             [](const auto& o) { return o.code == wire::Code::stored; }));
-  auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes,
-                              policies.version());
-  std::vector<uint8_t> receipt_bytes(receipt.data(), receipt.data() + receipt.size());
-  forming_.receipts.push_back({sender.id, admission.message_id, receipt_bytes, purge_after});
-  uncommitted_receipts_[ReceiptKey(sender.id, admission.message_id)] = receipt_bytes;
-  forming_receipt_keys_.push_back(ReceiptKey(sender.id, admission.message_id));
-  replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id, sender.id});
-}
-
-void Reactor::HandleAck(const Agency& agency, const zmq::message_t& body,
-                        const std::string& routing_id) {
-  std::vector<uint8_t> storage;
-  const wire::Ack* ack = wire::VerifyAck(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
-  if (!ack) {
-    stats_.malformed_frames++;
-    auto receipt = BuildReceipt("", wire::Code::malformed, "ACK body is not a valid Ack table",
-                                agency.id, {});
-    SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
-    return;
-  }
-  stats_.acks++;
-  const std::string id = ack->message_id()->str();
-  // Only a message that was delivered to this agency can be acked by it.
-  const DeliveryWindows::Acked acked =
-      windows_.TakeAcked(agency.id, ack->sender() ? ack->sender()->string_view() : "", id);
-  if (acked.ambiguous_senders > 1) {
-    spdlog::warn("event=ack_ambiguous agency={} senders={} action=ignored_redeliver", agency.id,
-                 acked.ambiguous_senders);
-  }
-  if (acked.copies.empty()) return;
-  // Room in the window: more committed copies go out after this drain,
-  // without waiting for the commit that records the ack.
-  window_room_.insert(agency.id);
-  const auto set = policies();
-  const int64_t now = NowMs();
-  for (const auto& [seq, message] : acked.copies) {
-    // In flight means queued: an expiry or erasure takes it out of flight.
-    forming_.acks.push_back({agency.id, seq, now});
-    const std::string& sender = message.sender;
-    --queue_depth_[agency.id];
-    auto notice = BuildReceipt(id, wire::Code::ok, "", sender, {{agency.id, wire::Code::delivered}},
-                               set->version());
-    forming_.notices.emplace_back(sender, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
-    notice_for_.insert(sender);
-    spdlog::debug("event=delivered recipient={} agency={} id={}", agency.id, sender, id);
-    audit::Entry entry;
-    entry.decision = ledger::Decision::delivered;
-    entry.message_id = id;
-    entry.case_pseudonym = message.label.substr(0, message.label.find('|'));
-    if (message.label.find('|') != std::string::npos) entry.type = message.label.substr(message.label.find('|') + 1);
-    entry.sender = sender;
-    entry.recipient = agency.id;
-    entry.recipient_kind = agency.kind;
-    entry.recipient_region = agency.region;
-    if (const Agency* s = set->directory().Find(sender)) {
-      entry.sender_kind = s->kind;
-      entry.sender_region = s->region;
-    }
-    entry.policy_version = set->version();
-    ledger_->Add(entry);
-  }
-}
-
-std::string Reactor::ReceiptKey(const std::string& sender, const std::string& id) {
-  return sender + '\0' + id;
-}
-
-void Reactor::FinishBatch(bool checkpoint) {
-  batch_in_flight_.clear();
-  // Pending() reads committed copies only, so a window refilled by acks can
-  // be pumped at once: deliveries are not held to the commit cycle.
-  for (const std::string& recipient : window_room_) Pump(recipient);
-  window_room_.clear();
-  // While a commit runs, the batch keeps forming; it goes when that commit
-  // returns (OnCommitted): group commit without a timer.
-  if (!committer_->busy()) SubmitForming(checkpoint);
-}
-
-void Reactor::SubmitForming(bool checkpoint) {
-  const bool checkpoint_due = checkpoint || std::chrono::steady_clock::now() - last_checkpoint_ >=
-                                                std::chrono::seconds(config_.ledger.checkpoint_seconds);
-  if (forming_.empty() && replies_.empty() && touched_.empty() && notice_for_.empty() &&
-      !ledger_->has_batch() && !checkpoint_due) {
-    return;
-  }
-  Committing c;
-  c.replies = std::move(replies_);
-  c.touched = std::move(touched_);
-  c.notice_for = std::move(notice_for_);
-  c.receipt_keys = std::move(forming_receipt_keys_);
-  c.notices_sent = forming_.notices_sent;
-  replies_.clear();
-  touched_.clear();
-  notice_for_.clear();
-  forming_receipt_keys_.clear();
-  forming_messages_ = 0;
-  // The batch's ledger records commit in the same store transaction as its
-  // decisions: both are durable or neither is. A decision that cannot be
-  // recorded is not acted on (the batch is refused).
-  if (ledger_->has_batch() || checkpoint_due) {
-    auto lines = ledger_->Write(checkpoint_due);
-    if (checkpoint_due) last_checkpoint_ = std::chrono::steady_clock::now();
-    metrics_->SetReady(lines.ok(), lines.ok() ? "" : "the ledger cannot be written");
-    if (!lines.ok()) {
-      stats_.ledger_failures++;
-      spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", lines.status().message());
-      forming_ = {};
-      Finish(std::move(c), Status::IoError("the ledger cannot be written"));
-      return;
-    }
-    c.ledger_written = !lines->empty();
-    forming_.ledger = std::move(*lines);
-  }
-  if (ledger_synced_ > ledger_trimmed_) {
-    forming_.trim_ledger_to = ledger_synced_;
-    c.trim_to = ledger_synced_;
-  }
-  if (forming_.empty()) {
-    // Nothing to write (rejections, resends of committed messages, a
-    // reconnect): answer at once.
-    Finish(std::move(c), Status::Ok());
-    return;
-  }
-  committing_ = std::move(c);
-  committer_->Submit(std::move(forming_));
-  forming_ = {};
-}
-
-void Reactor::OnCommitted(const Status& result) {
-  if (!committing_) return;
-  Committing c = std::move(*committing_);
-  committing_.reset();
-  Finish(std::move(c), result);
-  // What arrived during that commit goes now.
-  SubmitForming(false);
-}
-
-void Reactor::Drain(bool checkpoint) {
-  while (committer_->busy()) OnCommitted(committer_->Wait());
-  SubmitForming(checkpoint);
-  while (committer_->busy()) OnCommitted(committer_->Wait());
-}
-
-void Reactor::Finish(Committing c, const Status& result) {
-  if (c.ledger_written) {
-    if (result.ok()) {
-      ledger_->Keep();
-    } else {
-      ledger_->Undo();
-    }
-  }
-  for (const std::string& key : c.receipt_keys) uncommitted_receipts_.erase(key);
-  for (int64_t seq : c.notices_sent) notices_sending_.erase(seq);
-  if (result.ok()) {
-    stats_.commits++;
-    if (c.trim_to > ledger_trimmed_) ledger_trimmed_ = c.trim_to;
-  } else {
-    // Fail closed: nothing of this batch is stored, so nobody hears
-    // "stored". The batch forming meanwhile built on this one (its resends
-    // were answered from this batch's receipts): it is refused too.
-    stats_.commit_failures++;
-    spdlog::error("event=commit_failed messages={} error=\"{}\"", c.replies.size() + replies_.size(),
-                  result.message());
-    for (Reply& r : replies_) c.replies.push_back(std::move(r));
-    replies_.clear();
-    forming_ = {};
-    forming_receipt_keys_.clear();
-    forming_messages_ = 0;
-    uncommitted_receipts_.clear();
-    notices_sending_.clear();
-    ledger_->Discard();
-    touched_.clear();
-    notice_for_.clear();
-    c.touched.clear();
-    c.notice_for.clear();
-    const auto set = policies();
-    for (Reply& r : c.replies) {
-      auto receipt = BuildReceipt(
-          r.message_id, wire::Code::unavailable,
-          "the broker could not store the message; resend it later with the same id", r.sender, {},
-          set->version());
-      r.receipt.assign(receipt.data(), receipt.data() + receipt.size());
-    }
-    depths_stale_ = true;
-    // Acks of the batch were not recorded: everything unacked goes out
-    // again (the agents re-ack what they already have).
-    for (std::string& recipient : windows_.ResetAll()) c.touched.insert(std::move(recipient));
-  }
-  const auto sent_at = std::chrono::steady_clock::now();
-  for (const Reply& r : c.replies) {
-    SendTo(r.routing_id, wire::kReceipt, r.receipt.data(), r.receipt.size());
-    // Receipts built here are valid; only the code is needed.
-    metrics_->Receipt(wire::EnumNameCode(flatbuffers::GetRoot<wire::Receipt>(r.receipt.data())->code()));
-    metrics_->ReceiptLatency(std::chrono::duration_cast<std::chrono::microseconds>(sent_at - r.received));
-  }
-  if (depths_stale_) {
-    if (auto depths = reader_->QueueDepths(); depths.ok()) {
-      queue_depth_ = std::move(*depths);
-      depths_stale_ = false;
-    }
-  }
-  for (const std::string& recipient : c.touched) Pump(recipient);
-  for (const std::string& agency : c.notice_for) FlushNotices(agency);
-}
-
-void Reactor::Pump(const std::string& recipient) {
-  while (size_t room = windows_.Room(recipient)) {
-    const std::string* receiver = LiveReceiverOf(recipient);
-    if (!receiver) return;
-    // Committed copies only: nothing leaves before its batch is durable.
-    std::vector<int64_t> damaged;
-    auto pending = reader_->Pending(recipient, windows_.Cursor(recipient), static_cast<int>(room), &damaged);
-    if (!pending.ok()) {
-      spdlog::error("event=store_failed recipient={} error=\"{}\"", recipient, pending.status().message());
-      return;
-    }
-    if (pending->empty() && damaged.empty()) return;
-    // Set aside with the next commit; skipped until then.
-    forming_.set_aside.insert(forming_.set_aside.end(), damaged.begin(), damaged.end());
-    const int64_t now = NowMs();
-    bool gone = false;
-    for (store::QueuedMessage& m : *pending) {
-      // In order: after the ack of another sender's message of this id.
-      if (!windows_.MaySend(recipient, m.message_id)) return;
-      const SendResult sent = SendTo(*receiver, wire::kDeliver, m.envelope.data(), m.envelope.size());
-      if (sent == SendResult::kFull) return;  // the timer tries again
-      if (sent == SendResult::kGone) {
-        spdlog::info("event=receiver_gone agency={}", recipient);
-        auto& list = receivers_[recipient];
-        if (!list.empty()) list.pop_back();
-        windows_.Reset(recipient);  // the next receiver starts from the beginning
-        gone = true;
-        break;
-      }
-      windows_.Sent(recipient, m.seq, {m.sender, m.message_id, now, std::move(m.label)});
-      stats_.deliveries++;
-    }
-    if (gone) continue;
-    // Every good copy of this read went out: the damaged ones are passed.
-    for (int64_t seq : damaged) windows_.Skip(recipient, seq);
-  }
-}
-
-void Reactor::FlushNotices(const std::string& agency) {
-  const std::string* receiver = LiveReceiverOf(agency);
-  if (!receiver) return;
-  auto notices = reader_->Notices(agency, 256);
-  if (!notices.ok() || notices->empty()) return;
-  for (const store::Notice& n : *notices) {
-    if (notices_sending_.count(n.seq)) continue;  // sent; its deletion commits soon
-    if (SendTo(*receiver, wire::kNotice, n.receipt.data(), n.receipt.size()) != SendResult::kSent) break;
-    // Sent at least once; the deletion commits with the next batch.
-    forming_.notices_sent.push_back(n.seq);
-    notices_sending_.insert(n.seq);
-  }
-}
 
 bool Reactor::DomainLive(std::string_view domain, int64_t now_ms) const {
   for (const ServedKey& served : served_keys_) {
@@ -1034,86 +435,7 @@ void Reactor::RetireDueKeys(int64_t now_ms) {
   }
 }
 
-void Reactor::OnTimer() {
-  const int64_t now = NowMs();
-  {
-    std::lock_guard<std::mutex> lock(events_mu_);
-    for (const auto& e : events_) ledger_->Add(e);
-    events_.clear();
-  }
-  HandleSetAsideCalls();
-  if (served_keys_.size() > 1) RetireDueKeys(now);
-  metrics_->Beat();
-  metrics_->SetQueueDepths(queue_depth_);
-  {
-    // Agencies with a connection that said HELLO (senders and receivers),
-    // for `liaison status`.
-    std::set<std::string> connected;
-    for (const auto& [fd, agency] : agency_by_fd_) connected.insert(agency);
-    metrics_->SetConnectedAgencies({connected.begin(), connected.end()});
-  }
-  // Expiry reads the store, so it is a barrier: only when something is due,
-  // everything before is committed first (an ACK still in a batch would
-  // otherwise race the expiry of the same copy).
-  auto due = reader_->Due(now);
-  if (due.ok() && !due->empty()) {
-    Drain();
-    due = reader_->Due(now);
-  }
-  if (!due.ok()) {
-    spdlog::error("event=store_failed error=\"{}\"", due.status().message());
-  } else {
-    const auto set = policies();
-    for (const store::ExpiredMessage& e : *due) {
-      stats_.expired++;
-      forming_.expired.push_back(e.seq);
-      --queue_depth_[e.recipient];
-      windows_.Withdraw(e.recipient, e.seq);
-      auto notice = BuildReceipt(e.message_id, wire::Code::ok, "", e.sender,
-                                 {{e.recipient, wire::Code::expired, "not-delivered-in-time"}},
-                                 set->version());
-      forming_.notices.emplace_back(e.sender, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
-      notice_for_.insert(e.sender);
-      spdlog::info("event=expired agency={} recipient={} id={}", e.sender, e.recipient, e.message_id);
-      audit::Entry entry;
-      entry.decision = ledger::Decision::expired;
-      entry.message_id = e.message_id;
-      entry.case_pseudonym = e.label.substr(0, e.label.find('|'));
-      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
-      entry.sender = e.sender;
-      entry.recipient = e.recipient;
-      entry.reason = "not-delivered-in-time";
-      entry.policy_version = set->version();
-      ledger_->Add(entry);
-    }
-  }
-  if (++timer_ticks_ % 60 == 0) forming_.purge_before_ms = now;
-  // The store holds the ledger's records until the file has them on disk;
-  // the next commit forgets those (SubmitForming). The sync runs on the
-  // ledger's thread: this one never waits for the disk.
-  if (auto synced = ledger_->SyncInBackground(); !synced.ok()) {
-    spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
-  } else {
-    ledger_synced_ = *synced;
-  }
-  // Unacked deliveries past the timeout go out again, in order.
-  for (const auto& [recipient, copies] : windows_.Overdue(now)) {
-    stats_.redeliveries += copies;
-    spdlog::info("event=redelivery recipient={} messages={}", recipient, copies);
-  }
-  // Also retries recipients whose queue was full.
-  for (std::string& recipient : windows_.Recipients()) touched_.insert(std::move(recipient));
-  for (const auto& [recipient, depth] : queue_depth_) {
-    if (depth > 0 && ReceiverOf(recipient)) touched_.insert(recipient);
-  }
-  // Notices that could not be sent before (no receiver, full queue).
-  for (const auto& [agency, list] : receivers_) {
-    if (!list.empty()) notice_for_.insert(agency);
-  }
-  FinishBatch();
-}
-
-Reactor::SendResult Reactor::SendTo(const std::string& routing_id, std::string_view command,
+Link::SendResult Reactor::SendTo(const std::string& routing_id, std::string_view command,
                                     const void* data, size_t size) {
   try {
     if (!router_->send(zmq::buffer(routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
