@@ -1,6 +1,7 @@
 // The writer commits a batch off the caller's thread: all of it, or (on any
 // failed write) none of it, and the caller learns which.
 #include "core/commit.h"
+#include "audit/ledger.h"
 #include "sqlite/sqlite_store.h"
 
 #include <gtest/gtest.h>
@@ -28,7 +29,7 @@ store::WriteBatch Batch(const std::string& id, size_t body_bytes) {
 }
 
 // Waits (bounded) for the writer's event and takes the result.
-std::optional<Status> Result(Committer& c) {
+std::optional<CommitResult> Result(Committer& c) {
   pollfd p{c.event_fd(), POLLIN, 0};
   if (::poll(&p, 1, 5000) != 1) return std::nullopt;
   return c.TakeResult();
@@ -70,7 +71,7 @@ TEST(CommitterTest, AWriteThatFailsInsideTheBatchCommitsNoneOfIt) {
   store::WriteBatch batch = Batch("small", 100);
   batch.copies.push_back(Batch("huge", 200 * 1024).copies[0]);
   (*committer)->Submit(std::move(batch));
-  Status result = (*committer)->Wait();
+  CommitResult result = (*committer)->Wait();
   EXPECT_FALSE(result.ok());
   auto pending = (*reader)->Pending("b", 0, 10);
   ASSERT_TRUE(pending.ok());
@@ -85,6 +86,76 @@ TEST(CommitterTest, AWriteThatFailsInsideTheBatchCommitsNoneOfIt) {
   // The writer goes on: the next batch commits.
   (*committer)->Submit(Batch("next", 100));
   EXPECT_TRUE((*committer)->Wait().ok());
+}
+
+// The ledger's records are sealed on the writer's thread and committed with
+// the batch: the store holds exactly the lines the file got.
+TEST(CommitterTest, TheLedgerRecordsAreWrittenByTheWriterAndCommittedWithTheBatch) {
+  TempDir dir;
+  ASSERT_TRUE(audit::WriteSigningKey(dir.path().string(), "sign").ok());
+  auto writer = store::SqliteStore::Open(dir.file("s.db"), Key());
+  auto reader = store::SqliteStore::Open(dir.file("s.db"), Key());
+  ASSERT_TRUE(writer.ok() && reader.ok());
+  auto ledger = audit::Ledger::Open(dir.file("ledger.jsonl"), *audit::LoadSigningKey(dir.file("sign.key")),
+                                    audit::DeriveCaseKey("s"), 1000);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  auto committer = Committer::Start(writer->get());
+  ASSERT_TRUE(committer.ok());
+  for (int i = 0; i < 3; ++i) {
+    audit::Entry e;
+    e.message_id = "m" + std::to_string(i);
+    e.sender = "a";
+    e.recipient = "b";
+    (*ledger)->Add(e);
+  }
+  store::WriteBatch batch = Batch("m0", 100);
+  batch.ledger.clear();
+  (*committer)->Submit(std::move(batch), {ledger->get(), (*ledger)->TakeBatch(), /*checkpoint=*/true});
+  CommitResult result = (*committer)->Wait();
+  ASSERT_TRUE(result.ok()) << result.ToString();
+  EXPECT_TRUE(result.ledger_written);
+  EXPECT_FALSE(result.ledger_failed);
+  (*ledger)->Keep();
+  EXPECT_EQ(4u, (*ledger)->last_seq()) << "three records and a checkpoint";
+  auto tail = (*reader)->ReadLedgerTail();
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(std::optional<uint64_t>(4), tail->committed_seq);
+  ASSERT_EQ(4u, tail->lines.size());
+  auto report = audit::VerifyLedger(dir.file("ledger.jsonl"), audit::LoadVerifyKey(dir.file("sign.pub"))->get());
+  EXPECT_TRUE(report.ok) << report.Summary();
+}
+
+// Fail closed: a ledger that cannot be written stores nothing of the batch.
+TEST(CommitterTest, ABatchWhoseLedgerCannotBeWrittenStoresNothing) {
+  TempDir dir;
+  ASSERT_TRUE(audit::WriteSigningKey(dir.path().string(), "sign").ok());
+  auto writer = store::SqliteStore::Open(dir.file("s.db"), Key());
+  auto reader = store::SqliteStore::Open(dir.file("s.db"), Key());
+  ASSERT_TRUE(writer.ok() && reader.ok());
+  // /dev/full refuses every write with ENOSPC: a real full disk.
+  auto ledger = audit::Ledger::Open("/dev/full", *audit::LoadSigningKey(dir.file("sign.key")),
+                                    audit::DeriveCaseKey("s"), 1000);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  auto committer = Committer::Start(writer->get());
+  ASSERT_TRUE(committer.ok());
+  audit::Entry e;
+  e.message_id = "m";
+  (*ledger)->Add(e);
+  store::WriteBatch batch = Batch("m", 100);
+  batch.ledger.clear();
+  (*committer)->Submit(std::move(batch), {ledger->get(), (*ledger)->TakeBatch(), false});
+  CommitResult result = (*committer)->Wait();
+  EXPECT_FALSE(result.ok());
+  EXPECT_TRUE(result.ledger_failed);
+  EXPECT_FALSE(result.ledger_written);
+  EXPECT_NE(std::string::npos, result.status.message().find("No space left")) << result.ToString();
+  auto pending = (*reader)->Pending("b", 0, 10);
+  ASSERT_TRUE(pending.ok());
+  EXPECT_TRUE(pending->empty()) << "a copy was stored although its ledger record was not written";
+  auto receipt = (*reader)->FindReceipt("a", "m");
+  ASSERT_TRUE(receipt.ok());
+  EXPECT_FALSE(receipt->has_value());
+  EXPECT_EQ(0u, (*ledger)->last_seq());
 }
 
 }  // namespace

@@ -254,6 +254,7 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     }
   }
   ledger->synced_seq_ = ledger->seq_;
+  ledger->kept_seq_ = ledger->seq_;
   return ledger;
 }
 
@@ -283,16 +284,24 @@ std::string Ledger::Line(ledger::LedgerRecordT& record, const std::string& time)
   return *json + "\t" + hash;
 }
 
-StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
+std::vector<Entry> Ledger::TakeBatch() {
+  std::vector<Entry> batch;
+  batch.swap(batch_);
+  return batch;
+}
+
+StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) { return Write(TakeBatch(), checkpoint); }
+
+StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool checkpoint) {
   std::vector<LedgerLine> lines;
   if (undo_) return Status::Internal("ledger: a written batch is neither kept nor undone");
-  if (batch_.empty() && !(checkpoint && since_checkpoint_ > 0)) return lines;
+  if (batch.empty() && !(checkpoint && since_checkpoint_ > 0)) return lines;
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Status::IoError("cannot read the size of the ledger " + path_);
   const Rewind undo{seq_, prev_, since_checkpoint_, st.st_size};
   // One time for the batch: its records are written at one moment.
   const std::string now = wire::NowRfc3339();
-  for (const Entry& e : batch_) {
+  for (const Entry& e : batch) {
     ledger::LedgerRecordT r;
     r.decision = e.decision;
     r.message_id = e.message_id;
@@ -324,7 +333,6 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;
   }
-  batch_.clear();
   if (since_checkpoint_ > 0 && (checkpoint || since_checkpoint_ >= checkpoint_every_)) {
     const std::string message = CheckpointMessage(seq_, prev_);
     unsigned char sig[64];
@@ -363,7 +371,10 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(bool checkpoint) {
   return lines;
 }
 
-void Ledger::Keep() { undo_.reset(); }
+void Ledger::Keep() {
+  undo_.reset();
+  kept_seq_ = seq_;
+}
 
 void Ledger::Undo() {
   if (!undo_) return;
@@ -377,7 +388,7 @@ void Ledger::Undo() {
 }
 
 StatusOr<uint64_t> Ledger::Sync() {
-  const uint64_t reached = undo_ ? undo_->seq : seq_;
+  const uint64_t reached = kept_seq_;
   {
     std::lock_guard lock(sync_mu_);
     if (synced_seq_ >= reached) return synced_seq_;
@@ -393,7 +404,7 @@ StatusOr<uint64_t> Ledger::Sync() {
 }
 
 StatusOr<uint64_t> Ledger::SyncInBackground() {
-  const uint64_t reached = undo_ ? undo_->seq : seq_;
+  const uint64_t reached = kept_seq_;
   std::lock_guard lock(sync_mu_);
   if (sync_error_) {
     Status error = std::move(*sync_error_);
@@ -440,7 +451,7 @@ Status Ledger::Flush(bool checkpoint) {
   }
   Keep();
   std::lock_guard lock(sync_mu_);
-  synced_seq_ = seq_;
+  synced_seq_ = kept_seq_;
   return Status::Ok();
 }
 

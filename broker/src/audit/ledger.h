@@ -59,8 +59,12 @@ struct Entry {
 // the store beside its decisions.
 using LedgerLine = std::pair<uint64_t, std::string>;
 
-// Not thread-safe: one thread (the reactor) owns it. Its only thread of its
-// own is the background sync (SyncInBackground).
+// Not thread-safe, with one exception: Add, TakeBatch, has_batch, Discard,
+// CaseOf and the syncs belong to the owner's thread (the core's), while
+// Write and then Keep or Undo may run on another (the store writer's) as
+// long as the two threads hand the ledger over with a happens-before (the
+// writer's result), never at once. Its only thread of its own is the
+// background sync (SyncInBackground).
 //
 // A batch's records reach the file before the store commit that decides
 // them, and the store commits the same lines: Write() seals and appends
@@ -102,6 +106,10 @@ class Ledger {
   // commit; then exactly one of Keep() or Undo() must follow. On failure the
   // file is cut back, the batch is gone, and the caller must not act on it.
   StatusOr<std::vector<LedgerLine>> Write(bool checkpoint = false);
+  // The same for records taken from the batch earlier (TakeBatch).
+  StatusOr<std::vector<LedgerLine>> Write(std::vector<Entry> batch, bool checkpoint);
+  // Takes the batch being built (Add) for a Write on another thread.
+  std::vector<Entry> TakeBatch();
   // The batch's store commit succeeded: the written records stand.
   void Keep();
   // The batch's store commit failed: the file is cut back to before Write().
@@ -119,7 +127,8 @@ class Ledger {
   Status Flush(bool checkpoint = false);
   void Discard() { batch_.clear(); }
 
-  uint64_t last_seq() const { return seq_; }
+  // The last record kept (written and not undone).
+  uint64_t last_seq() const { return kept_seq_; }
   // Bytes of a torn last line cut off at Open (0 if none).
   uint64_t repaired_bytes() const { return repaired_bytes_; }
   // Records cut at Open because their batch never committed, and records
@@ -150,6 +159,7 @@ class Ledger {
   std::string path_;
   int fd_ = -1;
   uint64_t seq_ = 0;            // last record written
+  std::atomic<uint64_t> kept_seq_{0};  // last record kept: what a sync makes durable
   std::string prev_;            // its hash
   uint64_t since_checkpoint_ = 0;
   uint64_t checkpoint_every_ = 1000;

@@ -13,10 +13,30 @@
 #include <optional>
 #include <thread>
 
+#include "audit/ledger.h"
 #include "liaison/status.h"
 #include "store/store.h"
 
 namespace liaison::broker {
+
+// The ledger's part of a batch: its records, sealed into the chain and
+// appended to the ledger file on the writer's thread, then committed with
+// the batch (WriteBatch::ledger), so that the core never formats, hashes or
+// signs a record itself.
+struct LedgerWork {
+  audit::Ledger* ledger = nullptr;  // not owned; nullptr: no ledger work
+  std::vector<audit::Entry> entries;
+  bool checkpoint = false;  // seal the chain with a signed checkpoint
+};
+
+// What became of a submitted batch.
+struct CommitResult {
+  Status status;                // Ok: the batch (and its ledger records) is durable
+  bool ledger_written = false;  // records were appended: Keep() or Undo() must follow
+  bool ledger_failed = false;   // the ledger could not be written: nothing was stored
+  bool ok() const { return status.ok(); }
+  std::string ToString() const { return status.ToString(); }
+};
 
 class Committer {
  public:
@@ -30,16 +50,21 @@ class Committer {
   // True from Submit() until TakeResult() or Wait() returned its result.
   bool busy() const { return busy_; }
 
-  // Hands `batch` to the writer. Precondition: !busy().
-  void Submit(store::WriteBatch batch);
+  // Hands `batch` to the writer. Precondition: !busy(). With `ledger`, the
+  // writer first writes its records (audit::Ledger::Write) and puts their
+  // lines in the batch; if that fails, nothing is applied. The ledger is
+  // used on the writer's thread until the result is taken; the caller must
+  // not Write, Keep or Undo it meanwhile (Add is fine).
+  void Submit(store::WriteBatch batch, LedgerWork ledger = {});
   // The submitted batch's result if it is ready (clears busy()), else nullopt.
-  std::optional<Status> TakeResult();
+  std::optional<CommitResult> TakeResult();
   // Blocks until the submitted batch is done; its result. Precondition: busy().
-  Status Wait();
+  CommitResult Wait();
 
  private:
   Committer() = default;
   void Loop();
+  CommitResult Commit(store::WriteBatch& batch, LedgerWork& ledger);
 
   store::Store* store_ = nullptr;
   int event_fd_ = -1;
@@ -48,7 +73,8 @@ class Committer {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::optional<store::WriteBatch> next_;  // guarded by mutex_
-  std::optional<Status> result_;           // guarded by mutex_
+  LedgerWork next_ledger_;                 // guarded by mutex_
+  std::optional<CommitResult> result_;     // guarded by mutex_
   bool stopping_ = false;                  // guarded by mutex_
   std::thread thread_;
 };

@@ -507,38 +507,30 @@ void Pipeline::SubmitForming(bool checkpoint) {
   forming_receipt_keys_.clear();
   forming_messages_ = 0;
   // The batch's ledger records commit in the same store transaction as its
-  // decisions: both are durable or neither is. A decision that cannot be
-  // recorded is not acted on (the batch is refused).
+  // decisions: both are durable or neither is. The writer seals them into
+  // the chain (formatting, hashing, signing), off this thread; a decision
+  // that cannot be recorded is not acted on (the batch is refused).
+  LedgerWork ledger;
   if (ledger_->has_batch() || checkpoint_due) {
-    auto lines = ledger_->Write(checkpoint_due);
+    ledger = {ledger_.get(), ledger_->TakeBatch(), checkpoint_due};
     if (checkpoint_due) last_checkpoint_ = std::chrono::steady_clock::now();
-    metrics_->SetReady(lines.ok(), lines.ok() ? "" : "the ledger cannot be written");
-    if (!lines.ok()) {
-      stats_.ledger_failures++;
-      spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", lines.status().message());
-      forming_ = {};
-      Finish(std::move(c), Status::IoError("the ledger cannot be written"));
-      return;
-    }
-    c.ledger_written = !lines->empty();
-    forming_.ledger = std::move(*lines);
   }
   if (ledger_synced_ > ledger_trimmed_) {
     forming_.trim_ledger_to = ledger_synced_;
     c.trim_to = ledger_synced_;
   }
-  if (forming_.empty()) {
+  if (forming_.empty() && !ledger.ledger) {
     // Nothing to write (rejections, resends of committed messages, a
     // reconnect): answer at once.
-    Finish(std::move(c), Status::Ok());
+    Finish(std::move(c), CommitResult{});
     return;
   }
   committing_ = std::move(c);
-  committer_->Submit(std::move(forming_));
+  committer_->Submit(std::move(forming_), std::move(ledger));
   forming_ = {};
 }
 
-void Pipeline::OnCommitted(const Status& result) {
+void Pipeline::OnCommitted(const CommitResult& result) {
   if (!committing_) return;
   Committing c = std::move(*committing_);
   committing_.reset();
@@ -553,13 +545,21 @@ void Pipeline::Drain(bool checkpoint) {
   while (committer_->busy()) OnCommitted(committer_->Wait());
 }
 
-void Pipeline::Finish(Committing c, const Status& result) {
-  if (c.ledger_written) {
+void Pipeline::Finish(Committing c, const CommitResult& committed) {
+  const Status& result = committed.status;
+  if (committed.ledger_written) {
     if (result.ok()) {
       ledger_->Keep();
     } else {
       ledger_->Undo();
     }
+  }
+  if (committed.ledger_failed) {
+    stats_.ledger_failures++;
+    spdlog::error("event=ledger_write_failed error=\"{}\" action=batch_refused", result.message());
+    metrics_->SetReady(false, "the ledger cannot be written");
+  } else if (committed.ledger_written) {
+    metrics_->SetReady(true, "");
   }
   for (const std::string& key : c.receipt_keys) uncommitted_receipts_.erase(key);
   for (int64_t seq : c.notices_sent) notices_sending_.erase(seq);

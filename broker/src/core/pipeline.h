@@ -138,11 +138,11 @@ class Pipeline {
   struct SetAsideCall;
 
   void SubmitForming(bool checkpoint);
-  void OnCommitted(const Status& result);
+  void OnCommitted(const CommitResult& result);
   // After a batch's commit (or its refusal): keeps or undoes its ledger
   // records, answers its senders ("unavailable" for all on failure), and
   // delivers.
-  void Finish(Committing c, const Status& result);
+  void Finish(Committing c, const CommitResult& committed);
   // A barrier: returns when everything decided so far is committed (and
   // answered), so that the store reader sees it.
   void Drain(bool checkpoint = false);
@@ -183,7 +183,6 @@ class Pipeline {
     std::set<std::string> touched, notice_for;
     std::vector<std::string> receipt_keys;  // in uncommitted_receipts_
     std::vector<int64_t> notices_sent;      // in notices_sending_
-    bool ledger_written = false;
     uint64_t trim_to = 0;
   };
   std::optional<Committing> committing_;
