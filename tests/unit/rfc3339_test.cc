@@ -1,7 +1,11 @@
 // RFC 3339 times as every part of liaison reads and writes them
 // (wire::ParseRfc3339Millis / wire::Rfc3339, on Howard Hinnant's date
 // library): offsets, fractions, lower case, and what must be refused.
+#include <date/date.h>
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <random>
 
 #include "liaison/wire.h"
 
@@ -55,6 +59,44 @@ TEST(Rfc3339Test, WritesUtcWithMillisecondsAndReadsItBack) {
   const auto now = ParseRfc3339Millis(NowRfc3339());
   ASSERT_TRUE(now.has_value());
   EXPECT_GT(*now, kAt - 365LL * 86400 * 1000);
+}
+
+// The canonical shape has its own fast reader; whatever shape an agent
+// writes, the same instant comes back: random instants from 1900 to 2999,
+// written at random offsets with 0 to 9 fraction digits.
+TEST(Rfc3339Test, EveryInstantReadsBackAtAnyOffsetAndPrecision) {
+  std::mt19937_64 random(20261201);
+  for (int i = 0; i < 20000; ++i) {
+    const int64_t ms = std::uniform_int_distribution<int64_t>(-2208988800000, 32503679999999)(random);
+    const int offset = std::uniform_int_distribution<int>(-1439, 1439)(random);
+    const int digits = std::uniform_int_distribution<int>(0, 9)(random);
+    // The local time at `offset`, written by hand (no shared code with the
+    // reader): date-time fields, then the fraction, then the offset.
+    const int64_t local = ms + offset * 60000LL;
+    const auto day = date::floor<date::days>(date::sys_time<std::chrono::milliseconds>{
+        std::chrono::milliseconds{local}});
+    const date::year_month_day ymd{day};
+    const int64_t in_day = local - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                       day.time_since_epoch()).count();
+    char text[64];
+    int n = std::snprintf(text, sizeof text, "%04d-%02u-%02uT%02lld:%02lld:%02lld", static_cast<int>(ymd.year()),
+                          static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                          static_cast<long long>(in_day / 3600000), static_cast<long long>(in_day / 60000 % 60),
+                          static_cast<long long>(in_day / 1000 % 60));
+    std::string t(text, n);
+    std::string fraction = std::to_string(1000 + in_day % 1000).substr(1) + "123456";
+    if (digits > 0) t += "." + fraction.substr(0, digits);
+    if (offset == 0 && i % 2 == 0) {
+      t += i % 4 == 0 ? "Z" : "z";
+    } else {
+      n = std::snprintf(text, sizeof text, "%c%02d:%02d", offset < 0 ? '-' : '+', std::abs(offset) / 60,
+                        std::abs(offset) % 60);
+      t += std::string(text, n);
+    }
+    // Fewer than 3 digits cut the milliseconds.
+    const int64_t cut = digits >= 3 ? 0 : (in_day % 1000) % (digits == 0 ? 1000 : digits == 1 ? 100 : 10);
+    EXPECT_EQ(ms - cut, ParseRfc3339Millis(t)) << t;
+  }
 }
 
 }  // namespace

@@ -407,16 +407,100 @@ std::string NonUtf8Field(const Envelope& envelope) {
 
 std::string NowRfc3339() {
   using namespace std::chrono;
-  return Rfc3339(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count());
+  // Every receipt carries the time: within one millisecond it is the same
+  // text, written once per thread.
+  thread_local int64_t last_ms = INT64_MIN;
+  thread_local std::string last;
+  const int64_t now = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+  if (now != last_ms) {
+    last = Rfc3339(now);
+    last_ms = now;
+  }
+  return last;
 }
 
 std::string Rfc3339(int64_t unix_ms) {
-  const date::sys_time<std::chrono::milliseconds> at{std::chrono::milliseconds(unix_ms)};
-  return date::format("%FT%TZ", at);
+  using namespace std::chrono;
+  // The date library's calendar, formatted without a stream (a stream per
+  // receipt was a visible part of the core's time).
+  const date::sys_time<milliseconds> at{milliseconds(unix_ms)};
+  const auto day = date::floor<date::days>(at);
+  const date::year_month_day ymd{day};
+  const date::hh_mm_ss<milliseconds> time{at - day};
+  const int year = static_cast<int>(ymd.year());
+  if (year < 0 || year > 9999) return date::format("%FT%TZ", at);  // beyond RFC 3339's four digits
+  char text[32];
+  const int n = std::snprintf(text, sizeof text, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", year,
+                              static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                              static_cast<int>(time.hours().count()), static_cast<int>(time.minutes().count()),
+                              static_cast<int>(time.seconds().count()),
+                              static_cast<int>(time.subseconds().count()));
+  return std::string(text, static_cast<size_t>(n));
 }
+
+namespace {
+
+// The canonical shape that agents write, read without a stream (a stream
+// per message cost the core as much as deciding the policy):
+// YYYY-MM-DDTHH:MM:SS[.1-9 digits](Z|±HH:MM), each field in range, the
+// calendar date checked by the date library. nullopt for anything else,
+// which the general reader below then decides.
+std::optional<int64_t> ParseCanonicalRfc3339Millis(std::string_view t) {
+  using namespace std::chrono;
+  auto digits = [&](size_t at, size_t n, int* out) {
+    if (at + n > t.size()) return false;
+    int v = 0;
+    for (size_t i = at; i < at + n; ++i) {
+      if (t[i] < '0' || t[i] > '9') return false;
+      v = v * 10 + (t[i] - '0');
+    }
+    *out = v;
+    return true;
+  };
+  int year, month, day, hour, minute, second;
+  if (t.size() < 20 || !digits(0, 4, &year) || t[4] != '-' || !digits(5, 2, &month) || t[7] != '-' ||
+      !digits(8, 2, &day) || (t[10] != 'T' && t[10] != 't') || !digits(11, 2, &hour) || t[13] != ':' ||
+      !digits(14, 2, &minute) || t[16] != ':' || !digits(17, 2, &second) || hour > 23 || minute > 59 ||
+      second > 59) {
+    return std::nullopt;
+  }
+  size_t at = 19;
+  int64_t millis = 0;
+  if (t[at] == '.') {
+    size_t n = 0;
+    while (at + 1 + n < t.size() && t[at + 1 + n] >= '0' && t[at + 1 + n] <= '9') {
+      if (n < 3) millis = millis * 10 + (t[at + 1 + n] - '0');
+      ++n;
+    }
+    if (n == 0 || n > 9) return std::nullopt;
+    for (size_t k = n; k < 3; ++k) millis *= 10;
+    at += 1 + n;
+  }
+  int offset_minutes = 0;
+  if (at + 1 == t.size() && (t[at] == 'Z' || t[at] == 'z')) {
+    // UTC
+  } else if (at + 6 == t.size() && (t[at] == '+' || t[at] == '-')) {
+    int oh, om;
+    if (!digits(at + 1, 2, &oh) || t[at + 3] != ':' || !digits(at + 4, 2, &om) || oh > 23 || om > 59) {
+      return std::nullopt;
+    }
+    offset_minutes = (t[at] == '-' ? -1 : 1) * (oh * 60 + om);
+  } else {
+    return std::nullopt;
+  }
+  const date::year_month_day ymd{date::year{year}, date::month{static_cast<unsigned>(month)},
+                                 date::day{static_cast<unsigned>(day)}};
+  if (!ymd.ok()) return std::nullopt;
+  const auto at_time = date::sys_days{ymd} + hours{hour} + minutes{minute} + seconds{second} +
+                       milliseconds{millis} - minutes{offset_minutes};
+  return duration_cast<milliseconds>(at_time.time_since_epoch()).count();
+}
+
+}  // namespace
 
 std::optional<int64_t> ParseRfc3339Millis(std::string_view text) {
   using namespace std::chrono;
+  if (auto fast = ParseCanonicalRfc3339Millis(text)) return fast;
   // RFC 3339's date-time: the fields and their ranges are the date
   // library's to read and check; what it leaves open is checked here: four
   // digits of year first, digits after a '.', an offset as ±HH:MM (or Z)

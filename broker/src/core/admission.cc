@@ -259,11 +259,11 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
 namespace {
 
 flatbuffers::Offset<flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>> Names(
-    flatbuffers::FlatBufferBuilder& fbb, const std::vector<const std::string*>& names) {
+    flatbuffers::FlatBufferBuilder& fbb, const std::vector<const std::string*>& names, bool shared) {
   if (names.empty()) return 0;
   std::vector<flatbuffers::Offset<flatbuffers::String>> offsets;
   offsets.reserve(names.size());
-  for (const std::string* n : names) offsets.push_back(fbb.CreateSharedString(*n));
+  for (const std::string* n : names) offsets.push_back(shared ? fbb.CreateSharedString(*n) : fbb.CreateString(*n));
   return fbb.CreateVector(offsets);
 }
 
@@ -275,14 +275,17 @@ flatbuffers::DetachedBuffer BuildReceipt(const std::string& message_id, wire::Co
                                          const std::string& policy_version) {
   flatbuffers::FlatBufferBuilder fbb(256 + 512 * recipients.size());
   std::vector<flatbuffers::Offset<wire::RecipientReceipt>> entries;
+  // Recipients under the same rules name the same fields: stored once. One
+  // recipient names each at most once, and the lookup would only cost.
+  const bool shared = recipients.size() > 1;
   for (const auto& r : recipients) {
     std::vector<flatbuffers::Offset<flatbuffers::String>> rules;
-    for (const auto& rule : r.rules) rules.push_back(fbb.CreateSharedString(rule));
+    for (const auto& rule : r.rules) rules.push_back(shared ? fbb.CreateSharedString(rule) : fbb.CreateString(rule));
     entries.push_back(wire::CreateRecipientReceipt(
         fbb, fbb.CreateString(r.recipient), r.code,
         r.reason.empty() ? 0 : fbb.CreateString(r.reason),
-        rules.empty() ? 0 : fbb.CreateVector(rules), Names(fbb, r.released),
-        Names(fbb, r.transformed), Names(fbb, r.dropped), r.break_glass));
+        rules.empty() ? 0 : fbb.CreateVector(rules), Names(fbb, r.released, shared),
+        Names(fbb, r.transformed, shared), Names(fbb, r.dropped, shared), r.break_glass));
   }
   auto receipt = wire::CreateReceiptDirect(
       fbb, message_id.c_str(), code, detail.empty() ? nullptr : detail.c_str(),
