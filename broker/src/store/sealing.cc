@@ -13,6 +13,23 @@ constexpr int kTagBytes = 16;
 constexpr const char* kKeyCheckText = "liaison store key check v1";
 constexpr const char* kKeyCheckAad = "key_check";
 
+// AES-256-GCM fetched once, and one cipher context per thread, reset by each
+// Init: OpenSSL 3 looks the algorithm up again (under a lock) for every
+// context and every EVP_aes_256_gcm() Init, once per queued copy.
+const EVP_CIPHER* Aes256Gcm() {
+  static EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  return cipher;
+}
+
+EVP_CIPHER_CTX* ThreadContext() {
+  struct Owned {
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    ~Owned() { EVP_CIPHER_CTX_free(ctx); }
+  };
+  thread_local Owned owned;
+  return owned.ctx;
+}
+
 }  // namespace
 
 std::optional<std::vector<uint8_t>> Seal(const StoreKey& key, const std::string& aad, const uint8_t* data,
@@ -20,15 +37,15 @@ std::optional<std::vector<uint8_t>> Seal(const StoreKey& key, const std::string&
   if (size > static_cast<size_t>(INT32_MAX) || aad.size() > static_cast<size_t>(INT32_MAX)) return std::nullopt;
   std::vector<uint8_t> out(kNonceBytes + size + kTagBytes);
   if (RAND_bytes(out.data(), kNonceBytes) != 1) return std::nullopt;
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  EVP_CIPHER_CTX* ctx = ThreadContext();
+  const EVP_CIPHER* cipher = Aes256Gcm();
   int len = 0;
-  bool ok = ctx && EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), out.data()) == 1 &&
+  bool ok = ctx && cipher && EVP_EncryptInit_ex(ctx, cipher, nullptr, key.data(), out.data()) == 1 &&
             EVP_EncryptUpdate(ctx, nullptr, &len, reinterpret_cast<const uint8_t*>(aad.data()),
                               static_cast<int>(aad.size())) == 1 &&
             EVP_EncryptUpdate(ctx, out.data() + kNonceBytes, &len, data, static_cast<int>(size)) == 1 &&
             EVP_EncryptFinal_ex(ctx, out.data() + kNonceBytes + len, &len) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes, out.data() + kNonceBytes + size) == 1;
-  EVP_CIPHER_CTX_free(ctx);
   if (!ok) return std::nullopt;
   return out;
 }
@@ -38,16 +55,16 @@ std::optional<std::vector<uint8_t>> Unseal(const StoreKey& key, const std::strin
   if (size < kNonceBytes + kTagBytes) return std::nullopt;
   const size_t n = size - kNonceBytes - kTagBytes;
   std::vector<uint8_t> out(n);
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  EVP_CIPHER_CTX* ctx = ThreadContext();
+  const EVP_CIPHER* cipher = Aes256Gcm();
   int len = 0;
-  bool ok = ctx && EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), sealed) == 1 &&
+  bool ok = ctx && cipher && EVP_DecryptInit_ex(ctx, cipher, nullptr, key.data(), sealed) == 1 &&
             EVP_DecryptUpdate(ctx, nullptr, &len, reinterpret_cast<const uint8_t*>(aad.data()),
                               static_cast<int>(aad.size())) == 1 &&
             EVP_DecryptUpdate(ctx, out.data(), &len, sealed + kNonceBytes, static_cast<int>(n)) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes,
                                 const_cast<uint8_t*>(sealed + kNonceBytes + n)) == 1 &&
             EVP_DecryptFinal_ex(ctx, out.data() + len, &len) == 1;
-  EVP_CIPHER_CTX_free(ctx);
   if (!ok) return std::nullopt;
   return out;
 }
