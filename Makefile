@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test package bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
+.PHONY: all deps configure build demo test test-ha package bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
 
 all: build
 
@@ -22,6 +22,12 @@ demo: build
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# The PostgreSQL store: the storage contract over SQLite and PostgreSQL, and
+# the real broker on PostgreSQL killed with SIGKILL mid-stream. The tests
+# start (and stop) their own PostgreSQL cluster; `make test` runs them too.
+test-ha: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -L postgres --timeout 300
 
 # Medians of 5 repetitions; the machine is shared, so compare runs side by side.
 bench:
