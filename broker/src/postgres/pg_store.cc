@@ -337,8 +337,13 @@ Status PgStore::Connect() {
   }
   // The URL's own settings win over the defaults before it; the password
   // file's password wins over one in the URL.
-  std::vector<const char*> keywords = {"connect_timeout", "application_name", "dbname"};
-  std::vector<const char*> values = {"10", "liaison-broker", options_.url.c_str()};
+  // A server that vanishes without closing the connection (a power cut, a
+  // network split) must fail the batch waiting on it within seconds, not
+  // after the kernel's default of hours: TCP keepalives, and a limit on
+  // how long sent data may stay unacknowledged.
+  std::vector<const char*> keywords = {"connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                                       "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"};
+  std::vector<const char*> values = {"10", "liaison-broker", "1", "5", "2", "3", "15000", options_.url.c_str()};
   if (!options_.password.empty()) {
     keywords.push_back("password");
     values.push_back(options_.password.c_str());
