@@ -19,8 +19,9 @@ namespace liaison::testing {
 
 class PgCluster {
  public:
-  // The folder with initdb, pg_ctl and postgres (`pg_config --bindir`, else
-  // /usr/lib/postgresql/<newest>/bin); empty if PostgreSQL is not installed.
+  // The folder with initdb, pg_ctl and postgres ($LIAISON_PG_BINDIR if set,
+  // else `pg_config --bindir`, else /usr/lib/postgresql/<newest>/bin);
+  // empty if PostgreSQL is not installed.
   static std::string FindBinDir();
 
   // Creates and starts a cluster (bounded: pg_ctl waits at most 60 s).
