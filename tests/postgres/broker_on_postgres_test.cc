@@ -6,14 +6,20 @@
 // LIAISON_PG_CRASH_MESSAGES sizes the crash run (default 10,000, as the
 // SQLite one).
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <set>
 #include <string>
+#include <thread>
 
 #include "integration/broker_process.h"
 #include "integration/crash_run.h"
+#include "liaison/agent.h"
 #include "testing/fixtures.h"
 #include "testing/pg_cluster.h"
 
@@ -94,6 +100,95 @@ TEST_F(BrokerOnPostgresTest, AWrongPasswordStopsTheStartWithoutShowingIt) {
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err));
   EXPECT_NE(std::string::npos, err.find("cannot connect")) << err;
   EXPECT_EQ(std::string::npos, (out + err).find(wrong)) << out << err;
+}
+
+std::vector<uint8_t> Update(const std::string& id, const std::string& to) {
+  wire::EnvelopeT e;
+  e.id = id;
+  e.case_ref = "CASE-" + id;
+  auto r = std::make_unique<wire::RecipientT>();
+  r->agency = to;
+  e.to.push_back(std::move(r));
+  wire::CaseUpdateT update;
+  update.status = wire::CaseStatus::in_progress;
+  e.payload.Set(update);
+  flatbuffers::FlatBufferBuilder fbb;
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+// The broker's database connections dropped under it (a restarted server,
+// a failover): the batch on a dropped connection is answered `unavailable`,
+// never `stored`; the broker connects again by itself, a resend of the same
+// id is stored, and the recipient gets each message once.
+TEST_F(BrokerOnPostgresTest, DroppedDatabaseConnectionsAnswerUnavailableThenTheBrokerRecovers) {
+  TempDir dir;
+  TestAgency exit = MakeAgency("exit-a", "exit-programme", "mombasa");
+  TestAgency youth = MakeAgency("youth-b", "youth-welfare", "mombasa");
+  const std::string settings = StoreSettings(dir, "dropped", cluster_->password());
+  const std::string url = settings.substr(settings.find('"') + 1,
+                                          settings.rfind('"') - settings.find('"') - 1);
+  BrokerProcess broker(dir, {exit, youth}, "", false, settings);
+  ASSERT_TRUE(broker.Start().ok()) << broker.log();
+  auto sender = Agent::Connect(broker.AgentFor(exit, wire::Role::sender));
+  ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+  auto first = (*sender)->Send(Update("m1", youth.id));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ(wire::Code::ok, (*first)->code());
+  ASSERT_EQ(wire::Code::stored, (*first)->recipients()->Get(0)->code());
+
+  // Every session of the broker ends, as at a server restart (and the call
+  // waits until they have).
+  const char* keywords[] = {"dbname", "password", nullptr};
+  const char* values[] = {url.c_str(), cluster_->password().c_str(), nullptr};
+  PGconn* admin = PQconnectdbParams(keywords, values, 1);
+  ASSERT_EQ(CONNECTION_OK, PQstatus(admin)) << PQerrorMessage(admin);
+  PGresult* r = PQexec(admin,
+                       "SELECT COUNT(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                       "WHERE application_name = 'liaison-broker' AND datname = current_database()");
+  ASSERT_EQ(PGRES_TUPLES_OK, PQresultStatus(r)) << PQerrorMessage(admin);
+  EXPECT_LE(1, std::atoi(PQgetvalue(r, 0, 0)));
+  PQclear(r);
+  PQfinish(admin);
+
+  // Until a batch commits, m2 is answered unavailable, then stored; any
+  // other answer fails. Bounded by the attempts.
+  int unavailable = 0;
+  bool stored = false;
+  for (int attempt = 0; attempt < 20 && !stored; ++attempt) {
+    auto receipt = (*sender)->Send(Update("m2", youth.id));
+    ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+    if ((*receipt)->code() == wire::Code::unavailable) {
+      ++unavailable;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      continue;
+    }
+    ASSERT_EQ(wire::Code::ok, (*receipt)->code()) << wire::EnumNameCode((*receipt)->code());
+    ASSERT_EQ(wire::Code::stored, (*receipt)->recipients()->Get(0)->code());
+    stored = true;
+  }
+  EXPECT_TRUE(stored) << broker.log();
+  EXPECT_LE(1, unavailable) << "the batch on the dropped connection must not be answered stored";
+  EXPECT_TRUE(broker.WaitForLog("event=store_reconnect")) << broker.log();
+
+  auto receiver = Agent::Connect(broker.AgentFor(youth, wire::Role::receiver));
+  ASSERT_TRUE(receiver.ok()) << receiver.status().ToString();
+  std::multiset<std::string> got;
+  for (int i = 0; i < 30 && got.size() < 2; ++i) {
+    auto m = (*receiver)->Receive(std::chrono::milliseconds(200));
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    if (!m->has_value()) continue;
+    got.insert((*m)->get()->id()->str());
+    ASSERT_TRUE((*receiver)->Ack(exit.id, (*m)->get()->id()->string_view()).ok());
+  }
+  // Any late redelivery of an acked message would show now.
+  for (int i = 0; i < 5; ++i) {
+    auto m = (*receiver)->Receive(std::chrono::milliseconds(200));
+    ASSERT_TRUE(m.ok());
+    if (m->has_value()) got.insert((*m)->get()->id()->str());
+  }
+  EXPECT_EQ((std::multiset<std::string>{"m1", "m2"}), got);
+  EXPECT_EQ(std::string::npos, broker.log().find(cluster_->password()));
 }
 
 }  // namespace
