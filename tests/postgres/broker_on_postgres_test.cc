@@ -69,7 +69,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   std::string out, err;
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
-  EXPECT_NE(std::string::npos, out.find("schema version 0 (the broker migrates it to 1 at start)")) << out;
+  EXPECT_NE(std::string::npos, out.find("schema version 0 (the broker migrates it to 2 at start)")) << out;
   EXPECT_NE(std::string::npos, out.find("host=127.0.0.1")) << out;
   ASSERT_TRUE(broker.Start().ok()) << broker.log();
   EXPECT_TRUE(broker.WaitForLog("event=store_schema_created")) << broker.log();
@@ -79,7 +79,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   ASSERT_EQ(0, ::chmod(broker.ledger_path().c_str(), 0600));
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
-  EXPECT_NE(std::string::npos, out.find("schema version 1 (current)")) << out;
+  EXPECT_NE(std::string::npos, out.find("schema version 2 (current)")) << out;
 }
 
 // A wrong password: the broker does not start, says which server and what

@@ -12,7 +12,9 @@
 
 #include <atomic>
 #include <memory>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "postgres/pg_store.h"
 #include "sqlite/sqlite_store.h"
@@ -380,7 +382,8 @@ TEST_F(PgStoreTest, TheSchemaIsVersionedAndANewerOneIsRefused) {
   EXPECT_EQ(std::to_string(PgStore::kSchemaVersion), Sql(*url, "SELECT MAX(version) FROM schema_version"));
   // Opening again migrates nothing and keeps one version row.
   ASSERT_TRUE(PgStore::Open(options, Key(1)).ok());
-  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM schema_version"));
+  EXPECT_EQ(std::to_string(PgStore::kSchemaVersion), Sql(*url, "SELECT COUNT(*) FROM schema_version"))
+      << "one row per step";
 
   Sql(*url, "INSERT INTO schema_version (version) VALUES (99)");
   auto newer = PgStore::Open(options, Key(1));
@@ -483,6 +486,83 @@ TEST_F(PgStoreTest, ContentsAreEncryptedAtRest) {
   EXPECT_EQ("0", Sql(*url, "SELECT COUNT(*) FROM bodies WHERE position('\\x4d41524b4552'::bytea in sealed) > 0"));
   EXPECT_EQ("0", Sql(*url, "SELECT COUNT(*) FROM messages WHERE position('CASE-SECRET'::bytea in case_hash) > 0"));
   EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM bodies"));
+}
+
+// A database of schema version 1 (this backend's first release) is
+// migrated forward at open, its rows kept.
+TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
+  auto url = cluster_->CreateDatabase("migrate_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  const PgConnectOptions options{*url, cluster_->password()};
+  {
+    auto store = PgStore::Open(options, Key(1));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    WriteBatch batch;
+    batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "kept"));
+    ASSERT_TRUE((*store)->Apply(batch).ok());
+  }
+  // Back to what version 1 had.
+  Sql(*url, "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
+  EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
+  auto store = PgStore::Open(options, Key(1));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(PgStore::kSchemaVersion, *PgStore::ProbeSchemaVersion(options));
+  auto pending = (*store)->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(1u, pending->size());
+  EXPECT_EQ(Bytes("kept"), (*pending)[0].envelope);
+  EXPECT_TRUE((*store)->AcquireLease("broker-1", 5000)->has_value()) << "the lease table is there";
+}
+
+// One holder at a time; another takes over only once the lease expired
+// (by the database's clock), with a higher epoch; from then on the old
+// holder's fenced batches fail whole and it cannot renew.
+TEST_F(PgStoreTest, TheLeaseFencesABrokerThatLostIt) {
+  auto url = cluster_->CreateDatabase("lease_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  const PgConnectOptions options{*url, cluster_->password()};
+  auto first = PgStore::Open(options, Key(1));
+  auto second = PgStore::Open(options, Key(1));
+  ASSERT_TRUE(first.ok() && second.ok());
+  PgStore& a = **first;
+  PgStore& b = **second;
+
+  auto epoch = a.AcquireLease("broker-a", 60000);
+  ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
+  ASSERT_TRUE(epoch->has_value());
+  EXPECT_FALSE(b.AcquireLease("broker-b", 60000)->has_value()) << "held by broker-a";
+  EXPECT_EQ(**epoch, **a.AcquireLease("broker-a", 60000)) << "the holder renews, same epoch";
+  EXPECT_TRUE(*a.RenewLease("broker-a", **epoch, 60000));
+  a.FenceWith(**epoch);
+  WriteBatch batch;
+  batch.copies.push_back(Copy("s", "m1", "r", "CASE-1", "one"));
+  ASSERT_TRUE(a.Apply(batch).ok());
+
+  // broker-a stops renewing: a short lease runs out.
+  ASSERT_TRUE(*a.RenewLease("broker-a", **epoch, 200));
+  std::optional<int64_t> taken;
+  for (int i = 0; i < 100 && !taken; ++i) {  // bounded: 10 s
+    auto t = b.AcquireLease("broker-b", 60000);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    taken = *t;
+    if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(taken.has_value()) << "the expired lease was not taken over";
+  EXPECT_GT(*taken, **epoch);
+
+  WriteBatch late;
+  late.copies.push_back(Copy("s", "m2", "r", "CASE-1", "two"));
+  late.ledger = {{1, "record"}};
+  Status st = a.Apply(late);
+  ASSERT_FALSE(st.ok()) << "a broker that lost its lease must commit nothing";
+  EXPECT_NE(std::string::npos, st.message().find("no longer held")) << st.message();
+  EXPECT_FALSE(*a.RenewLease("broker-a", **epoch, 60000));
+  EXPECT_EQ(1u, b.Pending("r", 0, 10, nullptr)->size()) << "m2 was not stored";
+  EXPECT_FALSE(b.ReadLedgerTail()->committed_seq.has_value());
+
+  b.FenceWith(*taken);
+  ASSERT_TRUE(b.Apply(late).ok()) << "the new holder commits";
+  EXPECT_EQ(2u, b.Pending("r", 0, 10, nullptr)->size());
 }
 
 }  // namespace

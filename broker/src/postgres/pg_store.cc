@@ -50,6 +50,25 @@ CREATE TABLE ledger_tail (seq BIGINT PRIMARY KEY, first_seq BIGINT NOT NULL, lin
 CREATE TABLE ledger_position (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL);
 )sql";
 
+// Version 2: the lease that fences brokers sharing one database (see
+// PgStore::AcquireLease). liaison_fence() is the first statement of every
+// batch of a fenced store: it fails the transaction unless `e` is still the
+// unexpired lease's epoch, and holds the lease row (FOR SHARE) until the
+// batch ends, so a takeover (an UPDATE of that row) waits for the batch and
+// no batch of an older epoch commits after it.
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE lease (
+  id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, epoch BIGINT NOT NULL,
+  expires_at TIMESTAMPTZ NOT NULL);
+CREATE FUNCTION liaison_fence(e BIGINT) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM 1 FROM lease WHERE id = 1 AND epoch = e AND expires_at > clock_timestamp() FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the lease of epoch % is no longer held by this broker', e USING ERRCODE = 'LF001';
+  END IF;
+END $$;
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -61,7 +80,7 @@ enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
   kTrimLedger, kPurge, kFindReceipt, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
-  kStmtCount
+  kFence, kAcquireLease, kRenewLease, kStmtCount
 };
 
 struct StatementText {
@@ -141,6 +160,19 @@ constexpr StatementText kStatements[kStmtCount] = {
      "AND state = 5 ORDER BY seq"},
     {"l_key_check", "SELECT value FROM meta WHERE name = 'key_check'"},
     {"l_put_key_check", "INSERT INTO meta (name, value) VALUES ('key_check', $1::bytea) ON CONFLICT (name) DO NOTHING"},
+    {"l_fence", "SELECT liaison_fence($1::bigint)"},
+    // Free, expired, or already ours: taken (ttl by the database's clock).
+    // The epoch grows unless the holder renews an unexpired lease.
+    {"l_acquire_lease",
+     "INSERT INTO lease AS l (id, holder, epoch, expires_at) "
+     "VALUES (1, $1::text, 1, clock_timestamp() + $2::bigint * interval '1 millisecond') "
+     "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, "
+     "epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp() THEN l.epoch "
+     "ELSE l.epoch + 1 END "
+     "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() RETURNING l.epoch"},
+    {"l_renew_lease",
+     "UPDATE lease SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' "
+     "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -326,6 +358,21 @@ StatusOr<int> PgStore::ProbeSchemaVersion(const PgConnectOptions& options) {
   return version;
 }
 
+StatusOr<std::optional<int64_t>> PgStore::AcquireLease(const std::string& holder, int64_t ttl_ms) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kAcquireLease, Params().Text(holder).Int(ttl_ms));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": taking the lease: " + ServerError(r.get(), conn_));
+  if (PQntuples(r.get()) == 0) return std::optional<int64_t>();
+  return std::optional<int64_t>(GetInt(r.get(), 0, 0));
+}
+
+StatusOr<bool> PgStore::RenewLease(const std::string& holder, int64_t epoch, int64_t ttl_ms) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kRenewLease, Params().Text(holder).Int(epoch).Int(ttl_ms));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": renewing the lease: " + ServerError(r.get(), conn_));
+  return PQntuples(r.get()) == 1;
+}
+
 PgStore::~PgStore() {
   if (conn_) PQfinish(conn_);
 }
@@ -408,12 +455,22 @@ Status PgStore::Migrate() {
     }
     const int version = std::atoi(PQgetvalue(v.get(), 0, 0));
     if (version > kSchemaVersion) return TooNew(where_, version);
+    // One row per step taken, so the table is also the history.
     if (version < 1) {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV1));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (1)"));
-      spdlog::info("event=store_schema_created store=\"{}\" version=1", where_);
     }
-    return exec("COMMIT");
+    if (version < 2) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV2));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (2)"));
+    }
+    LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
+    if (version == 0) {
+      spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
+    } else if (version < kSchemaVersion) {
+      spdlog::info("event=store_schema_migrated store=\"{}\" from={} to={}", where_, version, kSchemaVersion);
+    }
+    return Status::Ok();
   };
   Status st = run();
   if (!st.ok()) Wrap(PQexec(conn_, "ROLLBACK"));  // nothing of a failed migration stays
@@ -446,6 +503,7 @@ Status PgStore::CheckKey() {
 }
 
 Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const {
+  if (fence_epoch_ > 0) calls->push_back({kFence, Params().Int(fence_epoch_), "checking the lease"});
   for (const WriteBatch::Copy& c : batch.copies) {
     const auto sealed = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
                              c.envelope.size());

@@ -10,7 +10,9 @@
 #ifndef LIAISON_BROKER_POSTGRES_PG_STORE_H_
 #define LIAISON_BROKER_POSTGRES_PG_STORE_H_
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -40,7 +42,7 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no
@@ -73,6 +75,26 @@ class PgStore final : public Store {
   StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) override;
   StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) override;
 
+  // The lease that makes one of several brokers on this database the
+  // active one (table lease; times by the database's clock, so the
+  // brokers' clocks do not matter). Groundwork: the broker does not take
+  // it yet (docs/operations.md 6b).
+  //
+  // Takes the lease for `holder` for `ttl_ms` if it is free, expired, or
+  // already `holder`'s; returns its epoch (the same on a renewal of an
+  // unexpired lease, one more on every other change of hands), or nullopt
+  // while another holder's lease runs.
+  StatusOr<std::optional<int64_t>> AcquireLease(const std::string& holder, int64_t ttl_ms);
+  // Extends `holder`'s unexpired lease of `epoch`; false if it was lost
+  // (expired, or taken).
+  StatusOr<bool> RenewLease(const std::string& holder, int64_t epoch, int64_t ttl_ms);
+  // From now on every Apply first checks, inside its transaction, that
+  // `epoch` is still the unexpired lease's (0: no check): a broker that lost
+  // its lease (paused past it, cut off) commits nothing more, and the
+  // batch fails as a whole. A takeover waits for a batch that passed the
+  // check, so no batch of an older epoch commits after it.
+  void FenceWith(int64_t epoch) { fence_epoch_ = epoch; }
+
   // One prepared statement's use: its parameters, sent in binary.
   class Params;
 
@@ -95,6 +117,7 @@ class PgStore final : public Store {
   std::string where_;  // DescribePgUrl(options_.url), for errors
   StoreKey key_{};
   size_t max_value_bytes_ = 0;
+  int64_t fence_epoch_ = 0;  // see FenceWith
 };
 
 }  // namespace liaison::store
