@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build demo test package bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
+.PHONY: all deps configure build demo test test-ha package bench profile property soak test-sanitize test-asan test-tsan test-netns fuzz fuzz-build install clean
 
 all: build
 
@@ -22,6 +22,12 @@ demo: build
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
+
+# The PostgreSQL store: the storage contract over SQLite and PostgreSQL, and
+# the real broker on PostgreSQL killed with SIGKILL mid-stream. The tests
+# start (and stop) their own PostgreSQL cluster; `make test` runs them too.
+test-ha: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -L postgres --timeout 300
 
 # Medians of 5 repetitions; the machine is shared, so compare runs side by side.
 bench:
@@ -78,11 +84,12 @@ test-asan: deps
 
 # A race makes the process exit (halt_on_error), so the test fails; the
 # reports of processes a test started are in build-tsan/tsan-reports/.
-# The whole suite but the two load tests whose point is volume and timing (a
-# kill loop with thousands of messages; a flood measured against a latency
-# bound): under TSan's 5-15x slowdown they would measure the sanitizer. Their
-# threads are the broker's and the agent's, which every other test runs.
-TSAN_EXCLUDE := CrashTest|AFloodFromOneAgency
+# The whole suite but the load tests whose point is volume and timing (the
+# kill loops with thousands of messages, on SQLite and on PostgreSQL; a
+# flood measured against a latency bound): under TSan's 5-15x slowdown they
+# would measure the sanitizer. Their threads are the broker's and the
+# agent's, which every other test runs.
+TSAN_EXCLUDE := CrashTest|AFloodFromOneAgency|postgres_broker_crash
 test-tsan: deps
 	@cmake -S . -B $(BUILD_DIR)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	  -DCMAKE_CXX_FLAGS="-fsanitize=thread -fno-omit-frame-pointer" \

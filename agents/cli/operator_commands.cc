@@ -245,6 +245,12 @@ int SetAsideCommand(const BrokerTarget& target, const std::string& recipient, bo
 int BackupCommand(const std::string& config_path, const std::string& out) {
   auto config = broker::LoadBrokerConfig(config_path);
   if (!config.ok()) return Fail(config.status().message(), kExitUsage);
+  if (config->store.backend != "sqlite") {
+    // The database's own tools keep a consistent copy of a server store.
+    return Fail("backup: store.backend is " + config->store.backend + ": back up this store with PostgreSQL's "
+                "tools (pg_dump / pg_basebackup), and the ledger file beside it",
+                kExitUsage);
+  }
   std::error_code ec;
   if (fs::exists(out, ec)) return Fail("backup: " + out + " exists; back up into a new folder", kExitUsage);
   if (const fs::path parent = fs::path(out).parent_path(); !parent.empty()) fs::create_directories(parent, ec);
@@ -290,6 +296,12 @@ int BackupCommand(const std::string& config_path, const std::string& out) {
 int RestoreCommand(const std::string& config_path, const std::string& from) {
   auto config = broker::LoadBrokerConfig(config_path);
   if (!config.ok()) return Fail(config.status().message(), kExitUsage);
+  if (config->store.backend != "sqlite") {
+    // The database's own tools keep a consistent copy of a server store.
+    return Fail("restore: store.backend is " + config->store.backend + ": restore this store with PostgreSQL's "
+                "tools (pg_dump / pg_basebackup), and the ledger file beside it",
+                kExitUsage);
+  }
   std::ifstream manifest(from + "/" + kManifestName);
   if (!manifest) return Fail("restore: " + from + " has no " + kManifestName + ": not a liaison backup", kExitUsage);
   std::string line, header;

@@ -23,6 +23,7 @@
 #include "admin/admin_server.h"
 #include "admin/operator_server.h"
 #include "audit/ledger.h"
+#include "postgres/pg_store.h"
 #include "sqlite/sqlite_store.h"
 #include "transport/reactor.h"
 
@@ -75,10 +76,16 @@ liaison::Status CheckDataFileModes(const liaison::broker::BrokerConfig& config) 
 
 // One connection to the configured storage backend (config validation
 // admits only the backends this build has): the writer thread's (`writer`,
-// with `max_value_bytes`, see SqliteStore::Open) or a reader's.
+// with `max_value_bytes`, see SqliteStore::Open) or a reader's. A
+// PostgreSQL store creates or migrates its schema at the first open.
 liaison::StatusOr<std::unique_ptr<liaison::store::Store>> OpenStore(const liaison::broker::StoreConfig& config,
                                                                    const liaison::store::StoreKey& key,
                                                                    bool writer = false, size_t max_value_bytes = 0) {
+  if (config.backend == "postgresql") {
+    auto opened = liaison::store::PgStore::Open({config.url, config.password}, key, max_value_bytes);
+    if (!opened.ok()) return opened.status();
+    return std::unique_ptr<liaison::store::Store>(std::move(*opened));
+  }
   auto opened = liaison::store::SqliteStore::Open(config.path, key, max_value_bytes,
                                                   /*background_checkpoints=*/writer);
   if (!opened.ok()) return opened.status();
@@ -209,11 +216,30 @@ int main(int argc, char** argv) {
       std::cerr << "liaison-broker: " << st.message() << "\n";
       return kExitConfigError;
     }
+    std::string store_line;
+    if (config->store.backend == "postgresql") {
+      // A dry run: the database is reached and its schema read, nothing
+      // is created or migrated.
+      auto version = liaison::store::PgStore::ProbeSchemaVersion({config->store.url, config->store.password});
+      if (!version.ok()) {
+        std::cerr << "liaison-broker: " << version.status().message() << "\n";
+        return kExitConfigError;
+      }
+      const int target = liaison::store::PgStore::kSchemaVersion;
+      store_line = "store ok: " + liaison::store::DescribePgUrl(config->store.url) + ", schema version " +
+                   std::to_string(*version) +
+                   (*version == target ? std::string(" (current)")
+                                       : " (the broker migrates it to " + std::to_string(target) + " at start)");
+    }
     std::cout << "config ok: " << config_path << "\n"
               << "policies ok: " << config->policies_dir << " (" << policies->directory().agencies().size()
               << " agencies, policy_version " << policies->version() << ")\n"
-              << "keys ok: broker, " << config->previous_keys.size() << " previous, pseudonym, store, ledger signing\n"
-              << "file modes ok: " << config->store.path << ", " << config->ledger.path << "\n";
+              << "keys ok: broker, " << config->previous_keys.size() << " previous, pseudonym, store, ledger signing\n";
+    if (store_line.empty()) {
+      std::cout << "file modes ok: " << config->store.path << ", " << config->ledger.path << "\n";
+    } else {
+      std::cout << "file modes ok: " << config->ledger.path << "\n" << store_line << "\n";
+    }
     return 0;
   }
   // The largest values the broker writes are a recipient's sealed copy (at

@@ -39,9 +39,27 @@ int ExitCode(int status) {
   return -1000;
 }
 
+namespace {
+
+// The store's location lines of broker.yaml, indented under store:.
+std::string StoreSettings(const std::string& settings) {
+  if (settings.empty()) return "  path: liaison.db\n";
+  std::string out;
+  size_t start = 0;
+  while (start < settings.size()) {
+    size_t end = settings.find('\n', start);
+    if (end == std::string::npos) end = settings.size();
+    out += "  " + settings.substr(start, end - start) + "\n";
+    start = end + 1;
+  }
+  return out;
+}
+
+}  // namespace
 
 BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
-                             const std::string& extra_config, bool production_defaults)
+                             const std::string& extra_config, bool production_defaults,
+                             const std::string& store_settings)
     : dir_(dir.path().string()),
       policies_dir_(dir_ + "/policies"),
       config_path_(dir_ + "/broker.yaml"),
@@ -67,7 +85,7 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
             "pseudonym_key_file: keys/pseudonym.key\n"
             "policies_dir: policies\n" +
                 std::string(production_defaults ? "" : "heartbeat_ms: 200\n") +
-                "store:\n  path: liaison.db\n  key_file: keys/store.key\n" +
+                "store:\n" + StoreSettings(store_settings) + "  key_file: keys/store.key\n" +
                 (production_defaults ? "" : "  redelivery_timeout_ms: 2000\n") +
                 "ledger:\n  path: ledger.log\n  signing_key_file: keys/ledger-signing.key\n" +
                 (production_defaults ? "" : "  checkpoint_every: 100\n  checkpoint_seconds: 1\n") +

@@ -23,8 +23,13 @@ class BrokerProcess {
   // (heartbeat, redelivery, ledger checkpoints) and debug logs; with
   // `production_defaults` (benchmarks) the broker runs as deployed: the
   // defaults of deploy/config/broker.yaml, logging at info.
+  //
+  // `store_settings` replaces the store's location in broker.yaml (the
+  // default: `path: liaison.db`), e.g. "backend: postgresql\nurl: ...\n",
+  // one setting a line; the key file and timers stay as they are.
   BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
-                const std::string& extra_config = "", bool production_defaults = false);
+                const std::string& extra_config = "", bool production_defaults = false,
+                const std::string& store_settings = "");
   ~BrokerProcess();  // stops the broker if it runs
 
   // Starts the broker and waits until it listens. With no endpoint, it

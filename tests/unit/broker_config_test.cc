@@ -1,6 +1,7 @@
 #include "config/broker_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include "testing/fixtures.h"
 
@@ -47,6 +48,39 @@ TEST(BrokerConfigTest, ReadsAGoodConfigAndResolvesPathsFromItsFolder) {
   EXPECT_EQ("json", c->log.format);
   EXPECT_FALSE(c->log.console);
   EXPECT_EQ(dir.file("etc/log/broker.log"), c->log.file);
+}
+
+TEST(BrokerConfigTest, ReadsAPostgresqlStoreAndItsPasswordFile) {
+  TempDir dir;
+  WriteText(dir.file("etc/keys/db.password"), "s3cret-Pw\n");
+  ASSERT_EQ(0, ::chmod(dir.file("etc/keys/db.password").c_str(), 0600));
+  WriteText(dir.file("etc/broker.yaml"),
+            "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+            "store:\n  backend: postgresql\n"
+            "  url: postgresql://liaison@db.example:5432/liaison?sslmode=verify-full\n"
+            "  password_file: keys/db.password\n  key_file: keys/store.key\n"
+            "ledger: {path: l, signing_key_file: k}\n");
+  auto c = LoadBrokerConfig(dir.file("etc/broker.yaml"));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ("postgresql", c->store.backend);
+  EXPECT_EQ("postgresql://liaison@db.example:5432/liaison?sslmode=verify-full", c->store.url);
+  EXPECT_EQ(dir.file("etc/keys/db.password"), c->store.password_file);
+  EXPECT_EQ("s3cret-Pw", c->store.password);
+  EXPECT_EQ("", c->store.path);  // no file: nothing for --check-config to check the mode of
+}
+
+TEST(BrokerConfigTest, APasswordFileReadableByOthersIsRefusedWithoutQuotingIt) {
+  TempDir dir;
+  WriteText(dir.file("db.password"), "s3cret-Pw\n");
+  ASSERT_EQ(0, ::chmod(dir.file("db.password").c_str(), 0644));
+  WriteText(dir.file("broker.yaml"),
+            "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+            "store: {backend: postgresql, url: \"postgresql://liaison@127.0.0.1/liaison\", "
+            "password_file: db.password, key_file: k}\nledger: {path: l, signing_key_file: k}\n");
+  auto c = LoadBrokerConfig(dir.file("broker.yaml"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(std::string::npos, c.status().message().find("store.password_file")) << c.status().message();
+  EXPECT_EQ(std::string::npos, c.status().message().find("s3cret")) << c.status().message();
 }
 
 struct BadConfigCase {
@@ -106,10 +140,29 @@ INSTANTIATE_TEST_SUITE_P(
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n"
                       "previous_keys:\n  - {listen: tcp://127.0.0.1:7701, until: 2027-01-01T00:00:00Z}\n",
                       {"broker.yaml:7:5", "missing required key 'previous_keys[0].secret_key_file'"}},
+        BadConfigCase{"postgresql_without_url",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgresql, key_file: k}\nledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.url"}},
+        BadConfigCase{"postgresql_with_a_path",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgresql, url: \"postgresql://h/d\", path: s, key_file: k}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.path", "only for backend: sqlite"}},
+        BadConfigCase{"postgresql_url_not_a_url",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgresql, url: \"mysql://h/d\", key_file: k}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.url", "postgresql://"}},
+        BadConfigCase{"sqlite_with_a_url",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {path: s, url: \"postgresql://h/d\", key_file: k}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.url", "only for backend: postgresql"}},
         BadConfigCase{"unknown_store_backend",
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
                       "store: {backend: postgres, path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\n",
-                      {"broker.yaml:4:18", "store.backend", "'postgres' is not one of: sqlite"}},
+                      {"broker.yaml:4:18", "store.backend", "'postgres' is not one of: sqlite, postgresql"}},
         BadConfigCase{"bad_choice",
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\nstore: {path: s, key_file: k}\nledger: {path: l, signing_key_file: k}\nlog:\n  level: loud\n",
                       {"broker.yaml:7:10", "log.level", "'loud' is not one of"}},

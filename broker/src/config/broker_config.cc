@@ -1,7 +1,9 @@
 #include "config/broker_config.h"
 
 #include <filesystem>
+#include <fstream>
 
+#include "liaison/keys.h"
 #include "liaison/wire.h"
 #include "liaison/yaml_util.h"
 
@@ -11,6 +13,45 @@ namespace {
 std::string Resolve(const std::filesystem::path& base, const std::string& path) {
   if (path.empty() || std::filesystem::path(path).is_absolute()) return path;
   return (base / path).lexically_normal().string();
+}
+
+// store: {backend: postgresql, url, password_file}. The password is read
+// here, so that a missing or readable-by-others file is reported at its
+// line in broker.yaml; it is never part of an error or a log.
+void ReadPostgresStore(YamlReader& r, const YAML::Node& store, const std::filesystem::path& base,
+                       StoreConfig* out) {
+  if (store["path"]) {
+    r.Error(store["path"], "store.path",
+            "only for backend: sqlite; a postgresql store is at store.url (remove path, or use backend: sqlite)");
+  }
+  if (r.ReadString(store, "store", "url", &out->url, true)) {
+    if (out->url.rfind("postgresql://", 0) != 0 && out->url.rfind("postgres://", 0) != 0) {
+      r.Error(store["url"], "store.url",
+              "expected a postgresql:// URL, e.g. postgresql://liaison@db.example:5432/liaison?sslmode=verify-full");
+    }
+  }
+  if (!r.ReadString(store, "store", "password_file", &out->password_file)) return;
+  out->password_file = Resolve(base, out->password_file);
+  const std::string name = "store.password_file " + out->password_file;
+  if (Status st = CheckSecretFile(out->password_file, name, "printf '%s\\n' PASSWORD > FILE; chmod 600 FILE");
+      !st.ok()) {
+    r.Error(store["password_file"], "store.password_file", st.message());
+    return;
+  }
+  std::ifstream in(out->password_file);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    r.Error(store["password_file"], "store.password_file",
+            "cannot read " + out->password_file + " (it holds the database password on its first line)");
+    return;
+  }
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty()) {
+    r.Error(store["password_file"], "store.password_file",
+            out->password_file + " is empty: its first line is the database password");
+    return;
+  }
+  out->password = line;
 }
 
 }  // namespace
@@ -59,6 +100,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   auto doc = LoadYamlFile(path);
   if (!doc.ok()) return doc.status();
   YamlReader r(path);
+  const auto base = std::filesystem::absolute(path).parent_path();
   BrokerConfig c;
   const YAML::Node& root = *doc;
   if (!r.ExpectMap(root, "", {"listen", "secret_key_file", "pseudonym_key_file", "previous_keys",
@@ -137,13 +179,24 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   }
 
   if (const YAML::Node store = root["store"]) {
-    if (r.ExpectMap(store, "store", {"backend", "path", "key_file", "max_queue_per_recipient",
-                                     "redelivery_timeout_ms", "delivery_window", "max_batch"})) {
-      // The backends this build has (store::Store is the interface a second
-      // one implements); naming another is a configuration error, not a
-      // silent fallback.
-      r.ReadChoice(store, "store", "backend", {"sqlite"}, &c.store.backend);
-      r.ReadString(store, "store", "path", &c.store.path, true);
+    if (r.ExpectMap(store, "store", {"backend", "path", "url", "password_file", "key_file",
+                                     "max_queue_per_recipient", "redelivery_timeout_ms", "delivery_window",
+                                     "max_batch"})) {
+      // The backends this build has (store::Store is the interface they
+      // implement); naming another is a configuration error, not a silent
+      // fallback.
+      r.ReadChoice(store, "store", "backend", {"sqlite", "postgresql"}, &c.store.backend);
+      if (c.store.backend == "postgresql") {
+        ReadPostgresStore(r, store, base, &c.store);
+      } else {
+        r.ReadString(store, "store", "path", &c.store.path, true);
+        for (const char* key : {"url", "password_file"}) {
+          if (store[key]) {
+            r.Error(store[key], std::string("store.") + key,
+                    "only for backend: postgresql (this store is the SQLite file at store.path)");
+          }
+        }
+      }
       r.ReadString(store, "store", "key_file", &c.store.key_file, true);
       r.ReadUint(store, "store", "max_queue_per_recipient", 1, 100000000, &c.store.max_queue_per_recipient);
       r.ReadUint(store, "store", "redelivery_timeout_ms", 100, 86400000, &c.store.redelivery_timeout_ms);
@@ -185,13 +238,13 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   if (const YAML::Node log = root["log"]) ReadLogOptions(r, log, "log", &c.log);
   if (!r.ok()) return r.ToStatus();
 
-  const auto base = std::filesystem::absolute(path).parent_path();
   c.secret_key_file = Resolve(base, c.secret_key_file);
   c.pseudonym_key_file = Resolve(base, c.pseudonym_key_file);
   for (auto& key : c.previous_keys) key.secret_key_file = Resolve(base, key.secret_key_file);
   c.policies_dir = Resolve(base, c.policies_dir);
   c.log.file = Resolve(base, c.log.file);
-  c.store.path = Resolve(base, c.store.path);
+  // A postgresql store has no file (store.path is refused with it).
+  if (c.store.backend == "sqlite") c.store.path = Resolve(base, c.store.path);
   c.store.key_file = Resolve(base, c.store.key_file);
   c.ledger.path = Resolve(base, c.ledger.path);
   c.admin_socket = Resolve(base, c.admin_socket);

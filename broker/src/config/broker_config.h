@@ -27,8 +27,12 @@ struct Limits {
 };
 
 struct StoreConfig {
-  std::string backend = "sqlite";      // the storage backend (store::Store); sqlite is the embedded one
-  std::string path;                    // SQLite file (WAL); required
+  std::string backend = "sqlite";      // the storage backend (store::Store): sqlite (embedded) or postgresql
+  std::string path;                    // SQLite file (WAL); required with sqlite
+  // postgresql: a libpq connection URI (postgresql://user@host:port/db?sslmode=...); required.
+  std::string url;
+  std::string password_file;           // postgresql: the password, mode 0600; optional
+  std::string password;                // read from password_file by LoadBrokerConfig; never logged
   std::string key_file;                // 64 hex digits, mode 0600; required
   uint64_t max_queue_per_recipient = 100000;  // then senders get queue_full
   uint64_t redelivery_timeout_ms = 30000;     // unacked deliveries go out again after this

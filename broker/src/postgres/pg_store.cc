@@ -1,0 +1,845 @@
+#include "postgres/pg_store.h"
+
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <optional>
+
+#include "store/sealing.h"
+
+namespace liaison::store {
+namespace {
+
+// Rows have the states of the SQLite store: 0 queued, 2 acked, 3 expired,
+// 4 erased, 5 damaged (does not decrypt, set aside), 6 purged by an
+// operator (was 5).
+
+// Version 1. A later version adds a step to Migrate and never edits this.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE meta (name TEXT PRIMARY KEY, value BYTEA NOT NULL);
+CREATE TABLE messages (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  sender TEXT NOT NULL,
+  message_id TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  case_hash BYTEA,
+  state INTEGER NOT NULL,
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  acked_ms BIGINT,
+  purge_after_ms BIGINT NOT NULL,
+  label TEXT,
+  UNIQUE (sender, message_id, recipient));
+CREATE TABLE bodies (seq BIGINT PRIMARY KEY, sealed BYTEA NOT NULL);
+CREATE INDEX messages_by_recipient ON messages (recipient, state, seq);
+CREATE INDEX messages_by_case ON messages (sender, case_hash, state);
+CREATE INDEX messages_by_expiry ON messages (state, expires_ms);
+CREATE TABLE receipts (
+  sender TEXT NOT NULL, message_id TEXT NOT NULL, receipt BYTEA NOT NULL,
+  purge_after_ms BIGINT NOT NULL, PRIMARY KEY (sender, message_id));
+CREATE INDEX receipts_by_purge ON receipts (purge_after_ms);
+CREATE TABLE disclosures (
+  sender TEXT NOT NULL, case_hash BYTEA NOT NULL, recipient TEXT NOT NULL,
+  PRIMARY KEY (sender, case_hash, recipient));
+CREATE TABLE notices (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, agency TEXT NOT NULL, receipt BYTEA NOT NULL);
+CREATE INDEX notices_by_agency ON notices (agency, seq);
+CREATE TABLE ledger_tail (seq BIGINT PRIMARY KEY, first_seq BIGINT NOT NULL, lines TEXT NOT NULL);
+CREATE TABLE ledger_position (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL);
+)sql";
+
+// Version 2: the lease that fences brokers sharing one database (see
+// PgStore::AcquireLease). liaison_fence() is the first statement of every
+// batch of a fenced store: it fails the transaction unless `e` is still the
+// unexpired lease's epoch, and holds the lease row (FOR SHARE) until the
+// batch ends, so a takeover (an UPDATE of that row) waits for the batch and
+// no batch of an older epoch commits after it.
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE lease (
+  id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, epoch BIGINT NOT NULL,
+  expires_at TIMESTAMPTZ NOT NULL);
+CREATE FUNCTION liaison_fence(e BIGINT) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM 1 FROM lease WHERE id = 1 AND epoch = e AND expires_at > clock_timestamp() FOR SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the lease of epoch % is no longer held by this broker', e USING ERRCODE = 'LF001';
+  END IF;
+END $$;
+)sql";
+
+// Serialises schema changes of brokers starting at once (any constant
+// both agree on).
+constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
+
+// Every statement the store runs, prepared once per connection. Parameters
+// are cast in the SQL, so the server knows their types; all are sent in
+// binary (text as its bytes, bigint as 8 bytes big-endian, bytea as is).
+enum Stmt {
+  kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
+  kTrimLedger, kPurge, kFindReceipt, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
+  kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
+  kFence, kAcquireLease, kRenewLease, kStmtCount
+};
+
+struct StatementText {
+  const char* name;
+  const char* sql;
+};
+
+constexpr StatementText kStatements[kStmtCount] = {
+    // A copy already queued (a resend) is left as it is, body and all.
+    {"l_enqueue",
+     "WITH m AS (INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
+     "purge_after_ms, label) VALUES ($1::text, $2::text, $3::text, $4::bytea, 0, $5::bigint, $6::bigint, "
+     "$7::bigint, $8::text) ON CONFLICT (sender, message_id, recipient) DO NOTHING RETURNING seq), "
+     "b AS (INSERT INTO bodies (seq, sealed) SELECT seq, $9::bytea FROM m) "
+     "INSERT INTO disclosures (sender, case_hash, recipient) VALUES ($1::text, $4::bytea, $3::text) "
+     "ON CONFLICT DO NOTHING"},
+    {"l_put_receipt",
+     "INSERT INTO receipts (sender, message_id, receipt, purge_after_ms) "
+     "VALUES ($1::text, $2::text, $3::bytea, $4::bigint) ON CONFLICT (sender, message_id) "
+     "DO UPDATE SET receipt = EXCLUDED.receipt, purge_after_ms = EXCLUDED.purge_after_ms"},
+    // The copy itself is no longer needed once delivered.
+    {"l_ack",
+     "WITH u AS (UPDATE messages SET state = 2, acked_ms = $2::bigint WHERE seq = $1::bigint "
+     "AND recipient = $3::text AND state = 0 RETURNING seq) DELETE FROM bodies WHERE seq IN (SELECT seq FROM u)"},
+    // Only a queued copy changes (one acked meanwhile stays acked); a
+    // set-aside one keeps its body (a restored key may open it).
+    {"l_change_queued",
+     "WITH u AS (UPDATE messages SET state = $2::bigint WHERE seq = $1::bigint AND state = 0 RETURNING seq) "
+     "DELETE FROM bodies WHERE $2::bigint <> 5 AND seq IN (SELECT seq FROM u)"},
+    // An operator's decision on a set-aside copy: a purged one's body goes.
+    {"l_change_set_aside",
+     "WITH u AS (UPDATE messages SET state = $2::bigint WHERE seq = $1::bigint AND state = 5 RETURNING seq) "
+     "DELETE FROM bodies WHERE $2::bigint = 6 AND seq IN (SELECT seq FROM u)"},
+    {"l_add_notice", "INSERT INTO notices (agency, receipt) VALUES ($1::text, $2::bytea)"},
+    {"l_delete_notice", "DELETE FROM notices WHERE seq = $1::bigint"},
+    // One row per batch (its lines, newline-separated) and the position.
+    {"l_append_ledger",
+     "WITH t AS (INSERT INTO ledger_tail (seq, first_seq, lines) VALUES ($1::bigint, $2::bigint, $3::text)) "
+     "INSERT INTO ledger_position (id, seq) VALUES (1, $1::bigint) "
+     "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq"},
+    {"l_trim_ledger", "DELETE FROM ledger_tail WHERE seq <= $1::bigint"},
+    // Acked, expired, erased and set-aside copies past retention; receipts too.
+    {"l_purge",
+     "WITH gone AS (DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= $1::bigint RETURNING seq), "
+     "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)) "
+     "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
+    {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
+    // A row without its body is damaged like one whose body does not open.
+    {"l_pending",
+     "SELECT m.seq, m.sender, m.message_id, b.sealed, m.label FROM messages m LEFT JOIN bodies b "
+     "ON b.seq = m.seq WHERE m.recipient = $1::text AND m.state = 0 AND m.seq > $2::bigint "
+     "ORDER BY m.seq LIMIT $3::bigint"},
+    {"l_set_aside_now", "UPDATE messages SET state = 5 WHERE seq = $1::bigint AND state = 0"},
+    {"l_due",
+     "SELECT sender, message_id, recipient, label, seq FROM messages WHERE state = 0 "
+     "AND expires_ms <= $1::bigint ORDER BY seq"},
+    {"l_queued_of_case",
+     "SELECT message_id, recipient, label, seq FROM messages WHERE sender = $1::text "
+     "AND case_hash = $2::bytea AND state = 0 ORDER BY seq"},
+    {"l_depths", "SELECT recipient, COUNT(*) FROM messages WHERE state = 0 GROUP BY recipient"},
+    // Byte order, as SQLite sorts, whatever the database's collation.
+    {"l_disclosures",
+     "SELECT recipient FROM disclosures WHERE sender = $1::text AND case_hash = $2::bytea "
+     "ORDER BY recipient COLLATE \"C\""},
+    {"l_notices", "SELECT seq, receipt FROM notices WHERE agency = $1::text ORDER BY seq LIMIT $2::bigint"},
+    {"l_ledger_position", "SELECT seq FROM ledger_position WHERE id = 1"},
+    {"l_ledger_tail", "SELECT first_seq, lines FROM ledger_tail ORDER BY seq"},
+    {"l_summaries",
+     "SELECT recipient, COUNT(*) FILTER (WHERE state = 0), "
+     "COALESCE(MIN(created_ms) FILTER (WHERE state = 0), 0), COUNT(*) FILTER (WHERE state = 5) "
+     "FROM messages WHERE state IN (0, 5) GROUP BY recipient ORDER BY recipient COLLATE \"C\""},
+    {"l_entries",
+     "SELECT seq, sender, message_id, label, state, created_ms FROM messages WHERE recipient = $1::text "
+     "AND state IN (0, 5) ORDER BY seq LIMIT $2::bigint"},
+    {"l_set_aside",
+     "SELECT sender, message_id, recipient, label, seq FROM messages WHERE recipient = $1::text "
+     "AND state = 5 ORDER BY seq"},
+    {"l_key_check", "SELECT value FROM meta WHERE name = 'key_check'"},
+    {"l_put_key_check", "INSERT INTO meta (name, value) VALUES ('key_check', $1::bytea) ON CONFLICT (name) DO NOTHING"},
+    {"l_fence", "SELECT liaison_fence($1::bigint)"},
+    // Free, expired, or already ours: taken (ttl by the database's clock).
+    // The epoch grows unless the holder renews an unexpired lease.
+    {"l_acquire_lease",
+     "INSERT INTO lease AS l (id, holder, epoch, expires_at) "
+     "VALUES (1, $1::text, 1, clock_timestamp() + $2::bigint * interval '1 millisecond') "
+     "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, "
+     "epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp() THEN l.epoch "
+     "ELSE l.epoch + 1 END "
+     "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() RETURNING l.epoch"},
+    {"l_renew_lease",
+     "UPDATE lease SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' "
+     "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
+};
+
+using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+Result Wrap(PGresult* r) { return Result(r, &PQclear); }
+
+// What the server said, without DETAIL (which can quote row values).
+std::string ServerError(const PGresult* r, pg_conn* conn) {
+  const char* primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : nullptr;
+  const char* state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  std::string text = primary ? primary : PQerrorMessage(conn);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  if (state) text += std::string(" (SQLSTATE ") + state + ")";
+  return text;
+}
+
+// Column readers of a binary-format result. NULL reads as 0 / empty, as
+// SQLite's column functions do.
+int64_t GetInt(const PGresult* r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return 0;
+  const auto* p = reinterpret_cast<const uint8_t*>(PQgetvalue(r, row, col));
+  const int n = PQgetlength(r, row, col);
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | p[i];
+  if (n == 4) return static_cast<int32_t>(static_cast<uint32_t>(v));
+  if (n == 2) return static_cast<int16_t>(static_cast<uint16_t>(v));
+  return static_cast<int64_t>(v);
+}
+
+std::string GetText(const PGresult* r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return std::string();
+  return std::string(PQgetvalue(r, row, col), PQgetlength(r, row, col));
+}
+
+std::vector<uint8_t> GetBytes(const PGresult* r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return {};
+  const auto* p = reinterpret_cast<const uint8_t*>(PQgetvalue(r, row, col));
+  return std::vector<uint8_t>(p, p + PQgetlength(r, row, col));
+}
+
+}  // namespace
+
+class PgStore::Params {
+ public:
+  Params& Text(const std::string& v) { return Add(v); }
+  Params& Bytes(const void* data, size_t size) { return Add(std::string(static_cast<const char*>(data), size)); }
+  Params& Bytes(const std::vector<uint8_t>& v) { return Bytes(v.data(), v.size()); }
+  Params& Bytes(const std::string& v) { return Add(v); }
+  Params& Int(int64_t v) {
+    std::string be(8, '\0');
+    for (int i = 7; i >= 0; --i, v = static_cast<int64_t>(static_cast<uint64_t>(v) >> 8)) {
+      be[i] = static_cast<char>(v & 0xff);
+    }
+    return Add(std::move(be));
+  }
+  int size() const { return static_cast<int>(values_.size()); }
+  size_t largest() const {
+    size_t n = 0;
+    for (const auto& v : values_) n = std::max(n, v.size());
+    return n;
+  }
+  // libpq's arrays; valid while this object is unchanged.
+  void Arrays(std::vector<const char*>* values, std::vector<int>* lengths, std::vector<int>* formats) const {
+    for (const auto& v : values_) {
+      values->push_back(v.data());
+      lengths->push_back(static_cast<int>(v.size()));
+      formats->push_back(1);
+    }
+  }
+
+ private:
+  Params& Add(std::string v) {
+    values_.push_back(std::move(v));
+    return *this;
+  }
+  std::vector<std::string> values_;
+};
+
+struct PgStore::Call {
+  Stmt stmt;
+  Params params;
+  const char* what;  // for the error: what was being written
+};
+
+namespace {
+
+// Runs a prepared statement outside a pipeline; results in binary.
+Result Exec(pg_conn* conn, Stmt stmt, const PgStore::Params& params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  params.Arrays(&values, &lengths, &formats);
+  return Wrap(PQexecPrepared(conn, kStatements[stmt].name, params.size(), values.data(), lengths.data(),
+                             formats.data(), /*resultFormat=*/1));
+}
+
+bool Succeeded(const Result& r) {
+  const ExecStatusType s = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+Status TooNew(const std::string& where, int version) {
+  return Status::InvalidArgument("store " + where + ": the database has schema version " + std::to_string(version) +
+                                 ", newer than this broker's (" + std::to_string(PgStore::kSchemaVersion) +
+                                 "): run the broker version that wrote it, or a newer one; this one does not "
+                                 "downgrade it");
+}
+
+}  // namespace
+
+std::string MaskPassword(std::string text, const PgConnectOptions& options) {
+  // The passwords to hide: the password file's and one written in the URL.
+  std::vector<std::string> secrets;
+  if (!options.password.empty()) secrets.push_back(options.password);
+  char* error = nullptr;
+  if (PQconninfoOption* parsed = PQconninfoParse(options.url.c_str(), &error)) {
+    for (PQconninfoOption* o = parsed; o->keyword; ++o) {
+      if (std::strcmp(o->keyword, "password") == 0 && o->val && *o->val) secrets.emplace_back(o->val);
+    }
+    PQconninfoFree(parsed);
+  } else if (error) {
+    PQfreemem(error);
+  }
+  for (const std::string& secret : secrets) {
+    for (size_t at = text.find(secret); at != std::string::npos; at = text.find(secret, at + 3)) {
+      text.replace(at, secret.size(), "***");
+    }
+  }
+  return text;
+}
+
+std::string DescribePgUrl(const std::string& url) {
+  char* error = nullptr;
+  PQconninfoOption* options = PQconninfoParse(url.c_str(), &error);
+  if (!options) {
+    if (error) PQfreemem(error);
+    return "postgresql (an unreadable url)";
+  }
+  std::string host, port, dbname;
+  for (PQconninfoOption* o = options; o->keyword; ++o) {
+    if (!o->val) continue;
+    if (std::strcmp(o->keyword, "host") == 0 || (host.empty() && std::strcmp(o->keyword, "hostaddr") == 0)) {
+      host = o->val;
+    }
+    if (std::strcmp(o->keyword, "port") == 0) port = o->val;
+    if (std::strcmp(o->keyword, "dbname") == 0) dbname = o->val;
+  }
+  PQconninfoFree(options);
+  return "postgresql host=" + (host.empty() ? std::string("(default)") : host) +
+         " port=" + (port.empty() ? std::string("5432") : port) +
+         " dbname=" + (dbname.empty() ? std::string("(default)") : dbname);
+}
+
+StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgConnectOptions& options, const StoreKey& key,
+                                                 size_t max_value_bytes) {
+  std::unique_ptr<PgStore> store(new PgStore());
+  store->options_ = options;
+  store->where_ = DescribePgUrl(options.url);
+  store->key_ = key;
+  store->max_value_bytes_ = max_value_bytes;
+  LIAISON_RETURN_IF_ERROR(store->Connect());
+  LIAISON_RETURN_IF_ERROR(store->Migrate());
+  LIAISON_RETURN_IF_ERROR(store->PrepareAll());
+  LIAISON_RETURN_IF_ERROR(store->CheckKey());
+  return store;
+}
+
+StatusOr<int> PgStore::ProbeSchemaVersion(const PgConnectOptions& options) {
+  PgStore probe;
+  probe.options_ = options;
+  probe.where_ = DescribePgUrl(options.url);
+  LIAISON_RETURN_IF_ERROR(probe.Connect());
+  Result exists = Wrap(PQexec(probe.conn_, "SELECT to_regclass('schema_version') IS NOT NULL"));
+  if (!Succeeded(exists) || PQntuples(exists.get()) != 1) {
+    return Status::IoError("store " + probe.where_ + ": reading the schema: " + ServerError(exists.get(), probe.conn_));
+  }
+  if (GetText(exists.get(), 0, 0) != "t") return 0;
+  Result v = Wrap(PQexec(probe.conn_, "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+  if (!Succeeded(v) || PQntuples(v.get()) != 1) {
+    return Status::IoError("store " + probe.where_ + ": reading schema_version: " + ServerError(v.get(), probe.conn_));
+  }
+  const int version = std::atoi(PQgetvalue(v.get(), 0, 0));
+  if (version > kSchemaVersion) return TooNew(probe.where_, version);
+  return version;
+}
+
+StatusOr<std::optional<int64_t>> PgStore::AcquireLease(const std::string& holder, int64_t ttl_ms) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kAcquireLease, Params().Text(holder).Int(ttl_ms));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": taking the lease: " + ServerError(r.get(), conn_));
+  if (PQntuples(r.get()) == 0) return std::optional<int64_t>();
+  return std::optional<int64_t>(GetInt(r.get(), 0, 0));
+}
+
+StatusOr<bool> PgStore::RenewLease(const std::string& holder, int64_t epoch, int64_t ttl_ms) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kRenewLease, Params().Text(holder).Int(epoch).Int(ttl_ms));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": renewing the lease: " + ServerError(r.get(), conn_));
+  return PQntuples(r.get()) == 1;
+}
+
+PgStore::~PgStore() {
+  if (conn_) PQfinish(conn_);
+}
+
+Status PgStore::Connect() {
+  if (conn_) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+  }
+  // The URL's own settings win over the defaults before it; the password
+  // file's password wins over one in the URL.
+  // A server that vanishes without closing the connection (a power cut, a
+  // network split) must fail the batch waiting on it within seconds, not
+  // after the kernel's default of hours: TCP keepalives, and a limit on
+  // how long sent data may stay unacknowledged.
+  std::vector<const char*> keywords = {"connect_timeout", "application_name", "keepalives", "keepalives_idle",
+                                       "keepalives_interval", "keepalives_count", "tcp_user_timeout", "dbname"};
+  std::vector<const char*> values = {"10", "liaison-broker", "1", "5", "2", "3", "15000", options_.url.c_str()};
+  if (!options_.password.empty()) {
+    keywords.push_back("password");
+    values.push_back(options_.password.c_str());
+  }
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_ = PQconnectdbParams(keywords.data(), values.data(), /*expand_dbname=*/1);
+  if (!conn_) return Status::Unavailable("store " + where_ + ": cannot connect (out of memory)");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    std::string message = MaskPassword(PQerrorMessage(conn_), options_);
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+    return Status::Unavailable("store " + where_ + ": cannot connect: " + message +
+                               " (check store.url, store.password_file and that the database runs)");
+  }
+  // The server's notices (e.g. "relation ... already exists, skipping" of
+  // the migration) would go to stderr by default, outside the broker's
+  // structured log; none of them is something an operator must act on.
+  PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
+  // A commit is an acknowledgement: it must not return before it is
+  // durable, whatever the server's default (on, or remote_apply, stay).
+  Result sync = Wrap(PQexec(conn_, "SHOW synchronous_commit"));
+  if (!Succeeded(sync)) return Status::IoError("store " + where_ + ": " + ServerError(sync.get(), conn_));
+  if (PQntuples(sync.get()) == 1 && GetText(sync.get(), 0, 0) == "off") {
+    Result set = Wrap(PQexec(conn_, "SET synchronous_commit = on"));
+    if (!Succeeded(set)) return Status::IoError("store " + where_ + ": " + ServerError(set.get(), conn_));
+  }
+  return Status::Ok();
+}
+
+Status PgStore::EnsureConnected() {
+  if (conn_ && PQstatus(conn_) == CONNECTION_OK) return Status::Ok();
+  spdlog::warn("event=store_reconnect store=\"{}\"", where_);
+  LIAISON_RETURN_IF_ERROR(Connect());
+  // Prepared statements belong to the connection: prepare them again.
+  return PrepareAll();
+}
+
+Status PgStore::PrepareAll() {
+  for (int i = 0; i < kStmtCount; ++i) {
+    Result r = Wrap(PQprepare(conn_, kStatements[i].name, kStatements[i].sql, 0, nullptr));
+    if (!Succeeded(r)) {
+      return Status::IoError("store " + where_ + ": preparing " + kStatements[i].name + ": " +
+                             ServerError(r.get(), conn_));
+    }
+  }
+  return Status::Ok();
+}
+
+Status PgStore::Migrate() {
+  auto exec = [this](const char* sql) -> Status {
+    Result r = Wrap(PQexec(conn_, sql));
+    if (Succeeded(r)) return Status::Ok();
+    return Status::IoError("store " + where_ + ": creating the schema: " + ServerError(r.get(), conn_));
+  };
+  auto run = [&]() -> Status {
+    LIAISON_RETURN_IF_ERROR(exec("BEGIN"));
+    LIAISON_RETURN_IF_ERROR(exec(kMigrationLock));
+    LIAISON_RETURN_IF_ERROR(exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"));
+    Result v = Wrap(PQexec(conn_, "SELECT COALESCE(MAX(version), 0) FROM schema_version"));
+    if (!Succeeded(v) || PQntuples(v.get()) != 1) {
+      return Status::IoError("store " + where_ + ": reading schema_version: " + ServerError(v.get(), conn_));
+    }
+    const int version = std::atoi(PQgetvalue(v.get(), 0, 0));
+    if (version > kSchemaVersion) return TooNew(where_, version);
+    // One row per step taken, so the table is also the history.
+    if (version < 1) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV1));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (1)"));
+    }
+    if (version < 2) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV2));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (2)"));
+    }
+    LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
+    if (version == 0) {
+      spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
+    } else if (version < kSchemaVersion) {
+      spdlog::info("event=store_schema_migrated store=\"{}\" from={} to={}", where_, version, kSchemaVersion);
+    }
+    return Status::Ok();
+  };
+  Status st = run();
+  if (!st.ok()) Wrap(PQexec(conn_, "ROLLBACK"));  // nothing of a failed migration stays
+  return st;
+}
+
+Status PgStore::CheckKey() {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    Result r = Exec(conn_, kKeyCheck, Params());
+    if (!Succeeded(r)) {
+      return Status::IoError("store " + where_ + ": reading the key check: " + ServerError(r.get(), conn_));
+    }
+    if (PQntuples(r.get()) == 1) {
+      if (!KeyCheckOpens(key_, GetBytes(r.get(), 0, 0))) {
+        return Status::PermissionDenied("store " + where_ +
+                                        ": the store key does not match this database (wrong key file?)");
+      }
+      return Status::Ok();
+    }
+    // A new database: seal the check; another broker may do so at once,
+    // so the one that landed is read back.
+    auto sealed = SealKeyCheck(key_);
+    if (!sealed) return Status::Internal("store " + where_ + ": cannot encrypt (OpenSSL AES-256-GCM failed)");
+    Result put = Exec(conn_, kPutKeyCheck, Params().Bytes(*sealed));
+    if (!Succeeded(put)) {
+      return Status::IoError("store " + where_ + ": writing the key check: " + ServerError(put.get(), conn_));
+    }
+  }
+  return Status::Internal("store " + where_ + ": the key check does not stay written");
+}
+
+Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const {
+  if (fence_epoch_ > 0) calls->push_back({kFence, Params().Int(fence_epoch_), "checking the lease"});
+  for (const WriteBatch::Copy& c : batch.copies) {
+    const auto sealed = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
+                             c.envelope.size());
+    if (!sealed) {
+      return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
+    }
+    Params p;
+    p.Text(c.sender).Text(c.message_id).Text(c.recipient).Bytes(CaseHash(key_, c.sender, c.case_ref));
+    p.Int(c.now_ms).Int(c.expires_ms).Int(c.purge_after_ms).Text(c.label).Bytes(*sealed);
+    calls->push_back({kEnqueue, std::move(p), "queueing a message"});
+  }
+  for (const WriteBatch::Receipt& r : batch.receipts) {
+    calls->push_back({kPutReceipt, Params().Text(r.sender).Text(r.message_id).Bytes(r.receipt).Int(r.purge_after_ms),
+                      "writing a receipt"});
+  }
+  for (const WriteBatch::Acked& a : batch.acks) {
+    calls->push_back({kAck, Params().Int(a.seq).Int(a.now_ms).Text(a.recipient), "recording an ack"});
+  }
+  for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{3, &batch.expired},
+                                    {4, &batch.erased}, {5, &batch.set_aside}}) {
+    for (int64_t seq : *seqs) {
+      calls->push_back({kChangeQueued, Params().Int(seq).Int(state), "updating a queued message"});
+    }
+  }
+  for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{6, &batch.purged},
+                                    {0, &batch.requeued}}) {
+    for (int64_t seq : *seqs) {
+      calls->push_back({kChangeSetAside, Params().Int(seq).Int(state), "changing a set-aside message"});
+    }
+  }
+  for (const auto& [agency, receipt] : batch.notices) {
+    calls->push_back({kAddNotice, Params().Text(agency).Bytes(receipt), "writing a notice"});
+  }
+  for (int64_t seq : batch.notices_sent) calls->push_back({kDeleteNotice, Params().Int(seq), "deleting a notice"});
+  if (!batch.ledger.empty()) {
+    // One row for the batch: a statement per record would cost more than
+    // the records themselves.
+    std::string text;
+    for (const auto& [seq, line] : batch.ledger) {
+      if (line.find('\n') != std::string::npos) return Status::Internal("store: a ledger record spans lines");
+      if (!text.empty()) text += '\n';
+      text += line;
+    }
+    calls->push_back({kAppendLedger,
+                      Params()
+                          .Int(static_cast<int64_t>(batch.ledger.back().first))
+                          .Int(static_cast<int64_t>(batch.ledger.front().first))
+                          .Text(text),
+                      "writing ledger records"});
+  }
+  if (batch.trim_ledger_to > 0) {
+    calls->push_back({kTrimLedger, Params().Int(static_cast<int64_t>(batch.trim_ledger_to)),
+                      "trimming ledger records"});
+  }
+  if (batch.purge_before_ms > 0) calls->push_back({kPurge, Params().Int(batch.purge_before_ms), "purging"});
+  if (max_value_bytes_ > 0) {
+    for (const Call& call : *calls) {
+      if (call.params.largest() > max_value_bytes_) {
+        return Status::IoError("store " + where_ + ": " + call.what + ": a value of " +
+                               std::to_string(call.params.largest()) + " bytes is larger than the " +
+                               std::to_string(max_value_bytes_) + " the store takes (a value was refused)");
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status PgStore::Apply(const WriteBatch& batch) {
+  if (batch.empty()) return Status::Ok();
+  std::vector<Call> calls;
+  // Everything is sealed and checked before anything is sent.
+  LIAISON_RETURN_IF_ERROR(BuildBatch(batch, &calls));
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  return RunPipeline(calls);
+}
+
+Status PgStore::RunPipeline(const std::vector<Call>& calls) {
+  if (PQenterPipelineMode(conn_) != 1) {
+    return Status::IoError("store " + where_ + ": cannot enter pipeline mode: " + ServerError(nullptr, conn_));
+  }
+  // Sent: BEGIN, the calls, COMMIT, then one sync. libpq reads while it
+  // waits to send, so a large batch cannot deadlock on full buffers.
+  bool sent = PQsendQueryParams(conn_, "BEGIN", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  for (size_t i = 0; sent && i < calls.size(); ++i) {
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;
+    calls[i].params.Arrays(&values, &lengths, &formats);
+    sent = PQsendQueryPrepared(conn_, kStatements[calls[i].stmt].name, calls[i].params.size(), values.data(),
+                               lengths.data(), formats.data(), 1) == 1;
+  }
+  sent = sent && PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  sent = sent && PQpipelineSync(conn_) == 1;
+  if (!sent) {
+    // The connection is in an unknown state: drop it (the server rolls an
+    // open transaction back); the next call connects again.
+    const std::string error = ServerError(nullptr, conn_);
+    PQfinish(conn_);
+    conn_ = nullptr;
+    return Status::IoError("store " + where_ + ": sending the batch: " + error);
+  }
+  // One result per query (then a null), then the sync's.
+  std::string failure;
+  bool committed = false;
+  for (size_t i = 0; i < calls.size() + 2; ++i) {
+    Result r = Wrap(PQgetResult(conn_));
+    if (!r) {
+      failure = "the connection was lost: " + ServerError(nullptr, conn_);
+      break;
+    }
+    const ExecStatusType s = PQresultStatus(r.get());
+    const char* what = i == 0 ? "BEGIN" : i == calls.size() + 1 ? "COMMIT" : calls[i - 1].what;
+    if (s == PGRES_FATAL_ERROR && failure.empty()) failure = std::string(what) + ": " + ServerError(r.get(), conn_);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_PIPELINE_ABORTED && s != PGRES_FATAL_ERROR &&
+        failure.empty()) {
+      failure = std::string(what) + ": unexpected result " + PQresStatus(s);
+    }
+    // COMMIT of a transaction that failed answers ROLLBACK.
+    if (i == calls.size() + 1) committed = s == PGRES_COMMAND_OK && std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
+    Result end = Wrap(PQgetResult(conn_));
+    if (end) {
+      failure = failure.empty() ? std::string(what) + ": more than one result" : failure;
+      break;
+    }
+  }
+  bool synced = false;
+  if (conn_ && PQstatus(conn_) == CONNECTION_OK) {
+    for (int guard = 0; guard < static_cast<int>(calls.size()) + 4; ++guard) {
+      Result r = Wrap(PQgetResult(conn_));
+      if (r && PQresultStatus(r.get()) == PGRES_PIPELINE_SYNC) {
+        synced = true;
+        break;
+      }
+      if (!r && PQstatus(conn_) != CONNECTION_OK) break;
+    }
+  }
+  if (!synced || PQexitPipelineMode(conn_) != 1) {
+    if (failure.empty()) failure = "the pipeline did not end: " + ServerError(nullptr, conn_);
+    PQfinish(conn_);  // the server rolls back whatever was open
+    conn_ = nullptr;
+    return Status::IoError("store " + where_ + ": " + failure);
+  }
+  if (failure.empty() && !committed) failure = "COMMIT did not commit";
+  if (!failure.empty()) {
+    // An error inside BEGIN..COMMIT leaves the transaction aborted: end it.
+    Result rollback = Wrap(PQexec(conn_, "ROLLBACK"));
+    if (!Succeeded(rollback)) {
+      PQfinish(conn_);
+      conn_ = nullptr;
+    }
+    return Status::IoError("store " + where_ + ": " + failure + "; nothing of the batch was stored");
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::string& sender,
+                                                                  const std::string& message_id) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kFindReceipt, Params().Text(sender).Text(message_id));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading a receipt: " + ServerError(r.get(), conn_));
+  if (PQntuples(r.get()) == 0) return std::optional<std::vector<uint8_t>>();
+  return std::optional<std::vector<uint8_t>>(GetBytes(r.get(), 0, 0));
+}
+
+StatusOr<std::vector<QueuedMessage>> PgStore::Pending(const std::string& recipient, int64_t after_seq, int limit,
+                                                      std::vector<int64_t>* damaged_out) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kPending, Params().Text(recipient).Int(after_seq).Int(limit));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading the queue: " + ServerError(r.get(), conn_));
+  std::vector<QueuedMessage> out;
+  std::vector<int64_t> damaged;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    QueuedMessage m;
+    m.seq = GetInt(r.get(), row, 0);
+    m.sender = GetText(r.get(), row, 1);
+    m.message_id = GetText(r.get(), row, 2);
+    const std::vector<uint8_t> sealed = GetBytes(r.get(), row, 3);
+    auto opened = Unseal(key_, CopyAad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
+    if (!opened) {
+      damaged.push_back(m.seq);  // set aside, so it cannot block the queue
+      continue;
+    }
+    m.envelope = std::move(*opened);
+    m.label = GetText(r.get(), row, 4);
+    out.push_back(std::move(m));
+  }
+  for (int64_t seq : damaged) {
+    spdlog::error("event=store_damaged_message seq={} recipient={} action=set_aside "
+                  "hint=\"restore the store from a backup to recover it\"", seq, recipient);
+    if (damaged_out) {
+      damaged_out->push_back(seq);
+      continue;
+    }
+    Result u = Exec(conn_, kSetAsideNow, Params().Int(seq));
+    if (!Succeeded(u)) return Status::IoError("store " + where_ + ": setting aside: " + ServerError(u.get(), conn_));
+  }
+  return out;
+}
+
+namespace {
+
+// Rows of (sender, message_id, recipient, label, seq).
+std::vector<ExpiredMessage> ReadExpired(const PGresult* r) {
+  std::vector<ExpiredMessage> out;
+  for (int row = 0; row < PQntuples(r); ++row) {
+    out.push_back({GetText(r, row, 0), GetText(r, row, 1), GetText(r, row, 2), GetText(r, row, 3),
+                   GetInt(r, row, 4)});
+  }
+  return out;
+}
+
+}  // namespace
+
+StatusOr<std::vector<ExpiredMessage>> PgStore::Due(int64_t now_ms) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kDue, Params().Int(now_ms));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": finding expired messages: " + ServerError(r.get(), conn_));
+  }
+  return ReadExpired(r.get());
+}
+
+StatusOr<std::vector<ExpiredMessage>> PgStore::QueuedOfCase(const std::string& sender, const std::string& case_ref) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kQueuedOfCase, Params().Text(sender).Bytes(CaseHash(key_, sender, case_ref)));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": finding a case's queued messages: " + ServerError(r.get(), conn_));
+  }
+  std::vector<ExpiredMessage> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    out.push_back({sender, GetText(r.get(), row, 0), GetText(r.get(), row, 1), GetText(r.get(), row, 2),
+                   GetInt(r.get(), row, 3)});
+  }
+  return out;
+}
+
+StatusOr<std::unordered_map<std::string, int64_t>> PgStore::QueueDepths() {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kDepths, Params());
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": counting queues: " + ServerError(r.get(), conn_));
+  std::unordered_map<std::string, int64_t> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) out[GetText(r.get(), row, 0)] = GetInt(r.get(), row, 1);
+  return out;
+}
+
+StatusOr<std::vector<std::string>> PgStore::Disclosures(const std::string& sender, const std::string& case_ref) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kDisclosures, Params().Text(sender).Bytes(CaseHash(key_, sender, case_ref)));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": reading disclosures: " + ServerError(r.get(), conn_));
+  }
+  std::vector<std::string> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) out.push_back(GetText(r.get(), row, 0));
+  return out;
+}
+
+StatusOr<std::vector<Notice>> PgStore::Notices(const std::string& agency, int limit) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kNotices, Params().Text(agency).Int(limit));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading notices: " + ServerError(r.get(), conn_));
+  std::vector<Notice> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    out.push_back({GetInt(r.get(), row, 0), GetBytes(r.get(), row, 1)});
+  }
+  return out;
+}
+
+StatusOr<LedgerTail> PgStore::ReadLedgerTail() {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  LedgerTail tail;
+  Result position = Exec(conn_, kLedgerPosition, Params());
+  if (!Succeeded(position)) {
+    return Status::IoError("store " + where_ + ": reading the ledger position: " +
+                           ServerError(position.get(), conn_));
+  }
+  if (PQntuples(position.get()) == 1) tail.committed_seq = static_cast<uint64_t>(GetInt(position.get(), 0, 0));
+  Result r = Exec(conn_, kLedgerTail, Params());
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": reading ledger records: " + ServerError(r.get(), conn_));
+  }
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    uint64_t seq = static_cast<uint64_t>(GetInt(r.get(), row, 0));
+    const std::string text = GetText(r.get(), row, 1);
+    for (size_t start = 0; start <= text.size();) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      tail.lines.emplace_back(seq++, text.substr(start, end - start));
+      start = end + 1;
+    }
+  }
+  return tail;
+}
+
+StatusOr<std::vector<QueueSummary>> PgStore::QueueSummaries() {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kSummaries, Params());
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading the queues: " + ServerError(r.get(), conn_));
+  std::vector<QueueSummary> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    out.push_back({GetText(r.get(), row, 0), GetInt(r.get(), row, 1), GetInt(r.get(), row, 2),
+                   GetInt(r.get(), row, 3)});
+  }
+  return out;
+}
+
+StatusOr<std::vector<QueueEntry>> PgStore::QueueEntries(const std::string& recipient, int limit) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kEntries, Params().Text(recipient).Int(limit));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": reading the queue of " + recipient + ": " +
+                           ServerError(r.get(), conn_));
+  }
+  std::vector<QueueEntry> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    QueueEntry e;
+    e.seq = GetInt(r.get(), row, 0);
+    e.sender = GetText(r.get(), row, 1);
+    e.message_id = GetText(r.get(), row, 2);
+    // The label is "case pseudonym|type": only the type is shown.
+    const std::string label = GetText(r.get(), row, 3);
+    const auto bar = label.rfind('|');
+    e.type = bar == std::string::npos ? std::string() : label.substr(bar + 1);
+    e.set_aside = GetInt(r.get(), row, 4) == 5;
+    e.created_ms = GetInt(r.get(), row, 5);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+StatusOr<std::vector<ExpiredMessage>> PgStore::SetAside(const std::string& recipient) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kSetAside, Params().Text(recipient));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": reading the set-aside messages of " + recipient + ": " +
+                           ServerError(r.get(), conn_));
+  }
+  return ReadExpired(r.get());
+}
+
+}  // namespace liaison::store

@@ -1,0 +1,125 @@
+// The PostgreSQL backend of the storage interface: the same state as the
+// SQLite store (sqlite/sqlite_store.h), row for row, in a database that a
+// synchronous standby can replicate. Each WriteBatch is one explicit
+// transaction sent in libpq's pipeline mode (BEGIN, one prepared statement
+// per write, COMMIT, one sync): one round trip per batch, and every result
+// is checked before the batch counts as committed.
+//
+// The broker creates and migrates the schema (table schema_version); a
+// database whose schema is newer than this build's is refused.
+#ifndef LIAISON_BROKER_POSTGRES_PG_STORE_H_
+#define LIAISON_BROKER_POSTGRES_PG_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "store/store.h"
+
+struct pg_conn;
+
+namespace liaison::store {
+
+// Where and how to connect. `url` is a libpq connection URI or key=value
+// string (TLS through sslmode, sslrootcert, ...); `password` (from
+// store.password_file; empty: none, or the URL's) overrides one in the URL.
+struct PgConnectOptions {
+  std::string url;
+  std::string password;
+};
+
+// The URL without secrets, for logs and errors: host, port and database.
+std::string DescribePgUrl(const std::string& url);
+
+// `text` with every occurrence of the password (options.password, and one
+// written in options.url) replaced by ***: libpq's own messages may quote
+// parts of the connection string.
+std::string MaskPassword(std::string text, const PgConnectOptions& options);
+
+class PgStore final : public Store {
+ public:
+  // The schema version this build writes (schema_version.version).
+  static constexpr int kSchemaVersion = 2;
+
+  // Connects, creates or migrates the schema, and checks that `key` is the
+  // key the database's copies were sealed with. `max_value_bytes` (0: no
+  // cap) caps any one stored value: a batch holding a larger one fails
+  // whole, as in SqliteStore::Open.
+  static StatusOr<std::unique_ptr<PgStore>> Open(const PgConnectOptions& options, const StoreKey& key,
+                                                 size_t max_value_bytes = 0);
+  // For --check-config: connects and reads the schema version without
+  // changing anything (0: no schema yet; Open creates it). A version newer
+  // than kSchemaVersion is an error, as at Open.
+  static StatusOr<int> ProbeSchemaVersion(const PgConnectOptions& options);
+
+  ~PgStore() override;
+
+  // store::Store. A lost connection is made again at the next call.
+  Status Apply(const WriteBatch& batch) override;
+  StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
+                                                           const std::string& message_id) override;
+  // Without `damaged`, a copy that does not decrypt is set aside at once.
+  StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq, int limit,
+                                               std::vector<int64_t>* damaged = nullptr) override;
+  StatusOr<std::vector<ExpiredMessage>> Due(int64_t now_ms) override;
+  StatusOr<std::vector<ExpiredMessage>> QueuedOfCase(const std::string& sender,
+                                                     const std::string& case_ref) override;
+  StatusOr<std::unordered_map<std::string, int64_t>> QueueDepths() override;
+  StatusOr<std::vector<std::string>> Disclosures(const std::string& sender, const std::string& case_ref) override;
+  StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit) override;
+  StatusOr<LedgerTail> ReadLedgerTail() override;
+  StatusOr<std::vector<QueueSummary>> QueueSummaries() override;
+  StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) override;
+  StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) override;
+
+  // The lease that makes one of several brokers on this database the
+  // active one (table lease; times by the database's clock, so the
+  // brokers' clocks do not matter). Groundwork: the broker does not take
+  // it yet (docs/operations.md 6b).
+  //
+  // Takes the lease for `holder` for `ttl_ms` if it is free, expired, or
+  // already `holder`'s; returns its epoch (the same on a renewal of an
+  // unexpired lease, one more on every other change of hands), or nullopt
+  // while another holder's lease runs.
+  StatusOr<std::optional<int64_t>> AcquireLease(const std::string& holder, int64_t ttl_ms);
+  // Extends `holder`'s unexpired lease of `epoch`; false if it was lost
+  // (expired, or taken).
+  StatusOr<bool> RenewLease(const std::string& holder, int64_t epoch, int64_t ttl_ms);
+  // From now on every Apply first checks, inside its transaction, that
+  // `epoch` is still the unexpired lease's (0: no check): a broker that lost
+  // its lease (paused past it, cut off) commits nothing more, and the
+  // batch fails as a whole. A takeover waits for a batch that passed the
+  // check, so no batch of an older epoch commits after it.
+  void FenceWith(int64_t epoch) { fence_epoch_ = epoch; }
+
+  // One prepared statement's use: its parameters, sent in binary.
+  class Params;
+
+ private:
+  PgStore() = default;
+  // Connects (again, after a lost connection) and prepares the statements.
+  Status Connect();
+  Status EnsureConnected();
+  Status PrepareAll();
+  Status Migrate();
+  Status CheckKey();
+  // Sends `calls` between BEGIN and COMMIT in one pipeline and checks every
+  // result; on any failure the transaction is rolled back.
+  struct Call;
+  Status RunPipeline(const std::vector<Call>& calls);
+  Status BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const;
+
+  pg_conn* conn_ = nullptr;
+  PgConnectOptions options_;
+  std::string where_;  // DescribePgUrl(options_.url), for errors
+  StoreKey key_{};
+  size_t max_value_bytes_ = 0;
+  int64_t fence_epoch_ = 0;  // see FenceWith
+};
+
+}  // namespace liaison::store
+
+#endif  // LIAISON_BROKER_POSTGRES_PG_STORE_H_

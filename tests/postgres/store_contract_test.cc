@@ -1,0 +1,569 @@
+// The storage interface's contract (store/store.h), run against every
+// backend: the embedded SQLite file and PostgreSQL (a cluster this test
+// starts itself, testing/pg_cluster.h). What the core relies on — batches
+// durable whole or not at all, queue order, dedupe, the ledger tail, notices,
+// set-aside copies, readers seeing only commits — must hold the same on both.
+//
+// The PostgreSQL instantiation is skipped (GTEST_SKIP, saying why) only when
+// the PostgreSQL server programs are not installed.
+#include <gtest/gtest.h>
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include "postgres/pg_store.h"
+#include "sqlite/sqlite_store.h"
+#include "testing/fixtures.h"
+#include "testing/pg_cluster.h"
+
+namespace liaison::store {
+namespace {
+
+using testing::PgCluster;
+using testing::TempDir;
+
+StoreKey Key(uint8_t fill) {
+  StoreKey k;
+  k.fill(fill);
+  return k;
+}
+
+std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+
+// One backend's fresh, empty store location per test.
+class SqliteBackend {
+ public:
+  static constexpr const char* kName = "sqlite";
+  std::string Prepare() { return ""; }
+  StatusOr<std::unique_ptr<Store>> Open(const StoreKey& key, size_t max_value_bytes = 0) {
+    auto s = SqliteStore::Open(dir_.file("s.db"), key, max_value_bytes);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<Store>(std::move(*s));
+  }
+
+ private:
+  TempDir dir_;
+};
+
+class PostgresBackend {
+ public:
+  static constexpr const char* kName = "postgresql";
+  // Empty, or why the test cannot run.
+  std::string Prepare() {
+    std::string why;
+    PgCluster* cluster = PgCluster::Shared(&why);
+    if (!cluster) return why;
+    static std::atomic<int> next{0};
+    auto url = cluster->CreateDatabase("contract_" + std::to_string(::getpid()) + "_" + std::to_string(next++));
+    if (!url.ok()) return "FAIL " + url.status().ToString();
+    options_ = {*url, cluster->password()};
+    return "";
+  }
+  StatusOr<std::unique_ptr<Store>> Open(const StoreKey& key, size_t max_value_bytes = 0) {
+    auto s = PgStore::Open(options_, key, max_value_bytes);
+    if (!s.ok()) return s.status();
+    return std::unique_ptr<Store>(std::move(*s));
+  }
+
+ private:
+  PgConnectOptions options_;
+};
+
+template <typename Backend>
+class StoreContractTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string why = backend_.Prepare();
+    if (why.rfind("FAIL ", 0) == 0) FAIL() << why;
+    if (why.find("not found") != std::string::npos) GTEST_SKIP() << Backend::kName << ": " << why;
+    ASSERT_EQ("", why) << Backend::kName << " could not start";
+  }
+  std::unique_ptr<Store> Open(const StoreKey& key = Key(1), size_t max_value_bytes = 0) {
+    auto s = backend_.Open(key, max_value_bytes);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(*s) : nullptr;
+  }
+  Backend backend_;
+};
+
+using Backends = ::testing::Types<SqliteBackend, PostgresBackend>;
+class BackendNames {
+ public:
+  template <typename T>
+  static std::string GetName(int) {
+    return T::kName;
+  }
+};
+TYPED_TEST_SUITE(StoreContractTest, Backends, BackendNames);
+
+WriteBatch::Copy Copy(const std::string& sender, const std::string& id, const std::string& recipient,
+                      const std::string& case_ref, const std::string& body, int64_t now_ms = 1000,
+                      int64_t expires_ms = 1000000, int64_t purge_after_ms = 2000000) {
+  WriteBatch::Copy c;
+  c.sender = sender;
+  c.message_id = id;
+  c.recipient = recipient;
+  c.case_ref = case_ref;
+  c.label = "pseudonym|CaseUpdate";
+  c.envelope = Bytes(body);
+  c.now_ms = now_ms;
+  c.expires_ms = expires_ms;
+  c.purge_after_ms = purge_after_ms;
+  return c;
+}
+
+TYPED_TEST(StoreContractTest, QueuesInOrderAcksAndDedupes) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  for (int i = 0; i < 3; ++i) batch.copies.push_back(Copy("a", "m" + std::to_string(i), "b", "CASE-1", "body" + std::to_string(i)));
+  batch.receipts.push_back({"a", "m0", {1, 2, 3}, 2000000});
+  ASSERT_TRUE(store->Apply(batch).ok());
+  // A resend of the same copy is not queued twice.
+  WriteBatch resend;
+  resend.copies.push_back(Copy("a", "m0", "b", "CASE-1", "body0"));
+  ASSERT_TRUE(store->Apply(resend).ok());
+
+  auto pending = store->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  ASSERT_EQ(3u, pending->size());
+  EXPECT_EQ("m0", (*pending)[0].message_id);
+  EXPECT_EQ("a", (*pending)[0].sender);
+  EXPECT_EQ("pseudonym|CaseUpdate", (*pending)[0].label);
+  EXPECT_EQ(Bytes("body2"), (*pending)[2].envelope);
+  EXPECT_LT((*pending)[0].seq, (*pending)[1].seq);
+  EXPECT_EQ(1u, store->Pending("b", (*pending)[1].seq, 10, nullptr)->size());
+  EXPECT_EQ(2u, store->Pending("b", 0, 2, nullptr)->size());
+
+  auto receipt = store->FindReceipt("a", "m0");
+  ASSERT_TRUE(receipt.ok() && receipt->has_value());
+  EXPECT_EQ((std::vector<uint8_t>{1, 2, 3}), **receipt);
+  EXPECT_FALSE(store->FindReceipt("a", "m1")->has_value());
+  EXPECT_FALSE(store->FindReceipt("other-sender", "m0")->has_value()) << "ids are unique per sender only";
+
+  WriteBatch acks;
+  acks.acks.push_back({"c", (*pending)[1].seq, 2000});  // not c's copy: nothing changes
+  acks.acks.push_back({"b", (*pending)[1].seq, 2000});
+  acks.acks.push_back({"b", (*pending)[1].seq, 2000});  // twice is harmless
+  ASSERT_TRUE(store->Apply(acks).ok());
+  EXPECT_EQ(2, store->QueueDepths()->at("b"));
+  EXPECT_EQ(std::vector<std::string>{"b"}, *store->Disclosures("a", "CASE-1"));
+  EXPECT_TRUE(store->Disclosures("a", "CASE-2")->empty());
+}
+
+TYPED_TEST(StoreContractTest, LedgerRecordsCommitWithTheBatchAndSurviveReopening) {
+  {
+    auto store = this->Open();
+    ASSERT_TRUE(store);
+    auto tail = store->ReadLedgerTail();
+    ASSERT_TRUE(tail.ok());
+    EXPECT_FALSE(tail->committed_seq.has_value()) << "a new store has committed no record";
+    WriteBatch first;
+    first.ledger = {{1, "one"}, {2, "two"}};
+    ASSERT_TRUE(store->Apply(first).ok());
+    tail = store->ReadLedgerTail();
+    ASSERT_TRUE(tail.ok());
+    EXPECT_EQ(std::optional<uint64_t>(2), tail->committed_seq);
+    ASSERT_EQ(2u, tail->lines.size());
+    EXPECT_EQ((std::pair<uint64_t, std::string>(2, "two")), tail->lines[1]);
+    WriteBatch second;
+    second.ledger = {{3, "three"}, {4, "four"}};
+    second.trim_ledger_to = 2;
+    ASSERT_TRUE(store->Apply(second).ok());
+  }
+  auto reopened = this->Open();
+  ASSERT_TRUE(reopened);
+  auto tail = reopened->ReadLedgerTail();
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(std::optional<uint64_t>(4), tail->committed_seq);
+  ASSERT_EQ(2u, tail->lines.size());
+  EXPECT_EQ((std::pair<uint64_t, std::string>(3, "three")), tail->lines[0]);
+  EXPECT_EQ((std::pair<uint64_t, std::string>(4, "four")), tail->lines[1]);
+}
+
+// A batch is stored whole or not at all: one value too large fails it, and
+// nothing else of it — copies, receipts, ledger records — is there after.
+TYPED_TEST(StoreContractTest, AFailedBatchStoresNothingOfIt) {
+  auto store = this->Open(Key(1), /*max_value_bytes=*/4096);
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "small", "b", "CASE-1", "fits"));
+  batch.receipts.push_back({"a", "small", {9}, 2000000});
+  batch.ledger = {{1, "record"}};
+  batch.copies.push_back(Copy("a", "large", "b", "CASE-1", std::string(8192, 'x')));
+  Status st = store->Apply(batch);
+  EXPECT_FALSE(st.ok());
+  EXPECT_TRUE(store->Pending("b", 0, 10, nullptr)->empty());
+  EXPECT_FALSE(store->FindReceipt("a", "small")->has_value());
+  EXPECT_FALSE(store->ReadLedgerTail()->committed_seq.has_value());
+  EXPECT_TRUE(store->Disclosures("a", "CASE-1")->empty());
+  // The store goes on: the next batch commits.
+  WriteBatch next;
+  next.copies.push_back(Copy("a", "small", "b", "CASE-1", "fits"));
+  ASSERT_TRUE(store->Apply(next).ok());
+  EXPECT_EQ(1u, store->Pending("b", 0, 10, nullptr)->size());
+}
+
+TYPED_TEST(StoreContractTest, ExpiresErasesAndPurges) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "soon", "b", "CASE-1", "x", 1000, /*expires=*/5000, /*purge=*/9000));
+  batch.copies.push_back(Copy("a", "later", "b", "CASE-2", "y", 1000, /*expires=*/50000, /*purge=*/9000));
+  batch.copies.push_back(Copy("a", "case2-c", "c", "CASE-2", "z", 1000, 50000, 9000));
+  batch.receipts.push_back({"a", "soon", {1}, 9000});
+  ASSERT_TRUE(store->Apply(batch).ok());
+
+  auto due = store->Due(6000);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(1u, due->size());
+  EXPECT_EQ("soon", (*due)[0].message_id);
+  EXPECT_EQ("b", (*due)[0].recipient);
+  EXPECT_EQ("pseudonym|CaseUpdate", (*due)[0].label);
+
+  auto of_case = store->QueuedOfCase("a", "CASE-2");
+  ASSERT_TRUE(of_case.ok());
+  ASSERT_EQ(2u, of_case->size());
+  EXPECT_EQ("a", (*of_case)[0].sender);
+  EXPECT_EQ("later", (*of_case)[0].message_id);
+  EXPECT_EQ("c", (*of_case)[1].recipient);
+  EXPECT_EQ((std::vector<std::string>{"b", "c"}), *store->Disclosures("a", "CASE-2"));
+
+  WriteBatch change;
+  change.expired.push_back((*due)[0].seq);
+  for (const auto& m : *of_case) change.erased.push_back(m.seq);
+  ASSERT_TRUE(store->Apply(change).ok());
+  EXPECT_TRUE(store->Pending("b", 0, 10, nullptr)->empty());
+  EXPECT_TRUE(store->Due(100000)->empty());
+  EXPECT_TRUE(store->QueueDepths()->empty());
+
+  WriteBatch purge;
+  purge.purge_before_ms = 10000;
+  ASSERT_TRUE(store->Apply(purge).ok());
+  EXPECT_FALSE(store->FindReceipt("a", "soon")->has_value());
+  EXPECT_TRUE(store->QueueSummaries()->empty());
+}
+
+TYPED_TEST(StoreContractTest, NoticesWaitUntilSent) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  batch.notices = {{"a", {1}}, {"a", {2}}, {"b", {3}}};
+  ASSERT_TRUE(store->Apply(batch).ok());
+  auto notices = store->Notices("a", 10);
+  ASSERT_TRUE(notices.ok());
+  ASSERT_EQ(2u, notices->size());
+  EXPECT_EQ(std::vector<uint8_t>{1}, (*notices)[0].receipt);
+  EXPECT_EQ(1u, store->Notices("a", 1)->size());
+  WriteBatch sent;
+  sent.notices_sent.push_back((*notices)[0].seq);
+  ASSERT_TRUE(store->Apply(sent).ok());
+  notices = store->Notices("a", 10);
+  ASSERT_EQ(1u, notices->size());
+  EXPECT_EQ(std::vector<uint8_t>{2}, (*notices)[0].receipt);
+  EXPECT_EQ(1u, store->Notices("b", 10)->size());
+}
+
+TYPED_TEST(StoreContractTest, SetAsideCopiesAreListedRequeuedAndPurged) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "one"));
+  batch.copies.push_back(Copy("a", "m2", "b", "CASE-1", "two"));
+  ASSERT_TRUE(store->Apply(batch).ok());
+  auto pending = store->Pending("b", 0, 10, nullptr);
+  ASSERT_EQ(2u, pending->size());
+  WriteBatch aside;
+  aside.set_aside = {(*pending)[0].seq, (*pending)[1].seq};
+  ASSERT_TRUE(store->Apply(aside).ok());
+  EXPECT_TRUE(store->Pending("b", 0, 10, nullptr)->empty());
+  auto summaries = store->QueueSummaries();
+  ASSERT_TRUE(summaries.ok());
+  ASSERT_EQ(1u, summaries->size());
+  EXPECT_EQ("b", (*summaries)[0].recipient);
+  EXPECT_EQ(0, (*summaries)[0].queued);
+  EXPECT_EQ(2, (*summaries)[0].set_aside);
+  auto entries = store->QueueEntries("b", 10);
+  ASSERT_TRUE(entries.ok());
+  ASSERT_EQ(2u, entries->size());
+  EXPECT_TRUE((*entries)[0].set_aside);
+  EXPECT_EQ("CaseUpdate", (*entries)[0].type);
+  EXPECT_EQ(2u, store->SetAside("b")->size());
+
+  WriteBatch decide;
+  decide.requeued.push_back((*pending)[0].seq);
+  decide.purged.push_back((*pending)[1].seq);
+  ASSERT_TRUE(store->Apply(decide).ok());
+  pending = store->Pending("b", 0, 10, nullptr);
+  ASSERT_EQ(1u, pending->size());
+  EXPECT_EQ(Bytes("one"), (*pending)[0].envelope) << "a requeued copy keeps its body";
+  EXPECT_TRUE(store->SetAside("b")->empty());
+  summaries = store->QueueSummaries();
+  ASSERT_EQ(1u, summaries->size());
+  EXPECT_EQ(1, (*summaries)[0].queued);
+  EXPECT_EQ(1000, (*summaries)[0].oldest_created_ms);
+  EXPECT_EQ(0, (*summaries)[0].set_aside);
+}
+
+// The broker writes through one connection and reads through others.
+TYPED_TEST(StoreContractTest, AReaderSeesWhatTheWriterCommitted) {
+  auto writer = this->Open();
+  auto reader = this->Open();
+  ASSERT_TRUE(writer && reader);
+  EXPECT_TRUE(reader->Pending("b", 0, 10, nullptr)->empty());
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "one"));
+  ASSERT_TRUE(writer->Apply(batch).ok());
+  auto pending = reader->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(1u, pending->size());
+  EXPECT_EQ(Bytes("one"), (*pending)[0].envelope);
+}
+
+TYPED_TEST(StoreContractTest, AnotherKeyIsRefused) {
+  { ASSERT_TRUE(this->Open(Key(4))); }
+  auto wrong = this->backend_.Open(Key(5));
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(std::string::npos, wrong.status().message().find("key")) << wrong.status().message();
+  EXPECT_TRUE(this->backend_.Open(Key(4)).ok());
+}
+
+
+// What only the PostgreSQL backend has: its schema version, its connection,
+// and how it fails when the server drops it.
+class PgStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string why = backend_.Prepare();
+    if (why.find("not found") != std::string::npos) GTEST_SKIP() << "postgresql: " << why;
+    ASSERT_EQ("", why);
+    cluster_ = PgCluster::Shared(nullptr);
+  }
+  // A connection of the test's own, for what a broker never does.
+  std::string Sql(const std::string& database_url, const std::string& sql) {
+    const char* keywords[] = {"dbname", "password", nullptr};
+    const char* values[] = {database_url.c_str(), cluster_->password().c_str(), nullptr};
+    PGconn* conn = PQconnectdbParams(keywords, values, 1);
+    std::string out;
+    if (PQstatus(conn) != CONNECTION_OK) {
+      ADD_FAILURE() << PQerrorMessage(conn);
+    } else {
+      PGresult* r = PQexec(conn, sql.c_str());
+      const ExecStatusType st = PQresultStatus(r);
+      if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) ADD_FAILURE() << sql << ": " << PQerrorMessage(conn);
+      if (st == PGRES_TUPLES_OK && PQntuples(r) > 0) out = PQgetvalue(r, 0, 0);
+      PQclear(r);
+    }
+    PQfinish(conn);
+    return out;
+  }
+  PostgresBackend backend_;
+  PgCluster* cluster_ = nullptr;
+};
+
+TEST_F(PgStoreTest, TheSchemaIsVersionedAndANewerOneIsRefused) {
+  auto url = cluster_->CreateDatabase("schema_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  const PgConnectOptions options{*url, cluster_->password()};
+  auto before = PgStore::ProbeSchemaVersion(options);
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  EXPECT_EQ(0, *before) << "the dry run creates nothing";
+  EXPECT_EQ("", Sql(*url, "SELECT to_regclass('messages')::text"));
+  {
+    auto store = PgStore::Open(options, Key(1));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+  }
+  EXPECT_EQ(PgStore::kSchemaVersion, *PgStore::ProbeSchemaVersion(options));
+  EXPECT_EQ(std::to_string(PgStore::kSchemaVersion), Sql(*url, "SELECT MAX(version) FROM schema_version"));
+  // Opening again migrates nothing and keeps one version row.
+  ASSERT_TRUE(PgStore::Open(options, Key(1)).ok());
+  EXPECT_EQ(std::to_string(PgStore::kSchemaVersion), Sql(*url, "SELECT COUNT(*) FROM schema_version"))
+      << "one row per step";
+
+  Sql(*url, "INSERT INTO schema_version (version) VALUES (99)");
+  auto newer = PgStore::Open(options, Key(1));
+  ASSERT_FALSE(newer.ok());
+  EXPECT_NE(std::string::npos, newer.status().message().find("schema version 99")) << newer.status().message();
+  EXPECT_FALSE(PgStore::ProbeSchemaVersion(options).ok());
+}
+
+// The password is in neither the error nor the description of the server,
+// whether it came from the password file or was written in the URL.
+TEST_F(PgStoreTest, AFailedConnectionNamesTheServerButNeverThePassword) {
+  const std::string url = cluster_->Url("postgres");
+  auto wrong = PgStore::Open({url, "Wrong-Secret-Pw-4711"}, Key(1));
+  ASSERT_FALSE(wrong.ok());
+  const std::string message = wrong.status().message();
+  EXPECT_NE(std::string::npos, message.find("127.0.0.1")) << message;
+  EXPECT_NE(std::string::npos, message.find(std::to_string(cluster_->port()))) << message;
+  EXPECT_NE(std::string::npos, message.find("password_file")) << message;
+  EXPECT_EQ(std::string::npos, message.find("Wrong-Secret-Pw-4711")) << message;
+
+  const std::string in_url = "postgresql://liaison:Url-Secret-Pw-0815@127.0.0.1:" + std::to_string(cluster_->port()) +
+                             "/postgres?sslmode=disable";
+  auto from_url = PgStore::Open({in_url, ""}, Key(1));
+  ASSERT_FALSE(from_url.ok());
+  EXPECT_EQ(std::string::npos, from_url.status().message().find("Url-Secret-Pw-0815")) << from_url.status().message();
+  EXPECT_EQ(std::string::npos, DescribePgUrl(in_url).find("Url-Secret")) << DescribePgUrl(in_url);
+  EXPECT_EQ("libpq said *** twice: ***",
+            MaskPassword("libpq said Url-Secret-Pw-0815 twice: Url-Secret-Pw-0815", {in_url, ""}));
+}
+
+// TLS is libpq's: the URL's sslmode (and sslrootcert, ...) reach it as
+// written. This server has no TLS, so requiring it must fail, and say so.
+TEST_F(PgStoreTest, TheUrlsSslmodeReachesLibpq) {
+  std::string url = cluster_->Url("postgres");
+  url.replace(url.find("sslmode=disable"), std::string("sslmode=disable").size(), "sslmode=require");
+  auto opened = PgStore::Open({url, cluster_->password()}, Key(1));
+  ASSERT_FALSE(opened.ok());
+  EXPECT_NE(std::string::npos, opened.status().message().find("SSL")) << opened.status().message();
+}
+
+// A connection the server drops fails the batch that was using it (the
+// broker answers unavailable), stores nothing of it, and the next batch
+// connects again.
+TEST_F(PgStoreTest, ALostConnectionFailsItsBatchAndTheNextOneReconnects) {
+  auto url = cluster_->CreateDatabase("lost_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto store = PgStore::Open({*url, cluster_->password()}, Key(1));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  // With a timeout, pg_terminate_backend waits until the session is gone.
+  Sql(*url, "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = 'liaison-broker' "
+                "AND datname = current_database()");
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "one"));
+  batch.ledger = {{1, "record"}};
+  Status st = (*store)->Apply(batch);
+  EXPECT_FALSE(st.ok()) << "a batch on a dropped connection must not count as stored";
+  EXPECT_EQ(std::string::npos, st.message().find(cluster_->password()));
+  EXPECT_EQ("0", Sql(*url, "SELECT COUNT(*) FROM messages"));
+  ASSERT_TRUE((*store)->Apply(batch).ok()) << "the next batch connects again";
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM messages"));
+  EXPECT_EQ(1u, (*store)->Pending("b", 0, 10, nullptr)->size());
+}
+
+// Everything of a batch is in one transaction: a statement failing in the
+// middle of the pipeline leaves nothing of the statements before it.
+TEST_F(PgStoreTest, AStatementFailingInThePipelineRollsBackTheWholeBatch) {
+  auto url = cluster_->CreateDatabase("rollback_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto store = PgStore::Open({*url, cluster_->password()}, Key(1));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  WriteBatch first;
+  first.ledger = {{1, "one"}};
+  ASSERT_TRUE((*store)->Apply(first).ok());
+  // The same ledger batch again violates ledger_tail's primary key, after
+  // the copy and the receipt went through in the same pipeline.
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "one"));
+  batch.receipts.push_back({"a", "m1", {7}, 2000000});
+  batch.ledger = {{1, "one"}};
+  Status st = (*store)->Apply(batch);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(std::string::npos, st.message().find("nothing of the batch was stored")) << st.message();
+  EXPECT_EQ("0", Sql(*url, "SELECT COUNT(*) FROM messages"));
+  EXPECT_FALSE((*store)->FindReceipt("a", "m1")->has_value());
+  WriteBatch next;
+  next.copies.push_back(Copy("a", "m1", "b", "CASE-1", "one"));
+  EXPECT_TRUE((*store)->Apply(next).ok()) << "the connection is usable after the rollback";
+}
+
+// Copies, case references and receipts' contents are not readable in the
+// database: the same sealing as the SQLite file.
+TEST_F(PgStoreTest, ContentsAreEncryptedAtRest) {
+  auto url = cluster_->CreateDatabase("sealed_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto store = PgStore::Open({*url, cluster_->password()}, Key(2));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m", "b", "CASE-SECRET-REF", "MARKER-Amani-Example-0042"));
+  ASSERT_TRUE((*store)->Apply(batch).ok());
+  EXPECT_EQ("0", Sql(*url, "SELECT COUNT(*) FROM bodies WHERE position('\\x4d41524b4552'::bytea in sealed) > 0"));
+  EXPECT_EQ("0", Sql(*url, "SELECT COUNT(*) FROM messages WHERE position('CASE-SECRET'::bytea in case_hash) > 0"));
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM bodies"));
+}
+
+// A database of schema version 1 (this backend's first release) is
+// migrated forward at open, its rows kept.
+TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
+  auto url = cluster_->CreateDatabase("migrate_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  const PgConnectOptions options{*url, cluster_->password()};
+  {
+    auto store = PgStore::Open(options, Key(1));
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    WriteBatch batch;
+    batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "kept"));
+    ASSERT_TRUE((*store)->Apply(batch).ok());
+  }
+  // Back to what version 1 had.
+  Sql(*url, "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
+  EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
+  auto store = PgStore::Open(options, Key(1));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  EXPECT_EQ(PgStore::kSchemaVersion, *PgStore::ProbeSchemaVersion(options));
+  auto pending = (*store)->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(1u, pending->size());
+  EXPECT_EQ(Bytes("kept"), (*pending)[0].envelope);
+  EXPECT_TRUE((*store)->AcquireLease("broker-1", 5000)->has_value()) << "the lease table is there";
+}
+
+// One holder at a time; another takes over only once the lease expired
+// (by the database's clock), with a higher epoch; from then on the old
+// holder's fenced batches fail whole and it cannot renew.
+TEST_F(PgStoreTest, TheLeaseFencesABrokerThatLostIt) {
+  auto url = cluster_->CreateDatabase("lease_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  const PgConnectOptions options{*url, cluster_->password()};
+  auto first = PgStore::Open(options, Key(1));
+  auto second = PgStore::Open(options, Key(1));
+  ASSERT_TRUE(first.ok() && second.ok());
+  PgStore& a = **first;
+  PgStore& b = **second;
+
+  auto epoch = a.AcquireLease("broker-a", 60000);
+  ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
+  ASSERT_TRUE(epoch->has_value());
+  EXPECT_FALSE(b.AcquireLease("broker-b", 60000)->has_value()) << "held by broker-a";
+  EXPECT_EQ(**epoch, **a.AcquireLease("broker-a", 60000)) << "the holder renews, same epoch";
+  EXPECT_TRUE(*a.RenewLease("broker-a", **epoch, 60000));
+  a.FenceWith(**epoch);
+  WriteBatch batch;
+  batch.copies.push_back(Copy("s", "m1", "r", "CASE-1", "one"));
+  ASSERT_TRUE(a.Apply(batch).ok());
+
+  // broker-a stops renewing: a short lease runs out.
+  ASSERT_TRUE(*a.RenewLease("broker-a", **epoch, 200));
+  std::optional<int64_t> taken;
+  for (int i = 0; i < 100 && !taken; ++i) {  // bounded: 10 s
+    auto t = b.AcquireLease("broker-b", 60000);
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    taken = *t;
+    if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(taken.has_value()) << "the expired lease was not taken over";
+  EXPECT_GT(*taken, **epoch);
+
+  WriteBatch late;
+  late.copies.push_back(Copy("s", "m2", "r", "CASE-1", "two"));
+  late.ledger = {{1, "record"}};
+  Status st = a.Apply(late);
+  ASSERT_FALSE(st.ok()) << "a broker that lost its lease must commit nothing";
+  EXPECT_NE(std::string::npos, st.message().find("no longer held")) << st.message();
+  EXPECT_FALSE(*a.RenewLease("broker-a", **epoch, 60000));
+  EXPECT_EQ(1u, b.Pending("r", 0, 10, nullptr)->size()) << "m2 was not stored";
+  EXPECT_FALSE(b.ReadLedgerTail()->committed_seq.has_value());
+
+  b.FenceWith(*taken);
+  ASSERT_TRUE(b.Apply(late).ok()) << "the new holder commits";
+  EXPECT_EQ(2u, b.Pending("r", 0, 10, nullptr)->size());
+}
+
+}  // namespace
+}  // namespace liaison::store
