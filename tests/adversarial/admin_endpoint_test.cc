@@ -137,16 +137,19 @@ TEST_F(AdminEndpointTest, IdleAndSlowConnectionsDoNotHoldHealthOrMetrics) {
     }
   });
   // While the attack runs (longer than the broker's request timeout, so
-  // that fresh idle connections keep coming), each scrape is answered in 1 s.
+  // that fresh idle connections keep coming), each scrape is answered in
+  // 2 s. Without shedding, a scrape would wait behind idle connections that
+  // keep coming, forever; the bound leaves room for a machine loaded by
+  // the rest of the suite (1 s failed there once).
   const auto started = Clock::now();
   int rounds = 0;
   while (Clock::now() - started < 5s) {
     for (const char* target : {"/healthz", "/metrics", "/readyz"}) {
       const auto asked = Clock::now();
-      auto answer = GetWithin(admin_, target, 1000ms);
-      ASSERT_TRUE(answer) << target << " got no answer within 1 s (round " << rounds << ")";
+      auto answer = GetWithin(admin_, target, 2000ms);
+      ASSERT_TRUE(answer) << target << " got no answer within 2 s (round " << rounds << ")";
       EXPECT_EQ(200, answer->first) << target;
-      EXPECT_LT(Clock::now() - asked, 1s);
+      EXPECT_LT(Clock::now() - asked, 2s);
       if (std::string(target) == "/metrics") {
         EXPECT_NE(std::string::npos, answer->second.find("liaison_receipts_total")) << answer->second;
       }
