@@ -57,18 +57,26 @@ std::string PolicyFilesFingerprint(const std::string& dir) {
   return fingerprint;
 }
 
-// The store's and the ledger's files hold case data and the record of its
-// disclosures: if they exist they must be owner-only.
+// The store's file holds case data: owner-only. The ledger holds names
+// only and is made 0640 so that auditors of the broker's group may read it
+// (docs/audit.md): never writable by the group, never readable by others.
+// Files that do not exist yet are made so at the first start.
 liaison::Status CheckDataFileModes(const liaison::broker::BrokerConfig& config) {
-  for (const std::string& path : {config.store.path, config.ledger.path}) {
+  struct Rule {
+    const std::string& path;
+    mode_t forbidden;
+    const char* fix;
+    const char* who;
+  };
+  for (const Rule& rule : {Rule{config.store.path, 077, "600", "its owner only"},
+                           Rule{config.ledger.path, 027, "640", "its owner and group only, writable by its owner"}}) {
     struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) continue;  // made (owner-only) at the first start
-    if ((st.st_mode & 077) != 0) {
+    if (rule.path.empty() || ::stat(rule.path.c_str(), &st) != 0) continue;
+    if ((st.st_mode & rule.forbidden) != 0) {
       char mode[8];
       std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-      return liaison::Status::PermissionDenied(path + " has mode " + mode +
-                                               ": it must be readable by its owner only (chmod 600 " + path +
-                                               ")");
+      return liaison::Status::PermissionDenied(rule.path + " has mode " + mode + ": it must be readable by " +
+                                               rule.who + " (chmod " + rule.fix + " " + rule.path + ")");
     }
   }
   return liaison::Status::Ok();

@@ -120,6 +120,19 @@ TEST_F(OperatorTest, CheckConfigValidatesWithoutStarting) {
   EXPECT_NE(std::string::npos, err.find("mode 0644")) << out << err;
   fs::remove(broker.store_path());
 
+  // The ledger: 0640 as the broker makes it passes (auditors of its group
+  // read it); readable by others does not.
+  const std::string ledger = broker.ledger_path();
+  WriteText(ledger, "");
+  ASSERT_EQ(0, ::chmod(ledger.c_str(), 0640));
+  EXPECT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
+      << out << err;
+  ASSERT_EQ(0, ::chmod(ledger.c_str(), 0644));
+  EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err));
+  EXPECT_NE(std::string::npos, err.find("mode 0644")) << out << err;
+  EXPECT_NE(std::string::npos, err.find("chmod 640")) << out << err;
+  fs::remove(ledger);
+
   // A missing key file.
   fs::rename(dir_.file("keys/store.key"), dir_.file("keys/store.key.away"));
   EXPECT_EQ(2, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err));

@@ -74,9 +74,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   ASSERT_TRUE(broker.Start().ok()) << broker.log();
   EXPECT_TRUE(broker.WaitForLog("event=store_schema_created")) << broker.log();
   broker.Stop();
-  // The broker creates its ledger file 0640 and --check-config wants 0600:
-  // a mismatch of the SQLite deployment too, not this test's subject.
-  ASSERT_EQ(0, ::chmod(broker.ledger_path().c_str(), 0600));
+  // After a start: the files the broker made (the ledger 0640) pass.
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
   EXPECT_NE(std::string::npos, out.find("schema version 2 (current)")) << out;
