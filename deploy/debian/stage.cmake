@@ -18,6 +18,25 @@ file(REMOVE_RECURSE "${root}/usr/share/liaison")
 
 find_program(HELP2MAN help2man REQUIRED)
 find_program(GZIP gzip REQUIRED)
+
+# What Debian policy wants of every package's doc folder (lintian
+# no-copyright-file, no-changelog): the copyright file, and for a native
+# package (no Debian revision) changelog.gz in the Debian changelog format.
+# The date is SOURCE_DATE_EPOCH's when set, so the package can be rebuilt
+# byte for byte.
+file(COPY_FILE "${CPACK_LIAISON_SOURCE_DIR}/deploy/debian/copyright" "${doc}/copyright")
+string(TIMESTAMP changelog_date "%a, %d %b %Y %H:%M:%S +0000" UTC)
+file(WRITE "${doc}/changelog"
+"liaison (${CPACK_PACKAGE_VERSION}) unstable; urgency=medium
+
+  * Release ${CPACK_PACKAGE_VERSION}; the source history is in git.
+
+ -- ${CPACK_PACKAGE_CONTACT}  ${changelog_date}
+")
+execute_process(COMMAND "${GZIP}" -9nf "${doc}/changelog" RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "gzip ${doc}/changelog failed")
+endif()
 file(MAKE_DIRECTORY "${root}/usr/share/man/man1")
 foreach(pair "liaison-broker|policy-enforcing message broker" "liaison|command-line agent and operator tool"
              "liaison-gateway|HTTPS gateway for an agency's system")

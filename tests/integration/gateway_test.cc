@@ -9,6 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <future>
+#include <iostream>
 #include <mutex>
 #include <thread>
 
@@ -449,6 +450,33 @@ TEST_F(GatewayTest, EveryOperationInTheOpenApiDocumentIsServed) {
     }
   }
   EXPECT_EQ(operations, 7);
+}
+
+// A client generated from docs/openapi.yaml (Perl's OpenAPI::Client, which
+// builds its methods from the document and validates every request and,
+// in tests/openapi_client_test.pl, every response against it) sends a
+// referral through the real gateway and reads its receipt; the recipient's
+// native agent receives the referral.
+TEST_F(GatewayTest, AClientGeneratedFromTheOpenApiDocumentSendsAReferralAndReadsItsReceipt) {
+  StartBroker();
+  StartGateway();
+  auto b = Connect(b_, wire::Role::receiver);
+  TempDir tmp;
+  WriteText(tmp.file("token"), gateway_->token() + "\n");
+  std::string out, err;
+  const int status = RunCommand({"/usr/bin/perl", std::string(LIAISON_SOURCE_DIR) + "/tests/openapi_client_test.pl",
+                                 std::string(LIAISON_SOURCE_DIR) + "/docs/openapi.yaml",
+                                 "https://" + gateway_->endpoint(), tmp.file("token"), gateway_->pki().ca, "b"},
+                                &out, &err);
+  ASSERT_EQ(status, 0) << out << err << "\ngateway log:\n" << gateway_->log();
+  std::cout << out;  // what the generated client did, in the test log
+  EXPECT_NE(out.find("ok: getReceipt 200, b: stored"), std::string::npos) << out;
+  auto message = b->Receive(5000ms);
+  ASSERT_TRUE(message.ok() && message->has_value());
+  EXPECT_EQ((**message)->payload_type(), wire::Payload::CaseReferral);
+  EXPECT_EQ((**message)->id()->str().rfind("oapi-", 0), 0u) << (**message)->id()->str();
+  EXPECT_EQ((**message)->from()->str(), "a");
+  ASSERT_TRUE(b->Ack((**message)->id()->str()).ok());
 }
 
 }  // namespace

@@ -1,63 +1,209 @@
 #include "admin/metrics.h"
 
-#include "liaison/version.h"
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
 
 #include <algorithm>
-#include <sstream>
+
+#include "admin/process_metrics.h"
+#include "liaison/version.h"
 
 namespace liaison::broker {
 namespace {
 
-// Label values are agency ids, type and code names: no quotes or newlines,
-// but escape anyway so that the exposition stays valid.
-std::string Label(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out.push_back(c);
+// The bounds of liaison_receipt_latency_seconds: from half a millisecond
+// (a group commit on a fast disk) to 2.5 s.
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                                                 0.05,   0.1,   0.25,  0.5,   1.0,  2.5};
+
+size_t CodeIndex(wire::Code code) {
+  const auto& codes = wire::EnumValuesCode();
+  for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); ++i) {
+    if (codes[i] == code) return i;
   }
-  return out;
+  return 0;  // not reached: every wire::Code is in EnumValuesCode()
 }
 
-void Counter(std::ostringstream& out, const char* name, const char* help, uint64_t value) {
-  out << "# HELP " << name << " " << help << "\n# TYPE " << name << " counter\n" << name << " " << value << "\n";
+const char* DecisionName(wire::Code code) {
+  return code == wire::Code::stored ? "released" : wire::EnumNameCode(code);
+}
+
+prometheus::MetricFamily Family(const char* name, const char* help, prometheus::MetricType type) {
+  prometheus::MetricFamily family;
+  family.name = name;
+  family.help = help;
+  family.type = type;
+  return family;
+}
+
+prometheus::ClientMetric Sample(double value, prometheus::MetricType type,
+                                std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric metric;
+  metric.label = std::move(labels);
+  (type == prometheus::MetricType::Counter ? metric.counter.value : metric.gauge.value) = value;
+  return metric;
 }
 
 }  // namespace
 
-void Metrics::Decision(const std::string& type, const std::string& decision, const std::string& sender) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ++decisions_[{type, decision, sender}];
+// What other parts own and the endpoint only reads: the reactor's and the
+// ZAP handler's counters, the store's gauges (through the gauge source),
+// and the build. Read at every scrape, so nothing copies them on the
+// message path.
+class Metrics::LiveValues : public prometheus::Collectable {
+ public:
+  void SetExternal(External e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    external_ = std::move(e);
+  }
+  void SetGaugeSource(std::function<Gauges()> source) {
+    std::lock_guard<std::mutex> lock(mu_);
+    gauge_source_ = std::move(source);
+  }
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    using prometheus::MetricType;
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<prometheus::MetricFamily> out;
+    auto gauge = [&out](const char* name, const char* help, double value,
+                        std::vector<prometheus::ClientMetric::Label> labels = {}) {
+      out.push_back(Family(name, help, MetricType::Gauge));
+      out.back().metric.push_back(Sample(value, MetricType::Gauge, std::move(labels)));
+    };
+    auto counter = [&out](const char* name, const char* help, uint64_t value) {
+      out.push_back(Family(name, help, MetricType::Counter));
+      out.back().metric.push_back(Sample(static_cast<double>(value), MetricType::Counter));
+    };
+    auto read = [](const std::atomic<uint64_t>* a) { return a ? a->load(std::memory_order_relaxed) : 0; };
+    gauge("liaison_up", "1 while the broker runs.", 1);
+    const External& e = external_;
+    counter("liaison_deliveries_total", "Messages sent to recipients (redeliveries included).", read(e.deliveries));
+    counter("liaison_acks_total", "Acknowledgements from recipients.", read(e.acks));
+    counter("liaison_redeliveries_total", "Deliveries repeated after a timeout.", read(e.redeliveries));
+    counter("liaison_expired_total", "Messages that expired undelivered.", read(e.expired));
+    counter("liaison_duplicates_total", "Resends answered with the original receipt.", read(e.duplicates));
+    counter("liaison_busy_total", "Messages refused over an agency's rate or in-flight limit (resend later).",
+            read(e.busy));
+    counter("liaison_hellos_refused_total", "HELLOs refused over an agency's HELLO rate (event=hello_flood).",
+            read(e.hellos_refused));
+    counter("liaison_store_commits_total", "Group commits of the store.", read(e.commits));
+    counter("liaison_store_commit_failures_total", "Batches refused because the store or ledger failed.",
+            read(e.commit_failures));
+    counter("liaison_ledger_failures_total", "Ledger writes that failed.", read(e.ledger_failures));
+    counter("liaison_handshake_failures_total", "Refused connections (plaintext, unknown key, protocol).",
+            read(e.handshake_failures));
+    counter("liaison_auth_failures_total", "Keys refused by the ZAP handler.", e.auth_refused ? e.auth_refused() : 0);
+    counter("liaison_auth_success_total", "Keys admitted by the ZAP handler.",
+            e.auth_admitted ? e.auth_admitted() : 0);
+    gauge("liaison_build_info", "The broker's release and source (git describe).", 1,
+          {{"source", std::string(SourceVersion())}, {"version", std::string(ReleaseVersion())}});
+    if (gauge_source_) {
+      const Gauges g = gauge_source_();
+      gauge("liaison_policy_info", "The policy set in force (its version label).", 1, {{"version", g.policy_version}});
+      auto age = Family("liaison_oldest_message_age_seconds",
+                        "Age of the oldest queued (undelivered or unacknowledged) message, by recipient agency.",
+                        MetricType::Gauge);
+      auto set_aside = Family("liaison_set_aside_messages",
+                              "Stored messages that do not decrypt, set aside for an operator, by recipient agency.",
+                              MetricType::Gauge);
+      for (const auto& q : g.queues) {
+        age.metric.push_back(
+            Sample(static_cast<double>(q.oldest_age_seconds), MetricType::Gauge, {{"agency", q.recipient}}));
+        set_aside.metric.push_back(
+            Sample(static_cast<double>(q.set_aside), MetricType::Gauge, {{"agency", q.recipient}}));
+      }
+      out.push_back(std::move(age));
+      out.push_back(std::move(set_aside));
+    }
+    return out;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  External external_;                     // GUARDED_BY(mu_)
+  std::function<Gauges()> gauge_source_;  // GUARDED_BY(mu_)
+};
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()),
+      decisions_(prometheus::BuildCounter()
+                     .Name("liaison_decisions_total")
+                     .Help("Decisions per recipient, by message type, decision and sender agency.")
+                     .Register(*registry_)),
+      receipts_(prometheus::BuildCounter()
+                    .Name("liaison_receipts_total")
+                    .Help("Receipts sent, by whole-message code.")
+                    .Register(*registry_)),
+      queue_depths_(prometheus::BuildGauge()
+                        .Name("liaison_queue_depth")
+                        .Help("Messages stored and not yet acknowledged, by recipient agency.")
+                        .Register(*registry_)),
+      receipt_latency_(
+          prometheus::BuildHistogram()
+              .Name("liaison_receipt_latency_seconds")
+              .Help("From receiving a message to sending its receipt (includes the durable commit).")
+              .Register(*registry_)
+              .Add({}, kLatencyBuckets)),
+      reloads_(prometheus::BuildCounter()
+                   .Name("liaison_policy_reloads_total")
+                   .Help("Policy reloads, by result.")
+                   .Register(*registry_)),
+      reloads_ok_(reloads_.Add({{"result", "ok"}})),
+      reloads_failed_(reloads_.Add({{"result", "failed"}})),
+      live_(std::make_unique<LiveValues>()) {
+  // The common receipt codes exist from the start, so that a rate over them
+  // has a zero to start from rather than a missing series.
+  for (wire::Code code : {wire::Code::ok, wire::Code::unavailable}) {
+    receipts_by_code_[CodeIndex(code)] = &receipts_.Add({{"code", wire::EnumNameCode(code)}});
+  }
 }
 
-void Metrics::Receipt(const std::string& code) {
+Metrics::~Metrics() = default;
+
+void Metrics::Decision(const std::string& sender, wire::Payload type, wire::Code code) {
+  const size_t t = static_cast<size_t>(type) < kTypes ? static_cast<size_t>(type) : 0;
+  const size_t c = CodeIndex(code);
   std::lock_guard<std::mutex> lock(mu_);
-  ++receipts_[code];
+  prometheus::Counter*& counter = decisions_by_sender_[sender][t][c];
+  if (!counter) {
+    counter = &decisions_.Add(
+        {{"type", wire::EnumNamePayload(type)}, {"decision", DecisionName(code)}, {"agency", sender}});
+  }
+  counter->Increment();
+}
+
+void Metrics::Receipt(wire::Code code) {
+  const size_t c = CodeIndex(code);
+  std::lock_guard<std::mutex> lock(mu_);
+  prometheus::Counter*& counter = receipts_by_code_[c];
+  if (!counter) counter = &receipts_.Add({{"code", wire::EnumNameCode(code)}});
+  counter->Increment();
 }
 
 void Metrics::ReceiptLatency(std::chrono::microseconds latency) {
-  const double seconds = latency.count() / 1e6;
-  std::lock_guard<std::mutex> lock(mu_);
-  size_t i = 0;
-  while (i < kBuckets.size() && seconds > kBuckets[i]) ++i;
-  ++latency_buckets_[i];
-  latency_sum_ += seconds;
-  ++latency_count_;
+  receipt_latency_.Observe(static_cast<double>(latency.count()) / 1e6);
 }
 
-void Metrics::Reload(bool ok) {
-  std::lock_guard<std::mutex> lock(mu_);
-  ++(ok ? reloads_ok_ : reloads_failed_);
-}
+void Metrics::Reload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).Increment(); }
 
 void Metrics::SetQueueDepths(const std::unordered_map<std::string, int64_t>& depths) {
   std::lock_guard<std::mutex> lock(mu_);
-  queue_depths_.clear();
-  for (const auto& [agency, n] : depths) queue_depths_[agency] = n;
+  // A recipient that no longer has a queue leaves the exposition, as it did
+  // when the depths were written out from a fresh map each time.
+  for (auto it = depth_by_agency_.begin(); it != depth_by_agency_.end();) {
+    if (depths.count(it->first) == 0) {
+      queue_depths_.Remove(it->second);
+      it = depth_by_agency_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& [agency, n] : depths) {
+    prometheus::Gauge*& gauge = depth_by_agency_[agency];
+    if (!gauge) gauge = &queue_depths_.Add({{"agency", agency}});
+    gauge->Set(static_cast<double>(n));
+  }
 }
 
 void Metrics::SetConnectedAgencies(std::vector<std::string> agencies) {
@@ -87,15 +233,9 @@ std::string Metrics::ReadyDetails() const {
   return ready_details_;
 }
 
-void Metrics::SetGaugeSource(std::function<Gauges()> source) {
-  std::lock_guard<std::mutex> lock(mu_);
-  gauge_source_ = std::move(source);
-}
+void Metrics::SetGaugeSource(std::function<Gauges()> source) { live_->SetGaugeSource(std::move(source)); }
 
-void Metrics::SetExternal(External e) {
-  std::lock_guard<std::mutex> lock(mu_);
-  external_ = std::move(e);
-}
+void Metrics::SetExternal(External e) { live_->SetExternal(std::move(e)); }
 
 bool Metrics::Healthy() const {
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -112,79 +252,11 @@ bool Metrics::Ready(std::string* why) const {
 }
 
 std::string Metrics::Render() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::ostringstream out;
-  out << "# HELP liaison_up 1 while the broker runs.\n# TYPE liaison_up gauge\nliaison_up 1\n";
-  out << "# HELP liaison_decisions_total Decisions per recipient, by message type, decision and sender agency.\n"
-         "# TYPE liaison_decisions_total counter\n";
-  for (const auto& [key, n] : decisions_) {
-    const auto& [type, decision, sender] = key;
-    out << "liaison_decisions_total{type=\"" << Label(type) << "\",decision=\"" << Label(decision)
-        << "\",agency=\"" << Label(sender) << "\"} " << n << "\n";
-  }
-  out << "# HELP liaison_receipts_total Receipts sent, by whole-message code.\n"
-         "# TYPE liaison_receipts_total counter\n";
-  for (const auto& [code, n] : receipts_) out << "liaison_receipts_total{code=\"" << Label(code) << "\"} " << n << "\n";
-  out << "# HELP liaison_queue_depth Messages stored and not yet acknowledged, by recipient agency.\n"
-         "# TYPE liaison_queue_depth gauge\n";
-  for (const auto& [agency, n] : queue_depths_) {
-    out << "liaison_queue_depth{agency=\"" << Label(agency) << "\"} " << n << "\n";
-  }
-  out << "# HELP liaison_receipt_latency_seconds From receiving a message to sending its receipt (includes the durable commit).\n"
-         "# TYPE liaison_receipt_latency_seconds histogram\n";
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < kBuckets.size(); ++i) {
-    cumulative += latency_buckets_[i];
-    out << "liaison_receipt_latency_seconds_bucket{le=\"" << kBuckets[i] << "\"} " << cumulative << "\n";
-  }
-  cumulative += latency_buckets_[kBuckets.size()];
-  out << "liaison_receipt_latency_seconds_bucket{le=\"+Inf\"} " << cumulative << "\n"
-      << "liaison_receipt_latency_seconds_sum " << latency_sum_ << "\n"
-      << "liaison_receipt_latency_seconds_count " << latency_count_ << "\n";
-  out << "# HELP liaison_policy_reloads_total Policy reloads, by result.\n# TYPE liaison_policy_reloads_total counter\n"
-      << "liaison_policy_reloads_total{result=\"ok\"} " << reloads_ok_ << "\n"
-      << "liaison_policy_reloads_total{result=\"failed\"} " << reloads_failed_ << "\n";
-  auto read = [](const std::atomic<uint64_t>* a) { return a ? a->load() : 0; };
-  Counter(out, "liaison_deliveries_total", "Messages sent to recipients (redeliveries included).", read(external_.deliveries));
-  Counter(out, "liaison_acks_total", "Acknowledgements from recipients.", read(external_.acks));
-  Counter(out, "liaison_redeliveries_total", "Deliveries repeated after a timeout.", read(external_.redeliveries));
-  Counter(out, "liaison_expired_total", "Messages that expired undelivered.", read(external_.expired));
-  Counter(out, "liaison_duplicates_total", "Resends answered with the original receipt.", read(external_.duplicates));
-  Counter(out, "liaison_busy_total", "Messages refused over an agency's rate or in-flight limit (resend later).", read(external_.busy));
-  Counter(out, "liaison_hellos_refused_total", "HELLOs refused over an agency's HELLO rate (event=hello_flood).",
-          read(external_.hellos_refused));
-  Counter(out, "liaison_store_commits_total", "Group commits of the store.", read(external_.commits));
-  Counter(out, "liaison_store_commit_failures_total", "Batches refused because the store or ledger failed.",
-          read(external_.commit_failures));
-  Counter(out, "liaison_ledger_failures_total", "Ledger writes that failed.", read(external_.ledger_failures));
-  Counter(out, "liaison_handshake_failures_total", "Refused connections (plaintext, unknown key, protocol).",
-          read(external_.handshake_failures));
-  Counter(out, "liaison_auth_failures_total", "Keys refused by the ZAP handler.",
-          external_.auth_refused ? external_.auth_refused() : 0);
-  Counter(out, "liaison_auth_success_total", "Keys admitted by the ZAP handler.",
-          external_.auth_admitted ? external_.auth_admitted() : 0);
-  out << "# HELP liaison_build_info The broker's release and source (git describe).\n"
-         "# TYPE liaison_build_info gauge\n"
-      << "liaison_build_info{version=\"" << Label(std::string(ReleaseVersion())) << "\",source=\""
-      << Label(std::string(SourceVersion())) << "\"} 1\n";
-  if (gauge_source_) {
-    const Gauges gauges = gauge_source_();
-    out << "# HELP liaison_policy_info The policy set in force (its version label).\n"
-           "# TYPE liaison_policy_info gauge\n"
-        << "liaison_policy_info{version=\"" << Label(gauges.policy_version) << "\"} 1\n";
-    out << "# HELP liaison_oldest_message_age_seconds Age of the oldest queued (undelivered or unacknowledged) "
-           "message, by recipient agency.\n# TYPE liaison_oldest_message_age_seconds gauge\n";
-    for (const auto& q : gauges.queues) {
-      out << "liaison_oldest_message_age_seconds{agency=\"" << Label(q.recipient) << "\"} " << q.oldest_age_seconds
-          << "\n";
-    }
-    out << "# HELP liaison_set_aside_messages Stored messages that do not decrypt, set aside for an operator, "
-           "by recipient agency.\n# TYPE liaison_set_aside_messages gauge\n";
-    for (const auto& q : gauges.queues) {
-      out << "liaison_set_aside_messages{agency=\"" << Label(q.recipient) << "\"} " << q.set_aside << "\n";
-    }
-  }
-  return out.str();
+  std::vector<prometheus::MetricFamily> families = live_->Collect();
+  for (auto& f : registry_->Collect()) families.push_back(std::move(f));
+  static const ProcessMetrics process;
+  for (auto& f : process.Collect()) families.push_back(std::move(f));
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace liaison::broker

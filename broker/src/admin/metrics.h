@@ -1,28 +1,44 @@
 // Operator metrics, exported in the Prometheus text format by the admin
-// endpoint. Labels carry agency ids, message types, decisions and codes;
-// never message contents. Thread-safe: the reactor records, the admin thread
-// renders.
+// endpoint, kept and rendered with prometheus-cpp (Debian prometheus-cpp-dev).
+// Labels carry agency ids, message types, decisions and codes; never message
+// contents. Thread-safe: the reactor records, the admin thread renders.
 #ifndef LIAISON_BROKER_ADMIN_METRICS_H_
 #define LIAISON_BROKER_ADMIN_METRICS_H_
 
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
 #include <array>
-#include <functional>
 #include <atomic>
 #include <chrono>
-#include <map>
+#include <functional>
+#include <memory>
 #include <mutex>
 #include <string>
-#include <tuple>
 #include <unordered_map>
 #include <vector>
+
+#include "liaison/wire/control_generated.h"
+#include "liaison/wire/envelope_generated.h"
 
 namespace liaison::broker {
 
 class Metrics {
  public:
-  // One decision for one recipient (released, denied, queue_full, ...).
-  void Decision(const std::string& type, const std::string& decision, const std::string& sender);
-  void Receipt(const std::string& code);
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // One decision for one recipient of a message from `sender`: `stored`
+  // counts as decision="released", any other code under its own name
+  // (denied, queue_full, ...). After the first message of a (sender, type,
+  // code), this is one hash lookup by the sender's id and an atomic add.
+  void Decision(const std::string& sender, wire::Payload type, wire::Code code);
+  void Receipt(wire::Code code);
   void ReceiptLatency(std::chrono::microseconds latency);
   void Reload(bool ok);
   void SetQueueDepths(const std::unordered_map<std::string, int64_t>& depths);
@@ -66,6 +82,9 @@ class Metrics {
   };
   void SetGaugeSource(std::function<Gauges()> source);
 
+  // The exposition: everything recorded here, the external counters and
+  // gauges, and the process's own metrics (process_cpu_seconds_total,
+  // process_resident_memory_bytes, process_open_fds, ...).
   std::string Render() const;
   // Alive: the reactor loop ran in the last few seconds.
   bool Healthy() const;
@@ -76,23 +95,33 @@ class Metrics {
   std::string ReadyDetails() const;
 
  private:
-  static constexpr std::array<double, 12> kBuckets = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
-                                                      0.05,   0.1,   0.25,  0.5,   1.0,  2.5};
+  class LiveValues;  // the external counters and gauges, read at each scrape
+  // wire::Payload and wire::Code values index these arrays (by position in
+  // EnumValuesCode(): the codes are not contiguous).
+  static constexpr size_t kTypes = static_cast<size_t>(wire::Payload::MAX) + 1;
+  static constexpr size_t kCodes = sizeof(wire::EnumValuesCode()) / sizeof(wire::EnumValuesCode()[0]);
+  // One sender's decision counters, resolved in the family on first use.
+  using DecisionCounters = std::array<std::array<prometheus::Counter*, kCodes>, kTypes>;
+
+  std::shared_ptr<prometheus::Registry> registry_;  // what is recorded here
+  prometheus::Family<prometheus::Counter>& decisions_;
+  prometheus::Family<prometheus::Counter>& receipts_;
+  prometheus::Family<prometheus::Gauge>& queue_depths_;
+  prometheus::Histogram& receipt_latency_;
+  prometheus::Family<prometheus::Counter>& reloads_;
+  prometheus::Counter& reloads_ok_;
+  prometheus::Counter& reloads_failed_;
+  std::unique_ptr<LiveValues> live_;
+
   mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> decisions_;
-  std::map<std::string, uint64_t> receipts_;
-  std::map<std::string, int64_t> queue_depths_;
-  std::vector<std::string> connected_;  // sorted
-  std::array<uint64_t, kBuckets.size() + 1> latency_buckets_{};
-  double latency_sum_ = 0;
-  uint64_t latency_count_ = 0;
-  uint64_t reloads_ok_ = 0, reloads_failed_ = 0;
-  bool ready_ = false;
+  std::unordered_map<std::string, DecisionCounters> decisions_by_sender_;  // GUARDED_BY(mu_)
+  std::array<prometheus::Counter*, kCodes> receipts_by_code_{};            // GUARDED_BY(mu_)
+  std::unordered_map<std::string, prometheus::Gauge*> depth_by_agency_;    // GUARDED_BY(mu_)
+  std::vector<std::string> connected_;  // sorted; GUARDED_BY(mu_)
+  bool ready_ = false;                  // GUARDED_BY(mu_)
   std::string not_ready_why_ = "starting";
   std::string ready_details_;
   std::atomic<int64_t> last_beat_{0};
-  External external_;
-  std::function<Gauges()> gauge_source_;
 };
 
 }  // namespace liaison::broker

@@ -402,8 +402,7 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
     outcomes.push_back(std::move(d.outcome));
   }
   for (const RecipientOutcome& o : outcomes) {
-    metrics_->Decision(base.type, o.code == wire::Code::stored ? "released" : wire::EnumNameCode(o.code),
-                       sender.id);
+    metrics_->Decision(sender.id, peek->payload_type(), o.code);
   }
   // Per message: debug, so that the message path does not wait on the log.
   spdlog::debug("event=message agency={} id={} type={} recipients={} stored={}", sender.id,
@@ -602,7 +601,7 @@ void Pipeline::Finish(Committing c, const CommitResult& committed) {
   for (const Reply& r : c.replies) {
     link_.SendTo(r.routing_id, wire::kReceipt, r.receipt.data(), r.receipt.size());
     // Receipts built here are valid; only the code is needed.
-    metrics_->Receipt(wire::EnumNameCode(flatbuffers::GetRoot<wire::Receipt>(r.receipt.data())->code()));
+    metrics_->Receipt(flatbuffers::GetRoot<wire::Receipt>(r.receipt.data())->code());
     metrics_->ReceiptLatency(std::chrono::duration_cast<std::chrono::microseconds>(sent_at - r.received));
   }
   if (depths_stale_) {
