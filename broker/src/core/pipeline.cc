@@ -12,6 +12,28 @@
 #include "policy/policy_set.h"
 
 namespace liaison::broker {
+namespace {
+
+// A queued copy's label carries what its later ledger records (delivered,
+// expired, erased, purged, requeued) need of the message and the store
+// keeps nowhere else: "<case pseudonym>|<payload type>".
+std::string CopyLabel(const std::string& case_pseudonym, const std::string& type) {
+  return case_pseudonym + "|" + type;
+}
+
+// A ledger record about the queued copy that `label` labels: its decision,
+// message, case and type (the rest is the caller's).
+audit::Entry CopyEntry(ledger::Decision decision, const std::string& message_id, const std::string& label) {
+  audit::Entry entry;
+  entry.decision = decision;
+  entry.message_id = message_id;
+  const size_t bar = label.find('|');
+  entry.case_pseudonym = label.substr(0, bar);
+  if (bar != std::string::npos) entry.type = label.substr(bar + 1);
+  return entry;
+}
+
+}  // namespace
 
 Pipeline::Pipeline(const BrokerConfig& config, std::unique_ptr<store::Store> store,
                    std::unique_ptr<store::Store> reader, std::unique_ptr<audit::Ledger> ledger, Metrics* metrics,
@@ -143,11 +165,8 @@ StatusOr<SetAsideOutcome> Pipeline::ApplySetAside(const SetAsideRequest& request
   const auto set = policies();
   for (const store::ExpiredMessage& c : chosen) {
     (request.requeue ? forming_.requeued : forming_.purged).push_back(c.seq);
-    audit::Entry entry;
-    entry.decision = request.requeue ? ledger::Decision::requeued : ledger::Decision::purged;
-    entry.message_id = c.message_id;
-    entry.case_pseudonym = c.label.substr(0, c.label.find('|'));
-    if (c.label.find('|') != std::string::npos) entry.type = c.label.substr(c.label.find('|') + 1);
+    audit::Entry entry =
+        CopyEntry(request.requeue ? ledger::Decision::requeued : ledger::Decision::purged, c.message_id, c.label);
     entry.sender = c.sender;
     entry.recipient = c.recipient;
     entry.reason = "operator";
@@ -353,7 +372,7 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
 
   // The label carries the ledger's case pseudonym and the type to the
   // message's later ledger records (delivered, expired, erased).
-  const std::string label = base.case_pseudonym + "|" + base.type;
+  const std::string label = CopyLabel(base.case_pseudonym, base.type);
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (const RecipientOutcome& o : outcomes) {
     if (o.code != wire::Code::denied) continue;
@@ -454,11 +473,7 @@ void Pipeline::HandleAck(const Agency& agency, std::span<const uint8_t> body,
     forming_.notices.emplace_back(sender, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
     notice_for_.insert(sender);
     spdlog::debug("event=delivered recipient={} agency={} id={}", agency.id, sender, id);
-    audit::Entry entry;
-    entry.decision = ledger::Decision::delivered;
-    entry.message_id = id;
-    entry.case_pseudonym = message.label.substr(0, message.label.find('|'));
-    if (message.label.find('|') != std::string::npos) entry.type = message.label.substr(message.label.find('|') + 1);
+    audit::Entry entry = CopyEntry(ledger::Decision::delivered, id, message.label);
     entry.sender = sender;
     entry.recipient = agency.id;
     entry.recipient_kind = agency.kind;
@@ -699,11 +714,7 @@ void Pipeline::OnTimer() {
       forming_.notices.emplace_back(e.sender, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
       notice_for_.insert(e.sender);
       spdlog::info("event=expired agency={} recipient={} id={}", e.sender, e.recipient, e.message_id);
-      audit::Entry entry;
-      entry.decision = ledger::Decision::expired;
-      entry.message_id = e.message_id;
-      entry.case_pseudonym = e.label.substr(0, e.label.find('|'));
-      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
+      audit::Entry entry = CopyEntry(ledger::Decision::expired, e.message_id, e.label);
       entry.sender = e.sender;
       entry.recipient = e.recipient;
       entry.reason = "not-delivered-in-time";
