@@ -502,7 +502,8 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
     ASSERT_TRUE((*store)->Apply(batch).ok());
   }
   // Back to what version 1 had.
-  Sql(*url, "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
+  Sql(*url, "DROP INDEX messages_by_purge; DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; "
+            "DELETE FROM schema_version WHERE version > 1");
   EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
   auto store = PgStore::Open(options, Key(1));
   ASSERT_TRUE(store.ok()) << store.status().ToString();
@@ -512,6 +513,8 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
   ASSERT_EQ(1u, pending->size());
   EXPECT_EQ(Bytes("kept"), (*pending)[0].envelope);
   EXPECT_TRUE((*store)->AcquireLease("broker-1", 5000)->has_value()) << "the lease table is there";
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'messages_by_purge'"))
+      << "version 3's index is there";
 }
 
 // One holder at a time; another takes over only once the lease expired

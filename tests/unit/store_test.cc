@@ -345,5 +345,38 @@ TEST(StoreTest, SealedCopiesOpenOnlyAsTheirOwnRowUnderTheirKey) {
   EXPECT_NE(CaseHash(Key(20), "exit-a", "case-1"), CaseHash(Key(20), "exit-b", "case-1"));
 }
 
+// The periodic purge (every minute, inside the writer's transaction) and the
+// notices' reads find their rows through an index: a scan would read every
+// row kept for the retention period and hold up every sender's commit. The
+// statements are the store's own (sqlite_store.cc); the plan is SQLite's.
+TEST(StoreTest, ThePurgeAndTheNoticesDoNotScanTheirTables) {
+  TempDir dir;
+  const std::string path = dir.file("s.db");
+  {
+    auto s = SqliteStore::Open(path, Key(1));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(SQLITE_OK, sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr));
+  for (const char* sql : {"SELECT seq FROM messages WHERE state <> 0 AND purge_after_ms <= 1",
+                          "DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= 1",
+                          "DELETE FROM receipts WHERE purge_after_ms <= 1",
+                          "SELECT seq, receipt FROM notices WHERE agency = 'a' ORDER BY seq LIMIT 10"}) {
+    sqlite3_stmt* plan = nullptr;
+    ASSERT_EQ(SQLITE_OK, sqlite3_prepare_v2(db, (std::string("EXPLAIN QUERY PLAN ") + sql).c_str(), -1, &plan,
+                                            nullptr))
+        << sqlite3_errmsg(db);
+    std::string steps;
+    while (sqlite3_step(plan) == SQLITE_ROW) {
+      steps += reinterpret_cast<const char*>(sqlite3_column_text(plan, 3));
+      steps += "; ";
+    }
+    sqlite3_finalize(plan);
+    EXPECT_NE(std::string::npos, steps.find("USING")) << sql << ": " << steps;
+    EXPECT_EQ(std::string::npos, steps.find("SCAN")) << sql << ": " << steps;
+  }
+  sqlite3_close(db);
+}
+
 }  // namespace
 }  // namespace liaison::store

@@ -69,6 +69,12 @@ BEGIN
 END $$;
 )sql";
 
+// The periodic purge finds the rows it deletes without scanning every row
+// kept for the retention period.
+constexpr const char* kSchemaV3 = R"sql(
+CREATE INDEX messages_by_purge ON messages (purge_after_ms) WHERE state <> 0;
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -463,6 +469,10 @@ Status PgStore::Migrate() {
     if (version < 2) {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV2));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (2)"));
+    }
+    if (version < 3) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV3));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (3)"));
     }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {

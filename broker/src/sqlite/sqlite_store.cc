@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS disclosures (
   PRIMARY KEY (sender, case_hash, recipient));
 CREATE TABLE IF NOT EXISTS notices (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, agency TEXT NOT NULL, receipt BLOB NOT NULL);
+-- What the periodic purge and the notices' reads look up: without them each
+-- scans its whole table (every row kept for the retention period) inside the
+-- writer's transaction, holding up every sender's commit.
+CREATE INDEX IF NOT EXISTS messages_by_purge ON messages (purge_after_ms) WHERE state <> 0;
+CREATE INDEX IF NOT EXISTS receipts_by_purge ON receipts (purge_after_ms);
+CREATE INDEX IF NOT EXISTS notices_by_agency ON notices (agency, seq);
 -- One row per batch: its ledger lines, newline-separated; seq is the last's.
 CREATE TABLE IF NOT EXISTS ledger_tail (seq INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, lines TEXT NOT NULL);
 )sql";
