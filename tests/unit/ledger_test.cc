@@ -197,6 +197,29 @@ TEST(LedgerWriteTest, AFailedWriteLeavesNoTraceAndIsReported) {
   EXPECT_FALSE((*ledger)->has_batch());
 }
 
+// A write that fails and cannot even be cut back (ftruncate refuses: here a
+// device, in the field an I/O error) must not be followed by records that
+// would land after the failed batch's: the ledger refuses until a restart.
+TEST(LedgerWriteTest, AFileThatCannotBeCutBackTakesNoMoreRecords) {
+  TempDir dir;
+  ASSERT_TRUE(WriteSigningKey(dir.path().string(), "sign").ok());
+  // /dev/full: every write fails (ENOSPC), and ftruncate on it fails too.
+  auto ledger = Ledger::Open("/dev/full", *LoadSigningKey(dir.file("sign.key")), DeriveCaseKey("s"), 100);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  Entry e;
+  e.message_id = "m";
+  (*ledger)->Add(e);
+  Status first = (*ledger)->Flush();
+  ASSERT_FALSE(first.ok());
+  EXPECT_NE(std::string::npos, first.message().find("No space left")) << first.message();
+  (*ledger)->Add(e);
+  Status second = (*ledger)->Flush();
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(std::string::npos, second.message().find("could not be cut back")) << second.message();
+  EXPECT_EQ(0u, (*ledger)->last_seq());
+  EXPECT_EQ(3u, (*ledger)->failures()) << "the failed write, the failed cut, the refusal";
+}
+
 // The ledger and the store commit a batch together (Write, the store's
 // commit, then Keep or Undo); at Open the file is matched to what the store
 // committed, whatever stopped the broker in between.

@@ -303,6 +303,15 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool c
   std::vector<LedgerLine> lines;
   if (undo_) return Status::Internal("ledger: a written batch is neither kept nor undone");
   if (batch.empty() && !(checkpoint && since_checkpoint_ > 0)) return lines;
+  if (cut_failed_) {
+    // What follows would land after records of a batch that never
+    // committed: refuse (fail closed) until a restart, whose Open matches
+    // the file to the store.
+    ++failures_;
+    return Status::IoError("the ledger " + path_ +
+                           " could not be cut back after a failed batch; it takes no more records until the "
+                           "broker restarts (the start matches the file to the store)");
+  }
   struct stat st;
   if (::fstat(fd_, &st) != 0) return Status::IoError("cannot read the size of the ledger " + path_);
   const Rewind undo{seq_, prev_, since_checkpoint_, st.st_size};
@@ -367,12 +376,12 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool c
   }
   std::string out;
   for (const auto& [seq, line] : lines) out += line + "\n";
-  if (::write(fd_, out.data(), out.size()) != static_cast<ssize_t>(out.size())) {
-    const int error = errno;
+  if (const ssize_t n = ::write(fd_, out.data(), out.size()); n != static_cast<ssize_t>(out.size())) {
+    const std::string why = n < 0 ? std::strerror(errno) : "short write (is the disk full?)";
     undo_ = undo;
     Undo();
     ++failures_;
-    return Status::IoError("cannot write the ledger " + path_ + ": " + std::strerror(error));
+    return Status::IoError("cannot write the ledger " + path_ + ": " + why);
   }
   undo_ = undo;
   return lines;
@@ -386,8 +395,12 @@ void Ledger::Keep() {
 void Ledger::Undo() {
   if (!undo_) return;
   // Cut back whatever part of the batch reached the file: the chain stays
-  // whole. If even that fails, Open cuts it by the store's position.
-  if (::ftruncate(fd_, undo_->size) != 0) ++failures_;
+  // whole. If even that fails, no more records are written (Write), and the
+  // next start cuts the file by the store's position.
+  if (::ftruncate(fd_, undo_->size) != 0) {
+    ++failures_;
+    cut_failed_ = true;
+  }
   seq_ = undo_->seq;
   prev_ = undo_->prev;
   since_checkpoint_ = undo_->since;
@@ -398,11 +411,14 @@ StatusOr<uint64_t> Ledger::Sync() {
   const uint64_t reached = kept_seq_;
   {
     std::lock_guard lock(sync_mu_);
+    if (sync_failed_) return Status::IoError("an earlier sync of the ledger " + path_ + " failed");
     if (synced_seq_ >= reached) return synced_seq_;
   }
   if (::fdatasync(fd_) != 0) {
     const int error = errno;
     ++failures_;
+    std::lock_guard lock(sync_mu_);
+    sync_failed_ = true;
     return Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(error));
   }
   std::lock_guard lock(sync_mu_);
@@ -418,7 +434,7 @@ StatusOr<uint64_t> Ledger::SyncInBackground() {
     sync_error_.reset();
     return error;
   }
-  if (!sync_running_ && reached > synced_seq_) {
+  if (!sync_running_ && !sync_failed_ && reached > synced_seq_) {
     if (!syncer_.joinable()) syncer_ = std::thread([this] { SyncLoop(); });
     sync_target_ = reached;
     sync_running_ = true;
@@ -439,7 +455,13 @@ void Ledger::SyncLoop() {
     lock.lock();
     if (rc != 0) {
       ++failures_;
-      sync_error_ = Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(error));
+      // Sticky: after a failed fdatasync the kernel may drop the dirty
+      // pages, so a later sync's success proves nothing about these records.
+      // The store keeps every record from here on (nothing more counts as
+      // durable in the file), and the next start restores the file from it.
+      sync_failed_ = true;
+      sync_error_ = Status::IoError("cannot sync the ledger " + path_ + ": " + std::strerror(error) +
+                                    "; the store keeps its records until the broker restarts");
     } else {
       synced_seq_ = std::max(synced_seq_, target);
     }

@@ -115,13 +115,16 @@ class Ledger {
   // The batch's store commit failed: the file is cut back to before Write().
   void Undo();
   // fdatasyncs the file; returns the last committed record now durable in
-  // it (the store may forget the records up to there).
+  // it (the store may forget the records up to there). A failed sync is
+  // sticky: every later one fails too, as the kernel may have dropped the
+  // unsynced pages (the store keeps the records; a restart restores them).
   StatusOr<uint64_t> Sync();
   // The same sync on the ledger's own thread, so that the caller never waits
   // for the disk: starts one for the records kept so far (unless one is
   // running) and returns at once the last committed record known durable,
   // or the error of a background sync that failed since the last call
-  // (reported once; the next call tries again).
+  // (reported once; from then on no sync runs and the durable point stays
+  // where it was, so the store keeps every later record).
   StatusOr<uint64_t> SyncInBackground();
   // Write, fsync and Keep, for a ledger kept without a store (tools, tests).
   Status Flush(bool checkpoint = false);
@@ -168,6 +171,7 @@ class Ledger {
   uint64_t uncommitted_cut_ = 0;
   uint64_t restored_ = 0;
   std::optional<Rewind> undo_;
+  bool cut_failed_ = false;  // an Undo could not cut the file back: Write refuses
   std::shared_ptr<EVP_PKEY> key_;
   std::string key_fingerprint_;
   std::array<uint8_t, 32> case_key_{};
@@ -183,6 +187,7 @@ class Ledger {
   uint64_t sync_target_ = 0;         // GUARDED_BY(sync_mu_): what the running sync makes durable
   bool sync_running_ = false;        // GUARDED_BY(sync_mu_)
   bool sync_stopping_ = false;       // GUARDED_BY(sync_mu_)
+  bool sync_failed_ = false;         // GUARDED_BY(sync_mu_): sticky, see SyncLoop
   std::optional<Status> sync_error_;  // GUARDED_BY(sync_mu_): a failed background sync, not yet reported
   std::thread syncer_;               // started by the first SyncInBackground
 };

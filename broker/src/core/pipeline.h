@@ -160,8 +160,10 @@ class Pipeline {
   Dispatcher dispatcher_;
   std::unique_ptr<store::Store> store_;   // the writer's (used on its thread only)
   std::unique_ptr<store::Store> reader_;  // this thread's reads: committed data only
-  std::unique_ptr<Committer> committer_;  // after store_: stops before it
   std::unique_ptr<audit::Ledger> ledger_;
+  // After store_ and ledger_, which its thread writes: it stops (finishing a
+  // submitted batch) before either is destroyed.
+  std::unique_ptr<Committer> committer_;
   Metrics* metrics_;
   BrokerStats& stats_;
   Link& link_;
