@@ -564,6 +564,7 @@ void Pipeline::Finish(Committing c, const CommitResult& committed) {
   if (committed.ledger_written) {
     if (result.ok()) {
       ledger_->Keep();
+      SyncLedger();
     } else {
       ledger_->Undo();
     }
@@ -681,6 +682,21 @@ void Pipeline::FlushNotices(const std::string& agency) {
 }
 
 
+void Pipeline::SyncLedger() {
+  // The store holds the ledger's records until the file has them on disk;
+  // the next commit forgets those (SubmitForming). The sync runs on the
+  // ledger's thread: this one never waits for the disk. Asked after every
+  // commit that kept records (it starts only when the last one is done), so
+  // each fdatasync flushes a few milliseconds of records: once a second, a
+  // second's worth made the store's own commits queue behind it (p99 at
+  // 2,000 msg/s: 40 ms with, 6 ms without, in make bench).
+  if (auto synced = ledger_->SyncInBackground(); !synced.ok()) {
+    spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
+  } else {
+    ledger_synced_ = *synced;
+  }
+}
+
 void Pipeline::OnTimer() {
   const int64_t now = NowMs();
   {
@@ -723,14 +739,7 @@ void Pipeline::OnTimer() {
     }
   }
   if (++timer_ticks_ % 60 == 0) forming_.purge_before_ms = now;
-  // The store holds the ledger's records until the file has them on disk;
-  // the next commit forgets those (SubmitForming). The sync runs on the
-  // ledger's thread: this one never waits for the disk.
-  if (auto synced = ledger_->SyncInBackground(); !synced.ok()) {
-    spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
-  } else {
-    ledger_synced_ = *synced;
-  }
+  SyncLedger();
   // Unacked deliveries past the timeout go out again, in order.
   for (const auto& [recipient, copies] : windows_.Overdue(now)) {
     stats_.redeliveries += copies;

@@ -150,6 +150,9 @@ class Pipeline {
   // Sends queued messages to `recipient` while its window has room.
   void Pump(const std::string& recipient);
   void FlushNotices(const std::string& agency);
+  // Starts a background sync of the ledger file if none runs; learns what
+  // the last one made durable.
+  void SyncLedger();
   // True if `agency` may send one more message now; takes a token.
   bool WithinLimits(const std::string& agency);
   void HandleSetAsideCalls();
