@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,7 @@
 #include "admin/admin_server.h"
 #include "admin/operator_server.h"
 #include "audit/ledger.h"
+#include "lease_keeper.h"
 #include "postgres/pg_store.h"
 #include "sqlite/sqlite_store.h"
 #include "transport/reactor.h"
@@ -31,6 +33,25 @@ namespace {
 
 constexpr int kExitConfigError = 2;
 constexpr int kExitRuntimeError = 1;
+// A broker of an active/standby pair that lost its lease, or could not take
+// up the active role after taking it, exits with 75 (EX_TEMPFAIL: try
+// again) and systemd (Restart=on-failure) starts it again as a standby.
+// Exiting rather than stepping down in-process: the core's state (delivery
+// windows, a batch the writer may be blocked on with an unreachable
+// database, the ledger's open batch) would all have to be torn down while
+// a thread may be stuck in the database, whereas an exit is the crash the
+// design already survives, and the lease's fence keeps every batch after
+// the loss from committing either way (docs/operations.md).
+constexpr int kExitLeaseLost = 75;
+
+// What a broker that lost its lease does: nothing of it commits any more
+// (the fence); it leaves at once, like a crash, for the supervisor to start
+// it again as a standby.
+[[noreturn]] void StepDown(const std::string& why) {
+  spdlog::error("event=ha_lost_lease reason=\"{}\" action=exit code={}", why, kExitLeaseLost);
+  spdlog::default_logger()->flush();
+  std::_Exit(kExitLeaseLost);
+}
 
 using liaison::policy::PolicySet;
 
@@ -98,6 +119,70 @@ liaison::StatusOr<std::unique_ptr<liaison::store::Store>> OpenStore(const liaiso
                                                   /*background_checkpoints=*/writer);
   if (!opened.ok()) return opened.status();
   return std::unique_ptr<liaison::store::Store>(std::move(*opened));
+}
+
+
+// What the message core works with once the broker is the active one: the
+// writer's store connection (fenced with the lease's `epoch` on PostgreSQL;
+// 0: no lease), the ledger matched to what the store committed, and the
+// core's reader connection.
+struct ActiveParts {
+  std::unique_ptr<liaison::store::Store> store, reader;
+  std::unique_ptr<liaison::audit::Ledger> ledger;
+};
+
+liaison::StatusOr<ActiveParts> OpenActiveParts(const liaison::broker::BrokerConfig& config,
+                                               const liaison::store::StoreKey& key,
+                                               const std::shared_ptr<EVP_PKEY>& signing_key,
+                                               const std::string& pseudonym_secret, int64_t epoch) {
+  // The largest values the broker writes are a recipient's sealed copy (at
+  // most kMaxCopyExpansion times the message limit) and a receipt (field
+  // names for each recipient): anything larger is a bug, and fails its batch
+  // rather than being stored.
+  const size_t max_value_bytes = std::max<size_t>(
+      config.limits.max_message_bytes * liaison::broker::kMaxCopyExpansion + 64 * 1024, 16 * 1024 * 1024);
+  ActiveParts parts;
+  if (epoch > 0) {
+    auto opened = liaison::store::PgStore::Open({config.store.url, config.store.password}, key, max_value_bytes);
+    if (!opened.ok()) return opened.status();
+    // Every batch from now on first checks that this epoch's lease still
+    // runs: once it is lost, nothing more commits.
+    (*opened)->FenceWith(epoch);
+    parts.store = std::move(*opened);
+  } else {
+    auto opened = OpenStore(config.store, key, /*writer=*/true, max_value_bytes);
+    if (!opened.ok()) return opened.status();
+    parts.store = std::move(*opened);
+  }
+  // The store says which ledger records were committed with their batch;
+  // the file is cut or completed to match. A PostgreSQL store keeps every
+  // record and is the chain of all the brokers sharing it (docs/audit.md):
+  // a file that went another way at its end (a batch that never committed
+  // before another broker went on) is cut back to it, then completed.
+  auto tail = parts.store->ReadLedgerTail();
+  if (!tail.ok()) return tail.status();
+  auto ledger = liaison::audit::Ledger::Open(config.ledger.path, signing_key,
+                                             liaison::audit::DeriveCaseKey(pseudonym_secret),
+                                             config.ledger.checkpoint_every, tail->committed_seq, tail->lines,
+                                             /*store_is_authoritative=*/config.store.backend == "postgresql");
+  if (!ledger.ok()) return ledger.status();
+  if ((*ledger)->repaired_bytes() > 0) {
+    spdlog::warn("event=ledger_repaired cut_bytes={} reason=torn_last_write_never_acknowledged",
+                 (*ledger)->repaired_bytes());
+  }
+  if ((*ledger)->uncommitted_cut() > 0 || (*ledger)->restored() > 0) {
+    spdlog::warn("event=ledger_repaired cut_records={} restored_records={} reason=matched_to_store_commit",
+                 (*ledger)->uncommitted_cut(), (*ledger)->restored());
+  }
+  spdlog::info("event=ledger_open path={} last_record={} signing_key_fingerprint={}", config.ledger.path,
+               (*ledger)->last_seq(), liaison::audit::SigningKeyFingerprint(signing_key.get()));
+  parts.ledger = std::move(*ledger);
+  // The core reads committed data through its own connection while the
+  // writer thread commits through the first.
+  auto reader = OpenStore(config.store, key);
+  if (!reader.ok()) return reader.status();
+  parts.reader = std::move(*reader);
+  return parts;
 }
 
 }  // namespace
@@ -250,59 +335,72 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
-  // The largest values the broker writes are a recipient's sealed copy (at
-  // most kMaxCopyExpansion times the message limit) and a receipt (field
-  // names for each recipient): anything larger is a bug, and fails its batch
-  // rather than being stored.
-  auto store = OpenStore(
-      config->store, *store_key, /*writer=*/true,
-      std::max<size_t>(config->limits.max_message_bytes * liaison::broker::kMaxCopyExpansion + 64 * 1024,
-                       16 * 1024 * 1024));
-  if (!store.ok()) {
-    spdlog::critical("event=start_failed reason=\"{}\"", store.status().message());
-    return kExitRuntimeError;
-  }
   auto signing_key = liaison::audit::LoadSigningKey(config->ledger.signing_key_file);
   if (!signing_key.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", signing_key.status().message());
     return kExitConfigError;
   }
-  // The store says which ledger records were committed with their batch;
-  // the file is cut or completed to match.
-  auto tail = (*store)->ReadLedgerTail();
-  if (!tail.ok()) {
-    spdlog::critical("event=start_failed reason=\"{}\"", tail.status().message());
-    return kExitRuntimeError;
-  }
-  auto ledger = liaison::audit::Ledger::Open(config->ledger.path, *signing_key,
-                                             liaison::audit::DeriveCaseKey(secret),
-                                             config->ledger.checkpoint_every, tail->committed_seq,
-                                             tail->lines);
-  if (!ledger.ok()) {
-    spdlog::critical("event=start_failed reason=\"{}\"", ledger.status().message());
-    return kExitRuntimeError;
-  }
-  if ((*ledger)->repaired_bytes() > 0) {
-    spdlog::warn("event=ledger_repaired cut_bytes={} reason=torn_last_write_never_acknowledged",
-                 (*ledger)->repaired_bytes());
-  }
-  if ((*ledger)->uncommitted_cut() > 0 || (*ledger)->restored() > 0) {
-    spdlog::warn("event=ledger_repaired cut_records={} restored_records={} reason=matched_to_store_commit",
-                 (*ledger)->uncommitted_cut(), (*ledger)->restored());
-  }
-  spdlog::info("event=ledger_open path={} last_record={} signing_key_fingerprint={}",
-               config->ledger.path, (*ledger)->last_seq(),
-               liaison::audit::SigningKeyFingerprint(signing_key->get()));
   liaison::broker::Metrics metrics;
-  // The core reads committed data through its own connection while the
-  // writer thread commits through the first.
-  auto reader = OpenStore(config->store, *store_key);
-  if (!reader.ok()) {
-    spdlog::critical("event=start_failed reason=\"{}\"", reader.status().message());
-    return kExitRuntimeError;
+  // On a PostgreSQL store the broker starts as a standby and becomes the
+  // active one when it takes the lease (lease_keeper.h); on SQLite it is
+  // the only broker and serves at once.
+  const bool paired = config->store.backend == "postgresql";
+  std::unique_ptr<liaison::broker::Reactor> reactor_holder;
+  std::unique_ptr<liaison::broker::LeaseKeeper> keeper;
+  int64_t held_epoch = 0;  // the lease taken at start (paired only)
+  const auto first_take_at = std::chrono::steady_clock::now();
+  if (paired) {
+    auto lease_store = liaison::store::PgStore::Open({config->store.url, config->store.password}, *store_key);
+    if (!lease_store.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", lease_store.status().message());
+      return kExitRuntimeError;
+    }
+    // One try before anything listens: a broker restarted after a crash
+    // (same holder) or the first of a pair takes the lease at once and
+    // serves from its first message, never answering `standby` meanwhile.
+    const std::string holder = liaison::broker::LeaseKeeper::MakeHolder(config_path);
+    auto taken = (*lease_store)->AcquireLease(holder, static_cast<int64_t>(config->store.lease_ttl_ms));
+    if (!taken.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", taken.status().message());
+      return kExitRuntimeError;
+    }
+    held_epoch = taken->value_or(0);
+    keeper = std::make_unique<liaison::broker::LeaseKeeper>(
+        std::move(*lease_store),
+        liaison::broker::LeaseKeeper::Options{holder, static_cast<int64_t>(config->store.lease_ttl_ms),
+                                              static_cast<int64_t>(config->store.lease_renew_ms)},
+        &metrics);
+    metrics.SetHaSource([k = keeper.get()] { return k->State(); });
+    if (held_epoch > 0) {
+      // Renewed from now on: bringing the ledger file up to the database
+      // may take longer than the lease. The keeper takes no lease while
+      // it holds one, so on_taken is never called.
+      keeper->Start([](int64_t) { return false; }, StepDown, held_epoch, first_take_at);
+      auto parts = OpenActiveParts(*config, *store_key, *signing_key, secret, held_epoch);
+      if (!parts.ok()) {
+        spdlog::critical("event=start_failed reason=\"{}\"", parts.status().message());
+        return kExitRuntimeError;
+      }
+      reactor_holder = std::make_unique<liaison::broker::Reactor>(
+          *config, std::move(server_keys), policies, std::move(parts->store), std::move(parts->reader),
+          std::move(parts->ledger), &metrics);
+    } else {
+      spdlog::info("event=ha_standby holder={} detail=\"another broker holds the store's lease; this one answers "
+                   "standby until it can take it\"",
+                   holder);
+      reactor_holder = std::make_unique<liaison::broker::Reactor>(*config, std::move(server_keys), policies, &metrics);
+    }
+  } else {
+    auto parts = OpenActiveParts(*config, *store_key, *signing_key, secret, /*epoch=*/0);
+    if (!parts.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", parts.status().message());
+      return kExitRuntimeError;
+    }
+    reactor_holder = std::make_unique<liaison::broker::Reactor>(*config, std::move(server_keys), policies,
+                                                                std::move(parts->store), std::move(parts->reader),
+                                                                std::move(parts->ledger), &metrics);
   }
-  liaison::broker::Reactor reactor(*config, std::move(server_keys), policies, std::move(*store),
-                                   std::move(*reader), std::move(*ledger), &metrics);
+  liaison::broker::Reactor& reactor = *reactor_holder;
   reactor.RecordEvents(std::move(first.events));
   metrics.SetReadyDetails(gate.Describe());
   liaison::broker::AdminServer admin(metrics);
@@ -374,6 +472,25 @@ int main(int argc, char** argv) {
   }
 
   std::thread reactor_thread([&] { reactor.Run(); });
+  if (keeper && held_epoch == 0) {
+    keeper->Start(
+        [&](int64_t epoch) {
+          auto parts = OpenActiveParts(*config, *store_key, *signing_key, secret, epoch);
+          liaison::Status st = parts.ok() ? reactor.Activate(std::move(parts->store), std::move(parts->reader),
+                                                             std::move(parts->ledger), std::chrono::seconds(10))
+                                          : parts.status();
+          if (!st.ok()) {
+            spdlog::critical("event=ha_activation_failed epoch={} reason=\"{}\" action=exit code={}", epoch,
+                             st.message(), kExitLeaseLost);
+            spdlog::default_logger()->flush();
+            std::_Exit(kExitLeaseLost);
+          }
+          spdlog::info("event=ha_active epoch={} endpoint={}", epoch, reactor.endpoint());
+          return true;
+        },
+        StepDown);
+  }
+  if (held_epoch > 0) spdlog::info("event=ha_active epoch={} endpoint={}", held_epoch, reactor.endpoint());
   // Reload on SIGHUP, and when the policy files change: inotify raises a
   // SIGHUP once the folder is quiet (policy_watch.h). Without inotify, the
   // files are polled every second, and a change counts once they stayed
@@ -428,6 +545,7 @@ int main(int argc, char** argv) {
   }
   reactor.Stop();
   reactor_thread.join();
+  if (keeper) keeper->Stop();
   admin.Stop();
   if (operators) operators->Stop();
   spdlog::info("event=stop");

@@ -162,6 +162,31 @@ Status BrokerProcess::StartWithFileSizeLimit(rlim_t limit, const std::string& en
 
 int BrokerProcess::Stop(int signal) { return StopProcess(&pid_, signal); }
 
+std::optional<int> BrokerProcess::WaitExit(int timeout_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (pid_ > 0) {
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return ExitCode(status);
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return std::nullopt;
+}
+
+Status BrokerProcess::ShareKeysOf(const BrokerProcess& other) {
+  if (running()) return Status::Internal("stop the broker before giving it another's keys");
+  std::error_code ec;
+  std::filesystem::copy(other.dir_ + "/keys", dir_ + "/keys",
+                        std::filesystem::copy_options::overwrite_existing | std::filesystem::copy_options::recursive,
+                        ec);
+  if (ec) return Status::IoError("cannot copy " + other.dir_ + "/keys: " + ec.message());
+  broker_keys_ = other.broker_keys_;
+  return Status::Ok();
+}
+
 void BrokerProcess::Signal(int signal) {
   if (running()) ::kill(pid_, signal);
 }

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,13 @@ class BrokerProcess {
   Status StartWithFileSizeLimit(rlim_t limit, const std::string& endpoint);
   // Sends `signal` and waits; returns the exit status (or -signal number).
   int Stop(int signal = SIGTERM);
+  // Waits (bounded) for the broker to exit by itself; its exit code (or
+  // -signal), nullopt if it still runs after `timeout_ms`.
+  std::optional<int> WaitExit(int timeout_ms);
+  // Takes `other`'s keys (CURVE, store, pseudonym, ledger signing): the
+  // second broker of an active/standby pair serves as the same broker.
+  // The broker must be stopped.
+  Status ShareKeysOf(const BrokerProcess& other);
   // Sends a signal without waiting (e.g. SIGHUP).
   void Signal(int signal);
   bool running() const { return pid_ > 0; }

@@ -159,10 +159,10 @@ StatusOr<std::unique_ptr<PgCluster>> PgCluster::Start() {
   for (int attempt = 0; attempt < 5; ++attempt) {
     c->port_ = FreeLoopbackPort();
     if (c->port_ == 0) continue;
-    const std::string options = "-c listen_addresses=127.0.0.1 -p " + std::to_string(c->port_) +
-                                " -k " + c->dir_ + " -c max_connections=100 -c fsync=on";
+    c->server_options_ = "-c listen_addresses=127.0.0.1 -p " + std::to_string(c->port_) + " -k " + c->dir_ +
+                         " -c max_connections=100 -c fsync=on";
     started = c->RunAsOwner({c->bin_dir_ + "/pg_ctl", "-D", c->data_dir_, "-l", c->log_path_, "-w", "-t", "60",
-                             "-o", options, "start"},
+                             "-o", c->server_options_, "start"},
                             nullptr);
     if (started.ok()) break;
   }
@@ -183,6 +183,23 @@ PgCluster* PgCluster::Shared(std::string* why) {
   }();
   if (!shared && why) *why = error;
   return shared.get();
+}
+
+Status PgCluster::StopServer() {
+  if (!running_) return Status::Ok();
+  LIAISON_RETURN_IF_ERROR(
+      RunAsOwner({bin_dir_ + "/pg_ctl", "-D", data_dir_, "-m", "fast", "-w", "-t", "30", "stop"}, nullptr));
+  running_ = false;
+  return Status::Ok();
+}
+
+Status PgCluster::StartServer() {
+  if (running_) return Status::Ok();
+  LIAISON_RETURN_IF_ERROR(RunAsOwner({bin_dir_ + "/pg_ctl", "-D", data_dir_, "-l", log_path_, "-w", "-t", "60",
+                                      "-o", server_options_, "start"},
+                                     nullptr));
+  running_ = true;
+  return Status::Ok();
 }
 
 PgCluster::~PgCluster() {

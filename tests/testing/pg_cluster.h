@@ -41,6 +41,11 @@ class PgCluster {
   // postgresql://liaison@127.0.0.1:PORT/NAME?sslmode=disable.
   StatusOr<std::string> CreateDatabase(const std::string& name);
   std::string Url(const std::string& database) const;
+  // Stops the server (pg_ctl stop -m fast: every session ends) and starts
+  // it again on the same port, data kept: the database going away and
+  // coming back. Bounded by pg_ctl's waits (30 s, 60 s).
+  Status StopServer();
+  Status StartServer();
   // The server's log, for a failing test's message.
   std::string Log() const;
 
@@ -52,6 +57,7 @@ class PgCluster {
   std::string user_ = "liaison";
   std::string password_;
   int port_ = 0;
+  std::string server_options_;  // pg_ctl -o, for StartServer
   int owner_uid_ = -1, owner_gid_ = -1;  // -1: this process's own
   bool running_ = false;
 };

@@ -61,6 +61,10 @@ class Metrics::LiveValues : public prometheus::Collectable {
     std::lock_guard<std::mutex> lock(mu_);
     gauge_source_ = std::move(source);
   }
+  void SetHaSource(std::function<HaState()> source) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ha_source_ = std::move(source);
+  }
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     using prometheus::MetricType;
@@ -98,6 +102,20 @@ class Metrics::LiveValues : public prometheus::Collectable {
             e.auth_admitted ? e.auth_admitted() : 0);
     gauge("liaison_build_info", "The broker's release and source (git describe).", 1,
           {{"source", std::string(SourceVersion())}, {"version", std::string(ReleaseVersion())}});
+    if (ha_source_) {
+      const HaState ha = ha_source_();
+      auto role = Family("liaison_ha_role",
+                         "1 for this broker's role in an active/standby pair: active (holds the lease) or standby.",
+                         MetricType::Gauge);
+      role.metric.push_back(Sample(ha.active ? 1 : 0, MetricType::Gauge, {{"role", "active"}}));
+      role.metric.push_back(Sample(ha.active ? 0 : 1, MetricType::Gauge, {{"role", "standby"}}));
+      out.push_back(std::move(role));
+      gauge("liaison_ha_lease_age_seconds",
+            "Seconds since this broker last took or renewed the lease (0 if it never held it).",
+            ha.lease_age_seconds);
+      gauge("liaison_ha_epoch", "The epoch of the lease this broker holds (0: none).",
+            static_cast<double>(ha.epoch));
+    }
     if (gauge_source_) {
       const Gauges g = gauge_source_();
       gauge("liaison_policy_info", "The policy set in force (its version label).", 1, {{"version", g.policy_version}});
@@ -123,6 +141,7 @@ class Metrics::LiveValues : public prometheus::Collectable {
   mutable std::mutex mu_;
   External external_;                     // GUARDED_BY(mu_)
   std::function<Gauges()> gauge_source_;  // GUARDED_BY(mu_)
+  std::function<HaState()> ha_source_;    // GUARDED_BY(mu_)
 };
 
 Metrics::Metrics()
@@ -230,12 +249,20 @@ void Metrics::SetReadyDetails(const std::string& details) {
 
 std::string Metrics::ReadyDetails() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return ready_details_;
+  return ha_role_.empty() ? ready_details_ : "role=" + ha_role_ + "\n" + ready_details_;
+}
+
+void Metrics::SetHaReadiness(const std::string& role, const std::string& not_ready_why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ha_role_ = role;
+  ha_not_ready_why_ = not_ready_why;
 }
 
 void Metrics::SetGaugeSource(std::function<Gauges()> source) { live_->SetGaugeSource(std::move(source)); }
 
 void Metrics::SetExternal(External e) { live_->SetExternal(std::move(e)); }
+
+void Metrics::SetHaSource(std::function<HaState()> source) { live_->SetHaSource(std::move(source)); }
 
 bool Metrics::Healthy() const {
   const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
@@ -247,8 +274,13 @@ bool Metrics::Healthy() const {
 bool Metrics::Ready(std::string* why) const {
   std::lock_guard<std::mutex> lock(mu_);
   const bool healthy = Healthy();
-  if (why) *why = !ready_ ? not_ready_why_ : (!healthy ? "the reactor loop is not responding" : "");
-  return ready_ && healthy;
+  if (why) {
+    *why = !ha_not_ready_why_.empty() ? ha_not_ready_why_
+           : !ready_                  ? not_ready_why_
+           : !healthy                 ? "the reactor loop is not responding"
+                                      : "";
+  }
+  return ready_ && healthy && ha_not_ready_why_.empty();
 }
 
 std::string Metrics::Render() const {

@@ -82,6 +82,21 @@ class Metrics {
   };
   void SetGaugeSource(std::function<Gauges()> source);
 
+  // The broker's part in an active/standby pair on a PostgreSQL store
+  // (liaison_ha_role, liaison_ha_lease_age_seconds, liaison_ha_epoch);
+  // without a source (SQLite) none of them is exported.
+  struct HaState {
+    bool active = false;
+    double lease_age_seconds = 0;  // since the last successful take or renewal (0: never)
+    int64_t epoch = 0;             // of the lease held (0: none)
+  };
+  void SetHaSource(std::function<HaState()> source);
+  // The role /readyz names on its first detail line ("role=active" or
+  // "role=standby"), and, if not empty, why the broker is not ready in that
+  // role (a standby; an active broker that cannot renew its lease), which
+  // holds whatever else says.
+  void SetHaReadiness(const std::string& role, const std::string& not_ready_why);
+
   // The exposition: everything recorded here, the external counters and
   // gauges, and the process's own metrics (process_cpu_seconds_total,
   // process_resident_memory_bytes, process_open_fds, ...).
@@ -121,6 +136,8 @@ class Metrics {
   bool ready_ = false;                  // GUARDED_BY(mu_)
   std::string not_ready_why_ = "starting";
   std::string ready_details_;
+  std::string ha_role_;           // GUARDED_BY(mu_); empty: not in a pair
+  std::string ha_not_ready_why_;  // GUARDED_BY(mu_)
   std::atomic<int64_t> last_beat_{0};
 };
 

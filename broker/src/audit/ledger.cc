@@ -14,6 +14,8 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <string_view>
+#include <unordered_map>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -160,7 +162,8 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
                                                const std::array<uint8_t, 32>& case_key,
                                                uint64_t checkpoint_every,
                                                std::optional<uint64_t> committed_seq,
-                                               const std::vector<LedgerLine>& committed_lines) {
+                                               const std::vector<LedgerLine>& committed_lines,
+                                               bool store_is_authoritative) {
   std::unique_ptr<Ledger> ledger(new Ledger());
   ledger->path_ = path;
   ledger->key_ = std::move(signing_key);
@@ -196,14 +199,21 @@ StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const std::string& path,
     return text.substr(*start, end - *start);
   };
   const size_t full_size = text.size();
+  std::unordered_map<uint64_t, std::string_view> store_lines;
+  if (store_is_authoritative) {
+    for (const auto& [seq, line] : committed_lines) store_lines.emplace(seq, line);
+  }
   while (!text.empty()) {
     size_t start = 0;
-    auto head = ReadHead(ledger->codec_, last_line(&start), path);
+    const std::string line = last_line(&start);
+    auto head = ReadHead(ledger->codec_, line, path);
     if (!head) {
       return Status::Corruption("the last record of the ledger " + path +
                                 " does not match its hash; run `liaison audit verify`");
     }
-    if (committed_seq && head->seq > *committed_seq) {
+    auto in_store = store_lines.find(head->seq);
+    if ((committed_seq && head->seq > *committed_seq) ||
+        (in_store != store_lines.end() && in_store->second != line)) {
       // Written for a batch whose store commit never happened (the broker
       // stopped in between): that batch was answered `unavailable`, so its
       // records are not part of what happened.

@@ -88,12 +88,20 @@ class Ledger {
   // lacks are appended from `committed_lines`; if they are not there either,
   // Open fails (Corruption). Without `committed_seq` (a store that never
   // committed a record: new, or an older broker's), the file is the truth.
+  //
+  // With `store_is_authoritative` (a PostgreSQL store shared by several
+  // brokers, each with its own file, docs/audit.md), the store's lines are
+  // the chain: a record at the end of the file that differs from the
+  // store's record of the same number (this broker's batch that never
+  // committed, after which another broker went on) is cut as well, so that
+  // the file then continues with the store's records.
   static StatusOr<std::unique_ptr<Ledger>> Open(const std::string& path,
                                                 std::shared_ptr<EVP_PKEY> signing_key,
                                                 const std::array<uint8_t, 32>& case_key,
                                                 uint64_t checkpoint_every,
                                                 std::optional<uint64_t> committed_seq = std::nullopt,
-                                                const std::vector<LedgerLine>& committed_lines = {});
+                                                const std::vector<LedgerLine>& committed_lines = {},
+                                                bool store_is_authoritative = false);
   ~Ledger();
 
   // Adds a record to the batch being built (nothing is written yet).

@@ -54,6 +54,33 @@ void ReadPostgresStore(YamlReader& r, const YAML::Node& store, const std::filesy
   out->password = line;
 }
 
+// store.lease_ttl_ms and lease_renew_ms: only a postgresql store has a
+// lease. Renewing at most every third of the TTL leaves two renewals that
+// may fail (a slow query, a blip) before the lease runs out.
+void ReadLease(YamlReader& r, const YAML::Node& store, StoreConfig* out) {
+  if (out->backend != "postgresql") {
+    for (const char* key : {"lease_ttl_ms", "lease_renew_ms"}) {
+      if (store[key]) {
+        r.Error(store[key], std::string("store.") + key,
+                "only for backend: postgresql (brokers share a lease only on a PostgreSQL store)");
+      }
+    }
+    return;
+  }
+  if (!r.ReadUint(store, "store", "lease_ttl_ms", 1000, 600000, &out->lease_ttl_ms) ||
+      !r.ReadUint(store, "store", "lease_renew_ms", 100, 200000, &out->lease_renew_ms)) {
+    return;
+  }
+  if (out->lease_renew_ms * 3 > out->lease_ttl_ms) {
+    const char* key = store["lease_renew_ms"] ? "lease_renew_ms" : "lease_ttl_ms";
+    r.Error(store[key], std::string("store.") + key,
+            "lease_renew_ms (" + std::to_string(out->lease_renew_ms) + ") must be at most a third of lease_ttl_ms (" +
+                std::to_string(out->lease_ttl_ms) +
+                "), so that a broker renews at least three times per lease; e.g. lease_ttl_ms: 5000, "
+                "lease_renew_ms: 1000");
+  }
+}
+
 }  // namespace
 
 bool SameBindAddress(std::string_view a, std::string_view b) {
@@ -181,7 +208,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   if (const YAML::Node store = root["store"]) {
     if (r.ExpectMap(store, "store", {"backend", "path", "url", "password_file", "key_file",
                                      "max_queue_per_recipient", "redelivery_timeout_ms", "delivery_window",
-                                     "max_batch"})) {
+                                     "max_batch", "lease_ttl_ms", "lease_renew_ms"})) {
       // The backends this build has (store::Store is the interface they
       // implement); naming another is a configuration error, not a silent
       // fallback.
@@ -202,6 +229,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
       r.ReadUint(store, "store", "redelivery_timeout_ms", 100, 86400000, &c.store.redelivery_timeout_ms);
       r.ReadUint(store, "store", "delivery_window", 1, 10000, &c.store.delivery_window);
       r.ReadUint(store, "store", "max_batch", 1, 100000, &c.store.max_batch);
+      ReadLease(r, store, &c.store);
     }
   } else {
     r.Error(root, "", "missing required key 'store' (path and key_file of the durable store)");

@@ -38,6 +38,12 @@ struct StoreConfig {
   uint64_t redelivery_timeout_ms = 30000;     // unacked deliveries go out again after this
   uint64_t delivery_window = 64;              // unacked deliveries in flight per recipient
   uint64_t max_batch = 256;                   // messages per group commit
+  // postgresql: the lease that makes one of the brokers sharing the
+  // database the active one (docs/operations.md, "High availability").
+  // A broker that cannot renew for lease_ttl_ms steps down; renewing every
+  // lease_renew_ms leaves room for a few failed renewals in between.
+  uint64_t lease_ttl_ms = 5000;
+  uint64_t lease_renew_ms = 1000;
 };
 
 struct LedgerConfig {

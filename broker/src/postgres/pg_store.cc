@@ -167,14 +167,16 @@ constexpr StatementText kStatements[kStmtCount] = {
     {"l_key_check", "SELECT value FROM meta WHERE name = 'key_check'"},
     {"l_put_key_check", "INSERT INTO meta (name, value) VALUES ('key_check', $1::bytea) ON CONFLICT (name) DO NOTHING"},
     {"l_fence", "SELECT liaison_fence($1::bigint)"},
-    // Free, expired, or already ours: taken (ttl by the database's clock).
-    // The epoch grows unless the holder renews an unexpired lease.
+    // Free, expired, or already this holder's: taken (ttl by the
+    // database's clock), always with a new epoch. A broker restarted under
+    // the same holder name takes its own unexpired lease at once, and the
+    // new epoch fences whatever of its former self may still run (paused,
+    // not dead). Renewals go through l_renew_lease.
     {"l_acquire_lease",
      "INSERT INTO lease AS l (id, holder, epoch, expires_at) "
      "VALUES (1, $1::text, 1, clock_timestamp() + $2::bigint * interval '1 millisecond') "
      "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, "
-     "epoch = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp() THEN l.epoch "
-     "ELSE l.epoch + 1 END "
+     "epoch = l.epoch + 1 "
      "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() RETURNING l.epoch"},
     {"l_renew_lease",
      "UPDATE lease SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' "
@@ -564,10 +566,10 @@ Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) co
                           .Text(text),
                       "writing ledger records"});
   }
-  if (batch.trim_ledger_to > 0) {
-    calls->push_back({kTrimLedger, Params().Int(static_cast<int64_t>(batch.trim_ledger_to)),
-                      "trimming ledger records"});
-  }
+  // batch.trim_ledger_to is not applied: brokers sharing this database
+  // each have their own ledger file, so the database keeps every record
+  // and is the authoritative chain, which a broker taking the lease brings
+  // its file up to (docs/audit.md).
   if (batch.purge_before_ms > 0) calls->push_back({kPurge, Params().Int(batch.purge_before_ms), "purging"});
   if (max_value_bytes_ > 0) {
     for (const Call& call : *calls) {

@@ -77,13 +77,13 @@ class PgStore final : public Store {
 
   // The lease that makes one of several brokers on this database the
   // active one (table lease; times by the database's clock, so the
-  // brokers' clocks do not matter). Groundwork: the broker does not take
-  // it yet (docs/operations.md 6b).
+  // brokers' clocks do not matter). The broker takes and renews
+  // it through broker/src/lease_keeper.h (docs/operations.md, high availability).
   //
   // Takes the lease for `holder` for `ttl_ms` if it is free, expired, or
-  // already `holder`'s; returns its epoch (the same on a renewal of an
-  // unexpired lease, one more on every other change of hands), or nullopt
-  // while another holder's lease runs.
+  // already `holder`'s; returns its new epoch (one more at every take, so
+  // that a restarted holder fences its former self), or nullopt while
+  // another holder's lease runs. A holder keeps its lease with RenewLease.
   StatusOr<std::optional<int64_t>> AcquireLease(const std::string& holder, int64_t ttl_ms);
   // Extends `holder`'s unexpired lease of `epoch`; false if it was lost
   // (expired, or taken).

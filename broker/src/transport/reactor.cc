@@ -5,6 +5,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <future>
 #include <set>
 #include <zmq_addon.hpp>
 
@@ -56,20 +59,33 @@ std::map<std::string, ZapHandler::KeyWindow> DomainWindows(const std::vector<Ser
 
 }  // namespace
 
+struct Reactor::Activation {
+  std::unique_ptr<store::Store> store, reader;
+  std::unique_ptr<audit::Ledger> ledger;
+  std::promise<Status> done;
+};
+
 Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
                  std::shared_ptr<const policy::PolicySet> policies,
                  std::unique_ptr<store::Store> store, std::unique_ptr<store::Store> reader,
                  std::unique_ptr<audit::Ledger> ledger, Metrics* metrics)
+    : Reactor(std::move(config), std::move(server_keys), std::move(policies), metrics) {
+  core_ = std::make_unique<Pipeline>(config_, std::move(store), std::move(reader), std::move(ledger), metrics,
+                                     &stats_, static_cast<Link*>(this), [this] { return this->policies(); });
+  core_ready_ = true;
+}
+
+Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
+                 std::shared_ptr<const policy::PolicySet> policies, Metrics* metrics)
     : config_(std::move(config)),
       served_keys_(ServedKeys(std::move(server_keys))),
       policies_(std::move(policies)),
       context_(1),
       zap_(context_, [this] { return this->policies()->shared_directory(); },
            DomainWindows(served_keys_)),
-      metrics_(metrics),
-      core_(config_, std::move(store), std::move(reader), std::move(ledger), metrics, &stats_, this,
-            [this] { return this->policies(); }) {
+      metrics_(metrics) {
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  activate_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   Metrics::External e;
   e.deliveries = &stats_.deliveries;
   e.acks = &stats_.acks;
@@ -92,17 +108,83 @@ Reactor::~Reactor() {
   router_.reset();
   zap_.Stop();
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (activate_fd_ >= 0) ::close(activate_fd_);
 }
 
 std::shared_ptr<const policy::PolicySet> Reactor::policies() const {
   return std::atomic_load(&policies_);
 }
 
-void Reactor::RecordEvents(std::vector<audit::Entry> events) { core_.RecordEvents(std::move(events)); }
+void Reactor::RecordEvents(std::vector<audit::Entry> events) {
+  // Under the lock, so that an activation cannot take the standby's events
+  // between the check and the append.
+  std::lock_guard<std::mutex> lock(activation_mu_);
+  if (core_ready_) {
+    core_->RecordEvents(std::move(events));
+  } else {
+    for (auto& e : events) standby_events_.push_back(std::move(e));
+  }
+}
 
 StatusOr<SetAsideOutcome> Reactor::ActOnSetAside(const SetAsideRequest& request,
                                                  std::chrono::milliseconds timeout) {
-  return core_.ActOnSetAside(request, timeout);
+  if (!core_ready_) {
+    return Status::Unavailable("this broker is a standby (another broker holds the store's lease); "
+                               "ask the active broker");
+  }
+  return core_->ActOnSetAside(request, timeout);
+}
+
+Status Reactor::Activate(std::unique_ptr<store::Store> store, std::unique_ptr<store::Store> reader,
+                         std::unique_ptr<audit::Ledger> ledger, std::chrono::milliseconds timeout) {
+  auto activation = std::make_shared<Activation>();
+  activation->store = std::move(store);
+  activation->reader = std::move(reader);
+  activation->ledger = std::move(ledger);
+  std::future<Status> done = activation->done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(activation_mu_);
+    if (core_ || activation_) return Status::Internal("the broker is already active");
+    activation_ = activation;
+  }
+  uint64_t one = 1;
+  if (::write(activate_fd_, &one, sizeof one) != sizeof one) {
+    std::lock_guard<std::mutex> lock(activation_mu_);
+    activation_.reset();
+    return Status::Internal(std::string("cannot wake the reactor: ") + std::strerror(errno));
+  }
+  if (done.wait_for(timeout) != std::future_status::ready) {
+    return Status::DeadlineExceeded("the reactor did not take the activation within " +
+                                    std::to_string(timeout.count()) + " ms");
+  }
+  return done.get();
+}
+
+void Reactor::TakeActivation() {
+  uint64_t count;
+  [[maybe_unused]] ssize_t n = ::read(activate_fd_, &count, sizeof count);
+  std::shared_ptr<Activation> activation;
+  {
+    std::lock_guard<std::mutex> lock(activation_mu_);
+    activation = std::move(activation_);
+  }
+  if (!activation || core_) return;
+  auto core = std::make_unique<Pipeline>(config_, std::move(activation->store), std::move(activation->reader),
+                                         std::move(activation->ledger), metrics_, &stats_, static_cast<Link*>(this),
+                                         [this] { return this->policies(); });
+  if (Status st = core->Start(); !st.ok()) {
+    activation->done.set_value(st);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(activation_mu_);
+    core_ = std::move(core);
+    core_->RecordEvents(std::move(standby_events_));
+    standby_events_.clear();
+    core_ready_ = true;
+  }
+  metrics_->SetReady(true, "");
+  activation->done.set_value(Status::Ok());
 }
 
 void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
@@ -111,8 +193,8 @@ void Reactor::SetPolicies(std::shared_ptr<const policy::PolicySet> policies) {
 
 
 Status Reactor::Bind() {
-  if (wake_fd_ < 0) return Status::Internal("eventfd failed");
-  LIAISON_RETURN_IF_ERROR(core_.Start());
+  if (wake_fd_ < 0 || activate_fd_ < 0) return Status::Internal("eventfd failed");
+  if (core_) LIAISON_RETURN_IF_ERROR(core_->Start());
   LIAISON_RETURN_IF_ERROR(zap_.Start());
   try {
     router_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
@@ -186,21 +268,27 @@ void Reactor::Stop() {
 void Reactor::Run() {
   spdlog::info("event=listening endpoint={} agencies={} policy_version={}", endpoint_,
                policies()->directory().agencies().size(), policies()->version());
-  metrics_->SetReady(true, "");
+  if (core_) {
+    metrics_->SetReady(true, "");
+  } else {
+    metrics_->SetReady(false, "role=standby: another broker holds the store's lease");
+  }
   metrics_->Beat();
   zmq::pollitem_t items[] = {
       {router_->handle(), 0, ZMQ_POLLIN, 0},
       {monitor_->handle(), 0, ZMQ_POLLIN, 0},
       {nullptr, wake_fd_, ZMQ_POLLIN, 0},
-      {nullptr, core_.commit_fd(), ZMQ_POLLIN, 0},
+      {nullptr, activate_fd_, ZMQ_POLLIN, 0},
+      {nullptr, core_ ? core_->commit_fd() : -1, ZMQ_POLLIN, 0},
   };
   auto next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (true) {
     const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(
         next_timer - std::chrono::steady_clock::now());
-    items[0].events = core_.accepting() ? ZMQ_POLLIN : 0;
+    items[0].events = !core_ || core_->accepting() ? ZMQ_POLLIN : 0;
     try {
-      zmq::poll(items, 4, std::max(wait, std::chrono::milliseconds(0)));
+      // The core's commit fd only once there is a core.
+      zmq::poll(items, core_ ? 5 : 4, std::max(wait, std::chrono::milliseconds(0)));
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       spdlog::critical("event=poll_failed error=\"{}\"", e.what());
@@ -209,12 +297,17 @@ void Reactor::Run() {
     if (items[2].revents & ZMQ_POLLIN) break;
     metrics_->Beat();
     if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
-    if (items[3].revents & ZMQ_POLLIN) core_.OnCommitReady();
+    if (items[3].revents & ZMQ_POLLIN) {
+      TakeActivation();
+      if (core_) items[4].fd = core_->commit_fd();
+      continue;  // items[4] was not polled this round
+    }
+    if (core_ && (items[4].revents & ZMQ_POLLIN)) core_->OnCommitReady();
     if (items[0].revents & ZMQ_POLLIN) {
       // One batch: drain what is waiting (up to max_batch messages), then
       // commit it with one fsync and answer everyone in it.
-      core_.BeginDrain();
-      for (int i = 0; i < kDrainBatch * 4 && core_.batch_messages() < config_.store.max_batch; ++i) {
+      if (core_) core_->BeginDrain();
+      for (int i = 0; i < kDrainBatch * 4 && (!core_ || core_->batch_messages() < config_.store.max_batch); ++i) {
         std::vector<zmq::message_t> frames;
         try {
           if (!zmq::recv_multipart(*router_, std::back_inserter(frames), zmq::recv_flags::dontwait)) {
@@ -226,14 +319,14 @@ void Reactor::Run() {
         }
         HandleRouterMessage(frames);
       }
-      core_.FinishBatch();
+      if (core_) core_->FinishBatch();
     }
     if (std::chrono::steady_clock::now() >= next_timer) {
       OnTimer();
       next_timer = std::chrono::steady_clock::now() + std::chrono::seconds(1);
     }
   }
-  core_.Shutdown();
+  if (core_) core_->Shutdown();
   spdlog::info(
       "event=stopping messages_in={} rejected={} stored={} deliveries={} duplicates={} "
       "malformed={} handshake_failures={}",
@@ -278,14 +371,18 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
     return;
   }
   const std::string_view command = frames[1].to_string_view();
+  if (!core_) {
+    AnswerStandby(command, *agency, routing_id, frames[2]);
+    return;
+  }
   if (command == wire::kSend) {
-    core_.HandleSend(*set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
+    core_->HandleSend(*set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
     const char* domain = zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty);
     HandleHello(*agency, key, domain ? domain : "", routing_id, fd, frames[2]);
   } else if (command == wire::kAck) {
-    core_.HandleAck(*agency, {frames[2].data<uint8_t>(), frames[2].size()}, routing_id);
+    core_->HandleAck(*agency, {frames[2].data<uint8_t>(), frames[2].size()}, routing_id);
   } else {
     stats_.malformed_frames++;
     auto receipt = BuildReceipt("", wire::Code::unknown_command,
@@ -293,6 +390,22 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
     SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
     spdlog::warn("event=malformed agency={} reason=unknown_command", agency->id);
   }
+}
+
+void Reactor::AnswerStandby(std::string_view command, const Agency& agency, const std::string& routing_id,
+                            const zmq::message_t& body) {
+  std::string id;
+  if (command == wire::kSend && body.size() <= config_.limits.max_message_bytes) {
+    // Echo the id so that the sender can match it (verified; never logged).
+    std::vector<uint8_t> storage;
+    const wire::Envelope* env = wire::VerifyEnvelope(wire::Aligned({body.data<uint8_t>(), body.size()}, storage));
+    if (env && env->id()) id = env->id()->str();
+  }
+  auto receipt = BuildReceipt(id, wire::Code::standby,
+                              "this broker is a standby: another broker holds the store's lease and is the "
+                              "active one; connect to the next broker endpoint and resend with the same id",
+                              agency.id, {});
+  SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
 }
 
 namespace {
@@ -348,7 +461,7 @@ void Reactor::HandleHello(const Agency& agency, const std::string& key, const st
   std::erase_if(list, [&](const Receiver& r) { return r.routing_id == routing_id; });
   if (hello->role() == wire::Role::receiver) {
     list.push_back({routing_id, fd, key, domain});
-    core_.ReceiverConnected(agency.id);
+    core_->ReceiverConnected(agency.id);
   }
   if (fd >= 0) agency_by_fd_[fd] = agency.id;
   spdlog::info("event=connect agency={} role={} agent={}", agency.id,
@@ -389,7 +502,7 @@ void Reactor::OnTimer() {
     for (const auto& [fd, agency] : agency_by_fd_) connected.insert(agency);
     metrics_->SetConnectedAgencies({connected.begin(), connected.end()});
   }
-  core_.OnTimer();
+  if (core_) core_->OnTimer();
 }
 
 const std::string* Reactor::LiveReceiverOf(const std::string& agency) {

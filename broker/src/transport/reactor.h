@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -70,7 +72,22 @@ class Reactor : private Link {
   Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
           std::shared_ptr<const policy::PolicySet> policies, std::unique_ptr<store::Store> store,
           std::unique_ptr<store::Store> reader, std::unique_ptr<audit::Ledger> ledger, Metrics* metrics);
+  // A standby (an active/standby pair on a PostgreSQL store, docs/operations.md):
+  // it binds and authenticates as usual but has no core until Activate();
+  // meanwhile it answers every HELLO, SEND and ACK with a `standby` receipt
+  // and stores nothing.
+  Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
+          std::shared_ptr<const policy::PolicySet> policies, Metrics* metrics);
   ~Reactor() override;
+
+  // Makes a standby the active broker: the core is made and started on the
+  // reactor's thread with these (as the first constructor's), and serves
+  // from the next message on. Blocks until that is done (at most
+  // `timeout`); its result. Safe from any thread while Run() runs; at most
+  // once. A failure leaves the reactor a standby.
+  Status Activate(std::unique_ptr<store::Store> store, std::unique_ptr<store::Store> reader,
+                  std::unique_ptr<audit::Ledger> ledger, std::chrono::milliseconds timeout);
+  bool active() const { return core_ready_.load(); }
 
   // Starts the core's writer, authentication, and binds the ROUTER, one
   // endpoint per server key still valid. On success endpoint() is the
@@ -113,6 +130,12 @@ class Reactor : private Link {
   std::vector<std::string> ReceiverAgencies() const override;
 
   void HandleRouterMessage(std::vector<zmq::message_t>& frames);
+  // A standby's answer to `command`: a `standby` receipt (a SEND's id
+  // echoed when its envelope verifies).
+  void AnswerStandby(std::string_view command, const Agency& agency, const std::string& routing_id,
+                     const zmq::message_t& body);
+  // On the reactor's thread: takes a pending Activate().
+  void TakeActivation();
   // `key`: the public key (Z85) the connection authenticated with.
   void HandleHello(const Agency& agency, const std::string& key, const std::string& domain,
                    const std::string& routing_id, int fd, const zmq::message_t& body);
@@ -153,7 +176,20 @@ class Reactor : private Link {
   // (after a broker restart) each say HELLO once and are all welcomed.
   bool HelloAllowed(const std::string& agency, const std::string& routing_id);
 
-  Pipeline core_;  // last: it uses the members above through the Link
+  // Activate() hands its parts over here and waits for the result.
+  struct Activation;
+  std::mutex activation_mu_;
+  std::shared_ptr<Activation> activation_;  // GUARDED_BY(activation_mu_)
+  int activate_fd_ = -1;                    // eventfd written by Activate()
+  // Events recorded while a standby (RecordEvents): handed to the core when
+  // it is made.
+  std::vector<audit::Entry> standby_events_;  // GUARDED_BY(activation_mu_)
+
+  // Last: it uses the members above through the Link. Made at construction
+  // (active) or by Activate() on the reactor's thread (standby); never
+  // replaced. core_ready_ publishes it to other threads.
+  std::unique_ptr<Pipeline> core_;
+  std::atomic<bool> core_ready_{false};
 };
 
 }  // namespace liaison::broker
