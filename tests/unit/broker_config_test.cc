@@ -67,6 +67,8 @@ TEST(BrokerConfigTest, ReadsAPostgresqlStoreAndItsPasswordFile) {
   EXPECT_EQ(dir.file("etc/keys/db.password"), c->store.password_file);
   EXPECT_EQ("s3cret-Pw", c->store.password);
   EXPECT_EQ("", c->store.path);  // no file: nothing for --check-config to check the mode of
+  EXPECT_EQ(5000u, c->store.lease_ttl_ms);
+  EXPECT_EQ(1000u, c->store.lease_renew_ms);
 }
 
 TEST(BrokerConfigTest, APasswordFileReadableByOthersIsRefusedWithoutQuotingIt) {
@@ -154,6 +156,27 @@ INSTANTIATE_TEST_SUITE_P(
                       "store: {backend: postgresql, url: \"mysql://h/d\", key_file: k}\n"
                       "ledger: {path: l, signing_key_file: k}\n",
                       {"broker.yaml:4", "store.url", "postgresql://"}},
+        BadConfigCase{"lease_on_sqlite",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {path: s, key_file: k, lease_ttl_ms: 5000}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.lease_ttl_ms", "only for backend: postgresql"}},
+        BadConfigCase{"lease_ttl_too_short",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgresql, url: \"postgresql://h/d\", key_file: k, lease_ttl_ms: 50}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.lease_ttl_ms", "from 1000 to 600000"}},
+        BadConfigCase{"lease_renewed_too_rarely",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgresql, url: \"postgresql://h/d\", key_file: k, lease_ttl_ms: 5000, "
+                      "lease_renew_ms: 2000}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.lease_renew_ms", "at most a third of lease_ttl_ms (5000)"}},
+        BadConfigCase{"lease_ttl_below_the_default_renewal",
+                      "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
+                      "store: {backend: postgresql, url: \"postgresql://h/d\", key_file: k, lease_ttl_ms: 2000}\n"
+                      "ledger: {path: l, signing_key_file: k}\n",
+                      {"broker.yaml:4", "store.lease_ttl_ms", "lease_renew_ms (1000)"}},
         BadConfigCase{"sqlite_with_a_url",
                       "secret_key_file: k\npolicies_dir: p\npseudonym_key_file: q\n"
                       "store: {path: s, url: \"postgresql://h/d\", key_file: k}\n"

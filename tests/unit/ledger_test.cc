@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -311,6 +313,52 @@ TEST_F(LedgerCommitTest, RecordsOfABatchThatNeverCommittedAreCutAtOpen) {
   VerifyReport r = Verify();
   EXPECT_TRUE(r.ok) << Problems(r);
   EXPECT_EQ(committed + 1, r.records);
+}
+
+// Two brokers sharing a PostgreSQL store, each with its own file: the
+// store holds every record and is the chain. Broker A dies with a batch
+// written to its file but never committed; broker B takes over and commits
+// records with the same numbers. When A opens its file against the store
+// again, its divergent end is cut (set aside) and B's records follow.
+TEST_F(LedgerCommitTest, WithAnAuthoritativeStoreADivergentEndIsCutAndTheStoresRecordsFollow) {
+  const std::string other = path_ + ".b";
+  std::filesystem::copy_file(path_, other);
+  std::vector<LedgerLine> store_lines;
+  for (size_t i = 0; i < lines_.size(); ++i) store_lines.emplace_back(i + 1, lines_[i]);
+  {
+    auto a = Ledger::Open(path_, key_, case_key_, 100, lines_.size(), store_lines, true);
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    WriteBatch(**a, 3, "a-never-committed");  // A dies before its commit
+  }
+  {
+    auto b = Ledger::Open(other, key_, case_key_, 100, lines_.size(), store_lines, true);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    auto committed = WriteBatch(**b, 4, "b-committed");
+    (*b)->Keep();
+    store_lines.insert(store_lines.end(), committed.begin(), committed.end());
+  }
+  auto a = Ledger::Open(path_, key_, case_key_, 100, store_lines.back().first, store_lines, true);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(3u, (*a)->uncommitted_cut());
+  EXPECT_EQ(4u, (*a)->restored());
+  EXPECT_EQ(store_lines.back().first, (*a)->last_seq());
+  EXPECT_EQ(Lines(other), Lines(path_)) << "A's file is now the store's chain, as B's is";
+  EXPECT_EQ(3u, Lines(path_ + ".uncommitted").size());
+  WriteBatch(**a, 1, "a-again");
+  (*a)->Keep();
+  VerifyReport r = Verify();
+  EXPECT_TRUE(r.ok) << Problems(r);
+}
+
+// Without an authoritative store (SQLite: one broker, one file), records
+// up to the committed one are the file's own and are not compared.
+TEST_F(LedgerCommitTest, WithoutAnAuthoritativeStoreRecordsUpToTheCommittedOneAreKept) {
+  std::vector<LedgerLine> store_lines;
+  for (size_t i = 0; i < lines_.size(); ++i) store_lines.emplace_back(i + 1, "not the file's line");
+  auto ledger = Ledger::Open(path_, key_, case_key_, 100, lines_.size(), store_lines);
+  ASSERT_TRUE(ledger.ok()) << ledger.status().ToString();
+  EXPECT_EQ(0u, (*ledger)->uncommitted_cut());
+  EXPECT_EQ(lines_, Lines(path_));
 }
 
 TEST_F(LedgerCommitTest, RecordsTheStoreCommittedButTheFileLostAreRestoredAtOpen) {
