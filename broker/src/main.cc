@@ -148,6 +148,9 @@ liaison::StatusOr<ActiveParts> OpenActiveParts(const liaison::broker::BrokerConf
     // Every batch from now on first checks that this epoch's lease still
     // runs: once it is lost, nothing more commits.
     (*opened)->FenceWith(epoch);
+    if (auto st = (*opened)->SetSessionTimeouts(0, static_cast<int64_t>(config.store.lease_ttl_ms)); !st.ok()) {
+      return st;
+    }
     parts.store = std::move(*opened);
   } else {
     auto opened = OpenStore(config.store, key, /*writer=*/true, max_value_bytes);
@@ -353,6 +356,11 @@ int main(int argc, char** argv) {
     auto lease_store = liaison::store::PgStore::Open({config->store.url, config->store.password}, *store_key);
     if (!lease_store.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", lease_store.status().message());
+      return kExitRuntimeError;
+    }
+    if (auto st = (*lease_store)->SetSessionTimeouts(static_cast<int64_t>(config->store.lease_renew_ms), 0);
+        !st.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", st.message());
       return kExitRuntimeError;
     }
     // One try before anything listens: a broker restarted after a crash

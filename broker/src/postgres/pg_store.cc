@@ -385,6 +385,24 @@ PgStore::~PgStore() {
   if (conn_) PQfinish(conn_);
 }
 
+Status PgStore::SetSessionTimeouts(int64_t lock_timeout_ms, int64_t idle_in_transaction_ms) {
+  lock_timeout_ms_ = lock_timeout_ms;
+  idle_in_transaction_ms_ = idle_in_transaction_ms;
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  return ApplySessionTimeouts();
+}
+
+Status PgStore::ApplySessionTimeouts() {
+  for (const auto& [name, ms] : {std::pair<const char*, int64_t>{"lock_timeout", lock_timeout_ms_},
+                                 {"idle_in_transaction_session_timeout", idle_in_transaction_ms_}}) {
+    if (ms <= 0) continue;
+    const std::string sql = std::string("SET ") + name + " = " + std::to_string(ms);
+    Result set = Wrap(PQexec(conn_, sql.c_str()));
+    if (!Succeeded(set)) return Status::IoError("store " + where_ + ": " + ServerError(set.get(), conn_));
+  }
+  return Status::Ok();
+}
+
 Status PgStore::Connect() {
   if (conn_) {
     PQfinish(conn_);
@@ -425,7 +443,7 @@ Status PgStore::Connect() {
     Result set = Wrap(PQexec(conn_, "SET synchronous_commit = on"));
     if (!Succeeded(set)) return Status::IoError("store " + where_ + ": " + ServerError(set.get(), conn_));
   }
-  return Status::Ok();
+  return ApplySessionTimeouts();
 }
 
 Status PgStore::EnsureConnected() {

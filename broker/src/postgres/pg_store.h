@@ -94,6 +94,14 @@ class PgStore final : public Store {
   // batch fails as a whole. A takeover waits for a batch that passed the
   // check, so no batch of an older epoch commits after it.
   void FenceWith(int64_t epoch) { fence_epoch_ = epoch; }
+  // Server-side limits for this connection's sessions (0: the server's
+  // default), applied now and at every reconnection. A broker paused in
+  // the middle of a batch holds the lease row until its transaction ends:
+  // `idle_in_transaction_ms` on the fenced writer lets the server end it,
+  // so a takeover is not held up for the length of the pause; `lock_timeout_ms`
+  // on the lease connection makes a take or renewal that waits for such a
+  // row fail and be tried again instead of hanging.
+  Status SetSessionTimeouts(int64_t lock_timeout_ms, int64_t idle_in_transaction_ms);
 
   // One prepared statement's use: its parameters, sent in binary.
   class Params;
@@ -106,6 +114,7 @@ class PgStore final : public Store {
   Status PrepareAll();
   Status Migrate();
   Status CheckKey();
+  Status ApplySessionTimeouts();
   // Sends `calls` between BEGIN and COMMIT in one pipeline and checks every
   // result; on any failure the transaction is rolled back.
   struct Call;
@@ -118,6 +127,7 @@ class PgStore final : public Store {
   StoreKey key_{};
   size_t max_value_bytes_ = 0;
   int64_t fence_epoch_ = 0;  // see FenceWith
+  int64_t lock_timeout_ms_ = 0, idle_in_transaction_ms_ = 0;  // see SetSessionTimeouts
 };
 
 }  // namespace liaison::store
