@@ -447,6 +447,37 @@ TEST_F(HaTest, APausedActiveBrokerThatResumesCommitsNothingAndStepsDown) {
   EXPECT_TRUE(LedgerVerifies(*b_));
 }
 
+// (c, the fence itself) The lease is taken from the active broker between
+// two of its renewals (as a broker that was paused finds on waking): its
+// next batch fails whole at the fence and is answered `unavailable`, never
+// `stored`; at its next renewal it steps down (exit 75). A long renewal
+// interval makes the order certain.
+TEST_F(HaTest, ABrokerWhoseLeaseWasTakenCommitsNothingAndStepsDownAtItsNextRenewal) {
+  const std::string settings = StoreSettings(cluster_, "taken", 30000, 10000);
+  a_ = std::make_unique<BrokerProcess>(dir_a_, std::vector<TestAgency>{exit_, youth_}, "", false, settings);
+  ASSERT_TRUE(a_->Start().ok()) << a_->log();
+  ASSERT_TRUE(a_->WaitForLog("event=ha_active", 10000)) << a_->log();
+  auto sender = Agent::Connect(AgentAt(*a_, exit_, wire::Role::sender));
+  ASSERT_TRUE(sender.ok());
+  ASSERT_TRUE(SendUntilStored(sender->get(), "m0"));
+
+  // Another holder takes the lease, with the next epoch (as a standby does).
+  EXPECT_EQ("other", Query(url_, password_,
+                           "UPDATE lease SET holder = 'other', epoch = epoch + 1, "
+                           "expires_at = clock_timestamp() + interval '1 hour' RETURNING holder"));
+  auto receipt = (*sender)->Send(Update("m1", youth_.id));
+  ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+  EXPECT_EQ(wire::Code::unavailable, (*receipt)->code()) << "a broker without the lease must not store";
+  EXPECT_EQ("0", Query(url_, password_, "SELECT COUNT(*) FROM receipts WHERE message_id = 'm1'"));
+  EXPECT_TRUE(a_->WaitForLog("no longer held by this broker")) << a_->log();
+
+  const auto code = a_->WaitExit(20000);  // bounded: one renewal interval and a margin
+  ASSERT_TRUE(code.has_value()) << a_->log();
+  EXPECT_EQ(75, *code);
+  EXPECT_NE(std::string::npos, a_->log().find("event=ha_lost_lease")) << a_->log();
+  EXPECT_EQ("0", Query(url_, password_, "SELECT COUNT(*) FROM receipts WHERE message_id = 'm1'"));
+}
+
 // (d) The database goes away under the active broker: senders get
 // `unavailable`, /readyz is not ready; when it returns, service resumes by
 // itself (within the lease, which the broker renews again) and nothing
