@@ -10,7 +10,7 @@
 // table; writes OUT/<report>.json (schemas/bench.fbs) and OUT/<curve>.svg.
 // Stops every process it starts.
 //
-//   liaison_bench [--out DIR] [--repetitions N] [--quick] [--only PART]... [--perf FILE]
+//   liaison_bench [--out DIR] [--repetitions N] [--quick] [--only PART]... [--perf FILE [--perf-system S]]
 //   liaison_bench forwarder KEY_FILE READY_FILE      (the baseline's process)
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -50,6 +50,7 @@ struct Options {
   int repetitions = 3;
   bool quick = false;  // fewer messages and points: a smoke run of the bench itself
   std::string perf;    // if set: perf samples the broker's first saturation run into this file
+  std::string perf_system = "liaison";  // ... of this system
   std::string self_exe;
 };
 
@@ -122,7 +123,7 @@ StatusOr<FigureT> MeasureFigure(const Options& o, const System& system, uint64_t
     LoadSpec saturate;
     saturate.messages = saturation_messages;
     pid_t perf = -1;
-    if (!o.perf.empty() && system.name == "liaison" && system.pairs == 1 && r == 0) {
+    if (!o.perf.empty() && system.name == o.perf_system && system.pairs == 1 && r == 0) {
       perf = testing::Spawn({"perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
                              "-p", std::to_string(system.server_pid), "-o", o.perf},
                             -1, -1);
@@ -607,10 +608,11 @@ int main(int argc, char** argv) {
     else if (arg == "--quick") o.quick = true;
     else if (arg == "--only" && i + 1 < argc) only.push_back(argv[++i]);
     else if (arg == "--perf" && i + 1 < argc) o.perf = argv[++i];
+    else if (arg == "--perf-system" && i + 1 < argc) o.perf_system = argv[++i];
     else {
       std::fprintf(stderr,
                    "usage: %s [--out DIR] [--repetitions N] [--quick] [--only compare|agencies|rules|size]... "
-                   "[--perf FILE]\n",
+                   "[--perf FILE [--perf-system liaison|liaison-pg]]\n",
                    argv[0]);
       return 2;
     }

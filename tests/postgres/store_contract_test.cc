@@ -156,6 +156,43 @@ TYPED_TEST(StoreContractTest, QueuesInOrderAcksAndDedupes) {
   EXPECT_TRUE(store->Disclosures("a", "CASE-2")->empty());
 }
 
+// A batch's copies are written together (PostgreSQL: one statement of
+// arrays); each recipient's queue keeps the batch's order, and many
+// receipts are read in one call, by position, with ids unique per sender.
+TYPED_TEST(StoreContractTest, ABatchKeepsItsOrderAndManyReceiptsAreFoundAtOnce) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  for (int i = 0; i < 200; ++i) {
+    batch.copies.push_back(Copy(i % 3 == 0 ? "a" : "x", "m" + std::to_string(i), i % 2 ? "b" : "c", "CASE-1",
+                                "body" + std::to_string(i)));
+    batch.receipts.push_back({i % 3 == 0 ? "a" : "x", "m" + std::to_string(i), Bytes("r" + std::to_string(i)),
+                              2000000});
+  }
+  ASSERT_TRUE(store->Apply(batch).ok());
+  for (const std::string recipient : {"b", "c"}) {
+    auto pending = store->Pending(recipient, 0, 1000, nullptr);
+    ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+    ASSERT_EQ(100u, pending->size());
+    for (size_t k = 0; k < pending->size(); ++k) {
+      const int i = static_cast<int>(2 * k) + (recipient == "b" ? 1 : 0);
+      EXPECT_EQ("m" + std::to_string(i), (*pending)[k].message_id);
+      EXPECT_EQ(Bytes("body" + std::to_string(i)), (*pending)[k].envelope);
+      if (k > 0) EXPECT_LT((*pending)[k - 1].seq, (*pending)[k].seq);
+    }
+  }
+  auto found = store->FindReceipts({{"a", "m3"}, {"a", "m4"}, {"x", "m4"}, {"a", "m3"}, {"a", "nope"}, {"x", "m199"}});
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  ASSERT_EQ(6u, found->size());
+  EXPECT_EQ(Bytes("r3"), (*found)[0].value_or(std::vector<uint8_t>{}));
+  EXPECT_FALSE((*found)[1].has_value()) << "m4 is x's, not a's";
+  EXPECT_EQ(Bytes("r4"), (*found)[2].value_or(std::vector<uint8_t>{}));
+  EXPECT_EQ(Bytes("r3"), (*found)[3].value_or(std::vector<uint8_t>{})) << "a key asked twice is answered twice";
+  EXPECT_FALSE((*found)[4].has_value());
+  EXPECT_EQ(Bytes("r199"), (*found)[5].value_or(std::vector<uint8_t>{}));
+  EXPECT_TRUE(store->FindReceipts({})->empty());
+}
+
 TYPED_TEST(StoreContractTest, LedgerRecordsCommitWithTheBatchAndSurviveReopening) {
   {
     auto store = this->Open();

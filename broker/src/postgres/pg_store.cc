@@ -84,7 +84,7 @@ constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)
 // binary (text as its bytes, bigint as 8 bytes big-endian, bytea as is).
 enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
-  kTrimLedger, kPurge, kFindReceipt, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
+  kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kStmtCount
 };
@@ -95,22 +95,35 @@ struct StatementText {
 };
 
 constexpr StatementText kStatements[kStmtCount] = {
-    // A copy already queued (a resend) is left as it is, body and all.
+    // A batch's copies in one statement (arrays, one element per copy, in
+    // queue order: the identity follows the ordinality). A copy already
+    // queued (a resend) is left as it is, body and all.
     {"l_enqueue",
-     "WITH m AS (INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
-     "purge_after_ms, label) VALUES ($1::text, $2::text, $3::text, $4::bytea, 0, $5::bigint, $6::bigint, "
-     "$7::bigint, $8::text) ON CONFLICT (sender, message_id, recipient) DO NOTHING RETURNING seq), "
-     "b AS (INSERT INTO bodies (seq, sealed) SELECT seq, $9::bytea FROM m) "
-     "INSERT INTO disclosures (sender, case_hash, recipient) VALUES ($1::text, $4::bytea, $3::text) "
+     "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[], "
+     "$6::bigint[], $7::bigint[], $8::text[], $9::bytea[]) WITH ORDINALITY AS t(sender, message_id, recipient, "
+     "case_hash, created_ms, expires_ms, purge_after_ms, label, sealed, ord)), "
+     "m AS (INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
+     "purge_after_ms, label) SELECT sender, message_id, recipient, case_hash, 0, created_ms, expires_ms, "
+     "purge_after_ms, label FROM i ORDER BY ord ON CONFLICT (sender, message_id, recipient) DO NOTHING "
+     "RETURNING seq, sender, message_id, recipient), "
+     "b AS (INSERT INTO bodies (seq, sealed) SELECT m.seq, i.sealed FROM m JOIN i USING (sender, message_id, "
+     "recipient)) "
+     "INSERT INTO disclosures (sender, case_hash, recipient) SELECT DISTINCT sender, case_hash, recipient FROM i "
      "ON CONFLICT DO NOTHING"},
+    // The batch's receipts (the last one of a key, should a batch hold two).
     {"l_put_receipt",
      "INSERT INTO receipts (sender, message_id, receipt, purge_after_ms) "
-     "VALUES ($1::text, $2::text, $3::bytea, $4::bigint) ON CONFLICT (sender, message_id) "
+     "SELECT DISTINCT ON (sender, message_id) sender, message_id, receipt, purge_after_ms "
+     "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[]) WITH ORDINALITY "
+     "AS t(sender, message_id, receipt, purge_after_ms, ord) ORDER BY sender, message_id, ord DESC "
+     "ON CONFLICT (sender, message_id) "
      "DO UPDATE SET receipt = EXCLUDED.receipt, purge_after_ms = EXCLUDED.purge_after_ms"},
-    // The copy itself is no longer needed once delivered.
+    // The batch's acks. The copy itself is no longer needed once delivered.
     {"l_ack",
-     "WITH u AS (UPDATE messages SET state = 2, acked_ms = $2::bigint WHERE seq = $1::bigint "
-     "AND recipient = $3::text AND state = 0 RETURNING seq) DELETE FROM bodies WHERE seq IN (SELECT seq FROM u)"},
+     "WITH a AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS t(seq, acked_ms, recipient)), "
+     "u AS (UPDATE messages m SET state = 2, acked_ms = a.acked_ms FROM a WHERE m.seq = a.seq "
+     "AND m.recipient = a.recipient AND m.state = 0 RETURNING m.seq) "
+     "DELETE FROM bodies WHERE seq IN (SELECT seq FROM u)"},
     // Only a queued copy changes (one acked meanwhile stays acked); a
     // set-aside one keeps its body (a restored key may open it).
     {"l_change_queued",
@@ -134,6 +147,10 @@ constexpr StatementText kStatements[kStmtCount] = {
      "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)) "
      "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
     {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
+    // The receipts of many (sender, id) keys at once, by the key's position.
+    {"l_find_receipts",
+     "SELECT k.ord, r.receipt FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sender, message_id, ord) "
+     "JOIN receipts r USING (sender, message_id)"},
     // A row without its body is damaged like one whose body does not open.
     {"l_pending",
      "SELECT m.seq, m.sender, m.message_id, b.sealed, m.label FROM messages m LEFT JOIN bodies b "
@@ -234,11 +251,65 @@ class PgStore::Params {
     }
     return Add(std::move(be));
   }
+  // A one-dimensional array in PostgreSQL's binary form (what array_recv
+  // reads): dimensions, no NULLs, the element type's OID, one dimension of
+  // `Array::count` from 1, then each element as its length and bytes.
+  class Array {
+   public:
+    explicit Array(uint32_t element_oid) : oid_(element_oid) {}
+    Array& Add(const void* data, size_t size) {
+      Put32(static_cast<uint32_t>(size));
+      body_.append(static_cast<const char*>(data), size);
+      ++count_;
+      largest_ = std::max(largest_, size);
+      return *this;
+    }
+    Array& Add(const std::string& v) { return Add(v.data(), v.size()); }
+    Array& Add(const std::vector<uint8_t>& v) { return Add(v.data(), v.size()); }
+    Array& Add(int64_t v) {
+      char be[8];
+      for (int i = 7; i >= 0; --i, v = static_cast<int64_t>(static_cast<uint64_t>(v) >> 8)) {
+        be[i] = static_cast<char>(v & 0xff);
+      }
+      return Add(be, sizeof be);
+    }
+    // The largest element: what a store limiting its values refuses.
+    size_t largest() const { return largest_; }
+    std::string Take() {
+      std::string out;
+      out.reserve(20 + body_.size());
+      auto put = [&out](uint32_t v) {
+        for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+      };
+      put(1);  // dimensions
+      put(0);  // no NULLs
+      put(oid_);
+      put(count_);
+      put(1);  // lower bound
+      return out + body_;
+    }
+
+   private:
+    void Put32(uint32_t v) {
+      for (int shift = 24; shift >= 0; shift -= 8) body_.push_back(static_cast<char>((v >> shift) & 0xff));
+    }
+    uint32_t oid_;
+    uint32_t count_ = 0;
+    size_t largest_ = 0;
+    std::string body_;
+  };
+  // The element types' OIDs (pg_type.h; fixed since PostgreSQL 7).
+  static constexpr uint32_t kText = 25, kBytea = 17, kInt8 = 20;
+  Params& Add(Array array) {
+    largest_ = std::max(largest_, array.largest());
+    values_.push_back(array.Take());
+    return *this;
+  }
+
   int size() const { return static_cast<int>(values_.size()); }
+  // The largest value, or array element, of the call.
   size_t largest() const {
-    size_t n = 0;
-    for (const auto& v : values_) n = std::max(n, v.size());
-    return n;
+    return largest_;
   }
   // libpq's arrays; valid while this object is unchanged.
   void Arrays(std::vector<const char*>* values, std::vector<int>* lengths, std::vector<int>* formats) const {
@@ -251,10 +322,12 @@ class PgStore::Params {
 
  private:
   Params& Add(std::string v) {
+    largest_ = std::max(largest_, v.size());
     values_.push_back(std::move(v));
     return *this;
   }
   std::vector<std::string> values_;
+  size_t largest_ = 0;
 };
 
 struct PgStore::Call {
@@ -514,23 +587,58 @@ Status PgStore::CheckKey() {
 
 Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const {
   if (fence_epoch_ > 0) calls->push_back({kFence, Params().Int(fence_epoch_), "checking the lease"});
-  for (const WriteBatch::Copy& c : batch.copies) {
-    const auto sealed = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
+  // One statement each for the copies, the receipts and the acks, however
+  // many the batch holds: the server's cost per statement, not per row,
+  // is what a batch of small rows pays most for.
+  if (!batch.copies.empty()) {
+    using A = Params::Array;
+    A sender(Params::kText), id(Params::kText), recipient(Params::kText), case_hash(Params::kBytea),
+        created(Params::kInt8), expires(Params::kInt8), purge(Params::kInt8), label(Params::kText),
+        sealed(Params::kBytea);
+    for (const WriteBatch::Copy& c : batch.copies) {
+      const auto body = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
                              c.envelope.size());
-    if (!sealed) {
-      return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
+      if (!body) {
+        return Status::Internal(
+            "store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
+      }
+      sender.Add(c.sender);
+      id.Add(c.message_id);
+      recipient.Add(c.recipient);
+      case_hash.Add(CaseHash(key_, c.sender, c.case_ref));
+      created.Add(c.now_ms);
+      expires.Add(c.expires_ms);
+      purge.Add(c.purge_after_ms);
+      label.Add(c.label);
+      sealed.Add(*body);
     }
     Params p;
-    p.Text(c.sender).Text(c.message_id).Text(c.recipient).Bytes(CaseHash(key_, c.sender, c.case_ref));
-    p.Int(c.now_ms).Int(c.expires_ms).Int(c.purge_after_ms).Text(c.label).Bytes(*sealed);
-    calls->push_back({kEnqueue, std::move(p), "queueing a message"});
+    for (A* a : {&sender, &id, &recipient, &case_hash, &created, &expires, &purge, &label, &sealed}) {
+      p.Add(std::move(*a));
+    }
+    calls->push_back({kEnqueue, std::move(p), "queueing messages"});
   }
-  for (const WriteBatch::Receipt& r : batch.receipts) {
-    calls->push_back({kPutReceipt, Params().Text(r.sender).Text(r.message_id).Bytes(r.receipt).Int(r.purge_after_ms),
-                      "writing a receipt"});
+  if (!batch.receipts.empty()) {
+    Params::Array sender(Params::kText), id(Params::kText), receipt(Params::kBytea), purge(Params::kInt8);
+    for (const WriteBatch::Receipt& r : batch.receipts) {
+      sender.Add(r.sender);
+      id.Add(r.message_id);
+      receipt.Add(r.receipt);
+      purge.Add(r.purge_after_ms);
+    }
+    calls->push_back({kPutReceipt,
+                      Params().Add(std::move(sender)).Add(std::move(id)).Add(std::move(receipt)).Add(std::move(purge)),
+                      "writing receipts"});
   }
-  for (const WriteBatch::Acked& a : batch.acks) {
-    calls->push_back({kAck, Params().Int(a.seq).Int(a.now_ms).Text(a.recipient), "recording an ack"});
+  if (!batch.acks.empty()) {
+    Params::Array seq(Params::kInt8), at(Params::kInt8), recipient(Params::kText);
+    for (const WriteBatch::Acked& a : batch.acks) {
+      seq.Add(a.seq);
+      at.Add(a.now_ms);
+      recipient.Add(a.recipient);
+    }
+    calls->push_back({kAck, Params().Add(std::move(seq)).Add(std::move(at)).Add(std::move(recipient)),
+                      "recording acks"});
   }
   for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{3, &batch.expired},
                                     {4, &batch.erased}, {5, &batch.set_aside}}) {
@@ -675,6 +783,28 @@ StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::st
   if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading a receipt: " + ServerError(r.get(), conn_));
   if (PQntuples(r.get()) == 0) return std::optional<std::vector<uint8_t>>();
   return std::optional<std::vector<uint8_t>>(GetBytes(r.get(), 0, 0));
+}
+
+StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> PgStore::FindReceipts(
+    const std::vector<std::pair<std::string, std::string>>& keys) {
+  std::vector<std::optional<std::vector<uint8_t>>> out(keys.size());
+  if (keys.empty()) return out;
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Params::Array senders(Params::kText), ids(Params::kText);
+  for (const auto& [sender, id] : keys) {
+    senders.Add(sender);
+    ids.Add(id);
+  }
+  Result r = Exec(conn_, kFindReceipts, Params().Add(std::move(senders)).Add(std::move(ids)));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading receipts: " + ServerError(r.get(), conn_));
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    const int64_t ord = GetInt(r.get(), row, 0);
+    if (ord < 1 || ord > static_cast<int64_t>(keys.size())) {
+      return Status::Internal("store " + where_ + ": reading receipts: the server answered a key it was not asked");
+    }
+    out[static_cast<size_t>(ord - 1)] = GetBytes(r.get(), row, 1);
+  }
+  return out;
 }
 
 StatusOr<std::vector<QueuedMessage>> PgStore::Pending(const std::string& recipient, int64_t after_seq, int limit,

@@ -61,6 +61,9 @@ class PgStore final : public Store {
   Status Apply(const WriteBatch& batch) override;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
+  // One round trip for all of them.
+  StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> FindReceipts(
+      const std::vector<std::pair<std::string, std::string>>& keys) override;
   // Without `damaged`, a copy that does not decrypt is set aside at once.
   StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq, int limit,
                                                std::vector<int64_t>* damaged = nullptr) override;

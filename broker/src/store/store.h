@@ -133,6 +133,19 @@ class Store {
   // The receipt first given for (sender, id), if any.
   virtual StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                                    const std::string& message_id) = 0;
+  // FindReceipt for each (sender, id) of `keys`, in the same order: one
+  // round trip where the backend can (the default asks one by one).
+  virtual StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> FindReceipts(
+      const std::vector<std::pair<std::string, std::string>>& keys) {
+    std::vector<std::optional<std::vector<uint8_t>>> out;
+    out.reserve(keys.size());
+    for (const auto& [sender, id] : keys) {
+      auto found = FindReceipt(sender, id);
+      if (!found.ok()) return found.status();
+      out.push_back(std::move(*found));
+    }
+    return out;
+  }
   // Queued copies of `recipient` with seq > after_seq, in order, at most
   // `limit`, decrypted. A copy that does not decrypt is logged (its seq,
   // never contents) and skipped, and its seq added to `damaged` for the

@@ -279,7 +279,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
   }
   const std::string_view command = frames[1].to_string_view();
   if (command == wire::kSend) {
-    core_.HandleSend(*set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
+    core_.HandleSend(set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
     const char* domain = zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty);
