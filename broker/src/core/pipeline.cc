@@ -559,6 +559,8 @@ void Pipeline::SubmitForming(bool checkpoint) {
   c.touched = std::move(touched_);
   c.notice_for = std::move(notice_for_);
   c.receipt_keys = std::move(forming_receipt_keys_);
+  c.events = std::move(forming_events_);
+  forming_events_.clear();
   c.notices_sent = forming_.notices_sent;
   replies_.clear();
   touched_.clear();
@@ -642,6 +644,17 @@ void Pipeline::Finish(Committing c, const CommitResult& committed) {
     uncommitted_receipts_.clear();
     notices_sending_.clear();
     ledger_->Discard();
+    {
+      // The events (policy versions going live, refused reloads) were not
+      // decided by a message that its sender will resend: they go again
+      // with the next batch instead of being lost.
+      std::lock_guard<std::mutex> lock(events_mu_);
+      std::vector<audit::Entry> again = std::move(c.events);
+      for (auto& e : forming_events_) again.push_back(std::move(e));
+      for (auto& e : events_) again.push_back(std::move(e));
+      events_ = std::move(again);
+      forming_events_.clear();
+    }
     touched_.clear();
     notice_for_.clear();
     c.touched.clear();
@@ -747,7 +760,10 @@ void Pipeline::OnTimer() {
   const int64_t now = NowMs();
   {
     std::lock_guard<std::mutex> lock(events_mu_);
-    for (const auto& e : events_) ledger_->Add(e);
+    for (auto& e : events_) {
+      ledger_->Add(e);
+      forming_events_.push_back(std::move(e));
+    }
     events_.clear();
   }
   HandleSetAsideCalls();

@@ -204,6 +204,7 @@ class Pipeline {
     std::set<std::string> touched, notice_for;
     std::vector<std::string> receipt_keys;  // in uncommitted_receipts_
     std::vector<int64_t> notices_sent;      // in notices_sending_
+    std::vector<audit::Entry> events;       // RecordEvents' records in this batch
     uint64_t trim_to = 0;
   };
   std::optional<Committing> committing_;
@@ -212,6 +213,7 @@ class Pipeline {
   store::WriteBatch forming_;
   size_t forming_messages_ = 0;
   std::vector<std::string> forming_receipt_keys_;
+  std::vector<audit::Entry> forming_events_;  // RecordEvents' records in the forming batch
   // Receipts of the forming and the committing batch, by ReceiptKey: a
   // resend is recognised before its original is committed.
   std::unordered_map<std::string, std::vector<uint8_t>> uncommitted_receipts_;
