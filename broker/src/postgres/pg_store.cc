@@ -3,9 +3,16 @@
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include "store/sealing.h"
 
@@ -75,6 +82,13 @@ constexpr const char* kSchemaV3 = R"sql(
 CREATE INDEX messages_by_purge ON messages (purge_after_ms) WHERE state <> 0;
 )sql";
 
+// Version 4: the last committed batch's token (see PgStore::RunPipeline):
+// when the connection is lost after COMMIT was sent, the token says whether
+// that COMMIT happened.
+constexpr const char* kSchemaV4 = R"sql(
+CREATE TABLE last_batch (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -86,7 +100,7 @@ enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
   kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
-  kFence, kAcquireLease, kRenewLease, kStmtCount
+  kFence, kAcquireLease, kRenewLease, kMarkBatch, kBatchMark, kStmtCount
 };
 
 struct StatementText {
@@ -196,6 +210,9 @@ constexpr StatementText kStatements[kStmtCount] = {
     {"l_renew_lease",
      "UPDATE lease SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' "
      "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
+    {"l_mark_batch",
+     "INSERT INTO last_batch (id, token) VALUES (1, $1::text) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token"},
+    {"l_batch_mark", "SELECT token FROM last_batch WHERE id = 1"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -547,6 +564,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV3));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (3)"));
     }
+    if (version < 4) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV4));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (4)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -585,8 +606,9 @@ Status PgStore::CheckKey() {
   return Status::Internal("store " + where_ + ": the key check does not stay written");
 }
 
-Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const {
+Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const {
   if (fence_epoch_ > 0) calls->push_back({kFence, Params().Int(fence_epoch_), "checking the lease"});
+  calls->push_back({kMarkBatch, Params().Text(token), "marking the batch"});
   // One statement each for the copies, the receipts and the acks, however
   // many the batch holds: the server's cost per statement, not per row,
   // is what a batch of small rows pays most for.
@@ -692,10 +714,38 @@ Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) co
 Status PgStore::Apply(const WriteBatch& batch) {
   if (batch.empty()) return Status::Ok();
   std::vector<Call> calls;
+  // Unique per batch of this process (and, by the random part, of any
+  // other): what the database keeps of the last batch it committed.
+  if (token_prefix_.empty()) {
+    uint8_t random[8];
+    if (RAND_bytes(random, sizeof random) != 1) {
+      return Status::Internal("store: OpenSSL's random source failed (RAND_bytes)");
+    }
+    for (uint8_t b : random) token_prefix_ += "0123456789abcdef"[b >> 4], token_prefix_ += "0123456789abcdef"[b & 15];
+  }
+  const std::string token = token_prefix_ + ":" + std::to_string(++batches_);
   // Everything is sealed and checked before anything is sent.
-  LIAISON_RETURN_IF_ERROR(BuildBatch(batch, &calls));
+  LIAISON_RETURN_IF_ERROR(BuildBatch(batch, token, &calls));
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
-  return RunPipeline(calls);
+  Status st = RunPipeline(calls);
+  if (st.ok() || !commit_outcome_unknown_) return st;
+  // The connection was lost after COMMIT was sent: the batch may have
+  // committed. Answering "unavailable" for a stored batch would make the
+  // core undo ledger records the database kept; ask the database.
+  commit_outcome_unknown_ = false;
+  if (Status connected = EnsureConnected(); !connected.ok()) {
+    return Status::IoError(st.message() + "; whether COMMIT happened is unknown: " + connected.message());
+  }
+  Result r = Exec(conn_, kBatchMark, Params());
+  if (!Succeeded(r)) {
+    return Status::IoError(st.message() + "; whether COMMIT happened is unknown: " + ServerError(r.get(), conn_));
+  }
+  if (PQntuples(r.get()) == 1 && GetText(r.get(), 0, 0) == token) {
+    spdlog::warn("event=store_commit_confirmed store=\"{}\" reason=\"the connection was lost after COMMIT; the "
+                 "database has the batch\"", where_);
+    return Status::Ok();
+  }
+  return st;
 }
 
 Status PgStore::RunPipeline(const std::vector<Call>& calls) {
@@ -713,8 +763,12 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
                                lengths.data(), formats.data(), 1) == 1;
   }
   sent = sent && PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  // From here the server may commit whatever this process hears.
+  const bool commit_queued = sent;
   sent = sent && PQpipelineSync(conn_) == 1;
+  if (sent && break_after_send_for_testing_) BreakConnectionForTesting();
   if (!sent) {
+    commit_outcome_unknown_ = commit_queued;
     // The connection is in an unknown state: drop it (the server rolls an
     // open transaction back); the next call connects again.
     const std::string error = ServerError(nullptr, conn_);
@@ -761,6 +815,10 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
     if (failure.empty()) failure = "the pipeline did not end: " + ServerError(nullptr, conn_);
     PQfinish(conn_);  // the server rolls back whatever was open
     conn_ = nullptr;
+    // COMMIT answered COMMIT: the batch is durable; only the end was lost.
+    if (committed) return Status::Ok();
+    // Lost before COMMIT's answer: the caller asks the database (Apply).
+    commit_outcome_unknown_ = true;
     return Status::IoError("store " + where_ + ": " + failure);
   }
   if (failure.empty() && !committed) failure = "COMMIT did not commit";
@@ -774,6 +832,21 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
     return Status::IoError("store " + where_ + ": " + failure + "; nothing of the batch was stored");
   }
   return Status::Ok();
+}
+
+void PgStore::BreakConnectionForTesting() {
+  break_after_send_for_testing_ = false;
+  // Once the server has answered (so it has run COMMIT), the socket is
+  // replaced by /dev/null: libpq reads an end of file, as when a network
+  // fails between the server's COMMIT and its answer.
+  pollfd p{PQsocket(conn_), POLLIN, 0};
+  ::poll(&p, 1, 5000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    ::dup2(devnull, PQsocket(conn_));
+    ::close(devnull);
+  }
 }
 
 StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::string& sender,

@@ -42,7 +42,7 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no
@@ -97,6 +97,10 @@ class PgStore final : public Store {
   // batch fails as a whole. A takeover waits for a batch that passed the
   // check, so no batch of an older epoch commits after it.
   void FenceWith(int64_t epoch) { fence_epoch_ = epoch; }
+  // Tests: the next Apply loses its connection after the server has run
+  // the batch and before its answer is read (Apply must still say whether
+  // the batch committed).
+  void BreakConnectionAfterNextSendForTesting() { break_after_send_for_testing_ = true; }
 
   // One prepared statement's use: its parameters, sent in binary.
   class Params;
@@ -113,7 +117,9 @@ class PgStore final : public Store {
   // result; on any failure the transaction is rolled back.
   struct Call;
   Status RunPipeline(const std::vector<Call>& calls);
-  Status BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const;
+  // `token` marks the batch in the database (table last_batch).
+  Status BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const;
+  void BreakConnectionForTesting();
 
   pg_conn* conn_ = nullptr;
   PgConnectOptions options_;
@@ -121,6 +127,12 @@ class PgStore final : public Store {
   StoreKey key_{};
   size_t max_value_bytes_ = 0;
   int64_t fence_epoch_ = 0;  // see FenceWith
+  std::string token_prefix_;  // random, per store object: batches' tokens
+  uint64_t batches_ = 0;
+  // RunPipeline lost the connection after sending COMMIT (Apply then asks
+  // the database whether the batch's token is there).
+  bool commit_outcome_unknown_ = false;
+  bool break_after_send_for_testing_ = false;
 };
 
 }  // namespace liaison::store
