@@ -14,22 +14,15 @@
 namespace liaison::broker {
 namespace {
 
-// A queued copy's label carries what its later ledger records (delivered,
-// expired, erased, purged, requeued) need of the message and the store
-// keeps nowhere else: "<case pseudonym>|<payload type>".
-std::string CopyLabel(const std::string& case_pseudonym, const std::string& type) {
-  return case_pseudonym + "|" + type;
-}
-
 // A ledger record about the queued copy that `label` labels: its decision,
 // message, case and type (the rest is the caller's).
 audit::Entry CopyEntry(ledger::Decision decision, const std::string& message_id, const std::string& label) {
   audit::Entry entry;
   entry.decision = decision;
   entry.message_id = message_id;
-  const size_t bar = label.find('|');
-  entry.case_pseudonym = label.substr(0, bar);
-  if (bar != std::string::npos) entry.type = label.substr(bar + 1);
+  store::CopyLabel parts = store::CopyLabel::Parse(label);
+  entry.case_pseudonym = std::move(parts.case_pseudonym);
+  entry.type = std::move(parts.type);
   return entry;
 }
 
@@ -408,7 +401,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
       entry.message_id = e.message_id;
       // The removed message's own type; purpose and the like are the
       // withdrawal's (the store keeps no more about the message).
-      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
+      if (std::string type = store::CopyLabel::Parse(e.label).type; !type.empty()) entry.type = std::move(type);
       entry.reason = "case-withdrawn:" + admission.message_id;
       ledger_->Add(entry);
     }
@@ -416,7 +409,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
 
   // The label carries the ledger's case pseudonym and the type to the
   // message's later ledger records (delivered, expired, erased).
-  const std::string label = CopyLabel(base.case_pseudonym, base.type);
+  const std::string label = store::CopyLabel{base.case_pseudonym, base.type}.Format();
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (const RecipientOutcome& o : outcomes) {
     if (o.code != wire::Code::denied) continue;

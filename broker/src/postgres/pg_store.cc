@@ -1034,10 +1034,8 @@ StatusOr<std::vector<QueueEntry>> PgStore::QueueEntries(const std::string& recip
     e.seq = GetInt(r.get(), row, 0);
     e.sender = GetText(r.get(), row, 1);
     e.message_id = GetText(r.get(), row, 2);
-    // The label is "case pseudonym|type": only the type is shown.
-    const std::string label = GetText(r.get(), row, 3);
-    const auto bar = label.rfind('|');
-    e.type = bar == std::string::npos ? std::string() : label.substr(bar + 1);
+    // Only the type of the label is shown.
+    e.type = CopyLabel::Parse(GetText(r.get(), row, 3)).type;
     e.set_aside = GetInt(r.get(), row, 4) == 5;
     e.created_ms = GetInt(r.get(), row, 5);
     out.push_back(std::move(e));

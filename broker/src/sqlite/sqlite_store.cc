@@ -745,10 +745,8 @@ StatusOr<std::vector<QueueEntry>> SqliteStore::QueueEntries(const std::string& r
     e.seq = q.ColumnInt(0);
     e.sender = q.ColumnText(1);
     e.message_id = q.ColumnText(2);
-    // The label is "case pseudonym|type": only the type is shown.
-    const std::string label = q.ColumnText(3);
-    const auto bar = label.rfind('|');
-    e.type = bar == std::string::npos ? std::string() : label.substr(bar + 1);
+    // Only the type of the label is shown.
+    e.type = CopyLabel::Parse(q.ColumnText(3)).type;
     e.set_aside = q.ColumnInt(4) == 5;
     e.created_ms = q.ColumnInt(5);
     out.push_back(std::move(e));

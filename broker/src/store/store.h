@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -21,6 +22,24 @@
 #include "store/sealing.h"
 
 namespace liaison::store {
+
+// A queued copy's label, which the core attaches at Enqueue and the store
+// returns with the copy: what the message's later ledger records
+// (delivered, expired, erased, purged, requeued) and operators' listings
+// need of it, and the store keeps nowhere else. "<case pseudonym>|<type>";
+// neither part holds a '|' (a hex pseudonym, a payload type's name).
+struct CopyLabel {
+  std::string case_pseudonym;
+  std::string type;  // the payload type's name, e.g. "CaseReferral"
+
+  std::string Format() const { return case_pseudonym + "|" + type; }
+  // A label without '|' is all pseudonym (no type).
+  static CopyLabel Parse(std::string_view label) {
+    const size_t bar = label.rfind('|');
+    if (bar == std::string_view::npos) return {std::string(label), ""};
+    return {std::string(label.substr(0, bar)), std::string(label.substr(bar + 1))};
+  }
+};
 
 struct QueuedMessage {
   int64_t seq = 0;              // global order; per recipient it is the delivery order
