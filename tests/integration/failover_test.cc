@@ -262,6 +262,30 @@ TEST_F(FailoverTest, AnOutboxResendsToTheOtherBrokerWhenTheActiveOneIsKilled) {
   EXPECT_EQ(receiver->current_endpoint(), second_->endpoint());
 }
 
+TEST_F(FailoverTest, ABrokerThatFallsSilentUnderAWaitingMessageIsLeft) {
+  StartBrokers();
+  CapturedLog log;
+  // Heartbeats far apart, so that the silence bound (1.5 s) is what notices.
+  AgentOptions options = Options(a_, wire::Role::sender, {first_->endpoint(), second_->endpoint()});
+  options.heartbeat = 10s;
+  auto sender = Connect(options);
+  auto before = sender->Send(UpdateBytes("ha-silent-1", "b"));
+  ASSERT_TRUE(before.ok()) << before.status().ToString();
+  EXPECT_EQ(sender->current_endpoint(), first_->endpoint());
+
+  first_->Signal(SIGSTOP);  // alive to TCP, silent to the agent
+  auto after = sender->Send(UpdateBytes("ha-silent-2", "b"));
+  first_->Signal(SIGCONT);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_EQ((*after)->code(), wire::Code::ok);
+  EXPECT_EQ((*after)->message_id()->str(), "ha-silent-2");
+  EXPECT_EQ(sender->current_endpoint(), second_->endpoint());
+  EXPECT_NE(log.text().find("event=broker_failover from=" + first_->endpoint() + " to=" +
+                            second_->endpoint() + " reason=silence"),
+            std::string::npos)
+      << log.text();
+}
+
 TEST_F(FailoverTest, TheGatewayMovesToTheOtherBrokerAndItsMessagesGetReceipts) {
   StartBrokers();
   GatewayProcess gateway(work_, *first_, a_);
