@@ -124,6 +124,7 @@ Status Agent::Open() {
   connecting_since_ = Clock::now();
   handshaken_ = false;
   welcomed_ = false;
+  in_flight_queued_ = false;  // whatever was queued died with the old socket
   return Status::Ok();
 }
 
@@ -265,11 +266,20 @@ void Agent::HandleMonitorEvent() {
     welcomed_ = false;
     last_heard_ = Clock::now();
     SayHello();
-    if (!in_flight_.empty() && SendFrames(wire::kSend, in_flight_).ok()) ++in_flight_transmissions_;
+    // A copy queued while connecting goes out on this connection already
+    // (libzmq keeps the socket's queue across reconnects); one sent on an
+    // earlier connection, or on the socket of the previous endpoint, does not.
+    if (!in_flight_.empty() && !in_flight_queued_ && SendFrames(wire::kSend, in_flight_).ok()) {
+      ++in_flight_transmissions_;
+    }
+    in_flight_queued_ = false;
   } else if (event == ZMQ_EVENT_DISCONNECTED) {
+    // The handshake bound restarts only when a connection that was up goes
+    // down: a handshake that keeps failing (a wrong broker key) disconnects
+    // again and again and must not hold the agent there.
+    if (handshaken_) connecting_since_ = Clock::now();
     handshaken_ = false;
     welcomed_ = false;
-    connecting_since_ = Clock::now();
   } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
     // One broker of several refusing the key (its key retired after a
     // rotation, say) is a reason to try the next; all of them refusing it
@@ -364,6 +374,7 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
   in_flight_ = envelope;
   in_flight_since_ = Clock::now();
   in_flight_transmissions_ = 0;
+  in_flight_queued_ = false;
   struct ClearInFlight {
     Agent* agent;
     ~ClearInFlight() { agent->in_flight_ = {}; }
@@ -374,6 +385,7 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
       if (now >= next_send) {
         LIAISON_RETURN_IF_ERROR(SendFrames(wire::kSend, envelope));
         ++in_flight_transmissions_;
+        in_flight_queued_ = !handshaken_;
         next_send = now + options_.resend_interval;
       }
       // The broker answers with an empty id when it could not read one (a

@@ -205,6 +205,26 @@ TEST_F(FailoverTest, AFirstEndpointWithNothingListeningLeadsToTheSecond) {
       << log.text();
 }
 
+TEST_F(FailoverTest, AnEndpointServingAnotherKeyIsLeft) {
+  // Its handshakes fail and disconnect over and over: each failure must not
+  // restart the handshake bound.
+  second_ = std::make_unique<BrokerProcess>(second_dir_, std::vector<TestAgency>{a_, b_});
+  ASSERT_TRUE(second_->Start().ok());
+  auto other_key = GenerateCurveKeyPair();
+  ASSERT_TRUE(other_key.ok());
+  StandbyServer stranger(*other_key);
+  CapturedLog log;
+  auto sender = Connect(Options(a_, wire::Role::sender, {stranger.endpoint(), second_->endpoint()}));
+  auto receipt = sender->Send(UpdateBytes("ha-other-key-1", "b"));
+  ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+  EXPECT_EQ((*receipt)->code(), wire::Code::ok);
+  EXPECT_EQ(stranger.hellos(), 0);
+  EXPECT_NE(log.text().find("event=broker_failover from=" + stranger.endpoint() + " to=" +
+                            second_->endpoint() + " reason=no_handshake"),
+            std::string::npos)
+      << log.text();
+}
+
 TEST_F(FailoverTest, AnOutboxResendsToTheOtherBrokerWhenTheActiveOneIsKilled) {
   StartBrokers();
   CapturedLog log;

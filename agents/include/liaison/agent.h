@@ -203,6 +203,7 @@ class Agent {
   std::span<const uint8_t> in_flight_;
   Clock::time_point in_flight_since_{};
   int in_flight_transmissions_ = 0;
+  bool in_flight_queued_ = false;  // its last copy waits in the socket's queue for a connection
   std::unique_ptr<zmq::context_t> context_;
   std::unique_ptr<zmq::socket_t> dealer_;
   std::unique_ptr<zmq::socket_t> monitor_;
