@@ -156,14 +156,15 @@ class FailoverTest : public ::testing::Test {
     st = second_->Start();
     ASSERT_TRUE(st.ok()) << st.ToString();
   }
-  // Options for `who` naming `endpoints`, with short failover bounds.
+  // Options for `who` naming `endpoints`, with short failover bounds (long
+  // enough for a handshake on a loaded test machine).
   AgentOptions Options(const TestAgency& who, wire::Role role, std::vector<std::string> endpoints) {
     AgentOptions o = (first_ ? *first_ : *second_).AgentFor(who, role);
     o.broker_endpoint.clear();
     o.broker_endpoints = std::move(endpoints);
-    o.connect_timeout = 500ms;
-    o.welcome_timeout = 500ms;
-    o.silence_timeout = 1500ms;
+    o.connect_timeout = 1000ms;
+    o.welcome_timeout = 1000ms;
+    o.silence_timeout = 2000ms;
     return o;
   }
   std::unique_ptr<Agent> Connect(AgentOptions options) {
@@ -285,7 +286,7 @@ TEST_F(FailoverTest, AnOutboxResendsToTheOtherBrokerWhenTheActiveOneIsKilled) {
 TEST_F(FailoverTest, ABrokerThatFallsSilentUnderAWaitingMessageIsLeft) {
   StartBrokers();
   CapturedLog log;
-  // Heartbeats far apart, so that the silence bound (1.5 s) is what notices.
+  // Heartbeats far apart, so that the silence bound (2 s) is what notices.
   AgentOptions options = Options(a_, wire::Role::sender, {first_->endpoint(), second_->endpoint()});
   options.heartbeat = 10s;
   auto sender = Connect(options);

@@ -146,7 +146,7 @@ Status GatewayProcess::Start() {
   if (!brokers_.empty()) {
     brokers = "brokers:\n";
     for (const auto& endpoint : brokers_) brokers += "  - " + endpoint + "\n";
-    brokers += "connect_timeout_ms: 500\nwelcome_timeout_ms: 500\nsilence_timeout_ms: 1500\n";
+    brokers += "connect_timeout_ms: 1000\nwelcome_timeout_ms: 1000\nsilence_timeout_ms: 2000\n";
   }
   WriteText(dir_ + "/agent.yaml", brokers +
                                       "broker_public_key_file: keys/broker.pub\n"
