@@ -1,6 +1,8 @@
 // liaison: the command-line agent. keygen, send and listen; see README.md.
 #include <CLI/CLI.hpp>
 #include <openssl/sha.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cctype>
 #include <csignal>
@@ -38,6 +40,15 @@ constexpr int kExitQueued = 5;         // kept in the outbox: the broker did not
 std::atomic<bool> g_stop{false};
 
 void OnSignal(int) { g_stop = true; }
+
+// The agent library's log lines (a move to another broker:
+// event=broker_failover) go to stderr, so that stdout holds only messages
+// and receipts.
+void AgentLogsToStderr() {
+  auto logger = spdlog::stderr_color_mt("liaison-agent");
+  logger->set_pattern("liaison: %v");
+  spdlog::set_default_logger(std::move(logger));
+}
 
 int Fail(const std::string& what, int code) {
   std::cerr << "liaison: " << what << "\n";
@@ -127,6 +138,7 @@ int Report(const std::string& ledger, const std::string& period, const std::stri
 }
 
 int FlushOutbox(const std::string& config_path) {
+  AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
   if (options->outbox.empty()) return Fail(config_path + " names no outbox", kExitUsage);
@@ -149,6 +161,7 @@ int FlushOutbox(const std::string& config_path) {
 
 int Send(const std::string& config_path, const std::vector<std::string>& to,
          const std::string& file) {
+  AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
   options->role = wire::Role::sender;
@@ -251,6 +264,7 @@ std::string MessageFileName(const wire::Envelope& message) {
 }
 
 int Listen(const std::string& config_path, int count, const std::string& out_dir) {
+  AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
   options->role = wire::Role::receiver;
