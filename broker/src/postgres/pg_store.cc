@@ -426,9 +426,13 @@ Status PgStore::Connect() {
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   // A commit is an acknowledgement: it must not return before it is
   // durable, whatever the server's default (on, or remote_apply, stay).
+  // `local` and `remote_write` are raised too: with a synchronous standby
+  // they return before the standby has the commit on disk, so a failover
+  // to it could lose a message already answered `stored`.
   Result sync = Wrap(PQexec(conn_, "SHOW synchronous_commit"));
   if (!Succeeded(sync)) return Status::IoError("store " + where_ + ": " + ServerError(sync.get(), conn_));
-  if (PQntuples(sync.get()) == 1 && GetText(sync.get(), 0, 0) == "off") {
+  const std::string level = PQntuples(sync.get()) == 1 ? GetText(sync.get(), 0, 0) : std::string();
+  if (level != "on" && level != "remote_apply") {
     Result set = Wrap(PQexec(conn_, "SET synchronous_commit = on"));
     if (!Succeeded(set)) return Status::IoError("store " + where_ + ": " + ServerError(set.get(), conn_));
   }
