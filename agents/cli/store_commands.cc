@@ -1,6 +1,8 @@
 #include "store_commands.h"
 
 #include <fstream>
+#include <memory>
+#include <utility>
 #include <iostream>
 
 #include "config/broker_config.h"
@@ -34,19 +36,30 @@ StatusOr<std::string> ReadPassword(const std::string& path) {
   return line;
 }
 
-// Hands each part of the SQLite export to the import, counting as it goes.
+// Hands each part of the SQLite export to the import. The import begins at
+// the first part (or after an export of no rows), so that the SQLite
+// store's lock and key are checked before the database is touched: a wrong
+// key must not leave its key check in a new database.
 class Forward final : public store::RowSink {
  public:
-  explicit Forward(store::PgImport* to) : to_(to) {}
+  Forward(store::PgConnectOptions target, const store::StoreKey& key) : target_(std::move(target)), key_(key) {}
   Status Put(const store::Rows& rows) override {
-    copied_ += rows.size();
-    return to_->Put(rows);
+    LIAISON_RETURN_IF_ERROR(Begin());
+    return import_->Put(rows);
   }
-  size_t copied() const { return copied_; }
+  Status Begin() {
+    if (import_) return Status::Ok();
+    auto begun = store::PgImport::Begin(target_, key_);
+    if (!begun.ok()) return begun.status();
+    import_ = std::move(*begun);
+    return Status::Ok();
+  }
+  store::PgImport* import() const { return import_.get(); }
 
  private:
-  store::PgImport* to_;
-  size_t copied_ = 0;
+  store::PgConnectOptions target_;
+  store::StoreKey key_;
+  std::unique_ptr<store::PgImport> import_;
 };
 
 }  // namespace
@@ -85,18 +98,17 @@ int StoreMigrateCommand(const StoreMigrateOptions& o) {
     target.password = *password;
   }
 
-  // The target first: a database that is not empty, or that the key does
-  // not open, is refused before the store is locked.
-  auto import = store::PgImport::Begin(target, *key);
-  if (!import.ok()) return Fail(store::MaskPassword(import.status().message(), target), kExitFailure);
-  Forward forward(import->get());
+  Forward forward(target, *key);
   auto totals = store::SqliteStore::Export(sqlite_path, *key, &forward);
   if (!totals.ok()) {
     return Fail(store::MaskPassword(totals.status().message(), target) + " (nothing was migrated)", kExitFailure);
   }
-  auto found = (*import)->Commit(*totals);
+  if (Status begun = forward.Begin(); !begun.ok()) {
+    return Fail(store::MaskPassword(begun.message(), target) + " (nothing was migrated)", kExitFailure);
+  }
+  auto found = forward.import()->Commit(*totals);
   if (!found.ok()) return Fail(store::MaskPassword(found.status().message(), target), kExitFailure);
-  std::cout << "migrated " << sqlite_path << " into " << (*import)->where() << " in one transaction\n"
+  std::cout << "migrated " << sqlite_path << " into " << forward.import()->where() << " in one transaction\n"
             << "rows copied and counted: " << found->ToString() << "; ledger position "
             << (totals->ledger_position ? std::to_string(*totals->ledger_position) : std::string("none")) << "\n"
             << "next: in broker.yaml set store: {backend: postgresql, url: ..., password_file: ...} (keep "

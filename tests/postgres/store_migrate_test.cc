@@ -142,7 +142,8 @@ TEST_F(StoreMigrateTest, ASqliteStoreMovesToPostgresqlAndTheBrokerGoesOnFromIt) 
     EXPECT_EQ(1, RunCommand(migrate, &out, &err)) << out << err;
     EXPECT_NE(std::string::npos, err.find("is in use")) << err;
     EXPECT_NE(std::string::npos, err.find("stop the broker")) << err;
-    EXPECT_EQ(0, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM messages"));
+    // The store is checked before the database is touched.
+    EXPECT_EQ(0, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'"));
   }
 
   ASSERT_EQ(0, broker.Stop());
@@ -202,8 +203,8 @@ TEST_F(StoreMigrateTest, ASqliteStoreMovesToPostgresqlAndTheBrokerGoesOnFromIt) 
       << out << err;
 }
 
-// A wrong store key is refused before anything is copied, and so is a
-// database named in --url that does not answer.
+// A wrong store key is refused before the database is touched, and a
+// database named in --url that does not answer is reported as such.
 TEST_F(StoreMigrateTest, AWrongKeyOrAnUnreachableDatabaseIsRefused) {
   TempDir dir;
   TestAgency exit = MakeAgency("exit-a", "exit-programme", "mombasa");
@@ -218,13 +219,13 @@ TEST_F(StoreMigrateTest, AWrongKeyOrAnUnreachableDatabaseIsRefused) {
   WriteText(password_file, cluster_->password() + "\n");
   ASSERT_EQ(0, ::chmod(password_file.c_str(), 0600));
   std::string out, err;
-  // The database is new, so it takes the other key's check; the store
-  // then refuses that key.
+  // The store refuses the key before the database is touched (a new
+  // database would otherwise keep the wrong key's check).
   EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "store", "migrate", "--sqlite", broker.store_path(), "--store-key",
                            other_key, "--url", *url, "--password-file", password_file},
                           &out, &err));
   EXPECT_NE(std::string::npos, err.find("store key does not match")) << err;
-  EXPECT_EQ(0, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM messages"));
+  EXPECT_EQ(0, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM pg_tables WHERE schemaname = 'public'"));
   EXPECT_EQ(1, RunCommand({LIAISON_CLI_BIN, "store", "migrate", "--config", broker.config_path(), "--url",
                            "postgresql://liaison@127.0.0.1:1/none?connect_timeout=5", "--password-file",
                            password_file},
