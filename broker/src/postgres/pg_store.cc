@@ -261,6 +261,13 @@ class PgStore::Params {
   Params& Bytes(const void* data, size_t size) { return Add(std::string(static_cast<const char*>(data), size)); }
   Params& Bytes(const std::vector<uint8_t>& v) { return Bytes(v.data(), v.size()); }
   Params& Bytes(const std::string& v) { return Add(v); }
+  // SQL NULL (an optional column of a migrated row).
+  Params& Null() {
+    values_.emplace_back();
+    nulls_.resize(values_.size());
+    nulls_.back() = true;
+    return *this;
+  }
   Params& Int(int64_t v) {
     std::string be(8, '\0');
     for (int i = 7; i >= 0; --i, v = static_cast<int64_t>(static_cast<uint64_t>(v) >> 8)) {
@@ -330,8 +337,9 @@ class PgStore::Params {
   }
   // libpq's arrays; valid while this object is unchanged.
   void Arrays(std::vector<const char*>* values, std::vector<int>* lengths, std::vector<int>* formats) const {
-    for (const auto& v : values_) {
-      values->push_back(v.data());
+    for (size_t i = 0; i < values_.size(); ++i) {
+      const std::string& v = values_[i];
+      values->push_back(i < nulls_.size() && nulls_[i] ? nullptr : v.data());
       lengths->push_back(static_cast<int>(v.size()));
       formats->push_back(1);
     }
@@ -345,6 +353,7 @@ class PgStore::Params {
   }
   std::vector<std::string> values_;
   size_t largest_ = 0;
+  std::vector<bool> nulls_;  // by index; shorter than values_ when the last ones are not NULL
 };
 
 struct PgStore::Call {
@@ -507,9 +516,13 @@ Status PgStore::Connect() {
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   // A commit is an acknowledgement: it must not return before it is
   // durable, whatever the server's default (on, or remote_apply, stay).
+  // `local` and `remote_write` are raised too: with a synchronous standby
+  // they return before the standby has the commit on disk, so a failover
+  // to it could lose a message already answered `stored`.
   Result sync = Wrap(PQexec(conn_, "SHOW synchronous_commit"));
   if (!Succeeded(sync)) return Status::IoError("store " + where_ + ": " + ServerError(sync.get(), conn_));
-  if (PQntuples(sync.get()) == 1 && GetText(sync.get(), 0, 0) == "off") {
+  const std::string level = PQntuples(sync.get()) == 1 ? GetText(sync.get(), 0, 0) : std::string();
+  if (level != "on" && level != "remote_apply") {
     Result set = Wrap(PQexec(conn_, "SET synchronous_commit = on"));
     if (!Succeeded(set)) return Status::IoError("store " + where_ + ": " + ServerError(set.get(), conn_));
   }
@@ -1051,6 +1064,154 @@ StatusOr<std::vector<ExpiredMessage>> PgStore::SetAside(const std::string& recip
                            ServerError(r.get(), conn_));
   }
   return ReadExpired(r.get());
+}
+
+namespace {
+
+// The import's statements: rows keep their numbers (seq), so that the
+// bodies, the set-aside copies and the delivery order stay as they were.
+constexpr StatementText kImportStatements[] = {
+    {"i_message",
+     "INSERT INTO messages (seq, sender, message_id, recipient, case_hash, state, created_ms, expires_ms, acked_ms, "
+     "purge_after_ms, label) OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::bytea, "
+     "$6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::text)"},
+    {"i_body", "INSERT INTO bodies (seq, sealed) VALUES ($1::bigint, $2::bytea)"},
+    {"i_receipt",
+     "INSERT INTO receipts (sender, message_id, receipt, purge_after_ms) "
+     "VALUES ($1::text, $2::text, $3::bytea, $4::bigint)"},
+    {"i_disclosure", "INSERT INTO disclosures (sender, case_hash, recipient) VALUES ($1::text, $2::bytea, $3::text)"},
+    {"i_notice",
+     "INSERT INTO notices (seq, agency, receipt) OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::text, $3::bytea)"},
+    {"i_ledger_tail", "INSERT INTO ledger_tail (seq, first_seq, lines) VALUES ($1::bigint, $2::bigint, $3::text)"},
+    {"i_ledger_position", "INSERT INTO ledger_position (id, seq) VALUES (1, $1::bigint)"},
+    // The next seq is last + 1 (is_called true), or 1 for an empty table.
+    {"i_numbering",
+     "SELECT setval(pg_get_serial_sequence('messages', 'seq'), GREATEST($1::bigint, 1), $1::bigint > 0), "
+     "setval(pg_get_serial_sequence('notices', 'seq'), GREATEST($2::bigint, 1), $2::bigint > 0)"},
+};
+
+constexpr const char* kCountRows =
+    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM bodies), (SELECT COUNT(*) FROM receipts), "
+    "(SELECT COUNT(*) FROM disclosures), (SELECT COUNT(*) FROM notices), (SELECT COUNT(*) FROM ledger_tail), "
+    "(SELECT COUNT(*) FROM ledger_position)";
+
+}  // namespace
+
+StatusOr<std::unique_ptr<PgImport>> PgImport::Begin(const PgConnectOptions& options, const StoreKey& key) {
+  std::unique_ptr<PgImport> import(new PgImport());
+  auto opened = PgStore::Open(options, key);
+  if (!opened.ok()) return opened.status();
+  import->store_ = std::move(*opened);
+  pg_conn* conn = import->store_->conn_;
+  const std::string& where = import->store_->where_;
+  for (const StatementText& s : kImportStatements) {
+    Result r = Wrap(PQprepare(conn, s.name, s.sql, 0, nullptr));
+    if (!Succeeded(r)) {
+      return Status::IoError("store " + where + ": preparing " + s.name + ": " + ServerError(r.get(), conn));
+    }
+  }
+  for (const char* sql : {"BEGIN", kMigrationLock}) {
+    Result r = Wrap(PQexec(conn, sql));
+    if (!Succeeded(r)) return Status::IoError("store " + where + ": starting the import: " + ServerError(r.get(), conn));
+  }
+  import->open_ = true;
+  // Empty, checked under the lock: a broker that started on this database
+  // before has committed whatever it was going to.
+  Result counts = Wrap(PQexec(conn, kCountRows));
+  if (!Succeeded(counts) || PQntuples(counts.get()) != 1) {
+    return Status::IoError("store " + where + ": counting its rows: " + ServerError(counts.get(), conn));
+  }
+  int64_t rows = 0;
+  for (int i = 0; i < PQnfields(counts.get()); ++i) rows += std::atoll(PQgetvalue(counts.get(), 0, i));
+  if (rows > 0) {
+    return Status::InvalidArgument(
+        "store " + where + " is not empty (messages " + PQgetvalue(counts.get(), 0, 0) + ", receipts " +
+        PQgetvalue(counts.get(), 0, 2) + ", notices " + PQgetvalue(counts.get(), 0, 4) +
+        ", ...): a migration fills only an empty database; create a new one (createdb) and name it in --url");
+  }
+  return import;
+}
+
+PgImport::~PgImport() {
+  if (open_ && store_ && store_->conn_) Wrap(PQexec(store_->conn_, "ROLLBACK"));
+}
+
+Status PgImport::Exec(const char* name, const PgStore::Params& params, const char* what) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  params.Arrays(&values, &lengths, &formats);
+  Result r = Wrap(PQexecPrepared(store_->conn_, name, params.size(), values.data(), lengths.data(), formats.data(), 1));
+  if (Succeeded(r)) return Status::Ok();
+  return Status::IoError("store " + store_->where_ + ": " + what + ": " + ServerError(r.get(), store_->conn_) +
+                         "; nothing was migrated");
+}
+
+Status PgImport::Put(const Rows& rows) {
+  if (!open_) return Status::Internal("store " + store_->where_ + ": the import is not open");
+  for (const MessageRow& m : rows.messages) {
+    PgStore::Params p;
+    p.Int(m.seq).Text(m.sender).Text(m.message_id).Text(m.recipient);
+    if (m.case_hash) p.Bytes(*m.case_hash); else p.Null();
+    p.Int(m.state).Int(m.created_ms).Int(m.expires_ms);
+    if (m.acked_ms) p.Int(*m.acked_ms); else p.Null();
+    p.Int(m.purge_after_ms);
+    if (m.label) p.Text(*m.label); else p.Null();
+    LIAISON_RETURN_IF_ERROR(Exec("i_message", p, "copying a message row"));
+  }
+  for (const BodyRow& b : rows.bodies) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_body", PgStore::Params().Int(b.seq).Bytes(b.sealed), "copying a queued copy"));
+  }
+  for (const ReceiptRow& r : rows.receipts) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_receipt",
+                                 PgStore::Params().Text(r.sender).Text(r.message_id).Bytes(r.receipt).Int(r.purge_after_ms),
+                                 "copying a receipt"));
+  }
+  for (const DisclosureRow& d : rows.disclosures) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_disclosure", PgStore::Params().Text(d.sender).Bytes(d.case_hash).Text(d.recipient),
+                                 "copying a disclosure"));
+  }
+  for (const NoticeRow& n : rows.notices) {
+    LIAISON_RETURN_IF_ERROR(
+        Exec("i_notice", PgStore::Params().Int(n.seq).Text(n.agency).Bytes(n.receipt), "copying a notice"));
+  }
+  for (const LedgerTailRow& l : rows.ledger_tail) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_ledger_tail", PgStore::Params().Int(l.seq).Int(l.first_seq).Text(l.lines),
+                                 "copying ledger records"));
+  }
+  return Status::Ok();
+}
+
+StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
+  if (!open_) return Status::Internal("store " + store_->where_ + ": the import is not open");
+  pg_conn* conn = store_->conn_;
+  const std::string& where = store_->where_;
+  if (totals.ledger_position) {
+    LIAISON_RETURN_IF_ERROR(
+        Exec("i_ledger_position", PgStore::Params().Int(*totals.ledger_position), "writing the ledger position"));
+  }
+  LIAISON_RETURN_IF_ERROR(Exec("i_numbering", PgStore::Params().Int(totals.last_message_seq).Int(totals.last_notice_seq),
+                               "setting the numbering"));
+  Result counts = Wrap(PQexec(conn, kCountRows));
+  if (!Succeeded(counts) || PQntuples(counts.get()) != 1) {
+    return Status::IoError("store " + where + ": counting the copied rows: " + ServerError(counts.get(), conn) +
+                           "; nothing was migrated");
+  }
+  RowCounts found;
+  int64_t* fields[] = {&found.messages, &found.bodies, &found.receipts, &found.disclosures, &found.notices,
+                       &found.ledger_tail};
+  for (int i = 0; i < 6; ++i) *fields[i] = std::atoll(PQgetvalue(counts.get(), 0, i));
+  const int64_t positions = std::atoll(PQgetvalue(counts.get(), 0, 6));
+  if (!(found == totals.counts) || positions != (totals.ledger_position ? 1 : 0)) {
+    return Status::Internal("store " + where + ": the copy does not match the source (source: " +
+                            totals.counts.ToString() + "; copy: " + found.ToString() + "); nothing was migrated");
+  }
+  Result commit = Wrap(PQexec(conn, "COMMIT"));
+  open_ = false;
+  if (!Succeeded(commit) || std::strcmp(PQcmdStatus(commit.get()), "COMMIT") != 0) {
+    return Status::IoError("store " + where + ": COMMIT failed: " + ServerError(commit.get(), conn) +
+                           "; nothing was migrated");
+  }
+  return found;
 }
 
 }  // namespace liaison::store

@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "store/rows.h"
 #include "store/store.h"
 
 struct pg_conn;
@@ -106,6 +107,7 @@ class PgStore final : public Store {
   class Params;
 
  private:
+  friend class PgImport;
   PgStore() = default;
   // Connects (again, after a lost connection) and prepares the statements.
   Status Connect();
@@ -133,6 +135,33 @@ class PgStore final : public Store {
   // the database whether the batch's token is there).
   bool commit_outcome_unknown_ = false;
   bool break_after_send_for_testing_ = false;
+};
+
+// For `liaison store migrate`: one transaction that fills an empty
+// database with the rows of another store (store/rows.h), sealed copies as
+// they are. Nothing of it is visible, or stays, unless Commit succeeds.
+class PgImport final : public RowSink {
+ public:
+  // Connects, creates the schema if there is none, checks `key` against
+  // the database's key check (making it in a new database), opens the
+  // transaction, takes the lock brokers take at start (so one starting
+  // meanwhile waits for the commit), and refuses a database that holds any
+  // row of a store already.
+  static StatusOr<std::unique_ptr<PgImport>> Begin(const PgConnectOptions& options, const StoreKey& key);
+  ~PgImport() override;  // rolls back unless committed
+
+  Status Put(const Rows& rows) override;
+  // Sets the ledger position and where the numbering goes on, counts every
+  // table inside the transaction, and commits only if the counts are
+  // `totals.counts`. Returns the counts found.
+  StatusOr<RowCounts> Commit(const StoreTotals& totals);
+  const std::string& where() const { return store_->where_; }
+
+ private:
+  PgImport() = default;
+  Status Exec(const char* name, const PgStore::Params& params, const char* what);
+  std::unique_ptr<PgStore> store_;
+  bool open_ = false;  // the transaction
 };
 
 }  // namespace liaison::store
