@@ -119,7 +119,7 @@ StatusOr<std::unique_ptr<LiaisonBroker>> LiaisonBroker::Start(const LiaisonSetup
   std::unique_ptr<LiaisonBroker> b(new LiaisonBroker());
   b->broker_ = std::make_unique<testing::BrokerProcess>(b->dir_, std::vector<testing::TestAgency>{},
                                                         kBenchConfig,
-                                                        /*production_defaults=*/true);
+                                                        /*production_defaults=*/true, setup.store_settings);
   const std::string dir = b->broker_->policies_dir();
   {
     // The receiver may hold as many unacked deliveries as RabbitMQ's

@@ -29,6 +29,9 @@ struct LiaisonSetup {
   // (copies of youth-welfare-mombasa), each with its own key; sender K
   // sends to receiver K. The broker's pairs are then these, not the example one.
   size_t pairs = 0;
+  // If set: broker.yaml's store settings instead of the SQLite file (see
+  // testing::BrokerProcess), e.g. a PostgreSQL database's.
+  std::string store_settings{};
 };
 
 // The broker with its own folder (removed on destruction) and keys.

@@ -1,6 +1,8 @@
 // liaison: the command-line agent. keygen, send and listen; see README.md.
 #include <CLI/CLI.hpp>
 #include <openssl/sha.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cctype>
 #include <csignal>
@@ -18,6 +20,7 @@
 #include "audit/report.h"
 #include "audit_commands.h"
 #include "operator_commands.h"
+#include "store_commands.h"
 #include "policy_commands.h"
 #include "signing_commands.h"
 #include "diff_command.h"
@@ -38,6 +41,15 @@ constexpr int kExitQueued = 5;         // kept in the outbox: the broker did not
 std::atomic<bool> g_stop{false};
 
 void OnSignal(int) { g_stop = true; }
+
+// The agent library's log lines (a move to another broker:
+// event=broker_failover) go to stderr, so that stdout holds only messages
+// and receipts.
+void AgentLogsToStderr() {
+  auto logger = spdlog::stderr_color_mt("liaison-agent");
+  logger->set_pattern("liaison: %v");
+  spdlog::set_default_logger(std::move(logger));
+}
 
 int Fail(const std::string& what, int code) {
   std::cerr << "liaison: " << what << "\n";
@@ -127,6 +139,7 @@ int Report(const std::string& ledger, const std::string& period, const std::stri
 }
 
 int FlushOutbox(const std::string& config_path) {
+  AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
   if (options->outbox.empty()) return Fail(config_path + " names no outbox", kExitUsage);
@@ -149,6 +162,7 @@ int FlushOutbox(const std::string& config_path) {
 
 int Send(const std::string& config_path, const std::vector<std::string>& to,
          const std::string& file) {
+  AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
   options->role = wire::Role::sender;
@@ -251,6 +265,7 @@ std::string MessageFileName(const wire::Envelope& message) {
 }
 
 int Listen(const std::string& config_path, int count, const std::string& out_dir) {
+  AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
   options->role = wire::Role::receiver;
@@ -501,7 +516,27 @@ int main(int argc, char** argv) {
   restore->add_option("--config", backup_config, "the broker's config")->capture_default_str();
   restore->add_option("--from", restore_from, "the backup folder")->required();
 
+  liaison::cli::StoreMigrateOptions migrate_options;
+  auto* store_command = app.add_subcommand("store", "operator tools for the broker's store");
+  store_command->require_subcommand(1);
+  auto* migrate = store_command->add_subcommand(
+      "migrate", "copy a stopped broker's SQLite store into an empty PostgreSQL database, in one transaction");
+  migrate->add_option("--from", migrate_options.from, "the backend copied from: sqlite")->capture_default_str();
+  migrate->add_option("--to", migrate_options.to, "the backend copied to: postgresql")->capture_default_str();
+  auto* migrate_config = migrate->add_option(
+      "--config", migrate_options.config, "the SQLite deployment's broker.yaml (store.path, store.key_file)");
+  migrate->add_option("--sqlite", migrate_options.sqlite_path, "instead: the SQLite store file")
+      ->excludes(migrate_config);
+  migrate->add_option("--store-key", migrate_options.store_key_file, "instead: the store key file")
+      ->excludes(migrate_config);
+  migrate->add_option("--url", migrate_options.url,
+                      "the empty PostgreSQL database (libpq URL; several hosts allowed)")
+      ->required();
+  migrate->add_option("--password-file", migrate_options.password_file,
+                      "the database password, first line (mode 0600)");
+
   CLI11_PARSE(app, argc, argv);
+  if (migrate->parsed()) return liaison::cli::StoreMigrateCommand(migrate_options);
   if (status->parsed()) return liaison::cli::StatusCommand(broker_target, operator_json);
   if (queues->parsed()) {
     if (!purge_set_aside.empty() || !requeue_set_aside.empty()) {

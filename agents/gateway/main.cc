@@ -20,6 +20,18 @@
 #include "liaison/logging.h"
 #include "webhook.h"
 
+namespace {
+
+// The broker endpoints, comma-separated, for the start-up log line.
+std::string BrokerList(const liaison::AgentOptions& agent) {
+  if (agent.broker_endpoints.empty()) return agent.broker_endpoint;
+  std::string list;
+  for (const auto& endpoint : agent.broker_endpoints) list += (list.empty() ? "" : ",") + endpoint;
+  return list;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace liaison::gateway;
   CLI::App app{"liaison-gateway: HTTPS gateway between one agency's system and the liaison broker"};
@@ -79,7 +91,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   spdlog::info("event=gateway_listening endpoint={} broker={} mode={}", server.endpoint(),
-               config->agent.broker_endpoint, webhook ? "webhook" : "inbox");
+               BrokerList(config->agent), webhook ? "webhook" : "inbox");
   if (!ready_file.empty()) {
     std::ofstream(ready_file + ".tmp") << server.endpoint() << "\n";
     std::rename((ready_file + ".tmp").c_str(), ready_file.c_str());

@@ -1,7 +1,10 @@
 #include "liaison/agent.h"
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <cstring>
+#include <thread>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -17,6 +20,30 @@ Status KeyRefused() {
 }
 
 using Clock = std::chrono::steady_clock;
+
+// Backoff before moving on once every endpoint was tried without a WELCOME
+// (all down, or all standby during a lease handover): doubles per round, so
+// that a deployment without an active broker is not hammered (nor its
+// agency's HELLO limit used up), and stays short enough for a quick return.
+constexpr std::chrono::milliseconds kFirstBackoff{100};
+constexpr std::chrono::milliseconds kMaxBackoff{2000};
+constexpr size_t kFailoverHistory = 32;
+
+// What a failover reason (the log's reason=) means, for error messages.
+std::string ReasonText(const std::string& reason, const AgentOptions& o) {
+  if (reason == "no_handshake") {
+    return "no handshake within " + std::to_string(o.connect_timeout.count()) + " ms";
+  }
+  if (reason == "no_welcome") {
+    return "no WELCOME within " + std::to_string(o.welcome_timeout.count()) + " ms";
+  }
+  if (reason == "silence") {
+    return "silent for " + std::to_string(o.silence_timeout.count()) + " ms";
+  }
+  if (reason == "standby") return "a standby";
+  if (reason == "handshake_refused") return "refused the handshake";
+  return reason;
+}
 
 // A message's identity: ids are unique per sender only.
 std::string MessageKey(std::string_view sender, std::string_view id) {
@@ -35,7 +62,9 @@ std::string UniqueMonitorEndpoint() {
 
 Agent::Agent(AgentOptions options) : options_(std::move(options)) {}
 
-Agent::~Agent() {
+Agent::~Agent() { Close(); }
+
+void Agent::Close() {
   monitor_.reset();
   dealer_.reset();
   context_.reset();
@@ -48,7 +77,16 @@ StatusOr<std::unique_ptr<Agent>> Agent::Connect(AgentOptions options) {
   if (!IsValidZ85Key(options.keys.public_z85) || !IsValidZ85Key(options.keys.secret_z85)) {
     return Status::InvalidArgument("agency key pair is not two 40-character Z85 keys");
   }
+  if (!options.broker_endpoint.empty() && !options.broker_endpoints.empty()) {
+    return Status::InvalidArgument("set either broker_endpoint or broker_endpoints, not both");
+  }
+  std::vector<std::string> endpoints = options.broker_endpoints;
+  if (endpoints.empty()) endpoints.push_back(options.broker_endpoint);
+  for (const auto& endpoint : endpoints) {
+    if (endpoint.empty()) return Status::InvalidArgument("a broker endpoint is empty");
+  }
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
+  agent->endpoints_ = std::move(endpoints);
   LIAISON_RETURN_IF_ERROR(agent->Open());
   return agent;
 }
@@ -68,30 +106,39 @@ Status Agent::Open() {
     // Acks sent just before the agent closes still leave.
     dealer_->set(zmq::sockopt::linger, 2000);
 
+    // DISCONNECTED starts the handshake bound of a connection that was up.
     const std::string monitor_endpoint = UniqueMonitorEndpoint();
     if (zmq_socket_monitor(dealer_->handle(), monitor_endpoint.c_str(),
                            ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
                                ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0) {
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_DISCONNECTED) != 0) {
       return Status::Internal(std::string("zmq_socket_monitor: ") + zmq_strerror(zmq_errno()));
     }
     monitor_ = std::make_unique<zmq::socket_t>(*context_, zmq::socket_type::pair);
     monitor_->set(zmq::sockopt::linger, 0);
     monitor_->connect(monitor_endpoint);
-    dealer_->connect(options_.broker_endpoint);
+    dealer_->connect(current_endpoint());
   } catch (const zmq::error_t& e) {
-    return Status::InvalidArgument("cannot connect to " + options_.broker_endpoint + ": " + e.what());
+    return Status::InvalidArgument("cannot connect to " + current_endpoint() + ": " + e.what());
   }
+  connecting_since_ = Clock::now();
+  handshaken_ = false;
+  welcomed_ = false;
+  in_flight_queued_ = false;  // whatever was queued died with the old socket
   return Status::Ok();
 }
 
 void Agent::SayHello() {
   flatbuffers::FlatBufferBuilder fbb(128);
   fbb.Finish(wire::CreateHelloDirect(fbb, options_.role, options_.agent_name.c_str()));
+  // A HELLO that cannot be queued is noticed by the WELCOME bound (or by the
+  // next handshake); there is nothing better to do with the failure here.
   (void)SendFrames(wire::kHello, {fbb.GetBufferPointer(), fbb.GetSize()});
+  hello_at_ = Clock::now();
 }
 
 Status Agent::SendFrames(std::string_view command, std::span<const uint8_t> body) {
+  if (!dealer_) return Status::Unavailable("no connection to a broker (" + current_endpoint() + ")");
   try {
     // Never block the caller: a full queue (broker unreachable for long) is
     // an answer, not a hang.
@@ -106,6 +153,15 @@ Status Agent::SendFrames(std::string_view command, std::span<const uint8_t> body
 }
 
 void Agent::Pump(std::chrono::milliseconds timeout) {
+  if (const auto check = NextFailoverCheck()) {
+    const auto until = std::chrono::ceil<std::chrono::milliseconds>(*check - Clock::now());
+    timeout = std::max(std::chrono::milliseconds(0), std::min(timeout, until));
+  }
+  if (!dealer_) {  // a failed move: nothing to poll until it is tried again
+    std::this_thread::sleep_for(timeout);
+    CheckFailover();
+    return;
+  }
   zmq::pollitem_t items[] = {{dealer_->handle(), 0, ZMQ_POLLIN, 0},
                              {monitor_->handle(), 0, ZMQ_POLLIN, 0}};
   try {
@@ -116,6 +172,80 @@ void Agent::Pump(std::chrono::milliseconds timeout) {
   }
   if (items[1].revents & ZMQ_POLLIN) HandleMonitorEvent();
   if (items[0].revents & ZMQ_POLLIN) HandleBrokerMessage();
+  CheckFailover();
+}
+
+std::optional<Agent::Clock::time_point> Agent::NextFailoverCheck() const {
+  if (move_at_) return move_at_;
+  if (endpoints_.size() < 2) return std::nullopt;
+  if (!handshaken_) return connecting_since_ + options_.connect_timeout;
+  if (!welcomed_) return hello_at_ + options_.welcome_timeout;
+  if (!in_flight_.empty()) {
+    return std::max(last_heard_, in_flight_since_) + options_.silence_timeout;
+  }
+  return std::nullopt;
+}
+
+void Agent::CheckFailover() {
+  const auto due = NextFailoverCheck();
+  if (!due || Clock::now() < *due) return;
+  if (move_at_) {
+    MoveToNextEndpoint(move_reason_);
+  } else if (!handshaken_) {
+    ScheduleMove("no_handshake");
+  } else if (!welcomed_) {
+    ScheduleMove("no_welcome");
+  } else {
+    ScheduleMove("silence");
+  }
+}
+
+void Agent::ScheduleMove(const char* reason) {
+  if (move_at_) return;  // one move at a time
+  // Once every endpoint was tried without a WELCOME, wait before the next
+  // round; the first round goes at once.
+  const uint64_t rounds = moves_without_welcome_ / endpoints_.size();
+  if (rounds == 0) {
+    MoveToNextEndpoint(reason);
+    return;
+  }
+  const auto backoff = std::min<std::chrono::milliseconds>(
+      kMaxBackoff, kFirstBackoff * (uint64_t{1} << std::min<uint64_t>(rounds - 1, 10)));
+  move_at_ = Clock::now() + backoff;
+  move_reason_ = reason;
+}
+
+void Agent::MoveToNextEndpoint(const std::string& reason) {
+  const std::string from = current_endpoint();
+  current_ = (current_ + 1) % endpoints_.size();
+  move_at_.reset();
+  ++moves_;
+  ++moves_without_welcome_;
+  failover_history_.push_back(from + " (" + ReasonText(reason, options_) + ")");
+  if (failover_history_.size() > kFailoverHistory) failover_history_.pop_front();
+  // Endpoints and the reason only: never anything of a message.
+  spdlog::warn("event=broker_failover from={} to={} reason={}", from, current_endpoint(), reason);
+  // What was queued for the old connection goes nowhere: Send() resends its
+  // message on the new one, and an unsent ACK is made good when the broker
+  // redelivers (the agent acks a message it has seen acked again).
+  if (dealer_) dealer_->set(zmq::sockopt::linger, 0);
+  Close();
+  if (Status st = Open(); !st.ok()) {
+    // Out of file descriptors, say: no socket until the next attempt.
+    Close();
+    spdlog::error("event=broker_failover_failed to={} error=\"{}\"", current_endpoint(), st.message());
+    move_at_ = Clock::now() + kMaxBackoff;
+    move_reason_ = "open_failed";
+  }
+}
+
+std::string Agent::FailoverHistory(uint64_t since_moves) const {
+  const uint64_t count = std::min<uint64_t>(moves_ - since_moves, failover_history_.size());
+  std::string text;
+  for (size_t i = failover_history_.size() - count; i < failover_history_.size(); ++i) {
+    text += (text.empty() ? "" : ", ") + failover_history_[i];
+  }
+  return text;
 }
 
 void Agent::HandleMonitorEvent() {
@@ -127,11 +257,38 @@ void Agent::HandleMonitorEvent() {
   uint16_t event;
   std::memcpy(&event, frames[0].data(), 2);
   if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
-    // Each (re)connection starts unknown to the broker: introduce it.
+    // Each (re)connection starts unknown to the broker: introduce it, and
+    // resend the message Send() waits for (its receipt may have been lost
+    // with the old connection, or the old broker is gone).
     key_refused_ = false;
+    refusals_in_a_row_ = 0;
+    handshaken_ = true;
+    welcomed_ = false;
+    last_heard_ = Clock::now();
     SayHello();
+    // A copy queued while connecting goes out on this connection already
+    // (libzmq keeps the socket's queue across reconnects); one sent on an
+    // earlier connection, or on the socket of the previous endpoint, does not.
+    if (!in_flight_.empty() && !in_flight_queued_ && SendFrames(wire::kSend, in_flight_).ok()) {
+      ++in_flight_transmissions_;
+    }
+    in_flight_queued_ = false;
+  } else if (event == ZMQ_EVENT_DISCONNECTED) {
+    // The handshake bound restarts only when a connection that was up goes
+    // down: a handshake that keeps failing (a wrong broker key) disconnects
+    // again and again and must not hold the agent there.
+    if (handshaken_) connecting_since_ = Clock::now();
+    handshaken_ = false;
+    welcomed_ = false;
   } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
-    key_refused_ = true;
+    // One broker of several refusing the key (its key retired after a
+    // rotation, say) is a reason to try the next; all of them refusing it
+    // in a row is the application's to hear.
+    if (++refusals_in_a_row_ >= endpoints_.size()) {
+      key_refused_ = true;
+    } else {
+      ScheduleMove("handshake_refused");
+    }
   }
 }
 
@@ -145,6 +302,13 @@ void Agent::HandleBrokerMessage() {
   std::vector<uint8_t> bytes(frames[1].data<uint8_t>(), frames[1].data<uint8_t>() + frames[1].size());
   if (command == wire::kReceipt) {
     if (const wire::Receipt* receipt = wire::VerifyReceipt(bytes)) {
+      if (receipt->code() == wire::Code::standby) {
+        // Not an answer: the active broker is another one. Nothing is
+        // reported; the message is resent there.
+        ScheduleMove("standby");
+        return;
+      }
+      last_heard_ = Clock::now();
       std::string id = receipt->message_id() ? receipt->message_id()->str() : std::string();
       if (id.empty() && stale_unreadable_receipts_ > 0) {
         --stale_unreadable_receipts_;
@@ -154,7 +318,10 @@ void Agent::HandleBrokerMessage() {
         receipt_order_.push_back(std::move(id));
       }
     }
-  } else if (command == wire::kDeliver) {
+    return;
+  }
+  last_heard_ = Clock::now();
+  if (command == wire::kDeliver) {
     const wire::Envelope* envelope = wire::VerifyEnvelope(bytes);
     if (!envelope || !envelope->id()) return;
     const std::string_view from = envelope->from() ? envelope->from()->string_view() : "";
@@ -177,6 +344,8 @@ void Agent::HandleBrokerMessage() {
     if (const wire::Welcome* welcome = wire::VerifyWelcome(bytes)) {
       agency_id_ = welcome->agency() ? welcome->agency()->str() : std::string();
       max_message_bytes_ = welcome->max_message_bytes();
+      welcomed_ = true;
+      moves_without_welcome_ = 0;
     }
   }
 }
@@ -185,10 +354,9 @@ Status Agent::ReopenIfRefused() {
   if (!key_refused_) return Status::Ok();
   // libzmq does not reconnect after a refused handshake; a fresh socket
   // tries again (the operator may have registered the key since).
-  monitor_.reset();
-  dealer_.reset();
-  context_.reset();
+  Close();
   key_refused_ = false;
+  refusals_in_a_row_ = 0;
   return Open();
 }
 
@@ -199,14 +367,25 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
   receipts_.erase(id);
   receipts_.erase("");
   const auto deadline = Clock::now() + options_.receipt_timeout;
+  const uint64_t moves_at_start = moves_;
   auto next_send = Clock::now();
-  int transmissions = 0;
+  // The message is resent on every new connection (HandleMonitorEvent)
+  // while this call waits for its receipt.
+  in_flight_ = envelope;
+  in_flight_since_ = Clock::now();
+  in_flight_transmissions_ = 0;
+  in_flight_queued_ = false;
+  struct ClearInFlight {
+    Agent* agent;
+    ~ClearInFlight() { agent->in_flight_ = {}; }
+  } clear_in_flight{this};
   try {
     while (true) {
       const auto now = Clock::now();
       if (now >= next_send) {
         LIAISON_RETURN_IF_ERROR(SendFrames(wire::kSend, envelope));
-        ++transmissions;
+        ++in_flight_transmissions_;
+        in_flight_queued_ = !handshaken_;
         next_send = now + options_.resend_interval;
       }
       // The broker answers with an empty id when it could not read one (a
@@ -219,7 +398,7 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
         // without one too, later: those answers are not the next message's.
         // (One lost with a broker restart costs a later such Send one
         // resend interval; taking it for another message's would be wrong.)
-        if (it->first.empty()) stale_unreadable_receipts_ += transmissions - 1;
+        if (it->first.empty()) stale_unreadable_receipts_ += in_flight_transmissions_ - 1;
         ReceiptBuffer receipt = std::move(it->second);
         receipts_.erase(it);
         if (receipts_.empty()) receipt_order_.clear();  // TakeReceipt's order; bounded here
@@ -228,13 +407,25 @@ StatusOr<ReceiptBuffer> Agent::Send(std::span<const uint8_t> envelope) {
       if (key_refused_) {
         return KeyRefused();
       }
-      if (now >= deadline) {
+      // With several brokers, each gets its chance (its bounds) before the
+      // call gives up, however short receipt_timeout is.
+      const bool all_tried = endpoints_.size() < 2 || moves_ - moves_at_start >= endpoints_.size();
+      if (now >= deadline && all_tried) {
+        if (endpoints_.size() < 2) {
+          return Status::DeadlineExceeded(
+              "no receipt from the broker at " + current_endpoint() + " within " +
+              std::to_string(options_.receipt_timeout.count()) +
+              " ms; is it running, and is broker_public_key right? Resending the same id is safe");
+        }
         return Status::DeadlineExceeded(
-            "no receipt from the broker at " + options_.broker_endpoint + " within " +
-            std::to_string(options_.receipt_timeout.count()) +
-            " ms; is it running, and is broker_public_key right? Resending the same id is safe");
+            "no receipt from any of the " + std::to_string(endpoints_.size()) +
+            " brokers within " + std::to_string(options_.receipt_timeout.count()) +
+            " ms; tried " + FailoverHistory(moves_at_start) +
+            "; are they running (one of them active), and is broker_public_key right? Resending "
+            "the same id is safe");
       }
-      auto wait = std::min(deadline, next_send) - now;
+      // Past the deadline, only the failover bounds (Pump) and resends wake it.
+      auto wait = (now >= deadline ? next_send : std::min(deadline, next_send)) - now;
       Pump(std::chrono::duration_cast<std::chrono::milliseconds>(wait) + std::chrono::milliseconds(1));
     }
   } catch (const zmq::error_t& e) {
@@ -300,7 +491,8 @@ Status Agent::WaitReady(std::chrono::milliseconds timeout) {
       if (key_refused_) return Status::PermissionDenied("the broker refused this agency's key");
       const auto now = Clock::now();
       if (now >= deadline) {
-        return Status::DeadlineExceeded("no welcome from the broker at " + options_.broker_endpoint);
+        return Status::DeadlineExceeded("no welcome from the broker at " + current_endpoint() +
+                                        (endpoints_.size() < 2 ? "" : "; tried " + FailoverHistory(0)));
       }
       Pump(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) +
            std::chrono::milliseconds(1));

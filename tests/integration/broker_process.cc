@@ -204,6 +204,15 @@ Status BrokerProcess::RotateKey(const std::string& previous_endpoint, const std:
   return Status::Ok();
 }
 
+Status BrokerProcess::UseBrokerKeys(const CurveKeyPair& keys) {
+  if (running()) return Status::Internal("stop the broker before changing its key");
+  std::filesystem::remove(dir_ + "/keys/broker.key");
+  std::filesystem::remove(dir_ + "/keys/broker.pub");
+  LIAISON_RETURN_IF_ERROR(WriteCurveKeyPair(dir_ + "/keys", "broker", keys));
+  broker_keys_ = keys;
+  return Status::Ok();
+}
+
 std::string BrokerProcess::log() const { return ReadText(log_path_); }
 
 bool BrokerProcess::WaitForLog(const std::string& needle, int timeout_ms) const {

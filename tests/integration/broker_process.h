@@ -60,6 +60,10 @@ class BrokerProcess {
   // on `previous_endpoint` until `until` (RFC 3339), a new key becomes the
   // current one. Takes effect at the next Start(); the broker must be stopped.
   Status RotateKey(const std::string& previous_endpoint, const std::string& until);
+  // Serves with `keys` instead of the key pair made for it, as every broker
+  // of a high-availability deployment shares one key. The broker must be
+  // stopped; takes effect at the next Start().
+  Status UseBrokerKeys(const CurveKeyPair& keys);
 
   const std::string& endpoint() const { return endpoint_; }
   const CurveKeyPair& broker_keys() const { return broker_keys_; }

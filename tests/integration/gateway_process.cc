@@ -142,8 +142,14 @@ GatewayProcess::~GatewayProcess() {
 }
 
 Status GatewayProcess::Start() {
-  WriteText(dir_ + "/agent.yaml", "broker: " + broker_.endpoint() +
-                                      "\nbroker_public_key_file: keys/broker.pub\n"
+  std::string brokers = "broker: " + broker_.endpoint() + "\n";
+  if (!brokers_.empty()) {
+    brokers = "brokers:\n";
+    for (const auto& endpoint : brokers_) brokers += "  - " + endpoint + "\n";
+    brokers += "connect_timeout_ms: 1000\nwelcome_timeout_ms: 1000\nsilence_timeout_ms: 2000\n";
+  }
+  WriteText(dir_ + "/agent.yaml", brokers +
+                                      "broker_public_key_file: keys/broker.pub\n"
                                       "secret_key_file: keys/" + agency_.id + ".key\n"
                                       "receipt_timeout_ms: 2000\nresend_interval_ms: 500\nheartbeat_ms: 200\n");
   std::string config =

@@ -39,6 +39,9 @@ class GatewayProcess {
   // waits until it listens.
   Status Start();
   int Stop(int signal = SIGTERM);
+  // The agent config names these brokers (`brokers:`, with short failover
+  // bounds) instead of the BrokerProcess's one endpoint.
+  void set_brokers(std::vector<std::string> endpoints) { brokers_ = std::move(endpoints); }
   // Replaces what Start() appends to gateway.yaml.
   void set_extra_config(std::string yaml) { extra_config_ = std::move(yaml); }
   bool running() const { return pid_ > 0; }
@@ -59,6 +62,7 @@ class GatewayProcess {
   const BrokerProcess& broker_;
   TestAgency agency_;
   std::string extra_config_;
+  std::vector<std::string> brokers_;
   Auth auth_;
   TestPki pki_;
   std::string token_;

@@ -21,6 +21,7 @@
 #include "integration/crash_run.h"
 #include "liaison/agent.h"
 #include "testing/fixtures.h"
+#include "policy/signing.h"
 #include "testing/pg_cluster.h"
 
 namespace liaison::testing {
@@ -69,7 +70,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   std::string out, err;
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
-  EXPECT_NE(std::string::npos, out.find("schema version 0 (the broker migrates it to 3 at start)")) << out;
+  EXPECT_NE(std::string::npos, out.find("schema version 0 (the broker migrates it to 4 at start)")) << out;
   EXPECT_NE(std::string::npos, out.find("host=127.0.0.1")) << out;
   ASSERT_TRUE(broker.Start().ok()) << broker.log();
   EXPECT_TRUE(broker.WaitForLog("event=store_schema_created")) << broker.log();
@@ -77,7 +78,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   // After a start: the files the broker made (the ledger 0640) pass.
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
-  EXPECT_NE(std::string::npos, out.find("schema version 3 (current)")) << out;
+  EXPECT_NE(std::string::npos, out.find("schema version 4 (current)")) << out;
 }
 
 // A wrong password: the broker does not start, says which server and what
@@ -115,6 +116,22 @@ std::vector<uint8_t> Update(const std::string& id, const std::string& to) {
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 
+// Every session of the broker on the database at `url` ends, as at a
+// server restart (and the call waits until they have).
+void EndBrokerSessions(const std::string& url, const std::string& password) {
+  const char* keywords[] = {"dbname", "password", nullptr};
+  const char* values[] = {url.c_str(), password.c_str(), nullptr};
+  PGconn* admin = PQconnectdbParams(keywords, values, 1);
+  ASSERT_EQ(CONNECTION_OK, PQstatus(admin)) << PQerrorMessage(admin);
+  PGresult* r = PQexec(admin,
+                       "SELECT COUNT(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
+                       "WHERE application_name = 'liaison-broker' AND datname = current_database()");
+  ASSERT_EQ(PGRES_TUPLES_OK, PQresultStatus(r)) << PQerrorMessage(admin);
+  EXPECT_LE(1, std::atoi(PQgetvalue(r, 0, 0)));
+  PQclear(r);
+  PQfinish(admin);
+}
+
 // The broker's database connections dropped under it (a restarted server,
 // a failover): the batch on a dropped connection is answered `unavailable`,
 // never `stored`; the broker connects again by itself, a resend of the same
@@ -135,19 +152,7 @@ TEST_F(BrokerOnPostgresTest, DroppedDatabaseConnectionsAnswerUnavailableThenTheB
   ASSERT_EQ(wire::Code::ok, (*first)->code());
   ASSERT_EQ(wire::Code::stored, (*first)->recipients()->Get(0)->code());
 
-  // Every session of the broker ends, as at a server restart (and the call
-  // waits until they have).
-  const char* keywords[] = {"dbname", "password", nullptr};
-  const char* values[] = {url.c_str(), cluster_->password().c_str(), nullptr};
-  PGconn* admin = PQconnectdbParams(keywords, values, 1);
-  ASSERT_EQ(CONNECTION_OK, PQstatus(admin)) << PQerrorMessage(admin);
-  PGresult* r = PQexec(admin,
-                       "SELECT COUNT(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity "
-                       "WHERE application_name = 'liaison-broker' AND datname = current_database()");
-  ASSERT_EQ(PGRES_TUPLES_OK, PQresultStatus(r)) << PQerrorMessage(admin);
-  EXPECT_LE(1, std::atoi(PQgetvalue(r, 0, 0)));
-  PQclear(r);
-  PQfinish(admin);
+  EndBrokerSessions(url, cluster_->password());
 
   // Until a batch commits, m2 is answered unavailable, then stored; any
   // other answer fails. Bounded by the attempts.
@@ -187,6 +192,42 @@ TEST_F(BrokerOnPostgresTest, DroppedDatabaseConnectionsAnswerUnavailableThenTheB
   }
   EXPECT_EQ((std::multiset<std::string>{"m1", "m2"}), got);
   EXPECT_EQ(std::string::npos, broker.log().find(cluster_->password()));
+}
+
+// A batch that fails to commit takes the ledger records that no message
+// decided (a policy version going live) with it; they are not lost but go
+// again with the next batch, since no sender will resend them.
+TEST_F(BrokerOnPostgresTest, APolicyEventOfAFailedBatchIsRecordedByTheNextOne) {
+  TempDir dir;
+  TestAgency exit = MakeAgency("exit-a", "exit-programme", "mombasa");
+  TestAgency youth = MakeAgency("youth-b", "youth-welfare", "mombasa");
+  const std::string settings = StoreSettings(dir, "events", cluster_->password());
+  const std::string url = settings.substr(settings.find('"') + 1,
+                                          settings.rfind('"') - settings.find('"') - 1);
+  BrokerProcess broker(dir, {exit, youth}, "", false, settings);
+  ASSERT_TRUE(broker.Start().ok()) << broker.log();
+  auto ledger_has = [&](const std::string& needle) {
+    return WaitForText([&] { return ReadText(broker.ledger_path()); }, needle, 10000);
+  };
+  ASSERT_TRUE(ledger_has("agencies/exit-a.yaml")) << "the start's policy_live records";
+
+  // A new version of exit-a's file goes live while the broker's database
+  // sessions are gone: the batch that carries its record fails first.
+  const std::string file = broker.policies_dir() + "/agencies/exit-a.yaml";
+  WriteText(file, ReadText(file) + "# reviewed by the DPO\n");
+  const std::string hash = policy::FileSha256(ReadText(file));
+  EndBrokerSessions(url, cluster_->password());
+  broker.Signal(SIGHUP);
+  EXPECT_TRUE(broker.WaitForLog("event=reload_done")) << broker.log();
+  EXPECT_TRUE(broker.WaitForLog("event=commit_failed")) << broker.log();
+  EXPECT_TRUE(ledger_has(hash)) << "the new version's policy_live record was lost with the failed batch\n"
+                                << broker.log();
+  broker.Stop();
+  std::string out, err;
+  EXPECT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", broker.ledger_path(), "--public-key",
+                           broker.ledger_public_key()},
+                          &out, &err))
+      << out << err;
 }
 
 }  // namespace

@@ -161,6 +161,43 @@ TYPED_TEST(StoreContractTest, QueuesInOrderAcksAndDedupes) {
   EXPECT_TRUE(store->Disclosures("a", "CASE-2")->empty());
 }
 
+// A batch's copies are written together (PostgreSQL: one statement of
+// arrays); each recipient's queue keeps the batch's order, and many
+// receipts are read in one call, by position, with ids unique per sender.
+TYPED_TEST(StoreContractTest, ABatchKeepsItsOrderAndManyReceiptsAreFoundAtOnce) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  for (int i = 0; i < 200; ++i) {
+    batch.copies.push_back(Copy(i % 3 == 0 ? "a" : "x", "m" + std::to_string(i), i % 2 ? "b" : "c", "CASE-1",
+                                "body" + std::to_string(i)));
+    batch.receipts.push_back({i % 3 == 0 ? "a" : "x", "m" + std::to_string(i), Bytes("r" + std::to_string(i)),
+                              2000000});
+  }
+  ASSERT_TRUE(store->Apply(batch).ok());
+  for (const std::string recipient : {"b", "c"}) {
+    auto pending = store->Pending(recipient, 0, 1000, nullptr);
+    ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+    ASSERT_EQ(100u, pending->size());
+    for (size_t k = 0; k < pending->size(); ++k) {
+      const int i = static_cast<int>(2 * k) + (recipient == "b" ? 1 : 0);
+      EXPECT_EQ("m" + std::to_string(i), (*pending)[k].message_id);
+      EXPECT_EQ(Bytes("body" + std::to_string(i)), (*pending)[k].envelope);
+      if (k > 0) EXPECT_LT((*pending)[k - 1].seq, (*pending)[k].seq);
+    }
+  }
+  auto found = store->FindReceipts({{"a", "m3"}, {"a", "m4"}, {"x", "m4"}, {"a", "m3"}, {"a", "nope"}, {"x", "m199"}});
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  ASSERT_EQ(6u, found->size());
+  EXPECT_EQ(Bytes("r3"), (*found)[0].value_or(std::vector<uint8_t>{}));
+  EXPECT_FALSE((*found)[1].has_value()) << "m4 is x's, not a's";
+  EXPECT_EQ(Bytes("r4"), (*found)[2].value_or(std::vector<uint8_t>{}));
+  EXPECT_EQ(Bytes("r3"), (*found)[3].value_or(std::vector<uint8_t>{})) << "a key asked twice is answered twice";
+  EXPECT_FALSE((*found)[4].has_value());
+  EXPECT_EQ(Bytes("r199"), (*found)[5].value_or(std::vector<uint8_t>{}));
+  EXPECT_TRUE(store->FindReceipts({})->empty());
+}
+
 TYPED_TEST(StoreContractTest, LedgerRecordsCommitWithTheBatchAndSurviveReopening) {
   {
     auto store = this->Open();
@@ -430,6 +467,39 @@ TEST_F(PgStoreTest, TheUrlsSslmodeReachesLibpq) {
   EXPECT_NE(std::string::npos, opened.status().message().find("SSL")) << opened.status().message();
 }
 
+// The connection is lost after the server ran COMMIT and before its answer
+// arrived: the batch is stored, and Apply says so (the database keeps the
+// last batch's token), so that the broker neither answers "unavailable"
+// for a stored message nor undoes ledger records the database has. A
+// batch the server refused is still refused when its answer is lost.
+TEST_F(PgStoreTest, ACommitWhoseAnswerIsLostIsConfirmedByTheDatabase) {
+  auto url = cluster_->CreateDatabase("unknown_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  auto store = PgStore::Open({*url, cluster_->password()}, Key(1));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "one"));
+  batch.receipts.push_back({"a", "m1", {7}, 2000000});
+  batch.ledger = {{1, "record"}};
+  (*store)->BreakConnectionAfterNextSendForTesting();
+  Status st = (*store)->Apply(batch);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  auto receipt = (*store)->FindReceipt("a", "m1");
+  ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+  EXPECT_TRUE(receipt->has_value());
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM messages"));
+
+  // Refused by the server (a lease this store does not hold), answer lost.
+  (*store)->FenceWith(424242);
+  WriteBatch refused;
+  refused.copies.push_back(Copy("a", "m2", "b", "CASE-1", "two"));
+  refused.ledger = {{2, "record"}};
+  (*store)->BreakConnectionAfterNextSendForTesting();
+  st = (*store)->Apply(refused);
+  EXPECT_FALSE(st.ok()) << "a refused batch whose answer was lost must not count as stored";
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM messages"));
+}
+
 // A connection the server drops fails the batch that was using it (the
 // broker answers unavailable), stores nothing of it, and the next batch
 // connects again.
@@ -508,7 +578,7 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
     ASSERT_TRUE((*store)->Apply(batch).ok());
   }
   // Back to what version 1 had.
-  Sql(*url, "DROP INDEX messages_by_purge; DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; "
+  Sql(*url, "DROP TABLE last_batch; DROP INDEX messages_by_purge; DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; "
             "DELETE FROM schema_version WHERE version > 1");
   EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
   auto store = PgStore::Open(options, Key(1));
@@ -521,6 +591,8 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
   EXPECT_TRUE((*store)->AcquireLease("broker-1", 5000)->has_value()) << "the lease table is there";
   EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'messages_by_purge'"))
       << "version 3's index is there";
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'last_batch'"))
+      << "version 4's table is there";
 }
 
 // One holder at a time; another takes over only once the lease expired

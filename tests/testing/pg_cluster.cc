@@ -12,6 +12,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <thread>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -153,22 +156,162 @@ StatusOr<std::unique_ptr<PgCluster>> PgCluster::Start() {
                                          "--locale=C", "--no-sync"},
                                         nullptr));
   fs::remove(pwfile);
+  LIAISON_RETURN_IF_ERROR(c->StartServer());
+  return c;
+}
+
+Status PgCluster::StartServer() {
   // Loopback only; the socket in our folder, not /var/run/postgresql.
   // Commits stay durable (fsync on, synchronous_commit on) as in a deployment.
+  // PostgreSQL 15's defaults already let a standby stream from it
+  // (wal_level replica, max_wal_senders 10; initdb's pg_hba.conf admits
+  // replication from 127.0.0.1 with the same password).
   Status started = Status::Unavailable("no free port");
   for (int attempt = 0; attempt < 5; ++attempt) {
-    c->port_ = FreeLoopbackPort();
-    if (c->port_ == 0) continue;
-    c->server_options_ = "-c listen_addresses=127.0.0.1 -p " + std::to_string(c->port_) + " -k " + c->dir_ +
-                         " -c max_connections=100 -c fsync=on";
-    started = c->RunAsOwner({c->bin_dir_ + "/pg_ctl", "-D", c->data_dir_, "-l", c->log_path_, "-w", "-t", "60",
-                             "-o", c->server_options_, "start"},
-                            nullptr);
+    port_ = FreeLoopbackPort();
+    if (port_ == 0) continue;
+    server_options_ = "-c listen_addresses=127.0.0.1 -p " + std::to_string(port_) + " -k " + dir_ +
+                      " -c max_connections=100 -c fsync=on";
+    started = RunAsOwner({bin_dir_ + "/pg_ctl", "-D", data_dir_, "-l", log_path_, "-w", "-t", "60", "-o",
+                          server_options_, "start"},
+                         nullptr);
     if (started.ok()) break;
   }
-  if (!started.ok()) return Status::Unavailable(started.message() + "\nserver log:\n" + c->Log());
-  c->running_ = true;
+  if (!started.ok()) return Status::Unavailable(started.message() + "\nserver log:\n" + Log());
+  running_ = true;
+  return Status::Ok();
+}
+
+StatusOr<std::unique_ptr<PgCluster>> PgCluster::StartStandby(const std::string& application_name) {
+  std::unique_ptr<PgCluster> c(new PgCluster());
+  c->bin_dir_ = bin_dir_;
+  c->user_ = user_;
+  c->password_ = password_;
+  c->owner_uid_ = owner_uid_;
+  c->owner_gid_ = owner_gid_;
+  char tmpl[] = "/tmp/liaison-pg-standby-XXXXXX";
+  if (!::mkdtemp(tmpl)) return Status::IoError(std::string("mkdtemp: ") + std::strerror(errno));
+  c->dir_ = tmpl;
+  c->data_dir_ = c->dir_ + "/data";
+  c->log_path_ = c->dir_ + "/server.log";
+  if (owner_uid_ >= 0 && ::chown(c->dir_.c_str(), owner_uid_, owner_gid_) != 0) {
+    return Status::IoError("chown " + c->dir_ + ": " + std::strerror(errno));
+  }
+  // The standby's connection to this cluster; application_name is what
+  // synchronous_standby_names names.
+  const std::string conninfo = "host=127.0.0.1 port=" + std::to_string(port_) + " user=" + user_ +
+                               " password=" + password_ + " application_name=" + application_name;
+  LIAISON_RETURN_IF_ERROR(c->RunAsOwner({bin_dir_ + "/pg_basebackup", "-D", c->data_dir_, "-d", conninfo, "-R",
+                                         "-X", "stream", "-c", "fast", "--no-sync"},
+                                        nullptr));
+  // -R wrote standby.signal and a primary_conninfo; this one (read last)
+  // carries the application_name in any case.
+  {
+    std::ofstream conf(c->data_dir_ + "/postgresql.auto.conf", std::ios::app);
+    conf << "primary_conninfo = '" << conninfo << "'\n";
+    if (!conf) return Status::IoError("cannot write " + c->data_dir_ + "/postgresql.auto.conf");
+  }
+  if (owner_uid_ >= 0 && ::chown((c->data_dir_ + "/postgresql.auto.conf").c_str(), owner_uid_, owner_gid_) != 0) {
+    return Status::IoError("chown postgresql.auto.conf: " + std::string(std::strerror(errno)));
+  }
+  LIAISON_RETURN_IF_ERROR(c->StartServer());
   return c;
+}
+
+StatusOr<std::string> PgCluster::QueryValue(const std::string& database, const std::string& sql) const {
+  const std::string conninfo = Url(database) + "&connect_timeout=10";
+  const char* keywords[] = {"dbname", "password", nullptr};
+  const char* values[] = {conninfo.c_str(), password_.c_str(), nullptr};
+  PGconn* conn = PQconnectdbParams(keywords, values, 1);
+  if (!conn || PQstatus(conn) != CONNECTION_OK) {
+    const std::string error = conn ? PQerrorMessage(conn) : "out of memory";
+    if (conn) PQfinish(conn);
+    return Status::Unavailable("connecting to the test cluster on port " + std::to_string(port_) + ": " + error);
+  }
+  PGresult* r = PQexec(conn, sql.c_str());
+  const ExecStatusType status = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  std::string value, error;
+  if (status == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) {
+    value = PQgetvalue(r, 0, 0);
+  } else if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    error = PQerrorMessage(conn);
+  }
+  PQclear(r);
+  PQfinish(conn);
+  if (!error.empty()) return Status::IoError(sql + ": " + error);
+  return value;
+}
+
+Status PgCluster::RequireSynchronousStandby(const std::string& application_name) {
+  for (const std::string& sql : {"ALTER SYSTEM SET synchronous_standby_names = '" + application_name + "'",
+                                 std::string("ALTER SYSTEM SET synchronous_commit = on"),
+                                 std::string("SELECT pg_reload_conf()")}) {
+    auto done = QueryValue("postgres", sql);
+    if (!done.ok()) return done.status();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::string state;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto sync = QueryValue("postgres", "SELECT COALESCE((SELECT sync_state || '/' || state FROM pg_stat_replication "
+                                       "WHERE application_name = '" + application_name + "'), 'absent')");
+    if (!sync.ok()) return sync.status();
+    state = *sync;
+    if (state == "sync/streaming") return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Status::DeadlineExceeded("the standby " + application_name + " did not become synchronous in 30 s (" +
+                                  state + ")\nserver log:\n" + Log());
+}
+
+Status PgCluster::Kill() {
+  if (!running_) return Status::Ok();
+  std::ifstream pidfile(data_dir_ + "/postmaster.pid");
+  pid_t postmaster = 0;
+  if (!(pidfile >> postmaster) || postmaster <= 0) {
+    return Status::NotFound("no postmaster.pid in " + data_dir_ + ": is the server running?");
+  }
+  // Its processes, found before it dies (then they are the init's).
+  std::vector<pid_t> children;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    // pid (comm) state ppid ...: comm may hold spaces, so read after ')'.
+    const auto close = line.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream rest(line.substr(close + 1));
+    std::string state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == postmaster) children.push_back(static_cast<pid_t>(std::atoi(name.c_str())));
+  }
+  if (::kill(postmaster, SIGKILL) != 0) return Status::Internal("kill -9 " + std::to_string(postmaster) + ": " + std::strerror(errno));
+  for (pid_t child : children) ::kill(child, SIGKILL);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  // Dead once it is gone or a zombie (its parent, the init of a
+  // container, may be slow to reap it).
+  auto alive = [](pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    if (!std::getline(stat, line)) return false;
+    const auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+  };
+  while (alive(postmaster)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status::DeadlineExceeded("the postmaster " + std::to_string(postmaster) + " outlived SIGKILL for 10 s");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  running_ = false;
+  return Status::Ok();
+}
+
+Status PgCluster::Promote() {
+  return RunAsOwner({bin_dir_ + "/pg_ctl", "-D", data_dir_, "-w", "-t", "60", "promote"}, nullptr);
 }
 
 PgCluster* PgCluster::Shared(std::string* why) {
@@ -193,7 +336,7 @@ Status PgCluster::StopServer() {
   return Status::Ok();
 }
 
-Status PgCluster::StartServer() {
+Status PgCluster::RestartServer() {
   if (running_) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(RunAsOwner({bin_dir_ + "/pg_ctl", "-D", data_dir_, "-l", log_path_, "-w", "-t", "60",
                                       "-o", server_options_, "start"},

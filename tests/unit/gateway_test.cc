@@ -57,6 +57,24 @@ TEST_F(GatewayConfigTest, AGoodFileLoadsWithPathsResolvedAndTheTokenRead) {
   EXPECT_EQ(c->webhook->target, "/in");
 }
 
+TEST_F(GatewayConfigTest, TheBrokersAreThoseOfTheAgentConfig) {
+  WriteText(dir_.file("agent.yaml"),
+            "brokers: [tcp://broker-1.example:7700, tcp://broker-2.example:7700]\n"
+            "broker_public_key_file: keys/broker.pub\nsecret_key_file: keys/a.key\n");
+  auto c = Load(base_ + "token_file: token\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->agent.broker_endpoints,
+            (std::vector<std::string>{"tcp://broker-1.example:7700", "tcp://broker-2.example:7700"}));
+
+  WriteText(dir_.file("agent.yaml"),
+            "broker: tcp://broker-1.example:7700\nbrokers: [tcp://broker-2.example:7700]\n"
+            "broker_public_key_file: keys/broker.pub\nsecret_key_file: keys/a.key\n");
+  auto both = Load(base_ + "token_file: token\n");
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("agent.yaml:2:"), std::string::npos) << both.status().message();
+  EXPECT_NE(both.status().message().find("agent_config"), std::string::npos) << both.status().message();
+}
+
 TEST_F(GatewayConfigTest, ErrorsNameTheFileLineAndKey) {
   auto c = Load(base_ + "token_file: token\ninbox:\n  lease_secs: 5\n");
   ASSERT_FALSE(c.ok());

@@ -1,6 +1,8 @@
 // The liaison agent library: what an agency's system links to talk to the
 // broker. One Agent is one authenticated connection (CURVE, the agency's key
-// pair) that reconnects by itself after a broker restart.
+// pair) that reconnects by itself after a broker restart, and that moves to
+// the next broker of a high-availability deployment when its broker is gone,
+// silent or a standby (docs/protocol.md section 4, failover).
 //
 // Thread safety: an Agent is used from one thread at a time (it owns ZeroMQ
 // sockets, which are not thread-safe). Run several Agents for parallelism.
@@ -32,8 +34,13 @@ class socket_t;
 namespace liaison {
 
 struct AgentOptions {
-  std::string broker_endpoint;    // e.g. tcp://127.0.0.1:7700
-  std::string broker_public_key;  // Z85
+  // The broker: one endpoint, e.g. tcp://127.0.0.1:7700, or the brokers of a
+  // high-availability deployment, tried in order (set one of the two). The
+  // agent is connected to one endpoint at a time (a DEALER connected to
+  // several would spread messages across them).
+  std::string broker_endpoint;
+  std::vector<std::string> broker_endpoints;
+  std::string broker_public_key;  // Z85; every broker of a deployment has the same key
   CurveKeyPair keys;              // this agency's key pair
   // Receivers get deliveries; senders only receipts. An agency may run one
   // receiver and any number of senders at once.
@@ -41,6 +48,16 @@ struct AgentOptions {
   std::chrono::milliseconds receipt_timeout{10000};  // Send() gives up after this
   std::chrono::milliseconds resend_interval{2000};   // Send() resends (same id) after this
   std::chrono::milliseconds heartbeat{1000};
+  // Failover, with several endpoints: the agent moves to the next one when a
+  // connection has not completed its handshake within connect_timeout (the
+  // broker is down or unreachable), a HELLO got no WELCOME within
+  // welcome_timeout, the broker answers `standby`, or Send() has waited
+  // silence_timeout without hearing anything from the broker. With one
+  // endpoint only a `standby` answer makes the agent reconnect (to the same
+  // endpoint); libzmq reconnects by itself otherwise.
+  std::chrono::milliseconds connect_timeout{2000};
+  std::chrono::milliseconds welcome_timeout{2000};
+  std::chrono::milliseconds silence_timeout{5000};
   std::string agent_name = "liaison-agent/0.1.0";
   std::string outbox;  // SQLite file keeping messages until the broker has them; empty = none
 };
@@ -76,12 +93,16 @@ class Agent {
   ~Agent();
 
   // Sends an Envelope (FlatBuffer bytes) and waits for its Receipt.
-  // Resends the same bytes every resend_interval until a receipt arrives;
-  // the broker answers a resend of a known id with the original receipt.
-  // Returns the Receipt (which may itself say the message was rejected or a
-  // recipient not reached), PermissionDenied if the broker refused this
-  // agency's key, or DeadlineExceeded if no receipt came in time (the
-  // message may still have been delivered: resending the same id is safe).
+  // Resends the same bytes every resend_interval, and at once on every new
+  // connection (after a reconnect or a move to the next broker), until a
+  // receipt arrives; the broker answers a resend of a known id with the
+  // original receipt. A `standby` answer is never returned: the agent moves
+  // on and resends. Returns the Receipt (which may itself say the message
+  // was rejected or a recipient not reached), PermissionDenied if the broker
+  // refused this agency's key, or DeadlineExceeded if no receipt came in
+  // time (the message may still have been delivered: resending the same id
+  // is safe). With several endpoints it gives up only once every endpoint
+  // was tried during this call, even past receipt_timeout.
   StatusOr<ReceiptBuffer> Send(std::span<const uint8_t> envelope);
 
   // Low level, for tools and tests: sends frames as given, without waiting.
@@ -90,8 +111,10 @@ class Agent {
   // Pipelined sending: post envelopes with SendFrames(wire::kSend, bytes)
   // and collect their receipts here, in the order they arrive (waits up to
   // `timeout`; nullopt if none came). The caller keeps each message until
-  // its receipt arrives and resends it (same id) if none comes. Do not mix
-  // with Send() on the same Agent: Send() would take others' receipts.
+  // its receipt arrives and resends it (same id) if none comes, also after
+  // a failover (the agent resends only Send()'s message by itself). A
+  // `standby` receipt is never returned. Do not mix with Send() on the same
+  // Agent: Send() would take others' receipts.
   StatusOr<std::optional<ReceiptBuffer>> TakeReceipt(std::chrono::milliseconds timeout);
 
   // Waits up to `timeout` for a delivered message; nullopt on timeout.
@@ -133,18 +156,54 @@ class Agent {
   const std::string& agency_id() const { return agency_id_; }
   // The broker's limits.max_message_bytes; 0 until welcomed.
   uint32_t max_message_bytes() const { return max_message_bytes_; }
+  // The endpoint the agent is connected (or connecting) to now.
+  const std::string& current_endpoint() const { return endpoints_[current_]; }
+  // How many times the agent has moved to another endpoint.
+  uint64_t failovers() const { return moves_; }
 
  private:
   explicit Agent(AgentOptions options);
+  using Clock = std::chrono::steady_clock;
   Status Open();
+  void Close();
   Status ReopenIfRefused();
-  // Handles what arrives within `timeout`; returns after the first event.
+  // Handles what arrives within `timeout`; returns after the first event
+  // (or when a failover bound is due).
   void Pump(std::chrono::milliseconds timeout);
   void HandleMonitorEvent();
   void HandleBrokerMessage();
   void SayHello();
+  // Failover: checks the bounds, schedules a move (with backoff once every
+  // endpoint was tried without a WELCOME) and makes it when due.
+  std::optional<Clock::time_point> NextFailoverCheck() const;
+  void CheckFailover();
+  void ScheduleMove(const char* reason);
+  void MoveToNextEndpoint(const std::string& reason);
+  std::string FailoverHistory(uint64_t since_moves) const;
 
   AgentOptions options_;
+  std::vector<std::string> endpoints_;  // at least one
+  size_t current_ = 0;                  // index into endpoints_
+  // The current connection: since when it is (re)connecting, whether its
+  // handshake is done, when it said HELLO and whether it was welcomed.
+  Clock::time_point connecting_since_{};
+  bool handshaken_ = false;
+  Clock::time_point hello_at_{};
+  bool welcomed_ = false;
+  Clock::time_point last_heard_{};  // last frame from the broker (not a standby answer)
+  // A scheduled move to the next endpoint and its reason; empty when none.
+  std::optional<Clock::time_point> move_at_;
+  std::string move_reason_;
+  uint64_t moves_ = 0;
+  uint64_t moves_without_welcome_ = 0;
+  uint64_t refusals_in_a_row_ = 0;
+  std::deque<std::string> failover_history_;  // "endpoint (reason)", newest last, bounded
+  // The message Send() waits for (resent on every new connection), and
+  // since when it waits; empty outside Send().
+  std::span<const uint8_t> in_flight_;
+  Clock::time_point in_flight_since_{};
+  int in_flight_transmissions_ = 0;
+  bool in_flight_queued_ = false;  // its last copy waits in the socket's queue for a connection
   std::unique_ptr<zmq::context_t> context_;
   std::unique_ptr<zmq::socket_t> dealer_;
   std::unique_ptr<zmq::socket_t> monitor_;

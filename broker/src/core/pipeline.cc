@@ -14,22 +14,15 @@
 namespace liaison::broker {
 namespace {
 
-// A queued copy's label carries what its later ledger records (delivered,
-// expired, erased, purged, requeued) need of the message and the store
-// keeps nowhere else: "<case pseudonym>|<payload type>".
-std::string CopyLabel(const std::string& case_pseudonym, const std::string& type) {
-  return case_pseudonym + "|" + type;
-}
-
 // A ledger record about the queued copy that `label` labels: its decision,
 // message, case and type (the rest is the caller's).
 audit::Entry CopyEntry(ledger::Decision decision, const std::string& message_id, const std::string& label) {
   audit::Entry entry;
   entry.decision = decision;
   entry.message_id = message_id;
-  const size_t bar = label.find('|');
-  entry.case_pseudonym = label.substr(0, bar);
-  if (bar != std::string::npos) entry.type = label.substr(bar + 1);
+  store::CopyLabel parts = store::CopyLabel::Parse(label);
+  entry.case_pseudonym = std::move(parts.case_pseudonym);
+  entry.type = std::move(parts.type);
   return entry;
 }
 
@@ -99,6 +92,7 @@ void Pipeline::Shutdown() {
     }
     set_aside_calls_.clear();
   }
+  AdmitArrivals();
   Drain(/*checkpoint=*/true);
   if (auto synced = ledger_->Sync(); !synced.ok()) {
     spdlog::error("event=ledger_write_failed error=\"{}\"", synced.status().message());
@@ -225,8 +219,8 @@ bool Pipeline::WithinLimits(const std::string& agency) {
                                std::chrono::steady_clock::now());
 }
 
-void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sender,
-                        const std::string& routing_id, std::span<const uint8_t> body) {
+void Pipeline::HandleSend(std::shared_ptr<const policy::PolicySet> policies, const Agency& sender,
+                          const std::string& routing_id, std::span<const uint8_t> body) {
   stats_.messages_in++;
   ++batch_messages_;
   ++forming_messages_;
@@ -245,13 +239,57 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
     const std::string id = env && env->id() ? env->id()->str() : std::string();
     auto receipt = BuildReceipt(id, wire::Code::busy,
                                 "over this agency's rate or in-flight limit; resend later with the same id",
-                                sender.id, {}, policies.version());
+                                sender.id, {}, policies->version());
     link_.SendTo(routing_id, wire::kReceipt, receipt.data(), receipt.size());
     return;
   }
   ++batch_in_flight_[sender.id];
-  std::vector<uint8_t> storage;
-  std::span<const uint8_t> bytes = wire::Aligned(body, storage);
+  // Admitted with the rest of the drain (AdmitArrivals): one dedupe lookup
+  // for all of them. A vector's storage is aligned for any FlatBuffer.
+  arrivals_.push_back({std::move(policies), &sender, routing_id, std::vector<uint8_t>(body.begin(), body.end())});
+}
+
+void Pipeline::AdmitArrivals() {
+  if (arrivals_.empty()) return;
+  std::vector<Arrival> arrivals = std::move(arrivals_);
+  arrivals_.clear();
+  // Which of the drain's messages were answered before (resends): one
+  // store call for all of those not in a batch still committing.
+  std::vector<std::pair<std::string, std::string>> keys;
+  std::vector<size_t> key_of(arrivals.size(), SIZE_MAX);
+  for (size_t i = 0; i < arrivals.size(); ++i) {
+    Arrival& a = arrivals[i];
+    a.peek = a.body.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(a.body) : nullptr;
+    if (a.peek == nullptr || a.peek->id() == nullptr || a.peek->id()->size() == 0) continue;
+    if (uncommitted_receipts_.count(ReceiptKey(a.sender->id, a.peek->id()->str()))) continue;
+    key_of[i] = keys.size();
+    keys.emplace_back(a.sender->id, a.peek->id()->str());
+  }
+  StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> found =
+      keys.empty() ? std::vector<std::optional<std::vector<uint8_t>>>() : reader_->FindReceipts(keys);
+  const uint64_t drains = drains_;
+  for (size_t i = 0; i < arrivals.size(); ++i) {
+    // After a barrier (an erasure drains the batches before it), what this
+    // drain admitted is committed and no longer among the uncommitted
+    // receipts, and the lookup above predates it: look again.
+    if (drains_ != drains) {
+      Admit(arrivals[i], std::nullopt);
+    } else if (key_of[i] == SIZE_MAX) {
+      Admit(arrivals[i], std::optional<std::vector<uint8_t>>());
+    } else if (!found.ok()) {
+      Admit(arrivals[i], found.status());
+    } else {
+      Admit(arrivals[i], std::move((*found)[key_of[i]]));
+    }
+  }
+}
+
+void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optional<std::vector<uint8_t>>>> looked_up) {
+  const policy::PolicySet& policies = *arrival.policies;
+  const Agency& sender = *arrival.sender;
+  const std::string& routing_id = arrival.routing_id;
+  const wire::Envelope* peek = arrival.peek;
+  std::span<const uint8_t> bytes(arrival.body);
   auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
     replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id,
                         sender.id});
@@ -265,8 +303,6 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
   };
 
   // A resend of a message already handled gets the original receipt.
-  const wire::Envelope* peek =
-      bytes.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(bytes) : nullptr;
   const std::string peek_id = peek && peek->id() ? peek->id()->str() : std::string();
   if (!peek_id.empty()) {
     // This batch's and the committing batch's receipts first: the store
@@ -275,7 +311,8 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
     if (auto it = uncommitted_receipts_.find(ReceiptKey(sender.id, peek_id)); it != uncommitted_receipts_.end()) {
       original = it->second;
     } else {
-      auto found = reader_->FindReceipt(sender.id, peek_id);
+      StatusOr<std::optional<std::vector<uint8_t>>> found =
+          looked_up ? std::move(*looked_up) : reader_->FindReceipt(sender.id, peek_id);
       if (!found.ok()) return unavailable(peek_id, found.status());
       original = std::move(*found);
     }
@@ -364,7 +401,7 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
       entry.message_id = e.message_id;
       // The removed message's own type; purpose and the like are the
       // withdrawal's (the store keeps no more about the message).
-      if (e.label.find('|') != std::string::npos) entry.type = e.label.substr(e.label.find('|') + 1);
+      if (std::string type = store::CopyLabel::Parse(e.label).type; !type.empty()) entry.type = std::move(type);
       entry.reason = "case-withdrawn:" + admission.message_id;
       ledger_->Add(entry);
     }
@@ -372,7 +409,7 @@ void Pipeline::HandleSend(const policy::PolicySet& policies, const Agency& sende
 
   // The label carries the ledger's case pseudonym and the type to the
   // message's later ledger records (delivered, expired, erased).
-  const std::string label = CopyLabel(base.case_pseudonym, base.type);
+  const std::string label = store::CopyLabel{base.case_pseudonym, base.type}.Format();
   std::vector<RecipientOutcome> outcomes = std::move(admission.unresolved);
   for (const RecipientOutcome& o : outcomes) {
     if (o.code != wire::Code::denied) continue;
@@ -492,6 +529,7 @@ std::string Pipeline::ReceiptKey(const std::string& sender, const std::string& i
 }
 
 void Pipeline::FinishBatch(bool checkpoint) {
+  AdmitArrivals();
   batch_in_flight_.clear();
   // Pending() reads committed copies only, so a window refilled by acks can
   // be pumped at once: deliveries are not held to the commit cycle.
@@ -514,6 +552,8 @@ void Pipeline::SubmitForming(bool checkpoint) {
   c.touched = std::move(touched_);
   c.notice_for = std::move(notice_for_);
   c.receipt_keys = std::move(forming_receipt_keys_);
+  c.events = std::move(forming_events_);
+  forming_events_.clear();
   c.notices_sent = forming_.notices_sent;
   replies_.clear();
   touched_.clear();
@@ -554,6 +594,7 @@ void Pipeline::OnCommitted(const CommitResult& result) {
 }
 
 void Pipeline::Drain(bool checkpoint) {
+  ++drains_;
   while (committer_->busy()) OnCommitted(committer_->Wait());
   SubmitForming(checkpoint);
   while (committer_->busy()) OnCommitted(committer_->Wait());
@@ -596,6 +637,17 @@ void Pipeline::Finish(Committing c, const CommitResult& committed) {
     uncommitted_receipts_.clear();
     notices_sending_.clear();
     ledger_->Discard();
+    {
+      // The events (policy versions going live, refused reloads) were not
+      // decided by a message that its sender will resend: they go again
+      // with the next batch instead of being lost.
+      std::lock_guard<std::mutex> lock(events_mu_);
+      std::vector<audit::Entry> again = std::move(c.events);
+      for (auto& e : forming_events_) again.push_back(std::move(e));
+      for (auto& e : events_) again.push_back(std::move(e));
+      events_ = std::move(again);
+      forming_events_.clear();
+    }
     touched_.clear();
     notice_for_.clear();
     c.touched.clear();
@@ -701,7 +753,10 @@ void Pipeline::OnTimer() {
   const int64_t now = NowMs();
   {
     std::lock_guard<std::mutex> lock(events_mu_);
-    for (const auto& e : events_) ledger_->Add(e);
+    for (auto& e : events_) {
+      ledger_->Add(e);
+      forming_events_.push_back(std::move(e));
+    }
     events_.clear();
   }
   HandleSetAsideCalls();

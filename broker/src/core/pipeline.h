@@ -98,10 +98,12 @@ class Pipeline {
   void BeginDrain() { batch_messages_ = 0; }
   size_t batch_messages() const { return batch_messages_; }
 
-  // One SEND of the authenticated `sender` on connection `routing_id`,
-  // decided under `policies`. Its receipt leaves once its batch commits.
-  void HandleSend(const policy::PolicySet& policies, const Agency& sender, const std::string& routing_id,
-                  std::span<const uint8_t> body);
+  // One SEND of the authenticated `sender` (an agency of `policies`) on
+  // connection `routing_id`, decided under `policies`: over its agency's
+  // limits it is answered `busy` at once, else admitted with the rest of
+  // the drain at FinishBatch(). Its receipt leaves once its batch commits.
+  void HandleSend(std::shared_ptr<const policy::PolicySet> policies, const Agency& sender,
+                  const std::string& routing_id, std::span<const uint8_t> body);
   // One ACK of `agency` on connection `routing_id`.
   void HandleAck(const Agency& agency, std::span<const uint8_t> body, const std::string& routing_id);
   // A receiver connection of `agency` said HELLO: it gets everything not
@@ -137,6 +139,20 @@ class Pipeline {
   struct Committing;
   struct SetAsideCall;
 
+  // A SEND within its agency's limits, waiting for the end of the drain.
+  struct Arrival {
+    std::shared_ptr<const policy::PolicySet> policies;
+    const Agency* sender;  // of `policies`
+    std::string routing_id;
+    std::vector<uint8_t> body;
+    const wire::Envelope* peek = nullptr;  // in `body`, if it verifies
+  };
+  // The admit stage over the drain's SENDs: one store lookup for the
+  // receipts of all of them (resends), then each is decided in order.
+  void AdmitArrivals();
+  // `looked_up`: the store's receipt for the arrival's (sender, id), if the
+  // caller read it; else Admit reads it.
+  void Admit(const Arrival& arrival, std::optional<StatusOr<std::optional<std::vector<uint8_t>>>> looked_up);
   void SubmitForming(bool checkpoint);
   void OnCommitted(const CommitResult& result);
   // After a batch's commit (or its refusal): keeps or undoes its ledger
@@ -188,6 +204,7 @@ class Pipeline {
     std::set<std::string> touched, notice_for;
     std::vector<std::string> receipt_keys;  // in uncommitted_receipts_
     std::vector<int64_t> notices_sent;      // in notices_sending_
+    std::vector<audit::Entry> events;       // RecordEvents' records in this batch
     uint64_t trim_to = 0;
   };
   std::optional<Committing> committing_;
@@ -196,6 +213,7 @@ class Pipeline {
   store::WriteBatch forming_;
   size_t forming_messages_ = 0;
   std::vector<std::string> forming_receipt_keys_;
+  std::vector<audit::Entry> forming_events_;  // RecordEvents' records in the forming batch
   // Receipts of the forming and the committing batch, by ReceiptKey: a
   // resend is recognised before its original is committed.
   std::unordered_map<std::string, std::vector<uint8_t>> uncommitted_receipts_;
@@ -206,6 +224,8 @@ class Pipeline {
   std::set<std::string> window_room_;  // recipients whose acks made room: pumped after the drain
   std::set<std::string> notice_for_;   // agencies with notices to send after the commit
   size_t batch_messages_ = 0;
+  std::vector<Arrival> arrivals_;  // this drain's SENDs, admitted at FinishBatch()
+  uint64_t drains_ = 0;            // barriers (Drain()) so far
   // Abuse limits per sending agency (limits.rate_per_agency and friends).
   std::unordered_map<std::string, TokenBucket> buckets_;
   std::unordered_map<std::string, uint64_t> batch_in_flight_;  // this batch's messages per agency

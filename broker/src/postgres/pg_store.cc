@@ -3,9 +3,16 @@
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
+#include <fcntl.h>
+#include <openssl/rand.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include "store/sealing.h"
 
@@ -75,6 +82,13 @@ constexpr const char* kSchemaV3 = R"sql(
 CREATE INDEX messages_by_purge ON messages (purge_after_ms) WHERE state <> 0;
 )sql";
 
+// Version 4: the last committed batch's token (see PgStore::RunPipeline):
+// when the connection is lost after COMMIT was sent, the token says whether
+// that COMMIT happened.
+constexpr const char* kSchemaV4 = R"sql(
+CREATE TABLE last_batch (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -84,9 +98,9 @@ constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)
 // binary (text as its bytes, bigint as 8 bytes big-endian, bytea as is).
 enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
-  kTrimLedger, kPurge, kFindReceipt, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
+  kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
-  kFence, kAcquireLease, kRenewLease, kStmtCount
+  kFence, kAcquireLease, kRenewLease, kMarkBatch, kBatchMark, kStmtCount
 };
 
 struct StatementText {
@@ -95,22 +109,35 @@ struct StatementText {
 };
 
 constexpr StatementText kStatements[kStmtCount] = {
-    // A copy already queued (a resend) is left as it is, body and all.
+    // A batch's copies in one statement (arrays, one element per copy, in
+    // queue order: the identity follows the ordinality). A copy already
+    // queued (a resend) is left as it is, body and all.
     {"l_enqueue",
-     "WITH m AS (INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
-     "purge_after_ms, label) VALUES ($1::text, $2::text, $3::text, $4::bytea, 0, $5::bigint, $6::bigint, "
-     "$7::bigint, $8::text) ON CONFLICT (sender, message_id, recipient) DO NOTHING RETURNING seq), "
-     "b AS (INSERT INTO bodies (seq, sealed) SELECT seq, $9::bytea FROM m) "
-     "INSERT INTO disclosures (sender, case_hash, recipient) VALUES ($1::text, $4::bytea, $3::text) "
+     "WITH i AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bigint[], "
+     "$6::bigint[], $7::bigint[], $8::text[], $9::bytea[]) WITH ORDINALITY AS t(sender, message_id, recipient, "
+     "case_hash, created_ms, expires_ms, purge_after_ms, label, sealed, ord)), "
+     "m AS (INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
+     "purge_after_ms, label) SELECT sender, message_id, recipient, case_hash, 0, created_ms, expires_ms, "
+     "purge_after_ms, label FROM i ORDER BY ord ON CONFLICT (sender, message_id, recipient) DO NOTHING "
+     "RETURNING seq, sender, message_id, recipient), "
+     "b AS (INSERT INTO bodies (seq, sealed) SELECT m.seq, i.sealed FROM m JOIN i USING (sender, message_id, "
+     "recipient)) "
+     "INSERT INTO disclosures (sender, case_hash, recipient) SELECT DISTINCT sender, case_hash, recipient FROM i "
      "ON CONFLICT DO NOTHING"},
+    // The batch's receipts (the last one of a key, should a batch hold two).
     {"l_put_receipt",
      "INSERT INTO receipts (sender, message_id, receipt, purge_after_ms) "
-     "VALUES ($1::text, $2::text, $3::bytea, $4::bigint) ON CONFLICT (sender, message_id) "
+     "SELECT DISTINCT ON (sender, message_id) sender, message_id, receipt, purge_after_ms "
+     "FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bigint[]) WITH ORDINALITY "
+     "AS t(sender, message_id, receipt, purge_after_ms, ord) ORDER BY sender, message_id, ord DESC "
+     "ON CONFLICT (sender, message_id) "
      "DO UPDATE SET receipt = EXCLUDED.receipt, purge_after_ms = EXCLUDED.purge_after_ms"},
-    // The copy itself is no longer needed once delivered.
+    // The batch's acks. The copy itself is no longer needed once delivered.
     {"l_ack",
-     "WITH u AS (UPDATE messages SET state = 2, acked_ms = $2::bigint WHERE seq = $1::bigint "
-     "AND recipient = $3::text AND state = 0 RETURNING seq) DELETE FROM bodies WHERE seq IN (SELECT seq FROM u)"},
+     "WITH a AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS t(seq, acked_ms, recipient)), "
+     "u AS (UPDATE messages m SET state = 2, acked_ms = a.acked_ms FROM a WHERE m.seq = a.seq "
+     "AND m.recipient = a.recipient AND m.state = 0 RETURNING m.seq) "
+     "DELETE FROM bodies WHERE seq IN (SELECT seq FROM u)"},
     // Only a queued copy changes (one acked meanwhile stays acked); a
     // set-aside one keeps its body (a restored key may open it).
     {"l_change_queued",
@@ -134,6 +161,10 @@ constexpr StatementText kStatements[kStmtCount] = {
      "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)) "
      "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
     {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
+    // The receipts of many (sender, id) keys at once, by the key's position.
+    {"l_find_receipts",
+     "SELECT k.ord, r.receipt FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sender, message_id, ord) "
+     "JOIN receipts r USING (sender, message_id)"},
     // A row without its body is damaged like one whose body does not open.
     {"l_pending",
      "SELECT m.seq, m.sender, m.message_id, b.sealed, m.label FROM messages m LEFT JOIN bodies b "
@@ -181,6 +212,9 @@ constexpr StatementText kStatements[kStmtCount] = {
     {"l_renew_lease",
      "UPDATE lease SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' "
      "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
+    {"l_mark_batch",
+     "INSERT INTO last_batch (id, token) VALUES (1, $1::text) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token"},
+    {"l_batch_mark", "SELECT token FROM last_batch WHERE id = 1"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -229,6 +263,13 @@ class PgStore::Params {
   Params& Bytes(const void* data, size_t size) { return Add(std::string(static_cast<const char*>(data), size)); }
   Params& Bytes(const std::vector<uint8_t>& v) { return Bytes(v.data(), v.size()); }
   Params& Bytes(const std::string& v) { return Add(v); }
+  // SQL NULL (an optional column of a migrated row).
+  Params& Null() {
+    values_.emplace_back();
+    nulls_.resize(values_.size());
+    nulls_.back() = true;
+    return *this;
+  }
   Params& Int(int64_t v) {
     std::string be(8, '\0');
     for (int i = 7; i >= 0; --i, v = static_cast<int64_t>(static_cast<uint64_t>(v) >> 8)) {
@@ -236,16 +277,71 @@ class PgStore::Params {
     }
     return Add(std::move(be));
   }
+  // A one-dimensional array in PostgreSQL's binary form (what array_recv
+  // reads): dimensions, no NULLs, the element type's OID, one dimension of
+  // `Array::count` from 1, then each element as its length and bytes.
+  class Array {
+   public:
+    explicit Array(uint32_t element_oid) : oid_(element_oid) {}
+    Array& Add(const void* data, size_t size) {
+      Put32(static_cast<uint32_t>(size));
+      body_.append(static_cast<const char*>(data), size);
+      ++count_;
+      largest_ = std::max(largest_, size);
+      return *this;
+    }
+    Array& Add(const std::string& v) { return Add(v.data(), v.size()); }
+    Array& Add(const std::vector<uint8_t>& v) { return Add(v.data(), v.size()); }
+    Array& Add(int64_t v) {
+      char be[8];
+      for (int i = 7; i >= 0; --i, v = static_cast<int64_t>(static_cast<uint64_t>(v) >> 8)) {
+        be[i] = static_cast<char>(v & 0xff);
+      }
+      return Add(be, sizeof be);
+    }
+    // The largest element: what a store limiting its values refuses.
+    size_t largest() const { return largest_; }
+    std::string Take() {
+      std::string out;
+      out.reserve(20 + body_.size());
+      auto put = [&out](uint32_t v) {
+        for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+      };
+      put(1);  // dimensions
+      put(0);  // no NULLs
+      put(oid_);
+      put(count_);
+      put(1);  // lower bound
+      return out + body_;
+    }
+
+   private:
+    void Put32(uint32_t v) {
+      for (int shift = 24; shift >= 0; shift -= 8) body_.push_back(static_cast<char>((v >> shift) & 0xff));
+    }
+    uint32_t oid_;
+    uint32_t count_ = 0;
+    size_t largest_ = 0;
+    std::string body_;
+  };
+  // The element types' OIDs (pg_type.h; fixed since PostgreSQL 7).
+  static constexpr uint32_t kText = 25, kBytea = 17, kInt8 = 20;
+  Params& Add(Array array) {
+    largest_ = std::max(largest_, array.largest());
+    values_.push_back(array.Take());
+    return *this;
+  }
+
   int size() const { return static_cast<int>(values_.size()); }
+  // The largest value, or array element, of the call.
   size_t largest() const {
-    size_t n = 0;
-    for (const auto& v : values_) n = std::max(n, v.size());
-    return n;
+    return largest_;
   }
   // libpq's arrays; valid while this object is unchanged.
   void Arrays(std::vector<const char*>* values, std::vector<int>* lengths, std::vector<int>* formats) const {
-    for (const auto& v : values_) {
-      values->push_back(v.data());
+    for (size_t i = 0; i < values_.size(); ++i) {
+      const std::string& v = values_[i];
+      values->push_back(i < nulls_.size() && nulls_[i] ? nullptr : v.data());
       lengths->push_back(static_cast<int>(v.size()));
       formats->push_back(1);
     }
@@ -253,10 +349,13 @@ class PgStore::Params {
 
  private:
   Params& Add(std::string v) {
+    largest_ = std::max(largest_, v.size());
     values_.push_back(std::move(v));
     return *this;
   }
   std::vector<std::string> values_;
+  size_t largest_ = 0;
+  std::vector<bool> nulls_;  // by index; shorter than values_ when the last ones are not NULL
 };
 
 struct PgStore::Call {
@@ -437,9 +536,13 @@ Status PgStore::Connect() {
   PQsetNoticeProcessor(conn_, [](void*, const char*) {}, nullptr);
   // A commit is an acknowledgement: it must not return before it is
   // durable, whatever the server's default (on, or remote_apply, stay).
+  // `local` and `remote_write` are raised too: with a synchronous standby
+  // they return before the standby has the commit on disk, so a failover
+  // to it could lose a message already answered `stored`.
   Result sync = Wrap(PQexec(conn_, "SHOW synchronous_commit"));
   if (!Succeeded(sync)) return Status::IoError("store " + where_ + ": " + ServerError(sync.get(), conn_));
-  if (PQntuples(sync.get()) == 1 && GetText(sync.get(), 0, 0) == "off") {
+  const std::string level = PQntuples(sync.get()) == 1 ? GetText(sync.get(), 0, 0) : std::string();
+  if (level != "on" && level != "remote_apply") {
     Result set = Wrap(PQexec(conn_, "SET synchronous_commit = on"));
     if (!Succeeded(set)) return Status::IoError("store " + where_ + ": " + ServerError(set.get(), conn_));
   }
@@ -494,6 +597,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV3));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (3)"));
     }
+    if (version < 4) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV4));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (4)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -532,25 +639,61 @@ Status PgStore::CheckKey() {
   return Status::Internal("store " + where_ + ": the key check does not stay written");
 }
 
-Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const {
+Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const {
   if (fence_epoch_ > 0) calls->push_back({kFence, Params().Int(fence_epoch_), "checking the lease"});
-  for (const WriteBatch::Copy& c : batch.copies) {
-    const auto sealed = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
+  calls->push_back({kMarkBatch, Params().Text(token), "marking the batch"});
+  // One statement each for the copies, the receipts and the acks, however
+  // many the batch holds: the server's cost per statement, not per row,
+  // is what a batch of small rows pays most for.
+  if (!batch.copies.empty()) {
+    using A = Params::Array;
+    A sender(Params::kText), id(Params::kText), recipient(Params::kText), case_hash(Params::kBytea),
+        created(Params::kInt8), expires(Params::kInt8), purge(Params::kInt8), label(Params::kText),
+        sealed(Params::kBytea);
+    for (const WriteBatch::Copy& c : batch.copies) {
+      const auto body = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
                              c.envelope.size());
-    if (!sealed) {
-      return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
+      if (!body) {
+        return Status::Internal(
+            "store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
+      }
+      sender.Add(c.sender);
+      id.Add(c.message_id);
+      recipient.Add(c.recipient);
+      case_hash.Add(CaseHash(key_, c.sender, c.case_ref));
+      created.Add(c.now_ms);
+      expires.Add(c.expires_ms);
+      purge.Add(c.purge_after_ms);
+      label.Add(c.label);
+      sealed.Add(*body);
     }
     Params p;
-    p.Text(c.sender).Text(c.message_id).Text(c.recipient).Bytes(CaseHash(key_, c.sender, c.case_ref));
-    p.Int(c.now_ms).Int(c.expires_ms).Int(c.purge_after_ms).Text(c.label).Bytes(*sealed);
-    calls->push_back({kEnqueue, std::move(p), "queueing a message"});
+    for (A* a : {&sender, &id, &recipient, &case_hash, &created, &expires, &purge, &label, &sealed}) {
+      p.Add(std::move(*a));
+    }
+    calls->push_back({kEnqueue, std::move(p), "queueing messages"});
   }
-  for (const WriteBatch::Receipt& r : batch.receipts) {
-    calls->push_back({kPutReceipt, Params().Text(r.sender).Text(r.message_id).Bytes(r.receipt).Int(r.purge_after_ms),
-                      "writing a receipt"});
+  if (!batch.receipts.empty()) {
+    Params::Array sender(Params::kText), id(Params::kText), receipt(Params::kBytea), purge(Params::kInt8);
+    for (const WriteBatch::Receipt& r : batch.receipts) {
+      sender.Add(r.sender);
+      id.Add(r.message_id);
+      receipt.Add(r.receipt);
+      purge.Add(r.purge_after_ms);
+    }
+    calls->push_back({kPutReceipt,
+                      Params().Add(std::move(sender)).Add(std::move(id)).Add(std::move(receipt)).Add(std::move(purge)),
+                      "writing receipts"});
   }
-  for (const WriteBatch::Acked& a : batch.acks) {
-    calls->push_back({kAck, Params().Int(a.seq).Int(a.now_ms).Text(a.recipient), "recording an ack"});
+  if (!batch.acks.empty()) {
+    Params::Array seq(Params::kInt8), at(Params::kInt8), recipient(Params::kText);
+    for (const WriteBatch::Acked& a : batch.acks) {
+      seq.Add(a.seq);
+      at.Add(a.now_ms);
+      recipient.Add(a.recipient);
+    }
+    calls->push_back({kAck, Params().Add(std::move(seq)).Add(std::move(at)).Add(std::move(recipient)),
+                      "recording acks"});
   }
   for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{3, &batch.expired},
                                     {4, &batch.erased}, {5, &batch.set_aside}}) {
@@ -604,10 +747,38 @@ Status PgStore::BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) co
 Status PgStore::Apply(const WriteBatch& batch) {
   if (batch.empty()) return Status::Ok();
   std::vector<Call> calls;
+  // Unique per batch of this process (and, by the random part, of any
+  // other): what the database keeps of the last batch it committed.
+  if (token_prefix_.empty()) {
+    uint8_t random[8];
+    if (RAND_bytes(random, sizeof random) != 1) {
+      return Status::Internal("store: OpenSSL's random source failed (RAND_bytes)");
+    }
+    for (uint8_t b : random) token_prefix_ += "0123456789abcdef"[b >> 4], token_prefix_ += "0123456789abcdef"[b & 15];
+  }
+  const std::string token = token_prefix_ + ":" + std::to_string(++batches_);
   // Everything is sealed and checked before anything is sent.
-  LIAISON_RETURN_IF_ERROR(BuildBatch(batch, &calls));
+  LIAISON_RETURN_IF_ERROR(BuildBatch(batch, token, &calls));
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
-  return RunPipeline(calls);
+  Status st = RunPipeline(calls);
+  if (st.ok() || !commit_outcome_unknown_) return st;
+  // The connection was lost after COMMIT was sent: the batch may have
+  // committed. Answering "unavailable" for a stored batch would make the
+  // core undo ledger records the database kept; ask the database.
+  commit_outcome_unknown_ = false;
+  if (Status connected = EnsureConnected(); !connected.ok()) {
+    return Status::IoError(st.message() + "; whether COMMIT happened is unknown: " + connected.message());
+  }
+  Result r = Exec(conn_, kBatchMark, Params());
+  if (!Succeeded(r)) {
+    return Status::IoError(st.message() + "; whether COMMIT happened is unknown: " + ServerError(r.get(), conn_));
+  }
+  if (PQntuples(r.get()) == 1 && GetText(r.get(), 0, 0) == token) {
+    spdlog::warn("event=store_commit_confirmed store=\"{}\" reason=\"the connection was lost after COMMIT; the "
+                 "database has the batch\"", where_);
+    return Status::Ok();
+  }
+  return st;
 }
 
 Status PgStore::RunPipeline(const std::vector<Call>& calls) {
@@ -625,8 +796,12 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
                                lengths.data(), formats.data(), 1) == 1;
   }
   sent = sent && PQsendQueryParams(conn_, "COMMIT", 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+  // From here the server may commit whatever this process hears.
+  const bool commit_queued = sent;
   sent = sent && PQpipelineSync(conn_) == 1;
+  if (sent && break_after_send_for_testing_) BreakConnectionForTesting();
   if (!sent) {
+    commit_outcome_unknown_ = commit_queued;
     // The connection is in an unknown state: drop it (the server rolls an
     // open transaction back); the next call connects again.
     const std::string error = ServerError(nullptr, conn_);
@@ -673,6 +848,10 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
     if (failure.empty()) failure = "the pipeline did not end: " + ServerError(nullptr, conn_);
     PQfinish(conn_);  // the server rolls back whatever was open
     conn_ = nullptr;
+    // COMMIT answered COMMIT: the batch is durable; only the end was lost.
+    if (committed) return Status::Ok();
+    // Lost before COMMIT's answer: the caller asks the database (Apply).
+    commit_outcome_unknown_ = true;
     return Status::IoError("store " + where_ + ": " + failure);
   }
   if (failure.empty() && !committed) failure = "COMMIT did not commit";
@@ -688,6 +867,21 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
   return Status::Ok();
 }
 
+void PgStore::BreakConnectionForTesting() {
+  break_after_send_for_testing_ = false;
+  // Once the server has answered (so it has run COMMIT), the socket is
+  // replaced by /dev/null: libpq reads an end of file, as when a network
+  // fails between the server's COMMIT and its answer.
+  pollfd p{PQsocket(conn_), POLLIN, 0};
+  ::poll(&p, 1, 5000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const int devnull = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (devnull >= 0) {
+    ::dup2(devnull, PQsocket(conn_));
+    ::close(devnull);
+  }
+}
+
 StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::string& sender,
                                                                   const std::string& message_id) {
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
@@ -695,6 +889,28 @@ StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::st
   if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading a receipt: " + ServerError(r.get(), conn_));
   if (PQntuples(r.get()) == 0) return std::optional<std::vector<uint8_t>>();
   return std::optional<std::vector<uint8_t>>(GetBytes(r.get(), 0, 0));
+}
+
+StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> PgStore::FindReceipts(
+    const std::vector<std::pair<std::string, std::string>>& keys) {
+  std::vector<std::optional<std::vector<uint8_t>>> out(keys.size());
+  if (keys.empty()) return out;
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Params::Array senders(Params::kText), ids(Params::kText);
+  for (const auto& [sender, id] : keys) {
+    senders.Add(sender);
+    ids.Add(id);
+  }
+  Result r = Exec(conn_, kFindReceipts, Params().Add(std::move(senders)).Add(std::move(ids)));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading receipts: " + ServerError(r.get(), conn_));
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    const int64_t ord = GetInt(r.get(), row, 0);
+    if (ord < 1 || ord > static_cast<int64_t>(keys.size())) {
+      return Status::Internal("store " + where_ + ": reading receipts: the server answered a key it was not asked");
+    }
+    out[static_cast<size_t>(ord - 1)] = GetBytes(r.get(), row, 1);
+  }
+  return out;
 }
 
 StatusOr<std::vector<QueuedMessage>> PgStore::Pending(const std::string& recipient, int64_t after_seq, int limit,
@@ -851,10 +1067,8 @@ StatusOr<std::vector<QueueEntry>> PgStore::QueueEntries(const std::string& recip
     e.seq = GetInt(r.get(), row, 0);
     e.sender = GetText(r.get(), row, 1);
     e.message_id = GetText(r.get(), row, 2);
-    // The label is "case pseudonym|type": only the type is shown.
-    const std::string label = GetText(r.get(), row, 3);
-    const auto bar = label.rfind('|');
-    e.type = bar == std::string::npos ? std::string() : label.substr(bar + 1);
+    // Only the type of the label is shown.
+    e.type = CopyLabel::Parse(GetText(r.get(), row, 3)).type;
     e.set_aside = GetInt(r.get(), row, 4) == 5;
     e.created_ms = GetInt(r.get(), row, 5);
     out.push_back(std::move(e));
@@ -870,6 +1084,154 @@ StatusOr<std::vector<ExpiredMessage>> PgStore::SetAside(const std::string& recip
                            ServerError(r.get(), conn_));
   }
   return ReadExpired(r.get());
+}
+
+namespace {
+
+// The import's statements: rows keep their numbers (seq), so that the
+// bodies, the set-aside copies and the delivery order stay as they were.
+constexpr StatementText kImportStatements[] = {
+    {"i_message",
+     "INSERT INTO messages (seq, sender, message_id, recipient, case_hash, state, created_ms, expires_ms, acked_ms, "
+     "purge_after_ms, label) OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::bytea, "
+     "$6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::text)"},
+    {"i_body", "INSERT INTO bodies (seq, sealed) VALUES ($1::bigint, $2::bytea)"},
+    {"i_receipt",
+     "INSERT INTO receipts (sender, message_id, receipt, purge_after_ms) "
+     "VALUES ($1::text, $2::text, $3::bytea, $4::bigint)"},
+    {"i_disclosure", "INSERT INTO disclosures (sender, case_hash, recipient) VALUES ($1::text, $2::bytea, $3::text)"},
+    {"i_notice",
+     "INSERT INTO notices (seq, agency, receipt) OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::text, $3::bytea)"},
+    {"i_ledger_tail", "INSERT INTO ledger_tail (seq, first_seq, lines) VALUES ($1::bigint, $2::bigint, $3::text)"},
+    {"i_ledger_position", "INSERT INTO ledger_position (id, seq) VALUES (1, $1::bigint)"},
+    // The next seq is last + 1 (is_called true), or 1 for an empty table.
+    {"i_numbering",
+     "SELECT setval(pg_get_serial_sequence('messages', 'seq'), GREATEST($1::bigint, 1), $1::bigint > 0), "
+     "setval(pg_get_serial_sequence('notices', 'seq'), GREATEST($2::bigint, 1), $2::bigint > 0)"},
+};
+
+constexpr const char* kCountRows =
+    "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM bodies), (SELECT COUNT(*) FROM receipts), "
+    "(SELECT COUNT(*) FROM disclosures), (SELECT COUNT(*) FROM notices), (SELECT COUNT(*) FROM ledger_tail), "
+    "(SELECT COUNT(*) FROM ledger_position)";
+
+}  // namespace
+
+StatusOr<std::unique_ptr<PgImport>> PgImport::Begin(const PgConnectOptions& options, const StoreKey& key) {
+  std::unique_ptr<PgImport> import(new PgImport());
+  auto opened = PgStore::Open(options, key);
+  if (!opened.ok()) return opened.status();
+  import->store_ = std::move(*opened);
+  pg_conn* conn = import->store_->conn_;
+  const std::string& where = import->store_->where_;
+  for (const StatementText& s : kImportStatements) {
+    Result r = Wrap(PQprepare(conn, s.name, s.sql, 0, nullptr));
+    if (!Succeeded(r)) {
+      return Status::IoError("store " + where + ": preparing " + s.name + ": " + ServerError(r.get(), conn));
+    }
+  }
+  for (const char* sql : {"BEGIN", kMigrationLock}) {
+    Result r = Wrap(PQexec(conn, sql));
+    if (!Succeeded(r)) return Status::IoError("store " + where + ": starting the import: " + ServerError(r.get(), conn));
+  }
+  import->open_ = true;
+  // Empty, checked under the lock: a broker that started on this database
+  // before has committed whatever it was going to.
+  Result counts = Wrap(PQexec(conn, kCountRows));
+  if (!Succeeded(counts) || PQntuples(counts.get()) != 1) {
+    return Status::IoError("store " + where + ": counting its rows: " + ServerError(counts.get(), conn));
+  }
+  int64_t rows = 0;
+  for (int i = 0; i < PQnfields(counts.get()); ++i) rows += std::atoll(PQgetvalue(counts.get(), 0, i));
+  if (rows > 0) {
+    return Status::InvalidArgument(
+        "store " + where + " is not empty (messages " + PQgetvalue(counts.get(), 0, 0) + ", receipts " +
+        PQgetvalue(counts.get(), 0, 2) + ", notices " + PQgetvalue(counts.get(), 0, 4) +
+        ", ...): a migration fills only an empty database; create a new one (createdb) and name it in --url");
+  }
+  return import;
+}
+
+PgImport::~PgImport() {
+  if (open_ && store_ && store_->conn_) Wrap(PQexec(store_->conn_, "ROLLBACK"));
+}
+
+Status PgImport::Exec(const char* name, const PgStore::Params& params, const char* what) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  params.Arrays(&values, &lengths, &formats);
+  Result r = Wrap(PQexecPrepared(store_->conn_, name, params.size(), values.data(), lengths.data(), formats.data(), 1));
+  if (Succeeded(r)) return Status::Ok();
+  return Status::IoError("store " + store_->where_ + ": " + what + ": " + ServerError(r.get(), store_->conn_) +
+                         "; nothing was migrated");
+}
+
+Status PgImport::Put(const Rows& rows) {
+  if (!open_) return Status::Internal("store " + store_->where_ + ": the import is not open");
+  for (const MessageRow& m : rows.messages) {
+    PgStore::Params p;
+    p.Int(m.seq).Text(m.sender).Text(m.message_id).Text(m.recipient);
+    if (m.case_hash) p.Bytes(*m.case_hash); else p.Null();
+    p.Int(m.state).Int(m.created_ms).Int(m.expires_ms);
+    if (m.acked_ms) p.Int(*m.acked_ms); else p.Null();
+    p.Int(m.purge_after_ms);
+    if (m.label) p.Text(*m.label); else p.Null();
+    LIAISON_RETURN_IF_ERROR(Exec("i_message", p, "copying a message row"));
+  }
+  for (const BodyRow& b : rows.bodies) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_body", PgStore::Params().Int(b.seq).Bytes(b.sealed), "copying a queued copy"));
+  }
+  for (const ReceiptRow& r : rows.receipts) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_receipt",
+                                 PgStore::Params().Text(r.sender).Text(r.message_id).Bytes(r.receipt).Int(r.purge_after_ms),
+                                 "copying a receipt"));
+  }
+  for (const DisclosureRow& d : rows.disclosures) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_disclosure", PgStore::Params().Text(d.sender).Bytes(d.case_hash).Text(d.recipient),
+                                 "copying a disclosure"));
+  }
+  for (const NoticeRow& n : rows.notices) {
+    LIAISON_RETURN_IF_ERROR(
+        Exec("i_notice", PgStore::Params().Int(n.seq).Text(n.agency).Bytes(n.receipt), "copying a notice"));
+  }
+  for (const LedgerTailRow& l : rows.ledger_tail) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_ledger_tail", PgStore::Params().Int(l.seq).Int(l.first_seq).Text(l.lines),
+                                 "copying ledger records"));
+  }
+  return Status::Ok();
+}
+
+StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
+  if (!open_) return Status::Internal("store " + store_->where_ + ": the import is not open");
+  pg_conn* conn = store_->conn_;
+  const std::string& where = store_->where_;
+  if (totals.ledger_position) {
+    LIAISON_RETURN_IF_ERROR(
+        Exec("i_ledger_position", PgStore::Params().Int(*totals.ledger_position), "writing the ledger position"));
+  }
+  LIAISON_RETURN_IF_ERROR(Exec("i_numbering", PgStore::Params().Int(totals.last_message_seq).Int(totals.last_notice_seq),
+                               "setting the numbering"));
+  Result counts = Wrap(PQexec(conn, kCountRows));
+  if (!Succeeded(counts) || PQntuples(counts.get()) != 1) {
+    return Status::IoError("store " + where + ": counting the copied rows: " + ServerError(counts.get(), conn) +
+                           "; nothing was migrated");
+  }
+  RowCounts found;
+  int64_t* fields[] = {&found.messages, &found.bodies, &found.receipts, &found.disclosures, &found.notices,
+                       &found.ledger_tail};
+  for (int i = 0; i < 6; ++i) *fields[i] = std::atoll(PQgetvalue(counts.get(), 0, i));
+  const int64_t positions = std::atoll(PQgetvalue(counts.get(), 0, 6));
+  if (!(found == totals.counts) || positions != (totals.ledger_position ? 1 : 0)) {
+    return Status::Internal("store " + where + ": the copy does not match the source (source: " +
+                            totals.counts.ToString() + "; copy: " + found.ToString() + "); nothing was migrated");
+  }
+  Result commit = Wrap(PQexec(conn, "COMMIT"));
+  open_ = false;
+  if (!Succeeded(commit) || std::strcmp(PQcmdStatus(commit.get()), "COMMIT") != 0) {
+    return Status::IoError("store " + where + ": COMMIT failed: " + ServerError(commit.get(), conn) +
+                           "; nothing was migrated");
+  }
+  return found;
 }
 
 }  // namespace liaison::store

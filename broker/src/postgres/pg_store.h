@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "store/rows.h"
 #include "store/store.h"
 
 struct pg_conn;
@@ -42,7 +43,7 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no
@@ -61,6 +62,9 @@ class PgStore final : public Store {
   Status Apply(const WriteBatch& batch) override;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
+  // One round trip for all of them.
+  StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> FindReceipts(
+      const std::vector<std::pair<std::string, std::string>>& keys) override;
   // Without `damaged`, a copy that does not decrypt is set aside at once.
   StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq, int limit,
                                                std::vector<int64_t>* damaged = nullptr) override;
@@ -102,11 +106,16 @@ class PgStore final : public Store {
   // on the lease connection makes a take or renewal that waits for such a
   // row fail and be tried again instead of hanging.
   Status SetSessionTimeouts(int64_t lock_timeout_ms, int64_t idle_in_transaction_ms);
+  // Tests: the next Apply loses its connection after the server has run
+  // the batch and before its answer is read (Apply must still say whether
+  // the batch committed).
+  void BreakConnectionAfterNextSendForTesting() { break_after_send_for_testing_ = true; }
 
   // One prepared statement's use: its parameters, sent in binary.
   class Params;
 
  private:
+  friend class PgImport;
   PgStore() = default;
   // Connects (again, after a lost connection) and prepares the statements.
   Status Connect();
@@ -119,7 +128,9 @@ class PgStore final : public Store {
   // result; on any failure the transaction is rolled back.
   struct Call;
   Status RunPipeline(const std::vector<Call>& calls);
-  Status BuildBatch(const WriteBatch& batch, std::vector<Call>* calls) const;
+  // `token` marks the batch in the database (table last_batch).
+  Status BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const;
+  void BreakConnectionForTesting();
 
   pg_conn* conn_ = nullptr;
   PgConnectOptions options_;
@@ -127,7 +138,40 @@ class PgStore final : public Store {
   StoreKey key_{};
   size_t max_value_bytes_ = 0;
   int64_t fence_epoch_ = 0;  // see FenceWith
+  std::string token_prefix_;  // random, per store object: batches' tokens
+  uint64_t batches_ = 0;
+  // RunPipeline lost the connection after sending COMMIT (Apply then asks
+  // the database whether the batch's token is there).
+  bool commit_outcome_unknown_ = false;
+  bool break_after_send_for_testing_ = false;
   int64_t lock_timeout_ms_ = 0, idle_in_transaction_ms_ = 0;  // see SetSessionTimeouts
+};
+
+// For `liaison store migrate`: one transaction that fills an empty
+// database with the rows of another store (store/rows.h), sealed copies as
+// they are. Nothing of it is visible, or stays, unless Commit succeeds.
+class PgImport final : public RowSink {
+ public:
+  // Connects, creates the schema if there is none, checks `key` against
+  // the database's key check (making it in a new database), opens the
+  // transaction, takes the lock brokers take at start (so one starting
+  // meanwhile waits for the commit), and refuses a database that holds any
+  // row of a store already.
+  static StatusOr<std::unique_ptr<PgImport>> Begin(const PgConnectOptions& options, const StoreKey& key);
+  ~PgImport() override;  // rolls back unless committed
+
+  Status Put(const Rows& rows) override;
+  // Sets the ledger position and where the numbering goes on, counts every
+  // table inside the transaction, and commits only if the counts are
+  // `totals.counts`. Returns the counts found.
+  StatusOr<RowCounts> Commit(const StoreTotals& totals);
+  const std::string& where() const { return store_->where_; }
+
+ private:
+  PgImport() = default;
+  Status Exec(const char* name, const PgStore::Params& params, const char* what);
+  std::unique_ptr<PgStore> store_;
+  bool open_ = false;  // the transaction
 };
 
 }  // namespace liaison::store

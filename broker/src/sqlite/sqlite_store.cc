@@ -15,6 +15,8 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -745,10 +747,8 @@ StatusOr<std::vector<QueueEntry>> SqliteStore::QueueEntries(const std::string& r
     e.seq = q.ColumnInt(0);
     e.sender = q.ColumnText(1);
     e.message_id = q.ColumnText(2);
-    // The label is "case pseudonym|type": only the type is shown.
-    const std::string label = q.ColumnText(3);
-    const auto bar = label.rfind('|');
-    e.type = bar == std::string::npos ? std::string() : label.substr(bar + 1);
+    // Only the type of the label is shown.
+    e.type = CopyLabel::Parse(q.ColumnText(3)).type;
     e.set_aside = q.ColumnInt(4) == 5;
     e.created_ms = q.ColumnInt(5);
     out.push_back(std::move(e));
@@ -848,6 +848,224 @@ Status SqliteStore::Backup(const std::string& source, const std::string& destina
   if (fd >= 0) ::close(fd);
   if (!synced) return Status::IoError("backup: cannot sync " + destination + ": " + std::strerror(errno));
   return Status::Ok();
+}
+
+namespace {
+
+// A statement of the export's own connection, finalized on scope exit.
+class OwnedStatement {
+ public:
+  OwnedStatement(sqlite3* db, const std::string& sql) {
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &s_, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(s_);
+      s_ = nullptr;
+    }
+  }
+  ~OwnedStatement() { sqlite3_finalize(s_); }
+  OwnedStatement(const OwnedStatement&) = delete;
+  OwnedStatement& operator=(const OwnedStatement&) = delete;
+  sqlite3_stmt* get() const { return s_; }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+std::string ColumnString(sqlite3_stmt* s, int i) {
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
+  return p ? std::string(p, sqlite3_column_bytes(s, i)) : std::string();
+}
+std::optional<std::string> ColumnOptionalString(sqlite3_stmt* s, int i) {
+  if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
+  return ColumnString(s, i);
+}
+
+}  // namespace
+
+StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKey& key, RowSink* sink,
+                                          size_t part_rows) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return Status::NotFound("store " + path + ": no such file (check the path)");
+  sqlite3* db = nullptr;
+  // Read-write without create: the exclusive lock needs a writer's open.
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    Status failed = Status::IoError(SqliteError(db, "cannot open the store " + path));
+    sqlite3_close(db);
+    return failed;
+  }
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> owned(db, &sqlite3_close);
+  sqlite3_busy_timeout(db, 0);  // in use is an answer, not something to wait for
+  auto exec = [&](const char* sql, const std::string& what) -> Status {
+    char* error = nullptr;
+    if (sqlite3_exec(db, sql, nullptr, nullptr, &error) == SQLITE_OK) return Status::Ok();
+    const int code = sqlite3_errcode(db) & 0xff;
+    std::string message = SqliteError(db, "store " + path + ": " + what);
+    sqlite3_free(error);
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED) {
+      return Status::Unavailable("store " + path + " is in use (a broker, or another tool, has it open): stop the "
+                                 "broker (systemctl stop liaison-broker) and run this again");
+    }
+    return Status::IoError(message);
+  };
+  // In WAL mode, the exclusive locking mode's first transaction takes the
+  // database for this connection until it closes; BEGIN EXCLUSIVE fails at
+  // once while any other connection (a running broker's) has it open.
+  LIAISON_RETURN_IF_ERROR(exec("PRAGMA locking_mode=EXCLUSIVE", "setting the locking mode"));
+  LIAISON_RETURN_IF_ERROR(exec("BEGIN EXCLUSIVE", "locking it"));
+  auto query = [&](const std::string& sql, const std::string& what,
+                   const std::function<Status(sqlite3_stmt*)>& row) -> Status {
+    OwnedStatement q(db, sql);
+    if (!q.get()) return Status::IoError(SqliteError(db, "store " + path + ": " + what));
+    int rc;
+    while ((rc = sqlite3_step(q.get())) == SQLITE_ROW) LIAISON_RETURN_IF_ERROR(row(q.get()));
+    if (rc != SQLITE_DONE) return Status::IoError(SqliteError(db, "store " + path + ": " + what));
+    return Status::Ok();
+  };
+  {
+    std::string verdict;
+    LIAISON_RETURN_IF_ERROR(query("PRAGMA quick_check", "checking its integrity", [&](sqlite3_stmt* s) {
+      verdict += ColumnString(s, 0);
+      return Status::Ok();
+    }));
+    if (verdict != "ok") {
+      return Status::Corruption("store " + path + " failed its integrity check (" + verdict.substr(0, 200) +
+                                "); restore it from a backup before migrating");
+    }
+  }
+  // Everything in the file must be something this build copies.
+  static const std::set<std::string> kTables = {"meta", "messages", "bodies", "receipts",
+                                                "disclosures", "notices", "ledger_tail"};
+  LIAISON_RETURN_IF_ERROR(query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                                "listing its tables", [&](sqlite3_stmt* s) {
+                                  const std::string name = ColumnString(s, 0);
+                                  if (kTables.count(name)) return Status::Ok();
+                                  return Status::InvalidArgument(
+                                      "store " + path + " has a table this version does not know (" + name +
+                                      "): migrate with the liaison version that wrote it");
+                                }));
+  StoreTotals totals;
+  bool key_checked = false;
+  LIAISON_RETURN_IF_ERROR(query("SELECT name, value FROM meta", "reading meta", [&](sqlite3_stmt* s) {
+    const std::string name = ColumnString(s, 0);
+    if (name == "key_check") {
+      const std::string v = ColumnString(s, 1);
+      if (!KeyCheckOpens(key, std::vector<uint8_t>(v.begin(), v.end()))) {
+        return Status::PermissionDenied("store " + path +
+                                        ": the store key does not match this database (wrong key file?)");
+      }
+      key_checked = true;
+    } else if (name == "ledger_seq") {
+      totals.ledger_position = sqlite3_column_int64(s, 1);
+    } else {
+      return Status::InvalidArgument("store " + path + " has a setting this version does not know (meta " + name +
+                                     "): migrate with the liaison version that wrote it");
+    }
+    return Status::Ok();
+  }));
+  if (!key_checked) {
+    return Status::InvalidArgument("store " + path + " has no key check: it was never opened by a broker; "
+                                   "nothing to migrate");
+  }
+  // Columns that older stores lack or still use (SqliteStore::Open moves
+  // them): a label, and copies kept in the message row.
+  bool has_label = false, has_sealed = false;
+  LIAISON_RETURN_IF_ERROR(query("PRAGMA table_info(messages)", "reading its tables", [&](sqlite3_stmt* s) {
+    const std::string column = ColumnString(s, 1);
+    has_label |= column == "label";
+    has_sealed |= column == "sealed";
+    return Status::Ok();
+  }));
+
+  Rows part;
+  auto flush = [&](bool always) -> Status {
+    if (part.size() == 0 || (!always && part.size() < part_rows)) return Status::Ok();
+    LIAISON_RETURN_IF_ERROR(sink->Put(part));
+    part = Rows();
+    return Status::Ok();
+  };
+  auto count = [&](const std::string& sql, int64_t* out) {
+    return query(sql, "counting rows", [&](sqlite3_stmt* s) {
+      *out = sqlite3_column_int64(s, 0);
+      return Status::Ok();
+    });
+  };
+  auto old_bodies = [&](const std::string& columns) -> std::string {
+    if (!has_sealed) return "";
+    return " UNION ALL SELECT " + columns + " FROM messages WHERE sealed IS NOT NULL "
+           "AND seq NOT IN (SELECT seq FROM bodies)";
+  };
+  LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM messages", &totals.counts.messages));
+  LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM (SELECT seq FROM bodies" + old_bodies("seq") + ")",
+                                &totals.counts.bodies));
+  LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM receipts", &totals.counts.receipts));
+  LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM disclosures", &totals.counts.disclosures));
+  LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM notices", &totals.counts.notices));
+  LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM ledger_tail", &totals.counts.ledger_tail));
+  // AUTOINCREMENT's high-water marks: numbers of rows already purged are
+  // not given out again.
+  LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM messages", &totals.last_message_seq));
+  LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM notices", &totals.last_notice_seq));
+  LIAISON_RETURN_IF_ERROR(query("SELECT name, seq FROM sqlite_sequence", "reading its numbering",
+                                [&](sqlite3_stmt* s) {
+                                  const std::string name = ColumnString(s, 0);
+                                  const int64_t seq = sqlite3_column_int64(s, 1);
+                                  if (name == "messages") totals.last_message_seq = std::max(totals.last_message_seq, seq);
+                                  if (name == "notices") totals.last_notice_seq = std::max(totals.last_notice_seq, seq);
+                                  return Status::Ok();
+                                }));
+
+  LIAISON_RETURN_IF_ERROR(query(
+      std::string("SELECT seq, sender, message_id, recipient, case_hash, state, created_ms, expires_ms, acked_ms, "
+                  "purge_after_ms, ") +
+          (has_label ? "label" : "NULL") + " FROM messages ORDER BY seq",
+      "reading messages", [&](sqlite3_stmt* s) {
+        MessageRow m;
+        m.seq = sqlite3_column_int64(s, 0);
+        m.sender = ColumnString(s, 1);
+        m.message_id = ColumnString(s, 2);
+        m.recipient = ColumnString(s, 3);
+        m.case_hash = ColumnOptionalString(s, 4);
+        m.state = sqlite3_column_int64(s, 5);
+        m.created_ms = sqlite3_column_int64(s, 6);
+        m.expires_ms = sqlite3_column_int64(s, 7);
+        if (sqlite3_column_type(s, 8) != SQLITE_NULL) m.acked_ms = sqlite3_column_int64(s, 8);
+        m.purge_after_ms = sqlite3_column_int64(s, 9);
+        m.label = ColumnOptionalString(s, 10);
+        part.messages.push_back(std::move(m));
+        return flush(false);
+      }));
+  LIAISON_RETURN_IF_ERROR(query("SELECT seq, sealed FROM bodies" + old_bodies("seq, sealed") + " ORDER BY seq", "reading bodies",
+                                [&](sqlite3_stmt* s) {
+                                  part.bodies.push_back({sqlite3_column_int64(s, 0), ColumnString(s, 1)});
+                                  return flush(false);
+                                }));
+  LIAISON_RETURN_IF_ERROR(query("SELECT sender, message_id, receipt, purge_after_ms FROM receipts",
+                                "reading receipts", [&](sqlite3_stmt* s) {
+                                  part.receipts.push_back({ColumnString(s, 0), ColumnString(s, 1), ColumnString(s, 2),
+                                                           sqlite3_column_int64(s, 3)});
+                                  return flush(false);
+                                }));
+  LIAISON_RETURN_IF_ERROR(query("SELECT sender, case_hash, recipient FROM disclosures", "reading disclosures",
+                                [&](sqlite3_stmt* s) {
+                                  part.disclosures.push_back(
+                                      {ColumnString(s, 0), ColumnString(s, 1), ColumnString(s, 2)});
+                                  return flush(false);
+                                }));
+  LIAISON_RETURN_IF_ERROR(query("SELECT seq, agency, receipt FROM notices ORDER BY seq", "reading notices",
+                                [&](sqlite3_stmt* s) {
+                                  part.notices.push_back(
+                                      {sqlite3_column_int64(s, 0), ColumnString(s, 1), ColumnString(s, 2)});
+                                  return flush(false);
+                                }));
+  LIAISON_RETURN_IF_ERROR(query("SELECT seq, first_seq, lines FROM ledger_tail ORDER BY seq",
+                                "reading ledger records", [&](sqlite3_stmt* s) {
+                                  part.ledger_tail.push_back(
+                                      {sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), ColumnString(s, 2)});
+                                  return flush(false);
+                                }));
+  LIAISON_RETURN_IF_ERROR(flush(true));
+  // Nothing was written: the transaction only held the lock.
+  LIAISON_RETURN_IF_ERROR(exec("ROLLBACK", "ending the export"));
+  return totals;
 }
 
 }  // namespace liaison::store

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "store/rows.h"
 #include "store/store.h"
 
 struct sqlite3;
@@ -67,6 +68,16 @@ class SqliteStore final : public Store {
   // the broker keeps committing. The copy is integrity-checked. Fails if
   // `destination` exists.
   static Status Backup(const std::string& source, const std::string& destination);
+
+  // For `liaison store migrate`: every row of the store at `path`, handed
+  // to `sink` in parts of about `part_rows` rows, and the totals to check
+  // the copy against. The store must not be in use: it is opened with an
+  // exclusive lock (held until the export returns), so a broker that has it
+  // open makes the export fail, and one starting meanwhile cannot open it.
+  // `key` must be the store's key (its key check). A table or meta row this
+  // build does not know is refused rather than left behind.
+  static StatusOr<StoreTotals> Export(const std::string& path, const StoreKey& key, RowSink* sink,
+                                      size_t part_rows = 1000);
 
   // The single writes Apply is made of, for tools and tests.
   Status Begin();

@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -21,6 +22,24 @@
 #include "store/sealing.h"
 
 namespace liaison::store {
+
+// A queued copy's label, which the core attaches at Enqueue and the store
+// returns with the copy: what the message's later ledger records
+// (delivered, expired, erased, purged, requeued) and operators' listings
+// need of it, and the store keeps nowhere else. "<case pseudonym>|<type>";
+// neither part holds a '|' (a hex pseudonym, a payload type's name).
+struct CopyLabel {
+  std::string case_pseudonym;
+  std::string type;  // the payload type's name, e.g. "CaseReferral"
+
+  std::string Format() const { return case_pseudonym + "|" + type; }
+  // A label without '|' is all pseudonym (no type).
+  static CopyLabel Parse(std::string_view label) {
+    const size_t bar = label.rfind('|');
+    if (bar == std::string_view::npos) return {std::string(label), ""};
+    return {std::string(label.substr(0, bar)), std::string(label.substr(bar + 1))};
+  }
+};
 
 struct QueuedMessage {
   int64_t seq = 0;              // global order; per recipient it is the delivery order
@@ -133,6 +152,19 @@ class Store {
   // The receipt first given for (sender, id), if any.
   virtual StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                                    const std::string& message_id) = 0;
+  // FindReceipt for each (sender, id) of `keys`, in the same order: one
+  // round trip where the backend can (the default asks one by one).
+  virtual StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> FindReceipts(
+      const std::vector<std::pair<std::string, std::string>>& keys) {
+    std::vector<std::optional<std::vector<uint8_t>>> out;
+    out.reserve(keys.size());
+    for (const auto& [sender, id] : keys) {
+      auto found = FindReceipt(sender, id);
+      if (!found.ok()) return found.status();
+      out.push_back(std::move(*found));
+    }
+    return out;
+  }
   // Queued copies of `recipient` with seq > after_seq, in order, at most
   // `limit`, decrypted. A copy that does not decrypt is logged (its seq,
   // never contents) and skipped, and its seq added to `damaged` for the

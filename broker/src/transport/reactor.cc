@@ -376,7 +376,7 @@ void Reactor::HandleRouterMessage(std::vector<zmq::message_t>& frames) {
     return;
   }
   if (command == wire::kSend) {
-    core_->HandleSend(*set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
+    core_->HandleSend(set, *agency, routing_id, {frames[2].data<uint8_t>(), frames[2].size()});
   } else if (command == wire::kHello) {
     int fd = zmq_msg_get(frames[1].handle(), ZMQ_SRCFD);
     const char* domain = zmq_msg_gets(frames[1].handle(), kBrokerKeyProperty);
