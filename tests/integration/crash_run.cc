@@ -131,9 +131,7 @@ class Backoff {
 
 // One sender connection: messages t, t + senders, ... each sent until the
 // broker answers "stored". Returns early (after Fail) on anything else.
-void Produce(const BrokerProcess& broker, const TestAgency& agency, int t, int senders, int total,
-             CrashRun* run) {
-  auto options = broker.AgentFor(agency, wire::Role::sender);
+void Produce(AgentOptions options, const TestAgency& agency, int t, int senders, int total, CrashRun* run) {
   // Rides out a restart (Send resends the same id meanwhile); shorter than
   // the run's deadline, so a broker that never comes back fails the test.
   options.receipt_timeout = 30000ms;
@@ -173,9 +171,8 @@ void Produce(const BrokerProcess& broker, const TestAgency& agency, int t, int s
 }
 
 // The recipient application: records every message it is handed, and acks it.
-void Receive(const BrokerProcess& broker, const TestAgency& agency, const std::atomic<bool>& stop,
-             CrashRun* run) {
-  auto agent = Agent::Connect(broker.AgentFor(agency, wire::Role::receiver));
+void Receive(AgentOptions options, const std::atomic<bool>& stop, CrashRun* run) {
+  auto agent = Agent::Connect(options);
   if (!agent.ok()) return run->Fail("receiver: " + agent.status().ToString());
   while (!stop) {
     auto m = (*agent)->Receive(200ms);
@@ -209,6 +206,49 @@ int KillAndRestart(BrokerProcess* broker, int total, int kills, CrashRun* run) {
   return kills;
 }
 
+// How often `needle` is in `broker`'s log.
+size_t CountInLog(const BrokerProcess& broker, const std::string& needle) {
+  const std::string log = broker.log();
+  size_t n = 0;
+  for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + needle.size())) ++n;
+  return n;
+}
+
+// The same for a pair of brokers on one store: each kill is of the active
+// one; the other takes the lease over, and only then is the killed one
+// restarted (as the standby: a broker restarted at once would take its own
+// unexpired lease back). Records the time from each kill to the next
+// "stored" receipt in `failovers` (seconds; negative if none came).
+int KillActiveAndRestart(BrokerProcess* first, BrokerProcess* second, int total, int kills, CrashRun* run,
+                         std::vector<double>* failovers, BrokerProcess** last_active) {
+  std::mt19937 rng(42);
+  BrokerProcess*& active = *last_active;
+  active = first;
+  BrokerProcess* standby = second;
+  for (int k = 0; k < kills; ++k) {
+    const int at = static_cast<int>((k + 1) * total / (kills + 1) + rng() % (total / (4 * (kills + 1)) + 1));
+    while (run->stored_count() < at && !run->ShouldStop()) std::this_thread::sleep_for(5ms);
+    if (run->ShouldStop()) return k;
+    const size_t activations = CountInLog(*standby, "event=ha_active");
+    const int stored_before = run->stored_count();
+    active->Stop(SIGKILL);
+    const auto killed = Clock::now();
+    while (CountInLog(*standby, "event=ha_active") == activations && !run->ShouldStop()) {
+      std::this_thread::sleep_for(20ms);
+    }
+    while (run->stored_count() == stored_before && !run->ShouldStop()) std::this_thread::sleep_for(5ms);
+    failovers->push_back(run->ShouldStop() ? -1 : std::chrono::duration<double>(Clock::now() - killed).count());
+    if (run->ShouldStop()) return k + 1;
+    Status st = active->Start(active->endpoint());
+    if (!st.ok()) {
+      run->Fail("restart after kill " + std::to_string(k + 1) + ": " + st.ToString());
+      return k + 1;
+    }
+    std::swap(active, standby);
+  }
+  return kills;
+}
+
 }  // namespace
 
 int EnvInt(const char* name, int fallback) {
@@ -223,7 +263,7 @@ void RunCrashTest(const CrashRunOptions& options) {
   // Every wait ends by then. Generous, for a shared machine: on 2 cores
   // with builds beside it, the default run took 10 s of its 80, the soak
   // 90 s of its 260. The default stays under ctest's 120 s timeout.
-  const auto budget = 60s + total * 2ms;
+  const auto budget = 60s + total * 2ms + (options.standby_pair ? kills * 15s : 0s);
   TempDir dir;
   TestAgency exit = MakeAgency("exit-a", "exit-programme", "mombasa");
   TestAgency youth = MakeAgency("youth-b", "youth-welfare", "mombasa");
@@ -232,19 +272,44 @@ void RunCrashTest(const CrashRunOptions& options) {
   // answered `busy`. That happens in every run, not only on a machine fast
   // enough to outrun rate_per_agency, so each run proves the resend path,
   // kills included. The rate limit stays as deployed.
-  BrokerProcess broker(dir, {exit, youth}, "limits:\n  max_in_flight_per_agency: 12\n",
-                       /*production_defaults=*/false, options.store_settings);
-  ASSERT_TRUE(broker.Start().ok());
+  const std::string limits = "limits:\n  max_in_flight_per_agency: 12\n";
+  BrokerProcess broker(dir, {exit, youth}, limits, /*production_defaults=*/false, options.store_settings);
+  TempDir second_dir;
+  std::unique_ptr<BrokerProcess> second;
+  if (options.standby_pair) {
+    second = std::make_unique<BrokerProcess>(second_dir, std::vector<TestAgency>{exit, youth}, limits,
+                                             /*production_defaults=*/false, options.store_settings);
+    ASSERT_TRUE(second->ShareKeysOf(broker).ok());
+  }
+  ASSERT_TRUE(broker.Start().ok()) << broker.log();
+  if (second) {
+    ASSERT_TRUE(broker.WaitForLog("event=ha_active", 10000)) << broker.log();
+    ASSERT_TRUE(second->Start().ok()) << second->log();
+    ASSERT_TRUE(second->WaitForLog("event=ha_standby", 10000)) << second->log();
+  }
+  // The agents know every broker (one endpoint, or both of a pair).
+  auto agent_options = [&](const TestAgency& agency, wire::Role role) {
+    AgentOptions o = broker.AgentFor(agency, role);
+    if (second) {
+      o.broker_endpoints = {broker.endpoint(), second->endpoint()};
+      o.broker_endpoint.clear();
+    }
+    return o;
+  };
 
   const auto started = Clock::now();
   CrashRun run(started + budget);
   std::atomic<bool> stop_receiving{false};
-  std::thread receiver(Receive, std::cref(broker), std::cref(youth), std::cref(stop_receiving), &run);
+  std::thread receiver(Receive, agent_options(youth, wire::Role::receiver), std::cref(stop_receiving), &run);
   std::vector<std::thread> producers;
   for (int t = 0; t < senders; ++t) {
-    producers.emplace_back(Produce, std::cref(broker), std::cref(exit), t, senders, total, &run);
+    producers.emplace_back(Produce, agent_options(exit, wire::Role::sender), std::cref(exit), t, senders, total,
+                           &run);
   }
-  const int kills_done = KillAndRestart(&broker, total, kills, &run);
+  std::vector<double> failovers;
+  BrokerProcess* active = &broker;
+  const int kills_done = second ? KillActiveAndRestart(&broker, second.get(), total, kills, &run, &failovers, &active)
+                                : KillAndRestart(&broker, total, kills, &run);
   for (auto& p : producers) p.join();
 
   while (!run.ShouldStop() && !run.AllStoredReceived()) std::this_thread::sleep_for(100ms);
@@ -265,6 +330,22 @@ void RunCrashTest(const CrashRunOptions& options) {
       options.store_name.c_str(), total, stored.size(), distinct.size(), missing.size(), duplicates, kills_done, kills, run.busy.load(),
       run.unavailable.load(), run.ack_errors.load(), seconds);
 
+  if (second) {
+    std::string times;
+    for (double f : failovers) times += (times.empty() ? "" : ", ") + std::to_string(f).substr(0, 5) + " s";
+    std::printf("failovers (SIGKILL of the active broker -> next stored receipt, from the other broker): %s\n",
+                times.c_str());
+    for (double f : failovers) EXPECT_GE(f, 0) << "no message was stored after a kill";
+#ifdef LIAISON_CLI_BIN
+    // The active broker's ledger file holds the database's whole chain.
+    EXPECT_EQ(0, active->Stop(SIGTERM));
+    std::string out, err;
+    EXPECT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", active->ledger_path(), "--public-key",
+                             broker.ledger_public_key()},
+                            &out, &err))
+        << out << err;
+#endif
+  }
   EXPECT_EQ(0u, duplicates) << "the application saw a message twice";
   // A run cut short says why; what it had not delivered yet is not lost.
   ASSERT_EQ(run.failure(), "") << "a sender, the receiver or a restart failed";

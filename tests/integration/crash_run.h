@@ -17,6 +17,12 @@ struct CrashRunOptions {
   // the SQLite file) and its name in the printed summary.
   std::string store_settings;
   std::string store_name = "sqlite";
+  // High availability (a PostgreSQL store_settings with a lease): two
+  // brokers on the store, one active and one standby, and agents that know
+  // both endpoints. Each kill is of the active broker; the killed one is
+  // restarted (as the standby) once the other has taken over, and the time
+  // from each kill to the next "stored" receipt is printed.
+  bool standby_pair = false;
 };
 
 // Runs the stream with GoogleTest assertions; call it from a TEST.

@@ -61,6 +61,25 @@ TEST_F(BrokerOnPostgresTest, EveryStoredMessageArrivesExactlyOnceAcrossKills) {
   RunCrashTest(options);
 }
 
+// High availability (issue 17): two brokers on the database, agents that
+// know both, 10,000 messages while the active broker is SIGKILLed three
+// times (each time the standby takes over and the killed one comes back as
+// the standby): every message answered stored reaches the application
+// once, the active broker's ledger verifies, and the failover times are
+// printed.
+TEST_F(BrokerOnPostgresTest, TwoBrokersEveryStoredMessageArrivesExactlyOnceAcrossKills) {
+  TempDir settings_dir;
+  CrashRunOptions options;
+  options.total = EnvInt("LIAISON_PG_CRASH_MESSAGES", 10000);
+  options.kills = 3;
+  options.senders = 16;
+  options.store_settings = StoreSettings(settings_dir, "pair", cluster_->password()) +
+                           "lease_ttl_ms: 3000\nlease_renew_ms: 500\n";
+  options.store_name = "postgresql, active and standby";
+  options.standby_pair = true;
+  RunCrashTest(options);
+}
+
 // --check-config reaches the database and reads its schema without
 // creating it; the first start creates it.
 TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
