@@ -1,5 +1,5 @@
 // The lease that makes one of the brokers sharing a PostgreSQL store the
-// active one (docs/operations.md, "High availability: active and standby").
+// active one (docs/operations.md, section 6c, "Two brokers: active and standby").
 // A LeaseKeeper tries to take the lease every renew interval while its
 // broker is a standby; once it has it, it hands the epoch to its broker
 // (which fences its store with it, brings its ledger file up to the

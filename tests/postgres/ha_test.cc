@@ -3,13 +3,15 @@
 // answers `standby`; a SIGKILLed active one is replaced by the standby, a
 // paused one (SIGSTOP past its lease) commits nothing when it resumes and
 // steps down, and an active broker rides out the database going away.
-// docs/operations.md, "High availability: active and standby".
+// docs/operations.md, section 6c, "Two brokers: active and standby".
 //
-// The agents here connect to one endpoint at a time (the multi-endpoint
-// agent is agents/' work): the test moves its sender and receiver to the
-// other broker itself, as that agent will, resending unacknowledged
-// messages under the same ids and remembering across the move what the
-// application already acked (ReceiverApp), as one agent object does.
+// Each agent here is given one endpoint (AgentOptions.broker_endpoint), and
+// the test moves its sender and receiver to the other broker itself,
+// resending unacknowledged messages under the same ids and remembering
+// across the move what the application already acked (ReceiverApp), so
+// that it controls when each move happens. The multi-endpoint agent
+// (AgentOptions.broker_endpoints, `brokers:`) does the same by itself; its
+// failover is tested in tests/integration/failover_test.cc.
 #include <gtest/gtest.h>
 #include <libpq-fe.h>
 #include <signal.h>
