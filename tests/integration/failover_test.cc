@@ -88,7 +88,10 @@ class StandbyServer {
       if (command == wire::kHello) ++hellos_;
       if (command == wire::kSend) {
         ++sends_;
-        std::span<const uint8_t> body(frames[2].data<uint8_t>(), frames[2].size());
+        // A frame's bytes need not be aligned for a FlatBuffer (UBSan says so).
+        std::vector<uint8_t> storage;
+        std::span<const uint8_t> body =
+            wire::Aligned({frames[2].data<uint8_t>(), frames[2].size()}, storage);
         if (const wire::Envelope* e = wire::VerifyEnvelope(body); e && e->id()) id = e->id()->str();
       }
       flatbuffers::FlatBufferBuilder fbb;

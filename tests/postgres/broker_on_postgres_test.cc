@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -211,6 +212,40 @@ TEST_F(BrokerOnPostgresTest, DroppedDatabaseConnectionsAnswerUnavailableThenTheB
   }
   EXPECT_EQ((std::multiset<std::string>{"m1", "m2"}), got);
   EXPECT_EQ(std::string::npos, broker.log().find(cluster_->password()));
+}
+
+// An id that admission refuses (here not UTF-8, which PostgreSQL's text
+// type refuses too) never reaches the database's dedupe lookup: it is
+// answered invalid_field, and the messages read with it in the same drain
+// are unaffected (before, the drain's one lookup failed for all of them).
+TEST_F(BrokerOnPostgresTest, AnIdTheDatabaseWouldRefuseFailsOnlyItsOwnMessage) {
+  TempDir dir;
+  TestAgency exit = MakeAgency("exit-a", "exit-programme", "mombasa");
+  TestAgency youth = MakeAgency("youth-b", "youth-welfare", "mombasa");
+  BrokerProcess broker(dir, {exit, youth}, "", false, StoreSettings(dir, "badid", cluster_->password()));
+  ASSERT_TRUE(broker.Start().ok()) << broker.log();
+  auto sender = Agent::Connect(broker.AgentFor(exit, wire::Role::sender));
+  ASSERT_TRUE(sender.ok()) << sender.status().ToString();
+  // Pipelined, so that both are read in one drain as often as not.
+  ASSERT_TRUE((*sender)->SendFrames(wire::kSend, Update("bad-\xff\xfe", youth.id)).ok());
+  ASSERT_TRUE((*sender)->SendFrames(wire::kSend, Update("good-1", youth.id)).ok());
+  std::map<std::string, wire::Code> answers;
+  for (int i = 0; i < 50 && answers.size() < 2; ++i) {
+    auto receipt = (*sender)->TakeReceipt(std::chrono::milliseconds(200));
+    ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+    if (!receipt->has_value()) continue;
+    const wire::Receipt* r = (*receipt)->get();
+    const wire::Code code = r->code() == wire::Code::ok && r->recipients() && r->recipients()->size() == 1
+                                ? r->recipients()->Get(0)->code()
+                                : r->code();
+    answers[r->message_id() ? r->message_id()->str() : ""] = code;
+  }
+  EXPECT_EQ(wire::Code::stored, answers["good-1"]) << broker.log();
+  ASSERT_EQ(2u, answers.size()) << broker.log();
+  for (const auto& [id, code] : answers) {
+    if (id != "good-1") EXPECT_EQ(wire::Code::invalid_field, code) << wire::EnumNameCode(code);
+  }
+  EXPECT_EQ(std::string::npos, broker.log().find("event=store_failed")) << broker.log();
 }
 
 // A batch that fails to commit takes the ledger records that no message

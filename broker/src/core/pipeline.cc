@@ -261,6 +261,10 @@ void Pipeline::AdmitArrivals() {
     Arrival& a = arrivals[i];
     a.peek = a.body.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(a.body) : nullptr;
     if (a.peek == nullptr || a.peek->id() == nullptr || a.peek->id()->size() == 0) continue;
+    // An id that admission refuses has no receipt, and must not reach the
+    // store: a database refusing its bytes (not UTF-8, a NUL) would fail
+    // the lookup of every message of the drain, every agency's.
+    if (!wire::IsValidMessageId(a.peek->id()->string_view())) continue;
     if (uncommitted_receipts_.count(ReceiptKey(a.sender->id, a.peek->id()->str()))) continue;
     key_of[i] = keys.size();
     keys.emplace_back(a.sender->id, a.peek->id()->str());
@@ -277,7 +281,8 @@ void Pipeline::AdmitArrivals() {
     } else if (key_of[i] == SIZE_MAX) {
       Admit(arrivals[i], std::optional<std::vector<uint8_t>>());
     } else if (!found.ok()) {
-      Admit(arrivals[i], found.status());
+      // One failed call must not fail them all: each is looked up alone.
+      Admit(arrivals[i], std::nullopt);
     } else {
       Admit(arrivals[i], std::move((*found)[key_of[i]]));
     }

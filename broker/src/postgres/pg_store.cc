@@ -87,6 +87,7 @@ CREATE INDEX messages_by_purge ON messages (purge_after_ms) WHERE state <> 0;
 // that COMMIT happened.
 constexpr const char* kSchemaV4 = R"sql(
 CREATE TABLE last_batch (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL);
+INSERT INTO last_batch (id, token) VALUES (1, '');
 )sql";
 
 // Serialises schema changes of brokers starting at once (any constant
@@ -214,7 +215,10 @@ constexpr StatementText kStatements[kStmtCount] = {
      "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
     {"l_mark_batch",
      "INSERT INTO last_batch (id, token) VALUES (1, $1::text) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token"},
-    {"l_batch_mark", "SELECT token FROM last_batch WHERE id = 1"},
+    // FOR SHARE: waits for a transaction of the lost connection that is
+    // still running (or waiting for the synchronous standby) and has written
+    // the row, and then reads its outcome.
+    {"l_batch_mark", "SELECT token FROM last_batch WHERE id = 1 FOR SHARE"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -645,18 +649,25 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, st
   // One statement each for the copies, the receipts and the acks, however
   // many the batch holds: the server's cost per statement, not per row,
   // is what a batch of small rows pays most for.
-  if (!batch.copies.empty()) {
+  // A statement's parameters travel in one protocol message, which the
+  // server refuses past 1 GB: the copies go in parts of about 64 MiB of
+  // sealed bytes, in order (the queue's order is the calls' order).
+  constexpr size_t kPartBytes = size_t{64} << 20;
+  for (size_t first = 0; first < batch.copies.size();) {
     using A = Params::Array;
     A sender(Params::kText), id(Params::kText), recipient(Params::kText), case_hash(Params::kBytea),
         created(Params::kInt8), expires(Params::kInt8), purge(Params::kInt8), label(Params::kText),
         sealed(Params::kBytea);
-    for (const WriteBatch::Copy& c : batch.copies) {
+    size_t part_bytes = 0;
+    for (; first < batch.copies.size() && part_bytes < kPartBytes; ++first) {
+      const WriteBatch::Copy& c = batch.copies[first];
       const auto body = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
                              c.envelope.size());
       if (!body) {
         return Status::Internal(
             "store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
       }
+      part_bytes += body->size() + c.label.size() + c.sender.size() + c.message_id.size() + c.recipient.size();
       sender.Add(c.sender);
       id.Add(c.message_id);
       recipient.Add(c.recipient);
