@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 
@@ -189,6 +190,31 @@ Status BrokerProcess::ShareKeysOf(const BrokerProcess& other) {
 
 void BrokerProcess::Signal(int signal) {
   if (running()) ::kill(pid_, signal);
+}
+
+bool BrokerProcess::Pause(int timeout_ms) {
+  if (!running() || ::kill(pid_, SIGSTOP) != 0) return false;
+  const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all_stopped = true;
+    std::error_code ec;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+      // /proc/PID/task/TID/stat: "TID (comm) S ...", the state after the
+      // last ')' (comm may hold spaces and parentheses).
+      std::ifstream stat(task.path() / "stat");
+      std::string line;
+      std::getline(stat, line);
+      const size_t close = line.rfind(')');
+      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'T') {
+        all_stopped = false;
+        break;
+      }
+    }
+    if (!ec && all_stopped) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
 }
 
 Status BrokerProcess::RotateKey(const std::string& previous_endpoint, const std::string& until) {

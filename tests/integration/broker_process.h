@@ -52,6 +52,11 @@ class BrokerProcess {
   Status ShareKeysOf(const BrokerProcess& other);
   // Sends a signal without waiting (e.g. SIGHUP).
   void Signal(int signal);
+  // SIGSTOP, then waits (bounded, up to `timeout_ms`) until every thread of
+  // the broker is stopped: the kernel stops a process's threads one after
+  // another, so a message sent right after kill() can still be handled.
+  // False if some thread still ran at the deadline.
+  bool Pause(int timeout_ms = 5000);
   bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
 

@@ -243,7 +243,9 @@ TEST_F(BrokerOnPostgresTest, AnIdTheDatabaseWouldRefuseFailsOnlyItsOwnMessage) {
   EXPECT_EQ(wire::Code::stored, answers["good-1"]) << broker.log();
   ASSERT_EQ(2u, answers.size()) << broker.log();
   for (const auto& [id, code] : answers) {
-    if (id != "good-1") EXPECT_EQ(wire::Code::invalid_field, code) << wire::EnumNameCode(code);
+    if (id != "good-1") {
+      EXPECT_EQ(wire::Code::invalid_field, code) << wire::EnumNameCode(code);
+    }
   }
   EXPECT_EQ(std::string::npos, broker.log().find("event=store_failed")) << broker.log();
 }

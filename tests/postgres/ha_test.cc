@@ -430,7 +430,7 @@ TEST_F(HaTest, APausedActiveBrokerThatResumesCommitsNothingAndStepsDown) {
   ASSERT_TRUE(sender_a.ok());
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(SendUntilStored(sender_a->get(), "m" + std::to_string(i)));
 
-  a_->Signal(SIGSTOP);
+  ASSERT_TRUE(a_->Pause()) << "the active broker's threads did not all stop";
   // Sent to the paused broker: it waits in its socket.
   const auto late = Update("late", youth_.id);
   ASSERT_TRUE((*sender_a)->SendFrames(wire::kSend, late).ok());

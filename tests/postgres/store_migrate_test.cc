@@ -134,7 +134,9 @@ TEST_F(StoreMigrateTest, ASqliteStoreMovesToPostgresqlAndTheBrokerGoesOnFromIt) 
     for (int i = 0; i < 50 && broker.log().find("event=store_damaged_message") == std::string::npos; ++i) {
       auto m = (*receiver)->Receive(std::chrono::milliseconds(200));
       ASSERT_TRUE(m.ok()) << m.status().ToString();
-      if (m->has_value()) EXPECT_NE("m3", (*m)->get()->id()->str());
+      if (m->has_value()) {
+        EXPECT_NE("m3", (*m)->get()->id()->str());
+      }
     }
     ASSERT_TRUE(broker.WaitForLog("event=store_damaged_message")) << broker.log();
 
