@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 
 #include "policy/policy_set.h"
@@ -384,6 +385,26 @@ TEST_F(DispatcherTest, APayloadBesideTheTagNoneIsRefusedNotRead) {
   wire::FinishEnvelopeBuffer(fbb, envelope.Finish());
   const std::vector<uint8_t> bytes(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
   const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, 1 << 20);
+  EXPECT_FALSE(check.too_large);
+  const Admission a = Admit(bytes);
+  EXPECT_NE(Code::ok, a.code);
+  EXPECT_TRUE(a.deliveries.empty());
+}
+
+// Found by fuzz_inbound: a vtable of 2 bytes (its size field only) at the
+// buffer's end passes the verifier's table-start check; the walk read the
+// table's size after it (ASan, make test-asan: heap-buffer-overflow).
+TEST_F(DispatcherTest, AVtableTooShortToHoldTheTableSizeIsMalformed) {
+  std::vector<uint8_t> bytes(14, 0);
+  bytes[0] = 8;  // the root table at 8
+  const char* id = wire::EnvelopeIdentifier();
+  std::copy(id, id + 4, bytes.begin() + 4);
+  const int32_t to_vtable = -4;  // the vtable at 8 - (-4) = 12
+  std::memcpy(bytes.data() + 8, &to_vtable, sizeof to_vtable);
+  bytes[12] = 2;  // vtable size 2: no room for the table's size
+  bytes.shrink_to_fit();
+  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, 1 << 20);
+  EXPECT_EQ(nullptr, check.envelope);
   EXPECT_FALSE(check.too_large);
   const Admission a = Admit(bytes);
   EXPECT_NE(Code::ok, a.code);

@@ -288,6 +288,11 @@ class ExpansionWalk {
   Result VisitTable(const reflection::Object& object, const flatbuffers::Table* table) {
     if (!table->VerifyTableStart(verifier_)) return Result::kMalformed;
     const uint8_t* vtable = table->GetVTable();
+    // The verifier checked the vtable's size field and that the vtable
+    // fits; a vtable too short to hold the table's size (found by
+    // fuzz_inbound: 2 bytes at the buffer's end) would be read past.
+    const auto vtable_size = flatbuffers::ReadScalar<flatbuffers::voffset_t>(vtable);
+    if (vtable_size < 2 * sizeof(flatbuffers::voffset_t)) return Result::kMalformed;
     const auto inline_size = flatbuffers::ReadScalar<flatbuffers::voffset_t>(vtable + sizeof(flatbuffers::voffset_t));
     if (!verifier_.VerifyFromPointer(reinterpret_cast<const uint8_t*>(table), inline_size)) {
       return Result::kMalformed;
