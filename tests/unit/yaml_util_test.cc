@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
+#include <thread>
+
 #include "config/broker_config.h"
 #include "explain/policy_tests.h"
 #include "gateway_config.h"
@@ -155,6 +159,30 @@ TEST(YamlLoadersTest, PolicyVocabularyAndTestFilesRefuseDuplicateKeys) {
   ASSERT_FALSE(results.ok());
   EXPECT_TRUE(Has(results.status().message(), "t.yaml:4:3: duplicate key '[0].from'"))
       << results.status().message();
+}
+
+// Found by fuzz_policy_load: an agency file of one ',' hung the policy load
+// (yaml-cpp 0.7 reports it as an empty document, again and again). Every
+// wait is bounded: the parse runs on its own thread.
+TEST(YamlDocumentTest, AStrayCommaIsASyntaxErrorNotAHang) {
+  for (const std::string text : {",", ",,", ",\naccept: []\n"}) {
+    // Detached: a parse that never ends fails the test and leaves with the process.
+    std::packaged_task<StatusOr<YAML::Node>()> task([text] { return ParseYaml(text, "f.yaml"); });
+    auto parsed = task.get_future();
+    std::thread(std::move(task)).detach();
+    ASSERT_EQ(std::future_status::ready, parsed.wait_for(std::chrono::seconds(10)))
+        << "the parse of '" << text << "' does not end";
+    auto doc = parsed.get();
+    ASSERT_FALSE(doc.ok()) << text;
+    EXPECT_TRUE(Has(doc.status().message(), "f.yaml:1:1: YAML syntax error")) << doc.status().message();
+  }
+}
+
+TEST(YamlDocumentTest, ASecondDocumentIsAnErrorWhereItStarts) {
+  const std::string e = ParseError("release: []\n---\naccept: []\n");
+  EXPECT_TRUE(Has(e, "f.yaml:2:1: a second YAML document starts here")) << e;
+  // One document that opens with '---' is one document.
+  EXPECT_TRUE(ParseYaml("---\nrelease: []\n", "f.yaml").ok());
 }
 
 }  // namespace

@@ -54,7 +54,15 @@ class DuplicateKeyFinder : public YAML::EventHandler {
 
   const std::vector<std::string>& errors() const { return errors_; }
 
-  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    previous_start_ = document_start_;
+    document_start_ = mark;
+    ++documents_;
+  }
+  size_t documents() const { return documents_; }
+  // Where the last document started, and the one before it.
+  const YAML::Mark& document_start() const { return document_start_; }
+  const YAML::Mark& previous_start() const { return previous_start_; }
   void OnDocumentEnd() override {}
   void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, "~", true); }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, "", false); }
@@ -131,6 +139,8 @@ class DuplicateKeyFinder : public YAML::EventHandler {
 
   static constexpr size_t kMaxErrors = 50;
   const std::string& file_;
+  size_t documents_ = 0;
+  YAML::Mark document_start_, previous_start_;
   std::vector<Collection> stack_;
   std::vector<std::string> errors_;
 };
@@ -139,7 +149,23 @@ std::vector<std::string> DuplicateKeys(const std::string& text, const std::strin
   std::istringstream in(text);
   YAML::Parser parser(in);
   DuplicateKeyFinder finder(file);
+  // Every file liaison reads holds one document. The loop stops at the
+  // second: yaml-cpp 0.7 reports a top-level ',' as an empty document
+  // without consuming it, again and again (found by fuzz_policy_load: a
+  // policy file of one ',' hung the load, and with it a reload).
   while (parser.HandleNextDocument(finder)) {
+    if (finder.documents() < 2) continue;
+    std::vector<std::string> errors = finder.errors();
+    const YAML::Mark& at = finder.document_start();
+    if (at.pos <= finder.previous_start().pos) {
+      errors.push_back(file + ":" + std::to_string(at.line + 1) + ":" + std::to_string(at.column + 1) +
+                       ": YAML syntax error: the parser cannot go on from here (a ',' outside [ ] or { }?)");
+    } else {
+      errors.push_back(file + ":" + std::to_string(at.line + 1) + ":" + std::to_string(at.column + 1) +
+                       ": a second YAML document starts here ('---'); this file holds one document: "
+                       "remove the '---' and what follows, or merge the two");
+    }
+    return errors;
   }
   return finder.errors();
 }
