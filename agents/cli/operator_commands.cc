@@ -343,7 +343,19 @@ int RestoreCommand(const std::string& config_path, const std::string& from) {
   // The store key of this config must open the copy.
   auto key = LoadStoreKey(config->store.key_file);
   if (!key.ok()) return Fail("restore: " + key.status().message(), kExitUsage);
-  auto opened = store::SqliteStore::Open(config->store.path, *key);
+  // And the case-key ring (kept with the keys, not in the backup) must be
+  // this store's, or a newer one (docs/audit.md, "Erasure that shreds").
+  std::shared_ptr<store::CaseKeyRing> ring;
+  if (fs::exists(config->store.case_key_ring_file, ec)) {
+    auto loaded = store::CaseKeyRing::Open(config->store.case_key_ring_file, *key);
+    if (!loaded.ok()) return Fail("restore: " + loaded.status().message(), kExitFailure);
+    ring = std::move(*loaded);
+  } else {
+    std::cout << "note: no case-key ring at " << config->store.case_key_ring_file
+              << ": if the backed-up broker had one, put its newest copy there before starting the broker "
+                 "(without it no queued copy opens)\n";
+  }
+  auto opened = store::SqliteStore::Open(config->store.path, *key, 0, false, ring);
   if (!opened.ok()) return Fail("restore: the restored store does not open: " + opened.status().message(), kExitFailure);
   std::cout << "restored " << config->store.path << " and " << config->ledger.path << " from " << from
             << "\nnext: liaison audit verify --ledger " << config->ledger.path

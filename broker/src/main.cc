@@ -107,16 +107,16 @@ liaison::Status CheckDataFileModes(const liaison::broker::BrokerConfig& config) 
 // admits only the backends this build has): the writer thread's (`writer`,
 // with `max_value_bytes`, see SqliteStore::Open) or a reader's. A
 // PostgreSQL store creates or migrates its schema at the first open.
-liaison::StatusOr<std::unique_ptr<liaison::store::Store>> OpenStore(const liaison::broker::StoreConfig& config,
-                                                                   const liaison::store::StoreKey& key,
-                                                                   bool writer = false, size_t max_value_bytes = 0) {
+liaison::StatusOr<std::unique_ptr<liaison::store::Store>> OpenStore(
+    const liaison::broker::StoreConfig& config, const liaison::store::StoreKey& key,
+    const std::shared_ptr<liaison::store::CaseKeyRing>& ring, bool writer = false, size_t max_value_bytes = 0) {
   if (config.backend == "postgresql") {
-    auto opened = liaison::store::PgStore::Open({config.url, config.password}, key, max_value_bytes);
+    auto opened = liaison::store::PgStore::Open({config.url, config.password}, key, max_value_bytes, ring);
     if (!opened.ok()) return opened.status();
     return std::unique_ptr<liaison::store::Store>(std::move(*opened));
   }
   auto opened = liaison::store::SqliteStore::Open(config.path, key, max_value_bytes,
-                                                  /*background_checkpoints=*/writer);
+                                                  /*background_checkpoints=*/writer, ring);
   if (!opened.ok()) return opened.status();
   return std::unique_ptr<liaison::store::Store>(std::move(*opened));
 }
@@ -133,6 +133,7 @@ struct ActiveParts {
 
 liaison::StatusOr<ActiveParts> OpenActiveParts(const liaison::broker::BrokerConfig& config,
                                                const liaison::store::StoreKey& key,
+                                               const std::shared_ptr<liaison::store::CaseKeyRing>& ring,
                                                const std::shared_ptr<EVP_PKEY>& signing_key,
                                                const std::string& pseudonym_secret, int64_t epoch) {
   // The largest values the broker writes are a recipient's sealed copy (at
@@ -143,7 +144,8 @@ liaison::StatusOr<ActiveParts> OpenActiveParts(const liaison::broker::BrokerConf
       config.limits.max_message_bytes * liaison::broker::kMaxCopyExpansion + 64 * 1024, 16 * 1024 * 1024);
   ActiveParts parts;
   if (epoch > 0) {
-    auto opened = liaison::store::PgStore::Open({config.store.url, config.store.password}, key, max_value_bytes);
+    auto opened =
+        liaison::store::PgStore::Open({config.store.url, config.store.password}, key, max_value_bytes, ring);
     if (!opened.ok()) return opened.status();
     // Every batch from now on first checks that this epoch's lease still
     // runs: once it is lost, nothing more commits.
@@ -153,7 +155,7 @@ liaison::StatusOr<ActiveParts> OpenActiveParts(const liaison::broker::BrokerConf
     }
     parts.store = std::move(*opened);
   } else {
-    auto opened = OpenStore(config.store, key, /*writer=*/true, max_value_bytes);
+    auto opened = OpenStore(config.store, key, ring, /*writer=*/true, max_value_bytes);
     if (!opened.ok()) return opened.status();
     parts.store = std::move(*opened);
   }
@@ -182,7 +184,7 @@ liaison::StatusOr<ActiveParts> OpenActiveParts(const liaison::broker::BrokerConf
   parts.ledger = std::move(*ledger);
   // The core reads committed data through its own connection while the
   // writer thread commits through the first.
-  auto reader = OpenStore(config.store, key);
+  auto reader = OpenStore(config.store, key, ring);
   if (!reader.ok()) return reader.status();
   parts.reader = std::move(*reader);
   return parts;
@@ -343,6 +345,17 @@ int main(int argc, char** argv) {
     spdlog::critical("event=start_failed reason=\"{}\"", signing_key.status().message());
     return kExitConfigError;
   }
+  // One ring for every store connection of this process (made at the first
+  // start): the writer rotates it, the readers see its new epoch at once.
+  std::shared_ptr<liaison::store::CaseKeyRing> ring;
+  {
+    auto opened = liaison::store::CaseKeyRing::Open(config->store.case_key_ring_file, *store_key);
+    if (!opened.ok()) {
+      spdlog::critical("event=start_failed reason=\"{}\"", opened.status().message());
+      return kExitConfigError;
+    }
+    ring = std::move(*opened);
+  }
   liaison::broker::Metrics metrics;
   // On a PostgreSQL store the broker starts as a standby and becomes the
   // active one when it takes the lease (lease_keeper.h); on SQLite it is
@@ -384,7 +397,7 @@ int main(int argc, char** argv) {
       // may take longer than the lease. The keeper takes no lease while
       // it holds one, so on_taken is never called.
       keeper->Start([](int64_t) { return false; }, StepDown, held_epoch, first_take_at);
-      auto parts = OpenActiveParts(*config, *store_key, *signing_key, secret, held_epoch);
+      auto parts = OpenActiveParts(*config, *store_key, ring, *signing_key, secret, held_epoch);
       if (!parts.ok()) {
         spdlog::critical("event=start_failed reason=\"{}\"", parts.status().message());
         return kExitRuntimeError;
@@ -399,7 +412,7 @@ int main(int argc, char** argv) {
       reactor_holder = std::make_unique<liaison::broker::Reactor>(*config, std::move(server_keys), policies, &metrics);
     }
   } else {
-    auto parts = OpenActiveParts(*config, *store_key, *signing_key, secret, /*epoch=*/0);
+    auto parts = OpenActiveParts(*config, *store_key, ring, *signing_key, secret, /*epoch=*/0);
     if (!parts.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", parts.status().message());
       return kExitRuntimeError;
@@ -414,7 +427,7 @@ int main(int argc, char** argv) {
   liaison::broker::AdminServer admin(metrics);
   // The gauges the admin thread renders read the store through a connection
   // of their own.
-  auto gauge_reader = OpenStore(config->store, *store_key);
+  auto gauge_reader = OpenStore(config->store, *store_key, ring);
   if (!gauge_reader.ok()) {
     spdlog::critical("event=start_failed reason=\"{}\"", gauge_reader.status().message());
     return kExitRuntimeError;
@@ -437,7 +450,7 @@ int main(int argc, char** argv) {
   // The operators' endpoint reads the store through a third connection.
   std::unique_ptr<liaison::broker::OperatorServer> operators;
   if (!config->admin_socket.empty()) {
-    auto operator_reader = OpenStore(config->store, *store_key);
+    auto operator_reader = OpenStore(config->store, *store_key, ring);
     if (!operator_reader.ok()) {
       spdlog::critical("event=start_failed reason=\"{}\"", operator_reader.status().message());
       return kExitRuntimeError;
@@ -483,7 +496,7 @@ int main(int argc, char** argv) {
   if (keeper && held_epoch == 0) {
     keeper->Start(
         [&](int64_t epoch) {
-          auto parts = OpenActiveParts(*config, *store_key, *signing_key, secret, epoch);
+          auto parts = OpenActiveParts(*config, *store_key, ring, *signing_key, secret, epoch);
           liaison::Status st = parts.ok() ? reactor.Activate(std::move(parts->store), std::move(parts->reader),
                                                              std::move(parts->ledger), std::chrono::seconds(10))
                                           : parts.status();

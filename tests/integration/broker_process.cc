@@ -184,6 +184,17 @@ Status BrokerProcess::ShareKeysOf(const BrokerProcess& other) {
                         std::filesystem::copy_options::overwrite_existing | std::filesystem::copy_options::recursive,
                         ec);
   if (ec) return Status::IoError("cannot copy " + other.dir_ + "/keys: " + ec.message());
+  // The case-key ring is shared, not copied: a rotation by either broker
+  // must reach the other (docs/audit.md, "Erasure that shreds").
+  std::string config = ReadText(config_path_);
+  const std::string key_line = "  key_file: keys/store.key\n";
+  const size_t at = config.find(key_line);
+  if (at == std::string::npos) return Status::Internal("broker.yaml has no store key_file line");
+  if (config.find("case_key_ring_file") == std::string::npos) {
+    config.insert(at + key_line.size(), "  case_key_ring_file: " + other.dir_ + "/keys/store.key.ring\n");
+    WriteText(config_path_, config);
+  }
+  std::filesystem::remove(dir_ + "/keys/store.key.ring", ec);
   broker_keys_ = other.broker_keys_;
   return Status::Ok();
 }

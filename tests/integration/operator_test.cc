@@ -506,7 +506,7 @@ TEST_F(OperatorTest, BackupDuringTrafficRestoresIntoAFreshFolder) {
   // apart from the data), a broker of its own.
   TempDir fresh;
   BrokerProcess restored(fresh, {a_, b_});
-  for (const char* key : {"keys/store.key", "keys/pseudonym.key", "keys/ledger-signing.key",
+  for (const char* key : {"keys/store.key", "keys/store.key.ring", "keys/pseudonym.key", "keys/ledger-signing.key",
                           "keys/ledger-signing.pub"}) {
     fs::copy_file(dir_.file(key), fresh.file(key), fs::copy_options::overwrite_existing);
   }

@@ -16,8 +16,11 @@
 #include <string>
 #include <thread>
 
+#include <sqlite3.h>
+
 #include "postgres/pg_store.h"
 #include "sqlite/sqlite_store.h"
+#include "store/case_keys.h"
 #include "testing/fixtures.h"
 #include "testing/pg_cluster.h"
 
@@ -35,6 +38,14 @@ StoreKey Key(uint8_t fill) {
 
 std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
 
+// A stored copy as a backup of the database holds it: its row's names, the
+// case key row (if any) and the sealed bytes.
+struct RawCopy {
+  std::string sender, message_id, recipient, case_hash;
+  std::optional<uint64_t> epoch;
+  std::vector<uint8_t> wrapped, sealed;
+};
+
 // One backend's fresh, empty store location per test.
 class SqliteBackend {
  public:
@@ -42,11 +53,50 @@ class SqliteBackend {
   // The SQLite store forgets ledger records once the file has them.
   static constexpr bool kKeepsWholeLedger = false;
   std::string Prepare() { return ""; }
-  StatusOr<std::unique_ptr<Store>> Open(const StoreKey& key, size_t max_value_bytes = 0) {
-    auto s = SqliteStore::Open(dir_.file("s.db"), key, max_value_bytes);
+  StatusOr<std::unique_ptr<Store>> Open(const StoreKey& key, size_t max_value_bytes = 0,
+                                        std::shared_ptr<CaseKeyRing> ring = nullptr) {
+    auto s = SqliteStore::Open(dir_.file("s.db"), key, max_value_bytes, false, std::move(ring));
     if (!s.ok()) return s.status();
     return std::unique_ptr<Store>(std::move(*s));
   }
+  // Every stored copy, read as a backup holds it (a connection of the
+  // test's own).
+  std::vector<RawCopy> RawCopies() {
+    std::vector<RawCopy> out;
+    sqlite3* db = nullptr;
+    if (sqlite3_open_v2(dir_.file("s.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) {
+      ADD_FAILURE() << sqlite3_errmsg(db);
+      sqlite3_close(db);
+      return out;
+    }
+    sqlite3_stmt* q = nullptr;
+    EXPECT_EQ(SQLITE_OK, sqlite3_prepare_v2(db, kRawSql, -1, &q, nullptr)) << sqlite3_errmsg(db);
+    auto blob = [&](int i) {
+      const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(q, i));
+      return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(q, i)) : std::vector<uint8_t>();
+    };
+    int rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+      RawCopy c;
+      c.sender = reinterpret_cast<const char*>(sqlite3_column_text(q, 0));
+      c.message_id = reinterpret_cast<const char*>(sqlite3_column_text(q, 1));
+      c.recipient = reinterpret_cast<const char*>(sqlite3_column_text(q, 2));
+      const auto h = blob(3);
+      c.case_hash.assign(h.begin(), h.end());
+      if (sqlite3_column_type(q, 4) != SQLITE_NULL) c.epoch = static_cast<uint64_t>(sqlite3_column_int64(q, 4));
+      c.wrapped = blob(5);
+      c.sealed = blob(6);
+      out.push_back(std::move(c));
+    }
+    EXPECT_EQ(SQLITE_DONE, rc) << sqlite3_errmsg(db);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return out;
+  }
+  static constexpr const char* kRawSql =
+      "SELECT m.sender, m.message_id, m.recipient, m.case_hash, k.epoch, k.wrapped, b.sealed FROM messages m "
+      "JOIN bodies b ON b.seq = m.seq LEFT JOIN case_keys k ON k.sender = m.sender AND k.case_hash = m.case_hash "
+      "ORDER BY m.seq";
 
  private:
   TempDir dir_;
@@ -69,10 +119,49 @@ class PostgresBackend {
     options_ = {*url, cluster->password()};
     return "";
   }
-  StatusOr<std::unique_ptr<Store>> Open(const StoreKey& key, size_t max_value_bytes = 0) {
-    auto s = PgStore::Open(options_, key, max_value_bytes);
+  StatusOr<std::unique_ptr<Store>> Open(const StoreKey& key, size_t max_value_bytes = 0,
+                                        std::shared_ptr<CaseKeyRing> ring = nullptr) {
+    auto s = PgStore::Open(options_, key, max_value_bytes, std::move(ring));
     if (!s.ok()) return s.status();
     return std::unique_ptr<Store>(std::move(*s));
+  }
+  std::vector<RawCopy> RawCopies() {
+    std::vector<RawCopy> out;
+    const char* keywords[] = {"dbname", "password", nullptr};
+    const char* values[] = {options_.url.c_str(), options_.password.c_str(), nullptr};
+    PGconn* conn = PQconnectdbParams(keywords, values, 1);
+    if (PQstatus(conn) != CONNECTION_OK) {
+      ADD_FAILURE() << PQerrorMessage(conn);
+      PQfinish(conn);
+      return out;
+    }
+    // Text results; bytea as hex.
+    PGresult* r = PQexec(conn,
+                         "SELECT m.sender, m.message_id, m.recipient, encode(m.case_hash, 'hex'), k.epoch, "
+                         "encode(k.wrapped, 'hex'), encode(b.sealed, 'hex') FROM messages m "
+                         "JOIN bodies b ON b.seq = m.seq LEFT JOIN case_keys k ON k.sender = m.sender "
+                         "AND k.case_hash = m.case_hash ORDER BY m.seq");
+    EXPECT_EQ(PGRES_TUPLES_OK, PQresultStatus(r)) << PQerrorMessage(conn);
+    auto unhex = [](const std::string& hex) {
+      std::vector<uint8_t> v;
+      for (size_t i = 0; i + 1 < hex.size(); i += 2) v.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+      return v;
+    };
+    for (int row = 0; PQresultStatus(r) == PGRES_TUPLES_OK && row < PQntuples(r); ++row) {
+      RawCopy c;
+      c.sender = PQgetvalue(r, row, 0);
+      c.message_id = PQgetvalue(r, row, 1);
+      c.recipient = PQgetvalue(r, row, 2);
+      const auto h = unhex(PQgetvalue(r, row, 3));
+      c.case_hash.assign(h.begin(), h.end());
+      if (!PQgetisnull(r, row, 4)) c.epoch = std::stoull(PQgetvalue(r, row, 4));
+      c.wrapped = unhex(PQgetvalue(r, row, 5));
+      c.sealed = unhex(PQgetvalue(r, row, 6));
+      out.push_back(std::move(c));
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return out;
   }
 
  private:
@@ -88,8 +177,9 @@ class StoreContractTest : public ::testing::Test {
     if (why.find("not found") != std::string::npos) GTEST_SKIP() << Backend::kName << ": " << why;
     ASSERT_EQ("", why) << Backend::kName << " could not start";
   }
-  std::unique_ptr<Store> Open(const StoreKey& key = Key(1), size_t max_value_bytes = 0) {
-    auto s = backend_.Open(key, max_value_bytes);
+  std::unique_ptr<Store> Open(const StoreKey& key = Key(1), size_t max_value_bytes = 0,
+                              std::shared_ptr<CaseKeyRing> ring = nullptr) {
+    auto s = backend_.Open(key, max_value_bytes, std::move(ring));
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? std::move(*s) : nullptr;
   }
@@ -377,6 +467,161 @@ TYPED_TEST(StoreContractTest, AnotherKeyIsRefused) {
 }
 
 
+
+// Erasure that shreds (store/case_keys.h): a case's copies are sealed under
+// its own key; shredding it in a batch (after that batch's own copies)
+// leaves the rows a backup took before unopenable for that case only, with
+// the store key and the current ring; a later copy of the case opens.
+TYPED_TEST(StoreContractTest, AShreddedCaseDoesNotOpenFromAnEarlierCopyOfItsRows) {
+  TempDir keys;
+  auto ring = CaseKeyRing::Open(keys.file("store.key.ring"), Key(1));
+  ASSERT_TRUE(ring.ok()) << ring.status().ToString();
+  auto writer = this->Open(Key(1), 0, *ring);
+  auto reader = this->Open(Key(1), 0, *ring);
+  ASSERT_TRUE(writer && reader);
+  WriteBatch first;
+  first.copies = {Copy("a", "x1", "b", "CASE-X", "x one"), Copy("a", "y1", "b", "CASE-Y", "y one"),
+                  Copy("a", "x2", "c", "CASE-X", "x two")};
+  ASSERT_TRUE(writer->Apply(first).ok());
+  const std::vector<RawCopy> backup = this->backend_.RawCopies();
+  ASSERT_EQ(3u, backup.size());
+  for (const RawCopy& c : backup) {
+    ASSERT_TRUE(c.epoch.has_value()) << c.message_id << " has no case key";
+    // Not under the store key: only the case key opens it.
+    EXPECT_FALSE(Unseal(Key(1), CopyAad(c.sender, c.message_id, c.recipient), c.sealed.data(), c.sealed.size()));
+    EXPECT_TRUE(OpenCopy(ring->get(), Key(1), c.sender, c.message_id, c.recipient, c.case_hash, c.epoch, c.wrapped,
+                         c.sealed));
+  }
+  const uint64_t epoch_before = (*ring)->epoch();
+
+  auto pending = reader->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(2u, pending->size());
+  WriteBatch erase;
+  erase.erased = {(*pending)[0].seq};
+  WriteBatch::Copy withdrawal = Copy("a", "x-erase", "b", "CASE-X", "withdrawn");
+  withdrawal.case_keyed = false;
+  erase.copies = {withdrawal};
+  erase.shred = {{"a", "CASE-X"}};
+  ASSERT_TRUE(writer->Apply(erase).ok());
+  EXPECT_EQ(epoch_before + 1, (*ring)->epoch());
+
+  // The live store: the other case and the withdrawal open; x2 (c's copy
+  // of the erased case, still queued) does not.
+  std::vector<int64_t> damaged;
+  auto b = reader->Pending("b", 0, 10, &damaged);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  ASSERT_EQ(2u, b->size());
+  EXPECT_EQ("y1", (*b)[0].message_id);
+  EXPECT_EQ(Bytes("y one"), (*b)[0].envelope);
+  EXPECT_EQ("x-erase", (*b)[1].message_id);
+  EXPECT_TRUE(damaged.empty());
+  auto c = reader->Pending("c", 0, 10, &damaged);
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->empty());
+  EXPECT_EQ(1u, damaged.size());
+
+  // The earlier copy of the rows, with the store key and the current ring
+  // (and a ring read again from its file, as another process would).
+  auto reread = CaseKeyRing::Open(keys.file("store.key.ring"), Key(1));
+  ASSERT_TRUE(reread.ok()) << reread.status().ToString();
+  for (CaseKeyRing* r : {ring->get(), reread->get()}) {
+    EXPECT_FALSE(r->Kek(epoch_before).has_value()) << "the previous epoch's KEK must be destroyed";
+    for (const RawCopy& copy : backup) {
+      const bool opens = OpenCopy(r, Key(1), copy.sender, copy.message_id, copy.recipient, copy.case_hash, copy.epoch,
+                                  copy.wrapped, copy.sealed)
+                             .has_value();
+      EXPECT_EQ(copy.message_id == "y1", opens) << copy.message_id;
+    }
+  }
+
+  // A later copy of the same case gets a new key and opens.
+  WriteBatch later;
+  later.copies = {Copy("a", "x3", "b", "CASE-X", "x three")};
+  ASSERT_TRUE(writer->Apply(later).ok());
+  auto again = reader->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(3u, again->size());
+  EXPECT_EQ(Bytes("x three"), (*again)[2].envelope);
+}
+
+// A batch that fails destroys no key: its staged epoch is forgotten and
+// every copy still opens.
+TYPED_TEST(StoreContractTest, AFailedBatchShredsNothing) {
+  TempDir keys;
+  auto ring = CaseKeyRing::Open(keys.file("store.key.ring"), Key(1));
+  ASSERT_TRUE(ring.ok());
+  auto writer = this->Open(Key(1), 4096, *ring);
+  ASSERT_TRUE(writer);
+  WriteBatch first;
+  first.copies = {Copy("a", "x1", "b", "CASE-X", "x one"), Copy("a", "y1", "b", "CASE-Y", "y one")};
+  ASSERT_TRUE(writer->Apply(first).ok());
+  const uint64_t epoch = (*ring)->epoch();
+  WriteBatch failing;
+  failing.shred = {{"a", "CASE-X"}};
+  failing.receipts.push_back({"a", "too-big", std::vector<uint8_t>(8192, 'x'), 1});  // over the store's value cap
+  EXPECT_FALSE(writer->Apply(failing).ok());
+  EXPECT_EQ(epoch, (*ring)->epoch());
+  EXPECT_TRUE((*ring)->Kek(epoch).has_value());
+  auto reader = this->Open(Key(1), 0, *ring);
+  ASSERT_TRUE(reader);
+  std::vector<int64_t> damaged;
+  auto b = reader->Pending("b", 0, 10, &damaged);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(2u, b->size());
+  EXPECT_TRUE(damaged.empty());
+}
+
+// Retention: a case whose last row is purged loses its key like an erased one.
+TYPED_TEST(StoreContractTest, APurgedCaseLosesItsKey) {
+  TempDir keys;
+  auto ring = CaseKeyRing::Open(keys.file("store.key.ring"), Key(1));
+  ASSERT_TRUE(ring.ok());
+  auto writer = this->Open(Key(1), 0, *ring);
+  ASSERT_TRUE(writer);
+  WriteBatch first;
+  first.copies = {Copy("a", "x1", "b", "CASE-X", "x one", 1000, 1500, 3000),
+                  Copy("a", "y1", "b", "CASE-Y", "y one", 1000, 1000000, 2000000)};
+  ASSERT_TRUE(writer->Apply(first).ok());
+  const std::vector<RawCopy> backup = this->backend_.RawCopies();
+  auto pending = writer->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(pending.ok());
+  WriteBatch expire;
+  expire.expired = {(*pending)[0].seq};
+  ASSERT_TRUE(writer->Apply(expire).ok());
+  const uint64_t epoch = (*ring)->epoch();
+  WriteBatch purge;
+  purge.purge_before_ms = 5000;
+  ASSERT_TRUE(writer->Apply(purge).ok());
+  EXPECT_EQ(epoch + 1, (*ring)->epoch()) << "the purge destroys x1's case key";
+  for (const RawCopy& copy : backup) {
+    const bool opens = OpenCopy(ring->get(), Key(1), copy.sender, copy.message_id, copy.recipient, copy.case_hash,
+                                copy.epoch, copy.wrapped, copy.sealed)
+                           .has_value();
+    EXPECT_EQ(copy.message_id == "y1", opens) << copy.message_id;
+  }
+}
+
+// The store's case keys are under a ring's KEK: another ring is refused at
+// open, with what to do.
+TYPED_TEST(StoreContractTest, AnotherRingIsRefused) {
+  TempDir keys;
+  auto ring = CaseKeyRing::Open(keys.file("store.key.ring"), Key(1));
+  ASSERT_TRUE(ring.ok());
+  {
+    auto writer = this->Open(Key(1), 0, *ring);
+    ASSERT_TRUE(writer);
+    WriteBatch first;
+    first.copies = {Copy("a", "x1", "b", "CASE-X", "x one")};
+    ASSERT_TRUE(writer->Apply(first).ok());
+  }
+  auto other = CaseKeyRing::Open(keys.file("other.ring"), Key(1));
+  ASSERT_TRUE(other.ok());
+  auto refused = this->backend_.Open(Key(1), 0, *other);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(std::string::npos, refused.status().message().find("is not this store's")) << refused.status().ToString();
+}
+
 // What only the PostgreSQL backend has: its schema version, its connection,
 // and how it fails when the server drops it.
 class PgStoreTest : public ::testing::Test {
@@ -578,10 +823,15 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
     ASSERT_TRUE((*store)->Apply(batch).ok());
   }
   // Back to what version 1 had.
-  Sql(*url, "DROP TABLE last_batch; DROP INDEX messages_by_purge; DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; "
-            "DELETE FROM schema_version WHERE version > 1");
+  Sql(*url, "DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
+            "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
   EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
-  auto store = PgStore::Open(options, Key(1));
+  // Opened with a case-key ring, as the broker does: the copy sealed under
+  // the store key before case keys existed still opens.
+  TempDir keys;
+  auto ring = CaseKeyRing::Open(keys.file("store.key.ring"), Key(1));
+  ASSERT_TRUE(ring.ok()) << ring.status().ToString();
+  auto store = PgStore::Open(options, Key(1), 0, *ring);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   EXPECT_EQ(PgStore::kSchemaVersion, *PgStore::ProbeSchemaVersion(options));
   auto pending = (*store)->Pending("b", 0, 10, nullptr);
@@ -593,6 +843,8 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
       << "version 3's index is there";
   EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'last_batch'"))
       << "version 4's table is there";
+  EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'case_keys'"))
+      << "version 5's table is there";
 }
 
 // One holder at a time; another takes over only once the lease expired

@@ -380,3 +380,58 @@ TEST(StoreTest, ThePurgeAndTheNoticesDoNotScanTheirTables) {
 
 }  // namespace
 }  // namespace liaison::store
+
+namespace liaison::store {
+namespace {
+
+// The case-key ring (store/case_keys.h): owner-only, opens under its store
+// key only, and a rotation staged but never committed (the broker stopped
+// between the ring's write and the store's commit) is undone at the store's
+// next first batch, keeping the epoch the store is at.
+TEST(CaseKeyRingTest, IsOwnerOnlyOpensUnderItsStoreKeyAndSettlesAnUncommittedRotation) {
+  testing::TempDir dir;
+  const std::string path = dir.file("store.key.ring");
+  StoreKey key;
+  key.fill(7);
+  auto ring = CaseKeyRing::Open(path, key);
+  ASSERT_TRUE(ring.ok()) << ring.status().ToString();
+  struct stat st {};
+  ASSERT_EQ(0, ::stat(path.c_str(), &st));
+  EXPECT_EQ(0600u, st.st_mode & 0777);
+  EXPECT_EQ(1u, (*ring)->epoch());
+  const auto kek1 = (*ring)->Kek(1);
+  ASSERT_TRUE(kek1.has_value());
+
+  StoreKey other;
+  other.fill(8);
+  auto refused = CaseKeyRing::Open(path, other);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(std::string::npos, refused.status().message().find("store key does not match"))
+      << refused.status().ToString();
+
+  CaseKey case_key;
+  case_key.fill(3);
+  auto staged = (*ring)->Stage({{std::string("a") + '\0' + "hash", case_key}});
+  ASSERT_TRUE(staged.ok()) << staged.status().ToString();
+  EXPECT_EQ(2u, staged->epoch);
+  // As another process (a restarted broker) reads it: both epochs.
+  auto reopened = CaseKeyRing::Open(path, key);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_TRUE((*reopened)->Kek(1).has_value());
+  EXPECT_TRUE((*reopened)->Kek(2).has_value());
+  // The store never committed epoch 2: it settles the ring back to 1.
+  ASSERT_TRUE((*reopened)->Settle(1).ok());
+  EXPECT_EQ(1u, (*reopened)->epoch());
+  EXPECT_FALSE((*reopened)->Kek(2).has_value());
+  EXPECT_EQ(*kek1, *(*reopened)->Kek(1));
+  auto settled = CaseKeyRing::Open(path, key);
+  ASSERT_TRUE(settled.ok());
+  EXPECT_FALSE((*settled)->Kek(2).has_value()) << "the uncommitted KEK is gone from the file too";
+  // A ring without the store's epoch is refused with what to do.
+  Status lost = (*settled)->Settle(5);
+  EXPECT_FALSE(lost.ok());
+  EXPECT_NE(std::string::npos, lost.message().find("restore the ring")) << lost.ToString();
+}
+
+}  // namespace
+}  // namespace liaison::store

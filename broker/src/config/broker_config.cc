@@ -207,7 +207,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
 
   if (const YAML::Node store = root["store"]) {
     if (r.ExpectMap(store, "store", {"backend", "path", "url", "password_file", "key_file",
-                                     "max_queue_per_recipient", "redelivery_timeout_ms", "delivery_window",
+                                     "case_key_ring_file", "max_queue_per_recipient", "redelivery_timeout_ms", "delivery_window",
                                      "max_batch", "lease_ttl_ms", "lease_renew_ms"})) {
       // The backends this build has (store::Store is the interface they
       // implement); naming another is a configuration error, not a silent
@@ -225,6 +225,7 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
         }
       }
       r.ReadString(store, "store", "key_file", &c.store.key_file, true);
+      r.ReadString(store, "store", "case_key_ring_file", &c.store.case_key_ring_file);
       r.ReadUint(store, "store", "max_queue_per_recipient", 1, 100000000, &c.store.max_queue_per_recipient);
       r.ReadUint(store, "store", "redelivery_timeout_ms", 100, 86400000, &c.store.redelivery_timeout_ms);
       r.ReadUint(store, "store", "delivery_window", 1, 10000, &c.store.delivery_window);
@@ -274,6 +275,9 @@ StatusOr<BrokerConfig> LoadBrokerConfig(const std::string& path) {
   // A postgresql store has no file (store.path is refused with it).
   if (c.store.backend == "sqlite") c.store.path = Resolve(base, c.store.path);
   c.store.key_file = Resolve(base, c.store.key_file);
+  // Beside the store key (store::DefaultCaseKeyRingPath).
+  c.store.case_key_ring_file = c.store.case_key_ring_file.empty() ? c.store.key_file + ".ring"
+                                                                  : Resolve(base, c.store.case_key_ring_file);
   c.ledger.path = Resolve(base, c.ledger.path);
   c.admin_socket = Resolve(base, c.admin_socket);
   c.ledger.signing_key_file = Resolve(base, c.ledger.signing_key_file);

@@ -34,6 +34,10 @@ struct StoreConfig {
   std::string password_file;           // postgresql: the password, mode 0600; optional
   std::string password;                // read from password_file by LoadBrokerConfig; never logged
   std::string key_file;                // 64 hex digits, mode 0600; required
+  // The case-key ring (store/case_keys.h, docs/audit.md "Erasure that
+  // shreds"): made at the first start, mode 0600; back it up apart from the
+  // data, like key_file. Default: "<key_file>.ring".
+  std::string case_key_ring_file;
   uint64_t max_queue_per_recipient = 100000;  // then senders get queue_full
   uint64_t redelivery_timeout_ms = 30000;     // unacked deliveries go out again after this
   uint64_t delivery_window = 64;              // unacked deliveries in flight per recipient

@@ -433,7 +433,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     } else {
       forming_.copies.push_back({sender.id, admission.message_id, d.recipient->id, case_ref, label,
                                  std::vector<uint8_t>(d.envelope.data(), d.envelope.data() + d.envelope.size()),
-                                 now, expires, purge_after});
+                                 now, expires, purge_after, /*case_keyed=*/!erasure});
       ++depth;
       // Operators hear once when a queue reaches 80% of its limit.
       if (depth == static_cast<int64_t>(config_.store.max_queue_per_recipient * 8 / 10)) {
@@ -470,6 +470,14 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
                admission.message_id, wire::EnumNamePayload(peek->payload_type()), outcomes.size(),
                std::count_if(outcomes.begin(), outcomes.end(),
                              [](const auto& o) { return o.code == wire::Code::stored; }));
+  if (erasure) {
+    // The case's key goes with this batch, after its copies of the
+    // withdrawal (sealed under the store key, so they stay deliverable):
+    // every copy of the case sealed under it, in this store and in every
+    // backup, no longer opens (docs/audit.md, "Erasure that shreds").
+    forming_.shred.push_back({sender.id, case_ref});
+    spdlog::info("event=case_shred_in_batch agency={} id={}", sender.id, admission.message_id);
+  }
   auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes,
                               policies.version());
   std::vector<uint8_t> receipt_bytes(receipt.data(), receipt.data() + receipt.size());
@@ -477,6 +485,9 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   uncommitted_receipts_[ReceiptKey(sender.id, admission.message_id)] = receipt_bytes;
   forming_receipt_keys_.push_back(ReceiptKey(sender.id, admission.message_id));
   replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id, sender.id});
+  // A barrier after it too: a later message of the case gets a new key in
+  // a later batch, rather than one this batch's shred would take.
+  if (erasure) Drain();
 }
 
 void Pipeline::HandleAck(const Agency& agency, std::span<const uint8_t> body,

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "store/sealing.h"
@@ -90,6 +91,14 @@ CREATE TABLE last_batch (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT N
 INSERT INTO last_batch (id, token) VALUES (1, '');
 )sql";
 
+// Version 5: each case's key, wrapped under the case-key ring's KEK of
+// `epoch` (store/case_keys.h); deleted to shred the case.
+constexpr const char* kSchemaV5 = R"sql(
+CREATE TABLE case_keys (
+  sender TEXT NOT NULL, case_hash BYTEA NOT NULL, epoch BIGINT NOT NULL, wrapped BYTEA NOT NULL,
+  PRIMARY KEY (sender, case_hash));
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -101,7 +110,8 @@ enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
   kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
-  kFence, kAcquireLease, kRenewLease, kMarkBatch, kBatchMark, kStmtCount
+  kFence, kAcquireLease, kRenewLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
+  kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStmtCount
 };
 
 struct StatementText {
@@ -168,9 +178,9 @@ constexpr StatementText kStatements[kStmtCount] = {
      "JOIN receipts r USING (sender, message_id)"},
     // A row without its body is damaged like one whose body does not open.
     {"l_pending",
-     "SELECT m.seq, m.sender, m.message_id, b.sealed, m.label FROM messages m LEFT JOIN bodies b "
-     "ON b.seq = m.seq WHERE m.recipient = $1::text AND m.state = 0 AND m.seq > $2::bigint "
-     "ORDER BY m.seq LIMIT $3::bigint"},
+     "SELECT m.seq, m.sender, m.message_id, b.sealed, m.label, m.case_hash, k.epoch, k.wrapped FROM messages m "
+     "LEFT JOIN bodies b ON b.seq = m.seq LEFT JOIN case_keys k ON k.sender = m.sender AND k.case_hash = m.case_hash "
+     "WHERE m.recipient = $1::text AND m.state = 0 AND m.seq > $2::bigint ORDER BY m.seq LIMIT $3::bigint"},
     {"l_set_aside_now", "UPDATE messages SET state = 5 WHERE seq = $1::bigint AND state = 0"},
     {"l_due",
      "SELECT sender, message_id, recipient, label, seq FROM messages WHERE state = 0 "
@@ -219,6 +229,31 @@ constexpr StatementText kStatements[kStmtCount] = {
     // still running (or waiting for the synchronous standby) and has written
     // the row, and then reads its outcome.
     {"l_batch_mark", "SELECT token FROM last_batch WHERE id = 1 FOR SHARE"},
+    // Case keys (store/case_keys.h): those of a batch's cases, by position.
+    {"l_case_keys_of",
+     "SELECT k.ord, c.epoch, c.wrapped FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY "
+     "AS k(sender, case_hash, ord) JOIN case_keys c USING (sender, case_hash)"},
+    // No ON CONFLICT: a key that landed meanwhile fails the batch (its
+    // copies would be sealed under a key the store does not keep).
+    {"l_put_case_keys",
+     "INSERT INTO case_keys (sender, case_hash, epoch, wrapped) "
+     "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[], $4::bytea[])"},
+    {"l_delete_case_keys",
+     "DELETE FROM case_keys c USING unnest($1::text[], $2::bytea[]) AS t(sender, case_hash) "
+     "WHERE c.sender = t.sender AND c.case_hash = t.case_hash"},
+    {"l_all_case_keys", "SELECT sender, case_hash, epoch, wrapped FROM case_keys"},
+    {"l_rewrap_case_keys",
+     "UPDATE case_keys c SET epoch = $3::bigint, wrapped = t.wrapped "
+     "FROM unnest($1::text[], $2::bytea[], $4::bytea[]) AS t(sender, case_hash, wrapped) "
+     "WHERE c.sender = t.sender AND c.case_hash = t.case_hash"},
+    {"l_kek_meta", "SELECT name, value FROM meta WHERE name IN ('case_kek_epoch', 'case_kek_check')"},
+    {"l_put_kek_meta",
+     "INSERT INTO meta (name, value) VALUES ('case_kek_epoch', $1::bytea), ('case_kek_check', $2::bytea) "
+     "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"},
+    // Retention: the cases of which a purge before $1 leaves no row.
+    {"l_unused_case_keys",
+     "SELECT k.sender, k.case_hash FROM case_keys k WHERE NOT EXISTS (SELECT 1 FROM messages m "
+     "WHERE m.sender = k.sender AND m.case_hash = k.case_hash AND (m.state = 0 OR m.purge_after_ms > $1::bigint))"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -437,8 +472,9 @@ std::string DescribePgUrl(const std::string& url) {
 }
 
 StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgConnectOptions& options, const StoreKey& key,
-                                                 size_t max_value_bytes) {
+                                                 size_t max_value_bytes, std::shared_ptr<CaseKeyRing> ring) {
   std::unique_ptr<PgStore> store(new PgStore());
+  store->ring_ = std::move(ring);
   store->options_ = options;
   store->where_ = DescribePgUrl(options.url);
   store->key_ = key;
@@ -447,6 +483,11 @@ StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgConnectOptions& options
   LIAISON_RETURN_IF_ERROR(store->Migrate());
   LIAISON_RETURN_IF_ERROR(store->PrepareAll());
   LIAISON_RETURN_IF_ERROR(store->CheckKey());
+  if (store->ring_) {
+    auto meta = store->ReadKekMeta();
+    if (!meta.ok()) return meta.status();
+    LIAISON_RETURN_IF_ERROR(CheckRing(*store->ring_, store->where_, *meta));
+  }
   return store;
 }
 
@@ -605,6 +646,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV4));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (4)"));
     }
+    if (version < 5) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV5));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (5)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -643,9 +688,225 @@ Status PgStore::CheckKey() {
   return Status::Internal("store " + where_ + ": the key check does not stay written");
 }
 
-Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const {
+StatusOr<std::optional<std::pair<uint64_t, std::vector<uint8_t>>>> PgStore::ReadKekMeta() {
+  using Out = std::optional<std::pair<uint64_t, std::vector<uint8_t>>>;
+  Result r = Exec(conn_, kKekMeta, Params());
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": reading the case-key epoch: " + ServerError(r.get(), conn_));
+  }
+  std::optional<uint64_t> epoch;
+  std::vector<uint8_t> check;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    if (GetText(r.get(), row, 0) == "case_kek_epoch") {
+      epoch = std::strtoull(GetText(r.get(), row, 1).c_str(), nullptr, 10);
+    } else {
+      check = GetBytes(r.get(), row, 1);
+    }
+  }
+  if (!epoch) return Out();
+  return Out(std::make_pair(*epoch, std::move(check)));
+}
+
+namespace {
+
+PgStore::Params KekMetaParams(uint64_t epoch, const SecretKey32& kek, bool* ok);
+
+}  // namespace
+
+Status PgStore::SettleRing() {
+  if (!ring_ || ring_settled_) return Status::Ok();
+  auto meta = ReadKekMeta();
+  if (!meta.ok()) return meta.status();
+  const uint64_t ring_epoch = ring_->epoch();
+  if (*meta && (ring_->Kek((*meta)->first) || ring_epoch <= (*meta)->first)) {
+    LIAISON_RETURN_IF_ERROR(ring_->Settle((*meta)->first));
+    ring_settled_ = true;
+    return Status::Ok();
+  }
+  auto kek = ring_->Kek(ring_epoch);
+  if (!kek) return Status::Internal("case-key ring " + ring_->path() + ": holds no KEK of its own epoch");
+  std::vector<Call> calls;
+  if (*meta) {
+    // A restored backup under a destroyed epoch: as SqliteStore::AdoptRing.
+    Result all = Exec(conn_, kAllCaseKeys, Params());
+    if (!Succeeded(all)) {
+      return Status::IoError("store " + where_ + ": reading the case keys: " + ServerError(all.get(), conn_));
+    }
+    Params::Array ks(Params::kText), kh(Params::kBytea), kw(Params::kBytea), ds(Params::kText), dh(Params::kBytea);
+    int64_t kept = 0, shredded = 0;
+    for (int row = 0; row < PQntuples(all.get()); ++row) {
+      const std::string sender = GetText(all.get(), row, 0);
+      const std::vector<uint8_t> hash = GetBytes(all.get(), row, 1);
+      const std::string case_hash(hash.begin(), hash.end());
+      auto snap = ring_->Snapshot(sender, case_hash);
+      if (snap && snap->first == ring_epoch) {
+        ks.Add(sender);
+        kh.Add(case_hash);
+        kw.Add(snap->second);
+        ++kept;
+      } else {
+        ds.Add(sender);
+        dh.Add(case_hash);
+        ++shredded;
+      }
+    }
+    calls.push_back({kRewrapCaseKeys,
+                     Params().Add(std::move(ks)).Add(std::move(kh)).Int(static_cast<int64_t>(ring_epoch)).Add(std::move(kw)),
+                     "adopting the case keys"});
+    calls.push_back({kDeleteCaseKeys, Params().Add(std::move(ds)).Add(std::move(dh)), "adopting the case keys"});
+    spdlog::warn("event=case_keys_adopted store_epoch={} ring_epoch={} cases_kept={} cases_shredded_since={}",
+                 (*meta)->first, ring_epoch, kept, shredded);
+  }
+  bool ok = false;
+  Params meta_params = KekMetaParams(ring_epoch, *kek, &ok);
+  if (!ok) return Status::Internal("store: cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
+  calls.push_back({kPutKekMeta, std::move(meta_params), "writing the case-key epoch"});
+  LIAISON_RETURN_IF_ERROR(RunPipeline(calls));
+  ring_settled_ = true;
+  return Status::Ok();
+}
+
+StatusOr<PgStore::CaseKeyPlan> PgStore::PlanCaseKeys(const WriteBatch& batch) {
+  CaseKeyPlan plan;
+  if (!ring_) return plan;
+  LIAISON_RETURN_IF_ERROR(SettleRing());
+  // The cases of the batch's case-keyed copies, and those it shreds.
+  std::map<std::string, std::pair<std::string, std::string>> cases;  // id -> (sender, hash)
+  for (const WriteBatch::Copy& c : batch.copies) {
+    if (!c.case_keyed) continue;
+    const std::string h = CaseHash(key_, c.sender, c.case_ref);
+    cases.emplace(c.sender + '\0' + h, std::make_pair(c.sender, h));
+  }
+  std::set<std::string> shred;
+  for (const WriteBatch::Shred& x : batch.shred) {
+    const std::string h = CaseHash(key_, x.sender, x.case_ref);
+    shred.insert(x.sender + '\0' + h);
+    cases.emplace(x.sender + '\0' + h, std::make_pair(x.sender, h));
+  }
+  std::vector<std::string> ids;
+  std::set<std::string> existing;
+  if (!cases.empty()) {
+    Params::Array senders(Params::kText), hashes(Params::kBytea);
+    for (const auto& [id, sh] : cases) {
+      ids.push_back(id);
+      senders.Add(sh.first);
+      hashes.Add(sh.second);
+    }
+    Result r = Exec(conn_, kCaseKeysOf, Params().Add(std::move(senders)).Add(std::move(hashes)));
+    if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading case keys: " + ServerError(r.get(), conn_));
+    for (int row = 0; row < PQntuples(r.get()); ++row) {
+      const std::string& id = ids.at(static_cast<size_t>(GetInt(r.get(), row, 0) - 1));
+      const auto& [sender, hash] = cases.at(id);
+      const uint64_t epoch = static_cast<uint64_t>(GetInt(r.get(), row, 1));
+      auto kek = ring_->Kek(epoch);
+      auto key = kek ? UnwrapCaseKey(*kek, sender, hash, epoch, GetBytes(r.get(), row, 2)) : std::nullopt;
+      if (!key) {
+        return Status::PermissionDenied("store " + where_ + ": a case key does not open under the case-key ring " +
+                                        ring_->path() + " (epoch " + std::to_string(epoch) +
+                                        "): configure this store's ring");
+      }
+      existing.insert(id);
+      plan.keys[id] = *key;
+    }
+  }
+  for (const auto& [id, sh] : cases) {
+    if (existing.count(id) || shred.count(id)) continue;
+    plan.keys[id] = RandomSecretKey32();
+    plan.added.push_back(sh);
+  }
+  for (const std::string& id : shred) {
+    if (existing.count(id)) plan.deleted.push_back(cases.at(id));
+  }
+  if (batch.purge_before_ms > 0) {
+    Result r = Exec(conn_, kUnusedCaseKeys, Params().Int(batch.purge_before_ms));
+    if (!Succeeded(r)) {
+      return Status::IoError("store " + where_ + ": finding purged cases' keys: " + ServerError(r.get(), conn_));
+    }
+    for (int row = 0; row < PQntuples(r.get()); ++row) {
+      const std::string sender = GetText(r.get(), row, 0);
+      const std::vector<uint8_t> hash = GetBytes(r.get(), row, 1);
+      const std::string h(hash.begin(), hash.end());
+      // A case this batch queues a copy of keeps its key.
+      if (cases.count(sender + '\0' + h) && !shred.count(sender + '\0' + h)) continue;
+      if (shred.count(sender + '\0' + h)) continue;  // deleted above
+      plan.deleted.emplace_back(sender, h);
+    }
+  }
+  uint64_t epoch = ring_->epoch();
+  std::optional<SecretKey32> kek = ring_->Kek(epoch);
+  if (!plan.deleted.empty()) {
+    // A rotation: every key that stays, re-wrapped under a new KEK.
+    std::set<std::string> gone;
+    for (const auto& [sender, hash] : plan.deleted) gone.insert(sender + '\0' + hash);
+    std::map<std::string, CaseKey> keep;
+    Result all = Exec(conn_, kAllCaseKeys, Params());
+    if (!Succeeded(all)) {
+      return Status::IoError("store " + where_ + ": reading the case keys: " + ServerError(all.get(), conn_));
+    }
+    for (int row = 0; row < PQntuples(all.get()); ++row) {
+      const std::string sender = GetText(all.get(), row, 0);
+      const std::vector<uint8_t> hash = GetBytes(all.get(), row, 1);
+      const std::string h(hash.begin(), hash.end());
+      if (gone.count(sender + '\0' + h)) continue;
+      const uint64_t e = static_cast<uint64_t>(GetInt(all.get(), row, 2));
+      auto k = ring_->Kek(e);
+      auto key = k ? UnwrapCaseKey(*k, sender, h, e, GetBytes(all.get(), row, 3)) : std::nullopt;
+      if (!key) {
+        return Status::PermissionDenied("store " + where_ + ": a case key does not open under the case-key ring " +
+                                        ring_->path() + ": configure this store's ring");
+      }
+      keep[sender + '\0' + h] = *key;
+    }
+    for (const auto& [sender, hash] : plan.added) keep[sender + '\0' + hash] = plan.keys.at(sender + '\0' + hash);
+    auto staged = ring_->Stage(keep);
+    if (!staged.ok()) return staged.status();
+    plan.staged = std::move(*staged);
+    return plan;
+  }
+  if (!kek) return Status::Internal("case-key ring " + ring_->path() + ": holds no KEK of its own epoch");
+  for (const auto& [sender, hash] : plan.added) {
+    auto wrapped = WrapCaseKey(*kek, sender, hash, epoch, plan.keys.at(sender + '\0' + hash));
+    if (!wrapped) return Status::Internal("store: cannot wrap a case key (OpenSSL AES-256-GCM failed)");
+    plan.added_wrapped[sender + '\0' + hash] = std::move(*wrapped);
+  }
+  return plan;
+}
+
+namespace {
+
+PgStore::Params KekMetaParams(uint64_t epoch, const SecretKey32& kek, bool* ok) {
+  auto check = SealKekCheck(kek, epoch);
+  *ok = check.has_value();
+  PgStore::Params p;
+  p.Bytes(std::to_string(epoch));
+  if (check) p.Bytes(*check);
+  return p;
+}
+
+}  // namespace
+
+Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, const CaseKeyPlan& plan,
+                           std::vector<Call>* calls) const {
   if (fence_epoch_ > 0) calls->push_back({kFence, Params().Int(fence_epoch_), "checking the lease"});
   calls->push_back({kMarkBatch, Params().Text(token), "marking the batch"});
+  // New case keys before the copies sealed under them.
+  if (!plan.added.empty()) {
+    Params::Array s(Params::kText), h(Params::kBytea), e(Params::kInt8), w(Params::kBytea);
+    for (const auto& [sender, hash] : plan.added) {
+      const std::string id = sender + '\0' + hash;
+      s.Add(sender);
+      h.Add(hash);
+      if (plan.staged) {
+        e.Add(static_cast<int64_t>(plan.staged->epoch));
+        w.Add(plan.staged->wrapped.at(id));
+      } else {
+        e.Add(static_cast<int64_t>(ring_->epoch()));
+        w.Add(plan.added_wrapped.at(id));
+      }
+    }
+    calls->push_back({kPutCaseKeys, Params().Add(std::move(s)).Add(std::move(h)).Add(std::move(e)).Add(std::move(w)),
+                      "writing case keys"});
+  }
   // One statement each for the copies, the receipts and the acks, however
   // many the batch holds: the server's cost per statement, not per row,
   // is what a batch of small rows pays most for.
@@ -661,8 +922,15 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, st
     size_t part_bytes = 0;
     for (; first < batch.copies.size() && part_bytes < kPartBytes; ++first) {
       const WriteBatch::Copy& c = batch.copies[first];
-      const auto body = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(),
-                             c.envelope.size());
+      const std::string h = CaseHash(key_, c.sender, c.case_ref);
+      std::optional<std::vector<uint8_t>> body;
+      if (ring_ && c.case_keyed) {
+        auto k = plan.keys.find(c.sender + '\0' + h);
+        if (k == plan.keys.end()) return Status::Internal("store: a copy's case has no key in its batch's plan");
+        body = Seal(k->second, CaseCopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(), c.envelope.size());
+      } else {
+        body = Seal(key_, CopyAad(c.sender, c.message_id, c.recipient), c.envelope.data(), c.envelope.size());
+      }
       if (!body) {
         return Status::Internal(
             "store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
@@ -671,7 +939,7 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, st
       sender.Add(c.sender);
       id.Add(c.message_id);
       recipient.Add(c.recipient);
-      case_hash.Add(CaseHash(key_, c.sender, c.case_ref));
+      case_hash.Add(h);
       created.Add(c.now_ms);
       expires.Add(c.expires_ms);
       purge.Add(c.purge_after_ms);
@@ -743,6 +1011,32 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, st
   // and is the authoritative chain, which a broker taking the lease brings
   // its file up to (docs/audit.md).
   if (batch.purge_before_ms > 0) calls->push_back({kPurge, Params().Int(batch.purge_before_ms), "purging"});
+  // Last: the shredded cases' keys go, after the erasure's own copies, and
+  // every other key is re-wrapped under the ring's new epoch.
+  if (!plan.deleted.empty()) {
+    Params::Array s(Params::kText), h(Params::kBytea);
+    for (const auto& [sender, hash] : plan.deleted) {
+      s.Add(sender);
+      h.Add(hash);
+    }
+    calls->push_back({kDeleteCaseKeys, Params().Add(std::move(s)).Add(std::move(h)), "destroying case keys"});
+  }
+  if (plan.staged) {
+    Params::Array s(Params::kText), h(Params::kBytea), w(Params::kBytea);
+    for (const auto& [id, wrapped] : plan.staged->wrapped) {
+      const size_t zero = id.find('\0');
+      s.Add(id.substr(0, zero));
+      h.Add(id.substr(zero + 1));
+      w.Add(wrapped);
+    }
+    calls->push_back({kRewrapCaseKeys,
+                      Params().Add(std::move(s)).Add(std::move(h)).Int(static_cast<int64_t>(plan.staged->epoch)).Add(std::move(w)),
+                      "re-wrapping the case keys"});
+    bool ok = false;
+    Params meta = KekMetaParams(plan.staged->epoch, plan.staged->kek, &ok);
+    if (!ok) return Status::Internal("store: cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
+    calls->push_back({kPutKekMeta, std::move(meta), "writing the case-key epoch"});
+  }
   if (max_value_bytes_ > 0) {
     for (const Call& call : *calls) {
       if (call.params.largest() > max_value_bytes_) {
@@ -768,11 +1062,46 @@ Status PgStore::Apply(const WriteBatch& batch) {
     for (uint8_t b : random) token_prefix_ += "0123456789abcdef"[b >> 4], token_prefix_ += "0123456789abcdef"[b & 15];
   }
   const std::string token = token_prefix_ + ":" + std::to_string(++batches_);
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  // The case keys the batch uses are read first (one round trip).
+  auto plan = PlanCaseKeys(batch);
+  if (!plan.ok()) return plan.status();
   // Everything is sealed and checked before anything is sent.
-  LIAISON_RETURN_IF_ERROR(BuildBatch(batch, token, &calls));
+  if (Status built = BuildBatch(batch, token, *plan, &calls); !built.ok()) {
+    if (plan->staged) ring_->Abandon(plan->staged->epoch);
+    return built;
+  }
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
   Status st = RunPipeline(calls);
-  if (st.ok() || !commit_outcome_unknown_) return st;
+  // A rotation's old KEK goes once the database holds the new epoch; a
+  // batch that surely failed forgets the new one. One whose outcome stays
+  // unknown keeps both (neither is lost; the next rotation settles it).
+  auto finish_ring = [&](bool committed) {
+    if (!ring_) return;
+    if (!committed) {
+      if (plan->staged) ring_->Abandon(plan->staged->epoch);
+      return;
+    }
+    if (!plan->staged && !ring_commit_owed_) return;
+    const uint64_t epoch = plan->staged ? plan->staged->epoch : ring_->epoch();
+    if (Status destroyed = ring_->Commit(epoch); !destroyed.ok()) {
+      ring_commit_owed_ = true;
+      spdlog::error("event=case_key_ring_retire_failed ring=\"{}\" error=\"{}\" effect=the_previous_kek_is_kept_"
+                    "until_a_later_commit_succeeds",
+                    ring_->path(), destroyed.message());
+    } else {
+      ring_commit_owed_ = false;
+      if (plan->staged) spdlog::info("event=case_keys_rotated epoch={} cases={}", epoch, plan->staged->wrapped.size());
+    }
+  };
+  if (st.ok()) {
+    finish_ring(true);
+    return st;
+  }
+  if (!commit_outcome_unknown_) {
+    finish_ring(false);
+    return st;
+  }
   // The connection was lost after COMMIT was sent: the batch may have
   // committed. Answering "unavailable" for a stored batch would make the
   // core undo ledger records the database kept; ask the database.
@@ -787,8 +1116,10 @@ Status PgStore::Apply(const WriteBatch& batch) {
   if (PQntuples(r.get()) == 1 && GetText(r.get(), 0, 0) == token) {
     spdlog::warn("event=store_commit_confirmed store=\"{}\" reason=\"the connection was lost after COMMIT; the "
                  "database has the batch\"", where_);
+    finish_ring(true);
     return Status::Ok();
   }
+  finish_ring(false);
   return st;
 }
 
@@ -937,7 +1268,11 @@ StatusOr<std::vector<QueuedMessage>> PgStore::Pending(const std::string& recipie
     m.sender = GetText(r.get(), row, 1);
     m.message_id = GetText(r.get(), row, 2);
     const std::vector<uint8_t> sealed = GetBytes(r.get(), row, 3);
-    auto opened = Unseal(key_, CopyAad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
+    const std::vector<uint8_t> hash = GetBytes(r.get(), row, 5);
+    std::optional<uint64_t> epoch;
+    if (!PQgetisnull(r.get(), row, 6)) epoch = static_cast<uint64_t>(GetInt(r.get(), row, 6));
+    auto opened = OpenCopy(ring_.get(), key_, m.sender, m.message_id, recipient, std::string(hash.begin(), hash.end()),
+                           epoch, GetBytes(r.get(), row, 7), sealed);
     if (!opened) {
       damaged.push_back(m.seq);  // set aside, so it cannot block the queue
       continue;
@@ -1115,6 +1450,11 @@ constexpr StatementText kImportStatements[] = {
      "INSERT INTO notices (seq, agency, receipt) OVERRIDING SYSTEM VALUE VALUES ($1::bigint, $2::text, $3::bytea)"},
     {"i_ledger_tail", "INSERT INTO ledger_tail (seq, first_seq, lines) VALUES ($1::bigint, $2::bigint, $3::text)"},
     {"i_ledger_position", "INSERT INTO ledger_position (id, seq) VALUES (1, $1::bigint)"},
+    // Wrapped as they are: the same case-key ring opens them in the new store.
+    {"i_case_key",
+     "INSERT INTO case_keys (sender, case_hash, epoch, wrapped) VALUES ($1::text, $2::bytea, $3::bigint, $4::bytea)"},
+    {"i_kek_meta",
+     "INSERT INTO meta (name, value) VALUES ('case_kek_epoch', $1::bytea), ('case_kek_check', $2::bytea)"},
     // The next seq is last + 1 (is_called true), or 1 for an empty table.
     {"i_numbering",
      "SELECT setval(pg_get_serial_sequence('messages', 'seq'), GREATEST($1::bigint, 1), $1::bigint > 0), "
@@ -1124,7 +1464,7 @@ constexpr StatementText kImportStatements[] = {
 constexpr const char* kCountRows =
     "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM bodies), (SELECT COUNT(*) FROM receipts), "
     "(SELECT COUNT(*) FROM disclosures), (SELECT COUNT(*) FROM notices), (SELECT COUNT(*) FROM ledger_tail), "
-    "(SELECT COUNT(*) FROM ledger_position)";
+    "(SELECT COUNT(*) FROM ledger_position), (SELECT COUNT(*) FROM case_keys)";
 
 }  // namespace
 
@@ -1209,6 +1549,10 @@ Status PgImport::Put(const Rows& rows) {
     LIAISON_RETURN_IF_ERROR(Exec("i_ledger_tail", PgStore::Params().Int(l.seq).Int(l.first_seq).Text(l.lines),
                                  "copying ledger records"));
   }
+  for (const CaseKeyRow& k : rows.case_keys) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_case_key", PgStore::Params().Text(k.sender).Bytes(k.case_hash).Int(k.epoch).Bytes(k.wrapped),
+                                 "copying case keys"));
+  }
   return Status::Ok();
 }
 
@@ -1222,6 +1566,11 @@ StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
   }
   LIAISON_RETURN_IF_ERROR(Exec("i_numbering", PgStore::Params().Int(totals.last_message_seq).Int(totals.last_notice_seq),
                                "setting the numbering"));
+  if (totals.case_kek_epoch) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_kek_meta",
+                                 PgStore::Params().Bytes(std::to_string(*totals.case_kek_epoch)).Bytes(totals.case_kek_check),
+                                 "writing the case-key epoch"));
+  }
   Result counts = Wrap(PQexec(conn, kCountRows));
   if (!Succeeded(counts) || PQntuples(counts.get()) != 1) {
     return Status::IoError("store " + where + ": counting the copied rows: " + ServerError(counts.get(), conn) +
@@ -1231,6 +1580,7 @@ StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
   int64_t* fields[] = {&found.messages, &found.bodies, &found.receipts, &found.disclosures, &found.notices,
                        &found.ledger_tail};
   for (int i = 0; i < 6; ++i) *fields[i] = std::atoll(PQgetvalue(counts.get(), 0, i));
+  found.case_keys = std::atoll(PQgetvalue(counts.get(), 0, 7));
   const int64_t positions = std::atoll(PQgetvalue(counts.get(), 0, 6));
   if (!(found == totals.counts) || positions != (totals.ledger_position ? 1 : 0)) {
     return Status::Internal("store " + where + ": the copy does not match the source (source: " +

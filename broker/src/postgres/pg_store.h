@@ -11,12 +11,14 @@
 #define LIAISON_BROKER_POSTGRES_PG_STORE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "store/case_keys.h"
 #include "store/rows.h"
 #include "store/store.h"
 
@@ -43,14 +45,15 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no
   // cap) caps any one stored value: a batch holding a larger one fails
   // whole, as in SqliteStore::Open.
   static StatusOr<std::unique_ptr<PgStore>> Open(const PgConnectOptions& options, const StoreKey& key,
-                                                 size_t max_value_bytes = 0);
+                                                 size_t max_value_bytes = 0,
+                                                 std::shared_ptr<CaseKeyRing> ring = nullptr);
   // For --check-config: connects and reads the schema version without
   // changing anything (0: no schema yet; Open creates it). A version newer
   // than kSchemaVersion is an error, as at Open.
@@ -128,14 +131,33 @@ class PgStore final : public Store {
   // result; on any failure the transaction is rolled back.
   struct Call;
   Status RunPipeline(const std::vector<Call>& calls);
+  // What a batch does to case keys (store/case_keys.h), worked out before
+  // it is sent (one read of the batch's cases' keys): the key each
+  // case-keyed copy is sealed under, the keys it adds and deletes, and a
+  // rotation of the ring when it deletes any.
+  struct CaseKeyPlan {
+    std::map<std::string, CaseKey> keys;  // by sender + '\0' + case hash
+    std::vector<std::pair<std::string, std::string>> added, deleted;  // (sender, case hash)
+    std::map<std::string, std::vector<uint8_t>> added_wrapped;        // by id
+    std::optional<CaseKeyRing::Staged> staged;
+  };
+  StatusOr<CaseKeyPlan> PlanCaseKeys(const WriteBatch& batch);
+  StatusOr<std::optional<std::pair<uint64_t, std::vector<uint8_t>>>> ReadKekMeta();
+  // At the writer's first batch: CaseKeyRing::Settle, or the adoption of a
+  // restored backup's keys (SqliteStore::AdoptRing).
+  Status SettleRing();
   // `token` marks the batch in the database (table last_batch).
-  Status BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const;
+  Status BuildBatch(const WriteBatch& batch, const std::string& token, const CaseKeyPlan& plan,
+                    std::vector<Call>* calls) const;
   void BreakConnectionForTesting();
 
   pg_conn* conn_ = nullptr;
   PgConnectOptions options_;
   std::string where_;  // DescribePgUrl(options_.url), for errors
   StoreKey key_{};
+  std::shared_ptr<CaseKeyRing> ring_;  // null: copies under the store key (see SqliteStore::Open)
+  bool ring_settled_ = false;          // SettleRing ran
+  bool ring_commit_owed_ = false;      // a committed rotation whose old KEK is still in the ring file
   size_t max_value_bytes_ = 0;
   int64_t fence_epoch_ = 0;  // see FenceWith
   std::string token_prefix_;  // random, per store object: batches' tokens

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <set>
 #include <mutex>
 #include <optional>
@@ -66,6 +67,11 @@ CREATE INDEX IF NOT EXISTS receipts_by_purge ON receipts (purge_after_ms);
 CREATE INDEX IF NOT EXISTS notices_by_agency ON notices (agency, seq);
 -- One row per batch: its ledger lines, newline-separated; seq is the last's.
 CREATE TABLE IF NOT EXISTS ledger_tail (seq INTEGER PRIMARY KEY, first_seq INTEGER NOT NULL, lines TEXT NOT NULL);
+-- Each case's key, wrapped under the case-key ring's KEK of `epoch`
+-- (store/case_keys.h); deleted to shred the case.
+CREATE TABLE IF NOT EXISTS case_keys (
+  sender TEXT NOT NULL, case_hash BLOB NOT NULL, epoch INTEGER NOT NULL, wrapped BLOB NOT NULL,
+  PRIMARY KEY (sender, case_hash));
 )sql";
 
 std::string SqliteError(sqlite3* db, const std::string& what) {
@@ -134,6 +140,7 @@ class Query {
     return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
   }
   int64_t ColumnInt(int i) const { return sqlite3_column_int64(s_, i); }
+  bool ColumnIsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
 
  private:
   void Keep(int rc) {
@@ -236,9 +243,11 @@ class Checkpointer {
 };
 
 StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreKey& key,
-                                                         size_t max_value_bytes, bool background_checkpoints) {
+                                                         size_t max_value_bytes, bool background_checkpoints,
+                                                         std::shared_ptr<CaseKeyRing> ring) {
   std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->key_ = key;
+  store->ring_ = std::move(ring);
   store->path_ = path;
   // Case data: owner-only, whatever the umask (the -wal and -shm files
   // SQLite makes later take this file's mode).
@@ -252,8 +261,10 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   // The page cache holds the queues' hot pages (the default 2 MiB is
   // outgrown by a few thousand queued messages, and every ack then reads its
   // row's page back through the kernel).
+  // secure_delete=FAST: a deleted row's bytes (a shredded case's wrapped
+  // key) are overwritten in its page, at no extra I/O (docs/audit.md).
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-32768"}) {
+                             "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-32768", "PRAGMA secure_delete=FAST"}) {
     LIAISON_RETURN_IF_ERROR(store->Exec(pragma).WithContext("store " + path));
   }
   {
@@ -304,6 +315,7 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
                   static_cast<int>(std::min<size_t>(max_value_bytes, 1'000'000'000)));
   }
   LIAISON_RETURN_IF_ERROR(store->CheckKey());
+  LIAISON_RETURN_IF_ERROR(store->CheckRing());
   if (background_checkpoints) {
     auto checkpointer = Checkpointer::Start(path);
     if (!checkpointer.ok()) return checkpointer.status();
@@ -350,6 +362,95 @@ Status SqliteStore::CheckKey() {
   return Status::Ok();
 }
 
+StatusOr<std::optional<std::pair<uint64_t, std::vector<uint8_t>>>> SqliteStore::ReadKekMeta() {
+  std::optional<uint64_t> epoch;
+  std::vector<uint8_t> check;
+  Query q(db_, Prepare("SELECT name, value FROM meta WHERE name IN ('case_kek_epoch', 'case_kek_check')"));
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    if (q.ColumnText(0) == "case_kek_epoch") epoch = static_cast<uint64_t>(q.ColumnInt(1));
+    else check = q.ColumnBlob(1);
+  }
+  if (rc != SQLITE_DONE) return q.Error("store " + path_ + ": reading the case-key epoch");
+  if (!epoch) return std::optional<std::pair<uint64_t, std::vector<uint8_t>>>();
+  return std::optional<std::pair<uint64_t, std::vector<uint8_t>>>(std::make_pair(*epoch, std::move(check)));
+}
+
+Status SqliteStore::CheckRing() {
+  if (!ring_) return Status::Ok();
+  auto meta = ReadKekMeta();
+  if (!meta.ok()) return meta.status();
+  return store::CheckRing(*ring_, path_, *meta);
+}
+
+Status SqliteStore::WriteKekMeta(uint64_t epoch, const SecretKey32& kek) {
+  auto check = SealKekCheck(kek, epoch);
+  if (!check) return Status::Internal("store: cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
+  Query e(db_, Prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('case_kek_epoch', ?1)"));
+  if (!e.Int(1, static_cast<int64_t>(epoch)).Done()) return e.Error("store: writing the case-key epoch");
+  Query c(db_, Prepare("INSERT OR REPLACE INTO meta (name, value) VALUES ('case_kek_check', ?1)"));
+  if (!c.Blob(1, check->data(), check->size()).Done()) return c.Error("store: writing the case-key epoch");
+  return Status::Ok();
+}
+
+Status SqliteStore::SettleRing() {
+  if (!ring_ || ring_settled_) return Status::Ok();
+  auto meta = ReadKekMeta();
+  if (!meta.ok()) return meta.status();
+  if (!*meta) {
+    const uint64_t epoch = ring_->epoch();
+    auto kek = ring_->Kek(epoch);
+    if (!kek) return Status::Internal("case-key ring " + ring_->path() + ": holds no KEK of its own epoch");
+    LIAISON_RETURN_IF_ERROR(WriteKekMeta(epoch, *kek));
+  } else if (const uint64_t epoch = (*meta)->first; !ring_->Kek(epoch) && ring_->epoch() > epoch) {
+    LIAISON_RETURN_IF_ERROR(AdoptRing(epoch));
+  } else {
+    LIAISON_RETURN_IF_ERROR(ring_->Settle(epoch));
+  }
+  ring_settled_ = true;
+  return Status::Ok();
+}
+
+Status SqliteStore::AdoptRing(uint64_t store_epoch) {
+  // A restored backup: its case keys are under an epoch whose KEK was
+  // destroyed since. A case the ring's snapshot holds takes its key from
+  // there; one it does not hold was shredded after the backup and loses its
+  // row (its copies stay, unreadable, and are set aside when read).
+  std::vector<std::pair<std::string, std::string>> rows;
+  {
+    Query q(db_, Prepare("SELECT sender, case_hash FROM case_keys"));
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      const std::vector<uint8_t> hash = q.ColumnBlob(1);
+      rows.emplace_back(q.ColumnText(0), std::string(hash.begin(), hash.end()));
+    }
+    if (rc != SQLITE_DONE) return q.Error("store: reading the case keys");
+  }
+  const uint64_t epoch = ring_->epoch();
+  auto kek = ring_->Kek(epoch);
+  if (!kek) return Status::Internal("case-key ring " + ring_->path() + ": holds no KEK of its own epoch");
+  int64_t kept = 0, shredded = 0;
+  for (const auto& [sender, case_hash] : rows) {
+    auto snap = ring_->Snapshot(sender, case_hash);
+    if (snap && snap->first == epoch) {
+      Query u(db_, Prepare("UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_hash = ?2"));
+      u.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Int(3, static_cast<int64_t>(epoch));
+      if (!u.Blob(4, snap->second.data(), snap->second.size()).Done()) return u.Error("store: adopting the case keys");
+      ++kept;
+    } else {
+      Query d(db_, Prepare("DELETE FROM case_keys WHERE sender = ?1 AND case_hash = ?2"));
+      if (!d.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Done()) {
+        return d.Error("store: adopting the case keys");
+      }
+      ++shredded;
+    }
+  }
+  LIAISON_RETURN_IF_ERROR(WriteKekMeta(epoch, *kek));
+  spdlog::warn("event=case_keys_adopted store_epoch={} ring_epoch={} cases_kept={} cases_shredded_since={}",
+               store_epoch, epoch, kept, shredded);
+  return Status::Ok();
+}
+
 Status SqliteStore::Exec(const char* sql) {
   char* error = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
@@ -381,7 +482,8 @@ Status SqliteStore::Apply(const WriteBatch& batch) {
   auto write = [&]() -> Status {
     for (const WriteBatch::Copy& c : batch.copies) {
       LIAISON_RETURN_IF_ERROR(Enqueue(c.sender, c.message_id, c.recipient, c.case_ref, c.envelope.data(),
-                                      c.envelope.size(), c.now_ms, c.expires_ms, c.purge_after_ms, c.label));
+                                      c.envelope.size(), c.now_ms, c.expires_ms, c.purge_after_ms, c.label,
+                                      c.case_keyed));
     }
     for (const WriteBatch::Receipt& r : batch.receipts) {
       LIAISON_RETURN_IF_ERROR(PutReceipt(r.sender, r.message_id, r.receipt, r.purge_after_ms));
@@ -419,6 +521,8 @@ Status SqliteStore::Apply(const WriteBatch& batch) {
       auto purged = PurgeDue(batch.purge_before_ms);
       if (!purged.ok()) return purged.status();
     }
+    // Last: the erasure's own copies above are committed with it.
+    for (const WriteBatch::Shred& shred : batch.shred) LIAISON_RETURN_IF_ERROR(ShredCase(shred.sender, shred.case_ref));
     return Status::Ok();
   };
   if (Status st = write(); !st.ok()) {
@@ -432,21 +536,149 @@ Status SqliteStore::Begin() {
   if (in_transaction_) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   in_transaction_ = true;
+  if (Status st = SettleRing(); !st.ok()) {
+    Rollback();
+    return st;
+  }
   return Status::Ok();
 }
 
 Status SqliteStore::Commit() {
   if (!in_transaction_) return Status::Ok();
+  // A shred moves the ring to a new epoch before the commit: the commit
+  // then holds the re-wrapped keys, or (failing) none of it happened.
+  if (shred_pending_) {
+    if (Status st = RotateRing(); !st.ok()) {
+      Rollback();
+      return st;
+    }
+  }
   Status st = Exec("COMMIT");
-  if (!st.ok()) Rollback();
+  if (!st.ok()) {
+    Rollback();
+    return st;
+  }
   in_transaction_ = false;
-  return st;
+  case_keys_.clear();
+  shred_pending_ = false;
+  if (staged_epoch_ != 0 || ring_commit_owed_) {
+    const uint64_t epoch = staged_epoch_ != 0 ? staged_epoch_ : ring_->epoch();
+    staged_epoch_ = 0;
+    // The store is at the new epoch: the old KEK goes now. If the ring
+    // cannot be rewritten, the old KEK is still in its file (the erased
+    // case is not yet shredded in earlier backups): tried again at the
+    // next commit, and said loudly.
+    if (Status destroyed = ring_->Commit(epoch); !destroyed.ok()) {
+      ring_commit_owed_ = true;
+      spdlog::error("event=case_key_ring_retire_failed ring=\"{}\" error=\"{}\" effect=the_previous_kek_is_kept_"
+                    "until_a_later_commit_succeeds",
+                    ring_->path(), destroyed.message());
+    } else {
+      ring_commit_owed_ = false;
+    }
+  }
+  return Status::Ok();
 }
 
 void SqliteStore::Rollback() {
   if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
   in_transaction_ = false;
+  case_keys_.clear();
+  shred_pending_ = false;
+  if (staged_epoch_ != 0) ring_->Abandon(staged_epoch_);
+  staged_epoch_ = 0;
 }
+
+StatusOr<CaseKey> SqliteStore::CaseKeyFor(const std::string& sender, const std::string& case_hash) {
+  const std::string id = sender + '\0' + case_hash;
+  if (auto it = case_keys_.find(id); it != case_keys_.end()) return it->second;
+  {
+    Query q(db_, Prepare("SELECT epoch, wrapped FROM case_keys WHERE sender = ?1 AND case_hash = ?2"));
+    const int rc = q.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Step();
+    if (rc == SQLITE_ROW) {
+      const uint64_t epoch = static_cast<uint64_t>(q.ColumnInt(0));
+      auto kek = ring_->Kek(epoch);
+      auto key = kek ? UnwrapCaseKey(*kek, sender, case_hash, epoch, q.ColumnBlob(1)) : std::nullopt;
+      if (!key) {
+        return Status::PermissionDenied("store " + path_ + ": a case key does not open under the case-key ring " +
+                                        ring_->path() + " (epoch " + std::to_string(epoch) +
+                                        "): configure this store's ring");
+      }
+      case_keys_[id] = *key;
+      return *key;
+    }
+    if (rc != SQLITE_DONE) return q.Error("store: reading a case key");
+  }
+  const CaseKey key = RandomSecretKey32();
+  const uint64_t epoch = ring_->epoch();
+  auto kek = ring_->Kek(epoch);
+  auto wrapped = kek ? WrapCaseKey(*kek, sender, case_hash, epoch, key) : std::nullopt;
+  if (!wrapped) return Status::Internal("store: cannot wrap a case key (OpenSSL AES-256-GCM failed, or the ring has no KEK)");
+  Query put(db_, Prepare("INSERT INTO case_keys (sender, case_hash, epoch, wrapped) VALUES (?1, ?2, ?3, ?4)"));
+  put.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Int(3, static_cast<int64_t>(epoch));
+  if (!put.Blob(4, wrapped->data(), wrapped->size()).Done()) return put.Error("store: writing a case key");
+  case_keys_[id] = key;
+  return key;
+}
+
+Status SqliteStore::ShredCase(const std::string& sender, const std::string& case_ref) {
+  if (!ring_) return Status::Ok();
+  const std::string h = CaseHash(key_, sender, case_ref);
+  Query d(db_, Prepare("DELETE FROM case_keys WHERE sender = ?1 AND case_hash = ?2"));
+  if (!d.Text(1, sender).Blob(2, h.data(), h.size()).Done()) return d.Error("store: destroying a case key");
+  if (sqlite3_changes(db_) > 0) shred_pending_ = true;
+  case_keys_.erase(sender + '\0' + h);
+  return Status::Ok();
+}
+
+StatusOr<int64_t> SqliteStore::ShredUnused() {
+  if (!ring_) return int64_t{0};
+  Query d(db_, Prepare("DELETE FROM case_keys WHERE NOT EXISTS (SELECT 1 FROM messages m "
+                       "WHERE m.sender = case_keys.sender AND m.case_hash = case_keys.case_hash)"));
+  if (!d.Done()) return d.Error("store: destroying the keys of purged cases");
+  const int64_t n = sqlite3_changes(db_);
+  if (n > 0) {
+    shred_pending_ = true;
+    case_keys_.clear();
+  }
+  return n;
+}
+
+Status SqliteStore::RotateRing() {
+  std::map<std::string, CaseKey> keys;
+  {
+    Query q(db_, Prepare("SELECT sender, case_hash, epoch, wrapped FROM case_keys"));
+    int rc;
+    while ((rc = q.Step()) == SQLITE_ROW) {
+      const std::string sender = q.ColumnText(0);
+      const std::vector<uint8_t> hash = q.ColumnBlob(1);
+      const std::string case_hash(hash.begin(), hash.end());
+      const uint64_t epoch = static_cast<uint64_t>(q.ColumnInt(2));
+      auto kek = ring_->Kek(epoch);
+      auto key = kek ? UnwrapCaseKey(*kek, sender, case_hash, epoch, q.ColumnBlob(3)) : std::nullopt;
+      if (!key) {
+        return Status::PermissionDenied("store " + path_ + ": a case key does not open under the case-key ring " +
+                                        ring_->path() + ": configure this store's ring");
+      }
+      keys[sender + '\0' + case_hash] = *key;
+    }
+    if (rc != SQLITE_DONE) return q.Error("store: reading the case keys");
+  }
+  auto staged = ring_->Stage(keys);
+  if (!staged.ok()) return staged.status();
+  staged_epoch_ = staged->epoch;  // abandoned by Rollback from here on
+  for (const auto& [id, wrapped] : staged->wrapped) {
+    const size_t zero = id.find('\0');
+    const std::string sender = id.substr(0, zero), case_hash = id.substr(zero + 1);
+    Query u(db_, Prepare("UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_hash = ?2"));
+    u.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Int(3, static_cast<int64_t>(staged->epoch));
+    if (!u.Blob(4, wrapped.data(), wrapped.size()).Done()) return u.Error("store: re-wrapping the case keys");
+  }
+  LIAISON_RETURN_IF_ERROR(WriteKekMeta(staged->epoch, staged->kek));
+  spdlog::info("event=case_keys_rotated epoch={} cases={}", staged->epoch, keys.size());
+  return Status::Ok();
+}
+
 
 StatusOr<std::optional<std::vector<uint8_t>>> SqliteStore::FindReceipt(const std::string& sender,
                                                                 const std::string& message_id) {
@@ -469,9 +701,17 @@ Status SqliteStore::PutReceipt(const std::string& sender, const std::string& mes
 Status SqliteStore::Enqueue(const std::string& sender, const std::string& message_id,
                       const std::string& recipient, const std::string& case_ref,
                       const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
-                      int64_t purge_after_ms, const std::string& label) {
+                      int64_t purge_after_ms, const std::string& label, bool case_keyed) {
   const std::string case_hash = CaseHash(key_, sender, case_ref);
-  const auto sealed = Seal(key_, CopyAad(sender, message_id, recipient), envelope, size);
+  std::optional<std::vector<uint8_t>> sealed;
+  if (ring_ && case_keyed) {
+    LIAISON_RETURN_IF_ERROR(SettleRing());
+    auto key = CaseKeyFor(sender, case_hash);
+    if (!key.ok()) return key.status();
+    sealed = Seal(*key, CaseCopyAad(sender, message_id, recipient), envelope, size);
+  } else {
+    sealed = Seal(key_, CopyAad(sender, message_id, recipient), envelope, size);
+  }
   if (!sealed) return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
   {
     Query q(db_, Prepare("INSERT OR IGNORE INTO messages (sender, message_id, recipient, case_hash, state, "
@@ -500,9 +740,10 @@ StatusOr<std::vector<QueuedMessage>> SqliteStore::Pending(const std::string& rec
   std::vector<int64_t> damaged;
   {
     // A row without its body is damaged like one whose body does not open.
-    Query q(db_, Prepare("SELECT m.seq, m.sender, m.message_id, b.sealed, m.label FROM messages m "
-                         "LEFT JOIN bodies b ON b.seq = m.seq WHERE m.recipient = ?1 "
-                         "AND m.state = 0 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"));
+    Query q(db_, Prepare("SELECT m.seq, m.sender, m.message_id, b.sealed, m.label, m.case_hash, k.epoch, k.wrapped "
+                         "FROM messages m LEFT JOIN bodies b ON b.seq = m.seq "
+                         "LEFT JOIN case_keys k ON k.sender = m.sender AND k.case_hash = m.case_hash "
+                         "WHERE m.recipient = ?1 AND m.state = 0 AND m.seq > ?2 ORDER BY m.seq LIMIT ?3"));
     q.Text(1, recipient).Int(2, after_seq).Int(3, limit);
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
@@ -511,7 +752,11 @@ StatusOr<std::vector<QueuedMessage>> SqliteStore::Pending(const std::string& rec
       m.sender = q.ColumnText(1);
       m.message_id = q.ColumnText(2);
       std::vector<uint8_t> sealed = q.ColumnBlob(3);
-      auto opened = Unseal(key_, CopyAad(m.sender, m.message_id, recipient), sealed.data(), sealed.size());
+      const std::vector<uint8_t> hash = q.ColumnBlob(5);
+      std::optional<uint64_t> epoch;
+      if (!q.ColumnIsNull(6)) epoch = static_cast<uint64_t>(q.ColumnInt(6));
+      auto opened = OpenCopy(ring_.get(), key_, m.sender, m.message_id, recipient,
+                             std::string(hash.begin(), hash.end()), epoch, q.ColumnBlob(7), sealed);
       if (!opened) {
         damaged.push_back(m.seq);  // set aside below, so it cannot block the queue
         continue;
@@ -598,6 +843,10 @@ StatusOr<int64_t> SqliteStore::PurgeDue(int64_t now_ms) {
     if (!q.Int(1, now_ms).Done()) return q.Error("store: purging");
     n += sqlite3_changes(db_);
   }
+  // Retention: a case with no row left loses its key (shredded like an
+  // erased one at this transaction's commit).
+  auto unused = ShredUnused();
+  if (!unused.ok()) return unused.status();
   return n;
 }
 
@@ -933,7 +1182,7 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
   }
   // Everything in the file must be something this build copies.
   static const std::set<std::string> kTables = {"meta", "messages", "bodies", "receipts",
-                                                "disclosures", "notices", "ledger_tail"};
+                                                "disclosures", "notices", "ledger_tail", "case_keys"};
   LIAISON_RETURN_IF_ERROR(query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
                                 "listing its tables", [&](sqlite3_stmt* s) {
                                   const std::string name = ColumnString(s, 0);
@@ -955,6 +1204,10 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
       key_checked = true;
     } else if (name == "ledger_seq") {
       totals.ledger_position = sqlite3_column_int64(s, 1);
+    } else if (name == "case_kek_epoch") {
+      totals.case_kek_epoch = sqlite3_column_int64(s, 1);
+    } else if (name == "case_kek_check") {
+      totals.case_kek_check = ColumnString(s, 1);
     } else {
       return Status::InvalidArgument("store " + path + " has a setting this version does not know (meta " + name +
                                      "): migrate with the liaison version that wrote it");
@@ -1000,6 +1253,13 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
   LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM disclosures", &totals.counts.disclosures));
   LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM notices", &totals.counts.notices));
   LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM ledger_tail", &totals.counts.ledger_tail));
+  bool has_case_keys = false;
+  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'case_keys'",
+                                "listing its tables", [&](sqlite3_stmt*) {
+                                  has_case_keys = true;
+                                  return Status::Ok();
+                                }));
+  if (has_case_keys) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM case_keys", &totals.counts.case_keys));
   // AUTOINCREMENT's high-water marks: numbers of rows already purged are
   // not given out again.
   LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM messages", &totals.last_message_seq));
@@ -1062,6 +1322,14 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
                                       {sqlite3_column_int64(s, 0), sqlite3_column_int64(s, 1), ColumnString(s, 2)});
                                   return flush(false);
                                 }));
+  if (has_case_keys) {
+    LIAISON_RETURN_IF_ERROR(query("SELECT sender, case_hash, epoch, wrapped FROM case_keys", "reading case keys",
+                                  [&](sqlite3_stmt* s) {
+                                    part.case_keys.push_back({ColumnString(s, 0), ColumnString(s, 1),
+                                                              sqlite3_column_int64(s, 2), ColumnString(s, 3)});
+                                    return flush(false);
+                                  }));
+  }
   LIAISON_RETURN_IF_ERROR(flush(true));
   // Nothing was written: the transaction only held the lock.
   LIAISON_RETURN_IF_ERROR(exec("ROLLBACK", "ending the export"));

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "store/case_keys.h"
 #include "store/rows.h"
 #include "store/store.h"
 
@@ -39,9 +40,15 @@ class SqliteStore final : public Store {
   // the WAL (SQLite's default): a commit then never waits for that copy and
   // its fsync, which otherwise hold one batch's receipts for tens of
   // milliseconds about twice a second under load.
+  //
+  // With `ring` (the broker's connections), copies are sealed under their
+  // case's key (store/case_keys.h) and a WriteBatch's shreds destroy keys;
+  // without it, copies are sealed under the store key and case-keyed copies
+  // do not open (tools that only move or list rows).
   static StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path, const StoreKey& key,
                                                      size_t max_value_bytes = 0,
-                                                     bool background_checkpoints = false);
+                                                     bool background_checkpoints = false,
+                                                     std::shared_ptr<CaseKeyRing> ring = nullptr);
   ~SqliteStore() override;
 
   // store::Store. Apply must not be called inside Begin().
@@ -93,7 +100,12 @@ class SqliteStore final : public Store {
   // later events (the broker keeps the ledger's case pseudonym and type).
   Status Enqueue(const std::string& sender, const std::string& message_id, const std::string& recipient,
                  const std::string& case_ref, const uint8_t* envelope, size_t size, int64_t now_ms,
-                 int64_t expires_ms, int64_t purge_after_ms, const std::string& label = "");
+                 int64_t expires_ms, int64_t purge_after_ms, const std::string& label = "",
+                 bool case_keyed = true);
+  // Destroys the key of `sender`'s case (if it has one) and moves the ring
+  // to a new epoch (re-wrapping every other case key), inside the open
+  // transaction; the old epoch's KEK goes at Commit. Without a ring: nothing.
+  Status ShredCase(const std::string& sender, const std::string& case_ref);
   // Marks the queued message `seq` of `recipient` acknowledged; returns its
   // sender and label, or nullopt if it was not queued (acked, expired, erased).
   StatusOr<std::optional<AckedMessage>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);
@@ -120,15 +132,38 @@ class SqliteStore final : public Store {
   Status Exec(const char* sql);
   sqlite3_stmt* Prepare(const char* sql);
   Status CheckKey();
+  // The case-key ring against the store's epoch and check (meta), at open;
+  // SettleRing at a writer's first transaction (CaseKeyRing::Settle).
+  Status CheckRing();
+  Status SettleRing();
+  // A store older than its ring (a restored backup) takes the ring's keys.
+  Status AdoptRing(uint64_t store_epoch);
+  StatusOr<std::optional<std::pair<uint64_t, std::vector<uint8_t>>>> ReadKekMeta();
+  Status WriteKekMeta(uint64_t epoch, const SecretKey32& kek);
   // Deletes the sealed copy of message `seq` (delivered, expired, erased).
   Status DropBody(int64_t seq);
-
+  // The key of (sender, case hash), made and stored (wrapped) if it has
+  // none yet; inside the open transaction.
+  StatusOr<CaseKey> CaseKeyFor(const std::string& sender, const std::string& case_hash);
+  // Deletes the keys of cases with no message rows left (retention expiry).
+  StatusOr<int64_t> ShredUnused();
+  // Re-wraps every case key under a new epoch of the ring (staged; see
+  // CaseKeyRing::Stage); the epoch is committed with the transaction.
+  Status RotateRing();
   sqlite3* db_ = nullptr;
   StoreKey key_{};
   std::string path_;
   bool in_transaction_ = false;
   std::unordered_map<const char*, sqlite3_stmt*> statements_;  // by SQL text address
   std::unique_ptr<Checkpointer> checkpointer_;  // with background_checkpoints
+  std::shared_ptr<CaseKeyRing> ring_;             // null: no case keys
+  bool ring_settled_ = false;                     // Settle ran (at the first Apply)
+  // The transaction's case keys (cleared at its end), and a rotation staged
+  // in it (epoch 0: none), committed or abandoned with it.
+  std::unordered_map<std::string, CaseKey> case_keys_;
+  uint64_t staged_epoch_ = 0;
+  bool shred_pending_ = false;  // a key was deleted: rotate before commit
+  bool ring_commit_owed_ = false;  // a rotation committed here whose old KEK is still in the ring file
 };
 
 }  // namespace liaison::store

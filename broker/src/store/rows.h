@@ -39,6 +39,11 @@ struct NoticeRow {
   int64_t seq = 0;
   std::string agency, receipt;
 };
+struct CaseKeyRow {
+  std::string sender, case_hash;
+  int64_t epoch = 0;
+  std::string wrapped;  // under the case-key ring's KEK of `epoch`: the ring moves with the store
+};
 struct LedgerTailRow {
   int64_t seq = 0, first_seq = 0;
   std::string lines;
@@ -53,23 +58,26 @@ struct Rows {
   std::vector<DisclosureRow> disclosures;
   std::vector<NoticeRow> notices;
   std::vector<LedgerTailRow> ledger_tail;
+  std::vector<CaseKeyRow> case_keys;
   size_t size() const {
     return messages.size() + bodies.size() + receipts.size() + disclosures.size() + notices.size() +
-           ledger_tail.size();
+           ledger_tail.size() + case_keys.size();
   }
 };
 
 // How many rows of each table: what the copy is checked against.
 struct RowCounts {
-  int64_t messages = 0, bodies = 0, receipts = 0, disclosures = 0, notices = 0, ledger_tail = 0;
+  int64_t messages = 0, bodies = 0, receipts = 0, disclosures = 0, notices = 0, ledger_tail = 0, case_keys = 0;
   bool operator==(const RowCounts& o) const {
     return messages == o.messages && bodies == o.bodies && receipts == o.receipts &&
-           disclosures == o.disclosures && notices == o.notices && ledger_tail == o.ledger_tail;
+           disclosures == o.disclosures && notices == o.notices && ledger_tail == o.ledger_tail &&
+           case_keys == o.case_keys;
   }
   std::string ToString() const {
     return "messages " + std::to_string(messages) + ", bodies " + std::to_string(bodies) + ", receipts " +
            std::to_string(receipts) + ", disclosures " + std::to_string(disclosures) + ", notices " +
-           std::to_string(notices) + ", ledger_tail " + std::to_string(ledger_tail);
+           std::to_string(notices) + ", ledger_tail " + std::to_string(ledger_tail) + ", case_keys " +
+           std::to_string(case_keys);
   }
 };
 
@@ -80,6 +88,10 @@ struct StoreTotals {
   RowCounts counts;
   std::optional<int64_t> ledger_position;
   int64_t last_message_seq = 0, last_notice_seq = 0;
+  // The case-key ring's epoch the case keys are under, and its check
+  // (store/case_keys.h); nullopt: the store has none yet.
+  std::optional<int64_t> case_kek_epoch;
+  std::string case_kek_check;
 };
 
 // Where an export puts its rows (e.g. a transaction on the new store).

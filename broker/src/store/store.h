@@ -63,6 +63,16 @@ struct WriteBatch {
     std::string sender, message_id, recipient, case_ref, label;
     std::vector<uint8_t> envelope;  // plaintext; sealed by Apply
     int64_t now_ms = 0, expires_ms = 0, purge_after_ms = 0;
+    // Sealed under its case's key (store/case_keys.h) when the store has a
+    // case-key ring; false: under the store key, for a copy that must stay
+    // readable after its case is shredded (an erasure's own copies).
+    bool case_keyed = true;
+  };
+  // A case whose key is destroyed (sender, case_ref): after everything else
+  // of the batch, in the same transaction, so an erasure's own copies are
+  // committed with it or the key survives.
+  struct Shred {
+    std::string sender, case_ref;
   };
   struct Receipt {
     std::string sender, message_id;
@@ -79,6 +89,7 @@ struct WriteBatch {
   std::vector<Acked> acks;              // queued copies delivered
   std::vector<int64_t> expired;         // queued copies past their expiry
   std::vector<int64_t> erased;          // queued copies of a withdrawn case
+  std::vector<Shred> shred;             // cases whose key goes (see Shred)
   std::vector<int64_t> set_aside;       // queued copies that do not decrypt
   std::vector<int64_t> purged;          // set-aside copies an operator deletes
   std::vector<int64_t> requeued;        // set-aside copies an operator puts back in the queue
@@ -89,7 +100,7 @@ struct WriteBatch {
   int64_t purge_before_ms = 0;          // see PurgeDue (0: nothing)
 
   bool empty() const {
-    return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() &&
+    return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() && shred.empty() &&
            set_aside.empty() && purged.empty() && requeued.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
            trim_ledger_to == 0 && purge_before_ms == 0;
   }
