@@ -273,7 +273,9 @@ TYPED_TEST(StoreContractTest, ABatchKeepsItsOrderAndManyReceiptsAreFoundAtOnce) 
       const int i = static_cast<int>(2 * k) + (recipient == "b" ? 1 : 0);
       EXPECT_EQ("m" + std::to_string(i), (*pending)[k].message_id);
       EXPECT_EQ(Bytes("body" + std::to_string(i)), (*pending)[k].envelope);
-      if (k > 0) EXPECT_LT((*pending)[k - 1].seq, (*pending)[k].seq);
+      if (k > 0) {
+        EXPECT_LT((*pending)[k - 1].seq, (*pending)[k].seq);
+      }
     }
   }
   auto found = store->FindReceipts({{"a", "m3"}, {"a", "m4"}, {"x", "m4"}, {"a", "m3"}, {"a", "nope"}, {"x", "m199"}});
