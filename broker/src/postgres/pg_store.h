@@ -59,7 +59,8 @@ class PgStore final : public Store {
   ~PgStore() override;
 
   // store::Store. A lost connection is made again at the next call.
-  Status Apply(const WriteBatch& batch) override;
+  Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) override;
+  using Store::Apply;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
   // One round trip for all of them.
@@ -127,7 +128,9 @@ class PgStore final : public Store {
   // Sends `calls` between BEGIN and COMMIT in one pipeline and checks every
   // result; on any failure the transaction is rolled back.
   struct Call;
-  Status RunPipeline(const std::vector<Call>& calls);
+  // With `seqs` (one per copy of the batch): the seqs the copies were
+  // queued under, filled in once the batch committed.
+  Status RunPipeline(const std::vector<Call>& calls, std::vector<int64_t>* seqs = nullptr);
   // `token` marks the batch in the database (table last_batch).
   Status BuildBatch(const WriteBatch& batch, const std::string& token, std::vector<Call>* calls) const;
   void BreakConnectionForTesting();

@@ -374,14 +374,17 @@ sqlite3_stmt* SqliteStore::Prepare(const char* sql) {
   return s;
 }
 
-Status SqliteStore::Apply(const WriteBatch& batch) {
+Status SqliteStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
+  if (seqs) seqs->assign(batch.copies.size(), 0);
   if (in_transaction_) return Status::Internal("store: Apply inside an open transaction");
   if (batch.empty()) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(Begin());
   auto write = [&]() -> Status {
-    for (const WriteBatch::Copy& c : batch.copies) {
+    for (size_t i = 0; i < batch.copies.size(); ++i) {
+      const WriteBatch::Copy& c = batch.copies[i];
       LIAISON_RETURN_IF_ERROR(Enqueue(c.sender, c.message_id, c.recipient, c.case_ref, c.envelope.data(),
-                                      c.envelope.size(), c.now_ms, c.expires_ms, c.purge_after_ms, c.label));
+                                      c.envelope.size(), c.now_ms, c.expires_ms, c.purge_after_ms, c.label,
+                                      seqs ? &(*seqs)[i] : nullptr));
     }
     for (const WriteBatch::Receipt& r : batch.receipts) {
       LIAISON_RETURN_IF_ERROR(PutReceipt(r.sender, r.message_id, r.receipt, r.purge_after_ms));
@@ -423,9 +426,12 @@ Status SqliteStore::Apply(const WriteBatch& batch) {
   };
   if (Status st = write(); !st.ok()) {
     Rollback();
+    if (seqs) seqs->assign(batch.copies.size(), 0);
     return st;
   }
-  return Commit();
+  Status committed = Commit();
+  if (!committed.ok() && seqs) seqs->assign(batch.copies.size(), 0);
+  return committed;
 }
 
 Status SqliteStore::Begin() {
@@ -469,7 +475,8 @@ Status SqliteStore::PutReceipt(const std::string& sender, const std::string& mes
 Status SqliteStore::Enqueue(const std::string& sender, const std::string& message_id,
                       const std::string& recipient, const std::string& case_ref,
                       const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
-                      int64_t purge_after_ms, const std::string& label) {
+                      int64_t purge_after_ms, const std::string& label, int64_t* seq) {
+  if (seq) *seq = 0;
   const std::string case_hash = CaseHash(key_, sender, case_ref);
   const auto sealed = Seal(key_, CopyAad(sender, message_id, recipient), envelope, size);
   if (!sealed) return Status::Internal("store: cannot encrypt the message (OpenSSL AES-256-GCM or its random source failed)");
@@ -483,10 +490,12 @@ Status SqliteStore::Enqueue(const std::string& sender, const std::string& messag
   }
   // Ignored: this copy is queued already (its body too).
   if (sqlite3_changes(db_) > 0) {
+    const int64_t inserted = sqlite3_last_insert_rowid(db_);
     Query b(db_, Prepare("INSERT INTO bodies (seq, sealed) VALUES (?1, ?2)"));
-    if (!b.Int(1, sqlite3_last_insert_rowid(db_)).Blob(2, sealed->data(), sealed->size()).Done()) {
+    if (!b.Int(1, inserted).Blob(2, sealed->data(), sealed->size()).Done()) {
       return b.Error("store: queueing a message");
     }
+    if (seq) *seq = inserted;
   }
   Query d(db_, Prepare("INSERT OR IGNORE INTO disclosures (sender, case_hash, recipient) VALUES (?1, ?2, ?3)"));
   d.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Text(3, recipient);

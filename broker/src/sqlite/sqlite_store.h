@@ -45,7 +45,8 @@ class SqliteStore final : public Store {
   ~SqliteStore() override;
 
   // store::Store. Apply must not be called inside Begin().
-  Status Apply(const WriteBatch& batch) override;
+  Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) override;
+  using Store::Apply;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
   // Without `damaged`, a copy that does not decrypt is set aside at once.
@@ -93,7 +94,8 @@ class SqliteStore final : public Store {
   // later events (the broker keeps the ledger's case pseudonym and type).
   Status Enqueue(const std::string& sender, const std::string& message_id, const std::string& recipient,
                  const std::string& case_ref, const uint8_t* envelope, size_t size, int64_t now_ms,
-                 int64_t expires_ms, int64_t purge_after_ms, const std::string& label = "");
+                 int64_t expires_ms, int64_t purge_after_ms, const std::string& label = "",
+                 int64_t* seq = nullptr);  // the copy's seq; 0 if it was queued already
   // Marks the queued message `seq` of `recipient` acknowledged; returns its
   // sender and label, or nullopt if it was not queued (acked, expired, erased).
   StatusOr<std::optional<AckedMessage>> Ack(const std::string& recipient, int64_t seq, int64_t now_ms);
