@@ -13,6 +13,7 @@
 
 #include <flatbuffers/util.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -323,6 +324,14 @@ class JsonLine {
     out_ += "\": ";
   }
   void Escaped(const std::string& value) {
+    // Names are plain printable ASCII: such a string the printer copies as
+    // it is, between quotes (one append instead of one per character).
+    if (std::all_of(value.begin(), value.end(), [](char c) { return c >= ' ' && c <= '~' && c != '"' && c != '\\'; })) {
+      out_ += '"';
+      out_ += value;
+      out_ += '"';
+      return;
+    }
     // The printer's own escaping (strict JSON, natural UTF-8): the same bytes.
     if (!flatbuffers::EscapeString(value.data(), value.size(), &out_, /*allow_non_utf8=*/false,
                                    /*natural_utf8=*/true)) {
