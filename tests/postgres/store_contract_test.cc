@@ -212,6 +212,34 @@ WriteBatch::Copy Copy(const std::string& sender, const std::string& id, const st
   return c;
 }
 
+// Apply tells the core the seq of each copy it queued (the core feeds
+// connected receivers from memory with them), and 0 for one it did not.
+TYPED_TEST(StoreContractTest, ApplyGivesTheSeqOfEachCopyItQueued) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  WriteBatch batch;
+  batch.copies.push_back(Copy("a", "m0", "b", "CASE-1", "body0"));
+  batch.copies.push_back(Copy("a", "m0", "c", "CASE-1", "body0"));
+  batch.copies.push_back(Copy("a", "m1", "b", "CASE-1", "body1"));
+  std::vector<int64_t> seqs;
+  ASSERT_TRUE(store->Apply(batch, &seqs).ok());
+  auto b = store->Pending("b", 0, 10, nullptr);
+  auto c = store->Pending("c", 0, 10, nullptr);
+  ASSERT_TRUE(b.ok() && c.ok());
+  ASSERT_EQ(2u, b->size());
+  ASSERT_EQ(1u, c->size());
+  EXPECT_EQ((std::vector<int64_t>{(*b)[0].seq, (*c)[0].seq, (*b)[1].seq}), seqs);
+
+  WriteBatch again;
+  again.copies.push_back(Copy("a", "m1", "b", "CASE-1", "body1"));  // queued already
+  again.copies.push_back(Copy("a", "m2", "b", "CASE-1", "body2"));
+  ASSERT_TRUE(store->Apply(again, &seqs).ok());
+  b = store->Pending("b", 0, 10, nullptr);
+  ASSERT_TRUE(b.ok());
+  ASSERT_EQ(3u, b->size());
+  EXPECT_EQ((std::vector<int64_t>{0, (*b)[2].seq}), seqs);
+}
+
 TYPED_TEST(StoreContractTest, QueuesInOrderAcksAndDedupes) {
   auto store = this->Open();
   ASSERT_TRUE(store);

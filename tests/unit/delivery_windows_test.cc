@@ -89,5 +89,66 @@ TEST(DeliveryWindowsTest, OverdueWindowsStartAgainAndResetAllReturnsEveryRecipie
   EXPECT_EQ(0, windows.Cursor("health"));
 }
 
+DeliveryWindows::Fresh FreshCopy(int64_t seq, const std::string& id, size_t bytes = 16) {
+  return {seq, "exit-a", id, "case|CaseReferral", std::vector<uint8_t>(bytes, 0x42)};
+}
+
+// Committed copies are kept in memory only for a row that read its whole
+// queue; everything that rebuilds a row from the store drops them.
+TEST(DeliveryWindowsTest, FreshCopiesAreKeptOnlyForARowThatCaughtUp) {
+  DeliveryWindows windows(8, 1000);
+  windows.Offer("youth", FreshCopy(1, "m1"));  // no row: the store has it
+  EXPECT_FALSE(windows.IsCaughtUp("youth"));
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+
+  windows.Sent("youth", 3, Copy("exit-a", "m3"));
+  windows.CaughtUp("youth");
+  EXPECT_TRUE(windows.IsCaughtUp("youth"));
+  windows.Offer("youth", FreshCopy(3, "m3"));  // a store read sent it already
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+  windows.Offer("youth", FreshCopy(4, "m4"));
+  windows.Offer("youth", FreshCopy(5, "m5"));
+  ASSERT_NE(nullptr, windows.NextFresh("youth"));
+  EXPECT_EQ(4, windows.NextFresh("youth")->seq);
+  windows.PopFresh("youth");
+  EXPECT_EQ(5, windows.NextFresh("youth")->seq);
+
+  // An expired or erased copy that was not sent is not sent at all.
+  windows.Withdraw("youth", 5);
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+  EXPECT_TRUE(windows.IsCaughtUp("youth"));
+
+  // A reconnect, a redelivery or a failed commit reads the store again.
+  windows.Offer("youth", FreshCopy(6, "m6"));
+  windows.Reset("youth");
+  EXPECT_FALSE(windows.IsCaughtUp("youth"));
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+  windows.CaughtUp("youth");
+  windows.Offer("youth", FreshCopy(7, "m7"));
+  windows.ResetAll();
+  EXPECT_FALSE(windows.IsCaughtUp("youth"));
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+}
+
+TEST(DeliveryWindowsTest, AnOutOfOrderOrTooLargeBacklogFallsBackToTheStore) {
+  DeliveryWindows windows(8, 1000);
+  windows.CaughtUp("youth");
+  windows.Offer("youth", FreshCopy(10, "m10"));
+  windows.Offer("youth", FreshCopy(9, "m9"));  // behind the last fresh one
+  EXPECT_FALSE(windows.IsCaughtUp("youth"));
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+
+  windows.CaughtUp("youth");
+  windows.Offer("youth", FreshCopy(11, "big", size_t{5} << 20));  // past the memory bound
+  EXPECT_FALSE(windows.IsCaughtUp("youth"));
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+
+  windows.CaughtUp("youth");
+  windows.Offer("youth", FreshCopy(12, "m12"));
+  windows.Forget("youth");  // e.g. a copy whose seq is not known
+  EXPECT_FALSE(windows.IsCaughtUp("youth"));
+  EXPECT_EQ(nullptr, windows.NextFresh("youth"));
+}
+
 }  // namespace
 }  // namespace liaison::broker

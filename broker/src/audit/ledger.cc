@@ -11,6 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <flatbuffers/util.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -285,20 +288,119 @@ Ledger::~Ledger() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+namespace {
+
+// The pieces of RecordJson, in the printer's layout: `"name": value`,
+// fields joined by "," with no space, vector elements the same.
+class JsonLine {
+ public:
+  explicit JsonLine(std::string* out) : out_(*out) { out_ += '{'; }
+  void Number(const char* name, uint64_t value) {
+    Name(name);
+    out_ += std::to_string(value);
+  }
+  void String(const char* name, const std::string& value) {
+    if (value.empty()) return;  // Pack leaves an empty string out
+    Name(name);
+    Escaped(value);
+  }
+  void Strings(const char* name, const std::vector<std::string>& values) {
+    if (values.empty()) return;  // Pack leaves an empty vector out
+    Name(name);
+    out_ += '[';
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (i) out_ += ',';
+      Escaped(values[i]);
+    }
+    out_ += ']';
+  }
+  void Close() { out_ += '}'; }
+
+ private:
+  void Name(const char* name) {
+    if (fields_++) out_ += ',';
+    out_ += '"';
+    out_ += name;
+    out_ += "\": ";
+  }
+  void Escaped(const std::string& value) {
+    // Names are plain printable ASCII: such a string the printer copies as
+    // it is, between quotes (one append instead of one per character).
+    if (std::all_of(value.begin(), value.end(), [](char c) { return c >= ' ' && c <= '~' && c != '"' && c != '\\'; })) {
+      out_ += '"';
+      out_ += value;
+      out_ += '"';
+      return;
+    }
+    // The printer's own escaping (strict JSON, natural UTF-8): the same bytes.
+    if (!flatbuffers::EscapeString(value.data(), value.size(), &out_, /*allow_non_utf8=*/false,
+                                   /*natural_utf8=*/true)) {
+      std::abort();  // only names go in; they are valid UTF-8 (the printer refuses the rest too)
+    }
+  }
+  std::string& out_;
+  int fields_ = 0;
+};
+
+}  // namespace
+
+std::string RecordJson(const ledger::LedgerRecordT& r) {
+  std::string out;
+  out.reserve(768);
+  JsonLine j(&out);
+  j.Number("seq", r.seq);
+  j.String("prev", r.prev);
+  j.String("time", r.time);
+  // A scalar: printed even at its default (released).
+  if (const char* name = ledger::EnumNameDecision(r.decision); *name) {
+    j.String("decision", name);
+  } else {
+    j.Number("decision", static_cast<uint64_t>(static_cast<int8_t>(r.decision)));
+  }
+  j.String("message_id", r.message_id);
+  j.String("case", r.case_);
+  j.String("sender", r.sender);
+  j.String("recipient", r.recipient);
+  j.String("type", r.type);
+  j.String("purpose", r.purpose);
+  j.String("legal_basis", r.legal_basis);
+  j.String("handling", r.handling);
+  j.Strings("rules", r.rules);
+  j.Strings("released", r.released);
+  j.Strings("transformed", r.transformed);
+  j.Strings("dropped", r.dropped);
+  j.String("reason", r.reason);
+  j.String("policy_version", r.policy_version);
+  j.String("signature", r.signature);
+  j.String("key_fingerprint", r.key_fingerprint);
+  j.String("sender_kind", r.sender_kind);
+  j.String("sender_region", r.sender_region);
+  j.String("recipient_kind", r.recipient_kind);
+  j.String("recipient_region", r.recipient_region);
+  j.String("urgency", r.urgency);
+  j.String("response", r.response);
+  j.String("agency", r.agency);
+  j.String("file", r.file);
+  j.String("file_hash", r.file_hash);
+  j.String("signer", r.signer);
+  j.String("previous_signer", r.previous_signer);
+  j.Close();
+  return out;
+}
+
 void Ledger::Add(const Entry& entry) { batch_.push_back(entry); }
 
 std::string Ledger::Line(ledger::LedgerRecordT& record, const std::string& time) {
   record.seq = seq_ + 1;
   record.prev = prev_;
   record.time = time;
-  flatbuffers::FlatBufferBuilder fbb(512);
-  fbb.Finish(ledger::LedgerRecord::Pack(fbb, &record));
-  auto json = codec_.ToJson({fbb.GetBufferPointer(), fbb.GetSize()}, /*pretty=*/false);
-  if (!json.ok()) std::abort();  // only names go in; they are valid UTF-8
-  const std::string hash = Sha256Hex(*json);
+  std::string line = RecordJson(record);
+  const std::string hash = Sha256Hex(line);
   ++seq_;
   prev_ = hash;
-  return *json + "\t" + hash;
+  line += '\t';
+  line += hash;
+  return line;
 }
 
 std::vector<Entry> Ledger::TakeBatch() {
@@ -327,34 +429,34 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool c
   const Rewind undo{seq_, prev_, since_checkpoint_, st.st_size};
   // One time for the batch: its records are written at one moment.
   const std::string now = wire::NowRfc3339();
-  for (const Entry& e : batch) {
+  for (Entry& e : batch) {
     ledger::LedgerRecordT r;
-    r.decision = e.decision;
-    r.message_id = e.message_id;
-    r.case_ = e.case_ref.empty() ? e.case_pseudonym : CasePseudonym(case_key_, e.sender, e.case_ref);
-    r.sender = e.sender;
-    r.recipient = e.recipient;
-    r.type = e.type;
-    r.purpose = e.purpose;
-    r.legal_basis = e.legal_basis;
-    r.handling = e.handling;
-    r.rules = e.rules;
-    r.released = e.released;
-    r.transformed = e.transformed;
-    r.dropped = e.dropped;
-    r.reason = e.reason;
-    r.policy_version = e.policy_version;
-    r.sender_kind = e.sender_kind;
-    r.sender_region = e.sender_region;
-    r.recipient_kind = e.recipient_kind;
-    r.recipient_region = e.recipient_region;
-    r.urgency = e.urgency;
-    r.response = e.response;
-    r.agency = e.agency;
-    r.file = e.file;
-    r.file_hash = e.file_hash;
-    r.signer = e.signer;
-    r.previous_signer = e.previous_signer;
+    r.decision = std::move(e.decision);
+    r.message_id = std::move(e.message_id);
+    r.case_ = e.case_ref.empty() ? std::move(e.case_pseudonym) : CasePseudonym(case_key_, e.sender, e.case_ref);
+    r.sender = std::move(e.sender);
+    r.recipient = std::move(e.recipient);
+    r.type = std::move(e.type);
+    r.purpose = std::move(e.purpose);
+    r.legal_basis = std::move(e.legal_basis);
+    r.handling = std::move(e.handling);
+    r.rules = std::move(e.rules);
+    r.released = std::move(e.released);
+    r.transformed = std::move(e.transformed);
+    r.dropped = std::move(e.dropped);
+    r.reason = std::move(e.reason);
+    r.policy_version = std::move(e.policy_version);
+    r.sender_kind = std::move(e.sender_kind);
+    r.sender_region = std::move(e.sender_region);
+    r.recipient_kind = std::move(e.recipient_kind);
+    r.recipient_region = std::move(e.recipient_region);
+    r.urgency = std::move(e.urgency);
+    r.response = std::move(e.response);
+    r.agency = std::move(e.agency);
+    r.file = std::move(e.file);
+    r.file_hash = std::move(e.file_hash);
+    r.signer = std::move(e.signer);
+    r.previous_signer = std::move(e.previous_signer);
     std::string line = Line(r, now);  // advances seq_
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;

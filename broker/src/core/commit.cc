@@ -97,7 +97,13 @@ CommitResult Committer::Commit(store::WriteBatch& batch, LedgerWork& work) {
     result.ledger_written = !lines->empty();
     batch.ledger = std::move(*lines);
   }
-  result.status = batch.empty() ? Status::Ok() : store_->Apply(batch);
+  result.status = batch.empty() ? Status::Ok() : store_->Apply(batch, &result.seqs);
+  if (result.status.ok()) {
+    result.seqs.resize(batch.copies.size(), 0);
+    result.copies = std::move(batch.copies);
+  } else {
+    result.seqs.clear();
+  }
   return result;
 }
 

@@ -34,6 +34,11 @@ struct CommitResult {
   Status status;                // Ok: the batch (and its ledger records) is durable
   bool ledger_written = false;  // records were appended: Keep() or Undo() must follow
   bool ledger_failed = false;   // the ledger could not be written: nothing was stored
+  // On success: the batch's copies (their plaintext, for connected
+  // receivers, so that nothing is read back from the store) and, one for
+  // each, the seq the store gave it (0: not known, or queued already).
+  std::vector<store::WriteBatch::Copy> copies;
+  std::vector<int64_t> seqs;
   bool ok() const { return status.ok(); }
   std::string ToString() const { return status.ToString(); }
 };

@@ -65,7 +65,7 @@ Status Pipeline::Start() {
 int Pipeline::commit_fd() const { return committer_->event_fd(); }
 
 void Pipeline::OnCommitReady() {
-  if (auto result = committer_->TakeResult()) OnCommitted(*result);
+  if (auto result = committer_->TakeResult()) OnCommitted(std::move(*result));
 }
 
 bool Pipeline::accepting() const {
@@ -183,6 +183,8 @@ StatusOr<SetAsideOutcome> Pipeline::ApplySetAside(const SetAsideRequest& request
   if (request.requeue) {
     // The queue's read had passed them: it starts again from the beginning.
     if (windows_.Cursor(request.recipient) >= first) windows_.Reset(request.recipient);
+    // Back in the queue, and not among the fresh copies: read the store.
+    windows_.Forget(request.recipient);
     touched_.insert(request.recipient);
   }
   if (request.requeue) {
@@ -600,11 +602,11 @@ void Pipeline::SubmitForming(bool checkpoint) {
   forming_ = {};
 }
 
-void Pipeline::OnCommitted(const CommitResult& result) {
+void Pipeline::OnCommitted(CommitResult result) {
   if (!committing_) return;
   Committing c = std::move(*committing_);
   committing_.reset();
-  Finish(std::move(c), result);
+  Finish(std::move(c), std::move(result));
   // What arrived during that commit goes now.
   SubmitForming(false);
 }
@@ -616,7 +618,7 @@ void Pipeline::Drain(bool checkpoint) {
   while (committer_->busy()) OnCommitted(committer_->Wait());
 }
 
-void Pipeline::Finish(Committing c, const CommitResult& committed) {
+void Pipeline::Finish(Committing c, CommitResult committed) {
   const Status& result = committed.status;
   if (committed.ledger_written) {
     if (result.ok()) {
@@ -688,6 +690,21 @@ void Pipeline::Finish(Committing c, const CommitResult& committed) {
     metrics_->Receipt(flatbuffers::GetRoot<wire::Receipt>(r.receipt.data())->code());
     metrics_->ReceiptLatency(std::chrono::duration_cast<std::chrono::microseconds>(sent_at - r.received));
   }
+  if (result.ok()) {
+    // Receivers that have read their whole queue get the new copies from
+    // here, not from a read of the store (the seqs are the store's).
+    std::vector<int64_t>& seqs = committed.seqs;
+    std::vector<store::WriteBatch::Copy>& copies = committed.copies;
+    for (size_t i = 0; i < copies.size() && i < seqs.size(); ++i) {
+      store::WriteBatch::Copy& copy = copies[i];
+      if (seqs[i] <= 0) {
+        windows_.Forget(copy.recipient);
+        continue;
+      }
+      windows_.Offer(copy.recipient, {seqs[i], std::move(copy.sender), std::move(copy.message_id),
+                                      std::move(copy.label), std::move(copy.envelope)});
+    }
+  }
   if (depths_stale_) {
     if (auto depths = reader_->QueueDepths(); depths.ok()) {
       queue_depth_ = std::move(*depths);
@@ -702,6 +719,24 @@ void Pipeline::Pump(const std::string& recipient) {
   while (size_t room = windows_.Room(recipient)) {
     const std::string* receiver = link_.LiveReceiverOf(recipient);
     if (!receiver) return;
+    if (windows_.IsCaughtUp(recipient)) {
+      // Its committed queue past the cursor is in memory (CommitResult).
+      DeliveryWindows::Fresh* m = windows_.NextFresh(recipient);
+      if (!m) return;
+      if (!windows_.MaySend(recipient, m->message_id)) return;
+      const Link::SendResult sent = link_.SendTo(*receiver, wire::kDeliver, m->envelope.data(), m->envelope.size());
+      if (sent == Link::SendResult::kFull) return;  // the timer tries again
+      if (sent == Link::SendResult::kGone) {
+        spdlog::info("event=receiver_gone agency={}", recipient);
+        link_.DropReceiver(recipient);
+        windows_.Reset(recipient);  // the next receiver starts from the beginning
+        continue;
+      }
+      windows_.Sent(recipient, m->seq, {std::move(m->sender), std::move(m->message_id), NowMs(), std::move(m->label)});
+      windows_.PopFresh(recipient);
+      stats_.deliveries++;
+      continue;
+    }
     // Committed copies only: nothing leaves before its batch is durable.
     std::vector<int64_t> damaged;
     auto pending = reader_->Pending(recipient, windows_.Cursor(recipient), static_cast<int>(room), &damaged);
@@ -709,7 +744,12 @@ void Pipeline::Pump(const std::string& recipient) {
       spdlog::error("event=store_failed recipient={} error=\"{}\"", recipient, pending.status().message());
       return;
     }
-    if (pending->empty() && damaged.empty()) return;
+    if (pending->empty() && damaged.empty()) {
+      // Everything committed for it went out: what commits next is fed
+      // from memory (Finish), until something makes it read again.
+      windows_.CaughtUp(recipient);
+      return;
+    }
     // Set aside with the next commit; skipped until then.
     forming_.set_aside.insert(forming_.set_aside.end(), damaged.begin(), damaged.end());
     const int64_t now = NowMs();

@@ -154,11 +154,11 @@ class Pipeline {
   // caller read it; else Admit reads it.
   void Admit(const Arrival& arrival, std::optional<StatusOr<std::optional<std::vector<uint8_t>>>> looked_up);
   void SubmitForming(bool checkpoint);
-  void OnCommitted(const CommitResult& result);
+  void OnCommitted(CommitResult result);
   // After a batch's commit (or its refusal): keeps or undoes its ledger
   // records, answers its senders ("unavailable" for all on failure), and
   // delivers.
-  void Finish(Committing c, const CommitResult& committed);
+  void Finish(Committing c, CommitResult committed);
   // A barrier: returns when everything decided so far is committed (and
   // answered), so that the store reader sees it.
   void Drain(bool checkpoint = false);

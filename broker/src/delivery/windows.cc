@@ -60,7 +60,66 @@ DeliveryWindows::Acked DeliveryWindows::TakeAcked(const std::string& recipient, 
 
 void DeliveryWindows::Withdraw(const std::string& recipient, int64_t seq) {
   auto it = rows_.find(recipient);
-  if (it != rows_.end()) it->second.inflight.erase(seq);
+  if (it == rows_.end()) return;
+  Row& row = it->second;
+  row.inflight.erase(seq);
+  // Not yet sent: it is not sent at all (its row leaves the queue with the
+  // batch that withdraws it; should that batch fail, every row is Reset).
+  for (auto f = row.fresh.begin(); f != row.fresh.end(); ++f) {
+    if (f->seq != seq) continue;
+    row.fresh_bytes -= f->envelope.size();
+    row.fresh.erase(f);
+    break;
+  }
+}
+
+void DeliveryWindows::CaughtUp(const std::string& recipient) {
+  Row& row = rows_[recipient];
+  row.caught_up = true;
+}
+
+bool DeliveryWindows::IsCaughtUp(const std::string& recipient) const {
+  auto it = rows_.find(recipient);
+  return it != rows_.end() && it->second.caught_up;
+}
+
+void DeliveryWindows::Offer(const std::string& recipient, Fresh copy) {
+  auto it = rows_.find(recipient);
+  if (it == rows_.end() || !it->second.caught_up) return;
+  Row& row = it->second;
+  // Committed after the read that caught the row up, so past it, unless a
+  // store read that ran after its commit sent it already.
+  if (copy.seq <= row.cursor) return;
+  // Out of order (seqs grow with every commit, so this is not expected):
+  // the store orders it.
+  if ((!row.fresh.empty() && copy.seq <= row.fresh.back().seq) || row.fresh.size() >= kMaxFresh ||
+      row.fresh_bytes + copy.envelope.size() > kMaxFreshBytes) {
+    Forget(recipient);
+    return;
+  }
+  row.fresh_bytes += copy.envelope.size();
+  row.fresh.push_back(std::move(copy));
+}
+
+void DeliveryWindows::Forget(const std::string& recipient) {
+  auto it = rows_.find(recipient);
+  if (it == rows_.end()) return;
+  it->second.caught_up = false;
+  it->second.fresh.clear();
+  it->second.fresh_bytes = 0;
+}
+
+DeliveryWindows::Fresh* DeliveryWindows::NextFresh(const std::string& recipient) {
+  auto it = rows_.find(recipient);
+  if (it == rows_.end() || it->second.fresh.empty()) return nullptr;
+  return &it->second.fresh.front();
+}
+
+void DeliveryWindows::PopFresh(const std::string& recipient) {
+  auto it = rows_.find(recipient);
+  if (it == rows_.end() || it->second.fresh.empty()) return;
+  it->second.fresh_bytes -= it->second.fresh.front().envelope.size();
+  it->second.fresh.pop_front();
 }
 
 void DeliveryWindows::Reset(const std::string& recipient) { rows_[recipient] = Row{}; }

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
@@ -79,11 +80,47 @@ class DeliveryWindows {
   // Every recipient with a row.
   std::vector<std::string> Recipients() const;
 
+  // Committed copies held in memory for a receiver that has read its whole
+  // queue, so that what a batch just committed is not read back from the
+  // store (and unsealed again). The store stays the truth: a row that is
+  // not caught up (after every Reset, ResetAll or Overdue, a Forget, or
+  // when too much waits) reads its queue from the store, as before.
+  struct Fresh {
+    int64_t seq = 0;
+    std::string sender, message_id, label;
+    std::vector<uint8_t> envelope;  // plaintext, as the receiver gets it
+  };
+  // The store's queue of `recipient` past its cursor was read and held
+  // nothing: from now on Offer() keeps what commits for it.
+  void CaughtUp(const std::string& recipient);
+  // True if `recipient`'s committed, still queued copies past its cursor
+  // are exactly its fresh ones (so its queue needs no store read).
+  bool IsCaughtUp(const std::string& recipient) const;
+  // A copy of `recipient` that a batch committed, with the seq the store
+  // gave it. Kept only if the row is caught up and the copy is past what
+  // it has (a store read that ran after the commit may have sent it
+  // already); past `max_fresh` copies or bytes the row gives up its fresh
+  // copies and reads the store again.
+  void Offer(const std::string& recipient, Fresh copy);
+  // The row reads its queue from the store again (a copy whose seq is not
+  // known, a set-aside copy put back).
+  void Forget(const std::string& recipient);
+  // The oldest fresh copy of `recipient`, or nullptr; Pop() after sending it.
+  Fresh* NextFresh(const std::string& recipient);
+  void PopFresh(const std::string& recipient);
+
  private:
   struct Row {
     int64_t cursor = 0;                    // highest seq sent
     std::map<int64_t, InFlight> inflight;  // by seq
+    bool caught_up = false;                // see IsCaughtUp
+    std::deque<Fresh> fresh;               // by seq, all past cursor
+    size_t fresh_bytes = 0;
   };
+  // What a caught-up row holds at most before it reads the store again: a
+  // receiver that keeps up needs about a batch; one that does not, none.
+  static constexpr size_t kMaxFresh = 1024;
+  static constexpr size_t kMaxFreshBytes = size_t{4} << 20;
   const size_t window_;
   const int64_t redelivery_timeout_ms_;
   std::unordered_map<std::string, Row> rows_;

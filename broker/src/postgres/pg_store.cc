@@ -132,9 +132,12 @@ constexpr StatementText kStatements[kStmtCount] = {
      "purge_after_ms, label FROM i ORDER BY ord ON CONFLICT (sender, message_id, recipient) DO NOTHING "
      "RETURNING seq, sender, message_id, recipient), "
      "b AS (INSERT INTO bodies (seq, sealed) SELECT m.seq, i.sealed FROM m JOIN i USING (sender, message_id, "
-     "recipient)) "
-     "INSERT INTO disclosures (sender, case_hash, recipient) SELECT DISTINCT sender, case_hash, recipient FROM i "
-     "ON CONFLICT DO NOTHING"},
+     "recipient)), "
+     "d AS (INSERT INTO disclosures (sender, case_hash, recipient) SELECT DISTINCT sender, case_hash, recipient "
+     "FROM i ON CONFLICT DO NOTHING) "
+     // The seq each new copy got, by its place in the arrays: the core
+     // feeds connected receivers from memory instead of reading them back.
+     "SELECT m.seq, i.ord FROM m JOIN i USING (sender, message_id, recipient)"},
     // The batch's receipts (the last one of a key, should a batch hold two).
     {"l_put_receipt",
      "INSERT INTO receipts (sender, message_id, receipt, purge_after_ms) "
@@ -401,6 +404,7 @@ struct PgStore::Call {
   Stmt stmt;
   Params params;
   const char* what;  // for the error: what was being written
+  size_t first_copy = 0;  // kEnqueue: the batch's index of its first copy
 };
 
 namespace {
@@ -915,6 +919,7 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
   // sealed bytes, in order (the queue's order is the calls' order).
   constexpr size_t kPartBytes = size_t{64} << 20;
   for (size_t first = 0; first < batch.copies.size();) {
+    const size_t part_first = first;
     using A = Params::Array;
     A sender(Params::kText), id(Params::kText), recipient(Params::kText), case_hash(Params::kBytea),
         created(Params::kInt8), expires(Params::kInt8), purge(Params::kInt8), label(Params::kText),
@@ -950,7 +955,7 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
     for (A* a : {&sender, &id, &recipient, &case_hash, &created, &expires, &purge, &label, &sealed}) {
       p.Add(std::move(*a));
     }
-    calls->push_back({kEnqueue, std::move(p), "queueing messages"});
+    calls->push_back({kEnqueue, std::move(p), "queueing messages", part_first});
   }
   if (!batch.receipts.empty()) {
     Params::Array sender(Params::kText), id(Params::kText), receipt(Params::kBytea), purge(Params::kInt8);
@@ -1049,7 +1054,8 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
   return Status::Ok();
 }
 
-Status PgStore::Apply(const WriteBatch& batch) {
+Status PgStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
+  if (seqs) seqs->assign(batch.copies.size(), 0);
   if (batch.empty()) return Status::Ok();
   std::vector<Call> calls;
   // Unique per batch of this process (and, by the random part, of any
@@ -1072,7 +1078,7 @@ Status PgStore::Apply(const WriteBatch& batch) {
     return built;
   }
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
-  Status st = RunPipeline(calls);
+  Status st = RunPipeline(calls, seqs);
   // A rotation's old KEK goes once the database holds the new epoch; a
   // batch that surely failed forgets the new one. One whose outcome stays
   // unknown keeps both (neither is lost; the next rotation settles it).
@@ -1123,7 +1129,10 @@ Status PgStore::Apply(const WriteBatch& batch) {
   return st;
 }
 
-Status PgStore::RunPipeline(const std::vector<Call>& calls) {
+Status PgStore::RunPipeline(const std::vector<Call>& calls, std::vector<int64_t>* seqs) {
+  // Filled in as the answers come, kept only if the batch commits.
+  std::vector<int64_t> assigned;
+  if (seqs) assigned.assign(seqs->size(), 0);
   if (PQenterPipelineMode(conn_) != 1) {
     return Status::IoError("store " + where_ + ": cannot enter pipeline mode: " + ServerError(nullptr, conn_));
   }
@@ -1167,6 +1176,13 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
         failure.empty()) {
       failure = std::string(what) + ": unexpected result " + PQresStatus(s);
     }
+    if (seqs && s == PGRES_TUPLES_OK && i >= 1 && i <= calls.size() && calls[i - 1].stmt == kEnqueue) {
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        const int64_t ord = GetInt(r.get(), row, 1);
+        const size_t at = calls[i - 1].first_copy + static_cast<size_t>(ord - 1);
+        if (ord >= 1 && at < assigned.size()) assigned[at] = GetInt(r.get(), row, 0);
+      }
+    }
     // COMMIT of a transaction that failed answers ROLLBACK.
     if (i == calls.size() + 1) committed = s == PGRES_COMMAND_OK && std::strcmp(PQcmdStatus(r.get()), "COMMIT") == 0;
     Result end = Wrap(PQgetResult(conn_));
@@ -1191,7 +1207,10 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
     PQfinish(conn_);  // the server rolls back whatever was open
     conn_ = nullptr;
     // COMMIT answered COMMIT: the batch is durable; only the end was lost.
-    if (committed) return Status::Ok();
+    if (committed) {
+      if (seqs) *seqs = std::move(assigned);
+      return Status::Ok();
+    }
     // Lost before COMMIT's answer: the caller asks the database (Apply).
     commit_outcome_unknown_ = true;
     return Status::IoError("store " + where_ + ": " + failure);
@@ -1206,6 +1225,7 @@ Status PgStore::RunPipeline(const std::vector<Call>& calls) {
     }
     return Status::IoError("store " + where_ + ": " + failure + "; nothing of the batch was stored");
   }
+  if (seqs) *seqs = std::move(assigned);
   return Status::Ok();
 }
 

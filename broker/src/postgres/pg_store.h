@@ -62,7 +62,8 @@ class PgStore final : public Store {
   ~PgStore() override;
 
   // store::Store. A lost connection is made again at the next call.
-  Status Apply(const WriteBatch& batch) override;
+  Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) override;
+  using Store::Apply;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
   // One round trip for all of them.
@@ -130,7 +131,9 @@ class PgStore final : public Store {
   // Sends `calls` between BEGIN and COMMIT in one pipeline and checks every
   // result; on any failure the transaction is rolled back.
   struct Call;
-  Status RunPipeline(const std::vector<Call>& calls);
+  // With `seqs` (one per copy of the batch): the seqs the copies were
+  // queued under, filled in once the batch committed.
+  Status RunPipeline(const std::vector<Call>& calls, std::vector<int64_t>* seqs = nullptr);
   // What a batch does to case keys (store/case_keys.h), worked out before
   // it is sent (one read of the batch's cases' keys): the key each
   // case-keyed copy is sealed under, the keys it adds and deletes, and a

@@ -264,7 +264,10 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   // secure_delete=FAST: a deleted row's bytes (a shredded case's wrapped
   // key) are overwritten in its page, at no extra I/O (docs/audit.md).
   for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-32768", "PRAGMA secure_delete=FAST"}) {
+                             "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-32768", "PRAGMA secure_delete=FAST",
+                             // Statement journals and temporary tables in memory,
+                             // not in temporary files written within a commit.
+                             "PRAGMA temp_store=MEMORY"}) {
     LIAISON_RETURN_IF_ERROR(store->Exec(pragma).WithContext("store " + path));
   }
   {
@@ -475,22 +478,29 @@ sqlite3_stmt* SqliteStore::Prepare(const char* sql) {
   return s;
 }
 
-Status SqliteStore::Apply(const WriteBatch& batch) {
+Status SqliteStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
+  if (seqs) seqs->assign(batch.copies.size(), 0);
   if (in_transaction_) return Status::Internal("store: Apply inside an open transaction");
   if (batch.empty()) return Status::Ok();
   LIAISON_RETURN_IF_ERROR(Begin());
   auto write = [&]() -> Status {
-    for (const WriteBatch::Copy& c : batch.copies) {
+    for (size_t i = 0; i < batch.copies.size(); ++i) {
+      const WriteBatch::Copy& c = batch.copies[i];
       LIAISON_RETURN_IF_ERROR(Enqueue(c.sender, c.message_id, c.recipient, c.case_ref, c.envelope.data(),
                                       c.envelope.size(), c.now_ms, c.expires_ms, c.purge_after_ms, c.label,
-                                      c.case_keyed));
+                                      c.case_keyed, seqs ? &(*seqs)[i] : nullptr));
     }
     for (const WriteBatch::Receipt& r : batch.receipts) {
       LIAISON_RETURN_IF_ERROR(PutReceipt(r.sender, r.message_id, r.receipt, r.purge_after_ms));
     }
     for (const WriteBatch::Acked& a : batch.acks) {
-      auto acked = Ack(a.recipient, a.seq, a.now_ms);
-      if (!acked.ok()) return acked.status();
+      // Without Ack()'s RETURNING (the core has the sender and label): a
+      // RETURNING clause is a trigger to SQLite, which gives the statement a
+      // journal of its own and a temporary table, per ack.
+      Query u(db_, Prepare("UPDATE messages SET state = 2, acked_ms = ?2 "
+                           "WHERE seq = ?1 AND recipient = ?3 AND state = 0"));
+      if (!u.Int(1, a.seq).Int(2, a.now_ms).Text(3, a.recipient).Done()) return u.Error("store: recording an ack");
+      if (sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(a.seq));
     }
     for (const auto& [state, seqs] : {std::pair<int, const std::vector<int64_t>*>{3, &batch.expired},
                                       {4, &batch.erased}, {5, &batch.set_aside}}) {
@@ -527,9 +537,12 @@ Status SqliteStore::Apply(const WriteBatch& batch) {
   };
   if (Status st = write(); !st.ok()) {
     Rollback();
+    if (seqs) seqs->assign(batch.copies.size(), 0);
     return st;
   }
-  return Commit();
+  Status committed = Commit();
+  if (!committed.ok() && seqs) seqs->assign(batch.copies.size(), 0);
+  return committed;
 }
 
 Status SqliteStore::Begin() {
@@ -701,7 +714,8 @@ Status SqliteStore::PutReceipt(const std::string& sender, const std::string& mes
 Status SqliteStore::Enqueue(const std::string& sender, const std::string& message_id,
                       const std::string& recipient, const std::string& case_ref,
                       const uint8_t* envelope, size_t size, int64_t now_ms, int64_t expires_ms,
-                      int64_t purge_after_ms, const std::string& label, bool case_keyed) {
+                      int64_t purge_after_ms, const std::string& label, bool case_keyed, int64_t* seq) {
+  if (seq) *seq = 0;
   const std::string case_hash = CaseHash(key_, sender, case_ref);
   std::optional<std::vector<uint8_t>> sealed;
   if (ring_ && case_keyed) {
@@ -723,10 +737,12 @@ Status SqliteStore::Enqueue(const std::string& sender, const std::string& messag
   }
   // Ignored: this copy is queued already (its body too).
   if (sqlite3_changes(db_) > 0) {
+    const int64_t inserted = sqlite3_last_insert_rowid(db_);
     Query b(db_, Prepare("INSERT INTO bodies (seq, sealed) VALUES (?1, ?2)"));
-    if (!b.Int(1, sqlite3_last_insert_rowid(db_)).Blob(2, sealed->data(), sealed->size()).Done()) {
+    if (!b.Int(1, inserted).Blob(2, sealed->data(), sealed->size()).Done()) {
       return b.Error("store: queueing a message");
     }
+    if (seq) *seq = inserted;
   }
   Query d(db_, Prepare("INSERT OR IGNORE INTO disclosures (sender, case_hash, recipient) VALUES (?1, ?2, ?3)"));
   d.Text(1, sender).Blob(2, case_hash.data(), case_hash.size()).Text(3, recipient);

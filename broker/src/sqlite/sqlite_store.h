@@ -52,7 +52,8 @@ class SqliteStore final : public Store {
   ~SqliteStore() override;
 
   // store::Store. Apply must not be called inside Begin().
-  Status Apply(const WriteBatch& batch) override;
+  Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) override;
+  using Store::Apply;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
   // Without `damaged`, a copy that does not decrypt is set aside at once.
@@ -101,7 +102,8 @@ class SqliteStore final : public Store {
   Status Enqueue(const std::string& sender, const std::string& message_id, const std::string& recipient,
                  const std::string& case_ref, const uint8_t* envelope, size_t size, int64_t now_ms,
                  int64_t expires_ms, int64_t purge_after_ms, const std::string& label = "",
-                 bool case_keyed = true);
+                 bool case_keyed = true,
+                 int64_t* seq = nullptr);  // the copy's seq; 0 if it was queued already
   // Destroys the key of `sender`'s case (if it has one) and moves the ring
   // to a new epoch (re-wrapping every other case key), inside the open
   // transaction; the old epoch's KEK goes at Commit. Without a ring: nothing.

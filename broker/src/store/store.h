@@ -158,7 +158,11 @@ class Store {
   // Writes `batch` in one transaction and commits it: durable on a return of
   // Ok, and on failure nothing of it is stored. A message is acknowledged as
   // stored only after its batch's Apply returned Ok.
-  virtual Status Apply(const WriteBatch& batch) = 0;
+  // With `seqs`: on Ok it holds, for each of batch.copies in order, the
+  // seq the copy was queued under, or 0 where that is not known (a copy
+  // queued already, a commit confirmed after a lost connection).
+  virtual Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) = 0;
+  Status Apply(const WriteBatch& batch) { return Apply(batch, nullptr); }
 
   // The receipt first given for (sender, id), if any.
   virtual StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
