@@ -89,4 +89,23 @@ std::string TestStoreSettings(const std::string& dir) {
   throw std::runtime_error("LIAISON_TEST_STORE=" + name + ": the test store is sqlite (the default) or postgresql");
 }
 
+std::vector<std::string> TestStoreFiles(const std::string& dir) {
+  if (!std::filesystem::exists(dir + "/" + kDatabaseFile)) return {dir + "/liaison.db", dir + "/liaison.db-wal"};
+  std::string why;
+  PgCluster* cluster = PgCluster::Shared(&why);
+  if (!cluster) throw std::runtime_error("the test's PostgreSQL cluster: " + why);
+  // Committed rows are in the WAL already; the checkpoint writes them to
+  // the tables' files as well.
+  auto checkpoint = cluster->QueryValue("postgres", "CHECKPOINT");
+  if (!checkpoint.ok()) throw std::runtime_error(checkpoint.status().ToString());
+  std::vector<std::string> files;
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(cluster->data_dir(), ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->is_regular_file(ec)) files.push_back(it->path().string());
+  }
+  if (ec) throw std::runtime_error("listing " + cluster->data_dir() + ": " + ec.message());
+  return files;
+}
+
 }  // namespace liaison::testing

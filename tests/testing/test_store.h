@@ -11,6 +11,7 @@
 #define LIAISON_TESTS_TESTING_TEST_STORE_H_
 
 #include <string>
+#include <vector>
 
 namespace liaison::testing {
 
@@ -30,6 +31,14 @@ inline constexpr int kStoreUnavailableExitCode = 77;
 // cluster or database cannot be made; exits the process with
 // kStoreUnavailableExitCode, saying why, when PostgreSQL is not installed.
 std::string TestStoreSettings(const std::string& dir);
+
+// The files that hold the store of the broker kept in `dir`, for a test
+// that looks for plaintext in them: the SQLite file and its WAL; on
+// PostgreSQL, after a CHECKPOINT, every file of the cluster's data
+// directory (the tables' files and the WAL; the cluster is this process's,
+// so they hold other tests' databases too). Throws std::runtime_error if
+// the checkpoint fails.
+std::vector<std::string> TestStoreFiles(const std::string& dir);
 
 }  // namespace liaison::testing
 
