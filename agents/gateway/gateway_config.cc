@@ -1,6 +1,7 @@
 #include "gateway_config.h"
 
 #include <filesystem>
+#include <vector>
 
 #include "liaison/keys.h"
 #include "liaison/yaml_util.h"
@@ -44,7 +45,7 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
   const YAML::Node& root = *doc;
   YamlReader r(path);
   GatewayConfig c;
-  if (!r.ExpectMap(root, "", {"agent_config", "listen", "tls", "token_file", "state_file",
+  if (!r.ExpectMap(root, "", {"agent_config", "brokers", "listen", "tls", "token_file", "state_file",
                               "max_body_bytes", "max_connections", "keep_receipts_days", "inbox",
                               "webhook", "log"})) {
     return r.ToStatus();
@@ -57,6 +58,21 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
   r.ReadUint(root, "", "max_body_bytes", 1024, 64 << 20, &c.max_body_bytes);
   r.ReadUint(root, "", "max_connections", 1, 10000, &c.max_connections);
   r.ReadUint(root, "", "keep_receipts_days", 1, 3650, &c.keep_receipts_days);
+  // The gateway's own broker endpoints, replacing those of agent_config
+  // (which still gives the keys and timers): an operator moving the
+  // gateway between deployments edits one file, not the agent's.
+  std::vector<std::string> brokers;
+  if (const YAML::Node several = root["brokers"]) {
+    if (r.ReadStringList(root, "", "brokers", &brokers) && brokers.empty()) {
+      r.Error(several, "brokers", "the list is empty; name at least one broker endpoint, or remove `brokers` to "
+                                  "use agent_config's");
+    }
+    for (size_t i = 0; i < brokers.size() && several.IsSequence(); ++i) {
+      if (const std::string problem = BrokerEndpointProblem(brokers[i]); !problem.empty()) {
+        r.Error(several[i], "brokers[" + std::to_string(i) + "]", problem);
+      }
+    }
+  }
   if (c.listen.find(':') == std::string::npos) {
     r.Error(root["listen"], "listen", "expected HOST:PORT, e.g. 127.0.0.1:8443");
   }
@@ -135,6 +151,10 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
   auto agent = LoadAgentConfig(Resolve(base, agent_config));
   if (!agent.ok()) return agent.status().WithContext(path + ": agent_config");
   c.agent = std::move(*agent);
+  if (!brokers.empty()) {
+    c.agent.broker_endpoint.clear();
+    c.agent.broker_endpoints = std::move(brokers);
+  }
   return c;
 }
 

@@ -31,7 +31,9 @@ struct WebhookOptions {
 };
 
 struct GatewayConfig {
-  AgentOptions agent;  // from `agent_config` (the agency's agent.yaml)
+  // From `agent_config` (the agency's agent.yaml); the gateway's own
+  // `brokers:`, when set, replaces its broker endpoints.
+  AgentOptions agent;
   std::string listen = "127.0.0.1:8443";
   std::string certificate_file;  // PEM, the gateway's TLS certificate (chain)
   std::string private_key_file;  // PEM

@@ -4,12 +4,8 @@
 #include "liaison/yaml_util.h"
 
 namespace liaison {
-namespace {
 
-// What is wrong with a broker endpoint as an agent connects to it, or ""
-// if nothing: tcp://HOST:PORT (HOST a name, an IPv4 address or [IPv6]) or
-// ipc://PATH. Wildcards are for a broker's listen, not for connecting.
-std::string EndpointProblem(const std::string& endpoint) {
+std::string BrokerEndpointProblem(const std::string& endpoint) {
   constexpr std::string_view kTcp = "tcp://", kIpc = "ipc://";
   const std::string expected = "expected tcp://HOST:PORT (e.g. tcp://broker-1.example:7700) or ipc://PATH";
   if (endpoint.rfind(kIpc, 0) == 0) {
@@ -30,8 +26,6 @@ std::string EndpointProblem(const std::string& endpoint) {
   }
   return "";
 }
-
-}  // namespace
 
 StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   auto doc = LoadYamlFile(path);
@@ -59,14 +53,14 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
       r.Error(several, "brokers", "the list is empty; name at least one broker endpoint");
     }
     for (size_t i = 0; i < o.broker_endpoints.size() && several.IsSequence(); ++i) {
-      if (const std::string problem = EndpointProblem(o.broker_endpoints[i]); !problem.empty()) {
+      if (const std::string problem = BrokerEndpointProblem(o.broker_endpoints[i]); !problem.empty()) {
         r.Error(several[i], "brokers[" + std::to_string(i) + "]", problem);
       }
     }
   } else if (!one) {
     r.Error(*doc, "broker", "missing: set `broker: ENDPOINT`, or `brokers: [ENDPOINT, ...]`");
   } else if (r.ReadString(*doc, "", "broker", &o.broker_endpoint)) {
-    if (const std::string problem = EndpointProblem(o.broker_endpoint); !problem.empty()) {
+    if (const std::string problem = BrokerEndpointProblem(o.broker_endpoint); !problem.empty()) {
       r.Error(one, "broker", problem);
     }
   }

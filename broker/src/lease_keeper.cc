@@ -56,6 +56,25 @@ void LeaseKeeper::Stop() {
   if (activation_.joinable()) activation_.join();
 }
 
+void LeaseKeeper::Release() {
+  const int64_t epoch = epoch_.load();
+  if (epoch == 0) return;
+  auto released = store_->ReleaseLease(options_.holder, epoch);
+  if (!released.ok()) {
+    spdlog::warn("event=ha_lease_release_failed epoch={} error=\"{}\" detail=\"the standby takes over once the "
+                 "lease runs out\"",
+                 epoch, released.status().message());
+    return;
+  }
+  if (!*released) {
+    spdlog::info("event=ha_lease_release_skipped epoch={} detail=\"the lease was no longer this broker's\"", epoch);
+    return;
+  }
+  epoch_ = 0;
+  serving_ = false;
+  spdlog::info("event=ha_lease_released holder={} epoch={}", options_.holder, epoch);
+}
+
 Metrics::HaState LeaseKeeper::State() const {
   Metrics::HaState state;
   state.active = serving_.load();

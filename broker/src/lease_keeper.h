@@ -48,6 +48,11 @@ class LeaseKeeper {
   void Start(std::function<bool(int64_t epoch)> on_taken, std::function<void(const std::string& why)> on_lost,
              int64_t held_epoch = 0, std::chrono::steady_clock::time_point taken_at = {});
   void Stop();
+  // After Stop(), once the broker's last batch has committed (a clean
+  // stop): ends the lease held, if any, so that a standby takes over at its
+  // next try rather than after the lease's TTL. Logs event=ha_lease_released
+  // or, on failure, a warning (the lease then runs out by itself).
+  void Release();
 
   // For /metrics (any thread).
   Metrics::HaState State() const;

@@ -565,8 +565,13 @@ int main(int argc, char** argv) {
     break;
   }
   reactor.Stop();
-  reactor_thread.join();
-  if (keeper) keeper->Stop();
+  reactor_thread.join();  // the last batch has committed (Pipeline::Shutdown)
+  if (keeper) {
+    keeper->Stop();
+    // A clean stop hands the lease on at once: the standby need not wait
+    // out the TTL.
+    keeper->Release();
+  }
   admin.Stop();
   if (operators) operators->Stop();
   spdlog::info("event=stop");

@@ -2,6 +2,7 @@
 
 #include "audit/ledger.h"
 #include "liaison/keys.h"
+#include "testing/test_store.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -60,7 +61,7 @@ std::string StoreSettings(const std::string& settings) {
 
 BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
                              const std::string& extra_config, bool production_defaults,
-                             const std::string& store_settings)
+                             const std::string& store_settings_given)
     : dir_(dir.path().string()),
       policies_dir_(dir_ + "/policies"),
       config_path_(dir_ + "/broker.yaml"),
@@ -71,6 +72,9 @@ BrokerProcess::BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencie
   auto keys = GenerateCurveKeyPair();
   if (!keys.ok()) throw std::runtime_error(keys.status().ToString());
   broker_keys_ = *keys;
+  // A test that names no store runs on the suite's (LIAISON_TEST_STORE).
+  const std::string store_settings =
+      store_settings_given.empty() ? TestStoreSettings(dir_) : store_settings_given;
   Status st = WriteCurveKeyPair(dir_ + "/keys", "broker", broker_keys_);
   if (!st.ok()) throw std::runtime_error(st.ToString());
   WritePolicies(policies_dir_, agencies);

@@ -27,7 +27,9 @@ class BrokerProcess {
   //
   // `store_settings` replaces the store's location in broker.yaml (the
   // default: `path: liaison.db`), e.g. "backend: postgresql\nurl: ...\n",
-  // one setting a line; the key file and timers stay as they are.
+  // one setting a line; the key file and timers stay as they are. Empty:
+  // the suite's store, testing/test_store.h (SQLite unless
+  // LIAISON_TEST_STORE=postgresql).
   BrokerProcess(const TempDir& dir, std::vector<TestAgency> agencies,
                 const std::string& extra_config = "", bool production_defaults = false,
                 const std::string& store_settings = "");

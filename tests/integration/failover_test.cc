@@ -310,12 +310,19 @@ TEST_F(FailoverTest, ABrokerThatFallsSilentUnderAWaitingMessageIsLeft) {
       << log.text();
 }
 
-TEST_F(FailoverTest, TheGatewayMovesToTheOtherBrokerAndItsMessagesGetReceipts) {
-  StartBrokers();
+// The gateway fails over between the brokers named in `where`: its agent
+// config's `brokers:`, or its own gateway.yaml `brokers:` (the agent config
+// then names only the first broker, so reaching the second shows that the
+// gateway's list is the one used).
+void GatewayMovesToTheOtherBroker(BrokerProcess* first_, BrokerProcess* second_, const TempDir& work_,
+                                  const TestAgency& a_, GatewayProcess::BrokersIn where) {
   GatewayProcess gateway(work_, *first_, a_);
-  gateway.set_brokers({first_->endpoint(), second_->endpoint()});
+  gateway.set_brokers({first_->endpoint(), second_->endpoint()}, where);
   Status st = gateway.Start();
   ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(gateway.WaitForLog(" broker=" +
+                                 first_->endpoint() + "," + second_->endpoint()))
+      << gateway.log();
   auto wait_stored = [&](const std::string& url) {
     HttpReply reply;
     const auto deadline = std::chrono::steady_clock::now() + 20s;
@@ -351,6 +358,16 @@ TEST_F(FailoverTest, TheGatewayMovesToTheOtherBrokerAndItsMessagesGetReceipts) {
   EXPECT_TRUE(gateway.WaitForLog("event=broker_failover from=" + first_->endpoint() + " to=" +
                                  second_->endpoint()))
       << gateway.log();
+}
+
+TEST_F(FailoverTest, TheGatewayMovesToTheOtherBrokerAndItsMessagesGetReceipts) {
+  StartBrokers();
+  GatewayMovesToTheOtherBroker(first_.get(), second_.get(), work_, a_, GatewayProcess::BrokersIn::kAgentConfig);
+}
+
+TEST_F(FailoverTest, TheGatewaysOwnBrokersListReplacesTheAgentConfigsEndpoint) {
+  StartBrokers();
+  GatewayMovesToTheOtherBroker(first_.get(), second_.get(), work_, a_, GatewayProcess::BrokersIn::kGatewayConfig);
 }
 
 TEST_F(FailoverTest, AStandbyAnswerMovesTheAgentOnAndIsNeverTheResult) {

@@ -142,10 +142,11 @@ GatewayProcess::~GatewayProcess() {
 }
 
 Status GatewayProcess::Start() {
+  std::string list;
+  for (const auto& endpoint : brokers_) list += "  - " + endpoint + "\n";
   std::string brokers = "broker: " + broker_.endpoint() + "\n";
+  if (!brokers_.empty() && brokers_in_ == BrokersIn::kAgentConfig) brokers = "brokers:\n" + list;
   if (!brokers_.empty()) {
-    brokers = "brokers:\n";
-    for (const auto& endpoint : brokers_) brokers += "  - " + endpoint + "\n";
     brokers += "connect_timeout_ms: 1000\nwelcome_timeout_ms: 1000\nsilence_timeout_ms: 2000\n";
   }
   WriteText(dir_ + "/agent.yaml", brokers +
@@ -153,7 +154,8 @@ Status GatewayProcess::Start() {
                                       "secret_key_file: keys/" + agency_.id + ".key\n"
                                       "receipt_timeout_ms: 2000\nresend_interval_ms: 500\nheartbeat_ms: 200\n");
   std::string config =
-      "agent_config: agent.yaml\nlisten: 127.0.0.1:0\nstate_file: gateway.db\n"
+      "agent_config: agent.yaml\nlisten: 127.0.0.1:0\nstate_file: gateway.db\n" +
+      std::string(!brokers_.empty() && brokers_in_ == BrokersIn::kGatewayConfig ? "brokers:\n" + list : "") +
       "tls:\n  certificate_file: tls/server.pem\n  private_key_file: tls/server.key\n";
   if (auth_ == Auth::kClientCertificate) {
     config += "  client_ca_file: tls/ca.pem\n";

@@ -39,9 +39,16 @@ class GatewayProcess {
   // waits until it listens.
   Status Start();
   int Stop(int signal = SIGTERM);
-  // The agent config names these brokers (`brokers:`, with short failover
-  // bounds) instead of the BrokerProcess's one endpoint.
-  void set_brokers(std::vector<std::string> endpoints) { brokers_ = std::move(endpoints); }
+  // Where set_brokers() puts the list: the agent config's `brokers:`, or
+  // gateway.yaml's own `brokers:` (the agent config then names the
+  // BrokerProcess's one endpoint, which the gateway's list replaces).
+  enum class BrokersIn { kAgentConfig, kGatewayConfig };
+  // These brokers (`brokers:`, with short failover bounds in the agent
+  // config) instead of the BrokerProcess's one endpoint.
+  void set_brokers(std::vector<std::string> endpoints, BrokersIn where = BrokersIn::kAgentConfig) {
+    brokers_ = std::move(endpoints);
+    brokers_in_ = where;
+  }
   // Replaces what Start() appends to gateway.yaml.
   void set_extra_config(std::string yaml) { extra_config_ = std::move(yaml); }
   bool running() const { return pid_ > 0; }
@@ -63,6 +70,7 @@ class GatewayProcess {
   TestAgency agency_;
   std::string extra_config_;
   std::vector<std::string> brokers_;
+  BrokersIn brokers_in_ = BrokersIn::kAgentConfig;
   Auth auth_;
   TestPki pki_;
   std::string token_;

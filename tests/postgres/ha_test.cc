@@ -561,5 +561,41 @@ TEST_F(HaTest, TheActiveBrokerRidesOutTheDatabaseGoingAwayAndComingBack) {
   EXPECT_TRUE(LedgerVerifies(*a_));
 }
 
+// (e) A clean stop (SIGTERM) of the active broker hands the lease on: it
+// commits its last batch, ends its lease, and exits; the standby takes the
+// lease at its next try. The lease is 30 s long and the wait for the
+// standby 10 s, so a standby that had to wait the lease out would fail.
+TEST_F(HaTest, ACleanlyStoppedActiveBrokerReleasesItsLeaseAndTheStandbyTakesOverAtOnce) {
+  StartPair(/*ttl_ms=*/30000, /*renew_ms=*/500);
+  auto sender = Agent::Connect(AgentAt(*a_, exit_, wire::Role::sender));
+  ASSERT_TRUE(sender.ok());
+  ASSERT_TRUE(SendUntilStored(sender->get(), "before-stop"));
+  const std::string epoch_a = Query(url_, password_, "SELECT epoch FROM lease");
+
+  ASSERT_EQ(0, a_->Stop(SIGTERM)) << a_->log();
+  // In the stopped broker's log: the core's last batch committed
+  // (event=stopping follows Pipeline::Shutdown), then the lease released,
+  // then the exit.
+  const std::string log_a = a_->log();
+  const size_t stopping = log_a.find("event=stopping");
+  const size_t released = log_a.find("event=ha_lease_released holder=");
+  ASSERT_NE(std::string::npos, stopping) << log_a;
+  ASSERT_NE(std::string::npos, released) << log_a;
+  EXPECT_LT(stopping, released) << log_a;
+  EXPECT_NE(std::string::npos, log_a.find("epoch=" + epoch_a, released)) << log_a;
+  EXPECT_NE(std::string::npos, log_a.find("event=stop\n", released)) << log_a;
+
+  ASSERT_TRUE(b_->WaitForLog("event=ha_active", 10000)) << "the standby waited for the lease to run out:\n"
+                                                         << b_->log();
+  EXPECT_EQ(std::to_string(std::stoll(epoch_a) + 1), Query(url_, password_, "SELECT epoch FROM lease"));
+  EXPECT_NE(std::string::npos, Query(url_, password_, "SELECT holder FROM lease").find(dir_b_.path().string()));
+
+  // The new active broker serves, and what the old one stored is there.
+  auto sender_b = Agent::Connect(AgentAt(*b_, exit_, wire::Role::sender));
+  ASSERT_TRUE(sender_b.ok());
+  EXPECT_TRUE(SendUntilStored(sender_b->get(), "after-stop"));
+  EXPECT_EQ("2", Query(url_, password_, "SELECT COUNT(*) FROM receipts"));
+}
+
 }  // namespace
 }  // namespace liaison::testing

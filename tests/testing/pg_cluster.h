@@ -41,6 +41,8 @@ class PgCluster {
   PgCluster& operator=(const PgCluster&) = delete;
 
   int port() const { return port_; }
+  // The server's data directory (its tables' files and pg_wal/).
+  const std::string& data_dir() const { return data_dir_; }
   const std::string& user() const { return user_; }
   const std::string& password() const { return password_; }
   // A new, empty database; returns its URL (without the password), e.g.

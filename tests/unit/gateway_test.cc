@@ -75,6 +75,45 @@ TEST_F(GatewayConfigTest, TheBrokersAreThoseOfTheAgentConfig) {
   EXPECT_NE(both.status().message().find("agent_config"), std::string::npos) << both.status().message();
 }
 
+// gateway.yaml's own `brokers:` replaces agent_config's endpoint (the keys
+// and timers stay the agent config's); one endpoint is a valid list.
+TEST_F(GatewayConfigTest, ItsOwnBrokersReplaceTheAgentConfigsEndpoint) {
+  auto c = Load(base_ + "token_file: token\nbrokers: [tcp://broker-1.example:7700, tcp://broker-2.example:7700]\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->agent.broker_endpoint, "");
+  EXPECT_EQ(c->agent.broker_endpoints,
+            (std::vector<std::string>{"tcp://broker-1.example:7700", "tcp://broker-2.example:7700"}));
+  EXPECT_EQ(c->agent.keys.public_z85.size(), 40u) << "the keys still come from agent_config";
+
+  auto one = Load(base_ + "token_file: token\nbrokers:\n  - tcp://broker-2.example:7700\n");
+  ASSERT_TRUE(one.ok()) << one.status().ToString();
+  EXPECT_EQ(one->agent.broker_endpoints, (std::vector<std::string>{"tcp://broker-2.example:7700"}));
+}
+
+TEST_F(GatewayConfigTest, ABadBrokersListIsRefusedWithFileLineAndIndex) {
+  // base_ is 5 lines; token_file is line 6, brokers line 7.
+  auto empty = Load(base_ + "token_file: token\nbrokers: []\n");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("gateway.yaml:7:"), std::string::npos) << empty.status().message();
+  EXPECT_NE(empty.status().message().find("the list is empty"), std::string::npos) << empty.status().message();
+
+  auto wildcard = Load(base_ + "token_file: token\nbrokers:\n  - tcp://broker-1.example:7700\n  - tcp://*:7700\n");
+  ASSERT_FALSE(wildcard.ok());
+  EXPECT_NE(wildcard.status().message().find("gateway.yaml:9:"), std::string::npos) << wildcard.status().message();
+  EXPECT_NE(wildcard.status().message().find("brokers[1]"), std::string::npos) << wildcard.status().message();
+  EXPECT_NE(wildcard.status().message().find("expected tcp://HOST:PORT"), std::string::npos)
+      << wildcard.status().message();
+
+  auto port = Load(base_ + "token_file: token\nbrokers: [tcp://broker-1.example:70000]\n");
+  ASSERT_FALSE(port.ok());
+  EXPECT_NE(port.status().message().find("gateway.yaml:7:"), std::string::npos) << port.status().message();
+  EXPECT_NE(port.status().message().find("1 to 65535"), std::string::npos) << port.status().message();
+
+  auto scalar = Load(base_ + "token_file: token\nbrokers: tcp://broker-1.example:7700\n");
+  ASSERT_FALSE(scalar.ok());
+  EXPECT_NE(scalar.status().message().find("gateway.yaml:7:"), std::string::npos) << scalar.status().message();
+}
+
 TEST_F(GatewayConfigTest, ErrorsNameTheFileLineAndKey) {
   auto c = Load(base_ + "token_file: token\ninbox:\n  lease_secs: 5\n");
   ASSERT_FALSE(c.ok());

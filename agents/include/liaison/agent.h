@@ -65,6 +65,10 @@ struct AgentOptions {
 // Reads an agent config file (deploy/config/agent.yaml is the commented
 // example); relative paths are relative to the file's folder.
 StatusOr<AgentOptions> LoadAgentConfig(const std::string& path);
+// What is wrong with a broker endpoint as an agent connects to it, or ""
+// if nothing: tcp://HOST:PORT (HOST a name, an IPv4 address or [IPv6]) or
+// ipc://PATH. Wildcards are for a broker's listen, not for connecting.
+std::string BrokerEndpointProblem(const std::string& endpoint);
 
 // A verified FlatBuffer that owns its bytes.
 template <typename T>

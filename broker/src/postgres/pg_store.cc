@@ -110,7 +110,7 @@ enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
   kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
-  kFence, kAcquireLease, kRenewLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
+  kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStmtCount
 };
 
@@ -225,6 +225,13 @@ constexpr StatementText kStatements[kStmtCount] = {
      "WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp() RETURNING l.epoch"},
     {"l_renew_lease",
      "UPDATE lease SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' "
+     "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
+    // Ends the lease now (a broker stopping cleanly, its last batch
+    // committed): the standby's next try takes it, instead of waiting for
+    // the lease to run out. A batch still holding the row (FOR SHARE, by
+    // liaison_fence) is waited for; every later one fails its fence.
+    {"l_release_lease",
+     "UPDATE lease SET expires_at = clock_timestamp() "
      "WHERE id = 1 AND holder = $1::text AND epoch = $2::bigint AND expires_at > clock_timestamp() RETURNING epoch"},
     {"l_mark_batch",
      "INSERT INTO last_batch (id, token) VALUES (1, $1::text) ON CONFLICT (id) DO UPDATE SET token = EXCLUDED.token"},
@@ -526,6 +533,15 @@ StatusOr<bool> PgStore::RenewLease(const std::string& holder, int64_t epoch, int
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
   Result r = Exec(conn_, kRenewLease, Params().Text(holder).Int(epoch).Int(ttl_ms));
   if (!Succeeded(r)) return Status::IoError("store " + where_ + ": renewing the lease: " + ServerError(r.get(), conn_));
+  return PQntuples(r.get()) == 1;
+}
+
+StatusOr<bool> PgStore::ReleaseLease(const std::string& holder, int64_t epoch) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kReleaseLease, Params().Text(holder).Int(epoch));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": releasing the lease: " + ServerError(r.get(), conn_));
+  }
   return PQntuples(r.get()) == 1;
 }
 

@@ -96,6 +96,10 @@ class PgStore final : public Store {
   // Extends `holder`'s unexpired lease of `epoch`; false if it was lost
   // (expired, or taken).
   StatusOr<bool> RenewLease(const std::string& holder, int64_t epoch, int64_t ttl_ms);
+  // Ends `holder`'s unexpired lease of `epoch` now, so that another broker
+  // may take it at once; false if it was no longer held. Call it only
+  // once nothing of this broker commits any more.
+  StatusOr<bool> ReleaseLease(const std::string& holder, int64_t epoch);
   // From now on every Apply first checks, inside its transaction, that
   // `epoch` is still the unexpired lease's (0: no check): a broker that lost
   // its lease (paused past it, cut off) commits nothing more, and the
