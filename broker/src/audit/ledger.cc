@@ -355,6 +355,9 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool c
     r.file_hash = e.file_hash;
     r.signer = e.signer;
     r.previous_signer = e.previous_signer;
+    r.in_reply_to = e.in_reply_to;
+    r.late_seconds = e.late_seconds;
+    r.deadline_seconds = e.deadline_seconds;
     std::string line = Line(r, now);  // advances seq_
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;

@@ -53,6 +53,10 @@ struct Entry {
   std::string case_pseudonym;  // used when case_ref is empty (events after admission)
   // Policy events (policy_live, policy_refused, dpo_key_pinned, dpo_key_rotated).
   std::string agency, file, file_hash, signer, previous_signer;
+  // Response deadlines: a ReferralResponse's referral; an overdue clock's
+  // lateness and deadline.
+  std::string in_reply_to;
+  uint64_t late_seconds = 0, deadline_seconds = 0;
 };
 
 // (seq, the record's line without its newline): what a batch commits to
