@@ -50,7 +50,10 @@ std::vector<std::string> ReadSection(const YAML::Node& root, const char* name, Y
 // green: 72h}; an urgency it leaves out keeps its default.
 void ReadResponseDeadlines(const YAML::Node& root, YamlReader& r, ResponseDeadlines* out) {
   const YAML::Node node = root["response_deadlines"];
-  if (!node || !r.ExpectMap(node, "response_deadlines", {"red", "amber", "green"})) return;
+  if (!node) return;
+  // An unknown key is reported, and the known ones are still checked.
+  r.ExpectMap(node, "response_deadlines", {"red", "amber", "green"});
+  if (!node.IsMap()) return;
   const std::pair<const char*, size_t> urgencies[] = {{"red", 1}, {"amber", 2}, {"green", 3}};
   for (const auto& [name, index] : urgencies) {
     const YAML::Node value = node[name];
