@@ -34,7 +34,7 @@ TEST(ReportTest, TimesResponsesAgainstTheirDeadlinesAndSuppressesWhatWouldSingle
       e.sender_kind = from_exit ? "exit-programme" : "youth-welfare";
       e.recipient_kind = from_exit ? "youth-welfare" : "exit-programme";
       e.urgency = type == "CaseReferral" ? "amber" : "unspecified";
-      e.in_reply_to = in_reply_to;
+      if (!in_reply_to.empty()) e.in_reply_to = ReferralLink("exit-1", in_reply_to);
       (*ledger)->Add(e);
     };
     // 15 referrals: 7 answered in time, 3 answered after their clock

@@ -130,6 +130,15 @@ std::array<uint8_t, 32> DeriveCaseKey(std::string_view pseudonym_secret) {
   return DeriveKey(pseudonym_secret, "", "liaison ledger case v1");
 }
 
+std::string ReferralLink(std::string_view referral_sender, std::string_view referral_id) {
+  std::string text(referral_sender);
+  text.push_back('\0');
+  text.append(referral_id);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return HexEncode(digest, 16);
+}
+
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
                           std::string_view case_ref) {
   if (case_ref.empty()) return "";

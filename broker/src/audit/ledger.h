@@ -44,6 +44,12 @@ std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view s
                           std::string_view case_ref);
 
 // One decision, before it is numbered and chained.
+// What a released ReferralResponse's record holds as `in_reply_to`: the
+// first 16 bytes of SHA-256 over "<referral sender>\0<referral id>", in hex,
+// never the text the response carried (a payload field). The report finds
+// the referral by computing the same from the referral's record.
+std::string ReferralLink(std::string_view referral_sender, std::string_view referral_id);
+
 struct Entry {
   ledger::Decision decision = ledger::Decision::released;
   std::string message_id, case_ref, sender, recipient, type, purpose, legal_basis, handling;

@@ -354,8 +354,9 @@ StatusOr<Report> BuildReport(const std::string& ledger_path, const std::string& 
     bool fired = false, answered = false;
   };
   std::unordered_map<std::string, Referral> referrals;
+  // By ReferralLink(sender, id) and recipient, as responses name them.
   auto referral_key = [](std::string_view sender, std::string_view id, std::string_view recipient) {
-    return std::string(sender) + '\0' + std::string(id) + '\0' + std::string(recipient);
+    return ReferralLink(sender, id) + '\0' + std::string(recipient);
   };
   for (const auto& bytes : *records) {
     const auto* rec = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
@@ -373,7 +374,7 @@ StatusOr<Report> BuildReport(const std::string& ledger_path, const std::string& 
       if (in_period) ++r.responses[{Str(rec->urgency()), Str(rec->recipient_kind())}].overdue;
     } else if (rec->decision() == ledger::Decision::released && Str(rec->type()) == "ReferralResponse") {
       // The response goes from the referral's recipient to its sender.
-      auto it = referrals.find(referral_key(Str(rec->recipient()), Str(rec->in_reply_to()), Str(rec->sender())));
+      auto it = referrals.find(Str(rec->in_reply_to()) + '\0' + Str(rec->sender()));
       auto ms = wire::ParseRfc3339Millis(time);
       if (it != referrals.end() && !it->second.answered && ms) {
         it->second.answered = true;

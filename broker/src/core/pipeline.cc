@@ -380,8 +380,11 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   base.urgency = wire::EnumNameUrgency(peek->urgency());
   if (const auto* response = peek->payload_as_ReferralResponse()) {
     base.response = wire::EnumNameResponseDecision(response->decision());
-    if (response->in_reply_to()) base.in_reply_to = response->in_reply_to()->str();
   }
+  // The referral this response answers (a payload field: it stops a clock,
+  // and reaches the ledger only as ReferralLink).
+  const auto* response = peek->payload_as_ReferralResponse();
+  const std::string answers = response && response->in_reply_to() ? response->in_reply_to()->str() : "";
   // Response deadlines: a referral starts a clock for each recipient it is
   // stored for; a response stored for the referral's sender stops the
   // clock of its own copy of that referral (the responder's).
@@ -455,15 +458,14 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
                                             static_cast<int32_t>(urgency), now, now + deadline_ms},
                                            purge_after});
       }
-      if (!base.in_reply_to.empty()) {
-        forming_.clocks_answered.push_back({d.recipient->id, base.in_reply_to, sender.id, now});
-      }
+      if (!answers.empty()) forming_.clocks_answered.push_back({d.recipient->id, answers, sender.id, now});
       d.outcome.code = wire::Code::stored;
       touched_.insert(d.recipient->id);
       // The disclosure is recorded before anything leaves: if the ledger
       // cannot be written, the batch is rolled back and nothing is sent.
       audit::Entry entry = with_recipient(base, d.recipient->id);
       entry.decision = ledger::Decision::released;
+      if (!answers.empty()) entry.in_reply_to = audit::ReferralLink(d.recipient->id, answers);
       entry.rules = d.outcome.rules;
       for (const std::string* f : d.outcome.released) entry.released.push_back(*f);
       for (const std::string* f : d.outcome.transformed) entry.transformed.push_back(*f);
