@@ -264,6 +264,34 @@ std::string MessageFileName(const wire::Envelope& message) {
   return name;
 }
 
+// An overdue NOTICE (docs/protocol.md, "Response deadlines") in words, for
+// the person watching `liaison listen`; empty for any other notice. The
+// broker's strings are shown with control characters replaced.
+std::string OverdueText(const wire::Receipt& notice) {
+  if (!notice.recipients() || notice.recipients()->size() != 1) return "";
+  const wire::RecipientReceipt* r = notice.recipients()->Get(0);
+  if (r->code() != wire::Code::overdue) return "";
+  auto text = [](const flatbuffers::String* s) {
+    std::string out = s ? s->str() : "";
+    for (char& ch : out) {
+      if (static_cast<unsigned char>(ch) < 0x20 || ch == 0x7f) ch = '?';
+    }
+    return out;
+  };
+  const std::string reason = text(r->reason()), id = text(notice.message_id()), from = text(notice.from()),
+                    to = text(r->recipient()), detail = text(notice.detail());
+  if (reason == "no-response-in-time") {
+    return "your referral " + id + " to " + to + " has had no response within its deadline (" + detail + ")";
+  }
+  if (reason == "response-reminder") {
+    return "referral " + id + " from " + from + " is waiting for your response past its deadline (" + detail + ")";
+  }
+  if (reason == "escalation") {
+    return "a referral from " + from + " to " + to + " has had no response within its deadline (" + detail + ")";
+  }
+  return "referral " + id + " from " + from + " to " + to + ": " + reason + " (" + detail + ")";
+}
+
 int Listen(const std::string& config_path, int count, const std::string& out_dir) {
   AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
@@ -297,11 +325,15 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
     if (count > 0 && ++received >= count) g_stop = true;
     return Status::Ok();
   };
-  // Notices about this agency's own messages (delivered / expired) go to
-  // stderr, one JSON line each, so that stdout holds only messages.
+  // Notices about this agency's own messages (delivered / expired /
+  // overdue) and overdue reminders go to stderr, one JSON line each (an
+  // overdue one after a line in words), so that stdout holds only messages.
   wire::JsonCodec receipt_codec(wire::JsonCodec::Root::kReceipt);
   auto print_notices = [&] {
     while (auto notice = (*agent)->TakeNotice()) {
+      if (const std::string overdue = OverdueText(*notice->get()); !overdue.empty()) {
+        std::cerr << "overdue: " << overdue << std::endl;
+      }
       if (auto text = receipt_codec.ToJson(notice->bytes(), false); text.ok()) {
         std::cerr << "notice: " << *text << std::endl;
       }

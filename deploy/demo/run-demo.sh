@@ -23,6 +23,11 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 rm -rf "$WORK"
 mkdir -p "$WORK"/{keys,policies,agents,inbox,logs}
 cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/policies/"
+# Response deadlines of seconds instead of hours (docs/policies.md section 3),
+# so that the demo shows an unanswered green referral escalated; the exit
+# programme names the county coordinator as its escalation contact.
+printf 'response_deadlines:\n  green: 4s\n' >> "$WORK/policies/vocabulary.yaml"
+printf '\nescalation:\n  agency: coordinator-mombasa\n' >> "$WORK/policies/agencies/exit-mombasa.yaml"
 
 say "Keys: one CURVE key pair for the broker and for each agency (never committed)"
 "$BIN/liaison" keygen --out "$WORK/keys" --name broker >/dev/null
@@ -126,6 +131,26 @@ send 2 exit-mombasa "$WORK/bad.json" youth-welfare-mombasa
 sleep 0.5
 say "What each agency received"
 python3 "$ROOT/deploy/demo/show.py" inbox "$WORK/inbox"
+
+say "Response deadlines: the green referral to youth welfare was not answered within 4 s (the demo's override)"
+for _ in $(seq 100); do
+  waiting=0
+  for id in exit-mombasa youth-welfare-mombasa coordinator-mombasa; do
+    grep -q '^overdue: ' "$WORK/logs/$id.log" 2>/dev/null || waiting=1
+  done
+  [ "$waiting" = 0 ] && break
+  sleep 0.1
+done
+shown=0
+for id in exit-mombasa youth-welfare-mombasa coordinator-mombasa; do
+  line="$(grep -m1 '^overdue: ' "$WORK/logs/$id.log" 2>/dev/null || true)"
+  [ -n "$line" ] && shown=$((shown + 1))
+  echo "  $id: ${line:-(no overdue notice)}"
+done
+if [ "$shown" != 3 ]; then
+  echo "  UNEXPECTED: overdue notices for $shown of the 3 agencies"
+  failures=$((failures + 1))
+fi
 
 say "Broker log (events and names only, never message contents)"
 tail -n 12 "$WORK/logs/broker.log"

@@ -432,6 +432,71 @@ TYPED_TEST(StoreContractTest, NoticesWaitUntilSent) {
   EXPECT_EQ(1u, store->Notices("b", 10)->size());
 }
 
+// Response deadlines: clocks start with their batch, are due in deadline
+// order, fire once, stop when answered (before or after firing), survive
+// reopening, and go with the purge.
+TYPED_TEST(StoreContractTest, ClocksFireOnceStopWhenAnsweredAndSurviveReopening) {
+  auto clock = [](const std::string& id, const std::string& recipient, int64_t due) {
+    WriteBatch::ClockStart c;
+    c.clock = {"a", id, recipient, "pseud|CaseReferral", /*urgency=*/1, /*started_ms=*/1000, due};
+    c.purge_after_ms = 100000;
+    return c;
+  };
+  {
+    auto store = this->Open();
+    ASSERT_TRUE(store);
+    EXPECT_EQ(std::optional<int64_t>(), *store->OldestOpenClock());
+    WriteBatch batch;
+    batch.clocks_started = {clock("late", "b", 5000), clock("early", "b", 3000), clock("early", "c", 3000),
+                            clock("answered", "b", 4000)};
+    // Answered in the same batch it started in: never due.
+    batch.clocks_answered.push_back({"a", "answered", "b", 1500});
+    ASSERT_TRUE(store->Apply(batch).ok());
+    EXPECT_TRUE(store->DueClocks(2999, 10)->empty());
+    auto due = store->DueClocks(4500, 10);
+    ASSERT_TRUE(due.ok()) << due.status().ToString();
+    ASSERT_EQ(2u, due->size());
+    EXPECT_EQ("early", (*due)[0].message_id);
+    EXPECT_EQ("b", (*due)[0].recipient);
+    EXPECT_EQ("c", (*due)[1].recipient);
+    EXPECT_EQ("pseud|CaseReferral", (*due)[0].label);
+    EXPECT_EQ(1, (*due)[0].urgency);
+    EXPECT_EQ(1000, (*due)[0].started_ms);
+    EXPECT_EQ(3000, (*due)[0].due_ms);
+    EXPECT_EQ(1u, store->DueClocks(4500, 1)->size());
+    // Fired once: a second firing of the same clock changes nothing, and it
+    // is no longer due; answered later, it is no longer open.
+    WriteBatch fire;
+    fire.clocks_fired = {{"a", "early", "b", 4500}, {"a", "early", "c", 4500}};
+    ASSERT_TRUE(store->Apply(fire).ok());
+    ASSERT_TRUE(store->Apply(fire).ok());
+    EXPECT_TRUE(store->DueClocks(4500, 10)->empty());
+    EXPECT_EQ(std::optional<int64_t>(1000), *store->OldestOpenClock());
+    WriteBatch late_answer;
+    late_answer.clocks_answered.push_back({"a", "early", "b", 6000});
+    // A response to no clock (never a referral, or a denied one) is no error.
+    late_answer.clocks_answered.push_back({"a", "nothing", "b", 6000});
+    ASSERT_TRUE(store->Apply(late_answer).ok());
+  }
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  auto due = store->DueClocks(10000, 10);
+  ASSERT_TRUE(due.ok());
+  ASSERT_EQ(1u, due->size());
+  EXPECT_EQ("late", (*due)[0].message_id);
+  // An answered clock does not fire, even when asked to.
+  WriteBatch fire;
+  fire.clocks_fired = {{"a", "answered", "b", 10000}};
+  ASSERT_TRUE(store->Apply(fire).ok());
+  EXPECT_EQ(1u, store->DueClocks(10000, 10)->size());
+  EXPECT_EQ(std::optional<int64_t>(1000), *store->OldestOpenClock());  // "late" and c's "early"
+  WriteBatch purge;
+  purge.purge_before_ms = 100000;
+  ASSERT_TRUE(store->Apply(purge).ok());
+  EXPECT_TRUE(store->DueClocks(200000, 10)->empty());
+  EXPECT_EQ(std::optional<int64_t>(), *store->OldestOpenClock());
+}
+
 TYPED_TEST(StoreContractTest, SetAsideCopiesAreListedRequeuedAndPurged) {
   auto store = this->Open();
   ASSERT_TRUE(store);
@@ -853,7 +918,7 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
     ASSERT_TRUE((*store)->Apply(batch).ok());
   }
   // Back to what version 1 had.
-  Sql(*url, "DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
+  Sql(*url, "DROP TABLE clocks; DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
             "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
   EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
   // Opened with a case-key ring, as the broker does: the copy sealed under
@@ -875,6 +940,14 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
       << "version 4's table is there";
   EXPECT_EQ("1", Sql(*url, "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'case_keys'"))
       << "version 5's table is there";
+  // Version 6's clocks table is there and takes clocks.
+  WriteBatch clocks;
+  WriteBatch::ClockStart c;
+  c.clock = {"a", "m1", "b", "label", 1, 1000, 2000};
+  c.purge_after_ms = 9000;
+  clocks.clocks_started.push_back(c);
+  ASSERT_TRUE((*store)->Apply(clocks).ok());
+  EXPECT_EQ(1u, (*store)->DueClocks(2000, 10)->size());
 }
 
 // One holder at a time; another takes over only once the lease expired

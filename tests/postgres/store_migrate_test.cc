@@ -102,6 +102,7 @@ TEST_F(StoreMigrateTest, ASqliteStoreMovesToPostgresqlAndTheBrokerGoesOnFromIt) 
 
   ASSERT_EQ(0, broker.Stop());
 
+  int64_t case_keys = 0;
   // m3's sealed copy is damaged on disk: the broker sets it aside (kept,
   // undelivered) when it next reads the queue.
   {
@@ -115,8 +116,26 @@ TEST_F(StoreMigrateTest, ASqliteStoreMovesToPostgresqlAndTheBrokerGoesOnFromIt) 
     EXPECT_EQ(SQLITE_OK, rc) << (error ? error : "");
     EXPECT_EQ(1, sqlite3_changes(db));
     sqlite3_free(error);
+    error = nullptr;
+    // A response clock that fired and waits for its answer (no referral
+    // here starts one: the row is the store's as a referral would leave
+    // it), so that the copy carries one set and one NULL time.
+    EXPECT_EQ(SQLITE_OK, sqlite3_exec(db,
+                                      "INSERT INTO clocks (sender, message_id, recipient, label, urgency, started_ms, "
+                                      "due_ms, purge_after_ms, fired_ms, answered_ms) VALUES ('exit-a', 'r1', "
+                                      "'youth-b', 'label-r1', 1, 1000, 2000, 9000000000000, 2500, NULL)",
+                                      nullptr, nullptr, &error))
+        << (error ? error : "");
+    sqlite3_free(error);
+    // The cases' keys go with their copies (each CaseUpdate's case has one).
+    sqlite3_stmt* count = nullptr;
+    ASSERT_EQ(SQLITE_OK, sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM case_keys", -1, &count, nullptr));
+    ASSERT_EQ(SQLITE_ROW, sqlite3_step(count));
+    case_keys = sqlite3_column_int64(count, 0);
+    sqlite3_finalize(count);
     ASSERT_EQ(SQLITE_OK, sqlite3_close(db));
   }
+  EXPECT_LT(0, case_keys);
   ASSERT_TRUE(broker.Start(broker.endpoint()).ok()) << broker.log();
   auto url = cluster_->CreateDatabase("migrate_" + std::to_string(::getpid()));
   ASSERT_TRUE(url.ok()) << url.status().ToString();
@@ -157,6 +176,12 @@ TEST_F(StoreMigrateTest, ASqliteStoreMovesToPostgresqlAndTheBrokerGoesOnFromIt) 
   EXPECT_EQ(1, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM messages WHERE state = 5"));
   EXPECT_EQ(3, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM notices"));
   EXPECT_EQ(1, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM ledger_position"));
+  EXPECT_EQ(case_keys, CountRows(*url, cluster_->password(), "SELECT COUNT(*) FROM case_keys"));
+  EXPECT_NE(std::string::npos, out.find("case_keys " + std::to_string(case_keys) + ", clocks 1")) << out;
+  EXPECT_EQ(1, CountRows(*url, cluster_->password(),
+                         "SELECT COUNT(*) FROM clocks WHERE sender = 'exit-a' AND message_id = 'r1' AND recipient = "
+                         "'youth-b' AND label = 'label-r1' AND urgency = 1 AND started_ms = 1000 AND due_ms = 2000 "
+                         "AND purge_after_ms = 9000000000000 AND fired_ms = 2500 AND answered_ms IS NULL"));
 
   // Not a second time over the copy.
   EXPECT_EQ(1, RunCommand(migrate, &out, &err)) << out << err;

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "testing/fixtures.h"
 
 namespace liaison::broker {
@@ -79,6 +81,37 @@ TEST(AgencyDirectoryTest, MissingFolderOrVocabulary) {
   auto d = AgencyDirectory::Load(dir.path().string());
   ASSERT_FALSE(d.ok());
   EXPECT_NE(std::string::npos, d.status().message().find("agencies"));
+}
+
+TEST(AgencyDirectoryTest, AnEscalationContactMustBeARegisteredAgency) {
+  TempDir dir;
+  auto coordinator = MakeAgency("coordinator", "exit-programme", "mombasa");
+  auto sender = MakeAgency("sender", "exit-programme", "mombasa");
+  sender.rules = "escalation:\n  agency: coordinator\n";
+  auto typo = MakeAgency("typo", "exit-programme", "mombasa");
+  typo.rules = "escalation:\n  agency: coordinater\n";
+  testing::WritePolicies(dir.path().string(), {coordinator, sender, typo});
+  auto d = AgencyDirectory::Load(dir.path().string());
+  ASSERT_FALSE(d.ok());
+  const std::string text = d.status().message();
+  // Where (file:line:col), what, and the likely meant id.
+  EXPECT_NE(std::string::npos, text.find("typo.yaml:7:")) << text;
+  EXPECT_NE(std::string::npos, text.find("'escalation.agency': unknown agency 'coordinater'")) << text;
+  EXPECT_NE(std::string::npos, text.find("did you mean 'coordinator'")) << text;
+  EXPECT_EQ(std::string::npos, text.find("sender.yaml")) << text;
+
+  testing::WritePolicies(dir.path().string(), {coordinator, sender});
+  std::filesystem::remove(dir.file("agencies/typo.yaml"));
+  d = AgencyDirectory::Load(dir.path().string());
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ("coordinator", (*d)->Find("sender")->escalation_agency);
+  EXPECT_EQ("", (*d)->Find("coordinator")->escalation_agency);
+
+  WriteText(dir.file("agencies/sender.yaml"), "id: sender\nname: S\nkind: exit-programme\nregion: mombasa\n"
+                                              "escalation: coordinator\n");
+  d = AgencyDirectory::Load(dir.path().string());
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(std::string::npos, d.status().message().find("sender.yaml:5:")) << d.status().message();
 }
 
 }  // namespace

@@ -467,7 +467,29 @@ TEST(RecordJsonTest, IsWhatTheFlatBuffersPrinterWrites) {
     r.rules = {"\"", "\\", "\xc3\xa9"};
     records.push_back(r);
   }
-  for (int d = 0; d <= static_cast<int>(ledger::Decision::requeued); ++d) {
+  {
+    // Response deadlines: an overdue record (its lateness and deadline at
+    // the ends of their range) and a response naming its referral.
+    ledger::LedgerRecordT r;
+    r.seq = 23;
+    r.decision = ledger::Decision::overdue;
+    r.message_id = "01M884KGW8W14ZCA2CA0W0YHZ9";
+    r.sender = "exit-mombasa";
+    r.recipient = "youth-welfare-mombasa";
+    r.urgency = "red";
+    r.agency = "county-coordinator";
+    r.late_seconds = 18446744073709551615ull;
+    r.deadline_seconds = 14400;
+    records.push_back(r);
+    ledger::LedgerRecordT response;
+    response.seq = 24;
+    response.type = "ReferralResponse";
+    response.response = "accepted";
+    response.in_reply_to = ReferralLink("exit-mombasa", "01M884KGW8W14ZCA2CA0W0YHZ9");
+    response.late_seconds = 1;
+    records.push_back(response);
+  }
+  for (int d = 0; d <= static_cast<int>(ledger::Decision::MAX); ++d) {  // every decision there is
     ledger::LedgerRecordT r;
     r.seq = static_cast<uint64_t>(d) * 1000003;
     r.decision = static_cast<ledger::Decision>(d);

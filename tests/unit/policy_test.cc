@@ -2,6 +2,7 @@
 // resolution, the combination of both sides, and every action.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "explain/explain.h"
@@ -558,6 +559,46 @@ TEST(ExamplePoliciesTest, ShippedPoliciesLoad) {
   std::vector<std::string> warnings;
   auto set = PolicySet::Load(std::string(LIAISON_SOURCE_DIR) + "/policies", kSecret, &warnings);
   ASSERT_TRUE(set.ok()) << set.status().ToString();
+}
+
+TEST(ResponseDeadlinesTest, DefaultsOverridesAndErrorsWithTheirLine) {
+  TempDir dir;
+  auto a = MakeAgency("a", "exit-programme", "mombasa");
+  testing::WritePolicies(dir.path().string(), {a});
+  const std::string vocabulary = testing::ReadText(dir.file("vocabulary.yaml"));
+  auto set = PolicySet::Load(dir.path().string(), "secret");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(kDefaultResponseDeadlines, (*set)->vocabulary().response_deadlines);
+  EXPECT_EQ(4 * kHourMs, (*set)->vocabulary().response_deadlines[static_cast<size_t>(wire::Urgency::red)]);
+
+  testing::WriteText(dir.file("vocabulary.yaml"), vocabulary + "response_deadlines:\n  red: 90m\n  green: 5d\n");
+  set = PolicySet::Load(dir.path().string(), "secret");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  const ResponseDeadlines& d = (*set)->vocabulary().response_deadlines;
+  EXPECT_EQ(90 * 60 * 1000, d[static_cast<size_t>(wire::Urgency::red)]);
+  EXPECT_EQ(24 * kHourMs, d[static_cast<size_t>(wire::Urgency::amber)]);  // left out: the default
+  EXPECT_EQ(5 * 24 * kHourMs, d[static_cast<size_t>(wire::Urgency::green)]);
+  EXPECT_EQ(0, d[static_cast<size_t>(wire::Urgency::unspecified)]);
+
+  const int line = static_cast<int>(std::count(vocabulary.begin(), vocabulary.end(), '\n')) + 2;
+  testing::WriteText(dir.file("vocabulary.yaml"),
+                     vocabulary + "response_deadlines:\n  red: 4 hours\n  purple: 1h\n  amber: 0h\n");
+  set = PolicySet::Load(dir.path().string(), "secret");
+  ASSERT_FALSE(set.ok());
+  const std::string text = set.status().message();
+  EXPECT_NE(std::string::npos, text.find("vocabulary.yaml:" + std::to_string(line) + ":")) << text;
+  EXPECT_NE(std::string::npos, text.find("'response_deadlines.red': not a duration")) << text;
+  EXPECT_NE(std::string::npos, text.find("'response_deadlines.amber': not a duration")) << text;
+  EXPECT_NE(std::string::npos, text.find("purple")) << text;
+}
+
+TEST(ResponseDeadlinesTest, ParseDeadline) {
+  EXPECT_EQ(30000, ParseDeadline("30s"));
+  EXPECT_EQ(2 * kHourMs, ParseDeadline("2h"));
+  EXPECT_EQ(365 * 24 * kHourMs, ParseDeadline("365d"));
+  for (const char* bad : {"", "h", "0h", "-1h", "1.5h", "4 h", "4H", "366d", "99999999999999999999s"}) {
+    EXPECT_EQ(std::nullopt, ParseDeadline(bad)) << bad;
+  }
 }
 
 }  // namespace

@@ -16,6 +16,56 @@
 namespace liaison::audit {
 namespace {
 
+TEST(ReportTest, TimesResponsesAgainstTheirDeadlinesAndSuppressesWhatWouldSingleOutAFewCases) {
+  testing::TempDir dir;
+  ASSERT_TRUE(WriteSigningKey(dir.path().string(), "k").ok());
+  const std::string path = dir.file("ledger.log");
+  {
+    auto ledger = Ledger::Open(path, *LoadSigningKey(dir.file("k.key")), DeriveCaseKey("s"), 1000);
+    ASSERT_TRUE(ledger.ok());
+    auto add = [&](ledger::Decision d, const std::string& type, const std::string& id, bool from_exit,
+                   const std::string& in_reply_to = "") {
+      Entry e;
+      e.decision = d;
+      e.type = type;
+      e.message_id = id;
+      e.sender = from_exit ? "exit-1" : "youth-1";
+      e.recipient = from_exit ? "youth-1" : "exit-1";
+      e.sender_kind = from_exit ? "exit-programme" : "youth-welfare";
+      e.recipient_kind = from_exit ? "youth-welfare" : "exit-programme";
+      e.urgency = type == "CaseReferral" ? "amber" : "unspecified";
+      if (!in_reply_to.empty()) e.in_reply_to = ReferralLink("exit-1", in_reply_to);
+      (*ledger)->Add(e);
+    };
+    // 15 referrals: 7 answered in time, 3 answered after their clock
+    // fired, 5 never answered (their clocks fired).
+    for (int i = 0; i < 15; ++i) add(ledger::Decision::released, "CaseReferral", "r" + std::to_string(i), true);
+    for (int i = 7; i < 15; ++i) add(ledger::Decision::overdue, "CaseReferral", "r" + std::to_string(i), true);
+    for (int i = 0; i < 10; ++i) {
+      add(ledger::Decision::released, "ReferralResponse", "resp" + std::to_string(i), false, "r" + std::to_string(i));
+    }
+    // A second response to an answered referral, and one to no referral of
+    // this sender: neither counts.
+    add(ledger::Decision::released, "ReferralResponse", "again", false, "r0");
+    add(ledger::Decision::released, "ReferralResponse", "stray", false, "unknown");
+    ASSERT_TRUE((*ledger)->Flush(true).ok());
+  }
+  auto r = BuildReport(path, "2000-01-01", "2100-01-01");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const Report::Responses& d = r->responses[{"amber", "youth-welfare"}];
+  EXPECT_EQ(10u, d.answered);
+  EXPECT_EQ(7u, d.within);
+  EXPECT_EQ(8u, d.overdue);
+  EXPECT_EQ(10u, d.response_ms.size());
+  const std::string md = ToMarkdown(*r);
+  // 3 answered late is below 5: answered (10) and within (7) are not both
+  // printed, so that 10 - 7 cannot be worked out.
+  EXPECT_EQ(std::string::npos, md.find("| amber | youth-welfare | 10 | 7 |")) << md;
+  EXPECT_NE(std::string::npos, md.find("| amber | youth-welfare | ")) << md;
+  EXPECT_NE(std::string::npos, md.find("| 8 |")) << md;
+  EXPECT_NE(std::string::npos, ToCsv(*r).find("response,amber/youth-welfare,overdue,8"));
+}
+
 TEST(ReportTest, CountsFlowsRatesDenialsAndSuppressesSmallCells) {
   testing::TempDir dir;
   ASSERT_TRUE(WriteSigningKey(dir.path().string(), "k").ok());

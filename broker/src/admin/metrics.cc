@@ -170,7 +170,19 @@ Metrics::Metrics()
                    .Register(*registry_)),
       reloads_ok_(reloads_.Add({{"result", "ok"}})),
       reloads_failed_(reloads_.Add({{"result", "failed"}})),
+      overdue_(prometheus::BuildCounter()
+                   .Name("liaison_overdue_total")
+                   .Help("Referrals not answered by their recipient within the urgency's response deadline.")
+                   .Register(*registry_)),
+      oldest_open_clock_(prometheus::BuildGauge()
+                             .Name("liaison_oldest_open_clock_age_seconds")
+                             .Help("Age of the oldest referral still waiting for its response (0: none).")
+                             .Register(*registry_)
+                             .Add({})),
       live_(std::make_unique<LiveValues>()) {
+  // Every urgency's series exists from the start: an alert on its rate has
+  // a zero to start from.
+  for (const char* urgency : {"red", "amber", "green"}) overdue_.Add({{"urgency", urgency}});
   // The common receipt codes exist from the start, so that a rate over them
   // has a zero to start from rather than a missing series.
   for (wire::Code code : {wire::Code::ok, wire::Code::unavailable}) {
@@ -203,6 +215,10 @@ void Metrics::Receipt(wire::Code code) {
 void Metrics::ReceiptLatency(std::chrono::microseconds latency) {
   receipt_latency_.Observe(static_cast<double>(latency.count()) / 1e6);
 }
+
+void Metrics::Overdue(const std::string& urgency) { overdue_.Add({{"urgency", urgency}}).Increment(); }
+
+void Metrics::SetOldestOpenClockAge(double seconds) { oldest_open_clock_.Set(seconds); }
 
 void Metrics::Reload(bool ok) { (ok ? reloads_ok_ : reloads_failed_).Increment(); }
 

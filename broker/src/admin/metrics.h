@@ -42,6 +42,11 @@ class Metrics {
   void ReceiptLatency(std::chrono::microseconds latency);
   void Reload(bool ok);
   void SetQueueDepths(const std::unordered_map<std::string, int64_t>& depths);
+  // Response deadlines: a clock fired (liaison_overdue_total{urgency}), and
+  // the age of the oldest referral still waiting for its response
+  // (liaison_oldest_open_clock_age_seconds; 0 when none waits).
+  void Overdue(const std::string& urgency);
+  void SetOldestOpenClockAge(double seconds);
   void SetReady(bool ready, const std::string& why);
   // Agencies with at least one live connection (for liaison status).
   void SetConnectedAgencies(std::vector<std::string> agencies);
@@ -126,6 +131,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& reloads_;
   prometheus::Counter& reloads_ok_;
   prometheus::Counter& reloads_failed_;
+  prometheus::Family<prometheus::Counter>& overdue_;
+  prometheus::Gauge& oldest_open_clock_;
   std::unique_ptr<LiveValues> live_;
 
   mutable std::mutex mu_;

@@ -133,6 +133,15 @@ std::array<uint8_t, 32> DeriveCaseKey(std::string_view pseudonym_secret) {
   return DeriveKey(pseudonym_secret, "", "liaison ledger case v1");
 }
 
+std::string ReferralLink(std::string_view referral_sender, std::string_view referral_id) {
+  std::string text(referral_sender);
+  text.push_back('\0');
+  text.append(referral_id);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(text.data()), text.size(), digest);
+  return HexEncode(digest, 16);
+}
+
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
                           std::string_view case_ref) {
   if (case_ref.empty()) return "";
@@ -384,6 +393,10 @@ std::string RecordJson(const ledger::LedgerRecordT& r) {
   j.String("file_hash", r.file_hash);
   j.String("signer", r.signer);
   j.String("previous_signer", r.previous_signer);
+  j.String("in_reply_to", r.in_reply_to);
+  // Scalars: printed even at their default (0), as seq is.
+  j.Number("late_seconds", r.late_seconds);
+  j.Number("deadline_seconds", r.deadline_seconds);
   j.Close();
   return out;
 }
@@ -457,6 +470,9 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool c
     r.file_hash = std::move(e.file_hash);
     r.signer = std::move(e.signer);
     r.previous_signer = std::move(e.previous_signer);
+    r.in_reply_to = std::move(e.in_reply_to);
+    r.late_seconds = e.late_seconds;
+    r.deadline_seconds = e.deadline_seconds;
     std::string line = Line(r, now);  // advances seq_
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;

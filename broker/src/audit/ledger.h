@@ -55,6 +55,12 @@ std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view s
 std::string RecordJson(const ledger::LedgerRecordT& record);
 
 // One decision, before it is numbered and chained.
+// What a released ReferralResponse's record holds as `in_reply_to`: the
+// first 16 bytes of SHA-256 over "<referral sender>\0<referral id>", in hex,
+// never the text the response carried (a payload field). The report finds
+// the referral by computing the same from the referral's record.
+std::string ReferralLink(std::string_view referral_sender, std::string_view referral_id);
+
 struct Entry {
   ledger::Decision decision = ledger::Decision::released;
   std::string message_id, case_ref, sender, recipient, type, purpose, legal_basis, handling;
@@ -64,6 +70,10 @@ struct Entry {
   std::string case_pseudonym;  // used when case_ref is empty (events after admission)
   // Policy events (policy_live, policy_refused, dpo_key_pinned, dpo_key_rotated).
   std::string agency, file, file_hash, signer, previous_signer;
+  // Response deadlines: a ReferralResponse's referral; an overdue clock's
+  // lateness and deadline.
+  std::string in_reply_to;
+  uint64_t late_seconds = 0, deadline_seconds = 0;
 };
 
 // (seq, the record's line without its newline): what a batch commits to

@@ -168,7 +168,32 @@ ReportCells CellsOf(const Report& r) {
   for (const auto& [reason, n] : r.denials_by_reason) denials.push_back({c.Add("denials/" + reason, n), +1});
   c.table.sums.push_back(std::move(denials));
   for (const auto& [agency, n] : r.break_glass_by_sender) c.Add("break_glass/" + agency, n);
+  for (const auto& [k, d] : r.responses) {
+    const std::string name = "response/" + k.first + "/" + k.second;
+    const size_t answered = c.Add(name + "/answered", d.answered);
+    const size_t within = c.Add(name + "/within", d.within);
+    const size_t late = c.Add(name + "/late", d.answered - d.within, /*hidden=*/true);
+    c.table.sums.push_back({{answered, +1}, {within, -1}, {late, -1}});
+    c.Add(name + "/overdue", d.overdue);
+  }
   return c;
+}
+
+// The median time to response as "3.5 h", or "-" unless the count of
+// answered referrals it summarises is printed (a small group's median
+// would describe a few cases).
+std::string MedianHours(const std::set<std::string>& withheld, const std::string& answered_cell,
+                        const Report::Responses& d) {
+  if (d.response_ms.empty() || d.answered < kMinCount || withheld.count(answered_cell)) return "-";
+  std::vector<int64_t> ms = d.response_ms;
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  const double median = n % 2 ? ms[n / 2] : (ms[n / 2 - 1] + ms[n / 2]) / 2.0;
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(1);
+  out << median / 3600000.0 << " h";
+  return out.str();
 }
 
 // A count as printed: the number, "<5", or "x" when withheld to protect a "<5".
@@ -320,10 +345,48 @@ StatusOr<Report> BuildReport(const std::string& ledger_path, const std::string& 
   r.until = until;
   // Release time and urgency per (message, recipient), to time the delivery.
   std::unordered_map<std::string, std::pair<int64_t, std::string>> released_at;
+  // Referrals released before the period's end, by (sender, id, recipient),
+  // to time their responses: a referral of last month may be answered in
+  // this one.
+  struct Referral {
+    int64_t released_ms = 0;
+    std::string urgency;
+    bool fired = false, answered = false;
+  };
+  std::unordered_map<std::string, Referral> referrals;
+  // By ReferralLink(sender, id) and recipient, as responses name them.
+  auto referral_key = [](std::string_view sender, std::string_view id, std::string_view recipient) {
+    return ReferralLink(sender, id) + '\0' + std::string(recipient);
+  };
   for (const auto& bytes : *records) {
     const auto* rec = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
     const std::string time = Str(rec->time());
-    if (time < from || time >= until) continue;
+    if (time >= until) continue;
+    const bool in_period = time >= from;
+    if (rec->decision() == ledger::Decision::released && Str(rec->type()) == "CaseReferral") {
+      if (auto ms = wire::ParseRfc3339Millis(time)) {
+        referrals[referral_key(Str(rec->sender()), Str(rec->message_id()), Str(rec->recipient()))] = {
+            *ms, Str(rec->urgency())};
+      }
+    } else if (rec->decision() == ledger::Decision::overdue) {
+      auto it = referrals.find(referral_key(Str(rec->sender()), Str(rec->message_id()), Str(rec->recipient())));
+      if (it != referrals.end()) it->second.fired = true;
+      if (in_period) ++r.responses[{Str(rec->urgency()), Str(rec->recipient_kind())}].overdue;
+    } else if (rec->decision() == ledger::Decision::released && Str(rec->type()) == "ReferralResponse") {
+      // The response goes from the referral's recipient to its sender.
+      auto it = referrals.find(Str(rec->in_reply_to()) + '\0' + Str(rec->sender()));
+      auto ms = wire::ParseRfc3339Millis(time);
+      if (it != referrals.end() && !it->second.answered && ms) {
+        it->second.answered = true;
+        if (in_period) {
+          auto& d = r.responses[{it->second.urgency, Str(rec->sender_kind())}];
+          ++d.answered;
+          if (!it->second.fired) ++d.within;
+          d.response_ms.push_back(std::max<int64_t>(0, *ms - it->second.released_ms));
+        }
+      }
+    }
+    if (!in_period) continue;
     const std::string key = Str(rec->message_id()) + '\0' + Str(rec->recipient());
     const std::string type = Str(rec->type());
     switch (rec->decision()) {
@@ -409,6 +472,21 @@ std::string ToMarkdown(const Report& r) {
                 : "-")
         << " |\n";
   }
+  out << "\n## Time to response against the response deadline, by urgency and responding kind\n\n"
+      << "Answered: referrals whose recipient sent its ReferralResponse in the period; within: before "
+         "the deadline passed; overdue: deadlines that passed in the period without a response.\n\n"
+      << "| urgency | kind | answered | within deadline | share | median time to response | overdue |\n"
+      << "|---|---|---|---|---|---|---|\n";
+  for (const auto& [k, d] : r.responses) {
+    const std::string name = "response/" + k.first + "/" + k.second;
+    out << "| " << k.first << " | " << k.second << " | " << Shown(x, name + "/answered", d.answered) << " | "
+        << Shown(x, name + "/within", d.within) << " | "
+        << (Printed(x, name + "/answered", d.answered) && Printed(x, name + "/within", d.within)
+                ? std::to_string(100 * d.within / d.answered) + "%"
+                : "-")
+        << " | " << MedianHours(x, name + "/answered", d) << " | " << Shown(x, name + "/overdue", d.overdue)
+        << " |\n";
+  }
   out << "\n## Denials by reason\n\n| reason | denials |\n|---|---|\n";
   for (const auto& [reason, n] : r.denials_by_reason) {
     out << "| " << reason << " | " << Shown(x, "denials/" + reason, n) << " |\n";
@@ -443,6 +521,14 @@ std::string ToCsv(const Report& r) {
     out << "urgency," << u << ",delivered," << Shown(x, "urgency/" + u + "/delivered", d.delivered)
         << "\nurgency," << u << ",within_deadline," << Shown(x, "urgency/" + u + "/within", d.within)
         << "\n";
+  }
+  for (const auto& [k, d] : r.responses) {
+    const std::string name = "response/" + k.first + "/" + k.second;
+    const std::string key = "response," + k.first + "/" + k.second + ",";
+    out << key << "answered," << Shown(x, name + "/answered", d.answered) << "\n"
+        << key << "within_deadline," << Shown(x, name + "/within", d.within) << "\n"
+        << key << "median_time_to_response," << MedianHours(x, name + "/answered", d) << "\n"
+        << key << "overdue," << Shown(x, name + "/overdue", d.overdue) << "\n";
   }
   for (const auto& [reason, n] : r.denials_by_reason) {
     out << "denials," << reason << ",," << Shown(x, "denials/" + reason, n) << "\n";

@@ -27,6 +27,15 @@ struct Report {
     uint64_t delivered = 0, within = 0;
   };
   std::map<std::string, Deadline> by_urgency;           // red / amber / green
+  // Response deadlines, by (urgency, responding kind): referrals answered
+  // in the period (the first ReferralResponse of their recipient), of
+  // those the ones answered before their clock fired, the clocks that
+  // fired in the period (overdue records), and the times to response.
+  struct Responses {
+    uint64_t answered = 0, within = 0, overdue = 0;
+    std::vector<int64_t> response_ms;  // one per answered referral
+  };
+  std::map<std::pair<std::string, std::string>, Responses> responses;
   std::map<std::string, uint64_t> denials_by_reason;
   std::map<std::string, uint64_t> break_glass_by_sender;
   uint64_t released = 0, denied = 0, delivered = 0, expired = 0, erased = 0;

@@ -383,6 +383,18 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   if (const auto* response = peek->payload_as_ReferralResponse()) {
     base.response = wire::EnumNameResponseDecision(response->decision());
   }
+  // The referral this response answers (a payload field: it stops a clock,
+  // and reaches the ledger only as ReferralLink).
+  const auto* response = peek->payload_as_ReferralResponse();
+  const std::string answers = response && response->in_reply_to() ? response->in_reply_to()->str() : "";
+  // Response deadlines: a referral starts a clock for each recipient it is
+  // stored for; a response stored for the referral's sender stops the
+  // clock of its own copy of that referral (the responder's).
+  const size_t urgency = static_cast<size_t>(peek->urgency());
+  const int64_t deadline_ms =
+      peek->payload_type() == wire::Payload::CaseReferral && urgency < policy::ResponseDeadlines().size()
+          ? policies.vocabulary().response_deadlines[urgency]
+          : 0;
   auto with_recipient = [&](audit::Entry entry, const std::string& recipient) {
     entry.recipient = recipient;
     if (const Agency* a = policies.directory().Find(recipient)) {
@@ -443,12 +455,19 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
                      config_.store.max_queue_per_recipient);
       }
       stats_.stored++;
+      if (deadline_ms > 0) {
+        forming_.clocks_started.push_back({{sender.id, admission.message_id, d.recipient->id, label,
+                                            static_cast<int32_t>(urgency), now, now + deadline_ms},
+                                           purge_after});
+      }
+      if (!answers.empty()) forming_.clocks_answered.push_back({d.recipient->id, answers, sender.id, now});
       d.outcome.code = wire::Code::stored;
       touched_.insert(d.recipient->id);
       // The disclosure is recorded before anything leaves: if the ledger
       // cannot be written, the batch is rolled back and nothing is sent.
       audit::Entry entry = with_recipient(base, d.recipient->id);
       entry.decision = ledger::Decision::released;
+      if (!answers.empty()) entry.in_reply_to = audit::ReferralLink(d.recipient->id, answers);
       entry.rules = d.outcome.rules;
       for (const std::string* f : d.outcome.released) entry.released.push_back(*f);
       for (const std::string* f : d.outcome.transformed) entry.transformed.push_back(*f);
@@ -790,6 +809,85 @@ void Pipeline::FlushNotices(const std::string& agency) {
 }
 
 
+void Pipeline::FireClocks(int64_t now) {
+  // At most this many a second: after a long outage the rest follow in the
+  // next ticks, without one huge batch.
+  constexpr int kClocksPerTick = 256;
+  // Like expiry, a barrier only when something is due: a response still in
+  // a batch would otherwise race the firing of its clock. After the drain
+  // the store holds every response decided so far, and a clock whose
+  // firing is being committed is read again only after that commit, so no
+  // clock fires twice.
+  auto due = reader_->DueClocks(now, kClocksPerTick);
+  if (due.ok() && !due->empty()) {
+    Drain();
+    due = reader_->DueClocks(now, kClocksPerTick);
+  }
+  if (!due.ok()) {
+    spdlog::error("event=store_failed error=\"{}\"", due.status().message());
+  } else {
+    const auto set = policies();
+    for (const store::Clock& clock : *due) FireClock(*set, clock, now);
+  }
+  if (auto oldest = reader_->OldestOpenClock(); !oldest.ok()) {
+    spdlog::error("event=store_failed error=\"{}\"", oldest.status().message());
+  } else {
+    metrics_->SetOldestOpenClockAge(*oldest ? std::max<int64_t>(0, now - **oldest) / 1000.0 : 0.0);
+  }
+}
+
+void Pipeline::FireClock(const policy::PolicySet& set, const store::Clock& clock, int64_t now) {
+  const std::string urgency = wire::EnumNameUrgency(static_cast<wire::Urgency>(clock.urgency));
+  const int64_t late_s = std::max<int64_t>(0, now - clock.due_ms) / 1000;
+  const int64_t deadline_s = std::max<int64_t>(0, clock.due_ms - clock.started_ms) / 1000;
+  const Agency* sender = set.directory().Find(clock.sender);
+  const Agency* recipient = set.directory().Find(clock.recipient);
+  // The escalation contact the sender's agency file names now (a DPO may
+  // have changed it since the referral); one that is the sender or the
+  // recipient already hears.
+  std::string escalation = sender ? sender->escalation_agency : "";
+  if (escalation == clock.sender || escalation == clock.recipient) escalation.clear();
+  audit::Entry entry = CopyEntry(ledger::Decision::overdue, clock.message_id, clock.label);
+  // Metadata only, the same for all three: no field of the referral.
+  const std::string detail = "urgency=" + urgency + " deadline_s=" + std::to_string(deadline_s) +
+                             " late_s=" + std::to_string(late_s) + " type=" + entry.type + " sender_kind=" +
+                             (sender ? sender->kind : "") + " recipient_kind=" + (recipient ? recipient->kind : "");
+  auto notify = [&](const std::string& agency, const std::string& message_id, const char* reason) {
+    auto notice = BuildReceipt(message_id, wire::Code::ok, detail, clock.sender,
+                               {{clock.recipient, wire::Code::overdue, reason}}, set.version());
+    forming_.notices.emplace_back(agency, std::vector<uint8_t>(notice.data(), notice.data() + notice.size()));
+    notice_for_.insert(agency);
+  };
+  // Fired and notified in one batch: both commit, or neither (and the next
+  // tick tries again).
+  forming_.clocks_fired.push_back({clock.sender, clock.message_id, clock.recipient, now});
+  notify(clock.sender, clock.message_id, "no-response-in-time");
+  notify(clock.recipient, clock.message_id, "response-reminder");
+  // The escalation contact never received the referral: not even its id.
+  if (!escalation.empty()) notify(escalation, "", "escalation");
+  entry.sender = clock.sender;
+  entry.recipient = clock.recipient;
+  if (sender) {
+    entry.sender_kind = sender->kind;
+    entry.sender_region = sender->region;
+  }
+  if (recipient) {
+    entry.recipient_kind = recipient->kind;
+    entry.recipient_region = recipient->region;
+  }
+  entry.urgency = urgency;
+  entry.reason = "no-response-in-time";
+  entry.agency = escalation;
+  entry.late_seconds = static_cast<uint64_t>(late_s);
+  entry.deadline_seconds = static_cast<uint64_t>(deadline_s);
+  entry.policy_version = set.version();
+  ledger_->Add(entry);
+  metrics_->Overdue(urgency);
+  spdlog::info("event=overdue agency={} recipient={} id={} urgency={} late_s={} escalated_to={}", clock.sender,
+               clock.recipient, wire::LoggableMessageId(clock.message_id), urgency, late_s,
+               escalation.empty() ? "-" : escalation);
+}
+
 void Pipeline::SyncLedger() {
   // The store holds the ledger's records until the file has them on disk;
   // the next commit forgets those (SubmitForming). The sync runs on the
@@ -849,6 +947,7 @@ void Pipeline::OnTimer() {
       ledger_->Add(entry);
     }
   }
+  FireClocks(now);
   if (++timer_ticks_ % 60 == 0) forming_.purge_before_ms = now;
   SyncLedger();
   // Unacked deliveries past the timeout go out again, in order.

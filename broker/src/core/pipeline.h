@@ -166,6 +166,11 @@ class Pipeline {
   // Sends queued messages to `recipient` while its window has room.
   void Pump(const std::string& recipient);
   void FlushNotices(const std::string& agency);
+  // Response deadlines past due: each fires once (notices to the sender,
+  // the recipient and the sender's escalation contact, a ledger record),
+  // in the next batch; and the oldest open clock's age for the metrics.
+  void FireClocks(int64_t now);
+  void FireClock(const policy::PolicySet& set, const store::Clock& clock, int64_t now);
   // Starts a background sync of the ledger file if none runs; learns what
   // the last one made durable.
   void SyncLedger();

@@ -46,6 +46,29 @@ std::vector<std::string> ReadSection(const YAML::Node& root, const char* name, Y
   return ids;
 }
 
+// vocabulary.yaml's optional response_deadlines: {red: 4h, amber: 24h,
+// green: 72h}; an urgency it leaves out keeps its default.
+void ReadResponseDeadlines(const YAML::Node& root, YamlReader& r, ResponseDeadlines* out) {
+  const YAML::Node node = root["response_deadlines"];
+  if (!node) return;
+  // An unknown key is reported, and the known ones are still checked.
+  r.ExpectMap(node, "response_deadlines", {"red", "amber", "green"});
+  if (!node.IsMap()) return;
+  const std::pair<const char*, size_t> urgencies[] = {{"red", 1}, {"amber", 2}, {"green", 3}};
+  for (const auto& [name, index] : urgencies) {
+    const YAML::Node value = node[name];
+    if (!value) continue;
+    const std::string path = std::string("response_deadlines.") + name;
+    const std::optional<int64_t> ms = value.IsScalar() ? ParseDeadline(value.Scalar()) : std::nullopt;
+    if (!ms) {
+      r.Error(value, path,
+              "not a duration; write a whole number and a unit: s, m, h or d (e.g. 4h, 90m; at most 365d)");
+      continue;
+    }
+    (*out)[index] = *ms;
+  }
+}
+
 std::string Hint(const std::string& value, const std::vector<std::string>& known) {
   std::string near = NearestName(value, known);
   return near.empty() ? "" : "; did you mean '" + near + "'?";
@@ -543,6 +566,25 @@ std::optional<Action> ParseAction(std::string_view text) {
   return std::nullopt;
 }
 
+std::optional<int64_t> ParseDeadline(std::string_view text) {
+  if (text.size() < 2) return std::nullopt;
+  int64_t unit_ms = 0;
+  switch (text.back()) {
+    case 's': unit_ms = 1000; break;
+    case 'm': unit_ms = 60 * 1000; break;
+    case 'h': unit_ms = kHourMs; break;
+    case 'd': unit_ms = 24 * kHourMs; break;
+    default: return std::nullopt;
+  }
+  const std::string_view digits = text.substr(0, text.size() - 1);
+  uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n);
+  if (ec != std::errc() || end != digits.data() + digits.size() || n == 0) return std::nullopt;
+  // A year bounds it, far below overflow: a longer "deadline" is a typo.
+  if (n > static_cast<uint64_t>(365 * 24 * kHourMs / unit_ms)) return std::nullopt;
+  return static_cast<int64_t>(n) * unit_ms;
+}
+
 int Vocabulary::IndexOf(const std::vector<std::string>& list, std::string_view value) {
   auto it = std::find(list.begin(), list.end(), value);
   return it == list.end() ? -1 : static_cast<int>(it - list.begin());
@@ -562,13 +604,15 @@ StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& di
   std::shared_ptr<PolicySet> set(new PolicySet());
   {
     YamlReader r(vocabulary_path);
-    r.ExpectMap(*vocabulary_doc, "", {"kinds", "regions", "purposes", "legal_bases", "handling_codes"});
+    r.ExpectMap(*vocabulary_doc, "",
+                {"kinds", "regions", "purposes", "legal_bases", "handling_codes", "response_deadlines"});
     Vocabulary& v = set->vocabulary_;
     v.kinds = ReadSection(*vocabulary_doc, "kinds", r);
     v.regions = ReadSection(*vocabulary_doc, "regions", r);
     v.purposes = ReadSection(*vocabulary_doc, "purposes", r);
     v.legal_bases = ReadSection(*vocabulary_doc, "legal_bases", r);
     v.handling_codes = ReadSection(*vocabulary_doc, "handling_codes", r);
+    ReadResponseDeadlines(*vocabulary_doc, r, &v.response_deadlines);
     // The directory already reported kinds/regions problems.
     for (const auto& e : r.errors()) {
       if (e.find("'kinds'") == std::string::npos && e.find("'regions'") == std::string::npos) {

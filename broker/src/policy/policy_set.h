@@ -107,8 +107,20 @@ struct AgencyPolicy {
   std::array<uint8_t, 32> pseudonym_key{};  // HKDF of the pseudonym key for this recipient
 };
 
+// How long a recipient has to answer a CaseReferral with a ReferralResponse,
+// by urgency (docs/policies.md, "Response deadlines"): the brief's 4 / 24 /
+// 72 hours unless vocabulary.yaml's response_deadlines overrides them.
+// Indexed by wire::Urgency; 0 (unspecified) starts no clock.
+inline constexpr int64_t kHourMs = 3600 * 1000;
+using ResponseDeadlines = std::array<int64_t, 4>;
+inline constexpr ResponseDeadlines kDefaultResponseDeadlines = {0, 4 * kHourMs, 24 * kHourMs, 72 * kHourMs};
+// "4h", "90m", "30s", "3d" -> milliseconds; nullopt if not such a duration
+// (a whole number from 1, then one unit letter).
+std::optional<int64_t> ParseDeadline(std::string_view text);
+
 struct Vocabulary {
   std::vector<std::string> kinds, regions, purposes, legal_bases, handling_codes;
+  ResponseDeadlines response_deadlines = kDefaultResponseDeadlines;
   // Index in the list, or -1.
   static int IndexOf(const std::vector<std::string>& list, std::string_view value);
 };

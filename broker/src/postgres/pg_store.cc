@@ -14,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "store/sealing.h"
 
@@ -99,6 +100,19 @@ CREATE TABLE case_keys (
   PRIMARY KEY (sender, case_hash));
 )sql";
 
+// Version 6: response deadlines, one clock per CaseReferral copy (see
+// store::Clock); the partial indexes are what the core's reads look up.
+constexpr const char* kSchemaV6 = R"sql(
+CREATE TABLE clocks (
+  sender TEXT NOT NULL, message_id TEXT NOT NULL, recipient TEXT NOT NULL, label TEXT NOT NULL,
+  urgency INTEGER NOT NULL, started_ms BIGINT NOT NULL, due_ms BIGINT NOT NULL,
+  purge_after_ms BIGINT NOT NULL, fired_ms BIGINT, answered_ms BIGINT,
+  PRIMARY KEY (sender, message_id, recipient));
+CREATE INDEX clocks_running ON clocks (due_ms) WHERE fired_ms IS NULL AND answered_ms IS NULL;
+CREATE INDEX clocks_open ON clocks (started_ms) WHERE answered_ms IS NULL;
+CREATE INDEX clocks_by_purge ON clocks (purge_after_ms);
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -111,7 +125,8 @@ enum Stmt {
   kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
-  kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStmtCount
+  kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
+  kDueClocks, kOldestClock, kStmtCount
 };
 
 struct StatementText {
@@ -172,7 +187,8 @@ constexpr StatementText kStatements[kStmtCount] = {
     // Acked, expired, erased and set-aside copies past retention; receipts too.
     {"l_purge",
      "WITH gone AS (DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= $1::bigint RETURNING seq), "
-     "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)) "
+     "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)), "
+     "c AS (DELETE FROM clocks WHERE purge_after_ms <= $1::bigint) "
      "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
     {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
     // The receipts of many (sender, id) keys at once, by the key's position.
@@ -264,6 +280,27 @@ constexpr StatementText kStatements[kStmtCount] = {
     {"l_unused_case_keys",
      "SELECT k.sender, k.case_hash FROM case_keys k WHERE NOT EXISTS (SELECT 1 FROM messages m "
      "WHERE m.sender = k.sender AND m.case_hash = k.case_hash AND (m.state = 0 OR m.purge_after_ms > $1::bigint))"},
+    // A batch's clocks, one statement each (as the copies). A clock already
+    // running for a copy keeps its start.
+    {"l_start_clocks",
+     "INSERT INTO clocks (sender, message_id, recipient, label, urgency, started_ms, due_ms, purge_after_ms) "
+     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], "
+     "$7::bigint[], $8::bigint[]) ON CONFLICT (sender, message_id, recipient) DO NOTHING"},
+    {"l_answer_clocks",
+     "UPDATE clocks c SET answered_ms = a.at_ms FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
+     "AS a(sender, message_id, recipient, at_ms) WHERE c.sender = a.sender AND c.message_id = a.message_id "
+     "AND c.recipient = a.recipient AND c.answered_ms IS NULL"},
+    // Fires once: neither fired nor answered before (in this batch too:
+    // the answers run first).
+    {"l_fire_clocks",
+     "UPDATE clocks c SET fired_ms = a.at_ms FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) "
+     "AS a(sender, message_id, recipient, at_ms) WHERE c.sender = a.sender AND c.message_id = a.message_id "
+     "AND c.recipient = a.recipient AND c.fired_ms IS NULL AND c.answered_ms IS NULL"},
+    {"l_due_clocks",
+     "SELECT sender, message_id, recipient, label, urgency, started_ms, due_ms FROM clocks "
+     "WHERE fired_ms IS NULL AND answered_ms IS NULL AND due_ms <= $1::bigint "
+     "ORDER BY due_ms, sender COLLATE \"C\", message_id COLLATE \"C\", recipient COLLATE \"C\" LIMIT $2::bigint"},
+    {"l_oldest_clock", "SELECT MIN(started_ms) FROM clocks WHERE answered_ms IS NULL"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -670,6 +707,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV5));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (5)"));
     }
+    if (version < 6) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV6));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (6)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -1006,6 +1047,39 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
     for (int64_t seq : *seqs) {
       calls->push_back({kChangeSetAside, Params().Int(seq).Int(state), "changing a set-aside message"});
     }
+  }
+  if (!batch.clocks_started.empty()) {
+    using A = Params::Array;
+    A sender(Params::kText), id(Params::kText), recipient(Params::kText), label(Params::kText),
+        urgency(Params::kInt8), started(Params::kInt8), due(Params::kInt8), purge(Params::kInt8);
+    for (const WriteBatch::ClockStart& c : batch.clocks_started) {
+      sender.Add(c.clock.sender);
+      id.Add(c.clock.message_id);
+      recipient.Add(c.clock.recipient);
+      label.Add(c.clock.label);
+      urgency.Add(c.clock.urgency);
+      started.Add(c.clock.started_ms);
+      due.Add(c.clock.due_ms);
+      purge.Add(c.purge_after_ms);
+    }
+    Params p;
+    for (A* a : {&sender, &id, &recipient, &label, &urgency, &started, &due, &purge}) p.Add(std::move(*a));
+    calls->push_back({kStartClocks, std::move(p), "starting response clocks"});
+  }
+  for (const auto& [stmt, ends, what] :
+       {std::tuple<Stmt, const std::vector<WriteBatch::ClockEnd>*, const char*>{
+            kAnswerClocks, &batch.clocks_answered, "stopping response clocks"},
+        {kFireClocks, &batch.clocks_fired, "firing response clocks"}}) {
+    if (ends->empty()) continue;
+    Params::Array sender(Params::kText), id(Params::kText), recipient(Params::kText), at(Params::kInt8);
+    for (const WriteBatch::ClockEnd& e : *ends) {
+      sender.Add(e.sender);
+      id.Add(e.message_id);
+      recipient.Add(e.recipient);
+      at.Add(e.at_ms);
+    }
+    calls->push_back(
+        {stmt, Params().Add(std::move(sender)).Add(std::move(id)).Add(std::move(recipient)).Add(std::move(at)), what});
   }
   for (const auto& [agency, receipt] : batch.notices) {
     calls->push_back({kAddNotice, Params().Text(agency).Bytes(receipt), "writing a notice"});
@@ -1424,6 +1498,32 @@ StatusOr<LedgerTail> PgStore::ReadLedgerTail() {
   return tail;
 }
 
+StatusOr<std::vector<Clock>> PgStore::DueClocks(int64_t now_ms, int limit) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kDueClocks, Params().Int(now_ms).Int(limit));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": finding response clocks past their deadline: " +
+                           ServerError(r.get(), conn_));
+  }
+  std::vector<Clock> out;
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    out.push_back({GetText(r.get(), row, 0), GetText(r.get(), row, 1), GetText(r.get(), row, 2),
+                   GetText(r.get(), row, 3), static_cast<int32_t>(GetInt(r.get(), row, 4)), GetInt(r.get(), row, 5),
+                   GetInt(r.get(), row, 6)});
+  }
+  return out;
+}
+
+StatusOr<std::optional<int64_t>> PgStore::OldestOpenClock() {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kOldestClock, Params());
+  if (!Succeeded(r) || PQntuples(r.get()) != 1) {
+    return Status::IoError("store " + where_ + ": reading the oldest response clock: " + ServerError(r.get(), conn_));
+  }
+  if (PQgetisnull(r.get(), 0, 0)) return std::optional<int64_t>();
+  return std::optional<int64_t>(GetInt(r.get(), 0, 0));
+}
+
 StatusOr<std::vector<QueueSummary>> PgStore::QueueSummaries() {
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
   Result r = Exec(conn_, kSummaries, Params());
@@ -1491,6 +1591,10 @@ constexpr StatementText kImportStatements[] = {
      "INSERT INTO case_keys (sender, case_hash, epoch, wrapped) VALUES ($1::text, $2::bytea, $3::bigint, $4::bytea)"},
     {"i_kek_meta",
      "INSERT INTO meta (name, value) VALUES ('case_kek_epoch', $1::bytea), ('case_kek_check', $2::bytea)"},
+    {"i_clock",
+     "INSERT INTO clocks (sender, message_id, recipient, label, urgency, started_ms, due_ms, purge_after_ms, fired_ms, "
+     "answered_ms) VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint, "
+     "$9::bigint, $10::bigint)"},
     // The next seq is last + 1 (is_called true), or 1 for an empty table.
     {"i_numbering",
      "SELECT setval(pg_get_serial_sequence('messages', 'seq'), GREATEST($1::bigint, 1), $1::bigint > 0), "
@@ -1500,7 +1604,7 @@ constexpr StatementText kImportStatements[] = {
 constexpr const char* kCountRows =
     "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM bodies), (SELECT COUNT(*) FROM receipts), "
     "(SELECT COUNT(*) FROM disclosures), (SELECT COUNT(*) FROM notices), (SELECT COUNT(*) FROM ledger_tail), "
-    "(SELECT COUNT(*) FROM ledger_position), (SELECT COUNT(*) FROM case_keys)";
+    "(SELECT COUNT(*) FROM ledger_position), (SELECT COUNT(*) FROM case_keys), (SELECT COUNT(*) FROM clocks)";
 
 }  // namespace
 
@@ -1589,6 +1693,14 @@ Status PgImport::Put(const Rows& rows) {
     LIAISON_RETURN_IF_ERROR(Exec("i_case_key", PgStore::Params().Text(k.sender).Bytes(k.case_hash).Int(k.epoch).Bytes(k.wrapped),
                                  "copying case keys"));
   }
+  for (const ClockRow& c : rows.clocks) {
+    PgStore::Params p;
+    p.Text(c.sender).Text(c.message_id).Text(c.recipient).Text(c.label).Int(c.urgency).Int(c.started_ms);
+    p.Int(c.due_ms).Int(c.purge_after_ms);
+    if (c.fired_ms) p.Int(*c.fired_ms); else p.Null();
+    if (c.answered_ms) p.Int(*c.answered_ms); else p.Null();
+    LIAISON_RETURN_IF_ERROR(Exec("i_clock", p, "copying a response clock"));
+  }
   return Status::Ok();
 }
 
@@ -1618,6 +1730,7 @@ StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
   for (int i = 0; i < 6; ++i) *fields[i] = std::atoll(PQgetvalue(counts.get(), 0, i));
   found.case_keys = std::atoll(PQgetvalue(counts.get(), 0, 7));
   const int64_t positions = std::atoll(PQgetvalue(counts.get(), 0, 6));
+  found.clocks = std::atoll(PQgetvalue(counts.get(), 0, 8));
   if (!(found == totals.counts) || positions != (totals.ledger_position ? 1 : 0)) {
     return Status::Internal("store " + where + ": the copy does not match the source (source: " +
                             totals.counts.ToString() + "; copy: " + found.ToString() + "); nothing was migrated");

@@ -19,7 +19,7 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kAgencyKeys = {"id",     "name",    "kind",   "region",
                                               "public_key", "previous_public_key",
                                               "previous_key_valid_until", "contact", "release", "accept",
-                                              "retention", "dpo"};
+                                              "retention", "dpo", "escalation"};
 
 struct Vocabulary {
   std::vector<std::string> kinds;
@@ -72,6 +72,8 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
 
   std::vector<Agency> agencies;
   std::map<std::string, std::string> key_owner;  // Z85 key -> agency id
+  // escalation.agency nodes, checked once every agency is known.
+  std::vector<std::pair<std::string, YAML::Node>> escalations;  // (file, node)
   for (const auto& file : files) {
     auto doc = LoadYamlFile(file.string());
     if (!doc.ok()) {
@@ -111,6 +113,13 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
         r.Error((*doc)["previous_key_valid_until"], "previous_key_valid_until",
                 "set only together with previous_public_key");
       }
+      if (const YAML::Node escalation = (*doc)["escalation"]; escalation) {
+        if (r.ExpectMap(escalation, "escalation", {"agency"}) &&
+            r.ReadString(escalation, "escalation", "agency", &a.escalation_agency, true) &&
+            !a.escalation_agency.empty()) {
+          escalations.emplace_back(file.string(), escalation["agency"]);
+        }
+      }
       CheckTerm(r, *doc, "kind", a.kind, vocabulary.kinds, "agency kind");
       CheckTerm(r, *doc, "region", a.region, vocabulary.regions, "region");
       if (!a.id.empty() && a.id != file.stem().string()) {
@@ -135,6 +144,21 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
     }
     errors.insert(errors.end(), r.errors().begin(), r.errors().end());
     if (r.ok()) agencies.push_back(std::move(a));
+  }
+  // An escalation contact must be a registered agency: a typo would
+  // otherwise send overdue referrals' notices nowhere.
+  std::vector<std::string> ids;
+  for (const Agency& a : agencies) ids.push_back(a.id);
+  for (const auto& [file, node] : escalations) {
+    const std::string id = node.Scalar();
+    if (std::find(ids.begin(), ids.end(), id) != ids.end()) continue;
+    YamlReader r(file);
+    const std::string hint = NearestName(id, ids);
+    r.Error(node, "escalation.agency",
+            "unknown agency '" + id + "' (no agencies/" + id + ".yaml)" +
+                (hint.empty() ? "" : "; did you mean '" + hint + "'?") +
+                "; name the agency that overdue referrals are escalated to");
+    errors.insert(errors.end(), r.errors().begin(), r.errors().end());
   }
   if (!errors.empty()) {
     std::string text;

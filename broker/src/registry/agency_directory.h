@@ -29,6 +29,9 @@ struct Agency {
   std::string previous_raw_key;
   int64_t previous_valid_until_ms = 0;
   std::string source;         // file it came from, for messages
+  // Who hears (metadata only) when a referral this agency sent is not
+  // answered in time: `escalation: {agency: <id>}`; empty if none.
+  std::string escalation_agency;
 };
 
 // True if `z85_key` may speak for `agency` at `now_ms`: its current key, or

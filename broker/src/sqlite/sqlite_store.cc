@@ -72,6 +72,16 @@ CREATE TABLE IF NOT EXISTS ledger_tail (seq INTEGER PRIMARY KEY, first_seq INTEG
 CREATE TABLE IF NOT EXISTS case_keys (
   sender TEXT NOT NULL, case_hash BLOB NOT NULL, epoch INTEGER NOT NULL, wrapped BLOB NOT NULL,
   PRIMARY KEY (sender, case_hash));
+-- Response deadlines: one clock per CaseReferral copy (added with them; a
+-- store of an older broker gains the table empty when this one opens it).
+CREATE TABLE IF NOT EXISTS clocks (
+  sender TEXT NOT NULL, message_id TEXT NOT NULL, recipient TEXT NOT NULL, label TEXT NOT NULL,
+  urgency INTEGER NOT NULL, started_ms INTEGER NOT NULL, due_ms INTEGER NOT NULL,
+  purge_after_ms INTEGER NOT NULL, fired_ms INTEGER, answered_ms INTEGER,
+  PRIMARY KEY (sender, message_id, recipient));
+CREATE INDEX IF NOT EXISTS clocks_running ON clocks (due_ms) WHERE fired_ms IS NULL AND answered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS clocks_open ON clocks (started_ms) WHERE answered_ms IS NULL;
+CREATE INDEX IF NOT EXISTS clocks_by_purge ON clocks (purge_after_ms);
 )sql";
 
 std::string SqliteError(sqlite3* db, const std::string& what) {
@@ -141,6 +151,7 @@ class Query {
   }
   int64_t ColumnInt(int i) const { return sqlite3_column_int64(s_, i); }
   bool ColumnIsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
+  sqlite3_stmt* statement() const { return s_; }
 
  private:
   void Keep(int rc) {
@@ -523,6 +534,7 @@ Status SqliteStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
         if (state == 6 && sqlite3_changes(db_) > 0) LIAISON_RETURN_IF_ERROR(DropBody(seq));
       }
     }
+    LIAISON_RETURN_IF_ERROR(ApplyClocks(batch));
     for (const auto& [agency, receipt] : batch.notices) LIAISON_RETURN_IF_ERROR(AddNotice(agency, receipt));
     for (int64_t seq : batch.notices_sent) LIAISON_RETURN_IF_ERROR(DeleteNotice(seq));
     LIAISON_RETURN_IF_ERROR(AppendLedger(batch.ledger));
@@ -845,6 +857,58 @@ StatusOr<std::vector<ExpiredMessage>> SqliteStore::Due(int64_t now_ms) {
   return out;
 }
 
+Status SqliteStore::ApplyClocks(const WriteBatch& batch) {
+  for (const WriteBatch::ClockStart& c : batch.clocks_started) {
+    // A clock already running for this copy (never expected: a resend is
+    // answered from its receipt) keeps its start.
+    Query q(db_, Prepare("INSERT OR IGNORE INTO clocks (sender, message_id, recipient, label, urgency, started_ms, "
+                         "due_ms, purge_after_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"));
+    q.Text(1, c.clock.sender).Text(2, c.clock.message_id).Text(3, c.clock.recipient).Text(4, c.clock.label);
+    q.Int(5, c.clock.urgency).Int(6, c.clock.started_ms).Int(7, c.clock.due_ms).Int(8, c.purge_after_ms);
+    if (!q.Done()) return q.Error("store: starting a response clock");
+  }
+  // Answered before fired in one batch: the response was stored first (the
+  // core fires only what the store shows unanswered after a drain).
+  for (const WriteBatch::ClockEnd& e : batch.clocks_answered) {
+    Query q(db_, Prepare("UPDATE clocks SET answered_ms = ?4 WHERE sender = ?1 AND message_id = ?2 "
+                         "AND recipient = ?3 AND answered_ms IS NULL"));
+    if (!q.Text(1, e.sender).Text(2, e.message_id).Text(3, e.recipient).Int(4, e.at_ms).Done()) {
+      return q.Error("store: stopping a response clock");
+    }
+  }
+  for (const WriteBatch::ClockEnd& e : batch.clocks_fired) {
+    Query q(db_, Prepare("UPDATE clocks SET fired_ms = ?4 WHERE sender = ?1 AND message_id = ?2 "
+                         "AND recipient = ?3 AND fired_ms IS NULL AND answered_ms IS NULL"));
+    if (!q.Text(1, e.sender).Text(2, e.message_id).Text(3, e.recipient).Int(4, e.at_ms).Done()) {
+      return q.Error("store: firing a response clock");
+    }
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::vector<Clock>> SqliteStore::DueClocks(int64_t now_ms, int limit) {
+  Query q(db_, Prepare("SELECT sender, message_id, recipient, label, urgency, started_ms, due_ms FROM clocks "
+                       "WHERE fired_ms IS NULL AND answered_ms IS NULL AND due_ms <= ?1 "
+                       "ORDER BY due_ms, sender, message_id, recipient LIMIT ?2"));
+  q.Int(1, now_ms).Int(2, limit);
+  std::vector<Clock> out;
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    out.push_back({q.ColumnText(0), q.ColumnText(1), q.ColumnText(2), q.ColumnText(3),
+                   static_cast<int32_t>(q.ColumnInt(4)), q.ColumnInt(5), q.ColumnInt(6)});
+  }
+  if (rc != SQLITE_DONE) return q.Error("store: finding response clocks past their deadline");
+  return out;
+}
+
+StatusOr<std::optional<int64_t>> SqliteStore::OldestOpenClock() {
+  Query q(db_, Prepare("SELECT MIN(started_ms) FROM clocks WHERE answered_ms IS NULL"));
+  const int rc = q.Step();
+  if (rc != SQLITE_ROW) return q.Error("store: reading the oldest response clock");
+  if (sqlite3_column_type(q.statement(), 0) == SQLITE_NULL) return std::optional<int64_t>();
+  return std::optional<int64_t>(q.ColumnInt(0));
+}
+
 StatusOr<int64_t> SqliteStore::PurgeDue(int64_t now_ms) {
   int64_t n = 0;
   {
@@ -854,7 +918,8 @@ StatusOr<int64_t> SqliteStore::PurgeDue(int64_t now_ms) {
     if (!b.Int(1, now_ms).Done()) return b.Error("store: purging");
   }
   for (const char* sql : {"DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= ?1",
-                          "DELETE FROM receipts WHERE purge_after_ms <= ?1"}) {
+                          "DELETE FROM receipts WHERE purge_after_ms <= ?1",
+                          "DELETE FROM clocks WHERE purge_after_ms <= ?1"}) {
     Query q(db_, Prepare(sql));
     if (!q.Int(1, now_ms).Done()) return q.Error("store: purging");
     n += sqlite3_changes(db_);
@@ -1198,7 +1263,7 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
   }
   // Everything in the file must be something this build copies.
   static const std::set<std::string> kTables = {"meta", "messages", "bodies", "receipts",
-                                                "disclosures", "notices", "ledger_tail", "case_keys"};
+                                                "disclosures", "notices", "ledger_tail", "case_keys", "clocks"};
   LIAISON_RETURN_IF_ERROR(query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
                                 "listing its tables", [&](sqlite3_stmt* s) {
                                   const std::string name = ColumnString(s, 0);
@@ -1276,6 +1341,14 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
                                   return Status::Ok();
                                 }));
   if (has_case_keys) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM case_keys", &totals.counts.case_keys));
+  // A store of a broker before response deadlines has no clocks table.
+  bool has_clocks = false;
+  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clocks'",
+                                "listing its tables", [&](sqlite3_stmt*) {
+                                  has_clocks = true;
+                                  return Status::Ok();
+                                }));
+  if (has_clocks) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM clocks", &totals.counts.clocks));
   // AUTOINCREMENT's high-water marks: numbers of rows already purged are
   // not given out again.
   LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM messages", &totals.last_message_seq));
@@ -1345,6 +1418,26 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
                                                               sqlite3_column_int64(s, 2), ColumnString(s, 3)});
                                     return flush(false);
                                   }));
+  }
+  if (has_clocks) {
+    LIAISON_RETURN_IF_ERROR(query(
+        "SELECT sender, message_id, recipient, label, urgency, started_ms, due_ms, purge_after_ms, fired_ms, "
+        "answered_ms FROM clocks ORDER BY sender, message_id, recipient",
+        "reading response clocks", [&](sqlite3_stmt* s) {
+          ClockRow c;
+          c.sender = ColumnString(s, 0);
+          c.message_id = ColumnString(s, 1);
+          c.recipient = ColumnString(s, 2);
+          c.label = ColumnString(s, 3);
+          c.urgency = sqlite3_column_int64(s, 4);
+          c.started_ms = sqlite3_column_int64(s, 5);
+          c.due_ms = sqlite3_column_int64(s, 6);
+          c.purge_after_ms = sqlite3_column_int64(s, 7);
+          if (sqlite3_column_type(s, 8) != SQLITE_NULL) c.fired_ms = sqlite3_column_int64(s, 8);
+          if (sqlite3_column_type(s, 9) != SQLITE_NULL) c.answered_ms = sqlite3_column_int64(s, 9);
+          part.clocks.push_back(std::move(c));
+          return flush(false);
+        }));
   }
   LIAISON_RETURN_IF_ERROR(flush(true));
   // Nothing was written: the transaction only held the lock.

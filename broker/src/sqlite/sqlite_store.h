@@ -66,6 +66,8 @@ class SqliteStore final : public Store {
   StatusOr<std::vector<std::string>> Disclosures(const std::string& sender, const std::string& case_ref) override;
   StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit) override;
   StatusOr<LedgerTail> ReadLedgerTail() override;
+  StatusOr<std::vector<Clock>> DueClocks(int64_t now_ms, int limit) override;
+  StatusOr<std::optional<int64_t>> OldestOpenClock() override;
   StatusOr<std::vector<QueueSummary>> QueueSummaries() override;
   StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) override;
   StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) override;
@@ -115,6 +117,8 @@ class SqliteStore final : public Store {
   StatusOr<std::vector<ExpiredMessage>> ExpireDue(int64_t now_ms);
   // Deletes acknowledged and expired messages, and receipts, past retention.
   StatusOr<int64_t> PurgeDue(int64_t now_ms);
+  // The batch's clocks: started, answered, fired (WriteBatch).
+  Status ApplyClocks(const WriteBatch& batch);
   // Removes the queued (undelivered) messages of the case; returns them.
   StatusOr<std::vector<ExpiredMessage>> EraseQueued(const std::string& sender, const std::string& case_ref);
   // The ledger's records commit with the batch that decided them: the

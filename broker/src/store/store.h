@@ -55,6 +55,16 @@ struct ExpiredMessage {
   int64_t seq = 0;
 };
 
+// A response deadline: a CaseReferral stored for a recipient waits for that
+// recipient's ReferralResponse (docs/protocol.md, "Response deadlines").
+// Identified by (sender, message_id, recipient): the referral's copy.
+struct Clock {
+  std::string sender, message_id, recipient;
+  std::string label;  // the copy's label (CopyLabel): case pseudonym and type
+  int32_t urgency = 0;  // wire::Urgency
+  int64_t started_ms = 0, due_ms = 0;
+};
+
 // Everything one batch decided, written by Store::Apply in one transaction
 // with one fsync: all of it is durable, or none of it. Plain data, built by
 // the broker core on its thread and applied on the writer's.
@@ -84,6 +94,15 @@ struct WriteBatch {
     int64_t seq = 0;
     int64_t now_ms = 0;
   };
+  struct ClockStart {
+    Clock clock;
+    int64_t purge_after_ms = 0;  // forgotten then, answered or not
+  };
+  // (sender, message_id, recipient) of a clock, and when it ended.
+  struct ClockEnd {
+    std::string sender, message_id, recipient;
+    int64_t at_ms = 0;
+  };
   std::vector<Copy> copies;             // queued, each with its disclosure
   std::vector<Receipt> receipts;        // kept to answer resends
   std::vector<Acked> acks;              // queued copies delivered
@@ -93,6 +112,9 @@ struct WriteBatch {
   std::vector<int64_t> set_aside;       // queued copies that do not decrypt
   std::vector<int64_t> purged;          // set-aside copies an operator deletes
   std::vector<int64_t> requeued;        // set-aside copies an operator puts back in the queue
+  std::vector<ClockStart> clocks_started;   // referrals stored: their response deadlines
+  std::vector<ClockEnd> clocks_answered;    // a response stored: the clock stops (if it runs)
+  std::vector<ClockEnd> clocks_fired;       // past the deadline: fires once (if neither fired nor answered)
   std::vector<std::pair<std::string, std::vector<uint8_t>>> notices;  // (agency, receipt)
   std::vector<int64_t> notices_sent;    // notices to forget
   std::vector<std::pair<uint64_t, std::string>> ledger;  // see AppendLedger
@@ -101,7 +123,8 @@ struct WriteBatch {
 
   bool empty() const {
     return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() && shred.empty() &&
-           set_aside.empty() && purged.empty() && requeued.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
+           set_aside.empty() && purged.empty() && requeued.empty() && clocks_started.empty() &&
+           clocks_answered.empty() && clocks_fired.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
            trim_ledger_to == 0 && purge_before_ms == 0;
   }
 };
@@ -198,6 +221,12 @@ class Store {
                                                          const std::string& case_ref) = 0;
   // Notices owed to `agency`, oldest first, at most `limit`.
   virtual StatusOr<std::vector<Notice>> Notices(const std::string& agency, int limit) = 0;
+  // Clocks past their deadline at `now_ms`, neither fired nor answered,
+  // the earliest first, at most `limit`.
+  virtual StatusOr<std::vector<Clock>> DueClocks(int64_t now_ms, int limit) = 0;
+  // When the oldest clock still waiting for its response started (fired
+  // or not); nullopt if none waits.
+  virtual StatusOr<std::optional<int64_t>> OldestOpenClock() = 0;
   // The ledger records committed with batches and not yet known durable in
   // the ledger file (WriteBatch::ledger, trim_ledger_to): what
   // audit::Ledger::Open matches the file to at start.
