@@ -45,10 +45,10 @@ std::vector<uint8_t> Finish(wire::EnvelopeT& e) {
 }
 
 std::vector<uint8_t> Referral(const std::string& id, const std::string& to,
-                              wire::Urgency urgency = wire::Urgency::red) {
+                              wire::Urgency urgency = wire::Urgency::red, const std::string& case_ref = kCaseRef) {
   wire::EnvelopeT e;
   e.id = id;
-  e.case_ref = kCaseRef;
+  e.case_ref = case_ref;
   e.urgency = urgency;
   e.to.push_back(std::make_unique<wire::RecipientT>());
   e.to.back()->agency = to;
@@ -70,6 +70,20 @@ std::vector<uint8_t> Response(const std::string& id, const std::string& to, cons
   wire::ReferralResponseT r;
   r.in_reply_to = in_reply_to;
   r.decision = wire::ResponseDecision::accepted;
+  e.payload.Set(std::move(r));
+  return Finish(e);
+}
+
+// Withdraws `case_ref` (sent to `to`, which received data of it).
+std::vector<uint8_t> Erasure(const std::string& id, const std::string& to, const std::string& case_ref) {
+  wire::EnvelopeT e;
+  e.id = id;
+  e.case_ref = case_ref;
+  e.to.push_back(std::make_unique<wire::RecipientT>());
+  e.to.back()->agency = to;
+  wire::ErasureRequestT r;
+  r.reason = "consent-withdrawn";
+  r.requested_by = "case-worker";
   e.payload.Set(std::move(r));
   return Finish(e);
 }
@@ -310,6 +324,23 @@ TEST_F(ClocksTest, AReferralWithoutUrgencyStartsNoClock) {
   ASSERT_TRUE(WaitForOverdue(*a_receiver, "urgent", "b", std::chrono::seconds(kRedSeconds + 15), &seen))
       << broker_->log();
   EXPECT_EQ(0, Count(seen, "no-urgency"));
+}
+
+TEST_F(ClocksTest, AWithdrawnCaseRaisesNoOverdueNotice) {
+  auto a_receiver = Connect(a_, wire::Role::receiver);
+  auto a = Connect(a_, wire::Role::sender);
+  ASSERT_EQ(Code::stored, SendTo(*a, Referral("withdrawn", "b")));
+  ASSERT_EQ(Code::stored, SendTo(*a, Erasure("erase-1", "b", kCaseRef)));
+  // Another case's referral, sent after the erasure with the same urgency:
+  // due after the withdrawn one, so when it fires the withdrawn one would
+  // have fired before it.
+  ASSERT_EQ(Code::stored, SendTo(*a, Referral("kept", "b", wire::Urgency::red, "CASE-OTHER-1")));
+  std::vector<SeenNotice> seen;
+  ASSERT_TRUE(WaitForOverdue(*a_receiver, "kept", "b", std::chrono::seconds(kRedSeconds + 15), &seen))
+      << broker_->log();
+  EXPECT_EQ(0, Count(seen, "withdrawn"));
+  EXPECT_EQ(0, LedgerRecords("overdue", "withdrawn"));
+  EXPECT_EQ(1, LedgerRecords("overdue", "kept"));
 }
 
 }  // namespace

@@ -497,6 +497,8 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     // every copy of the case sealed under it, in this store and in every
     // backup, no longer opens (docs/audit.md, "Erasure that shreds").
     forming_.shred.push_back({sender.id, case_ref});
+    // Its referrals wait for no response any more.
+    forming_.clocks_withdrawn.push_back({sender.id, base.case_pseudonym});
     spdlog::info("event=case_shred_in_batch agency={} id={}", sender.id, admission.message_id);
   }
   auto receipt = BuildReceipt(admission.message_id, wire::Code::ok, "", sender.id, outcomes,

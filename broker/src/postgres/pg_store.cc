@@ -126,7 +126,7 @@ enum Stmt {
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
-  kDueClocks, kOldestClock, kStmtCount
+  kDueClocks, kOldestClock, kWithdrawClocks, kStmtCount
 };
 
 struct StatementText {
@@ -301,6 +301,9 @@ constexpr StatementText kStatements[kStmtCount] = {
      "WHERE fired_ms IS NULL AND answered_ms IS NULL AND due_ms <= $1::bigint "
      "ORDER BY due_ms, sender COLLATE \"C\", message_id COLLATE \"C\", recipient COLLATE \"C\" LIMIT $2::bigint"},
     {"l_oldest_clock", "SELECT MIN(started_ms) FROM clocks WHERE answered_ms IS NULL"},
+    // A withdrawn case's clocks (erasures are rare: one statement each).
+    {"l_withdraw_clocks",
+     "DELETE FROM clocks WHERE sender = $1 AND left(label, length($2) + 1) = $2 || '|'"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -1081,6 +1084,10 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
     calls->push_back(
         {stmt, Params().Add(std::move(sender)).Add(std::move(id)).Add(std::move(recipient)).Add(std::move(at)), what});
   }
+  for (const WriteBatch::ClocksWithdrawn& w : batch.clocks_withdrawn) {
+    calls->push_back({kWithdrawClocks, Params().Text(w.sender).Text(w.case_pseudonym),
+                      "forgetting a withdrawn case's response clocks"});
+  }
   for (const auto& [agency, receipt] : batch.notices) {
     calls->push_back({kAddNotice, Params().Text(agency).Bytes(receipt), "writing a notice"});
   }
@@ -1178,17 +1185,8 @@ Status PgStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
       if (plan->staged) ring_->Abandon(plan->staged->epoch);
       return;
     }
-    if (!plan->staged && !ring_commit_owed_) return;
-    const uint64_t epoch = plan->staged ? plan->staged->epoch : ring_->epoch();
-    if (Status destroyed = ring_->Commit(epoch); !destroyed.ok()) {
-      ring_commit_owed_ = true;
-      spdlog::error("event=case_key_ring_retire_failed ring=\"{}\" error=\"{}\" effect=the_previous_kek_is_kept_"
-                    "until_a_later_commit_succeeds",
-                    ring_->path(), destroyed.message());
-    } else {
-      ring_commit_owed_ = false;
-      if (plan->staged) spdlog::info("event=case_keys_rotated epoch={} cases={}", epoch, plan->staged->wrapped.size());
-    }
+    const uint64_t staged = plan->staged ? plan->staged->epoch : 0;
+    if (ring_->Retire(staged)) spdlog::info("event=case_keys_rotated epoch={} cases={}", staged, plan->staged->wrapped.size());
   };
   if (st.ok()) {
     finish_ring(true);

@@ -166,7 +166,6 @@ class PgStore final : public Store {
   StoreKey key_{};
   std::shared_ptr<CaseKeyRing> ring_;  // null: copies under the store key (see SqliteStore::Open)
   bool ring_settled_ = false;          // SettleRing ran
-  bool ring_commit_owed_ = false;      // a committed rotation whose old KEK is still in the ring file
   size_t max_value_bytes_ = 0;
   int64_t fence_epoch_ = 0;  // see FenceWith
   std::string token_prefix_;  // random, per store object: batches' tokens

@@ -586,22 +586,9 @@ Status SqliteStore::Commit() {
   in_transaction_ = false;
   case_keys_.clear();
   shred_pending_ = false;
-  if (staged_epoch_ != 0 || ring_commit_owed_) {
-    const uint64_t epoch = staged_epoch_ != 0 ? staged_epoch_ : ring_->epoch();
-    staged_epoch_ = 0;
-    // The store is at the new epoch: the old KEK goes now. If the ring
-    // cannot be rewritten, the old KEK is still in its file (the erased
-    // case is not yet shredded in earlier backups): tried again at the
-    // next commit, and said loudly.
-    if (Status destroyed = ring_->Commit(epoch); !destroyed.ok()) {
-      ring_commit_owed_ = true;
-      spdlog::error("event=case_key_ring_retire_failed ring=\"{}\" error=\"{}\" effect=the_previous_kek_is_kept_"
-                    "until_a_later_commit_succeeds",
-                    ring_->path(), destroyed.message());
-    } else {
-      ring_commit_owed_ = false;
-    }
-  }
+  // The store is at the new epoch: the old KEK goes now.
+  if (ring_) ring_->Retire(staged_epoch_);
+  staged_epoch_ = 0;
   return Status::Ok();
 }
 
@@ -881,6 +868,12 @@ Status SqliteStore::ApplyClocks(const WriteBatch& batch) {
                          "AND recipient = ?3 AND fired_ms IS NULL AND answered_ms IS NULL"));
     if (!q.Text(1, e.sender).Text(2, e.message_id).Text(3, e.recipient).Int(4, e.at_ms).Done()) {
       return q.Error("store: firing a response clock");
+    }
+  }
+  for (const WriteBatch::ClocksWithdrawn& w : batch.clocks_withdrawn) {
+    Query q(db_, Prepare("DELETE FROM clocks WHERE sender = ?1 AND substr(label, 1, length(?2) + 1) = ?2 || '|'"));
+    if (!q.Text(1, w.sender).Text(2, w.case_pseudonym).Done()) {
+      return q.Error("store: forgetting a withdrawn case's response clocks");
     }
   }
   return Status::Ok();

@@ -169,7 +169,6 @@ class SqliteStore final : public Store {
   std::unordered_map<std::string, CaseKey> case_keys_;
   uint64_t staged_epoch_ = 0;
   bool shred_pending_ = false;  // a key was deleted: rotate before commit
-  bool ring_commit_owed_ = false;  // a rotation committed here whose old KEK is still in the ring file
 };
 
 }  // namespace liaison::store

@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
 #include "liaison/keys.h"
 
 namespace liaison::store {
@@ -336,6 +338,21 @@ Status CaseKeyRing::Commit(uint64_t epoch) {
   std::lock_guard<std::mutex> lock(mutex_);
   KeepOnlyLocked(epoch);
   return WriteLocked();
+}
+
+bool CaseKeyRing::Retire(uint64_t staged) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (staged == 0 && !retire_owed_) return false;
+  KeepOnlyLocked(staged != 0 ? staged : current_);
+  if (Status st = WriteLocked(); !st.ok()) {
+    retire_owed_ = true;
+    spdlog::error("event=case_key_ring_retire_failed ring=\"{}\" error=\"{}\" effect=the_previous_kek_is_kept_"
+                  "until_a_later_commit_succeeds",
+                  path_, st.message());
+    return false;
+  }
+  retire_owed_ = false;
+  return staged != 0;
 }
 
 void CaseKeyRing::Abandon(uint64_t epoch) {

@@ -81,6 +81,13 @@ class CaseKeyRing {
   StatusOr<Staged> Stage(const std::map<std::string, CaseKey>& keys);
   Status Commit(uint64_t epoch);
   void Abandon(uint64_t epoch);
+  // What both backends call after every successful commit: `staged` is the
+  // epoch the commit held (0: no rotation). Commits it; or, without one,
+  // retries an earlier Commit that failed. A failure is logged and owed to
+  // the next call: the old KEK stays in the file meanwhile, so the erased
+  // case still opens in earlier backups until a later commit succeeds.
+  // True when a rotation's old KEK is gone.
+  bool Retire(uint64_t staged);
   // At a writer's first batch: the store says which epoch its rows are
   // under. A ring that still holds a staged epoch beside it keeps only that
   // one; a ring without it is an error (the wrong ring, or a lost one).
@@ -97,6 +104,7 @@ class CaseKeyRing {
   mutable std::mutex mutex_;
   std::map<uint64_t, SecretKey32> keks_;                    // guarded by mutex_
   uint64_t current_ = 0;                                     // guarded by mutex_
+  bool retire_owed_ = false;                                 // guarded by mutex_; see Retire
   // Per epoch: sender + '\0' + case hash -> wrapped key. Two epochs only
   // between Stage and Commit.
   std::map<uint64_t, std::map<std::string, std::vector<uint8_t>>> snapshots_;  // guarded by mutex_

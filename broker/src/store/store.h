@@ -103,6 +103,12 @@ struct WriteBatch {
     std::string sender, message_id, recipient;
     int64_t at_ms = 0;
   };
+  // The clocks of a withdrawn case: its referrals' copies carry the case's
+  // pseudonym in their label (CopyLabel), and their clocks are forgotten,
+  // so that no overdue notice or escalation follows an erasure.
+  struct ClocksWithdrawn {
+    std::string sender, case_pseudonym;
+  };
   std::vector<Copy> copies;             // queued, each with its disclosure
   std::vector<Receipt> receipts;        // kept to answer resends
   std::vector<Acked> acks;              // queued copies delivered
@@ -115,6 +121,7 @@ struct WriteBatch {
   std::vector<ClockStart> clocks_started;   // referrals stored: their response deadlines
   std::vector<ClockEnd> clocks_answered;    // a response stored: the clock stops (if it runs)
   std::vector<ClockEnd> clocks_fired;       // past the deadline: fires once (if neither fired nor answered)
+  std::vector<ClocksWithdrawn> clocks_withdrawn;  // a case's clocks, gone with its erasure
   std::vector<std::pair<std::string, std::vector<uint8_t>>> notices;  // (agency, receipt)
   std::vector<int64_t> notices_sent;    // notices to forget
   std::vector<std::pair<uint64_t, std::string>> ledger;  // see AppendLedger
@@ -124,7 +131,7 @@ struct WriteBatch {
   bool empty() const {
     return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() && shred.empty() &&
            set_aside.empty() && purged.empty() && requeued.empty() && clocks_started.empty() &&
-           clocks_answered.empty() && clocks_fired.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
+           clocks_answered.empty() && clocks_fired.empty() && clocks_withdrawn.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
            trim_ledger_to == 0 && purge_before_ms == 0;
   }
 };
