@@ -207,11 +207,16 @@ class HaTest : public ::testing::Test {
 
   // Two brokers with the same keys on one database; `a` starts first and
   // takes the lease, `b` is its standby.
-  void StartPair(int ttl_ms = 3000, int renew_ms = 500) {
+  // `vocabulary_extra` is appended to both brokers' vocabulary.yaml.
+  void StartPair(int ttl_ms = 3000, int renew_ms = 500, const std::string& vocabulary_extra = "") {
     const std::string settings = StoreSettings(cluster_, "ha", ttl_ms, renew_ms);
     a_ = std::make_unique<BrokerProcess>(dir_a_, std::vector<TestAgency>{exit_, youth_}, "", false, settings);
     b_ = std::make_unique<BrokerProcess>(dir_b_, std::vector<TestAgency>{exit_, youth_}, "", false, settings);
     ASSERT_TRUE(b_->ShareKeysOf(*a_).ok());
+    for (BrokerProcess* broker : {a_.get(), b_.get()}) {
+      const std::string path = broker->policies_dir() + "/vocabulary.yaml";
+      WriteText(path, ReadText(path) + vocabulary_extra);
+    }
     ASSERT_TRUE(a_->Start().ok()) << a_->log();
     ASSERT_TRUE(a_->WaitForLog("event=ha_active", 10000)) << a_->log();
     ASSERT_TRUE(b_->Start().ok()) << b_->log();
@@ -595,6 +600,59 @@ TEST_F(HaTest, ACleanlyStoppedActiveBrokerReleasesItsLeaseAndTheStandbyTakesOver
   ASSERT_TRUE(sender_b.ok());
   EXPECT_TRUE(SendUntilStored(sender_b->get(), "after-stop"));
   EXPECT_EQ("2", Query(url_, password_, "SELECT COUNT(*) FROM receipts"));
+}
+
+// (f) A response deadline survives a failover (docs/protocol.md, "Response
+// deadlines"): a red referral is stored by the active broker, which is then
+// SIGKILLed before the deadline; the clock lives in the database, and the
+// broker that took over fires it, once.
+TEST_F(HaTest, AResponseDeadlineFiresOnceFromTheBrokerThatTookOver) {
+  constexpr int kRedSeconds = 5;
+  StartPair(3000, 500, "response_deadlines:\n  red: " + std::to_string(kRedSeconds) + "s\n");
+  {
+    auto sender = Agent::Connect(AgentAt(*a_, exit_, wire::Role::sender));
+    ASSERT_TRUE(sender.ok());
+    wire::EnvelopeT e;
+    e.id = "ref-ha";
+    e.case_ref = "CASE-HA-1";
+    e.urgency = wire::Urgency::red;
+    e.to.push_back(std::make_unique<wire::RecipientT>());
+    e.to.back()->agency = youth_.id;
+    wire::CaseReferralT referral;
+    referral.reason = "clock-across-failover";
+    e.payload.Set(std::move(referral));
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+    auto receipt = (*sender)->Send({fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()});
+    ASSERT_TRUE(receipt.ok()) << receipt.status().ToString();
+    ASSERT_EQ(wire::Code::ok, (*receipt)->code());
+    ASSERT_EQ(wire::Code::stored, (*receipt)->recipients()->Get(0)->code());
+  }
+  ASSERT_EQ("1", Query(url_, password_, "SELECT COUNT(*) FROM clocks WHERE fired_ms IS NULL"));
+  EXPECT_EQ(-SIGKILL, a_->Stop(SIGKILL));
+  ASSERT_TRUE(b_->WaitForLog("event=ha_active", 15000)) << b_->log();
+
+  // The sender's overdue notice comes from b, once; collected for a few
+  // seconds after the first, so that a second firing would show.
+  auto receiver = Agent::Connect(AgentAt(*b_, exit_, wire::Role::receiver));
+  ASSERT_TRUE(receiver.ok());
+  int overdue = 0;
+  auto until = Clock::now() + std::chrono::seconds(kRedSeconds + 20);
+  while (Clock::now() < until) {
+    (void)(*receiver)->Receive(100ms);
+    while (auto n = (*receiver)->TakeNotice()) {
+      if ((*n)->message_id() && (*n)->message_id()->str() == "ref-ha" && (*n)->recipients() &&
+          (*n)->recipients()->size() == 1 && (*n)->recipients()->Get(0)->code() == wire::Code::overdue) {
+        if (overdue++ == 0) until = Clock::now() + 3s;
+      }
+    }
+  }
+  EXPECT_EQ(1, overdue) << b_->log();
+  EXPECT_NE(std::string::npos, b_->log().find("event=overdue agency=exit-a recipient=youth-b id=ref-ha urgency=red"))
+      << b_->log();
+  EXPECT_EQ("1", Query(url_, password_, "SELECT COUNT(*) FROM clocks WHERE fired_ms IS NOT NULL"));
+  EXPECT_EQ(0, b_->Stop(SIGTERM));
+  EXPECT_TRUE(LedgerVerifies(*b_));
 }
 
 }  // namespace
