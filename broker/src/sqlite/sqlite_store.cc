@@ -151,7 +151,6 @@ class Query {
   }
   int64_t ColumnInt(int i) const { return sqlite3_column_int64(s_, i); }
   bool ColumnIsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
-  sqlite3_stmt* statement() const { return s_; }
 
  private:
   void Keep(int rc) {
@@ -898,7 +897,7 @@ StatusOr<std::optional<int64_t>> SqliteStore::OldestOpenClock() {
   Query q(db_, Prepare("SELECT MIN(started_ms) FROM clocks WHERE answered_ms IS NULL"));
   const int rc = q.Step();
   if (rc != SQLITE_ROW) return q.Error("store: reading the oldest response clock");
-  if (sqlite3_column_type(q.statement(), 0) == SQLITE_NULL) return std::optional<int64_t>();
+  if (q.ColumnIsNull(0)) return std::optional<int64_t>();
   return std::optional<int64_t>(q.ColumnInt(0));
 }
 
