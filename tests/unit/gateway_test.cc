@@ -161,7 +161,7 @@ std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; 
 
 TEST(GatewayStoreTest, AcceptRetryConflictAnswerAndNotices) {
   TempDir dir;
-  auto store = GatewayStore::Open(dir.file("gw.db"));
+  auto store = GatewayStore::Open(dir.file("gw.db"), dir.file("gw.key"));
   ASSERT_TRUE(store.ok());
   GatewayStore& s = **store;
   EXPECT_EQ(*s.Accept("m1", "d1", Bytes("first")), GatewayStore::Accepted::kNew);
@@ -208,7 +208,7 @@ TEST(GatewayStoreTest, AcceptRetryConflictAnswerAndNotices) {
 }
 
 TEST(GatewayStoreTest, AnUnwritablePathIsAClearError) {
-  auto store = GatewayStore::Open("/proc/no/such/dir/gw.db");
+  auto store = GatewayStore::Open("/proc/no/such/dir/gw.db", "/proc/no/such/dir/gw.key");
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find("/proc/no/such/dir/gw.db"), std::string::npos);
 }
@@ -282,7 +282,7 @@ TEST(RouteTest, InboxPathsNameSenderAndId) {
 
 TEST(GatewayStoreTest, DeadLettersAreRecordedListedAndCleared) {
   TempDir dir;
-  auto store = GatewayStore::Open(dir.file("gw.db"));
+  auto store = GatewayStore::Open(dir.file("gw.db"), dir.file("gw.key"));
   ASSERT_TRUE(store.ok());
   GatewayStore& s = **store;
   ASSERT_TRUE(s.AddDeadLetter({"b", "m1", 4, 503, ""}).ok());
