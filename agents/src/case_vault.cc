@@ -17,8 +17,10 @@ namespace {
 constexpr const char* kSchema =
     // Each case's key, wrapped under the ring's KEK of `epoch`; deleted to
     // shred the case. `meta` holds the key check and the ring's epoch.
+    // `key_check` (a known text sealed under the case key) tells a restored
+    // copy's key from the one the case got anew after an erasure.
     "CREATE TABLE IF NOT EXISTS case_keys (sender TEXT NOT NULL, case_id BLOB NOT NULL,"
-    " epoch INTEGER NOT NULL, wrapped BLOB NOT NULL, PRIMARY KEY (sender, case_id));"
+    " epoch INTEGER NOT NULL, wrapped BLOB NOT NULL, key_check BLOB NOT NULL, PRIMARY KEY (sender, case_id));"
     "CREATE TABLE IF NOT EXISTS vault_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);";
 
 // One prepared statement, finalized on scope exit; every result checked.
@@ -207,21 +209,36 @@ Status CaseVault::Adopt(uint64_t file_epoch) {
   // A backup taken before an erasure: its keys are wrapped under a KEK that
   // is gone. A case the ring's snapshot holds takes its key from there; one
   // it does not hold was shredded since and loses its row.
-  std::vector<std::pair<std::string, std::string>> rows;
+  // A case erased and then given a new key has a snapshot entry too: the
+  // row's key check tells the two apart.
+  struct Row {
+    std::string sender, case_id;
+    std::vector<uint8_t> key_check;
+  };
+  std::vector<Row> rows;
   {
-    Stmt q(db_, "SELECT sender, case_id FROM case_keys");
+    Stmt q(db_, "SELECT sender, case_id, key_check FROM case_keys");
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
       const std::vector<uint8_t> id = q.ColumnBlob(1);
-      rows.emplace_back(q.ColumnText(0), std::string(id.begin(), id.end()));
+      rows.push_back(Row{q.ColumnText(0), std::string(id.begin(), id.end()), q.ColumnBlob(2)});
     }
     if (rc != SQLITE_DONE) return q.Error(db_path_ + ": reading the case keys");
   }
   const uint64_t epoch = ring_->epoch();
+  auto kek = ring_->Kek(epoch);
+  if (!kek) return Status::Internal("case-key ring " + ring_->path() + ": holds no KEK of its own epoch");
   int64_t kept = 0, shredded = 0;
-  for (const auto& [sender, case_id] : rows) {
+  for (const auto& [sender, case_id, key_check] : rows) {
     auto snap = ring_->Snapshot(sender, case_id);
+    bool same = false;
     if (snap && snap->first == epoch) {
+      if (auto key = UnwrapCaseKey(*kek, sender, case_id, epoch, snap->second)) {
+        same = KeyCheckOpens(*key, key_check);
+        OPENSSL_cleanse(key->data(), key->size());
+      }
+    }
+    if (same) {
       Stmt u(db_, "UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_id = ?2");
       u.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Int(3, static_cast<int64_t>(epoch));
       if (!u.Blob(4, snap->second.data(), snap->second.size()).Done()) return u.Error(db_path_ + ": adopting case keys");
@@ -319,10 +336,12 @@ StatusOr<std::vector<uint8_t>> CaseVault::Seal(const std::string& sender, const 
     const uint64_t epoch = ring_->epoch();
     auto kek = ring_->Kek(epoch);
     auto wrapped = kek ? WrapCaseKey(*kek, sender, case_id, epoch, key) : std::nullopt;
-    if (!wrapped) return Status::Internal(db_path_ + ": cannot wrap a case key (OpenSSL AES-256-GCM failed)");
-    Stmt put(db_, "INSERT INTO case_keys (sender, case_id, epoch, wrapped) VALUES (?1, ?2, ?3, ?4)");
+    auto check = SealKeyCheck(key);
+    if (!wrapped || !check) return Status::Internal(db_path_ + ": cannot wrap a case key (OpenSSL AES-256-GCM failed)");
+    Stmt put(db_, "INSERT INTO case_keys (sender, case_id, epoch, wrapped, key_check) VALUES (?1, ?2, ?3, ?4, ?5)");
     put.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Int(3, static_cast<int64_t>(epoch));
-    if (!put.Blob(4, wrapped->data(), wrapped->size()).Done()) return put.Error(db_path_ + ": writing a case key");
+    put.Blob(4, wrapped->data(), wrapped->size()).Blob(5, check->data(), check->size());
+    if (!put.Done()) return put.Error(db_path_ + ": writing a case key");
     keys_[sender + '\0' + case_id] = key;
   }
   auto sealed = liaison::Seal(key, RowAad(sender, row), data.data(), data.size());
