@@ -145,7 +145,7 @@ int FlushOutbox(const std::string& config_path) {
   if (options->outbox.empty()) return Fail(config_path + " names no outbox", kExitUsage);
   auto agent = liaison::Agent::Connect(*options);
   if (!agent.ok()) return Fail(agent.status().message(), kExitUsage);
-  auto box = liaison::Outbox::Open(options->outbox);
+  auto box = liaison::Outbox::Open(options->outbox, options->outbox_key_file);
   if (!box.ok()) return Fail(box.status().message(), kExitFailure);
   wire::JsonCodec codec(wire::JsonCodec::Root::kReceipt);
   int sent = 0;
@@ -202,7 +202,7 @@ int Send(const std::string& config_path, const std::vector<std::string>& to,
   if (!options->outbox.empty()) {
     // Kept on disk first: if the broker is down, the message waits in the
     // outbox and goes out (oldest first) with the next send or flush.
-    auto box = liaison::Outbox::Open(options->outbox);
+    auto box = liaison::Outbox::Open(options->outbox, options->outbox_key_file);
     if (!box.ok()) return Fail(box.status().message(), kExitFailure);
     if (auto st = (*box)->Add(bytes); !st.ok()) return Fail(st.message(), kExitFailure);
     Status st = (*box)->Flush(**agent, [&](const liaison::ReceiptBuffer& r) {
@@ -322,6 +322,17 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
       file << *text << "\n";
       if (!file) return Status::IoError("cannot write " + path.string());
     }
+    // A withdrawal handed on: whatever the outbox keeps of that case (the
+    // sender's case, filed under the sender) is shredded.
+    if (message->payload_type() == wire::Payload::ErasureRequest && !options->outbox.empty() && message->from() &&
+        message->from()->size() > 0) {
+      auto box = liaison::Outbox::Open(options->outbox, options->outbox_key_file);
+      if (!box.ok()) return box.status();
+      if (auto st = (*box)->ShredCase(message->from()->str(), message->case_ref() ? message->case_ref()->str() : "");
+          !st.ok()) {
+        return st;
+      }
+    }
     if (count > 0 && ++received >= count) g_stop = true;
     return Status::Ok();
   };
@@ -345,7 +356,9 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
     print_notices();
     if (!message->has_value()) continue;
     const liaison::EnvelopeBuffer& envelope = **message;
-    if (!handler(envelope).ok()) return Fail("cannot write a received message", kExitFailure);
+    if (Status st = handler(envelope); !st.ok()) {
+      return Fail("cannot take a received message: " + st.message(), kExitFailure);
+    }
     if (auto st = (*agent)->Ack(envelope->from() ? envelope->from()->string_view() : "",
                                 envelope->id()->string_view());
         !st.ok()) {

@@ -45,7 +45,7 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
   const YAML::Node& root = *doc;
   YamlReader r(path);
   GatewayConfig c;
-  if (!r.ExpectMap(root, "", {"agent_config", "brokers", "listen", "tls", "token_file", "state_file",
+  if (!r.ExpectMap(root, "", {"agent_config", "brokers", "listen", "tls", "token_file", "state_file", "state_key_file",
                               "max_body_bytes", "max_connections", "keep_receipts_days", "inbox",
                               "webhook", "log"})) {
     return r.ToStatus();
@@ -55,6 +55,11 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
   r.ReadString(root, "", "listen", &c.listen);
   r.ReadString(root, "", "token_file", &token_file);
   r.ReadString(root, "", "state_file", &c.state_file, /*required=*/true);
+  if (r.ReadString(root, "", "state_key_file", &c.state_key_file) && !c.state_key_file.empty() &&
+      c.state_key_file == c.state_file) {
+    r.Error(root["state_key_file"], "state_key_file",
+            "is the state_file itself; name a key file of its own, kept apart from the state folder");
+  }
   r.ReadUint(root, "", "max_body_bytes", 1024, 64 << 20, &c.max_body_bytes);
   r.ReadUint(root, "", "max_connections", 1, 10000, &c.max_connections);
   r.ReadUint(root, "", "keep_receipts_days", 1, 3650, &c.keep_receipts_days);
@@ -115,6 +120,11 @@ StatusOr<GatewayConfig> LoadGatewayConfig(const std::string& path) {
 
   const auto base = std::filesystem::absolute(path).parent_path();
   c.state_file = Resolve(base, c.state_file);
+  // Beside the config, not beside the data: a backup of the state folder
+  // must not carry the key that opens it.
+  c.state_key_file = c.state_key_file.empty()
+                         ? (base / (std::filesystem::path(path).stem().string() + ".state.key")).string()
+                         : Resolve(base, c.state_key_file);
   c.certificate_file = Resolve(base, c.certificate_file);
   c.private_key_file = Resolve(base, c.private_key_file);
   c.client_ca_file = Resolve(base, c.client_ca_file);

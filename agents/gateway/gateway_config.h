@@ -40,6 +40,10 @@ struct GatewayConfig {
   std::string client_ca_file;    // set: clients must present a certificate it signed
   std::string token;             // bearer token clients must send; empty when client certificates alone
   std::string state_file;        // SQLite: accepted messages until the broker answers, receipts
+  // The state file's key (liaison/case_vault.h; its ring "<key>.ring"), made
+  // at first use. Default: beside this config file, "<config name>.state.key"
+  // (e.g. /etc/liaison/gateway/exit-mombasa.state.key), away from the data.
+  std::string state_key_file;
   uint64_t max_body_bytes = 1 << 20;
   uint64_t max_connections = 64;
   uint64_t keep_receipts_days = 30;

@@ -2,9 +2,12 @@
 
 #include <sqlite3.h>
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 
 #include "liaison/keys.h"
+#include "liaison/wire.h"
 
 namespace liaison::gateway {
 namespace {
@@ -14,24 +17,32 @@ int64_t NowMs() {
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-// One prepared statement, finalized on scope exit.
+// One prepared statement, finalized on scope exit; a failed prepare or bind
+// makes Step fail (and sqlite3_errmsg says why).
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  Stmt(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(s_);
+      s_ = nullptr;
+    }
+  }
   ~Stmt() { sqlite3_finalize(s_); }
   Stmt& Bind(int i, const std::string& text) {
-    sqlite3_bind_text(s_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
+    ok_ = ok_ && s_ &&
+          sqlite3_bind_text(s_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) == SQLITE_OK;
     return *this;
   }
   Stmt& Bind(int i, std::span<const uint8_t> blob) {
-    sqlite3_bind_blob(s_, i, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT);
+    ok_ = ok_ && s_ &&
+          sqlite3_bind_blob(s_, i, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT) == SQLITE_OK;
     return *this;
   }
   Stmt& Bind(int i, int64_t value) {
-    sqlite3_bind_int64(s_, i, value);
+    ok_ = ok_ && s_ && sqlite3_bind_int64(s_, i, value) == SQLITE_OK;
     return *this;
   }
-  int Step() { return s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
+  int Step() { return ok_ && s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
   std::string Text(int i) {
     const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
     return p ? std::string(p, sqlite3_column_bytes(s_, i)) : std::string();
@@ -45,11 +56,20 @@ class Stmt {
 
  private:
   sqlite3_stmt* s_ = nullptr;
+  bool ok_ = true;
 };
+
+// This agency's own messages are filed under this sender (no agency id has
+// an '@'); a received message under the agency that sent it.
+constexpr const char* kOwnAgency = "@self";
+
+std::span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
 
 }  // namespace
 
-StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& path) {
+StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& path, const std::string& key_file) {
   std::unique_ptr<GatewayStore> store(new GatewayStore());
   store->path_ = path;
   // Messages are case data: owner-only, whatever the umask (SQLite gives
@@ -86,10 +106,33 @@ StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& pa
     sqlite3_free(err);
     return Status::IoError(message);
   }
+  // State files made before messages were sealed gain the columns; their
+  // pending rows (case_id NULL) are sent as they are.
+  bool sealed_columns = false;
+  {
+    Stmt columns(store->db_, "PRAGMA table_info(outgoing)");
+    int rc;
+    while ((rc = columns.Step()) == SQLITE_ROW) sealed_columns |= columns.Text(1) == "case_id";
+    if (rc != SQLITE_DONE) {
+      return Status::IoError("gateway state file " + path + ": reading its tables: " + sqlite3_errmsg(store->db_));
+    }
+  }
+  if (!sealed_columns && sqlite3_exec(store->db_,
+                                      "ALTER TABLE outgoing ADD COLUMN case_id BLOB;"
+                                      "ALTER TABLE outgoing ADD COLUMN erasure INTEGER NOT NULL DEFAULT 0;",
+                                      nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Status::IoError("gateway state file " + path + ": adding the sealing columns: " +
+                           sqlite3_errmsg(store->db_));
+  }
+  auto vault = CaseVault::Open(store->db_, "gateway state file " + path,
+                               CaseVault::Files{key_file, "", "gateway state key", "gateway.yaml state_key_file"});
+  if (!vault.ok()) return vault.status();
+  store->vault_ = std::move(*vault);
   return store;
 }
 
 GatewayStore::~GatewayStore() {
+  vault_.reset();
   if (db_) sqlite3_close(db_);
 }
 
@@ -97,29 +140,102 @@ StatusOr<GatewayStore::Accepted> GatewayStore::Accept(const std::string& id,
                                                       const std::string& digest,
                                                       std::span<const uint8_t> envelope) {
   std::lock_guard lock(mu_);
-  {
+  // What the message is filed under: its case and whether it erases one.
+  std::string case_ref;
+  bool erasure = false;
+  std::vector<uint8_t> storage;
+  if (const wire::Envelope* e = wire::VerifyEnvelope(wire::Aligned(envelope, storage))) {
+    if (e->case_ref()) case_ref = e->case_ref()->str();
+    erasure = e->payload_type() == wire::Payload::ErasureRequest;
+  }
+  Accepted accepted = Accepted::kNew;
+  Status st = vault_->Transaction([&]() -> Status {
     Stmt find(db_, "SELECT digest FROM outgoing WHERE id = ?1");
-    find.Bind(1, id);
-    if (find.Step() == SQLITE_ROW) {
-      return find.Text(0) == digest ? Accepted::kDuplicate : Accepted::kConflict;
+    const int rc = find.Bind(1, id).Step();
+    if (rc == SQLITE_ROW) {
+      accepted = find.Text(0) == digest ? Accepted::kDuplicate : Accepted::kConflict;
+      return Status::Ok();
     }
-  }
-  Stmt insert(db_, "INSERT INTO outgoing (id, digest, envelope, accepted_ms) VALUES (?1, ?2, ?3, ?4)");
-  insert.Bind(1, id).Bind(2, digest).Bind(3, envelope).Bind(4, NowMs());
-  if (insert.Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": cannot keep the message: " +
-                           sqlite3_errmsg(db_));
-  }
-  return Accepted::kNew;
+    if (rc != SQLITE_DONE) {
+      return Status::IoError("gateway state file " + path_ + ": cannot look the id up: " + sqlite3_errmsg(db_));
+    }
+    const std::string case_id = vault_->CaseId(kOwnAgency, case_ref);
+    auto sealed = vault_->Seal(kOwnAgency, case_id, id, envelope);
+    if (!sealed.ok()) return sealed.status();
+    Stmt insert(db_,
+                "INSERT INTO outgoing (id, digest, envelope, accepted_ms, case_id, erasure)"
+                " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    insert.Bind(1, id).Bind(2, digest).Bind(3, *sealed).Bind(4, NowMs()).Bind(5, Bytes(case_id));
+    if (insert.Bind(6, int64_t{erasure ? 1 : 0}).Step() != SQLITE_DONE) {
+      return Status::IoError("gateway state file " + path_ + ": cannot keep the message: " + sqlite3_errmsg(db_));
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return accepted;
 }
 
 StatusOr<std::optional<GatewayStore::Outgoing>> GatewayStore::NextPending() {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT id, envelope FROM outgoing WHERE receipt IS NULL ORDER BY seq LIMIT 1");
-  const int rc = s.Step();
-  if (rc == SQLITE_DONE) return std::optional<Outgoing>();
-  if (rc != SQLITE_ROW) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
-  return std::optional<Outgoing>(Outgoing{s.Text(0), s.Blob(1)});
+  std::optional<Outgoing> next;
+  Status st = vault_->Transaction([&]() -> Status {
+    while (true) {
+      Stmt s(db_, "SELECT seq, id, envelope, case_id FROM outgoing WHERE receipt IS NULL ORDER BY seq LIMIT 1");
+      const int rc = s.Step();
+      if (rc == SQLITE_DONE) return Status::Ok();
+      if (rc != SQLITE_ROW) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+      const int64_t seq = s.Int(0);
+      Outgoing out{s.Text(1), s.Blob(2)};
+      if (s.IsNull(3)) {  // accepted before messages were sealed
+        next = std::move(out);
+        return Status::Ok();
+      }
+      const std::vector<uint8_t> case_id = s.Blob(3);
+      auto opened = vault_->Unseal(kOwnAgency, std::string(case_id.begin(), case_id.end()), out.id, out.envelope);
+      if (!opened.ok()) return opened.status();
+      if (*opened) {
+        out.envelope = std::move(**opened);
+        next = std::move(out);
+        return Status::Ok();
+      }
+      // Its case was erased after this copy of the file was made (a
+      // restored backup): it cannot be sent, and goes.
+      spdlog::warn("event=state_message_shredded message_id={} reason=its_case_was_erased", out.id);
+      Stmt d(db_, "DELETE FROM outgoing WHERE seq = ?1");
+      if (d.Bind(1, seq).Step() != SQLITE_DONE) {
+        return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+      }
+    }
+  });
+  if (!st.ok()) return st;
+  return next;
+}
+
+StatusOr<GatewayStore::PendingContents> GatewayStore::Pending() {
+  std::lock_guard lock(mu_);
+  PendingContents contents;
+  Status st = vault_->Transaction([&]() -> Status {
+    Stmt s(db_, "SELECT id, envelope, case_id FROM outgoing WHERE receipt IS NULL ORDER BY seq");
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      Outgoing out{s.Text(0), s.Blob(1)};
+      if (!s.IsNull(2)) {
+        const std::vector<uint8_t> case_id = s.Blob(2);
+        auto opened = vault_->Unseal(kOwnAgency, std::string(case_id.begin(), case_id.end()), out.id, out.envelope);
+        if (!opened.ok()) return opened.status();
+        if (!*opened) {
+          ++contents.shredded;
+          continue;
+        }
+        out.envelope = std::move(**opened);
+      }
+      contents.messages.push_back(std::move(out));
+    }
+    if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return contents;
 }
 
 StatusOr<uint64_t> GatewayStore::PendingCount() {
@@ -131,14 +247,81 @@ StatusOr<uint64_t> GatewayStore::PendingCount() {
 
 Status GatewayStore::Answer(const std::string& id, std::span<const uint8_t> receipt) {
   std::lock_guard lock(mu_);
-  {
+  std::vector<uint8_t> storage;
+  const wire::Receipt* r = wire::VerifyReceipt(wire::Aligned(receipt, storage));
+  const bool accepted = r && r->code() == wire::Code::ok;
+  Status st = vault_->Transaction([&]() -> Status {
+    int64_t seq = 0;
+    bool erasure = false;
+    std::vector<uint8_t> case_id;
+    {
+      Stmt find(db_, "SELECT seq, erasure, case_id FROM outgoing WHERE id = ?1 AND receipt IS NULL");
+      const int rc = find.Bind(1, id).Step();
+      if (rc == SQLITE_ROW) {
+        seq = find.Int(0);
+        erasure = find.Int(1) != 0 && !find.IsNull(2);
+        case_id = find.Blob(2);
+      } else if (rc != SQLITE_DONE) {
+        return Status::IoError("gateway state file " + path_ + ": cannot record a receipt: " + sqlite3_errmsg(db_));
+      }
+    }
     Stmt s(db_, "UPDATE outgoing SET receipt = ?2, envelope = NULL, answered_ms = ?3 WHERE id = ?1");
-    s.Bind(1, id).Bind(2, receipt).Bind(3, NowMs());
-    if (s.Step() != SQLITE_DONE) {
+    if (s.Bind(1, id).Bind(2, receipt).Bind(3, NowMs()).Step() != SQLITE_DONE) {
       return Status::IoError("gateway state file " + path_ + ": cannot record a receipt: " + sqlite3_errmsg(db_));
     }
-  }  // finalized: the checkpoint below must not wait for it
+    // The broker has the erasure and forwards it: the case's key goes.
+    if (erasure && accepted) return ShredLocked(kOwnAgency, std::string(case_id.begin(), case_id.end()), seq);
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
   return Scrub();
+}
+
+Status GatewayStore::ShredCase(const std::string& sender, const std::string& case_ref) {
+  std::lock_guard lock(mu_);
+  const std::string filed = sender.empty() ? kOwnAgency : sender;
+  return vault_->Transaction([&]() -> Status { return ShredLocked(filed, vault_->CaseId(filed, case_ref), 0); });
+}
+
+Status GatewayStore::ShredLocked(const std::string& sender, const std::string& case_id, int64_t keep_after) {
+  // The case's messages accepted after the erasure stay, under a new key;
+  // earlier ones still pending (none, as the sender goes oldest first, but
+  // for a received erasure: all) go.
+  std::vector<std::pair<int64_t, Outgoing>> kept;
+  {
+    Stmt s(db_, "SELECT seq, id, envelope FROM outgoing WHERE case_id = ?1 AND receipt IS NULL ORDER BY seq");
+    s.Bind(1, Bytes(case_id));
+    int rc;
+    while ((rc = s.Step()) == SQLITE_ROW) {
+      const int64_t seq = s.Int(0);
+      if (keep_after == 0 || seq <= keep_after) continue;
+      Outgoing out{s.Text(1), s.Blob(2)};
+      auto opened = vault_->Unseal(sender, case_id, out.id, out.envelope);
+      if (!opened.ok()) return opened.status();
+      if (!*opened) continue;
+      out.envelope = std::move(**opened);
+      kept.emplace_back(seq, std::move(out));
+    }
+    if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+  }
+  Stmt d(db_, "DELETE FROM outgoing WHERE case_id = ?1 AND receipt IS NULL AND (?2 = 0 OR seq <= ?2)");
+  if (d.Bind(1, Bytes(case_id)).Bind(2, keep_after).Step() != SQLITE_DONE) {
+    return Status::IoError("gateway state file " + path_ + ": removing the erased case's messages: " +
+                           sqlite3_errmsg(db_));
+  }
+  auto shredded = vault_->Shred(sender, case_id);
+  if (!shredded.ok()) return shredded.status();
+  for (const auto& [seq, out] : kept) {
+    auto sealed = vault_->Seal(sender, case_id, out.id, out.envelope);
+    if (!sealed.ok()) return sealed.status();
+    Stmt u(db_, "UPDATE outgoing SET envelope = ?2 WHERE seq = ?1");
+    if (u.Bind(1, seq).Bind(2, *sealed).Step() != SQLITE_DONE) {
+      return Status::IoError("gateway state file " + path_ + ": keeping a later message of the erased case: " +
+                             sqlite3_errmsg(db_));
+    }
+  }
+  if (*shredded) spdlog::info("event=state_case_shredded kept_later={}", kept.size());
+  return Status::Ok();
 }
 
 Status GatewayStore::Scrub() {
@@ -184,7 +367,9 @@ StatusOr<std::optional<GatewayStore::Entry>> GatewayStore::Lookup(const std::str
   }
   Stmt n(db_, "SELECT receipt FROM notices WHERE id = ?1 ORDER BY recipient");
   n.Bind(1, id);
-  while (n.Step() == SQLITE_ROW) entry.notices.push_back(n.Blob(0));
+  int rc;
+  while ((rc = n.Step()) == SQLITE_ROW) entry.notices.push_back(n.Blob(0));
+  if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
   return std::optional<Entry>(std::move(entry));
 }
 

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto store = GatewayStore::Open(config->state_file);
+  auto store = GatewayStore::Open(config->state_file, config->state_key_file);
   if (!store.ok()) {
     spdlog::critical("event=start_failed error=\"{}\"", store.status().message());
     return 1;

@@ -148,6 +148,17 @@ void Webhook::DeadLetter(const Key& key, const Result& last, int attempts) {
   recorded_.insert(key);
 }
 
+void Webhook::ShredIfErasure(const Inbox::Item& item) {
+  // A withdrawal the agency's system now has: whatever the state file keeps
+  // of that case (filed under its sender) is shredded.
+  std::vector<uint8_t> storage;
+  const wire::Envelope* e = wire::VerifyEnvelope(wire::Aligned(item.envelope, storage));
+  if (!e || e->payload_type() != wire::Payload::ErasureRequest || item.sender.empty()) return;
+  if (auto st = store_.ShredCase(item.sender, e->case_ref() ? e->case_ref()->str() : ""); !st.ok()) {
+    spdlog::error("event=state_shred_failed message_id={} error=\"{}\"", item.id, st.message());
+  }
+}
+
 void Webhook::Loop() {
   wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
   auto delay = std::chrono::milliseconds(options_.retry_initial_ms);
@@ -184,6 +195,7 @@ void Webhook::Loop() {
     const Result result = Post(current->id, body);
     if (result.status >= 200 && result.status < 300) {
       Delivered(key, result.status, attempts);
+      ShredIfErasure(*current);
       current.reset();
       continue;
     }

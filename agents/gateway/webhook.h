@@ -50,6 +50,7 @@ class Webhook {
   void Loop();
   void Delivered(const Key& key, int status, int attempts);
   void DeadLetter(const Key& key, const Result& last, int attempts);
+  void ShredIfErasure(const Inbox::Item& item);
 
   WebhookOptions options_;
   Inbox& inbox_;

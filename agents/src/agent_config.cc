@@ -34,7 +34,7 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   if (!r.ExpectMap(*doc, "", {"broker", "brokers", "broker_public_key_file", "secret_key_file", "role",
                               "receipt_timeout_ms", "resend_interval_ms", "heartbeat_ms",
                               "connect_timeout_ms", "welcome_timeout_ms", "silence_timeout_ms",
-                              "outbox"})) {
+                              "outbox", "outbox_key_file"})) {
     return r.ToStatus();
   }
   AgentOptions o;
@@ -74,6 +74,11 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   r.ReadUint(*doc, "", "welcome_timeout_ms", 100, 600000, &welcome_ms);
   r.ReadUint(*doc, "", "silence_timeout_ms", 100, 600000, &silence_ms);
   r.ReadString(*doc, "", "outbox", &o.outbox);
+  r.ReadString(*doc, "", "outbox_key_file", &o.outbox_key_file);
+  if (!o.outbox_key_file.empty() && o.outbox.empty()) {
+    r.Error((*doc)["outbox_key_file"], "outbox_key_file",
+            "set, but there is no `outbox`; name the outbox file, or remove outbox_key_file");
+  }
   if (!r.ok()) return r.ToStatus();
 
   const auto base = std::filesystem::absolute(path).parent_path();
@@ -84,7 +89,17 @@ StatusOr<AgentOptions> LoadAgentConfig(const std::string& path) {
   if (!broker_key.ok()) return broker_key.status().WithContext(path + ": broker_public_key_file");
   auto keys = LoadSecretKeyFile(resolve(secret_key_file));
   if (!keys.ok()) return keys.status().WithContext(path + ": secret_key_file");
-  if (!o.outbox.empty()) o.outbox = resolve(o.outbox);
+  if (!o.outbox.empty()) {
+    o.outbox = resolve(o.outbox);
+    // The outbox's key sits with the agency's keys, not with the outbox, so
+    // that a backup of the data never carries what opens it; one key per
+    // outbox file (two outboxes sharing a ring would shred each other).
+    o.outbox_key_file = o.outbox_key_file.empty()
+                            ? (std::filesystem::path(resolve(secret_key_file)).parent_path() /
+                               (std::filesystem::path(o.outbox).filename().string() + ".key"))
+                                  .string()
+                            : resolve(o.outbox_key_file);
+  }
   o.broker_public_key = *broker_key;
   o.keys = *keys;
   o.role = role == "receiver" ? wire::Role::receiver : wire::Role::sender;

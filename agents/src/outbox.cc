@@ -1,5 +1,6 @@
 #include "liaison/outbox.h"
 
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
 #include "liaison/keys.h"
@@ -7,25 +8,94 @@
 namespace liaison {
 namespace {
 
-Status Error(sqlite3* db, const std::string& what) {
-  return Status::IoError(what + ": " + sqlite3_errmsg(db));
+// The sender this agency's own messages are filed under: no agency id has
+// an '@' (it separates an address's kind and region), and the agent does
+// not know its own id before the broker welcomes it.
+constexpr const char* kOwnAgency = "@self";
+
+std::string SenderOf(const std::string& sender) { return sender.empty() ? kOwnAgency : sender; }
+
+Status Error(sqlite3* db, const std::string& what) { return Status::IoError(what + ": " + sqlite3_errmsg(db)); }
+
+// One prepared statement, finalized on scope exit; a failed prepare or bind
+// makes Step fail.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
+      sqlite3_finalize(s_);
+      s_ = nullptr;
+    }
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt& Blob(int i, const void* p, size_t n) {
+    ok_ = ok_ && s_ && sqlite3_bind_blob(s_, i, p, static_cast<int>(n), SQLITE_TRANSIENT) == SQLITE_OK;
+    return *this;
+  }
+  Stmt& Text(int i, const std::string& v) {
+    ok_ = ok_ && s_ && sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT) == SQLITE_OK;
+    return *this;
+  }
+  Stmt& Int(int i, int64_t v) {
+    ok_ = ok_ && s_ && sqlite3_bind_int64(s_, i, v) == SQLITE_OK;
+    return *this;
+  }
+  int Step() { return ok_ && s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
+  bool IsNull(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
+  int64_t ColumnInt(int i) { return sqlite3_column_int64(s_, i); }
+  std::string ColumnText(int i) {
+    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    return p ? std::string(p, sqlite3_column_bytes(s_, i)) : std::string();
+  }
+  std::vector<uint8_t> ColumnBlob(int i) {
+    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s_, i));
+    return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
+  }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+  bool ok_ = true;
+};
+
+struct Header {
+  std::string id, case_ref;
+  bool erasure = false;
+};
+
+// What the outbox files a message under. Bytes that are not an Envelope
+// are kept all the same (the broker answers them `malformed`), under case "".
+Header HeaderOf(std::span<const uint8_t> envelope) {
+  Header h;
+  std::vector<uint8_t> storage;
+  const wire::Envelope* e = wire::VerifyEnvelope(wire::Aligned(envelope, storage));
+  if (!e) return h;
+  if (e->id()) h.id = e->id()->str();
+  if (e->case_ref()) h.case_ref = e->case_ref()->str();
+  h.erasure = e->payload_type() == wire::Payload::ErasureRequest;
+  return h;
 }
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const std::string& path) {
+StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const std::string& path, const std::string& key_file) {
   std::unique_ptr<Outbox> box(new Outbox());
   box->path_ = path;
+  if (key_file.empty()) {
+    return Status::InvalidArgument("outbox " + path + ": no outbox key file (agent.yaml outbox_key_file)");
+  }
   // Unsent messages are case data: owner-only, whatever the umask.
   LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext("outbox"));
   if (sqlite3_open_v2(path.c_str(), &box->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
       SQLITE_OK) {
     return Error(box->db_, "cannot open the outbox " + path);
   }
-  sqlite3_busy_timeout(box->db_, 5000);
+  if (sqlite3_busy_timeout(box->db_, 5000) != SQLITE_OK) return Error(box->db_, "outbox " + path);
   char* err = nullptr;
+  // secure_delete: a deleted row (a sent message, an erased case's key) is
+  // zeroed in its page, not left in free space; the vault truncates the WAL
+  // after an erasure.
   if (sqlite3_exec(box->db_,
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;"
                    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                    " envelope BLOB NOT NULL);",
                    nullptr, nullptr, &err) != SQLITE_OK) {
@@ -33,55 +103,174 @@ StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const std::string& path) {
     sqlite3_free(err);
     return Status::IoError(message);
   }
+  // Outboxes made before messages were sealed gain the columns; their rows
+  // (case_id NULL) are sent as they are.
+  bool sealed_columns = false;
+  {
+    Stmt columns(box->db_, "PRAGMA table_info(outbox)");
+    int rc;
+    while ((rc = columns.Step()) == SQLITE_ROW) sealed_columns |= columns.ColumnText(1) == "case_id";
+    if (rc != SQLITE_DONE) return Error(box->db_, "outbox " + path + ": reading its table");
+  }
+  if (!sealed_columns &&
+      sqlite3_exec(box->db_, "ALTER TABLE outbox ADD COLUMN message_id TEXT; ALTER TABLE outbox ADD COLUMN case_id BLOB;",
+                   nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return Error(box->db_, "outbox " + path + ": adding the sealing columns");
+  }
+  auto vault = CaseVault::Open(box->db_, "outbox " + path,
+                               CaseVault::Files{key_file, "", "outbox key", "agent.yaml outbox_key_file"});
+  if (!vault.ok()) return vault.status();
+  box->vault_ = std::move(*vault);
   return box;
 }
 
 Outbox::~Outbox() {
+  vault_.reset();
   if (db_) sqlite3_close(db_);
 }
 
 Status Outbox::Add(std::span<const uint8_t> envelope) {
-  sqlite3_stmt* s = nullptr;
-  sqlite3_prepare_v2(db_, "INSERT INTO outbox (envelope) VALUES (?1)", -1, &s, nullptr);
-  sqlite3_bind_blob(s, 1, envelope.data(), static_cast<int>(envelope.size()), SQLITE_TRANSIENT);
-  const int rc = sqlite3_step(s);
-  sqlite3_finalize(s);
-  return rc == SQLITE_DONE ? Status::Ok() : Error(db_, "outbox " + path_ + ": cannot keep the message");
+  const Header h = HeaderOf(envelope);
+  return vault_->Transaction([&]() -> Status {
+    const std::string case_id = vault_->CaseId(kOwnAgency, h.case_ref);
+    auto sealed = vault_->Seal(kOwnAgency, case_id, h.id, envelope);
+    if (!sealed.ok()) return sealed.status();
+    Stmt s(db_, "INSERT INTO outbox (envelope, message_id, case_id) VALUES (?1, ?2, ?3)");
+    s.Blob(1, sealed->data(), sealed->size()).Text(2, h.id).Blob(3, case_id.data(), case_id.size());
+    if (s.Step() != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": cannot keep the message");
+    return Status::Ok();
+  });
 }
 
 StatusOr<int64_t> Outbox::Size() {
-  sqlite3_stmt* s = nullptr;
-  sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM outbox", -1, &s, nullptr);
-  int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-  sqlite3_finalize(s);
-  if (n < 0) return Error(db_, "outbox " + path_);
-  return n;
+  Stmt s(db_, "SELECT COUNT(*) FROM outbox");
+  if (s.Step() != SQLITE_ROW) return Error(db_, "outbox " + path_);
+  return s.ColumnInt(0);
+}
+
+StatusOr<std::vector<Outbox::Row>> Outbox::ReadRows(int64_t after, int64_t limit) {
+  std::vector<Row> rows;
+  Stmt s(db_, "SELECT seq, envelope, message_id, case_id FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  s.Int(1, after).Int(2, limit);
+  int rc;
+  while ((rc = s.Step()) == SQLITE_ROW) {
+    Row row;
+    row.seq = s.ColumnInt(0);
+    if (s.IsNull(3)) {
+      row.envelope = s.ColumnBlob(1);  // kept before sealing
+    } else {
+      const std::vector<uint8_t> id = s.ColumnBlob(3), sealed = s.ColumnBlob(1);
+      auto opened = vault_->Unseal(kOwnAgency, std::string(id.begin(), id.end()), s.ColumnText(2), sealed);
+      if (!opened.ok()) return opened.status();
+      row.envelope = std::move(*opened);
+    }
+    rows.push_back(std::move(row));
+  }
+  if (rc != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": reading its messages");
+  return rows;
+}
+
+Status Outbox::DeleteRow(int64_t seq) {
+  Stmt d(db_, "DELETE FROM outbox WHERE seq = ?1");
+  if (d.Int(1, seq).Step() != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": removing a message");
+  return Status::Ok();
+}
+
+StatusOr<Outbox::Contents> Outbox::Peek() {
+  Contents contents;
+  Status st = vault_->Transaction([&]() -> Status {
+    auto rows = ReadRows(0, INT64_MAX);
+    if (!rows.ok()) return rows.status();
+    for (auto& row : *rows) {
+      if (row.envelope) {
+        contents.envelopes.push_back(std::move(*row.envelope));
+      } else {
+        ++contents.shredded;
+      }
+    }
+    return Status::Ok();
+  });
+  if (!st.ok()) return st;
+  return contents;
+}
+
+Status Outbox::ShredCase(const std::string& sender, const std::string& case_ref, int64_t keep_after) {
+  const std::string filed = SenderOf(sender);
+  return vault_->Transaction([&]() -> Status {
+    const std::string case_id = vault_->CaseId(filed, case_ref);
+    // The case's messages added after the erasure stay, under a new key.
+    std::vector<std::pair<int64_t, std::vector<uint8_t>>> kept;
+    std::vector<std::string> kept_ids;
+    {
+      Stmt s(db_, "SELECT seq, envelope, message_id FROM outbox WHERE case_id = ?1 ORDER BY seq");
+      s.Blob(1, case_id.data(), case_id.size());
+      int rc;
+      while ((rc = s.Step()) == SQLITE_ROW) {
+        const int64_t seq = s.ColumnInt(0);
+        if (keep_after > 0 && seq > keep_after) {
+          auto opened = vault_->Unseal(filed, case_id, s.ColumnText(2), s.ColumnBlob(1));
+          if (!opened.ok()) return opened.status();
+          if (*opened) {
+            kept.emplace_back(seq, std::move(**opened));
+            kept_ids.push_back(s.ColumnText(2));
+          }
+        }
+      }
+      if (rc != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": reading the erased case's messages");
+    }
+    Stmt d(db_, "DELETE FROM outbox WHERE case_id = ?1");
+    if (d.Blob(1, case_id.data(), case_id.size()).Step() != SQLITE_DONE) {
+      return Error(db_, "outbox " + path_ + ": removing the erased case's messages");
+    }
+    auto shredded = vault_->Shred(filed, case_id);
+    if (!shredded.ok()) return shredded.status();
+    for (size_t i = 0; i < kept.size(); ++i) {
+      auto sealed = vault_->Seal(filed, case_id, kept_ids[i], kept[i].second);
+      if (!sealed.ok()) return sealed.status();
+      Stmt put(db_, "INSERT INTO outbox (seq, envelope, message_id, case_id) VALUES (?1, ?2, ?3, ?4)");
+      put.Int(1, kept[i].first).Blob(2, sealed->data(), sealed->size()).Text(3, kept_ids[i]);
+      if (put.Blob(4, case_id.data(), case_id.size()).Step() != SQLITE_DONE) {
+        return Error(db_, "outbox " + path_ + ": keeping a later message of the erased case");
+      }
+    }
+    if (*shredded) spdlog::info("event=outbox_case_shredded outbox=\"{}\" kept_later={}", path_, kept.size());
+    return Status::Ok();
+  });
 }
 
 Status Outbox::Flush(Agent& agent, const std::function<void(const ReceiptBuffer&)>& on_receipt) {
   while (true) {
-    sqlite3_stmt* s = nullptr;
-    sqlite3_prepare_v2(db_, "SELECT seq, envelope FROM outbox ORDER BY seq LIMIT 1", -1, &s, nullptr);
-    if (sqlite3_step(s) != SQLITE_ROW) {
-      sqlite3_finalize(s);
+    std::optional<Row> next;
+    LIAISON_RETURN_IF_ERROR(vault_->Transaction([&]() -> Status {
+      auto rows = ReadRows(0, 1);
+      if (!rows.ok()) return rows.status();
+      if (!rows->empty()) next = std::move(rows->front());
+      // A message of an erased case (a backup restored after the erasure):
+      // it no longer opens, and goes.
+      if (next && !next->envelope) {
+        spdlog::warn("event=outbox_message_shredded outbox=\"{}\" seq={} reason=its_case_was_erased", path_,
+                     next->seq);
+        return DeleteRow(next->seq);
+      }
       return Status::Ok();
-    }
-    const int64_t seq = sqlite3_column_int64(s, 0);
-    const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(s, 1));
-    std::vector<uint8_t> envelope(data, data + sqlite3_column_bytes(s, 1));
-    sqlite3_finalize(s);
+    }));
+    if (!next) return Status::Ok();
+    if (!next->envelope) continue;
+    const std::vector<uint8_t>& envelope = *next->envelope;
 
     auto receipt = agent.Send(envelope);
     if (!receipt.ok()) return receipt.status();
     if ((*receipt)->code() == wire::Code::unavailable || (*receipt)->code() == wire::Code::busy) {
       return Status::Unavailable("the broker could not store the message; it stays in the outbox");
     }
-    sqlite3_stmt* d = nullptr;
-    sqlite3_prepare_v2(db_, "DELETE FROM outbox WHERE seq = ?1", -1, &d, nullptr);
-    sqlite3_bind_int64(d, 1, seq);
-    const int rc = sqlite3_step(d);
-    sqlite3_finalize(d);
-    if (rc != SQLITE_DONE) return Error(db_, "outbox " + path_);
+    const Header h = HeaderOf(envelope);
+    const bool erase = h.erasure && (*receipt)->code() == wire::Code::ok;
+    if (erase) {
+      // The broker has the erasure and forwards it: the case's key goes,
+      // with the message (later messages of the case get a new key).
+      LIAISON_RETURN_IF_ERROR(ShredCase("", h.case_ref, next->seq));
+    }
+    LIAISON_RETURN_IF_ERROR(vault_->Transaction([&]() -> Status { return DeleteRow(next->seq); }));
     on_receipt(*receipt);
   }
 }

@@ -236,7 +236,7 @@ TEST_F(FailoverTest, AnOutboxResendsToTheOtherBrokerWhenTheActiveOneIsKilled) {
   auto receiver = Connect(Options(b_, wire::Role::receiver, both));
   ASSERT_TRUE(receiver->WaitReady(10s).ok());
   auto sender = Connect(Options(a_, wire::Role::sender, both));
-  auto box = Outbox::Open(work_.file("outbox.db"));
+  auto box = Outbox::Open(work_.file("outbox.db"), work_.file("outbox.key"));
   ASSERT_TRUE(box.ok()) << box.status().ToString();
   constexpr int kMessages = 10, kBeforeKill = 4;
   std::set<std::string> ids;

@@ -8,13 +8,18 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <filesystem>
 #include <future>
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <thread>
+
+#include <sys/stat.h>
 
 #include <yaml-cpp/yaml.h>
 
+#include "gateway_store.h"
 #include "integration/gateway_process.h"
 #include "liaison/agent.h"
 
@@ -32,17 +37,16 @@ std::string Update(const std::string& to, const std::string& notes = "progress",
 }
 
 std::vector<uint8_t> UpdateBytes(const std::string& id, const std::string& to) {
-  wire::EnvelopeT e;
-  e.id = id;
-  e.case_ref = "CASE-GW-2";
-  e.to.push_back(std::make_unique<wire::RecipientT>());
-  e.to.back()->agency = to;
-  wire::CaseUpdateT u;
-  u.notes = "from the native agent";
-  e.payload.Set(u);
-  flatbuffers::FlatBufferBuilder fbb;
-  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+  return CaseMessage(id, {to}, "CASE-GW-2", false, "", "from the native agent");
+}
+
+// A message as the agency's system posts it: CaseMessage's JSON form.
+std::string CaseJson(const std::string& id, const std::string& to, const std::string& case_ref, bool erasure,
+                     const std::string& notes = "progress") {
+  wire::JsonCodec codec(wire::JsonCodec::Root::kEnvelope);
+  auto json = codec.ToJson(CaseMessage(id, {to}, case_ref, erasure, "", notes), false);
+  if (!json.ok()) throw std::runtime_error(json.status().ToString());
+  return *json;
 }
 
 // The agency system's webhook endpoint: HTTPS, answers 503 to the first
@@ -477,6 +481,114 @@ TEST_F(GatewayTest, AClientGeneratedFromTheOpenApiDocumentSendsAReferralAndReads
   EXPECT_EQ((**message)->id()->str().rfind("oapi-", 0), 0u) << (**message)->id()->str();
   EXPECT_EQ((**message)->from()->str(), "a");
   ASSERT_TRUE(b->Ack((**message)->id()->str()).ok());
+}
+
+// Erasure that shreds, in the gateway's state file: messages of two cases
+// wait there while the broker is down; a copy of the file (with its -wal)
+// is the backup. The system then posts an erasure of one case, and a later
+// message of it; the broker comes back and takes everything. With the
+// gateway state key and its current ring the backup opens the other case's
+// message and none of the erased case's; the later message went out under
+// the case's new key; the ledger verifies and shows the erasure.
+TEST_F(GatewayTest, AnErasureLeavesAnEarlierBackupOfTheStateReadableForTheOtherCaseOnly) {
+  namespace fs = std::filesystem;
+  StartBroker();
+  StartGateway();
+  const std::string endpoint = broker_->endpoint();
+  ASSERT_EQ(broker_->Stop(), 0);
+  const std::string state = dir_.file("gateway-a/gateway.db"), key_file = dir_.file("gateway-a/gateway.state.key");
+  const std::string marker = "PLAINTEXT-MARKER-";
+  for (const auto& [id, case_ref] : std::vector<std::pair<std::string, std::string>>{
+           {"gx1", "CASE-GW-X"}, {"gx2", "CASE-GW-X"}, {"gy1", "CASE-GW-Y"}}) {
+    const HttpReply sent = gateway_->Call("POST", "/v1/messages", CaseJson(id, "b", case_ref, false, marker + id));
+    ASSERT_EQ(sent.status, 202) << sent.body;
+  }
+  for (const std::string& secret : {key_file, key_file + ".ring"}) {
+    struct stat st {};
+    ASSERT_EQ(0, ::stat(secret.c_str(), &st)) << secret;
+    EXPECT_EQ(0600u, st.st_mode & 0777) << secret;
+  }
+  const std::string backup = dir_.file("state-backup");
+  fs::create_directories(backup);
+  fs::copy_file(state, backup + "/gateway.db");
+  if (fs::exists(state + "-wal")) fs::copy_file(state + "-wal", backup + "/gateway.db-wal");
+  const std::string raw = ReadText(backup + "/gateway.db") +
+                          (fs::exists(backup + "/gateway.db-wal") ? ReadText(backup + "/gateway.db-wal") : "");
+  EXPECT_EQ(std::string::npos, raw.find(marker)) << "a message's text is in the state file in the clear";
+  EXPECT_EQ(std::string::npos, raw.find("CASE-GW-X")) << "a case reference is in the state file in the clear";
+
+  // What a copy of the backup opens with the key and the current ring.
+  auto open_copy = [&](std::set<std::string>* ids, int64_t* shredded) {
+    TempDir scratch;
+    fs::copy_file(backup + "/gateway.db", scratch.file("gw.db"));
+    if (fs::exists(backup + "/gateway.db-wal")) fs::copy_file(backup + "/gateway.db-wal", scratch.file("gw.db-wal"));
+    auto store = gateway::GatewayStore::Open(scratch.file("gw.db"), key_file);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    auto pending = (*store)->Pending();
+    ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+    for (const auto& m : pending->messages) {
+      const wire::Envelope* e = wire::VerifyEnvelope(m.envelope);
+      ASSERT_NE(nullptr, e) << m.id;
+      EXPECT_EQ(m.id, e->id()->str());
+      ids->insert(m.id);
+    }
+    *shredded = pending->shredded;
+  };
+  std::set<std::string> before;
+  int64_t shredded_before = -1;
+  open_copy(&before, &shredded_before);
+  EXPECT_EQ((std::set<std::string>{"gx1", "gx2", "gy1"}), before);
+  EXPECT_EQ(0, shredded_before);
+
+  const HttpReply erase = gateway_->Call("POST", "/v1/messages", CaseJson("gx-erase", "b", "CASE-GW-X", true));
+  ASSERT_EQ(erase.status, 202) << erase.body;
+  const HttpReply later = gateway_->Call("POST", "/v1/messages", CaseJson("gx3", "b", "CASE-GW-X", false));
+  ASSERT_EQ(later.status, 202) << later.body;
+  ASSERT_TRUE(broker_->Start(endpoint).ok());
+  // The gateway's sender backs off while the broker is down: up to 30 s
+  // for all five to be answered.
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  for (const char* id : {"gx1", "gx2", "gy1", "gx-erase", "gx3"}) {
+    HttpReply r;
+    while (std::chrono::steady_clock::now() < deadline) {
+      r = gateway_->Call("GET", "/v1/messages/" + std::string(id) + "/receipt");
+      if (r.status == 200) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    ASSERT_EQ(r.status, 200) << id << ": " << r.body;
+  }
+  ASSERT_TRUE(gateway_->WaitForLog("event=case_keys_rotated")) << gateway_->log();
+  ASSERT_EQ(gateway_->Stop(), 0);
+  {
+    const std::string text = ReadText(key_file + ".ring");
+    size_t keks = 0;
+    for (size_t at = text.find("\nkek "); at != std::string::npos; at = text.find("\nkek ", at + 1)) ++keks;
+    EXPECT_EQ(1u, keks) << "the previous epoch's KEK must be gone";
+  }
+  std::set<std::string> after;
+  int64_t shredded_after = -1;
+  open_copy(&after, &shredded_after);
+  EXPECT_EQ((std::set<std::string>{"gy1"}), after);
+  EXPECT_EQ(2, shredded_after);  // gx1, gx2
+
+  // b, offline until now, gets the other case, the erasure and the later
+  // message: the broker removed the erased case's copies waiting for it.
+  auto b = Connect(b_, wire::Role::receiver);
+  std::set<std::string> received;
+  while (received.size() < 3) {
+    auto m = b->Receive(5000ms);
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    if (!m->has_value()) break;
+    received.insert((**m)->id()->str());
+    ASSERT_TRUE(b->Ack("a", (**m)->id()->string_view()).ok());
+  }
+  EXPECT_EQ((std::set<std::string>{"gy1", "gx-erase", "gx3"}), received);
+  std::string out, err;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "verify", "--ledger", broker_->ledger_path(), "--public-key",
+                           broker_->ledger_public_key()},
+                          &out, &err))
+      << out << err;
+  EXPECT_NE(std::string::npos, ReadText(broker_->ledger_path()).find("ErasureRequest"));
 }
 
 }  // namespace

@@ -21,31 +21,6 @@ namespace {
 using namespace std::chrono_literals;
 using wire::Code;
 
-std::vector<uint8_t> Message(const std::string& id, const std::vector<std::string>& to,
-                             const std::string& case_ref = "CASE-1", bool erasure = false,
-                             const std::string& expires_at = "") {
-  wire::EnvelopeT e;
-  e.id = id;
-  e.case_ref = case_ref;
-  e.expires_at = expires_at;
-  for (const auto& a : to) {
-    e.to.push_back(std::make_unique<wire::RecipientT>());
-    e.to.back()->agency = a;
-  }
-  if (erasure) {
-    wire::ErasureRequestT r;
-    r.reason = "consent withdrawn";
-    e.payload.Set(r);
-  } else {
-    wire::CaseUpdateT u;
-    u.notes = "progress";
-    e.payload.Set(u);
-  }
-  flatbuffers::FlatBufferBuilder fbb;
-  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
-}
-
 class StoreFlowTest : public ::testing::Test {
  protected:
   void Start(const std::string& extra = "") {
@@ -89,7 +64,7 @@ TEST_F(StoreFlowTest, QueuedMessagesSurviveARestartAndArriveInOrder) {
   Start();
   auto a = Connect(a_, wire::Role::sender);
   for (int i = 0; i < 5; ++i) {
-    EXPECT_EQ(Code::stored, Send(*a, Message("q" + std::to_string(i), {"b"}))->recipients()->Get(0)->code());
+    EXPECT_EQ(Code::stored, Send(*a, CaseMessage("q" + std::to_string(i), {"b"}))->recipients()->Get(0)->code());
   }
   const std::string endpoint = broker_->endpoint();
   EXPECT_EQ(0, broker_->Stop(SIGTERM));
@@ -111,7 +86,7 @@ TEST_F(StoreFlowTest, APipelinedSenderGetsEveryReceiptAndEveryMessageArrivesOnce
   std::map<std::string, std::vector<uint8_t>> messages;
   for (int i = 0; i < kMessages; ++i) {
     const std::string id = "p" + std::to_string(i);
-    messages[id] = Message(id, {"b"});
+    messages[id] = CaseMessage(id, {"b"});
     ASSERT_TRUE(a->SendFrames(wire::kSend, messages[id]).ok());
   }
   std::set<std::string> receipted;
@@ -143,7 +118,7 @@ TEST_F(StoreFlowTest, APipelinedSenderGetsEveryReceiptAndEveryMessageArrivesOnce
 TEST_F(StoreFlowTest, UnackedMessagesAreRedeliveredToTheNextConnection) {
   Start();
   auto a = Connect(a_, wire::Role::sender);
-  Send(*a, Message("r1", {"b"}));
+  Send(*a, CaseMessage("r1", {"b"}));
   {
     auto b = Connect(b_, wire::Role::receiver);
     EXPECT_EQ(std::vector<std::string>{"r1"}, Drain(*b, 1000ms, /*ack=*/false));
@@ -158,7 +133,7 @@ TEST_F(StoreFlowTest, UndeliveredMessagesExpireAndTheSenderIsTold) {
   Start();
   auto a_receiver = Connect(a_, wire::Role::receiver);
   auto a = Connect(a_, wire::Role::sender);
-  EXPECT_EQ(Code::stored, Send(*a, Message("e1", {"b"}, "CASE-1", false, "2020-01-01T00:00:00Z"))
+  EXPECT_EQ(Code::stored, Send(*a, CaseMessage("e1", {"b"}, "CASE-1", false, "2020-01-01T00:00:00Z"))
                               ->recipients()->Get(0)->code());
   bool told = false;
   for (int i = 0; i < 60 && !told; ++i) {
@@ -187,7 +162,7 @@ TEST_F(StoreFlowTest, ARevokedAgencysQueuedMessagesAreHeldThenExpireAndTheSender
   std::tm utc{};
   gmtime_r(&in_3s, &utc);
   std::strftime(expires, sizeof expires, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  EXPECT_EQ(Code::stored, Send(*a, Message("v1", {"b"}, "CASE-1", false, expires))->recipients()->Get(0)->code());
+  EXPECT_EQ(Code::stored, Send(*a, CaseMessage("v1", {"b"}, "CASE-1", false, expires))->recipients()->Get(0)->code());
 
   std::filesystem::remove(broker_->policies_dir() + "/agencies/b.yaml");
   broker_->Signal(SIGHUP);
@@ -219,9 +194,9 @@ TEST_F(StoreFlowTest, AFullQueueIsAClearAnswerAndOthersAreServed) {
   ASSERT_TRUE(broker_->Start().ok());
   auto a = Connect(a_, wire::Role::sender);
   for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(Code::stored, Send(*a, Message("f" + std::to_string(i), {"b"}))->recipients()->Get(0)->code());
+    EXPECT_EQ(Code::stored, Send(*a, CaseMessage("f" + std::to_string(i), {"b"}))->recipients()->Get(0)->code());
   }
-  ReceiptBuffer full = Send(*a, Message("f3", {"b", "c"}));
+  ReceiptBuffer full = Send(*a, CaseMessage("f3", {"b", "c"}));
   std::map<std::string, Code> codes;
   for (const auto* r : *full->recipients()) codes[r->recipient()->str()] = r->code();
   EXPECT_EQ(Code::queue_full, codes["b"]);
@@ -236,11 +211,11 @@ TEST_F(StoreFlowTest, AnErasureReachesEveryAgencyThatReceivedTheCase) {
   Start();
   auto a = Connect(a_, wire::Role::sender);
   auto b = Connect(b_, wire::Role::receiver);
-  Send(*a, Message("x1", {"b", "c"}, "CASE-X"));  // c is offline: x1 waits for it
-  Send(*a, Message("y1", {"d"}, "CASE-Y"));
+  Send(*a, CaseMessage("x1", {"b", "c"}, "CASE-X"));  // c is offline: x1 waits for it
+  Send(*a, CaseMessage("y1", {"d"}, "CASE-Y"));
   EXPECT_EQ(std::vector<std::string>{"x1"}, Drain(*b, 500ms));
 
-  ReceiptBuffer erasure = Send(*a, Message("x-erase", {"b"}, "CASE-X", /*erasure=*/true));
+  ReceiptBuffer erasure = Send(*a, CaseMessage("x-erase", {"b"}, "CASE-X", /*erasure=*/true));
   std::set<std::string> to;
   for (const auto* r : *erasure->recipients()) to.insert(r->recipient()->str());
   EXPECT_EQ((std::set<std::string>{"b", "c"}), to);  // c too, though only b was addressed
@@ -257,9 +232,9 @@ TEST_F(StoreFlowTest, TheOutboxKeepsMessagesWhileTheBrokerIsDown) {
   const std::string endpoint = broker_->endpoint();
   EXPECT_EQ(0, broker_->Stop(SIGTERM));
 
-  auto box = Outbox::Open(dir_.file("outbox.db"));
+  auto box = Outbox::Open(dir_.file("outbox.db"), dir_.file("outbox.key"));
   ASSERT_TRUE(box.ok());
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*box)->Add(Message("o" + std::to_string(i), {"b"})).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*box)->Add(CaseMessage("o" + std::to_string(i), {"b"})).ok());
   auto options = broker_->AgentFor(a_);
   options.receipt_timeout = 700ms;
   {

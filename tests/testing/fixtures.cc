@@ -94,6 +94,31 @@ TestAgency MakeAgency(const std::string& id, const std::string& kind, const std:
   return {id, kind, region, *keys};
 }
 
+std::vector<uint8_t> CaseMessage(const std::string& id, const std::vector<std::string>& to,
+                                 const std::string& case_ref, bool erasure, const std::string& expires_at,
+                                 const std::string& notes) {
+  wire::EnvelopeT e;
+  e.id = id;
+  e.case_ref = case_ref;
+  e.expires_at = expires_at;
+  for (const auto& a : to) {
+    e.to.push_back(std::make_unique<wire::RecipientT>());
+    e.to.back()->agency = a;
+  }
+  if (erasure) {
+    wire::ErasureRequestT r;
+    r.reason = "consent withdrawn";
+    e.payload.Set(r);
+  } else {
+    wire::CaseUpdateT u;
+    u.notes = notes;
+    e.payload.Set(u);
+  }
+  flatbuffers::FlatBufferBuilder fbb;
+  wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
 std::vector<uint8_t> SharedOffsetBalloon(const std::string& id, const std::string& to,
                                          size_t string_bytes, size_t references) {
   flatbuffers::FlatBufferBuilder fbb(string_bytes + references * 4 + 1024);

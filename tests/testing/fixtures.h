@@ -48,6 +48,12 @@ void WritePolicies(const std::string& dir, const std::vector<TestAgency>& agenci
 // A test agency with a fresh key pair.
 TestAgency MakeAgency(const std::string& id, const std::string& kind, const std::string& region);
 
+// A message of `case_ref` to the agencies `to`: a CaseUpdate whose notes
+// are `notes`, or with `erasure` an ErasureRequest withdrawing the case.
+std::vector<uint8_t> CaseMessage(const std::string& id, const std::vector<std::string>& to,
+                                 const std::string& case_ref = "CASE-1", bool erasure = false,
+                                 const std::string& expires_at = "", const std::string& notes = "progress");
+
 // A CaseUpdate to `to` whose milestones vector references one Milestone,
 // named by a string of `string_bytes` characters, `references` times
 // (shared offsets, legal FlatBuffers): a few hundred KiB that stand for

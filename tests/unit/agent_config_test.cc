@@ -128,5 +128,30 @@ TEST(AgentConfigTest, AgentRefusesBothOneAndSeveralEndpoints) {
   EXPECT_EQ(agent.status().code(), Status::Code::kInvalidArgument);
 }
 
+// The outbox's key: beside the agency's keys by default (named after the
+// outbox), or where outbox_key_file says; without an outbox it is an error
+// naming the line.
+TEST(AgentConfigTest, TheOutboxKeyLivesWithTheKeysUnlessConfigured) {
+  TempDir dir;
+  const std::string keys = WriteKeys(dir);
+  WriteText(dir.file("agent.yaml"), "broker: tcp://127.0.0.1:7700\n" + keys + "outbox: data/outbox.db\n");
+  auto o = LoadAgentConfig(dir.file("agent.yaml"));
+  ASSERT_TRUE(o.ok()) << o.status().ToString();
+  EXPECT_EQ(dir.file("data/outbox.db"), o->outbox);
+  EXPECT_EQ(dir.file("keys/outbox.db.key"), o->outbox_key_file);
+
+  WriteText(dir.file("agent2.yaml"),
+            "broker: tcp://127.0.0.1:7700\n" + keys + "outbox: data/outbox.db\noutbox_key_file: vault/ob.key\n");
+  auto configured = LoadAgentConfig(dir.file("agent2.yaml"));
+  ASSERT_TRUE(configured.ok()) << configured.status().ToString();
+  EXPECT_EQ(dir.file("vault/ob.key"), configured->outbox_key_file);
+
+  WriteText(dir.file("agent3.yaml"), "broker: tcp://127.0.0.1:7700\n" + keys + "outbox_key_file: vault/ob.key\n");
+  auto alone = LoadAgentConfig(dir.file("agent3.yaml"));
+  ASSERT_FALSE(alone.ok());
+  EXPECT_NE(std::string::npos, alone.status().message().find("agent3.yaml:4:")) << alone.status().ToString();
+  EXPECT_NE(std::string::npos, alone.status().message().find("no `outbox`")) << alone.status().ToString();
+}
+
 }  // namespace
 }  // namespace liaison

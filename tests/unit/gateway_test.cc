@@ -57,6 +57,22 @@ TEST_F(GatewayConfigTest, AGoodFileLoadsWithPathsResolvedAndTheTokenRead) {
   EXPECT_EQ(c->webhook->target, "/in");
 }
 
+// The state key: beside the config by default ("<config name>.state.key"),
+// away from the state folder; configurable; never the state file itself
+// (an error naming the line).
+TEST_F(GatewayConfigTest, TheStateKeyLivesBesideTheConfigUnlessConfigured) {
+  auto c = Load(base_ + "token_file: token\n");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->state_key_file, dir_.file("gateway.state.key"));
+  auto configured = Load(base_ + "token_file: token\nstate_key_file: vault/gw.key\n");
+  ASSERT_TRUE(configured.ok()) << configured.status().ToString();
+  EXPECT_EQ(configured->state_key_file, dir_.file("vault/gw.key"));
+  auto same = Load(base_ + "token_file: token\nstate_key_file: gw.db\n");
+  ASSERT_FALSE(same.ok());
+  EXPECT_NE(same.status().message().find("gateway.yaml:7:"), std::string::npos) << same.status().message();
+  EXPECT_NE(same.status().message().find("state_key_file"), std::string::npos) << same.status().message();
+}
+
 TEST_F(GatewayConfigTest, TheBrokersAreThoseOfTheAgentConfig) {
   WriteText(dir_.file("agent.yaml"),
             "brokers: [tcp://broker-1.example:7700, tcp://broker-2.example:7700]\n"
@@ -161,7 +177,7 @@ std::vector<uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; 
 
 TEST(GatewayStoreTest, AcceptRetryConflictAnswerAndNotices) {
   TempDir dir;
-  auto store = GatewayStore::Open(dir.file("gw.db"));
+  auto store = GatewayStore::Open(dir.file("gw.db"), dir.file("gw.key"));
   ASSERT_TRUE(store.ok());
   GatewayStore& s = **store;
   EXPECT_EQ(*s.Accept("m1", "d1", Bytes("first")), GatewayStore::Accepted::kNew);
@@ -207,8 +223,31 @@ TEST(GatewayStoreTest, AcceptRetryConflictAnswerAndNotices) {
   EXPECT_TRUE(s.Lookup("m2")->has_value());
 }
 
+// Erasing a case deletes its pending messages and its key; another
+// agency's case of the same reference is another case.
+TEST(GatewayStoreTest, ShreddingACaseLeavesTheOthers) {
+  TempDir dir;
+  auto store = GatewayStore::Open(dir.file("gw.db"), dir.file("gw.key"));
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  GatewayStore& s = **store;
+  ASSERT_EQ(*s.Accept("a1", "d", testing::CaseMessage("a1", {"b"}, "CASE-A")), GatewayStore::Accepted::kNew);
+  ASSERT_EQ(*s.Accept("b1", "d", testing::CaseMessage("b1", {"b"}, "CASE-B")), GatewayStore::Accepted::kNew);
+  ASSERT_TRUE(s.ShredCase("other-agency", "CASE-A").ok());
+  EXPECT_EQ(*s.PendingCount(), 2u);
+  ASSERT_TRUE(s.ShredCase("", "CASE-A").ok());
+  auto pending = s.Pending();
+  ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+  ASSERT_EQ(pending->messages.size(), 1u);
+  EXPECT_EQ(pending->messages[0].id, "b1");
+  EXPECT_EQ(pending->messages[0].envelope, testing::CaseMessage("b1", {"b"}, "CASE-B"));
+  EXPECT_EQ(pending->shredded, 0);
+  // A later message of the erased case gets a new key and goes out.
+  ASSERT_EQ(*s.Accept("a2", "d", testing::CaseMessage("a2", {"b"}, "CASE-A")), GatewayStore::Accepted::kNew);
+  EXPECT_EQ(s.Pending()->messages.size(), 2u);
+}
+
 TEST(GatewayStoreTest, AnUnwritablePathIsAClearError) {
-  auto store = GatewayStore::Open("/proc/no/such/dir/gw.db");
+  auto store = GatewayStore::Open("/proc/no/such/dir/gw.db", "/proc/no/such/dir/gw.key");
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.status().message().find("/proc/no/such/dir/gw.db"), std::string::npos);
 }
@@ -282,7 +321,7 @@ TEST(RouteTest, InboxPathsNameSenderAndId) {
 
 TEST(GatewayStoreTest, DeadLettersAreRecordedListedAndCleared) {
   TempDir dir;
-  auto store = GatewayStore::Open(dir.file("gw.db"));
+  auto store = GatewayStore::Open(dir.file("gw.db"), dir.file("gw.key"));
   ASSERT_TRUE(store.ok());
   GatewayStore& s = **store;
   ASSERT_TRUE(s.AddDeadLetter({"b", "m1", 4, 503, ""}).ok());

@@ -60,6 +60,10 @@ struct AgentOptions {
   std::chrono::milliseconds silence_timeout{5000};
   std::string agent_name = "liaison-agent/0.1.0";
   std::string outbox;  // SQLite file keeping messages until the broker has them; empty = none
+  // The outbox's key (liaison/case_vault.h), made at first use; its ring is
+  // "<key file>.ring". LoadAgentConfig's default: beside secret_key_file,
+  // named after the outbox ("outbox.db" -> "outbox.db.key").
+  std::string outbox_key_file;
 };
 
 // Reads an agent config file (deploy/config/agent.yaml is the commented

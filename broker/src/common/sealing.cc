@@ -1,11 +1,11 @@
-#include "store/sealing.h"
+#include "liaison/sealing.h"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <climits>
 
-namespace liaison::store {
+namespace liaison {
 namespace {
 
 constexpr int kNonceBytes = 12;
@@ -89,4 +89,4 @@ bool KeyCheckOpens(const StoreKey& key, const std::vector<uint8_t>& sealed) {
   return opened && std::string(opened->begin(), opened->end()) == kKeyCheckText;
 }
 
-}  // namespace liaison::store
+}  // namespace liaison

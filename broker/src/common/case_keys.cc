@@ -1,4 +1,4 @@
-#include "store/case_keys.h"
+#include "liaison/case_keys.h"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -16,7 +16,7 @@
 
 #include "liaison/keys.h"
 
-namespace liaison::store {
+namespace liaison {
 namespace {
 
 constexpr const char* kHeader = "liaison-case-key-ring 1";
@@ -164,7 +164,7 @@ StatusOr<std::shared_ptr<CaseKeyRing>> CaseKeyRing::Open(const std::string& path
     return ring;
   }
   LIAISON_RETURN_IF_ERROR(CheckSecretFile(path, "case-key ring " + path,
-                                          "restore it from the key backup (it is made at the broker's first start)"));
+                                          "restore it from the key backup (it is made at first use, beside its key)"));
   LIAISON_RETURN_IF_ERROR(ring->LoadLocked());
   return ring;
 }
@@ -378,4 +378,4 @@ Status CaseKeyRing::Settle(uint64_t store_epoch) {
   return WriteLocked();
 }
 
-}  // namespace liaison::store
+}  // namespace liaison
