@@ -12,9 +12,11 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "integration/broker_process.h"
+#include "integration/gateway_process.h"
 #include "liaison/agent.h"
 
 namespace liaison::testing {
@@ -315,6 +317,45 @@ TEST_F(ThreadsTest, H3RestrictionTextReachesTheRecipient) {
     if (env->handling_restrictions()) restrictions = env->handling_restrictions()->str();
   }
   EXPECT_EQ("Only the case worker may read this.", restrictions);
+}
+
+// An HTTPS-only system (through the gateway) sees the thread of what it
+// receives and names it in derived_from; the broker holds it to H2 too.
+TEST_F(ThreadsTest, TheGatewayShowsTheThreadAndTakesDerivedFrom) {
+  GatewayProcess gateway(dir_, *broker_, b_);
+  Status st = gateway.Start();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(gateway.WaitForLog("event=broker_welcomed"));
+  ASSERT_EQ(Code::stored, Send(a_, Referral("gw-root", "b", wire::Handling::H2)).code);
+  std::string thread;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (thread.empty() && std::chrono::steady_clock::now() < deadline) {
+    const HttpReply page = gateway.Call("GET", "/v1/inbox?wait=1");
+    ASSERT_EQ(page.status, 200) << page.body;
+    if (page.body.find("gw-root") != std::string::npos) thread = JsonField(page.body, "thread");
+  }
+  ASSERT_FALSE(thread.empty());
+  ASSERT_EQ(200, gateway.Call("POST", "/v1/inbox/gw-root/ack").status);
+
+  auto post = [&](const std::string& id, const std::string& to) {
+    const std::string body = "{\"id\": \"" + id + "\", \"derived_from\": \"" + thread + "\", \"to\": [{\"agency\": \"" +
+                             to + "\"}], \"payload_type\": \"CaseUpdate\", \"payload\": {\"notes\": \"progress\"}}";
+    const HttpReply sent = gateway.Call("POST", "/v1/messages", body);
+    EXPECT_EQ(sent.status, 202) << sent.body;
+    HttpReply receipt;
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < until) {
+      receipt = gateway.Call("GET", "/v1/messages/" + id + "/receipt");
+      if (receipt.status == 200) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return receipt.body;
+  };
+  const std::string to_c = post("gw-to-c", "c");
+  EXPECT_EQ("denied", JsonField(to_c, "code")) << to_c;
+  EXPECT_EQ("handling-h2", JsonField(to_c, "reason")) << to_c;
+  const std::string to_a = post("gw-to-a", "a");
+  EXPECT_EQ("stored", JsonField(to_a, "code")) << to_a;
 }
 
 }  // namespace
