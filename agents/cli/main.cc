@@ -161,7 +161,7 @@ int FlushOutbox(const std::string& config_path) {
 }
 
 int Send(const std::string& config_path, const std::vector<std::string>& to,
-         const std::string& file) {
+         const std::string& file, const std::string& reply_to) {
   AgentLogsToStderr();
   auto options = liaison::LoadAgentConfig(config_path);
   if (!options.ok()) return Fail(options.status().message(), kExitUsage);
@@ -183,6 +183,17 @@ int Send(const std::string& config_path, const std::vector<std::string>& to,
                 kExitUsage);
   }
   if (envelope->created_at.empty()) envelope->created_at = wire::NowRfc3339();
+  if (!reply_to.empty()) {
+    // A received message as `liaison listen` writes it.
+    auto received_json = ReadFile(reply_to);
+    if (!received_json.ok()) return Fail(received_json.status().message(), kExitUsage);
+    auto received = codec.ToBinary(*received_json, reply_to);
+    if (!received.ok()) return Fail(received.status().message(), kExitUsage);
+    if (!to.empty()) envelope->to.clear();  // --to wins over the received message's sender
+    if (Status st = liaison::DeriveFrom(*wire::GetEnvelope(received->data()), envelope.get()); !st.ok()) {
+      return Fail(reply_to + ": " + st.message(), kExitUsage);
+    }
+  }
   if (!to.empty()) {
     envelope->to.clear();
     for (const auto& address : to) {
@@ -312,6 +323,17 @@ int Listen(const std::string& config_path, int count, const std::string& out_dir
   auto handler = [&](const liaison::EnvelopeBuffer& message) -> Status {
     auto text = codec.ToJson(message.bytes(), /*pretty=*/!out_dir.empty());
     if (!text.ok()) return text.status();
+    // The sender's restrictions (H3) are for the person handling the case
+    // to read before using it: shown in words, on stderr like the overdue
+    // notices (docs/policies.md section 9a).
+    if (message->handling() == wire::Handling::H3) {
+      const auto* restrictions = message->handling_restrictions();
+      std::cerr << "restrictions (H3) on " << (message->from() ? message->from()->str() : "") << " "
+                << (message->id() ? message->id()->str() : "") << ": "
+                << (restrictions && restrictions->size() > 0 ? restrictions->str()
+                                                              : "(the text was withheld by the policies; ask the sender)")
+                << std::endl;
+    }
     if (out_dir.empty()) {
       std::cout << *text << std::endl;
     } else {
@@ -418,6 +440,11 @@ int main(int argc, char** argv) {
   send->add_option("--config", config, "agent config file (YAML)")->required();
   send->add_option("--to", to, "recipient: ID or kind:KIND[@REGION]; repeatable");
   send->add_option("file", file, "the message as JSON (schemas/envelope.fbs)")->required();
+  std::string reply_to;
+  send->add_option("--reply-to", reply_to,
+                   "a received message (JSON, as `liaison listen` writes it) that this one answers or passes "
+                   "on: fills derived_from from its thread, an empty in_reply_to from its id and, without "
+                   "--to, the recipient from its sender");
 
   int count = 0;
   std::string listen_out;
@@ -647,7 +674,7 @@ int main(int argc, char** argv) {
     }
     return Keygen(out, name);
   }
-  if (send->parsed()) return Send(config, to, file);
+  if (send->parsed()) return Send(config, to, file, reply_to);
   if (listen->parsed()) return Listen(config, count, listen_out);
   return kExitUsage;
 }

@@ -558,4 +558,23 @@ Status Agent::Run(const Handler& handler, const std::atomic<bool>& stop) {
   return Status::Ok();
 }
 
+Status DeriveFrom(const wire::Envelope& received, wire::EnvelopeT* message) {
+  if (!received.thread() || received.thread()->size() == 0) {
+    return Status::InvalidArgument(
+        "the received message has no thread (a broker before case threads delivered it); send the answer "
+        "without derived_from");
+  }
+  message->derived_from = received.thread()->str();
+  const std::string id = received.id() ? received.id()->str() : std::string();
+  if (auto* response = message->payload.AsReferralResponse(); response && response->in_reply_to.empty()) {
+    response->in_reply_to = id;
+  }
+  if (auto* update = message->payload.AsCaseUpdate(); update && update->in_reply_to.empty()) update->in_reply_to = id;
+  if (message->to.empty() && received.from() && received.from()->size() > 0) {
+    message->to.push_back(std::make_unique<wire::RecipientT>());
+    message->to.back()->agency = received.from()->str();
+  }
+  return Status::Ok();
+}
+
 }  // namespace liaison

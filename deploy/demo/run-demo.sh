@@ -28,6 +28,11 @@ cp -r "$ROOT/policies/vocabulary.yaml" "$ROOT/policies/agencies" "$WORK/policies
 # programme names the county coordinator as its escalation contact.
 printf 'response_deadlines:\n  green: 4s\n' >> "$WORK/policies/vocabulary.yaml"
 printf '\nescalation:\n  agency: coordinator-mombasa\n' >> "$WORK/policies/agencies/exit-mombasa.yaml"
+# Reintegration in Kwale takes handovers from youth welfare too, so that in
+# the demo only the handling code (H2) stops youth welfare passing the exit
+# programme's referral on (docs/policies.md, "Handling codes").
+sed -i '/id: handovers/,/messages:/ s/kinds: \[prison-service, probation-service, exit-programme\]/kinds: [prison-service, probation-service, exit-programme, youth-welfare]/' \
+  "$WORK/policies/agencies/reintegration-kwale.yaml"
 
 say "Keys: one CURVE key pair for the broker and for each agency (never committed)"
 "$BIN/liaison" keygen --out "$WORK/keys" --name broker >/dev/null
@@ -131,6 +136,30 @@ send 2 exit-mombasa "$WORK/bad.json" youth-welfare-mombasa
 sleep 0.5
 say "What each agency received"
 python3 "$ROOT/deploy/demo/show.py" inbox "$WORK/inbox"
+
+say "Handling code H2: youth welfare may answer the exit programme, but not pass its H2 referral on"
+# The thread reference the broker gave youth welfare's copy of the referral.
+thread="$(python3 - "$WORK/inbox/youth-welfare-mombasa" <<'PY'
+import json, os, sys
+folder = sys.argv[1]
+for name in sorted(os.listdir(folder)):
+    with open(os.path.join(folder, name)) as f:
+        m = json.load(f)
+    if m.get("payload_type") == "CaseReferral" and m.get("handling") == "H2" and m.get("thread"):
+        print(m["thread"])
+        break
+PY
+)"
+echo "  youth-welfare-mombasa's copy of the referral carries thread $thread"
+cat > "$WORK/onward-update.json" <<JSON
+{"case_ref": "YW-MSA-2026-0311", "purpose": "case-coordination", "derived_from": "$thread",
+ "payload_type": "CaseUpdate", "payload": {"status": "in_progress"}}
+JSON
+send 3 youth-welfare-mombasa "$WORK/onward-update.json" reintegration-kwale
+if ! grep -q '"handling-h2"' "$WORK/last-receipt.json"; then
+  echo "  UNEXPECTED: the onward update was not denied with handling-h2"
+  failures=$((failures + 1))
+fi
 
 say "Response deadlines: the green referral to youth welfare was not answered within 4 s (the demo's override)"
 for _ in $(seq 100); do

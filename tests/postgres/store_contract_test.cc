@@ -497,6 +497,44 @@ TYPED_TEST(StoreContractTest, ClocksFireOnceStopWhenAnsweredAndSurviveReopening)
   EXPECT_EQ(std::optional<int64_t>(), *store->OldestOpenClock());
 }
 
+// Case threads: a batch's thread references are found by reference with
+// every field as written, survive reopening, are unknown otherwise, and go
+// with the purge.
+TYPED_TEST(StoreContractTest, ThreadsAreFoundByReferenceSurviveReopeningAndGoWithThePurge) {
+  const std::string ref(32, 'a'), root(32, 'b');
+  {
+    auto store = this->Open();
+    ASSERT_TRUE(store);
+    WriteBatch batch;
+    WriteBatch::ThreadStart t;
+    t.thread = {ref, "b", "m1", root, "a", /*handling=*/3, "case-coordination", {"b", "c"}, {"d", "kind:health-service"}, {}};
+    t.purge_after_ms = 100000;
+    batch.threads.push_back(t);
+    batch.threads.push_back(t);  // the same reference again keeps the first row
+    ASSERT_TRUE(store->Apply(batch).ok());
+  }
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  auto found = store->FindThread(ref);
+  ASSERT_TRUE(found.ok()) << found.status().ToString();
+  ASSERT_TRUE(found->has_value());
+  const Thread& t = **found;
+  EXPECT_EQ(ref, t.ref);
+  EXPECT_EQ("b", t.holder);
+  EXPECT_EQ("m1", t.message_id);
+  EXPECT_EQ(root, t.root);
+  EXPECT_EQ("a", t.origin);
+  EXPECT_EQ(3, t.handling);
+  EXPECT_EQ("case-coordination", t.purpose);
+  EXPECT_EQ((std::vector<std::string>{"b", "c"}), t.circle);
+  EXPECT_EQ((std::vector<std::string>{"d", "kind:health-service"}), t.onward);
+  EXPECT_FALSE(store->FindThread(root)->has_value());
+  WriteBatch purge;
+  purge.purge_before_ms = 100000;
+  ASSERT_TRUE(store->Apply(purge).ok());
+  EXPECT_FALSE(store->FindThread(ref)->has_value());
+}
+
 TYPED_TEST(StoreContractTest, SetAsideCopiesAreListedRequeuedAndPurged) {
   auto store = this->Open();
   ASSERT_TRUE(store);
@@ -918,7 +956,7 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
     ASSERT_TRUE((*store)->Apply(batch).ok());
   }
   // Back to what version 1 had.
-  Sql(*url, "DROP TABLE clocks; DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
+  Sql(*url, "DROP TABLE threads; DROP TABLE clocks; DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
             "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
   EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
   // Opened with a case-key ring, as the broker does: the copy sealed under
@@ -948,6 +986,17 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
   clocks.clocks_started.push_back(c);
   ASSERT_TRUE((*store)->Apply(clocks).ok());
   EXPECT_EQ(1u, (*store)->DueClocks(2000, 10)->size());
+  // Version 7's threads table is there and takes threads.
+  WriteBatch threads;
+  WriteBatch::ThreadStart t;
+  t.thread.ref = std::string(32, 'c');
+  t.thread.holder = "b";
+  t.thread.root = std::string(32, 'd');
+  t.thread.origin = "a";
+  t.purge_after_ms = 9000;
+  threads.threads.push_back(t);
+  ASSERT_TRUE((*store)->Apply(threads).ok());
+  EXPECT_TRUE((*store)->FindThread(std::string(32, 'c'))->has_value());
 }
 
 // One holder at a time; another takes over only once the lease expired

@@ -1,12 +1,15 @@
 #include "core/admission.h"
 
+#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <unordered_set>
 
 #include "policy/engine.h"
+#include "policy/policy_set.h"
 
 namespace liaison::broker {
 namespace {
@@ -109,7 +112,53 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
   return ok;
 }
 
+// A new thread reference: 128 random bits, hex; nullopt if the generator
+// fails (never a weaker value).
+std::optional<std::string> NewThreadRef() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) return std::nullopt;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(32, '0');
+  for (size_t i = 0; i < sizeof bytes; ++i) {
+    out[2 * i] = kHex[bytes[i] >> 4];
+    out[2 * i + 1] = kHex[bytes[i] & 0xf];
+  }
+  return out;
+}
+
+bool Contains(const std::vector<std::string>& list, std::string_view item) {
+  return std::find(list.begin(), list.end(), item) != list.end();
+}
+
 }  // namespace
+
+bool IsThreadRef(std::string_view text) {
+  return text.size() == 32 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string HandlingDenial(const store::Thread& parent, const Agency& sender, const Agency& recipient,
+                           std::string_view purpose, const policy::Vocabulary& vocabulary) {
+  // The originator's own data: its codes bind the others, not itself.
+  if (parent.origin == sender.id) return "";
+  if (parent.handling == static_cast<int32_t>(wire::Handling::H0) && !purpose.empty() && purpose != parent.purpose) {
+    // A message that states no purpose keeps the original's.
+    auto compatible = vocabulary.compatible_purposes.find(parent.purpose);
+    if (compatible == vocabulary.compatible_purposes.end() || !Contains(compatible->second, purpose)) {
+      return "handling-h0";
+    }
+  }
+  if (parent.handling == static_cast<int32_t>(wire::Handling::H1) && Contains(vocabulary.judicial_purposes, purpose)) {
+    return "handling-h1";
+  }
+  if (parent.handling == static_cast<int32_t>(wire::Handling::H2)) {
+    const bool allowed = recipient.id == parent.origin || Contains(parent.circle, recipient.id) ||
+                         Contains(parent.onward, recipient.id) || Contains(parent.onward, "kind:" + recipient.kind) ||
+                         Contains(parent.granted, recipient.id);
+    if (!allowed) return "handling-h2";
+  }
+  return "";
+}
 
 std::string AddressText(const wire::Recipient& r) {
   if (r.agency() && r.agency()->size() > 0) return r.agency()->str();
@@ -119,8 +168,8 @@ std::string AddressText(const wire::Recipient& r) {
 }
 
 Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sender,
-                            std::span<const uint8_t> bytes,
-                            const std::vector<std::string>& also_to) const {
+                            std::span<const uint8_t> bytes, const std::vector<std::string>& also_to,
+                            const store::Thread* parent) const {
   const AgencyDirectory& directory = policies.directory();
   if (bytes.size() > limits_.max_message_bytes) {
     return Reject(Code::too_large, "message is " + std::to_string(bytes.size()) +
@@ -146,6 +195,33 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   }
   Admission admission = CheckHeader(*env, sender, limits_, policies.vocabulary());
   if (admission.code != Code::ok) return admission;
+  if (env->thread() && env->thread()->size() > 0) {
+    return Reject(Code::invalid_field,
+                  "thread is set by the broker on each copy it delivers; leave it empty, and to answer or pass "
+                  "on a message you received put its thread in derived_from",
+                  admission.message_id);
+  }
+  if (env->derived_from() && env->derived_from()->size() > 0 && (!parent || parent->holder != sender.id)) {
+    // The same answer whether the reference is unknown or another agency's:
+    // a sender learns nothing of threads it does not hold.
+    return Reject(Code::invalid_field,
+                  "derived_from is not the thread of a message this agency received: copy it from the thread "
+                  "field of the message you answer or pass on (it is kept as long as that message's receipt)",
+                  admission.message_id);
+  }
+  if (parent) {
+    // A response or update derived from a thread answers that thread's
+    // message: its in_reply_to, if given, names it.
+    const flatbuffers::String* in_reply_to = nullptr;
+    if (const auto* response = env->payload_as_ReferralResponse()) in_reply_to = response->in_reply_to();
+    if (const auto* update = env->payload_as_CaseUpdate()) in_reply_to = update->in_reply_to();
+    if (in_reply_to && in_reply_to->size() > 0 && in_reply_to->string_view() != parent->message_id) {
+      return Reject(Code::invalid_field,
+                    "payload.in_reply_to is not the id of the message whose thread derived_from names; give "
+                    "that message's id, or leave in_reply_to empty",
+                    admission.message_id);
+    }
+  }
   // Text must be UTF-8: recipients read it as JSON, and the gateway could
   // not hand it on otherwise.
   if (const std::string field = wire::NonUtf8Field(*env); !field.empty()) {
@@ -198,7 +274,11 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   // One decision and one copy per recipient. The copy's `from` is the
   // authenticated sender and its `to` names only that recipient: no agency
   // learns who else was addressed.
+  // A derived message inherits its parent thread's restrictions if that
+  // thread carries a handling code.
+  const bool inherit = parent && parent->handling != static_cast<int32_t>(wire::Handling::unspecified);
   const policy::MessageFacts facts = policy::ExtractFacts(*env, policies.vocabulary());
+  const std::string_view facts_purpose = env->purpose() ? env->purpose()->string_view() : std::string_view();
   const policy::AgencyPolicy& sender_policy = policies.For(sender);
   std::array<policy::Action, policy::kMaxLeaves> actions;
   policy::FieldReport report;
@@ -209,6 +289,17 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
     outcome.break_glass = decision.break_glass();
     if (decision.release) outcome.rules.push_back(decision.release->id);
     if (decision.accept) outcome.rules.push_back(decision.accept->id);
+    if (decision.allowed() && parent) {
+      if (std::string denial = HandlingDenial(*parent, sender, *recipient, facts_purpose, policies.vocabulary());
+          !denial.empty()) {
+        outcome.code = Code::denied;
+        outcome.reason = std::move(denial);
+        spdlog::info("event=denied agency={} recipient={} id={} type={} reason={}", sender.id, recipient->id,
+                     admission.message_id, wire::EnumNamePayload(facts.type), outcome.reason);
+        admission.unresolved.push_back(std::move(outcome));
+        continue;
+      }
+    }
     if (!decision.allowed()) {
       outcome.code = Code::denied;
       outcome.reason = decision.reason;
@@ -218,10 +309,19 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
       admission.unresolved.push_back(std::move(outcome));
       continue;
     }
+    std::optional<std::string> thread_ref = NewThreadRef();
+    if (!thread_ref) {
+      spdlog::error("event=thread_ref_failed agency={} recipient={} id={} error=\"RAND_bytes failed\"", sender.id,
+                    recipient->id, admission.message_id);
+      outcome.code = Code::internal_error;
+      outcome.reason = "thread-ref-failed";
+      admission.unresolved.push_back(std::move(outcome));
+      continue;
+    }
     policy::CombinePlans(decision, facts.type, actions.data());
     report.Clear();
     Status st = policy::Rewrite(*env, sender.id, recipient->id, actions.data(),
-                                policies.For(*recipient).pseudonym_key, facts, fbb, &report);
+                                policies.For(*recipient).pseudonym_key, facts, fbb, &report, *thread_ref);
     if (!st.ok()) {
       spdlog::error("event=rewrite_failed agency={} recipient={} id={} error=\"{}\"", sender.id,
                     recipient->id, admission.message_id, st.message());
@@ -251,7 +351,45 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
                    sender.id, recipient->id, admission.message_id, decision.release->id,
                    decision.accept->id);
     }
-    admission.deliveries.push_back({recipient, fbb.Release(), std::move(outcome)});
+    store::Thread thread;
+    thread.ref = std::move(*thread_ref);
+    thread.holder = recipient->id;
+    thread.message_id = admission.message_id;
+    if (inherit) {
+      thread.onward = parent->onward;
+    } else {
+      for (const std::string& a : decision.release->onward_agencies) thread.onward.push_back(a);
+      for (const std::string& k : decision.release->onward_kinds) thread.onward.push_back("kind:" + k);
+    }
+    admission.deliveries.push_back({recipient, fbb.Release(), std::move(outcome), std::move(thread)});
+  }
+  // The thread's root: a derived message stays in its parent's thread, under
+  // the code of the first message of it that carried one (its originator,
+  // purpose and recipients); else this message is that first one.
+  std::optional<std::string> root = parent ? std::optional<std::string>(parent->root) : NewThreadRef();
+  if (!root) {
+    spdlog::error("event=thread_ref_failed agency={} id={} error=\"RAND_bytes failed\"", sender.id,
+                  admission.message_id);
+    return Reject(Code::internal_error, "the broker could not make a thread reference; resend later with the same id",
+                  admission.message_id);
+  }
+  std::vector<std::string> circle;
+  if (!inherit) {
+    for (const Delivery& d : admission.deliveries) circle.push_back(d.recipient->id);
+  }
+  for (Delivery& d : admission.deliveries) {
+    d.thread.root = *root;
+    if (inherit) {
+      d.thread.origin = parent->origin;
+      d.thread.handling = parent->handling;
+      d.thread.purpose = parent->purpose;
+      d.thread.circle = parent->circle;
+    } else {
+      d.thread.origin = sender.id;
+      d.thread.handling = static_cast<int32_t>(env->handling());
+      d.thread.purpose = env->purpose() ? env->purpose()->str() : std::string();
+      d.thread.circle = circle;
+    }
   }
   return admission;
 }

@@ -14,9 +14,11 @@
 #include "config/broker_config.h"
 #include "liaison/wire.h"
 #include "registry/agency_directory.h"
+#include "store/store.h"
 
 namespace liaison::policy {
 class PolicySet;
+struct Vocabulary;
 }
 
 namespace liaison::broker {
@@ -38,6 +40,7 @@ struct Delivery {
   const Agency* recipient = nullptr;
   flatbuffers::DetachedBuffer envelope;
   RecipientOutcome outcome;
+  store::Thread thread;  // the copy's thread: its reference is in `envelope`
 };
 
 struct Admission {
@@ -67,13 +70,30 @@ class Dispatcher {
   // every failure is an Admission with an error code.
   // `also_to` adds agencies by id (an erasure goes to every agency that
   // received the case); unknown ids among them are ignored.
+  // `parent` is the thread that the message's derived_from names, as the
+  // store holds it, if it belongs to `sender` (null otherwise: a message
+  // that names a derived_from without one is rejected). Each copy gets a
+  // new thread reference (Delivery::thread); a derived message's copies are
+  // held to the parent thread's handling code (docs/policies.md, "Handling
+  // codes").
   Admission Admit(const policy::PolicySet& policies, const Agency& sender,
                   std::span<const uint8_t> bytes,
-                  const std::vector<std::string>& also_to = {}) const;
+                  const std::vector<std::string>& also_to = {},
+                  const store::Thread* parent = nullptr) const;
 
  private:
   Limits limits_;
 };
+
+// Whether `text` has the form of a thread reference (32 lower-case hex
+// digits): anything else is never looked up.
+bool IsThreadRef(std::string_view text);
+
+// Why the handling code of `parent`'s thread forbids a derived message of
+// `sender`, stating `purpose`, to reach `recipient` ("handling-h0",
+// "handling-h1", "handling-h2"), or empty if it does not.
+std::string HandlingDenial(const store::Thread& parent, const Agency& sender, const Agency& recipient,
+                           std::string_view purpose, const policy::Vocabulary& vocabulary);
 
 // Builds a Receipt buffer (file identifier "LSNR").
 flatbuffers::DetachedBuffer BuildReceipt(const std::string& message_id, wire::Code code,

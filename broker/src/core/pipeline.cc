@@ -344,7 +344,16 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     disclosed = std::move(*to);
   }
 
-  Admission admission = dispatcher_.Admit(policies, sender, bytes, disclosed);
+  // The thread a derived message names, if the sender holds it (committed:
+  // a thread reference reaches its holder only after its batch committed).
+  std::optional<store::Thread> parent;
+  if (peek && peek->derived_from() && IsThreadRef(peek->derived_from()->string_view())) {
+    auto found = reader_->FindThread(peek->derived_from()->str());
+    if (!found.ok()) return unavailable(peek_id, found.status());
+    if (*found && (*found)->holder == sender.id) parent = std::move(*found);
+  }
+
+  Admission admission = dispatcher_.Admit(policies, sender, bytes, disclosed, parent ? &*parent : nullptr);
   if (admission.code != wire::Code::ok) {
     stats_.messages_rejected++;
     spdlog::warn("event=rejected agency={} id={} code={} detail=\"{}\"", sender.id,
@@ -461,6 +470,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
                                            purge_after});
       }
       if (!answers.empty()) forming_.clocks_answered.push_back({d.recipient->id, answers, sender.id, now});
+      forming_.threads.push_back({std::move(d.thread), purge_after});
       d.outcome.code = wire::Code::stored;
       touched_.insert(d.recipient->id);
       // The disclosure is recorded before anything leaves: if the ledger

@@ -417,7 +417,7 @@ void CombinePlans(const Decision& decision, wire::Payload type, Action* out) {
 Status Rewrite(const wire::Envelope& in, const std::string& sender_id,
                const std::string& recipient_id, const Action* actions,
                const std::array<uint8_t, 32>& pseudonym_key, const MessageFacts& facts,
-               flatbuffers::FlatBufferBuilder& fbb, FieldReport* report) {
+               flatbuffers::FlatBufferBuilder& fbb, FieldReport* report, std::string_view thread) {
   fbb.Clear();
   const PayloadLayout* layout = SchemaLayout::Get().For(in.payload_type());
   if (!layout || !in.payload()) return Status::InvalidArgument("message has no payload");
@@ -449,10 +449,11 @@ Status Rewrite(const wire::Envelope& in, const std::string& sender_id,
   auto expires_at = fbb.CreateString(in.expires_at());
   flatbuffers::Offset<flatbuffers::String> break_glass(
       rewriter.CopyHeaderText(HeaderText::kBreakGlass, envelope_table));
+  auto thread_ref = thread.empty() ? 0 : fbb.CreateString(thread.data(), thread.size());
   auto envelope = wire::CreateEnvelope(
       fbb, id, case_ref, to, from, purpose, legal_basis, consent, in.handling(), restrictions,
       in.urgency(), in.source_reliability(), in.information_accuracy(), created_at, expires_at,
-      break_glass, in.schema_version(), in.payload_type(), flatbuffers::Offset<void>(payload));
+      break_glass, in.schema_version(), in.payload_type(), flatbuffers::Offset<void>(payload), thread_ref);
   wire::FinishEnvelopeBuffer(fbb, envelope);
   if (!wire::VerifyEnvelope({fbb.GetBufferPointer(), fbb.GetSize()})) {
     return Status::Internal("the rewritten message does not verify");

@@ -79,12 +79,14 @@ struct FieldReport {
 };
 
 // Builds the recipient's copy of `in` into `fbb` (cleared first): the header
-// with `from` = sender and `to` = only the recipient, and the payload with
-// `actions` applied. Fails only if the result does not verify (a bug).
+// with `from` = sender, `to` = only the recipient and `thread` = the copy's
+// thread reference (none if empty; `derived_from`, the sender's reference,
+// never passes), and the payload with `actions` applied. Fails only if the
+// result does not verify (a bug).
 Status Rewrite(const wire::Envelope& in, const std::string& sender_id,
                const std::string& recipient_id, const Action* actions,
                const std::array<uint8_t, 32>& pseudonym_key, const MessageFacts& facts,
-               flatbuffers::FlatBufferBuilder& fbb, FieldReport* report);
+               flatbuffers::FlatBufferBuilder& fbb, FieldReport* report, std::string_view thread = {});
 
 // The pseudonym of `value` for the holder of `key`: 32 hex digits of
 // HMAC-SHA256(key, path || 0 || value). Stable per recipient and field.

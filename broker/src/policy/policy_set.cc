@@ -23,8 +23,9 @@ using broker::Agency;
 const std::vector<std::string> kRuleKeys = {
     "id",       "description", "to",           "from",       "messages",
     "purposes", "legal_bases", "consent",      "handling",   "subject_minor",
-    "risk_levels", "break_glass", "fields"};
+    "risk_levels", "break_glass", "fields", "onward"};
 const std::vector<std::string> kCounterpartKeys = {"agencies", "kinds", "regions"};
+const std::vector<std::string> kOnwardKeys = {"agencies", "kinds"};
 
 // The names of an enum's values, from the generated code, by value.
 template <typename E>
@@ -44,6 +45,52 @@ std::vector<std::string> ReadSection(const YAML::Node& root, const char* name, Y
   }
   for (const auto& entry : node) ids.push_back(entry.first.Scalar());
   return ids;
+}
+
+// vocabulary.yaml's optional judicial_purposes: [purpose, ...] and
+// compatible_purposes: {purpose: [purpose, ...]}; every id must be one of
+// `purposes`.
+void ReadPurposeMarks(const YAML::Node& root, YamlReader& r, Vocabulary* v) {
+  auto check = [&](const YAML::Node& node, const std::string& path) -> std::optional<std::string> {
+    if (!node.IsScalar()) {
+      r.Error(node, path, "expected a purpose id");
+      return std::nullopt;
+    }
+    if (Vocabulary::IndexOf(v->purposes, node.Scalar()) < 0) {
+      r.Error(node, path, "'" + node.Scalar() + "' is not a purpose of this file's 'purposes'");
+      return std::nullopt;
+    }
+    return node.Scalar();
+  };
+  if (const YAML::Node judicial = root["judicial_purposes"]; judicial) {
+    if (!judicial.IsSequence()) {
+      r.Error(judicial, "judicial_purposes", "expected a list of purpose ids, e.g. [judicial-proceedings]");
+    } else {
+      for (const auto& item : judicial) {
+        if (auto id = check(item, "judicial_purposes")) v->judicial_purposes.push_back(*id);
+      }
+    }
+  }
+  if (const YAML::Node compatible = root["compatible_purposes"]; compatible) {
+    if (!compatible.IsMap()) {
+      r.Error(compatible, "compatible_purposes",
+              "expected a map of a purpose id to the list of purposes compatible with it");
+      return;
+    }
+    for (const auto& entry : compatible) {
+      auto purpose = check(entry.first, "compatible_purposes");
+      const std::string path = "compatible_purposes." + entry.first.Scalar();
+      if (!entry.second.IsSequence()) {
+        r.Error(entry.second, path, "expected a list of purpose ids");
+        continue;
+      }
+      std::vector<std::string> others;
+      for (const auto& item : entry.second) {
+        if (auto id = check(item, path)) others.push_back(*id);
+      }
+      if (purpose) v->compatible_purposes[*purpose] = std::move(others);
+    }
+  }
 }
 
 // vocabulary.yaml's optional response_deadlines: {red: 4h, amber: 24h,
@@ -368,6 +415,15 @@ Rule ReadRule(YamlReader& r, const YAML::Node& node, const std::string& path, bo
                                 : "an accept rule names its senders under 'from'"));
   }
   ReadCounterpart(r, node[counterpart], path + "." + counterpart, ctx, rule);
+  if (const YAML::Node onward = node["onward"]; onward) {
+    if (!release) {
+      r.Error(onward, path, "'onward' belongs in a release rule: it is what the sender allows its recipients to "
+                            "pass on (docs/policies.md, \"Handling codes\")");
+    } else if (r.ExpectMap(onward, path + ".onward", kOnwardKeys)) {
+      ReadTerms(r, onward, path + ".onward", "agencies", ctx.agency_ids, "agency", &rule.onward_agencies);
+      ReadTerms(r, onward, path + ".onward", "kinds", ctx.vocabulary.kinds, "agency kind", &rule.onward_kinds);
+    }
+  }
 
   std::vector<std::string> messages;
   if (!node["messages"]) {
@@ -605,7 +661,8 @@ StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& di
   {
     YamlReader r(vocabulary_path);
     r.ExpectMap(*vocabulary_doc, "",
-                {"kinds", "regions", "purposes", "legal_bases", "handling_codes", "response_deadlines"});
+                {"kinds", "regions", "purposes", "legal_bases", "handling_codes", "response_deadlines",
+                 "judicial_purposes", "compatible_purposes"});
     Vocabulary& v = set->vocabulary_;
     v.kinds = ReadSection(*vocabulary_doc, "kinds", r);
     v.regions = ReadSection(*vocabulary_doc, "regions", r);
@@ -613,6 +670,7 @@ StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& di
     v.legal_bases = ReadSection(*vocabulary_doc, "legal_bases", r);
     v.handling_codes = ReadSection(*vocabulary_doc, "handling_codes", r);
     ReadResponseDeadlines(*vocabulary_doc, r, &v.response_deadlines);
+    ReadPurposeMarks(*vocabulary_doc, r, &v);
     // The directory already reported kinds/regions problems.
     for (const auto& e : r.errors()) {
       if (e.find("'kinds'") == std::string::npos && e.find("'regions'") == std::string::npos) {

@@ -8,6 +8,7 @@
 #define LIAISON_BROKER_POLICY_POLICY_SET_H_
 
 #include <array>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -85,6 +86,9 @@ struct Rule {
   uint32_t consent = ~0u, handling = ~0u, risk = ~0u; // bit per enum value
   std::optional<bool> subject_minor;
   bool break_glass = false;  // matches only when the sender gives a justification
+  // Release rules only: to whom the recipient may pass on a message of an H2
+  // thread this rule released (docs/policies.md, "Handling codes").
+  std::vector<std::string> onward_agencies, onward_kinds;
 
   std::vector<FieldEntry> entries;
   std::optional<Action> others;
@@ -121,6 +125,11 @@ std::optional<int64_t> ParseDeadline(std::string_view text);
 struct Vocabulary {
   std::vector<std::string> kinds, regions, purposes, legal_bases, handling_codes;
   ResponseDeadlines response_deadlines = kDefaultResponseDeadlines;
+  // Handling codes (docs/policies.md section 9a): the purposes that serve
+  // judicial proceedings (H1), and for each purpose the others a message
+  // derived from an H0 case may state instead of it.
+  std::vector<std::string> judicial_purposes;
+  std::map<std::string, std::vector<std::string>, std::less<>> compatible_purposes;
   // Index in the list, or -1.
   static int IndexOf(const std::vector<std::string>& list, std::string_view value);
 };

@@ -113,6 +113,16 @@ CREATE INDEX clocks_open ON clocks (started_ms) WHERE answered_ms IS NULL;
 CREATE INDEX clocks_by_purge ON clocks (purge_after_ms);
 )sql";
 
+// Version 7: case threads, one row per stored copy under the reference the
+// copy carries (see store::Thread).
+constexpr const char* kSchemaV7 = R"sql(
+CREATE TABLE threads (
+  ref TEXT PRIMARY KEY, holder TEXT NOT NULL, message_id TEXT NOT NULL, root TEXT NOT NULL, origin TEXT NOT NULL,
+  handling INTEGER NOT NULL, purpose TEXT NOT NULL, circle TEXT NOT NULL, onward TEXT NOT NULL,
+  purge_after_ms BIGINT NOT NULL);
+CREATE INDEX threads_by_purge ON threads (purge_after_ms);
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -126,7 +136,7 @@ enum Stmt {
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
-  kDueClocks, kOldestClock, kWithdrawClocks, kStmtCount
+  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kFindThread, kStmtCount
 };
 
 struct StatementText {
@@ -188,7 +198,8 @@ constexpr StatementText kStatements[kStmtCount] = {
     {"l_purge",
      "WITH gone AS (DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= $1::bigint RETURNING seq), "
      "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)), "
-     "c AS (DELETE FROM clocks WHERE purge_after_ms <= $1::bigint) "
+     "c AS (DELETE FROM clocks WHERE purge_after_ms <= $1::bigint), "
+     "t AS (DELETE FROM threads WHERE purge_after_ms <= $1::bigint) "
      "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
     {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
     // The receipts of many (sender, id) keys at once, by the key's position.
@@ -304,6 +315,13 @@ constexpr StatementText kStatements[kStmtCount] = {
     // A withdrawn case's clocks (erasures are rare: one statement each).
     {"l_withdraw_clocks",
      "DELETE FROM clocks WHERE sender = $1 AND left(label, length($2) + 1) = $2 || '|'"},
+    // A reference is random (128 bits): one seen before keeps its first row.
+    {"l_start_threads",
+     "INSERT INTO threads (ref, holder, root, origin, handling, purpose, circle, onward, purge_after_ms, message_id) "
+     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], "
+     "$8::text[], $9::bigint[], $10::text[]) ON CONFLICT (ref) DO NOTHING"},
+    {"l_find_thread",
+     "SELECT holder, root, origin, handling, purpose, circle, onward, message_id FROM threads WHERE ref = $1::text"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -714,6 +732,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV6));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (6)"));
     }
+    if (version < 7) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV7));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (7)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -1087,6 +1109,29 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
   for (const WriteBatch::ClocksWithdrawn& w : batch.clocks_withdrawn) {
     calls->push_back({kWithdrawClocks, Params().Text(w.sender).Text(w.case_pseudonym),
                       "forgetting a withdrawn case's response clocks"});
+  }
+  if (!batch.threads.empty()) {
+    using A = Params::Array;
+    A ref(Params::kText), holder(Params::kText), root(Params::kText), origin(Params::kText),
+        handling(Params::kInt8), purpose(Params::kText), circle(Params::kText), onward(Params::kText),
+        purge(Params::kInt8), message_id(Params::kText);
+    for (const WriteBatch::ThreadStart& t : batch.threads) {
+      message_id.Add(t.thread.message_id);
+      ref.Add(t.thread.ref);
+      holder.Add(t.thread.holder);
+      root.Add(t.thread.root);
+      origin.Add(t.thread.origin);
+      handling.Add(t.thread.handling);
+      purpose.Add(t.thread.purpose);
+      circle.Add(JoinList(t.thread.circle));
+      onward.Add(JoinList(t.thread.onward));
+      purge.Add(t.purge_after_ms);
+    }
+    Params p;
+    for (A* a : {&ref, &holder, &root, &origin, &handling, &purpose, &circle, &onward, &purge, &message_id}) {
+      p.Add(std::move(*a));
+    }
+    calls->push_back({kStartThreads, std::move(p), "recording thread references"});
   }
   for (const auto& [agency, receipt] : batch.notices) {
     calls->push_back({kAddNotice, Params().Text(agency).Bytes(receipt), "writing a notice"});
@@ -1522,6 +1567,24 @@ StatusOr<std::optional<int64_t>> PgStore::OldestOpenClock() {
   return std::optional<int64_t>(GetInt(r.get(), 0, 0));
 }
 
+StatusOr<std::optional<Thread>> PgStore::FindThread(const std::string& ref) {
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Result r = Exec(conn_, kFindThread, Params().Text(ref));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading a thread: " + ServerError(r.get(), conn_));
+  if (PQntuples(r.get()) == 0) return std::optional<Thread>();
+  Thread t;
+  t.ref = ref;
+  t.holder = GetText(r.get(), 0, 0);
+  t.root = GetText(r.get(), 0, 1);
+  t.origin = GetText(r.get(), 0, 2);
+  t.handling = static_cast<int32_t>(GetInt(r.get(), 0, 3));
+  t.purpose = GetText(r.get(), 0, 4);
+  t.circle = SplitList(GetText(r.get(), 0, 5));
+  t.onward = SplitList(GetText(r.get(), 0, 6));
+  t.message_id = GetText(r.get(), 0, 7);
+  return std::optional<Thread>(std::move(t));
+}
+
 StatusOr<std::vector<QueueSummary>> PgStore::QueueSummaries() {
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
   Result r = Exec(conn_, kSummaries, Params());
@@ -1593,6 +1656,9 @@ constexpr StatementText kImportStatements[] = {
      "INSERT INTO clocks (sender, message_id, recipient, label, urgency, started_ms, due_ms, purge_after_ms, fired_ms, "
      "answered_ms) VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint, "
      "$9::bigint, $10::bigint)"},
+    {"i_thread",
+     "INSERT INTO threads (ref, holder, root, origin, handling, purpose, circle, onward, purge_after_ms, message_id) "
+     "VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::text, $8::text, $9::bigint, $10::text)"},
     // The next seq is last + 1 (is_called true), or 1 for an empty table.
     {"i_numbering",
      "SELECT setval(pg_get_serial_sequence('messages', 'seq'), GREATEST($1::bigint, 1), $1::bigint > 0), "
@@ -1602,7 +1668,8 @@ constexpr StatementText kImportStatements[] = {
 constexpr const char* kCountRows =
     "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM bodies), (SELECT COUNT(*) FROM receipts), "
     "(SELECT COUNT(*) FROM disclosures), (SELECT COUNT(*) FROM notices), (SELECT COUNT(*) FROM ledger_tail), "
-    "(SELECT COUNT(*) FROM ledger_position), (SELECT COUNT(*) FROM case_keys), (SELECT COUNT(*) FROM clocks)";
+    "(SELECT COUNT(*) FROM ledger_position), (SELECT COUNT(*) FROM case_keys), (SELECT COUNT(*) FROM clocks), "
+    "(SELECT COUNT(*) FROM threads)";
 
 }  // namespace
 
@@ -1699,6 +1766,12 @@ Status PgImport::Put(const Rows& rows) {
     if (c.answered_ms) p.Int(*c.answered_ms); else p.Null();
     LIAISON_RETURN_IF_ERROR(Exec("i_clock", p, "copying a response clock"));
   }
+  for (const ThreadRow& t : rows.threads) {
+    PgStore::Params p;
+    p.Text(t.ref).Text(t.holder).Text(t.root).Text(t.origin).Int(t.handling).Text(t.purpose).Text(t.circle);
+    p.Text(t.onward).Int(t.purge_after_ms).Text(t.message_id);
+    LIAISON_RETURN_IF_ERROR(Exec("i_thread", p, "copying a case thread"));
+  }
   return Status::Ok();
 }
 
@@ -1729,6 +1802,7 @@ StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
   found.case_keys = std::atoll(PQgetvalue(counts.get(), 0, 7));
   const int64_t positions = std::atoll(PQgetvalue(counts.get(), 0, 6));
   found.clocks = std::atoll(PQgetvalue(counts.get(), 0, 8));
+  found.threads = std::atoll(PQgetvalue(counts.get(), 0, 9));
   if (!(found == totals.counts) || positions != (totals.ledger_position ? 1 : 0)) {
     return Status::Internal("store " + where + ": the copy does not match the source (source: " +
                             totals.counts.ToString() + "; copy: " + found.ToString() + "); nothing was migrated");

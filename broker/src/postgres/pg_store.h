@@ -45,7 +45,7 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 6;
+  static constexpr int kSchemaVersion = 7;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no
@@ -81,6 +81,7 @@ class PgStore final : public Store {
   StatusOr<LedgerTail> ReadLedgerTail() override;
   StatusOr<std::vector<Clock>> DueClocks(int64_t now_ms, int limit) override;
   StatusOr<std::optional<int64_t>> OldestOpenClock() override;
+  StatusOr<std::optional<Thread>> FindThread(const std::string& ref) override;
   StatusOr<std::vector<QueueSummary>> QueueSummaries() override;
   StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) override;
   StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) override;

@@ -82,6 +82,13 @@ CREATE TABLE IF NOT EXISTS clocks (
 CREATE INDEX IF NOT EXISTS clocks_running ON clocks (due_ms) WHERE fired_ms IS NULL AND answered_ms IS NULL;
 CREATE INDEX IF NOT EXISTS clocks_open ON clocks (started_ms) WHERE answered_ms IS NULL;
 CREATE INDEX IF NOT EXISTS clocks_by_purge ON clocks (purge_after_ms);
+-- Case threads: one row per stored copy, under the reference the copy
+-- carries (store::Thread); added like the clocks.
+CREATE TABLE IF NOT EXISTS threads (
+  ref TEXT PRIMARY KEY, holder TEXT NOT NULL, message_id TEXT NOT NULL, root TEXT NOT NULL, origin TEXT NOT NULL,
+  handling INTEGER NOT NULL, purpose TEXT NOT NULL, circle TEXT NOT NULL, onward TEXT NOT NULL,
+  purge_after_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS threads_by_purge ON threads (purge_after_ms);
 )sql";
 
 std::string SqliteError(sqlite3* db, const std::string& what) {
@@ -534,6 +541,7 @@ Status SqliteStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
       }
     }
     LIAISON_RETURN_IF_ERROR(ApplyClocks(batch));
+    LIAISON_RETURN_IF_ERROR(ApplyThreads(batch));
     for (const auto& [agency, receipt] : batch.notices) LIAISON_RETURN_IF_ERROR(AddNotice(agency, receipt));
     for (int64_t seq : batch.notices_sent) LIAISON_RETURN_IF_ERROR(DeleteNotice(seq));
     LIAISON_RETURN_IF_ERROR(AppendLedger(batch.ledger));
@@ -878,6 +886,40 @@ Status SqliteStore::ApplyClocks(const WriteBatch& batch) {
   return Status::Ok();
 }
 
+Status SqliteStore::ApplyThreads(const WriteBatch& batch) {
+  for (const WriteBatch::ThreadStart& t : batch.threads) {
+    // A reference is random (128 bits): one seen before is a bug or a
+    // resend committed twice, and keeps its first row.
+    Query q(db_, Prepare("INSERT OR IGNORE INTO threads (ref, holder, root, origin, handling, purpose, circle, "
+                         "onward, purge_after_ms, message_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"));
+    q.Text(1, t.thread.ref).Text(2, t.thread.holder).Text(3, t.thread.root).Text(4, t.thread.origin);
+    q.Int(5, t.thread.handling).Text(6, t.thread.purpose).Text(7, JoinList(t.thread.circle));
+    q.Text(8, JoinList(t.thread.onward)).Int(9, t.purge_after_ms).Text(10, t.thread.message_id);
+    if (!q.Done()) return q.Error("store: recording a thread reference");
+  }
+  return Status::Ok();
+}
+
+StatusOr<std::optional<Thread>> SqliteStore::FindThread(const std::string& ref) {
+  Query q(db_, Prepare("SELECT holder, root, origin, handling, purpose, circle, onward, message_id FROM threads "
+                       "WHERE ref = ?1"));
+  q.Text(1, ref);
+  const int rc = q.Step();
+  if (rc == SQLITE_DONE) return std::optional<Thread>();
+  if (rc != SQLITE_ROW) return q.Error("store: reading a thread");
+  Thread t;
+  t.ref = ref;
+  t.holder = q.ColumnText(0);
+  t.root = q.ColumnText(1);
+  t.origin = q.ColumnText(2);
+  t.handling = static_cast<int32_t>(q.ColumnInt(3));
+  t.purpose = q.ColumnText(4);
+  t.circle = SplitList(q.ColumnText(5));
+  t.onward = SplitList(q.ColumnText(6));
+  t.message_id = q.ColumnText(7);
+  return std::optional<Thread>(std::move(t));
+}
+
 StatusOr<std::vector<Clock>> SqliteStore::DueClocks(int64_t now_ms, int limit) {
   Query q(db_, Prepare("SELECT sender, message_id, recipient, label, urgency, started_ms, due_ms FROM clocks "
                        "WHERE fired_ms IS NULL AND answered_ms IS NULL AND due_ms <= ?1 "
@@ -911,7 +953,8 @@ StatusOr<int64_t> SqliteStore::PurgeDue(int64_t now_ms) {
   }
   for (const char* sql : {"DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= ?1",
                           "DELETE FROM receipts WHERE purge_after_ms <= ?1",
-                          "DELETE FROM clocks WHERE purge_after_ms <= ?1"}) {
+                          "DELETE FROM clocks WHERE purge_after_ms <= ?1",
+                          "DELETE FROM threads WHERE purge_after_ms <= ?1"}) {
     Query q(db_, Prepare(sql));
     if (!q.Int(1, now_ms).Done()) return q.Error("store: purging");
     n += sqlite3_changes(db_);
@@ -1255,7 +1298,8 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
   }
   // Everything in the file must be something this build copies.
   static const std::set<std::string> kTables = {"meta", "messages", "bodies", "receipts",
-                                                "disclosures", "notices", "ledger_tail", "case_keys", "clocks"};
+                                                "disclosures", "notices", "ledger_tail", "case_keys", "clocks",
+                                                "threads"};
   LIAISON_RETURN_IF_ERROR(query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
                                 "listing its tables", [&](sqlite3_stmt* s) {
                                   const std::string name = ColumnString(s, 0);
@@ -1341,6 +1385,14 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
                                   return Status::Ok();
                                 }));
   if (has_clocks) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM clocks", &totals.counts.clocks));
+  // ... nor one before case threads a threads table.
+  bool has_threads = false;
+  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'threads'",
+                                "listing its tables", [&](sqlite3_stmt*) {
+                                  has_threads = true;
+                                  return Status::Ok();
+                                }));
+  if (has_threads) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM threads", &totals.counts.threads));
   // AUTOINCREMENT's high-water marks: numbers of rows already purged are
   // not given out again.
   LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM messages", &totals.last_message_seq));
@@ -1428,6 +1480,26 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
           if (sqlite3_column_type(s, 8) != SQLITE_NULL) c.fired_ms = sqlite3_column_int64(s, 8);
           if (sqlite3_column_type(s, 9) != SQLITE_NULL) c.answered_ms = sqlite3_column_int64(s, 9);
           part.clocks.push_back(std::move(c));
+          return flush(false);
+        }));
+  }
+  if (has_threads) {
+    LIAISON_RETURN_IF_ERROR(query(
+        "SELECT ref, holder, root, origin, handling, purpose, circle, onward, purge_after_ms, message_id FROM threads "
+        "ORDER BY ref",
+        "reading case threads", [&](sqlite3_stmt* s) {
+          ThreadRow t;
+          t.ref = ColumnString(s, 0);
+          t.holder = ColumnString(s, 1);
+          t.root = ColumnString(s, 2);
+          t.origin = ColumnString(s, 3);
+          t.handling = sqlite3_column_int64(s, 4);
+          t.purpose = ColumnString(s, 5);
+          t.circle = ColumnString(s, 6);
+          t.onward = ColumnString(s, 7);
+          t.purge_after_ms = sqlite3_column_int64(s, 8);
+          t.message_id = ColumnString(s, 9);
+          part.threads.push_back(std::move(t));
           return flush(false);
         }));
   }

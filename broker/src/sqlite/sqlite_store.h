@@ -68,6 +68,7 @@ class SqliteStore final : public Store {
   StatusOr<LedgerTail> ReadLedgerTail() override;
   StatusOr<std::vector<Clock>> DueClocks(int64_t now_ms, int limit) override;
   StatusOr<std::optional<int64_t>> OldestOpenClock() override;
+  StatusOr<std::optional<Thread>> FindThread(const std::string& ref) override;
   StatusOr<std::vector<QueueSummary>> QueueSummaries() override;
   StatusOr<std::vector<QueueEntry>> QueueEntries(const std::string& recipient, int limit) override;
   StatusOr<std::vector<ExpiredMessage>> SetAside(const std::string& recipient) override;
@@ -119,6 +120,8 @@ class SqliteStore final : public Store {
   StatusOr<int64_t> PurgeDue(int64_t now_ms);
   // The batch's clocks: started, answered, fired (WriteBatch).
   Status ApplyClocks(const WriteBatch& batch);
+  // The batch's thread references (WriteBatch::threads).
+  Status ApplyThreads(const WriteBatch& batch);
   // Removes the queued (undelivered) messages of the case; returns them.
   StatusOr<std::vector<ExpiredMessage>> EraseQueued(const std::string& sender, const std::string& case_ref);
   // The ledger's records commit with the batch that decided them: the

@@ -49,6 +49,12 @@ struct ClockRow {
   int64_t urgency = 0, started_ms = 0, due_ms = 0, purge_after_ms = 0;
   std::optional<int64_t> fired_ms, answered_ms;
 };
+struct ThreadRow {
+  std::string ref, holder, message_id, root, origin, purpose;
+  int64_t handling = 0;
+  std::string circle, onward;  // comma-separated, as stored
+  int64_t purge_after_ms = 0;
+};
 struct LedgerTailRow {
   int64_t seq = 0, first_seq = 0;
   std::string lines;
@@ -65,26 +71,28 @@ struct Rows {
   std::vector<LedgerTailRow> ledger_tail;
   std::vector<CaseKeyRow> case_keys;
   std::vector<ClockRow> clocks;
+  std::vector<ThreadRow> threads;
   size_t size() const {
     return messages.size() + bodies.size() + receipts.size() + disclosures.size() + notices.size() +
-           ledger_tail.size() + case_keys.size() + clocks.size();
+           ledger_tail.size() + case_keys.size() + clocks.size() + threads.size();
   }
 };
 
 // How many rows of each table: what the copy is checked against.
 struct RowCounts {
   int64_t messages = 0, bodies = 0, receipts = 0, disclosures = 0, notices = 0, ledger_tail = 0, case_keys = 0,
-          clocks = 0;
+          clocks = 0, threads = 0;
   bool operator==(const RowCounts& o) const {
     return messages == o.messages && bodies == o.bodies && receipts == o.receipts &&
            disclosures == o.disclosures && notices == o.notices && ledger_tail == o.ledger_tail &&
-           case_keys == o.case_keys && clocks == o.clocks;
+           case_keys == o.case_keys && clocks == o.clocks && threads == o.threads;
   }
   std::string ToString() const {
     return "messages " + std::to_string(messages) + ", bodies " + std::to_string(bodies) + ", receipts " +
            std::to_string(receipts) + ", disclosures " + std::to_string(disclosures) + ", notices " +
            std::to_string(notices) + ", ledger_tail " + std::to_string(ledger_tail) + ", case_keys " +
-           std::to_string(case_keys) + ", clocks " + std::to_string(clocks);
+           std::to_string(case_keys) + ", clocks " + std::to_string(clocks) + ", threads " +
+           std::to_string(threads);
   }
 };
 

@@ -65,6 +65,47 @@ struct Clock {
   int64_t started_ms = 0, due_ms = 0;
 };
 
+// A case thread (docs/protocol.md, "Case threads"): what the broker knows of
+// one delivered copy under the opaque reference it gave that copy. A message
+// derived from it (Envelope.derived_from) is held to the handling code of
+// the thread's root: the first message of the thread that carried a code.
+struct Thread {
+  std::string ref;     // 32 hex digits, random; the copy's Envelope.thread
+  std::string holder;  // the agency that received the copy
+  std::string message_id;  // of the message the copy is of (its sender's id)
+  std::string root;    // the ref that names the whole thread (its root copy's first)
+  std::string origin;  // the root's sender: the originator
+  int32_t handling = 0;  // wire::Handling of the root
+  std::string purpose;   // of the root
+  // The agencies the root was stored for, and what the originator's release
+  // rule allowed this holder to pass the case on to ("agency" or
+  // "kind:<kind>"): with `origin`, whom an H2 thread may reach.
+  std::vector<std::string> circle, onward;
+  // Agencies the originator permitted since (PermissionGrant).
+  std::vector<std::string> granted;
+};
+
+// A thread's lists as the stores keep them: comma-separated (agency ids and
+// kinds are vocabulary ids, which hold no comma).
+inline std::string JoinList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items) {
+    if (!out.empty()) out += ',';
+    out += item;
+  }
+  return out;
+}
+inline std::vector<std::string> SplitList(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const size_t comma = text.find(',');
+    out.emplace_back(text.substr(0, comma));
+    if (comma == std::string_view::npos) break;
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
 // Everything one batch decided, written by Store::Apply in one transaction
 // with one fsync: all of it is durable, or none of it. Plain data, built by
 // the broker core on its thread and applied on the writer's.
@@ -98,6 +139,10 @@ struct WriteBatch {
     Clock clock;
     int64_t purge_after_ms = 0;  // forgotten then, answered or not
   };
+  struct ThreadStart {
+    Thread thread;
+    int64_t purge_after_ms = 0;  // forgotten with the copy's rows
+  };
   // (sender, message_id, recipient) of a clock, and when it ended.
   struct ClockEnd {
     std::string sender, message_id, recipient;
@@ -122,6 +167,7 @@ struct WriteBatch {
   std::vector<ClockEnd> clocks_answered;    // a response stored: the clock stops (if it runs)
   std::vector<ClockEnd> clocks_fired;       // past the deadline: fires once (if neither fired nor answered)
   std::vector<ClocksWithdrawn> clocks_withdrawn;  // a case's clocks, gone with its erasure
+  std::vector<ThreadStart> threads;         // copies stored: their thread references
   std::vector<std::pair<std::string, std::vector<uint8_t>>> notices;  // (agency, receipt)
   std::vector<int64_t> notices_sent;    // notices to forget
   std::vector<std::pair<uint64_t, std::string>> ledger;  // see AppendLedger
@@ -131,7 +177,8 @@ struct WriteBatch {
   bool empty() const {
     return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() && shred.empty() &&
            set_aside.empty() && purged.empty() && requeued.empty() && clocks_started.empty() &&
-           clocks_answered.empty() && clocks_fired.empty() && clocks_withdrawn.empty() && notices.empty() && notices_sent.empty() && ledger.empty() &&
+           clocks_answered.empty() && clocks_fired.empty() && clocks_withdrawn.empty() && threads.empty() &&
+           notices.empty() && notices_sent.empty() && ledger.empty() &&
            trim_ledger_to == 0 && purge_before_ms == 0;
   }
 };
@@ -231,6 +278,8 @@ class Store {
   // Clocks past their deadline at `now_ms`, neither fired nor answered,
   // the earliest first, at most `limit`.
   virtual StatusOr<std::vector<Clock>> DueClocks(int64_t now_ms, int limit) = 0;
+  // The thread of `ref` (Thread), if the store holds it.
+  virtual StatusOr<std::optional<Thread>> FindThread(const std::string& ref) = 0;
   // When the oldest clock still waiting for its response started (fired
   // or not); nullopt if none waits.
   virtual StatusOr<std::optional<int64_t>> OldestOpenClock() = 0;
