@@ -123,6 +123,17 @@ CREATE TABLE threads (
 CREATE INDEX threads_by_purge ON threads (purge_after_ms);
 )sql";
 
+// Version 8: a queued copy's body stays in its row. Bodies are ciphertext
+// (nothing to compress) of a few KiB: PostgreSQL's default (compress, then
+// move out of line past ~2 KiB) cost a failed compression and two TOAST
+// chunks, each with an index entry, per copy, and as many deletions at its
+// ack. Up to ~8 KiB a row now holds its body; a larger one goes out of
+// line without the compression attempt.
+constexpr const char* kSchemaV8 = R"sql(
+ALTER TABLE bodies SET (toast_tuple_target = 8160);
+ALTER TABLE bodies ALTER COLUMN sealed SET STORAGE EXTERNAL;
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -735,6 +746,10 @@ Status PgStore::Migrate() {
     if (version < 7) {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV7));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (7)"));
+    }
+    if (version < 8) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV8));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (8)"));
     }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
