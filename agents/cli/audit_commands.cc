@@ -2,6 +2,8 @@
 
 #include <iomanip>
 #include <optional>
+#include <set>
+#include <utility>
 #include <iostream>
 #include <sstream>
 
@@ -150,11 +152,20 @@ int AuditQueryCommand(const AuditQuery& q) {
     std::cerr << records.status().message() << "\n";
     return 2;
   }
+  // A thread's messages: their later records (delivered, expired, erased)
+  // carry no thread id, and are found by (sender, message id).
+  std::set<std::pair<std::string, std::string>> thread_messages;
+  if (!q.thread.empty()) {
+    for (const auto& bytes : *records) {
+      const auto* r = flatbuffers::GetRoot<ledger::LedgerRecord>(bytes.data());
+      if (Str(r->thread()) == q.thread) thread_messages.insert({Str(r->sender()), Str(r->message_id())});
+    }
+  }
   wire::JsonCodec codec(wire::JsonCodec::Root::kLedgerRecord);
   std::ostringstream out;
   if (q.format == "csv") {
     out << "seq,time,decision,message_id,case,sender,recipient,type,purpose,legal_basis,handling,"
-           "rules,released,transformed,dropped,reason,policy_version\n";
+           "rules,released,transformed,dropped,reason,policy_version,thread,permission\n";
   } else if (q.format == "table") {
     out << std::left << std::setw(25) << "time" << std::setw(12) << "decision" << std::setw(44)
         << "sender -> recipient" << std::setw(18) << "type" << "rules; fields released / transformed / dropped\n";
@@ -167,6 +178,10 @@ int AuditQueryCommand(const AuditQuery& q) {
     if (IsPolicyEvent(r->decision()) && q.decision.empty()) continue;
     const std::string decision = ledger::EnumNameDecision(r->decision());
     if (!case_pseudonym.empty() && Str(r->case_()) != case_pseudonym) continue;
+    if (!q.thread.empty() && Str(r->thread()) != q.thread &&
+        !thread_messages.count({Str(r->sender()), Str(r->message_id())})) {
+      continue;
+    }
     if (!q.sender.empty() && q.case_ref.empty() && Str(r->sender()) != q.sender) continue;
     if (!q.agency.empty() && Str(r->sender()) != q.agency && Str(r->recipient()) != q.agency) continue;
     if (!q.rule.empty() && Join(r->rules(), "\n").find(q.rule) == std::string::npos) continue;
@@ -186,7 +201,7 @@ int AuditQueryCommand(const AuditQuery& q) {
           << "," << Csv(Str(r->handling())) << "," << Csv(Join(r->rules(), " ")) << ","
           << Csv(Join(r->released(), " ")) << "," << Csv(Join(r->transformed(), " ")) << ","
           << Csv(Join(r->dropped(), " ")) << "," << Csv(Str(r->reason())) << "," << Csv(Str(r->policy_version()))
-          << "\n";
+          << "," << Csv(Str(r->thread())) << "," << Csv(Join(r->permission(), " ")) << "\n";
     } else {
       out << std::left << std::setw(25) << Str(r->time()) << std::setw(12) << decision << std::setw(44)
           << (Str(r->sender()) + " -> " + Str(r->recipient())) << std::setw(18) << Str(r->type())
@@ -196,11 +211,17 @@ int AuditQueryCommand(const AuditQuery& q) {
             << Join(r->dropped(), ",");
       }
       if (r->reason()) out << " (" << Str(r->reason()) << ")";
+      // A permission request's agencies asked for, a grant's allowed.
+      if (r->permission()) out << " [permission: " << Join(r->permission(), ",") << "]";
       out << "\n";
     }
   }
   std::cout << out.str();
-  if (q.format == "table") std::cout << matched << " record(s)\n";
+  if (q.format == "table") {
+    std::cout << matched << " record(s)";
+    if (!q.thread.empty()) std::cout << " of thread " << q.thread;
+    std::cout << "\n";
+  }
   return 0;
 }
 

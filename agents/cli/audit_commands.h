@@ -12,6 +12,7 @@ struct AuditQuery {
   std::string agency, rule, decision, since, until;
   std::string format = "table";  // table, json, csv
   std::string policy_history;    // an agency id (or "vocabulary"): its policy events instead
+  std::string thread;            // a thread id (a record's `thread`): that case thread's whole path
 };
 
 // Exit codes: 0 OK, 1 the ledger fails verification, 2 bad arguments/files.

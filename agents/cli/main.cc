@@ -480,6 +480,9 @@ int main(int argc, char** argv) {
   query->add_option("--since", query_options.since, "from this time (RFC 3339, inclusive)");
   query->add_option("--until", query_options.until, "before this time (RFC 3339)");
   query->add_option("--format", query_options.format, "table (default), json or csv");
+  query->add_option("--thread", query_options.thread,
+                    "a case thread's whole path, in order: the thread id of any of its records (`thread` in "
+                    "--format json); its messages' deliveries too");
   query->add_option("--policy-history", query_options.policy_history,
                     "instead: every version of AGENCY's policy file that went live (hash, signer, time), its "
                     "DPO key pins and refused reloads; `vocabulary` for the shared file");

@@ -570,6 +570,11 @@ Status DeriveFrom(const wire::Envelope& received, wire::EnvelopeT* message) {
     response->in_reply_to = id;
   }
   if (auto* update = message->payload.AsCaseUpdate(); update && update->in_reply_to.empty()) update->in_reply_to = id;
+  // A grant answering the PermissionRequest received.
+  if (auto* grant = message->payload.AsPermissionGrant(); grant && grant->in_reply_to.empty() &&
+                                                          received.payload_type() == wire::Payload::PermissionRequest) {
+    grant->in_reply_to = id;
+  }
   if (message->to.empty() && received.from() && received.from()->size() > 0) {
     message->to.push_back(std::make_unique<wire::RecipientT>());
     message->to.back()->agency = received.from()->str();

@@ -4,7 +4,10 @@
 // it in derived_from; an H2 thread reaches only its originator, the
 // originator's recipients and whom the originator's release rule allows
 // onward, and any other recipient is denied with handling-h2 in the receipt
-// and the ledger.
+// and the ledger. A holder asks the originator for permission to pass a
+// case on (PermissionRequest); the originator's grant (PermissionGrant,
+// accepted from the originator only) lets the next derived message through
+// to the granted agency; `liaison audit query --thread` shows the path.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -65,6 +68,25 @@ std::vector<uint8_t> Update(const std::string& id, const std::string& to, const 
   return Finish(e);
 }
 
+std::vector<uint8_t> Permission(const std::string& id, const std::string& derived_from, const std::string& to,
+                                bool grant, const std::vector<std::string>& agencies,
+                                const std::string& purpose = "case-coordination", const std::string& in_reply_to = "") {
+  wire::EnvelopeT e = Header(id, to, wire::Handling::unspecified);
+  e.derived_from = derived_from;
+  e.purpose = purpose;
+  if (grant) {
+    wire::PermissionGrantT g;
+    g.agencies = agencies;
+    g.in_reply_to = in_reply_to;
+    e.payload.Set(std::move(g));
+  } else {
+    wire::PermissionRequestT r;
+    r.agencies = agencies;
+    e.payload.Set(std::move(r));
+  }
+  return Finish(e);
+}
+
 // One recipient's outcome of a message: its code and reason, or the
 // message's code if it was rejected whole.
 struct Outcome {
@@ -86,7 +108,7 @@ class ThreadsTest : public ::testing::Test {
         "  - id: accept-everything\n"
         "    messages: [CaseReferral, ReferralResponse, CaseUpdate]\n"
         "    fields: {others: allow}\n";
-    broker_ = std::make_unique<BrokerProcess>(dir_, std::vector<TestAgency>{a_, b_, c_, d_});
+    broker_ = std::make_unique<BrokerProcess>(dir_, std::vector<TestAgency>{a_, b_, c_, d_, e_});
     // A judicial purpose (H1) and one purpose compatible with another (H0).
     const std::string path = broker_->policies_dir() + "/vocabulary.yaml";
     std::string vocabulary = ReadText(path);
@@ -137,6 +159,35 @@ class ThreadsTest : public ::testing::Test {
     return "";
   }
 
+  // `who`'s copy of message `id` (acked, with the others before it), or
+  // nothing if none arrives within 5 s.
+  std::optional<EnvelopeBuffer> Take(const TestAgency& who, const std::string& id) {
+    auto receiver = Connect(who, wire::Role::receiver);
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto m = receiver->Receive(200ms);
+      if (!m.ok() || !m->has_value()) continue;
+      const wire::Envelope* env = (**m).get();
+      (void)receiver->Ack(env->from()->string_view(), env->id()->string_view());
+      if (env->id()->str() == id) return std::move(**m);
+    }
+    return std::nullopt;
+  }
+
+  // The ledger line of `decision` about message `id` (to `recipient`), or
+  // empty.
+  std::string LedgerLine(const std::string& decision, const std::string& id, const std::string& recipient) const {
+    std::istringstream in(ReadText(broker_->ledger_path()));
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("\"decision\": \"" + decision + "\"") != std::string::npos &&
+          line.find("\"message_id\": \"" + id + "\"") != std::string::npos &&
+          line.find("\"recipient\": \"" + recipient + "\"") != std::string::npos) {
+        return line;
+      }
+    }
+    return "";
+  }
+
   // Ledger records of `decision` about message `id` with `reason`.
   int LedgerRecords(const std::string& decision, const std::string& id, const std::string& reason) const {
     int n = 0;
@@ -154,6 +205,7 @@ class ThreadsTest : public ::testing::Test {
   TestAgency b_ = MakeAgency("b", "youth-welfare", "mombasa");
   TestAgency c_ = MakeAgency("c", "security-agency", "mombasa");
   TestAgency d_ = MakeAgency("d", "health-service", "mombasa");
+  TestAgency e_ = MakeAgency("e", "prison-service", "mombasa");
   std::unique_ptr<BrokerProcess> broker_;
 };
 
@@ -317,6 +369,162 @@ TEST_F(ThreadsTest, H3RestrictionTextReachesTheRecipient) {
     if (env->handling_restrictions()) restrictions = env->handling_restrictions()->str();
   }
   EXPECT_EQ("Only the case worker may read this.", restrictions);
+}
+
+// A holder of H2 data asks its originator; the request reaches the
+// originator under a thread reference of its own, which its grant names. A
+// grant from anyone else is refused; the originator's lets the next derived
+// message through to the granted agency, and only to it. All of it is in the
+// ledger, names only, and `liaison audit query --thread` shows the path.
+TEST_F(ThreadsTest, APermissionGrantFromTheOriginatorLetsTheCaseOnToTheGrantedAgencyOnly) {
+  ASSERT_EQ(Code::stored, Send(a_, Referral("p-root", "b", wire::Handling::H2)).code);
+  const std::string thread = ThreadOf(b_, "p-root");
+  ASSERT_FALSE(thread.empty());
+  const Outcome before = Send(b_, Referral("p-to-c-1", "c", wire::Handling::unspecified, thread));
+  EXPECT_EQ(Code::denied, before.code);
+  EXPECT_EQ("handling-h2", before.reason);
+
+  // The request goes to the originator whatever `to` says.
+  const Outcome asked = Send(b_, Permission("p-ask", thread, "d", /*grant=*/false, {"c"}));
+  EXPECT_EQ(Code::stored, asked.code) << asked.reason;
+  std::optional<EnvelopeBuffer> request = Take(a_, "p-ask");
+  ASSERT_TRUE(request);
+  const wire::Envelope* req = request->get();
+  EXPECT_EQ("b", req->from()->str());
+  ASSERT_EQ(wire::Payload::PermissionRequest, req->payload_type());
+  ASSERT_TRUE(req->payload_as_PermissionRequest()->agencies());
+  EXPECT_EQ("c", req->payload_as_PermissionRequest()->agencies()->Get(0)->str());
+  ASSERT_TRUE(req->thread());
+  const std::string origin_ref = req->thread()->str();
+  EXPECT_TRUE(std::regex_match(origin_ref, std::regex("[0-9a-f]{32}")));
+  EXPECT_NE(thread, origin_ref);
+  EXPECT_FALSE(req->derived_from() && req->derived_from()->size() > 0);
+
+  // The holder cannot grant itself (nor anyone but the originator): denied,
+  // and nothing granted.
+  const Outcome forged = Send(b_, Permission("p-self-grant", thread, "a", /*grant=*/true, {"c"}));
+  EXPECT_EQ(Code::denied, forged.code);
+  EXPECT_EQ("permission-not-originator", forged.reason);
+  EXPECT_TRUE(WaitForText([&] { return ReadText(broker_->ledger_path()); }, "permission-not-originator", 5000));
+  EXPECT_EQ(1, LedgerRecords("denied", "p-self-grant", "permission-not-originator"));
+  EXPECT_EQ("handling-h2", Send(b_, Referral("p-to-c-2", "c", wire::Handling::unspecified, thread)).reason);
+
+  // The originator grants c, naming the reference the request reached it
+  // under; the holder receives the grant.
+  const Outcome granted = Send(a_, Permission("p-grant", origin_ref, "b", /*grant=*/true, {"c"},
+                                              "case-coordination", "p-ask"));
+  EXPECT_EQ(Code::stored, granted.code) << granted.reason;
+  std::optional<EnvelopeBuffer> grant = Take(b_, "p-grant");
+  ASSERT_TRUE(grant);
+  ASSERT_EQ(wire::Payload::PermissionGrant, (*grant)->payload_type());
+  EXPECT_EQ("c", (*grant)->payload_as_PermissionGrant()->agencies()->Get(0)->str());
+
+  // c now, and only c: e (never granted) is still denied.
+  EXPECT_EQ(Code::stored, Send(b_, Referral("p-to-c-3", "c", wire::Handling::unspecified, thread)).code);
+  const Outcome to_e = Send(b_, Referral("p-to-e", "e", wire::Handling::unspecified, thread));
+  EXPECT_EQ(Code::denied, to_e.code);
+  EXPECT_EQ("handling-h2", to_e.reason);
+  // A grant naming a message the thread's reference is not of is refused.
+  const Outcome wrong_reply = Send(a_, Permission("p-grant-2", origin_ref, "b", true, {"e"}, "case-coordination",
+                                                  "not-the-request"));
+  EXPECT_EQ(Code::invalid_field, wrong_reply.code);
+
+  // The ledger: the request and the grant, names of agencies only, all in
+  // one thread whose id is not a thread reference.
+  EXPECT_TRUE(WaitForText([&] { return ReadText(broker_->ledger_path()); }, "p-to-e", 5000));
+  const std::string ask_line = LedgerLine("released", "p-ask", "a");
+  const std::string grant_line = LedgerLine("released", "p-grant", "b");
+  ASSERT_FALSE(ask_line.empty());
+  ASSERT_FALSE(grant_line.empty());
+  EXPECT_EQ("", LedgerLine("released", "p-ask", "d"));  // to the originator only
+  EXPECT_NE(std::string::npos, ask_line.find("\"type\": \"PermissionRequest\"")) << ask_line;
+  EXPECT_NE(std::string::npos, ask_line.find("\"permission\": [\"c\"]")) << ask_line;
+  EXPECT_NE(std::string::npos, grant_line.find("\"permission\": [\"c\"]")) << grant_line;
+  std::smatch m;
+  const std::regex thread_field("\"thread\": \"([0-9a-f]+)\"");
+  ASSERT_TRUE(std::regex_search(ask_line, m, thread_field)) << ask_line;
+  const std::string thread_id = m[1];
+  EXPECT_TRUE(std::regex_search(grant_line, m, thread_field));
+  EXPECT_EQ(thread_id, m[1].str());
+  const std::string root_line = LedgerLine("released", "p-root", "b");
+  EXPECT_TRUE(std::regex_search(root_line, m, thread_field));
+  EXPECT_EQ(thread_id, m[1].str());
+  const std::string ledger = ReadText(broker_->ledger_path());
+  for (const std::string& ref : {thread, origin_ref}) EXPECT_EQ(std::string::npos, ledger.find(ref));
+  EXPECT_EQ(std::string::npos, ledger.find("CASE-p-root"));
+
+  // An unrelated message is in another thread.
+  ASSERT_EQ(Code::stored, Send(a_, Referral("p-other", "b", wire::Handling::H2)).code);
+  EXPECT_FALSE(ThreadOf(b_, "p-other").empty());
+  EXPECT_TRUE(WaitForText([&] { return ReadText(broker_->ledger_path()); }, "p-other", 5000));
+
+  // The thread's whole path, in order.
+  std::string out, err;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "query", "--ledger", broker_->ledger_path(), "--thread",
+                           thread_id},
+                          &out, &err))
+      << err;
+  size_t at = 0;
+  for (const std::string& text : {std::string("released    a -> b"), std::string("denied      b -> c"),
+                                  std::string("released    b -> a"), std::string("PermissionRequest"),
+                                  std::string("permission-not-originator"), std::string("PermissionGrant"),
+                                  std::string("released    b -> c"), std::string("denied      b -> e")}) {
+    const size_t found = out.find(text, at);
+    EXPECT_NE(std::string::npos, found) << text << " not after position " << at << " in:\n" << out;
+    if (found != std::string::npos) at = found;
+  }
+  EXPECT_NE(std::string::npos, out.find("[permission: c]")) << out;
+  EXPECT_NE(std::string::npos, out.find("delivered")) << out;
+  EXPECT_NE(std::string::npos, out.find("of thread " + thread_id)) << out;
+
+  std::string json;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "audit", "query", "--ledger", broker_->ledger_path(), "--thread",
+                           thread_id, "--format", "json"},
+                          &json, &err))
+      << err;
+  EXPECT_NE(std::string::npos, json.find("p-grant")) << json;
+  EXPECT_EQ(std::string::npos, json.find("p-other")) << json;
+}
+
+// Only the data's holder asks, only about a coded thread, naming agencies
+// the broker knows; and a grant lifts H1 for a judicial purpose.
+TEST_F(ThreadsTest, PermissionMessagesAreCheckedAndAGrantLiftsH1ForTheGrantee) {
+  ASSERT_EQ(Code::stored, Send(a_, Referral("q-root", "b", wire::Handling::H1)).code);
+  const std::string thread = ThreadOf(b_, "q-root");
+  ASSERT_FALSE(thread.empty());
+  EXPECT_EQ(Code::missing_field, Send(b_, Permission("q-no-thread", "", "a", false, {"c"})).code);
+  EXPECT_EQ(Code::invalid_field, Send(b_, Permission("q-unknown", thread, "a", false, {"nobody"})).code);
+  EXPECT_EQ(Code::missing_field, Send(b_, Permission("q-empty", thread, "a", false, {})).code);
+  EXPECT_EQ(Code::invalid_field, Send(c_, Permission("q-not-held", thread, "a", false, {"c"})).code);
+
+  EXPECT_EQ(Code::stored, Send(b_, Permission("q-ask", thread, "a", false, {"c"}, "judicial-proceedings")).code);
+  std::optional<EnvelopeBuffer> request = Take(a_, "q-ask");
+  ASSERT_TRUE(request);
+  ASSERT_TRUE((*request)->thread());
+  // The agent library answers the request: derived_from, in_reply_to, to.
+  wire::EnvelopeT grant;
+  grant.id = "q-grant";
+  grant.case_ref = "CASE-q-grant";
+  grant.purpose = "judicial-proceedings";
+  wire::PermissionGrantT allowed;
+  allowed.agencies = {"c"};
+  grant.payload.Set(std::move(allowed));
+  ASSERT_TRUE(DeriveFrom(*request->get(), &grant).ok());
+  EXPECT_EQ((*request)->thread()->str(), grant.derived_from);
+  EXPECT_EQ("q-ask", grant.payload.AsPermissionGrant()->in_reply_to);
+  ASSERT_EQ(1u, grant.to.size());
+  EXPECT_EQ("b", grant.to[0]->agency);
+  EXPECT_EQ(Code::stored, Send(a_, Finish(grant)).code);
+  EXPECT_EQ(Code::stored, Send(b_, Update("q-court-c", "c", thread, "judicial-proceedings")).code);
+  const Outcome to_d = Send(b_, Update("q-court-d", "d", thread, "judicial-proceedings"));
+  EXPECT_EQ(Code::denied, to_d.code);
+  EXPECT_EQ("handling-h1", to_d.reason);
+
+  // An originator's own thread needs no permission; nor one without H1/H2.
+  ASSERT_EQ(Code::stored, Send(a_, Referral("q-open", "b", wire::Handling::unspecified)).code);
+  const std::string open = ThreadOf(b_, "q-open");
+  ASSERT_FALSE(open.empty());
+  EXPECT_EQ(Code::invalid_field, Send(b_, Permission("q-open-ask", open, "a", false, {"c"})).code);
 }
 
 // An HTTPS-only system (through the gateway) sees the thread of what it

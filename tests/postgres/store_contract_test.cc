@@ -535,6 +535,49 @@ TYPED_TEST(StoreContractTest, ThreadsAreFoundByReferenceSurviveReopeningAndGoWit
   EXPECT_FALSE(store->FindThread(ref)->has_value());
 }
 
+// Permission grants: kept for the thread's root, so every reference of the
+// thread finds them (in order, each once, a later grant keeping one longer);
+// they survive reopening and go with the purge.
+TYPED_TEST(StoreContractTest, GrantsAreFoundByEveryReferenceOfTheirThreadAndGoWithThePurge) {
+  const std::string holder_ref(32, 'a'), origin_ref(32, 'c'), other_ref(32, 'e'), root(32, 'b');
+  {
+    auto store = this->Open();
+    ASSERT_TRUE(store);
+    WriteBatch batch;
+    WriteBatch::ThreadStart t;
+    t.thread = {holder_ref, "b", "m1", root, "a", /*handling=*/3, "", {"b"}, {}, {}};
+    t.purge_after_ms = 100000;
+    batch.threads.push_back(t);
+    t.thread.ref = origin_ref;
+    t.thread.holder = "a";
+    batch.threads.push_back(t);
+    t.thread.ref = other_ref;
+    t.thread.root = std::string(32, 'f');
+    batch.threads.push_back(t);
+    batch.grants.push_back({root, {"d", "c"}, 50000});
+    ASSERT_TRUE(store->Apply(batch).ok());
+    WriteBatch again;
+    again.grants.push_back({root, {"c", "kind:prison-service", "c"}, 200000});
+    ASSERT_TRUE(store->Apply(again).ok());
+  }
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  const std::vector<std::string> all = {"c", "d", "kind:prison-service"};
+  for (const std::string& ref : {holder_ref, origin_ref}) {
+    auto found = store->FindThread(ref);
+    ASSERT_TRUE(found.ok()) << found.status().ToString();
+    ASSERT_TRUE(found->has_value());
+    EXPECT_EQ(all, (*found)->granted);
+  }
+  EXPECT_TRUE((*store->FindThread(other_ref))->granted.empty());
+  WriteBatch purge;
+  purge.purge_before_ms = 60000;  // d's grant goes; c's was renewed until 200000
+  ASSERT_TRUE(store->Apply(purge).ok());
+  auto found = store->FindThread(holder_ref);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((std::vector<std::string>{"c", "kind:prison-service"}), (*found)->granted);
+}
+
 TYPED_TEST(StoreContractTest, SetAsideCopiesAreListedRequeuedAndPurged) {
   auto store = this->Open();
   ASSERT_TRUE(store);
@@ -997,6 +1040,11 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
   threads.threads.push_back(t);
   ASSERT_TRUE((*store)->Apply(threads).ok());
   EXPECT_TRUE((*store)->FindThread(std::string(32, 'c'))->has_value());
+  // Version 9's thread_grants table is there and takes grants.
+  WriteBatch grants;
+  grants.grants.push_back({std::string(32, 'd'), {"c"}, 9000});
+  ASSERT_TRUE((*store)->Apply(grants).ok());
+  EXPECT_EQ((std::vector<std::string>{"c"}), (*(*store)->FindThread(std::string(32, 'c')))->granted);
 }
 
 // One holder at a time; another takes over only once the lease expired

@@ -236,7 +236,8 @@ class Agent {
 // Makes `message` a reply to, update of, or onward referral from `received`
 // (a copy this agency received): derived_from = its thread (the broker then
 // holds `message` to the case's handling code, docs/policies.md section 9a);
-// a ReferralResponse's or CaseUpdate's empty in_reply_to = its id; and, if
+// a ReferralResponse's or CaseUpdate's empty in_reply_to = its id (a PermissionGrant's, when
+// `received` is the PermissionRequest it answers); and, if
 // `message` has no recipient yet, to = its sender. Fails, changing nothing,
 // if `received` carries no thread (it came from a broker before case
 // threads).

@@ -150,6 +150,15 @@ std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view s
   return Hex(out, 12);
 }
 
+std::string ThreadId(const std::array<uint8_t, 32>& key, std::string_view root) {
+  if (root.empty()) return "";
+  unsigned char out[32];
+  // A control character: no agency id (a vocabulary id) starts with one, so
+  // no case pseudonym is ever a thread id.
+  HmacSha256Pair(key, "\x01thread", root, out);
+  return Hex(out, 12);
+}
+
 namespace {
 
 // The seq and prev of a record line ("json\thash"), if it is one whose
@@ -397,6 +406,8 @@ std::string RecordJson(const ledger::LedgerRecordT& r) {
   // Scalars: printed even at their default (0), as seq is.
   j.Number("late_seconds", r.late_seconds);
   j.Number("deadline_seconds", r.deadline_seconds);
+  j.String("thread", r.thread);
+  j.Strings("permission", r.permission);
   j.Close();
   return out;
 }
@@ -473,6 +484,8 @@ StatusOr<std::vector<LedgerLine>> Ledger::Write(std::vector<Entry> batch, bool c
     r.in_reply_to = std::move(e.in_reply_to);
     r.late_seconds = e.late_seconds;
     r.deadline_seconds = e.deadline_seconds;
+    r.thread = std::move(e.thread);
+    r.permission = std::move(e.permission);
     std::string line = Line(r, now);  // advances seq_
     lines.emplace_back(seq_, std::move(line));
     ++since_checkpoint_;

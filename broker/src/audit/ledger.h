@@ -42,6 +42,10 @@ std::string SigningKeyFingerprint(EVP_PKEY* key);
 std::array<uint8_t, 32> DeriveCaseKey(std::string_view pseudonym_secret);
 std::string CasePseudonym(const std::array<uint8_t, 32>& key, std::string_view sender,
                           std::string_view case_ref);
+// A case thread's id in the ledger: 24 hex digits of HMAC over its root
+// (store::Thread::root), under the case key with a label no agency id can
+// take. Empty for an empty root.
+std::string ThreadId(const std::array<uint8_t, 32>& key, std::string_view root);
 
 // A record's JSON text: byte for byte what FlatBuffers' printer makes of
 // it under the ledger's options (wire::JsonCodec, Root::kLedgerRecord:
@@ -74,6 +78,10 @@ struct Entry {
   // lateness and deadline.
   std::string in_reply_to;
   uint64_t late_seconds = 0, deadline_seconds = 0;
+  // Case threads: the thread's id (Ledger::ThreadOf of its root) and what a
+  // PermissionRequest asked for or a PermissionGrant allowed.
+  std::string thread;
+  std::vector<std::string> permission;
 };
 
 // (seq, the record's line without its newline): what a batch commits to
@@ -171,6 +179,10 @@ class Ledger {
   std::string CaseOf(const std::string& sender, const std::string& case_ref) const {
     return CasePseudonym(case_key_, sender, case_ref);
   }
+  // The id every record of a case thread carries: keyed by the broker's
+  // secret, so that it says nothing of the root's reference, which no
+  // agency holds as such but the root's first recipient does.
+  std::string ThreadOf(const std::string& root) const { return ThreadId(case_key_, root); }
   uint64_t failures() const { return failures_; }
 
  private:

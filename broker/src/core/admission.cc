@@ -148,13 +148,17 @@ std::string HandlingDenial(const store::Thread& parent, const Agency& sender, co
       return "handling-h0";
     }
   }
-  if (parent.handling == static_cast<int32_t>(wire::Handling::H1) && Contains(vocabulary.judicial_purposes, purpose)) {
+  // What the originator granted since (PermissionGrant) lifts H1 and H2
+  // for that recipient.
+  const bool granted = Contains(parent.granted, recipient.id) || Contains(parent.granted, "kind:" + recipient.kind);
+  if (parent.handling == static_cast<int32_t>(wire::Handling::H1) && Contains(vocabulary.judicial_purposes, purpose) &&
+      !granted) {
     return "handling-h1";
   }
   if (parent.handling == static_cast<int32_t>(wire::Handling::H2)) {
     const bool allowed = recipient.id == parent.origin || Contains(parent.circle, recipient.id) ||
                          Contains(parent.onward, recipient.id) || Contains(parent.onward, "kind:" + recipient.kind) ||
-                         Contains(parent.granted, recipient.id);
+                         granted;
     if (!allowed) return "handling-h2";
   }
   return "";
@@ -209,12 +213,86 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
                   "field of the message you answer or pass on (it is kept as long as that message's receipt)",
                   admission.message_id);
   }
+  // Permission requests and grants (docs/protocol.md, "Permission requests
+  // and grants"): control messages about one thread, between its
+  // originator and an agency that holds its data.
+  const bool permission_request = env->payload_type() == wire::Payload::PermissionRequest;
+  const bool permission_grant = env->payload_type() == wire::Payload::PermissionGrant;
+  const bool control = permission_request || permission_grant;
+  bool grant_refused = false;
+  if (control) {
+    const std::string type = wire::EnumNamePayload(env->payload_type());
+    if (!parent) {
+      return Reject(Code::missing_field,
+                    "derived_from is missing: a " + type +
+                        " names the thread it is about (the thread field of the message you received, or of "
+                        "the PermissionRequest you answer)",
+                    admission.message_id);
+    }
+    const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* agencies = nullptr;
+    const flatbuffers::Vector<flatbuffers::Offset<flatbuffers::String>>* kinds = nullptr;
+    if (const auto* request = env->payload_as_PermissionRequest()) {
+      agencies = request->agencies();
+      kinds = request->kinds();
+    } else if (const auto* grant = env->payload_as_PermissionGrant()) {
+      agencies = grant->agencies();
+      kinds = grant->kinds();
+    }
+    // Agency ids and kinds are vocabulary names (no personal data): checked,
+    // so that the ledger and the grant hold only names the broker knows.
+    if (agencies) {
+      for (flatbuffers::uoffset_t i = 0; i < agencies->size(); ++i) {
+        if (!directory.Find(agencies->Get(i)->string_view())) {
+          return Reject(Code::invalid_field,
+                        "payload.agencies[" + std::to_string(i) +
+                            "] is not an agency of this broker; give agency ids as in its directory",
+                        admission.message_id);
+        }
+        admission.permission.push_back(agencies->Get(i)->str());
+      }
+    }
+    if (kinds) {
+      for (flatbuffers::uoffset_t i = 0; i < kinds->size(); ++i) {
+        if (!Contains(policies.vocabulary().kinds, kinds->Get(i)->str())) {
+          return Reject(Code::invalid_field,
+                        "payload.kinds[" + std::to_string(i) +
+                            "] is not an agency kind of the vocabulary (policies/vocabulary.yaml, kinds)",
+                        admission.message_id);
+        }
+        admission.permission.push_back("kind:" + kinds->Get(i)->str());
+      }
+    }
+    if (admission.permission.empty()) {
+      return Reject(Code::missing_field, "payload.agencies and payload.kinds are both empty: name whom the " + type +
+                                             " is for", admission.message_id);
+    }
+    if (permission_request) {
+      if (parent->origin == sender.id) {
+        return Reject(Code::invalid_field,
+                      "derived_from names a thread this agency originated: it needs nobody's permission to pass "
+                      "it on",
+                      admission.message_id);
+      }
+      if (parent->handling != static_cast<int32_t>(wire::Handling::H1) &&
+          parent->handling != static_cast<int32_t>(wire::Handling::H2)) {
+        return Reject(Code::invalid_field,
+                      "derived_from names a thread whose handling code is neither H1 nor H2: passing it on needs "
+                      "no permission",
+                      admission.message_id);
+      }
+    }
+    // Only the originator may grant: another agency's grant is denied for
+    // every recipient (receipt and ledger), and grants nothing.
+    grant_refused = permission_grant && parent->origin != sender.id;
+    admission.grant_accepted = permission_grant && !grant_refused;
+  }
   if (parent) {
     // A response or update derived from a thread answers that thread's
     // message: its in_reply_to, if given, names it.
     const flatbuffers::String* in_reply_to = nullptr;
     if (const auto* response = env->payload_as_ReferralResponse()) in_reply_to = response->in_reply_to();
     if (const auto* update = env->payload_as_CaseUpdate()) in_reply_to = update->in_reply_to();
+    if (const auto* grant = env->payload_as_PermissionGrant()) in_reply_to = grant->in_reply_to();
     if (in_reply_to && in_reply_to->size() > 0 && in_reply_to->string_view() != parent->message_id) {
       return Reject(Code::invalid_field,
                     "payload.in_reply_to is not the id of the message whose thread derived_from names; give "
@@ -231,7 +309,18 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   // Resolve every address; the same agency reached twice gets one copy.
   std::vector<const Agency*> recipients;
   std::unordered_set<const Agency*> seen;
-  for (flatbuffers::uoffset_t i = 0; i < env->to()->size(); ++i) {
+  if (permission_request) {
+    // To the thread's originator only, whatever `to` says: the requester
+    // need not know who that is (a case passed on to it came from another
+    // holder).
+    if (const Agency* origin = directory.Find(parent->origin)) {
+      seen.insert(origin);
+      recipients.push_back(origin);
+    } else {
+      admission.unresolved.push_back({"originator", Code::unknown_recipient, "no-matching-agency"});
+    }
+  }
+  for (flatbuffers::uoffset_t i = 0; !permission_request && i < env->to()->size(); ++i) {
     const wire::Recipient* address = env->to()->Get(i);
     const bool has_agency = address->agency() && address->agency()->size() > 0;
     const bool has_kind = address->kind() && address->kind()->size() > 0;
@@ -283,9 +372,23 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   std::array<policy::Action, policy::kMaxLeaves> actions;
   policy::FieldReport report;
   flatbuffers::FlatBufferBuilder fbb(bytes.size() + 512);
+  const policy::PayloadLayout* control_layout = control ? policy::SchemaLayout::Get().For(env->payload_type()) : nullptr;
   for (const Agency* recipient : recipients) {
-    const policy::Decision decision = policy::Decide(sender_policy, policies.For(*recipient), facts);
     RecipientOutcome outcome{recipient->id};
+    if (grant_refused) {
+      outcome.code = Code::denied;
+      outcome.reason = "permission-not-originator";
+      spdlog::info("event=denied agency={} recipient={} id={} type={} reason={}", sender.id, recipient->id,
+                   admission.message_id, wire::EnumNamePayload(facts.type), outcome.reason);
+      admission.unresolved.push_back(std::move(outcome));
+      continue;
+    }
+    // A permission message is not the case's data: it carries agency names
+    // about a thread (a request goes to its originator only, a grant comes
+    // from it only), so no release or accept rule decides it. Its header
+    // free text (which could name people) is dropped.
+    const policy::Decision decision =
+        control ? policy::Decision{} : policy::Decide(sender_policy, policies.For(*recipient), facts);
     outcome.break_glass = decision.break_glass();
     if (decision.release) outcome.rules.push_back(decision.release->id);
     if (decision.accept) outcome.rules.push_back(decision.accept->id);
@@ -300,7 +403,7 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
         continue;
       }
     }
-    if (!decision.allowed()) {
+    if (!control && !decision.allowed()) {
       outcome.code = Code::denied;
       outcome.reason = decision.reason;
       spdlog::info("event=denied agency={} recipient={} id={} type={} reason={}", sender.id,
@@ -318,7 +421,20 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
       admission.unresolved.push_back(std::move(outcome));
       continue;
     }
-    policy::CombinePlans(decision, facts.type, actions.data());
+    if (control) {
+      if (!control_layout) {
+        outcome.code = Code::internal_error;
+        outcome.reason = "rewrite-failed";
+        admission.unresolved.push_back(std::move(outcome));
+        continue;
+      }
+      for (size_t i = 0; i < control_layout->leaves.size(); ++i) {
+        actions[i].kind = static_cast<int>(i) < control_layout->first_header_leaf ? policy::ActionKind::kAllow
+                                                                                   : policy::ActionKind::kDrop;
+      }
+    } else {
+      policy::CombinePlans(decision, facts.type, actions.data());
+    }
     report.Clear();
     Status st = policy::Rewrite(*env, sender.id, recipient->id, actions.data(),
                                 policies.For(*recipient).pseudonym_key, facts, fbb, &report, *thread_ref);
@@ -357,6 +473,8 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
     thread.message_id = admission.message_id;
     if (inherit) {
       thread.onward = parent->onward;
+    } else if (control) {
+      // A permission message on a thread without a code: no onward list.
     } else {
       for (const std::string& a : decision.release->onward_agencies) thread.onward.push_back(a);
       for (const std::string& k : decision.release->onward_kinds) thread.onward.push_back("kind:" + k);
@@ -373,6 +491,7 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
     return Reject(Code::internal_error, "the broker could not make a thread reference; resend later with the same id",
                   admission.message_id);
   }
+  admission.thread_root = *root;
   std::vector<std::string> circle;
   if (!inherit) {
     for (const Delivery& d : admission.deliveries) circle.push_back(d.recipient->id);

@@ -49,6 +49,15 @@ struct Admission {
   std::string message_id;            // empty if unreadable
   std::vector<Delivery> deliveries;
   std::vector<RecipientOutcome> unresolved;  // unknown addresses and policy denials
+  // The root of the message's case thread (store::Thread::root): its
+  // parent's, or a new one.
+  std::string thread_root;
+  // A PermissionRequest's or PermissionGrant's names: agency ids, and
+  // "kind:<kind>" for kinds (for the ledger; never payload values).
+  std::vector<std::string> permission;
+  // A PermissionGrant from the thread's originator: `permission` is granted
+  // for the whole of thread_root once the batch commits.
+  bool grant_accepted = false;
 };
 
 // The text form of an address, as docs/protocol.md and the CLI write it:

@@ -392,6 +392,10 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   if (const auto* response = peek->payload_as_ReferralResponse()) {
     base.response = wire::EnumNameResponseDecision(response->decision());
   }
+  // The thread's id (never a thread reference): `liaison audit query
+  // --thread` follows a case thread by it.
+  base.thread = ledger_->ThreadOf(admission.thread_root);
+  base.permission = admission.permission;
   // The referral this response answers (a payload field: it stops a clock,
   // and reaches the ledger only as ReferralLink).
   const auto* response = peek->payload_as_ReferralResponse();
@@ -427,6 +431,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
       audit::Entry entry = with_recipient(base, e.recipient);
       entry.decision = ledger::Decision::erased;
       entry.message_id = e.message_id;
+      entry.thread.clear();  // the withdrawal's thread, not the removed message's
       // The removed message's own type; purpose and the like are the
       // withdrawal's (the store keeps no more about the message).
       if (std::string type = store::CopyLabel::Parse(e.label).type; !type.empty()) entry.type = std::move(type);
@@ -495,6 +500,13 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   }
   for (const RecipientOutcome& o : outcomes) {
     metrics_->Decision(sender.id, peek->payload_type(), o.code);
+  }
+  if (admission.grant_accepted) {
+    // Granted for the whole thread, in this batch: a derived message
+    // admitted after it committed is held to it.
+    forming_.grants.push_back({admission.thread_root, admission.permission, purge_after});
+    spdlog::info("event=permission_granted agency={} id={} grantees={}", sender.id, admission.message_id,
+                 admission.permission.size());
   }
   // Per message: debug, so that the message path does not wait on the log.
   spdlog::debug("event=message agency={} id={} type={} recipients={} stored={}", sender.id,

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -134,6 +135,16 @@ ALTER TABLE bodies SET (toast_tuple_target = 8160);
 ALTER TABLE bodies ALTER COLUMN sealed SET STORAGE EXTERNAL;
 )sql";
 
+// Version 9: permissions a thread's originator granted (PermissionGrant),
+// for the whole thread: its root and one grantee ("agency" or
+// "kind:<kind>") a row.
+constexpr const char* kSchemaV9 = R"sql(
+CREATE TABLE thread_grants (
+  root TEXT NOT NULL, grantee TEXT NOT NULL, purge_after_ms BIGINT NOT NULL,
+  PRIMARY KEY (root, grantee));
+CREATE INDEX thread_grants_by_purge ON thread_grants (purge_after_ms);
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -147,7 +158,7 @@ enum Stmt {
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
-  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kFindThread, kStmtCount
+  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kFindThread, kAddGrants, kFindGrants, kStmtCount
 };
 
 struct StatementText {
@@ -210,7 +221,8 @@ constexpr StatementText kStatements[kStmtCount] = {
      "WITH gone AS (DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= $1::bigint RETURNING seq), "
      "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)), "
      "c AS (DELETE FROM clocks WHERE purge_after_ms <= $1::bigint), "
-     "t AS (DELETE FROM threads WHERE purge_after_ms <= $1::bigint) "
+     "t AS (DELETE FROM threads WHERE purge_after_ms <= $1::bigint), "
+     "g AS (DELETE FROM thread_grants WHERE purge_after_ms <= $1::bigint) "
      "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
     {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
     // The receipts of many (sender, id) keys at once, by the key's position.
@@ -333,6 +345,12 @@ constexpr StatementText kStatements[kStmtCount] = {
      "$8::text[], $9::bigint[], $10::text[]) ON CONFLICT (ref) DO NOTHING"},
     {"l_find_thread",
      "SELECT holder, root, origin, handling, purpose, circle, onward, message_id FROM threads WHERE ref = $1::text"},
+    // Granted twice: kept as long as the later grant is.
+    {"l_add_grants",
+     "INSERT INTO thread_grants (root, grantee, purge_after_ms) "
+     "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT (root, grantee) DO UPDATE SET "
+     "purge_after_ms = GREATEST(thread_grants.purge_after_ms, EXCLUDED.purge_after_ms)"},
+    {"l_find_grants", "SELECT grantee FROM thread_grants WHERE root = $1::text ORDER BY grantee"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -751,6 +769,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV8));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (8)"));
     }
+    if (version < 9) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV9));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (9)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -1147,6 +1169,24 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
       p.Add(std::move(*a));
     }
     calls->push_back({kStartThreads, std::move(p), "recording thread references"});
+  }
+  for (const WriteBatch::Grant& g : batch.grants) {
+    // One statement per grant: a grantee appears once in it (ON CONFLICT
+    // may not touch a row twice in one statement).
+    using A = Params::Array;
+    A root(Params::kText), grantee(Params::kText), purge(Params::kInt8);
+    std::vector<std::string> seen;
+    for (const std::string& who : g.grantees) {
+      if (std::find(seen.begin(), seen.end(), who) != seen.end()) continue;
+      seen.push_back(who);
+      root.Add(g.root);
+      grantee.Add(who);
+      purge.Add(g.purge_after_ms);
+    }
+    if (seen.empty()) continue;
+    Params p;
+    for (A* a : {&root, &grantee, &purge}) p.Add(std::move(*a));
+    calls->push_back({kAddGrants, std::move(p), "recording a permission grant"});
   }
   for (const auto& [agency, receipt] : batch.notices) {
     calls->push_back({kAddNotice, Params().Text(agency).Bytes(receipt), "writing a notice"});
@@ -1597,6 +1637,11 @@ StatusOr<std::optional<Thread>> PgStore::FindThread(const std::string& ref) {
   t.circle = SplitList(GetText(r.get(), 0, 5));
   t.onward = SplitList(GetText(r.get(), 0, 6));
   t.message_id = GetText(r.get(), 0, 7);
+  Result g = Exec(conn_, kFindGrants, Params().Text(t.root));
+  if (!Succeeded(g)) {
+    return Status::IoError("store " + where_ + ": reading a thread's permission grants: " + ServerError(g.get(), conn_));
+  }
+  for (int row = 0; row < PQntuples(g.get()); ++row) t.granted.push_back(GetText(g.get(), row, 0));
   return std::optional<Thread>(std::move(t));
 }
 
@@ -1674,6 +1719,7 @@ constexpr StatementText kImportStatements[] = {
     {"i_thread",
      "INSERT INTO threads (ref, holder, root, origin, handling, purpose, circle, onward, purge_after_ms, message_id) "
      "VALUES ($1::text, $2::text, $3::text, $4::text, $5::bigint, $6::text, $7::text, $8::text, $9::bigint, $10::text)"},
+    {"i_grant", "INSERT INTO thread_grants (root, grantee, purge_after_ms) VALUES ($1::text, $2::text, $3::bigint)"},
     // The next seq is last + 1 (is_called true), or 1 for an empty table.
     {"i_numbering",
      "SELECT setval(pg_get_serial_sequence('messages', 'seq'), GREATEST($1::bigint, 1), $1::bigint > 0), "
@@ -1684,7 +1730,7 @@ constexpr const char* kCountRows =
     "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM bodies), (SELECT COUNT(*) FROM receipts), "
     "(SELECT COUNT(*) FROM disclosures), (SELECT COUNT(*) FROM notices), (SELECT COUNT(*) FROM ledger_tail), "
     "(SELECT COUNT(*) FROM ledger_position), (SELECT COUNT(*) FROM case_keys), (SELECT COUNT(*) FROM clocks), "
-    "(SELECT COUNT(*) FROM threads)";
+    "(SELECT COUNT(*) FROM threads), (SELECT COUNT(*) FROM thread_grants)";
 
 }  // namespace
 
@@ -1787,6 +1833,10 @@ Status PgImport::Put(const Rows& rows) {
     p.Text(t.onward).Int(t.purge_after_ms).Text(t.message_id);
     LIAISON_RETURN_IF_ERROR(Exec("i_thread", p, "copying a case thread"));
   }
+  for (const GrantRow& g : rows.grants) {
+    LIAISON_RETURN_IF_ERROR(Exec("i_grant", PgStore::Params().Text(g.root).Text(g.grantee).Int(g.purge_after_ms),
+                                 "copying a permission grant"));
+  }
   return Status::Ok();
 }
 
@@ -1818,6 +1868,7 @@ StatusOr<RowCounts> PgImport::Commit(const StoreTotals& totals) {
   const int64_t positions = std::atoll(PQgetvalue(counts.get(), 0, 6));
   found.clocks = std::atoll(PQgetvalue(counts.get(), 0, 8));
   found.threads = std::atoll(PQgetvalue(counts.get(), 0, 9));
+  found.grants = std::atoll(PQgetvalue(counts.get(), 0, 10));
   if (!(found == totals.counts) || positions != (totals.ledger_position ? 1 : 0)) {
     return Status::Internal("store " + where + ": the copy does not match the source (source: " +
                             totals.counts.ToString() + "; copy: " + found.ToString() + "); nothing was migrated");

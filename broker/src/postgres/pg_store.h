@@ -45,7 +45,7 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 8;
+  static constexpr int kSchemaVersion = 9;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no

@@ -89,6 +89,12 @@ CREATE TABLE IF NOT EXISTS threads (
   handling INTEGER NOT NULL, purpose TEXT NOT NULL, circle TEXT NOT NULL, onward TEXT NOT NULL,
   purge_after_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS threads_by_purge ON threads (purge_after_ms);
+-- Permissions a thread's originator granted (PermissionGrant), for the
+-- whole thread: its root and one grantee ("agency" or "kind:<kind>") a row.
+CREATE TABLE IF NOT EXISTS thread_grants (
+  root TEXT NOT NULL, grantee TEXT NOT NULL, purge_after_ms INTEGER NOT NULL,
+  PRIMARY KEY (root, grantee));
+CREATE INDEX IF NOT EXISTS thread_grants_by_purge ON thread_grants (purge_after_ms);
 )sql";
 
 std::string SqliteError(sqlite3* db, const std::string& what) {
@@ -897,6 +903,16 @@ Status SqliteStore::ApplyThreads(const WriteBatch& batch) {
     q.Text(8, JoinList(t.thread.onward)).Int(9, t.purge_after_ms).Text(10, t.thread.message_id);
     if (!q.Done()) return q.Error("store: recording a thread reference");
   }
+  for (const WriteBatch::Grant& g : batch.grants) {
+    for (const std::string& grantee : g.grantees) {
+      // Granted twice: kept as long as the later grant is.
+      Query q(db_, Prepare("INSERT INTO thread_grants (root, grantee, purge_after_ms) VALUES (?1, ?2, ?3) "
+                           "ON CONFLICT (root, grantee) DO UPDATE SET purge_after_ms = "
+                           "max(purge_after_ms, excluded.purge_after_ms)"));
+      q.Text(1, g.root).Text(2, grantee).Int(3, g.purge_after_ms);
+      if (!q.Done()) return q.Error("store: recording a permission grant");
+    }
+  }
   return Status::Ok();
 }
 
@@ -917,6 +933,11 @@ StatusOr<std::optional<Thread>> SqliteStore::FindThread(const std::string& ref) 
   t.circle = SplitList(q.ColumnText(5));
   t.onward = SplitList(q.ColumnText(6));
   t.message_id = q.ColumnText(7);
+  Query g(db_, Prepare("SELECT grantee FROM thread_grants WHERE root = ?1 ORDER BY grantee"));
+  g.Text(1, t.root);
+  int grc;
+  while ((grc = g.Step()) == SQLITE_ROW) t.granted.push_back(g.ColumnText(0));
+  if (grc != SQLITE_DONE) return g.Error("store: reading a thread's permission grants");
   return std::optional<Thread>(std::move(t));
 }
 
@@ -954,7 +975,8 @@ StatusOr<int64_t> SqliteStore::PurgeDue(int64_t now_ms) {
   for (const char* sql : {"DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= ?1",
                           "DELETE FROM receipts WHERE purge_after_ms <= ?1",
                           "DELETE FROM clocks WHERE purge_after_ms <= ?1",
-                          "DELETE FROM threads WHERE purge_after_ms <= ?1"}) {
+                          "DELETE FROM threads WHERE purge_after_ms <= ?1",
+                          "DELETE FROM thread_grants WHERE purge_after_ms <= ?1"}) {
     Query q(db_, Prepare(sql));
     if (!q.Int(1, now_ms).Done()) return q.Error("store: purging");
     n += sqlite3_changes(db_);
@@ -1299,7 +1321,7 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
   // Everything in the file must be something this build copies.
   static const std::set<std::string> kTables = {"meta", "messages", "bodies", "receipts",
                                                 "disclosures", "notices", "ledger_tail", "case_keys", "clocks",
-                                                "threads"};
+                                                "threads", "thread_grants"};
   LIAISON_RETURN_IF_ERROR(query("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
                                 "listing its tables", [&](sqlite3_stmt* s) {
                                   const std::string name = ColumnString(s, 0);
@@ -1393,6 +1415,14 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
                                   return Status::Ok();
                                 }));
   if (has_threads) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM threads", &totals.counts.threads));
+  // ... nor one before permission grants a thread_grants table.
+  bool has_grants = false;
+  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thread_grants'",
+                                "listing its tables", [&](sqlite3_stmt*) {
+                                  has_grants = true;
+                                  return Status::Ok();
+                                }));
+  if (has_grants) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM thread_grants", &totals.counts.grants));
   // AUTOINCREMENT's high-water marks: numbers of rows already purged are
   // not given out again.
   LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM messages", &totals.last_message_seq));
@@ -1502,6 +1532,17 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
           part.threads.push_back(std::move(t));
           return flush(false);
         }));
+  }
+  if (has_grants) {
+    LIAISON_RETURN_IF_ERROR(query("SELECT root, grantee, purge_after_ms FROM thread_grants ORDER BY root, grantee",
+                                  "reading permission grants", [&](sqlite3_stmt* s) {
+                                    GrantRow g;
+                                    g.root = ColumnString(s, 0);
+                                    g.grantee = ColumnString(s, 1);
+                                    g.purge_after_ms = sqlite3_column_int64(s, 2);
+                                    part.grants.push_back(std::move(g));
+                                    return flush(false);
+                                  }));
   }
   LIAISON_RETURN_IF_ERROR(flush(true));
   // Nothing was written: the transaction only held the lock.

@@ -55,6 +55,10 @@ struct ThreadRow {
   std::string circle, onward;  // comma-separated, as stored
   int64_t purge_after_ms = 0;
 };
+struct GrantRow {
+  std::string root, grantee;
+  int64_t purge_after_ms = 0;
+};
 struct LedgerTailRow {
   int64_t seq = 0, first_seq = 0;
   std::string lines;
@@ -72,27 +76,29 @@ struct Rows {
   std::vector<CaseKeyRow> case_keys;
   std::vector<ClockRow> clocks;
   std::vector<ThreadRow> threads;
+  std::vector<GrantRow> grants;
   size_t size() const {
     return messages.size() + bodies.size() + receipts.size() + disclosures.size() + notices.size() +
-           ledger_tail.size() + case_keys.size() + clocks.size() + threads.size();
+           ledger_tail.size() + case_keys.size() + clocks.size() + threads.size() + grants.size();
   }
 };
 
 // How many rows of each table: what the copy is checked against.
 struct RowCounts {
   int64_t messages = 0, bodies = 0, receipts = 0, disclosures = 0, notices = 0, ledger_tail = 0, case_keys = 0,
-          clocks = 0, threads = 0;
+          clocks = 0, threads = 0, grants = 0;
   bool operator==(const RowCounts& o) const {
     return messages == o.messages && bodies == o.bodies && receipts == o.receipts &&
            disclosures == o.disclosures && notices == o.notices && ledger_tail == o.ledger_tail &&
-           case_keys == o.case_keys && clocks == o.clocks && threads == o.threads;
+           case_keys == o.case_keys && clocks == o.clocks && threads == o.threads &&
+           grants == o.grants;
   }
   std::string ToString() const {
     return "messages " + std::to_string(messages) + ", bodies " + std::to_string(bodies) + ", receipts " +
            std::to_string(receipts) + ", disclosures " + std::to_string(disclosures) + ", notices " +
            std::to_string(notices) + ", ledger_tail " + std::to_string(ledger_tail) + ", case_keys " +
            std::to_string(case_keys) + ", clocks " + std::to_string(clocks) + ", threads " +
-           std::to_string(threads);
+           std::to_string(threads) + ", grants " + std::to_string(grants);
   }
 };
 

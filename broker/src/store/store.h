@@ -81,7 +81,8 @@ struct Thread {
   // rule allowed this holder to pass the case on to ("agency" or
   // "kind:<kind>"): with `origin`, whom an H2 thread may reach.
   std::vector<std::string> circle, onward;
-  // Agencies the originator permitted since (PermissionGrant).
+  // What the originator permitted since (PermissionGrant), for the whole
+  // thread (its root): "agency" or "kind:<kind>", as `onward`.
   std::vector<std::string> granted;
 };
 
@@ -143,6 +144,13 @@ struct WriteBatch {
     Thread thread;
     int64_t purge_after_ms = 0;  // forgotten with the copy's rows
   };
+  // A PermissionGrant accepted from a thread's originator: each grantee
+  // ("agency" or "kind:<kind>") is allowed for the whole thread (its root).
+  struct Grant {
+    std::string root;
+    std::vector<std::string> grantees;
+    int64_t purge_after_ms = 0;  // forgotten with the grant's own rows
+  };
   // (sender, message_id, recipient) of a clock, and when it ended.
   struct ClockEnd {
     std::string sender, message_id, recipient;
@@ -168,6 +176,7 @@ struct WriteBatch {
   std::vector<ClockEnd> clocks_fired;       // past the deadline: fires once (if neither fired nor answered)
   std::vector<ClocksWithdrawn> clocks_withdrawn;  // a case's clocks, gone with its erasure
   std::vector<ThreadStart> threads;         // copies stored: their thread references
+  std::vector<Grant> grants;                // permissions granted (after `threads` in the same batch)
   std::vector<std::pair<std::string, std::vector<uint8_t>>> notices;  // (agency, receipt)
   std::vector<int64_t> notices_sent;    // notices to forget
   std::vector<std::pair<uint64_t, std::string>> ledger;  // see AppendLedger
@@ -178,6 +187,7 @@ struct WriteBatch {
     return copies.empty() && receipts.empty() && acks.empty() && expired.empty() && erased.empty() && shred.empty() &&
            set_aside.empty() && purged.empty() && requeued.empty() && clocks_started.empty() &&
            clocks_answered.empty() && clocks_fired.empty() && clocks_withdrawn.empty() && threads.empty() &&
+           grants.empty() &&
            notices.empty() && notices_sent.empty() && ledger.empty() &&
            trim_ledger_to == 0 && purge_before_ms == 0;
   }
