@@ -999,7 +999,7 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
     ASSERT_TRUE((*store)->Apply(batch).ok());
   }
   // Back to what version 1 had.
-  Sql(*url, "DROP TABLE threads; DROP TABLE clocks; DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
+  Sql(*url, "DROP TABLE thread_grants; DROP TABLE threads; DROP TABLE clocks; DROP TABLE case_keys; DROP TABLE last_batch; DROP INDEX messages_by_purge; "
             "DROP FUNCTION liaison_fence(bigint); DROP TABLE lease; DELETE FROM schema_version WHERE version > 1");
   EXPECT_EQ(1, *PgStore::ProbeSchemaVersion(options));
   // Opened with a case-key ring, as the broker does: the copy sealed under
