@@ -21,6 +21,7 @@
 #include "integration/broker_process.h"
 #include "integration/gateway_process.h"
 #include "liaison/agent.h"
+#include "liaison/keys.h"
 
 namespace liaison::testing {
 namespace {
@@ -564,6 +565,60 @@ TEST_F(ThreadsTest, TheGatewayShowsTheThreadAndTakesDerivedFrom) {
   EXPECT_EQ("handling-h2", JsonField(to_c, "reason")) << to_c;
   const std::string to_a = post("gw-to-a", "a");
   EXPECT_EQ("stored", JsonField(to_a, "code")) << to_a;
+}
+
+// The command-line agent: `liaison listen` prints an H3 message's
+// restriction text in words (and nothing for another code), and `liaison send --reply-to` files the reply
+// in the received message's thread (derived_from and in_reply_to from the
+// file listen wrote), so the thread's codes hold for it: back to the
+// originator it is stored; passed on to c, whom the originator never
+// allowed, it is denied handling-h2.
+TEST_F(ThreadsTest, TheCliShowsRestrictionsAndRepliesInTheThread) {
+  ASSERT_TRUE(WriteCurveKeyPair(dir_.file("cli-keys"), "b", b_.keys).ok());
+  ASSERT_TRUE(WriteCurveKeyPair(dir_.file("cli-keys"), "broker", broker_->broker_keys()).ok());
+  WriteText(dir_.file("b.yaml"), "brokers: [" + broker_->endpoint() +
+                                     "]\nbroker_public_key_file: cli-keys/broker.pub\n"
+                                     "secret_key_file: cli-keys/b.key\nreceipt_timeout_ms: 5000\n");
+  wire::EnvelopeT e = Header("cli-h3", "b", wire::Handling::H3);
+  e.handling_restrictions = "Only the case worker may read this.";
+  e.payload.Set(wire::CaseReferralT());
+  ASSERT_EQ(Code::stored, Send(a_, Finish(e)).code);
+  ASSERT_EQ(Code::stored, Send(a_, Referral("cli-root", "b", wire::Handling::H2)).code);
+
+  std::string out, err;
+  ASSERT_EQ(0, RunCommand({LIAISON_CLI_BIN, "listen", "--config", dir_.file("b.yaml"), "--count", "2", "--out",
+                           dir_.file("inbox")},
+                          &out, &err))
+      << err;
+  EXPECT_NE(std::string::npos, err.find("restrictions (H3) on a cli-h3: Only the case worker may read this.\n"))
+      << err;
+  EXPECT_EQ(std::string::npos, err.find("restrictions (H3) on a cli-root")) << err;
+  const std::string received = dir_.file("inbox") + "/a+cli-root.json";
+  ASSERT_NE(std::string::npos, ReadText(received).find("\"thread\"")) << ReadText(received);
+
+  // Back to the originator (the recipient comes from the received file).
+  WriteText(dir_.file("response.json"),
+            "{\"id\": \"cli-answer\", \"payload_type\": \"ReferralResponse\", \"payload\": {}}");
+  EXPECT_EQ(0, RunCommand({LIAISON_CLI_BIN, "send", "--config", dir_.file("b.yaml"), "--reply-to", received,
+                           dir_.file("response.json")},
+                          &out, &err))
+      << out << err;
+  EXPECT_NE(std::string::npos, out.find("\"stored\"")) << out;
+  auto answer = Take(a_, "cli-answer");
+  ASSERT_TRUE(answer);
+  ASSERT_TRUE((*answer)->payload_as_ReferralResponse());
+  ASSERT_TRUE((*answer)->payload_as_ReferralResponse()->in_reply_to());
+  EXPECT_EQ("cli-root", (*answer)->payload_as_ReferralResponse()->in_reply_to()->str());
+
+  // Passed on to c: held to the thread, so denied. Without --reply-to the
+  // same message is b's own and goes.
+  WriteText(dir_.file("update.json"),
+            "{\"id\": \"cli-to-c\", \"payload_type\": \"CaseUpdate\", \"payload\": {\"notes\": \"n\"}}");
+  EXPECT_NE(0, RunCommand({LIAISON_CLI_BIN, "send", "--config", dir_.file("b.yaml"), "--reply-to", received, "--to",
+                           "c", dir_.file("update.json")},
+                          &out, &err));
+  EXPECT_NE(std::string::npos, out.find("handling-h2")) << out << err;
+  EXPECT_EQ(1, LedgerRecords("denied", "cli-to-c", "handling-h2"));
 }
 
 }  // namespace

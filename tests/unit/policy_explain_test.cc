@@ -98,6 +98,21 @@ TEST_F(PolicyExplainTest, APurposeMissingFromTheVocabularyIsRejectedAsByTheBroke
   EXPECT_NE(std::string::npos, FormatExplanation(e, *wire::VerifyEnvelope(Binary(json))).find("REJECTED (invalid_field)"));
 }
 
+// A permission message is about a thread, which explain has none of: the
+// broker's answer (refused: no thread) and a note that no rule decides it.
+TEST_F(PolicyExplainTest, APermissionMessageIsShownAsNotDecidedByRules) {
+  Load("      others: allow\n", "      others: allow\n");
+  for (const std::string type : {"PermissionRequest", "PermissionGrant"}) {
+    const std::string json = R"({"id": "p1", "to": [{"agency": "youth-b"}], "purpose": "referral-for-services",
+      "case_ref": "EXIT-1", "payload_type": ")" + type + R"(", "payload": {"agencies": ["youth-b"]}})";
+    const Explanation e = ExplainJson(json);
+    EXPECT_TRUE(e.rejected()) << type;
+    EXPECT_EQ(Admit(json).code, e.code) << type;
+    const std::string text = FormatExplanation(e, *wire::VerifyEnvelope(Binary(json)));
+    EXPECT_NE(std::string::npos, text.find("no release or accept rule decides a " + type)) << text;
+  }
+}
+
 TEST_F(PolicyExplainTest, AnUnreadableDateIsShownDroppedAsTheBrokerDropsIt) {
   Load("      risk.assessed_at: generalize(year)\n      subject.given_name: allow\n",
        "      others: allow\n");

@@ -288,6 +288,14 @@ std::string FormatExplanation(const Explanation& e, const wire::Envelope& envelo
   if (e.rejected()) {
     out << "decision: REJECTED (" << wire::EnumNameCode(e.code) << "): " << e.reason
         << "; the broker refuses the whole message\n";
+    if (envelope.payload_type() == wire::Payload::PermissionRequest ||
+        envelope.payload_type() == wire::Payload::PermissionGrant) {
+      // Explain has no threads: it cannot admit one, and no rule would
+      // decide it anyway. Say so rather than leave a DPO guessing.
+      out << "note: no release or accept rule decides a " << wire::EnumNamePayload(envelope.payload_type())
+          << "; the broker delivers a request to the thread's originator only and accepts a grant from the "
+             "originator only (docs/policies.md section 9a)\n";
+    }
     return out.str();
   }
   if (!e.released()) {
