@@ -179,6 +179,20 @@ class Query {
   bool bind_failed_ = false;
 };
 
+// SQLite's memory statistics (on in the system library's build) take a
+// global mutex around every one of its allocations, a few dozen per queued
+// message; nothing in liaison reads them. They can only be turned off before
+// SQLite initializes: if something in this process used SQLite first, they
+// stay on, which costs time, not correctness.
+void DisableSqliteMemoryStatistics() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK) {
+      spdlog::debug("event=sqlite_memstatus_kept reason=sqlite_already_initialized");
+    }
+  });
+}
+
 }  // namespace
 
 // Copies the WAL into the database file on its own thread and connection.
@@ -189,7 +203,14 @@ class Query {
 // commit durable meanwhile, it only grows.
 class Checkpointer {
  public:
-  static constexpr int kWakePages = 1000;  // SQLite's own autocheckpoint size
+  // 10x SQLite's own autocheckpoint size (~40 MiB of 4 KiB pages): a queue's
+  // hot pages (index tails, the bodies' reused pages, the ledger tail) are
+  // rewritten by nearly every commit, and a checkpoint copies each page once
+  // however often it was committed, so fewer, larger checkpoints copy and
+  // sync far fewer pages per message (measured: the checkpointer was 7% of
+  // the broker's CPU at 1,000). Under a light load the one-second timer
+  // keeps the WAL small as before.
+  static constexpr int kWakePages = 10000;
 
   static StatusOr<std::unique_ptr<Checkpointer>> Start(const std::string& path) {
     std::unique_ptr<Checkpointer> c(new Checkpointer());
@@ -268,6 +289,7 @@ class Checkpointer {
 StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path, const StoreKey& key,
                                                          size_t max_value_bytes, bool background_checkpoints,
                                                          std::shared_ptr<CaseKeyRing> ring) {
+  DisableSqliteMemoryStatistics();
   std::unique_ptr<SqliteStore> store(new SqliteStore());
   store->key_ = key;
   store->ring_ = std::move(ring);
