@@ -237,18 +237,15 @@ Status CaseVault::Transaction(const std::function<Status()>& body) {
     if (staged != 0) ring_->Abandon(staged);
     return st;
   }
+  // The file is at the new epoch: the old KEK goes now (or, without a
+  // rotation, an earlier retirement that failed is tried again; a failure
+  // is logged by the ring and owed to the next transaction).
+  ring_->Retire(staged);
   if (!shredded) return Status::Ok();
-  // The file is at the new epoch: the old KEK goes now. Then the WAL: its
-  // frames still hold the pages as they were before (the erased rows, the
-  // key row, both sealed, and the key wrapped under the old KEK); copy the
-  // new pages into the database and cut the WAL to zero bytes. The
-  // transaction has committed either way: a failure here is logged, and the
-  // next erasure's rotation or transaction settles the ring again.
-  if (Status destroyed = ring_->Commit(staged); !destroyed.ok()) {
-    spdlog::error("event=case_key_ring_retire_failed file=\"{}\" ring=\"{}\" error=\"{}\" effect=the_previous_kek_"
-                  "stays_until_the_next_transaction_settles_the_ring",
-                  db_path_, ring_->path(), destroyed.message());
-  }
+  // Then the WAL: its frames still hold the pages as they were before (the
+  // erased rows, the key row, both sealed, and the key wrapped under the old
+  // KEK); copy the new pages into the database and cut the WAL to zero
+  // bytes. The transaction has committed either way: a failure is logged.
   SqliteStatement checkpoint(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
   const int rc = checkpoint.Step();
   if (rc != SQLITE_ROW || checkpoint.ColumnInt(0) != 0) {
