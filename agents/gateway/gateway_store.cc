@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "liaison/keys.h"
+#include "liaison/sqlite_statement.h"
 #include "liaison/wire.h"
 
 namespace liaison::gateway {
@@ -16,48 +17,6 @@ int64_t NowMs() {
   using namespace std::chrono;
   return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
 }
-
-// One prepared statement, finalized on scope exit; a failed prepare or bind
-// makes Step fail (and sqlite3_errmsg says why).
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
-      sqlite3_finalize(s_);
-      s_ = nullptr;
-    }
-  }
-  ~Stmt() { sqlite3_finalize(s_); }
-  Stmt& Bind(int i, const std::string& text) {
-    ok_ = ok_ && s_ &&
-          sqlite3_bind_text(s_, i, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT) == SQLITE_OK;
-    return *this;
-  }
-  Stmt& Bind(int i, std::span<const uint8_t> blob) {
-    ok_ = ok_ && s_ &&
-          sqlite3_bind_blob(s_, i, blob.data(), static_cast<int>(blob.size()), SQLITE_TRANSIENT) == SQLITE_OK;
-    return *this;
-  }
-  Stmt& Bind(int i, int64_t value) {
-    ok_ = ok_ && s_ && sqlite3_bind_int64(s_, i, value) == SQLITE_OK;
-    return *this;
-  }
-  int Step() { return ok_ && s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
-  std::string Text(int i) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
-    return p ? std::string(p, sqlite3_column_bytes(s_, i)) : std::string();
-  }
-  std::vector<uint8_t> Blob(int i) {
-    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s_, i));
-    return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
-  }
-  int64_t Int(int i) { return sqlite3_column_int64(s_, i); }
-  bool IsNull(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
-
- private:
-  sqlite3_stmt* s_ = nullptr;
-  bool ok_ = true;
-};
 
 // This agency's own messages are filed under this sender (no agency id has
 // an '@'); a received message under the agency that sent it.
@@ -72,22 +31,15 @@ std::span<const uint8_t> Bytes(const std::string& s) {
 StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& path, const std::string& key_file) {
   std::unique_ptr<GatewayStore> store(new GatewayStore());
   store->path_ = path;
-  // Messages are case data: owner-only, whatever the umask (SQLite gives
-  // the -wal and -shm files it makes later this file's mode).
-  if (auto st = MakeOwnerOnlySqliteFile(path); !st.ok()) {
-    return st.WithContext("gateway state file");
-  }
-  if (sqlite3_open_v2(path.c_str(), &store->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                      nullptr) != SQLITE_OK) {
-    return Status::IoError("cannot open the gateway state file " + path + ": " +
-                           sqlite3_errmsg(store->db_));
-  }
-  sqlite3_busy_timeout(store->db_, 5000);
+  // Messages are case data: owner-only, whatever the umask.
+  auto db = OpenSqliteFile(path, "gateway state file");
+  if (!db.ok()) return db.status();
+  store->db_ = *db;
   char* err = nullptr;
   if (sqlite3_exec(store->db_,
                    // secure_delete: a deleted message's bytes are zeroed, not
                    // left in free pages (see Scrub for the WAL).
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;"
+                   "PRAGMA secure_delete=ON;"
                    "CREATE TABLE IF NOT EXISTS outgoing ("
                    " seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
                    " digest TEXT NOT NULL, envelope BLOB, receipt BLOB,"
@@ -110,19 +62,18 @@ StatusOr<std::unique_ptr<GatewayStore>> GatewayStore::Open(const std::string& pa
   // pending rows (case_id NULL) are sent as they are.
   bool sealed_columns = false;
   {
-    Stmt columns(store->db_, "PRAGMA table_info(outgoing)");
+    SqliteStatement columns(store->db_, "PRAGMA table_info(outgoing)");
     int rc;
-    while ((rc = columns.Step()) == SQLITE_ROW) sealed_columns |= columns.Text(1) == "case_id";
+    while ((rc = columns.Step()) == SQLITE_ROW) sealed_columns |= columns.ColumnText(1) == "case_id";
     if (rc != SQLITE_DONE) {
-      return Status::IoError("gateway state file " + path + ": reading its tables: " + sqlite3_errmsg(store->db_));
+      return columns.Error("gateway state file " + path + ": reading its tables");
     }
   }
   if (!sealed_columns && sqlite3_exec(store->db_,
                                       "ALTER TABLE outgoing ADD COLUMN case_id BLOB;"
                                       "ALTER TABLE outgoing ADD COLUMN erasure INTEGER NOT NULL DEFAULT 0;",
                                       nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return Status::IoError("gateway state file " + path + ": adding the sealing columns: " +
-                           sqlite3_errmsg(store->db_));
+    return Status::IoError(SqliteError(store->db_, "gateway state file " + path + ": adding the sealing columns"));
   }
   auto vault = CaseVault::Open(store->db_, "gateway state file " + path,
                                CaseVault::Files{key_file, "", "gateway state key", "gateway.yaml state_key_file"});
@@ -150,24 +101,24 @@ StatusOr<GatewayStore::Accepted> GatewayStore::Accept(const std::string& id,
   }
   Accepted accepted = Accepted::kNew;
   Status st = vault_->Transaction([&]() -> Status {
-    Stmt find(db_, "SELECT digest FROM outgoing WHERE id = ?1");
-    const int rc = find.Bind(1, id).Step();
+    SqliteStatement find(db_, "SELECT digest FROM outgoing WHERE id = ?1");
+    const int rc = find.Text(1, id).Step();
     if (rc == SQLITE_ROW) {
-      accepted = find.Text(0) == digest ? Accepted::kDuplicate : Accepted::kConflict;
+      accepted = find.ColumnText(0) == digest ? Accepted::kDuplicate : Accepted::kConflict;
       return Status::Ok();
     }
     if (rc != SQLITE_DONE) {
-      return Status::IoError("gateway state file " + path_ + ": cannot look the id up: " + sqlite3_errmsg(db_));
+      return find.Error("gateway state file " + path_ + ": cannot look the id up");
     }
     const std::string case_id = vault_->CaseId(kOwnAgency, case_ref);
     auto sealed = vault_->Seal(kOwnAgency, case_id, id, envelope);
     if (!sealed.ok()) return sealed.status();
-    Stmt insert(db_,
+    SqliteStatement insert(db_,
                 "INSERT INTO outgoing (id, digest, envelope, accepted_ms, case_id, erasure)"
                 " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-    insert.Bind(1, id).Bind(2, digest).Bind(3, *sealed).Bind(4, NowMs()).Bind(5, Bytes(case_id));
-    if (insert.Bind(6, int64_t{erasure ? 1 : 0}).Step() != SQLITE_DONE) {
-      return Status::IoError("gateway state file " + path_ + ": cannot keep the message: " + sqlite3_errmsg(db_));
+    insert.Text(1, id).Text(2, digest).Blob(3, *sealed).Int(4, NowMs()).Blob(5, Bytes(case_id));
+    if (insert.Int(6, int64_t{erasure ? 1 : 0}).Step() != SQLITE_DONE) {
+      return insert.Error("gateway state file " + path_ + ": cannot keep the message");
     }
     return Status::Ok();
   });
@@ -180,17 +131,17 @@ StatusOr<std::optional<GatewayStore::Outgoing>> GatewayStore::NextPending() {
   std::optional<Outgoing> next;
   Status st = vault_->Transaction([&]() -> Status {
     while (true) {
-      Stmt s(db_, "SELECT seq, id, envelope, case_id FROM outgoing WHERE receipt IS NULL ORDER BY seq LIMIT 1");
+      SqliteStatement s(db_, "SELECT seq, id, envelope, case_id FROM outgoing WHERE receipt IS NULL ORDER BY seq LIMIT 1");
       const int rc = s.Step();
       if (rc == SQLITE_DONE) return Status::Ok();
-      if (rc != SQLITE_ROW) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
-      const int64_t seq = s.Int(0);
-      Outgoing out{s.Text(1), s.Blob(2)};
-      if (s.IsNull(3)) {  // accepted before messages were sealed
+      if (rc != SQLITE_ROW) return s.Error("gateway state file " + path_);
+      const int64_t seq = s.ColumnInt(0);
+      Outgoing out{s.ColumnText(1), s.ColumnBlob(2)};
+      if (s.ColumnIsNull(3)) {  // accepted before messages were sealed
         next = std::move(out);
         return Status::Ok();
       }
-      const std::vector<uint8_t> case_id = s.Blob(3);
+      const std::vector<uint8_t> case_id = s.ColumnBlob(3);
       auto opened = vault_->Unseal(kOwnAgency, std::string(case_id.begin(), case_id.end()), out.id, out.envelope);
       if (!opened.ok()) return opened.status();
       if (*opened) {
@@ -201,9 +152,9 @@ StatusOr<std::optional<GatewayStore::Outgoing>> GatewayStore::NextPending() {
       // Its case was erased after this copy of the file was made (a
       // restored backup): it cannot be sent, and goes.
       spdlog::warn("event=state_message_shredded message_id={} reason=its_case_was_erased", out.id);
-      Stmt d(db_, "DELETE FROM outgoing WHERE seq = ?1");
-      if (d.Bind(1, seq).Step() != SQLITE_DONE) {
-        return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+      SqliteStatement d(db_, "DELETE FROM outgoing WHERE seq = ?1");
+      if (d.Int(1, seq).Step() != SQLITE_DONE) {
+        return d.Error("gateway state file " + path_);
       }
     }
   });
@@ -215,12 +166,12 @@ StatusOr<GatewayStore::PendingContents> GatewayStore::Pending() {
   std::lock_guard lock(mu_);
   PendingContents contents;
   Status st = vault_->Transaction([&]() -> Status {
-    Stmt s(db_, "SELECT id, envelope, case_id FROM outgoing WHERE receipt IS NULL ORDER BY seq");
+    SqliteStatement s(db_, "SELECT id, envelope, case_id FROM outgoing WHERE receipt IS NULL ORDER BY seq");
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      Outgoing out{s.Text(0), s.Blob(1)};
-      if (!s.IsNull(2)) {
-        const std::vector<uint8_t> case_id = s.Blob(2);
+      Outgoing out{s.ColumnText(0), s.ColumnBlob(1)};
+      if (!s.ColumnIsNull(2)) {
+        const std::vector<uint8_t> case_id = s.ColumnBlob(2);
         auto opened = vault_->Unseal(kOwnAgency, std::string(case_id.begin(), case_id.end()), out.id, out.envelope);
         if (!opened.ok()) return opened.status();
         if (!*opened) {
@@ -231,7 +182,7 @@ StatusOr<GatewayStore::PendingContents> GatewayStore::Pending() {
       }
       contents.messages.push_back(std::move(out));
     }
-    if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+    if (rc != SQLITE_DONE) return s.Error("gateway state file " + path_);
     return Status::Ok();
   });
   if (!st.ok()) return st;
@@ -240,9 +191,9 @@ StatusOr<GatewayStore::PendingContents> GatewayStore::Pending() {
 
 StatusOr<uint64_t> GatewayStore::PendingCount() {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT COUNT(*) FROM outgoing WHERE receipt IS NULL");
-  if (s.Step() != SQLITE_ROW) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
-  return static_cast<uint64_t>(s.Int(0));
+  SqliteStatement s(db_, "SELECT COUNT(*) FROM outgoing WHERE receipt IS NULL");
+  if (s.Step() != SQLITE_ROW) return s.Error("gateway state file " + path_);
+  return static_cast<uint64_t>(s.ColumnInt(0));
 }
 
 Status GatewayStore::Answer(const std::string& id, std::span<const uint8_t> receipt) {
@@ -255,19 +206,19 @@ Status GatewayStore::Answer(const std::string& id, std::span<const uint8_t> rece
     bool erasure = false;
     std::vector<uint8_t> case_id;
     {
-      Stmt find(db_, "SELECT seq, erasure, case_id FROM outgoing WHERE id = ?1 AND receipt IS NULL");
-      const int rc = find.Bind(1, id).Step();
+      SqliteStatement find(db_, "SELECT seq, erasure, case_id FROM outgoing WHERE id = ?1 AND receipt IS NULL");
+      const int rc = find.Text(1, id).Step();
       if (rc == SQLITE_ROW) {
-        seq = find.Int(0);
-        erasure = find.Int(1) != 0 && !find.IsNull(2);
-        case_id = find.Blob(2);
+        seq = find.ColumnInt(0);
+        erasure = find.ColumnInt(1) != 0 && !find.ColumnIsNull(2);
+        case_id = find.ColumnBlob(2);
       } else if (rc != SQLITE_DONE) {
-        return Status::IoError("gateway state file " + path_ + ": cannot record a receipt: " + sqlite3_errmsg(db_));
+        return find.Error("gateway state file " + path_ + ": cannot record a receipt");
       }
     }
-    Stmt s(db_, "UPDATE outgoing SET receipt = ?2, envelope = NULL, answered_ms = ?3 WHERE id = ?1");
-    if (s.Bind(1, id).Bind(2, receipt).Bind(3, NowMs()).Step() != SQLITE_DONE) {
-      return Status::IoError("gateway state file " + path_ + ": cannot record a receipt: " + sqlite3_errmsg(db_));
+    SqliteStatement s(db_, "UPDATE outgoing SET receipt = ?2, envelope = NULL, answered_ms = ?3 WHERE id = ?1");
+    if (s.Text(1, id).Blob(2, receipt).Int(3, NowMs()).Step() != SQLITE_DONE) {
+      return s.Error("gateway state file " + path_ + ": cannot record a receipt");
     }
     // The broker has the erasure and forwards it: the case's key goes.
     if (erasure && accepted) return ShredLocked(kOwnAgency, std::string(case_id.begin(), case_id.end()), seq);
@@ -289,35 +240,33 @@ Status GatewayStore::ShredLocked(const std::string& sender, const std::string& c
   // for a received erasure: all) go.
   std::vector<std::pair<int64_t, Outgoing>> kept;
   {
-    Stmt s(db_, "SELECT seq, id, envelope FROM outgoing WHERE case_id = ?1 AND receipt IS NULL ORDER BY seq");
-    s.Bind(1, Bytes(case_id));
+    SqliteStatement s(db_, "SELECT seq, id, envelope FROM outgoing WHERE case_id = ?1 AND receipt IS NULL ORDER BY seq");
+    s.Blob(1, Bytes(case_id));
     int rc;
     while ((rc = s.Step()) == SQLITE_ROW) {
-      const int64_t seq = s.Int(0);
+      const int64_t seq = s.ColumnInt(0);
       if (keep_after == 0 || seq <= keep_after) continue;
-      Outgoing out{s.Text(1), s.Blob(2)};
+      Outgoing out{s.ColumnText(1), s.ColumnBlob(2)};
       auto opened = vault_->Unseal(sender, case_id, out.id, out.envelope);
       if (!opened.ok()) return opened.status();
       if (!*opened) continue;
       out.envelope = std::move(**opened);
       kept.emplace_back(seq, std::move(out));
     }
-    if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+    if (rc != SQLITE_DONE) return s.Error("gateway state file " + path_);
   }
-  Stmt d(db_, "DELETE FROM outgoing WHERE case_id = ?1 AND receipt IS NULL AND (?2 = 0 OR seq <= ?2)");
-  if (d.Bind(1, Bytes(case_id)).Bind(2, keep_after).Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": removing the erased case's messages: " +
-                           sqlite3_errmsg(db_));
+  SqliteStatement d(db_, "DELETE FROM outgoing WHERE case_id = ?1 AND receipt IS NULL AND (?2 = 0 OR seq <= ?2)");
+  if (d.Blob(1, Bytes(case_id)).Int(2, keep_after).Step() != SQLITE_DONE) {
+    return d.Error("gateway state file " + path_ + ": removing the erased case's messages");
   }
   auto shredded = vault_->Shred(sender, case_id);
   if (!shredded.ok()) return shredded.status();
   for (const auto& [seq, out] : kept) {
     auto sealed = vault_->Seal(sender, case_id, out.id, out.envelope);
     if (!sealed.ok()) return sealed.status();
-    Stmt u(db_, "UPDATE outgoing SET envelope = ?2 WHERE seq = ?1");
-    if (u.Bind(1, seq).Bind(2, *sealed).Step() != SQLITE_DONE) {
-      return Status::IoError("gateway state file " + path_ + ": keeping a later message of the erased case: " +
-                             sqlite3_errmsg(db_));
+    SqliteStatement u(db_, "UPDATE outgoing SET envelope = ?2 WHERE seq = ?1");
+    if (u.Int(1, seq).Blob(2, *sealed).Step() != SQLITE_DONE) {
+      return u.Error("gateway state file " + path_ + ": keeping a later message of the erased case");
     }
   }
   if (*shredded) spdlog::info("event=state_case_shredded kept_later={}", kept.size());
@@ -328,9 +277,9 @@ Status GatewayStore::Scrub() {
   // secure_delete zeroed the message in the new page images, but the WAL
   // still holds the frames written when it was accepted: copy everything
   // into the database and cut the WAL to zero bytes.
-  Stmt s(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
+  SqliteStatement s(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
   const int rc = s.Step();
-  if (rc != SQLITE_ROW || s.Int(0) != 0) {
+  if (rc != SQLITE_ROW || s.ColumnInt(0) != 0) {
     return Status::IoError("gateway state file " + path_ +
                            ": the receipt is recorded, but the answered message's bytes are still in " +
                            path_ + "-wal (checkpoint " + (rc == SQLITE_ROW ? "busy" : sqlite3_errmsg(db_)) +
@@ -344,12 +293,12 @@ Status GatewayStore::AddNotice(const std::string& id, const std::string& recipie
   std::lock_guard lock(mu_);
   // Only about messages this gateway sent (the agency may also send from
   // elsewhere, e.g. the CLI); a later notice replaces an earlier one.
-  Stmt s(db_,
+  SqliteStatement s(db_,
          "INSERT OR REPLACE INTO notices (id, recipient, receipt)"
          " SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM outgoing WHERE id = ?1)");
-  s.Bind(1, id).Bind(2, recipient).Bind(3, receipt);
+  s.Text(1, id).Text(2, recipient).Blob(3, receipt);
   if (s.Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": cannot record a notice: " + sqlite3_errmsg(db_));
+    return s.Error("gateway state file " + path_ + ": cannot record a notice");
   }
   return Status::Ok();
 }
@@ -358,67 +307,66 @@ StatusOr<std::optional<GatewayStore::Entry>> GatewayStore::Lookup(const std::str
   std::lock_guard lock(mu_);
   Entry entry;
   {
-    Stmt s(db_, "SELECT receipt FROM outgoing WHERE id = ?1");
-    s.Bind(1, id);
+    SqliteStatement s(db_, "SELECT receipt FROM outgoing WHERE id = ?1");
+    s.Text(1, id);
     const int rc = s.Step();
     if (rc == SQLITE_DONE) return std::optional<Entry>();
-    if (rc != SQLITE_ROW) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
-    if (!s.IsNull(0)) entry.receipt = s.Blob(0);
+    if (rc != SQLITE_ROW) return s.Error("gateway state file " + path_);
+    if (!s.ColumnIsNull(0)) entry.receipt = s.ColumnBlob(0);
   }
-  Stmt n(db_, "SELECT receipt FROM notices WHERE id = ?1 ORDER BY recipient");
-  n.Bind(1, id);
+  SqliteStatement n(db_, "SELECT receipt FROM notices WHERE id = ?1 ORDER BY recipient");
+  n.Text(1, id);
   int rc;
-  while ((rc = n.Step()) == SQLITE_ROW) entry.notices.push_back(n.Blob(0));
-  if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+  while ((rc = n.Step()) == SQLITE_ROW) entry.notices.push_back(n.ColumnBlob(0));
+  if (rc != SQLITE_DONE) return n.Error("gateway state file " + path_);
   return std::optional<Entry>(std::move(entry));
 }
 
 StatusOr<int> GatewayStore::Purge(int64_t before_ms) {
   std::lock_guard lock(mu_);
-  Stmt notices(db_,
-               "DELETE FROM notices WHERE id IN (SELECT id FROM outgoing WHERE"
-               " receipt IS NOT NULL AND answered_ms < ?1)");
-  notices.Bind(1, before_ms);
-  Stmt outgoing(db_, "DELETE FROM outgoing WHERE receipt IS NOT NULL AND answered_ms < ?1");
-  outgoing.Bind(1, before_ms);
-  if (notices.Step() != SQLITE_DONE || outgoing.Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": cannot purge: " + sqlite3_errmsg(db_));
-  }
+  SqliteStatement notices(db_,
+                          "DELETE FROM notices WHERE id IN (SELECT id FROM outgoing WHERE"
+                          " receipt IS NOT NULL AND answered_ms < ?1)");
+  notices.Int(1, before_ms);
+  SqliteStatement outgoing(db_, "DELETE FROM outgoing WHERE receipt IS NOT NULL AND answered_ms < ?1");
+  outgoing.Int(1, before_ms);
+  if (!notices.Done()) return notices.Error("gateway state file " + path_ + ": cannot purge");
+  if (!outgoing.Done()) return outgoing.Error("gateway state file " + path_ + ": cannot purge");
   return sqlite3_changes(db_);
 }
 
 Status GatewayStore::AddDeadLetter(const DeadLetter& letter) {
   std::lock_guard lock(mu_);
-  Stmt s(db_,
+  SqliteStatement s(db_,
          "INSERT OR REPLACE INTO dead_letters (sender, id, attempts, last_status, last_error, dead_ms)"
          " VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-  s.Bind(1, letter.sender).Bind(2, letter.id).Bind(3, letter.attempts).Bind(4, int64_t{letter.last_status});
-  s.Bind(5, letter.last_error).Bind(6, NowMs());
+  s.Text(1, letter.sender).Text(2, letter.id).Int(3, letter.attempts).Int(4, int64_t{letter.last_status});
+  s.Text(5, letter.last_error).Int(6, NowMs());
   if (s.Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": cannot record a dead letter: " + sqlite3_errmsg(db_));
+    return s.Error("gateway state file " + path_ + ": cannot record a dead letter");
   }
   return Status::Ok();
 }
 
 Status GatewayStore::RemoveDeadLetter(const std::string& sender, const std::string& id) {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "DELETE FROM dead_letters WHERE sender = ?1 AND id = ?2");
-  s.Bind(1, sender).Bind(2, id);
+  SqliteStatement s(db_, "DELETE FROM dead_letters WHERE sender = ?1 AND id = ?2");
+  s.Text(1, sender).Text(2, id);
   if (s.Step() != SQLITE_DONE) {
-    return Status::IoError("gateway state file " + path_ + ": cannot clear a dead letter: " + sqlite3_errmsg(db_));
+    return s.Error("gateway state file " + path_ + ": cannot clear a dead letter");
   }
   return Status::Ok();
 }
 
 StatusOr<std::vector<GatewayStore::DeadLetter>> GatewayStore::DeadLetters() {
   std::lock_guard lock(mu_);
-  Stmt s(db_, "SELECT sender, id, attempts, last_status, last_error FROM dead_letters ORDER BY dead_ms, rowid");
+  SqliteStatement s(db_, "SELECT sender, id, attempts, last_status, last_error FROM dead_letters ORDER BY dead_ms, rowid");
   std::vector<DeadLetter> out;
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) {
-    out.push_back(DeadLetter{s.Text(0), s.Text(1), s.Int(2), static_cast<int>(s.Int(3)), s.Text(4)});
+    out.push_back(DeadLetter{s.ColumnText(0), s.ColumnText(1), s.ColumnInt(2), static_cast<int>(s.ColumnInt(3)), s.ColumnText(4)});
   }
-  if (rc != SQLITE_DONE) return Status::IoError("gateway state file " + path_ + ": " + sqlite3_errmsg(db_));
+  if (rc != SQLITE_DONE) return s.Error("gateway state file " + path_);
   return out;
 }
 

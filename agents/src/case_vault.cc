@@ -10,6 +10,7 @@
 
 #include "liaison/keys.h"
 #include "liaison/sealing.h"
+#include "liaison/sqlite_statement.h"
 
 namespace liaison {
 namespace {
@@ -22,48 +23,6 @@ constexpr const char* kSchema =
     "CREATE TABLE IF NOT EXISTS case_keys (sender TEXT NOT NULL, case_id BLOB NOT NULL,"
     " epoch INTEGER NOT NULL, wrapped BLOB NOT NULL, key_check BLOB NOT NULL, PRIMARY KEY (sender, case_id));"
     "CREATE TABLE IF NOT EXISTS vault_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);";
-
-// One prepared statement, finalized on scope exit; every result checked.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
-      sqlite3_finalize(s_);
-      s_ = nullptr;
-      ok_ = false;
-    }
-  }
-  ~Stmt() { sqlite3_finalize(s_); }
-  Stmt& Text(int i, const std::string& v) {
-    ok_ = ok_ && sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT) == SQLITE_OK;
-    return *this;
-  }
-  Stmt& Blob(int i, const void* p, size_t n) {
-    ok_ = ok_ && sqlite3_bind_blob(s_, i, p, static_cast<int>(n), SQLITE_TRANSIENT) == SQLITE_OK;
-    return *this;
-  }
-  Stmt& Int(int i, int64_t v) {
-    ok_ = ok_ && sqlite3_bind_int64(s_, i, v) == SQLITE_OK;
-    return *this;
-  }
-  int Step() { return ok_ ? sqlite3_step(s_) : SQLITE_ERROR; }
-  bool Done() { return Step() == SQLITE_DONE; }
-  std::string ColumnText(int i) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
-    return p ? std::string(p, sqlite3_column_bytes(s_, i)) : std::string();
-  }
-  std::vector<uint8_t> ColumnBlob(int i) {
-    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s_, i));
-    return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
-  }
-  int64_t ColumnInt(int i) { return sqlite3_column_int64(s_, i); }
-  Status Error(const std::string& what) const { return Status::IoError(what + ": " + sqlite3_errmsg(db_)); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* s_ = nullptr;
-  bool ok_ = true;
-};
 
 std::string RowAad(const std::string& sender, const std::string& row) {
   return std::string("case-row") + '\0' + sender + '\0' + row;
@@ -112,7 +71,7 @@ StatusOr<std::unique_ptr<CaseVault>> CaseVault::Open(sqlite3* db, const std::str
     return Status::Ok();
   };
   {
-    Stmt q(db, "SELECT 1 FROM vault_meta WHERE name = 'key_check'");
+    SqliteStatement q(db, "SELECT 1 FROM vault_meta WHERE name = 'key_check'");
     const int rc = q.Step();
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) return q.Error(db_path + ": reading the key check");
     if (rc == SQLITE_ROW) LIAISON_RETURN_IF_ERROR(missing(vault->files_.key_file, files.what));
@@ -143,7 +102,7 @@ Status CaseVault::Exec(const char* sql) {
 }
 
 Status CaseVault::CheckKey() {
-  Stmt q(db_, "SELECT value FROM vault_meta WHERE name = 'key_check'");
+  SqliteStatement q(db_, "SELECT value FROM vault_meta WHERE name = 'key_check'");
   const int rc = q.Step();
   if (rc == SQLITE_ROW) {
     if (KeyCheckOpens(key_, q.ColumnBlob(0))) return Status::Ok();
@@ -154,7 +113,7 @@ Status CaseVault::CheckKey() {
   if (rc != SQLITE_DONE) return q.Error(db_path_ + ": reading the key check");
   auto sealed = SealKeyCheck(key_);
   if (!sealed) return Status::Internal(db_path_ + ": cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
-  Stmt put(db_, "INSERT INTO vault_meta (name, value) VALUES ('key_check', ?1)");
+  SqliteStatement put(db_, "INSERT INTO vault_meta (name, value) VALUES ('key_check', ?1)");
   if (!put.Blob(1, sealed->data(), sealed->size()).Done()) return put.Error(db_path_ + ": writing the key check");
   return Status::Ok();
 }
@@ -162,7 +121,7 @@ Status CaseVault::CheckKey() {
 StatusOr<std::optional<std::pair<uint64_t, std::vector<uint8_t>>>> CaseVault::ReadEpoch() {
   std::optional<uint64_t> epoch;
   std::vector<uint8_t> check;
-  Stmt q(db_, "SELECT name, value FROM vault_meta WHERE name IN ('kek_epoch', 'kek_check')");
+  SqliteStatement q(db_, "SELECT name, value FROM vault_meta WHERE name IN ('kek_epoch', 'kek_check')");
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
     if (q.ColumnText(0) == "kek_epoch") {
@@ -180,9 +139,9 @@ Status CaseVault::WriteEpoch(uint64_t epoch) {
   auto kek = ring_->Kek(epoch);
   auto check = kek ? SealKekCheck(*kek, epoch) : std::nullopt;
   if (!check) return Status::Internal(db_path_ + ": cannot seal the case-key epoch (no KEK, or OpenSSL failed)");
-  Stmt e(db_, "INSERT OR REPLACE INTO vault_meta (name, value) VALUES ('kek_epoch', ?1)");
+  SqliteStatement e(db_, "INSERT OR REPLACE INTO vault_meta (name, value) VALUES ('kek_epoch', ?1)");
   if (!e.Int(1, static_cast<int64_t>(epoch)).Done()) return e.Error(db_path_ + ": writing the case-key epoch");
-  Stmt c(db_, "INSERT OR REPLACE INTO vault_meta (name, value) VALUES ('kek_check', ?1)");
+  SqliteStatement c(db_, "INSERT OR REPLACE INTO vault_meta (name, value) VALUES ('kek_check', ?1)");
   if (!c.Blob(1, check->data(), check->size()).Done()) return c.Error(db_path_ + ": writing the case-key epoch");
   return Status::Ok();
 }
@@ -217,7 +176,7 @@ Status CaseVault::Adopt(uint64_t file_epoch) {
   };
   std::vector<Row> rows;
   {
-    Stmt q(db_, "SELECT sender, case_id, key_check FROM case_keys");
+    SqliteStatement q(db_, "SELECT sender, case_id, key_check FROM case_keys");
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
       const std::vector<uint8_t> id = q.ColumnBlob(1);
@@ -239,12 +198,12 @@ Status CaseVault::Adopt(uint64_t file_epoch) {
       }
     }
     if (same) {
-      Stmt u(db_, "UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_id = ?2");
+      SqliteStatement u(db_, "UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_id = ?2");
       u.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Int(3, static_cast<int64_t>(epoch));
       if (!u.Blob(4, snap->second.data(), snap->second.size()).Done()) return u.Error(db_path_ + ": adopting case keys");
       ++kept;
     } else {
-      Stmt d(db_, "DELETE FROM case_keys WHERE sender = ?1 AND case_id = ?2");
+      SqliteStatement d(db_, "DELETE FROM case_keys WHERE sender = ?1 AND case_id = ?2");
       if (!d.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Done()) {
         return d.Error(db_path_ + ": adopting case keys");
       }
@@ -278,19 +237,16 @@ Status CaseVault::Transaction(const std::function<Status()>& body) {
     if (staged != 0) ring_->Abandon(staged);
     return st;
   }
+  // The file is at the new epoch: the old KEK goes now (or, without a
+  // rotation, an earlier retirement that failed is tried again; a failure
+  // is logged by the ring and owed to the next transaction).
+  ring_->Retire(staged);
   if (!shredded) return Status::Ok();
-  // The file is at the new epoch: the old KEK goes now. Then the WAL: its
-  // frames still hold the pages as they were before (the erased rows, the
-  // key row, both sealed, and the key wrapped under the old KEK); copy the
-  // new pages into the database and cut the WAL to zero bytes. The
-  // transaction has committed either way: a failure here is logged, and the
-  // next erasure's rotation or transaction settles the ring again.
-  if (Status destroyed = ring_->Commit(staged); !destroyed.ok()) {
-    spdlog::error("event=case_key_ring_retire_failed file=\"{}\" ring=\"{}\" error=\"{}\" effect=the_previous_kek_"
-                  "stays_until_the_next_transaction_settles_the_ring",
-                  db_path_, ring_->path(), destroyed.message());
-  }
-  Stmt checkpoint(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
+  // Then the WAL: its frames still hold the pages as they were before (the
+  // erased rows, the key row, both sealed, and the key wrapped under the old
+  // KEK); copy the new pages into the database and cut the WAL to zero
+  // bytes. The transaction has committed either way: a failure is logged.
+  SqliteStatement checkpoint(db_, "PRAGMA wal_checkpoint(TRUNCATE)");
   const int rc = checkpoint.Step();
   if (rc != SQLITE_ROW || checkpoint.ColumnInt(0) != 0) {
     spdlog::error("event=wal_truncate_failed file=\"{}\" reason=\"{}\" effect=the_old_frames_stay_until_the_next_"
@@ -307,7 +263,7 @@ std::string CaseVault::CaseId(const std::string& sender, const std::string& case
 StatusOr<std::optional<CaseKey>> CaseVault::FindKey(const std::string& sender, const std::string& case_id) {
   const std::string id = sender + '\0' + case_id;
   if (auto it = keys_.find(id); it != keys_.end()) return std::optional<CaseKey>(it->second);
-  Stmt q(db_, "SELECT epoch, wrapped FROM case_keys WHERE sender = ?1 AND case_id = ?2");
+  SqliteStatement q(db_, "SELECT epoch, wrapped FROM case_keys WHERE sender = ?1 AND case_id = ?2");
   const int rc = q.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Step();
   if (rc == SQLITE_DONE) return std::optional<CaseKey>();
   if (rc != SQLITE_ROW) return q.Error(db_path_ + ": reading a case key");
@@ -338,7 +294,7 @@ StatusOr<std::vector<uint8_t>> CaseVault::Seal(const std::string& sender, const 
     auto wrapped = kek ? WrapCaseKey(*kek, sender, case_id, epoch, key) : std::nullopt;
     auto check = SealKeyCheck(key);
     if (!wrapped || !check) return Status::Internal(db_path_ + ": cannot wrap a case key (OpenSSL AES-256-GCM failed)");
-    Stmt put(db_, "INSERT INTO case_keys (sender, case_id, epoch, wrapped, key_check) VALUES (?1, ?2, ?3, ?4, ?5)");
+    SqliteStatement put(db_, "INSERT INTO case_keys (sender, case_id, epoch, wrapped, key_check) VALUES (?1, ?2, ?3, ?4, ?5)");
     put.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Int(3, static_cast<int64_t>(epoch));
     put.Blob(4, wrapped->data(), wrapped->size()).Blob(5, check->data(), check->size());
     if (!put.Done()) return put.Error(db_path_ + ": writing a case key");
@@ -365,7 +321,7 @@ StatusOr<std::optional<std::vector<uint8_t>>> CaseVault::Unseal(const std::strin
 
 StatusOr<bool> CaseVault::Shred(const std::string& sender, const std::string& case_id) {
   if (!in_transaction_) return Status::Internal(db_path_ + ": CaseVault::Shred outside a transaction");
-  Stmt d(db_, "DELETE FROM case_keys WHERE sender = ?1 AND case_id = ?2");
+  SqliteStatement d(db_, "DELETE FROM case_keys WHERE sender = ?1 AND case_id = ?2");
   if (!d.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Done()) {
     return d.Error(db_path_ + ": destroying a case key");
   }
@@ -381,7 +337,7 @@ StatusOr<bool> CaseVault::Shred(const std::string& sender, const std::string& ca
 Status CaseVault::Rotate() {
   std::map<std::string, CaseKey> keys;
   {
-    Stmt q(db_, "SELECT sender, case_id, epoch, wrapped FROM case_keys");
+    SqliteStatement q(db_, "SELECT sender, case_id, epoch, wrapped FROM case_keys");
     int rc;
     while ((rc = q.Step()) == SQLITE_ROW) {
       const std::string sender = q.ColumnText(0);
@@ -405,7 +361,7 @@ Status CaseVault::Rotate() {
   for (const auto& [id, wrapped] : staged->wrapped) {
     const size_t zero = id.find('\0');
     const std::string sender = id.substr(0, zero), case_id = id.substr(zero + 1);
-    Stmt u(db_, "UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_id = ?2");
+    SqliteStatement u(db_, "UPDATE case_keys SET epoch = ?3, wrapped = ?4 WHERE sender = ?1 AND case_id = ?2");
     u.Text(1, sender).Blob(2, case_id.data(), case_id.size()).Int(3, static_cast<int64_t>(staged->epoch));
     if (!u.Blob(4, wrapped.data(), wrapped.size()).Done()) return u.Error(db_path_ + ": re-wrapping the case keys");
   }

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include "liaison/keys.h"
+#include "liaison/sqlite_statement.h"
 
 namespace liaison {
 namespace {
@@ -14,48 +15,6 @@ namespace {
 constexpr const char* kOwnAgency = "@self";
 
 std::string SenderOf(const std::string& sender) { return sender.empty() ? kOwnAgency : sender; }
-
-Status Error(sqlite3* db, const std::string& what) { return Status::IoError(what + ": " + sqlite3_errmsg(db)); }
-
-// One prepared statement, finalized on scope exit; a failed prepare or bind
-// makes Step fail.
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) != SQLITE_OK) {
-      sqlite3_finalize(s_);
-      s_ = nullptr;
-    }
-  }
-  ~Stmt() { sqlite3_finalize(s_); }
-  Stmt& Blob(int i, const void* p, size_t n) {
-    ok_ = ok_ && s_ && sqlite3_bind_blob(s_, i, p, static_cast<int>(n), SQLITE_TRANSIENT) == SQLITE_OK;
-    return *this;
-  }
-  Stmt& Text(int i, const std::string& v) {
-    ok_ = ok_ && s_ && sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT) == SQLITE_OK;
-    return *this;
-  }
-  Stmt& Int(int i, int64_t v) {
-    ok_ = ok_ && s_ && sqlite3_bind_int64(s_, i, v) == SQLITE_OK;
-    return *this;
-  }
-  int Step() { return ok_ && s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
-  bool IsNull(int i) { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
-  int64_t ColumnInt(int i) { return sqlite3_column_int64(s_, i); }
-  std::string ColumnText(int i) {
-    const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
-    return p ? std::string(p, sqlite3_column_bytes(s_, i)) : std::string();
-  }
-  std::vector<uint8_t> ColumnBlob(int i) {
-    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s_, i));
-    return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
-  }
-
- private:
-  sqlite3_stmt* s_ = nullptr;
-  bool ok_ = true;
-};
 
 struct Header {
   std::string id, case_ref;
@@ -84,18 +43,15 @@ StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const std::string& path, const st
     return Status::InvalidArgument("outbox " + path + ": no outbox key file (agent.yaml outbox_key_file)");
   }
   // Unsent messages are case data: owner-only, whatever the umask.
-  LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext("outbox"));
-  if (sqlite3_open_v2(path.c_str(), &box->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    return Error(box->db_, "cannot open the outbox " + path);
-  }
-  if (sqlite3_busy_timeout(box->db_, 5000) != SQLITE_OK) return Error(box->db_, "outbox " + path);
+  auto db = OpenSqliteFile(path, "outbox");
+  if (!db.ok()) return db.status();
+  box->db_ = *db;
   char* err = nullptr;
   // secure_delete: a deleted row (a sent message, an erased case's key) is
   // zeroed in its page, not left in free space; the vault truncates the WAL
   // after an erasure.
   if (sqlite3_exec(box->db_,
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;"
+                   "PRAGMA secure_delete=ON;"
                    "CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                    " envelope BLOB NOT NULL);",
                    nullptr, nullptr, &err) != SQLITE_OK) {
@@ -107,15 +63,15 @@ StatusOr<std::unique_ptr<Outbox>> Outbox::Open(const std::string& path, const st
   // (case_id NULL) are sent as they are.
   bool sealed_columns = false;
   {
-    Stmt columns(box->db_, "PRAGMA table_info(outbox)");
+    SqliteStatement columns(box->db_, "PRAGMA table_info(outbox)");
     int rc;
     while ((rc = columns.Step()) == SQLITE_ROW) sealed_columns |= columns.ColumnText(1) == "case_id";
-    if (rc != SQLITE_DONE) return Error(box->db_, "outbox " + path + ": reading its table");
+    if (rc != SQLITE_DONE) return columns.Error("outbox " + path + ": reading its table");
   }
   if (!sealed_columns &&
       sqlite3_exec(box->db_, "ALTER TABLE outbox ADD COLUMN message_id TEXT; ALTER TABLE outbox ADD COLUMN case_id BLOB;",
                    nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return Error(box->db_, "outbox " + path + ": adding the sealing columns");
+    return Status::IoError(SqliteError(box->db_, "outbox " + path + ": adding the sealing columns"));
   }
   auto vault = CaseVault::Open(box->db_, "outbox " + path,
                                CaseVault::Files{key_file, "", "outbox key", "agent.yaml outbox_key_file"});
@@ -135,28 +91,28 @@ Status Outbox::Add(std::span<const uint8_t> envelope) {
     const std::string case_id = vault_->CaseId(kOwnAgency, h.case_ref);
     auto sealed = vault_->Seal(kOwnAgency, case_id, h.id, envelope);
     if (!sealed.ok()) return sealed.status();
-    Stmt s(db_, "INSERT INTO outbox (envelope, message_id, case_id) VALUES (?1, ?2, ?3)");
+    SqliteStatement s(db_, "INSERT INTO outbox (envelope, message_id, case_id) VALUES (?1, ?2, ?3)");
     s.Blob(1, sealed->data(), sealed->size()).Text(2, h.id).Blob(3, case_id.data(), case_id.size());
-    if (s.Step() != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": cannot keep the message");
+    if (s.Step() != SQLITE_DONE) return s.Error("outbox " + path_ + ": cannot keep the message");
     return Status::Ok();
   });
 }
 
 StatusOr<int64_t> Outbox::Size() {
-  Stmt s(db_, "SELECT COUNT(*) FROM outbox");
-  if (s.Step() != SQLITE_ROW) return Error(db_, "outbox " + path_);
+  SqliteStatement s(db_, "SELECT COUNT(*) FROM outbox");
+  if (s.Step() != SQLITE_ROW) return s.Error("outbox " + path_);
   return s.ColumnInt(0);
 }
 
 StatusOr<std::vector<Outbox::Row>> Outbox::ReadRows(int64_t after, int64_t limit) {
   std::vector<Row> rows;
-  Stmt s(db_, "SELECT seq, envelope, message_id, case_id FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+  SqliteStatement s(db_, "SELECT seq, envelope, message_id, case_id FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2");
   s.Int(1, after).Int(2, limit);
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW) {
     Row row;
     row.seq = s.ColumnInt(0);
-    if (s.IsNull(3)) {
+    if (s.ColumnIsNull(3)) {
       row.envelope = s.ColumnBlob(1);  // kept before sealing
     } else {
       const std::vector<uint8_t> id = s.ColumnBlob(3), sealed = s.ColumnBlob(1);
@@ -166,13 +122,13 @@ StatusOr<std::vector<Outbox::Row>> Outbox::ReadRows(int64_t after, int64_t limit
     }
     rows.push_back(std::move(row));
   }
-  if (rc != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": reading its messages");
+  if (rc != SQLITE_DONE) return s.Error("outbox " + path_ + ": reading its messages");
   return rows;
 }
 
 Status Outbox::DeleteRow(int64_t seq) {
-  Stmt d(db_, "DELETE FROM outbox WHERE seq = ?1");
-  if (d.Int(1, seq).Step() != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": removing a message");
+  SqliteStatement d(db_, "DELETE FROM outbox WHERE seq = ?1");
+  if (d.Int(1, seq).Step() != SQLITE_DONE) return d.Error("outbox " + path_ + ": removing a message");
   return Status::Ok();
 }
 
@@ -202,7 +158,7 @@ Status Outbox::ShredCase(const std::string& sender, const std::string& case_ref,
     std::vector<std::pair<int64_t, std::vector<uint8_t>>> kept;
     std::vector<std::string> kept_ids;
     {
-      Stmt s(db_, "SELECT seq, envelope, message_id FROM outbox WHERE case_id = ?1 ORDER BY seq");
+      SqliteStatement s(db_, "SELECT seq, envelope, message_id FROM outbox WHERE case_id = ?1 ORDER BY seq");
       s.Blob(1, case_id.data(), case_id.size());
       int rc;
       while ((rc = s.Step()) == SQLITE_ROW) {
@@ -216,21 +172,21 @@ Status Outbox::ShredCase(const std::string& sender, const std::string& case_ref,
           }
         }
       }
-      if (rc != SQLITE_DONE) return Error(db_, "outbox " + path_ + ": reading the erased case's messages");
+      if (rc != SQLITE_DONE) return s.Error("outbox " + path_ + ": reading the erased case's messages");
     }
-    Stmt d(db_, "DELETE FROM outbox WHERE case_id = ?1");
+    SqliteStatement d(db_, "DELETE FROM outbox WHERE case_id = ?1");
     if (d.Blob(1, case_id.data(), case_id.size()).Step() != SQLITE_DONE) {
-      return Error(db_, "outbox " + path_ + ": removing the erased case's messages");
+      return d.Error("outbox " + path_ + ": removing the erased case's messages");
     }
     auto shredded = vault_->Shred(filed, case_id);
     if (!shredded.ok()) return shredded.status();
     for (size_t i = 0; i < kept.size(); ++i) {
       auto sealed = vault_->Seal(filed, case_id, kept_ids[i], kept[i].second);
       if (!sealed.ok()) return sealed.status();
-      Stmt put(db_, "INSERT INTO outbox (seq, envelope, message_id, case_id) VALUES (?1, ?2, ?3, ?4)");
+      SqliteStatement put(db_, "INSERT INTO outbox (seq, envelope, message_id, case_id) VALUES (?1, ?2, ?3, ?4)");
       put.Int(1, kept[i].first).Blob(2, sealed->data(), sealed->size()).Text(3, kept_ids[i]);
       if (put.Blob(4, case_id.data(), case_id.size()).Step() != SQLITE_DONE) {
-        return Error(db_, "outbox " + path_ + ": keeping a later message of the erased case");
+        return put.Error("outbox " + path_ + ": keeping a later message of the erased case");
       }
     }
     if (*shredded) spdlog::info("event=outbox_case_shredded outbox=\"{}\" kept_later={}", path_, kept.size());

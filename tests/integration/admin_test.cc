@@ -2,9 +2,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -20,23 +17,6 @@ namespace liaison::testing {
 namespace {
 
 using namespace std::chrono_literals;
-namespace http = boost::beast::http;
-
-// GET http://endpoint/target; returns (status, body).
-std::pair<int, std::string> Get(const std::string& endpoint, const std::string& target) {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::socket socket(io);
-  const auto colon = endpoint.rfind(':');
-  socket.connect({boost::asio::ip::make_address(endpoint.substr(0, colon)),
-                  static_cast<unsigned short>(std::stoi(endpoint.substr(colon + 1)))});
-  http::request<http::empty_body> request(http::verb::get, target, 11);
-  request.set(http::field::host, endpoint);
-  http::write(socket, request);
-  boost::beast::flat_buffer buffer;
-  http::response<http::string_body> response;
-  http::read(socket, buffer, response);
-  return {static_cast<int>(response.result_int()), response.body()};
-}
 
 // The samples of a text exposition, keyed by name and label set (labels in
 // name order, as Prometheus compares them), and the family of each # TYPE.
@@ -135,9 +115,9 @@ TEST(AdminTest, MetricsHealthAndReadinessOverHttp) {
   auto stranger = Agent::Connect(stranger_options);
   EXPECT_FALSE((*stranger)->Send(std::vector<uint8_t>(64, 1)).ok());
 
-  EXPECT_EQ(200, Get(admin, "/healthz").first);
-  EXPECT_EQ(200, Get(admin, "/readyz").first);
-  EXPECT_EQ(404, Get(admin, "/nope").first);
+  EXPECT_EQ(200, HttpGet(admin, "/healthz").first);
+  EXPECT_EQ(200, HttpGet(admin, "/readyz").first);
+  EXPECT_EQ(404, HttpGet(admin, "/nope").first);
   // Queue depths reach the metrics on the reactor's timer: scrape until b's
   // waiting message shows (bounded).
   int status = 0;
@@ -145,7 +125,7 @@ TEST(AdminTest, MetricsHealthAndReadinessOverHttp) {
   Exposition e;
   for (const auto deadline = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < deadline;
        std::this_thread::sleep_for(100ms)) {
-    std::tie(status, metrics) = Get(admin, "/metrics");
+    std::tie(status, metrics) = HttpGet(admin, "/metrics");
     ASSERT_EQ(200, status);
     e = Parse(metrics);
     if (e.Value("liaison_queue_depth", {{"agency", "b"}})) break;

@@ -7,10 +7,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-
 #include <chrono>
 #include <regex>
 #include <string>
@@ -86,23 +82,6 @@ std::vector<uint8_t> Erasure(const std::string& id, const std::string& to, const
   r.requested_by = "case-worker";
   e.payload.Set(std::move(r));
   return Finish(e);
-}
-
-// GET http://endpoint/target: the body.
-std::string HttpGet(const std::string& endpoint, const std::string& target) {
-  namespace http = boost::beast::http;
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::socket socket(io);
-  const auto colon = endpoint.rfind(':');
-  socket.connect({boost::asio::ip::make_address(endpoint.substr(0, colon)),
-                  static_cast<unsigned short>(std::stoi(endpoint.substr(colon + 1)))});
-  http::request<http::empty_body> request(http::verb::get, target, 11);
-  request.set(http::field::host, endpoint);
-  http::write(socket, request);
-  boost::beast::flat_buffer buffer;
-  http::response<http::string_body> response;
-  http::read(socket, buffer, response);
-  return response.body();
 }
 
 // A notice, kept as the fields the tests look at and its raw bytes.
@@ -248,7 +227,7 @@ TEST_F(ClocksTest, AnUnansweredReferralNotifiesSenderRecipientAndEscalationWithM
   const std::string log = broker_->log();
   std::smatch match;
   ASSERT_TRUE(std::regex_search(log, match, std::regex("event=admin_listening endpoint=(\\S+)")));
-  const std::string metrics = HttpGet(match[1], "/metrics");
+  const std::string metrics = HttpGet(match[1], "/metrics").second;
   EXPECT_NE(std::string::npos, metrics.find("liaison_overdue_total{urgency=\"red\"} 1")) << metrics;
   EXPECT_NE(std::string::npos, metrics.find("liaison_oldest_open_clock_age_seconds")) << metrics;
   ExpectNoCaseData(metrics, "the metrics");
@@ -280,9 +259,9 @@ TEST_F(ClocksTest, AResponseInTimeStopsTheClockAndALateOneClosesIt) {
   std::smatch match;
   ASSERT_TRUE(std::regex_search(log, match, std::regex("event=admin_listening endpoint=(\\S+)")));
   const std::string endpoint = match[1];
-  EXPECT_TRUE(WaitForText([&] { return HttpGet(endpoint, "/metrics"); },
+  EXPECT_TRUE(WaitForText([&] { return HttpGet(endpoint, "/metrics").second; },
                           "\nliaison_oldest_open_clock_age_seconds 0\n", 10000))
-      << HttpGet(endpoint, "/metrics");
+      << HttpGet(endpoint, "/metrics").second;
   EXPECT_EQ(1, LedgerRecords("overdue", "late"));
 }
 

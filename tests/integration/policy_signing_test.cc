@@ -5,9 +5,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <filesystem>
 #include <regex>
 
@@ -293,23 +290,6 @@ TEST_F(PolicySigningTest, TheVocabularyNeedsAQuorumOfAgencyDpos) {
   EXPECT_NE(std::string::npos, History("vocabulary").find(hash.substr(0, 16)));
 }
 
-// GET http://endpoint/target: the body.
-std::string Get(const std::string& endpoint, const std::string& target) {
-  namespace http = boost::beast::http;
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::socket socket(io);
-  const auto colon = endpoint.rfind(':');
-  socket.connect({boost::asio::ip::make_address(endpoint.substr(0, colon)),
-                  static_cast<unsigned short>(std::stoi(endpoint.substr(colon + 1)))});
-  http::request<http::empty_body> request(http::verb::get, target, 11);
-  request.set(http::field::host, endpoint);
-  http::write(socket, request);
-  boost::beast::flat_buffer buffer;
-  http::response<http::string_body> response;
-  http::read(socket, buffer, response);
-  return response.body();
-}
-
 TEST(PolicySigningModeTest, UnsignedModeIsAnnouncedAtStartAndInReadyz) {
   TempDir dir;
   BrokerProcess broker(dir, {MakeAgency("a", "exit-programme", "mombasa")});
@@ -320,7 +300,7 @@ TEST(PolicySigningModeTest, UnsignedModeIsAnnouncedAtStartAndInReadyz) {
   std::smatch match;
   const std::string log = broker.log();
   ASSERT_TRUE(std::regex_search(log, match, std::regex("event=admin_listening endpoint=(\\S+)")));
-  const std::string body = Get(match[1], "/readyz");
+  const std::string body = HttpGet(match[1], "/readyz").second;
   EXPECT_NE(std::string::npos, body.find("policy signing: OFF (unsigned mode)")) << body;
   // Versions still go live on the record, signed by nobody.
   EXPECT_TRUE(WaitForLedger(broker.ledger_path(), "policy_live", "unsigned"));

@@ -19,9 +19,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <boost/asio.hpp>
-#include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -45,27 +42,6 @@ namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-namespace http = boost::beast::http;
-
-// GET http://endpoint/target; (status, body), or (0, error) if it cannot connect.
-std::pair<int, std::string> Get(const std::string& endpoint, const std::string& target) {
-  try {
-    boost::asio::io_context io;
-    boost::asio::ip::tcp::socket socket(io);
-    const auto colon = endpoint.rfind(':');
-    socket.connect({boost::asio::ip::make_address(endpoint.substr(0, colon)),
-                    static_cast<unsigned short>(std::stoi(endpoint.substr(colon + 1)))});
-    http::request<http::empty_body> request(http::verb::get, target, 11);
-    request.set(http::field::host, endpoint);
-    http::write(socket, request);
-    boost::beast::flat_buffer buffer;
-    http::response<http::string_body> response;
-    http::read(socket, buffer, response);
-    return {static_cast<int>(response.result_int()), response.body()};
-  } catch (const std::exception& e) {
-    return {0, e.what()};
-  }
-}
 
 // The admin endpoint of the broker's latest start (from its log).
 std::string AdminOf(const BrokerProcess& broker) {
@@ -260,7 +236,7 @@ class HaTest : public ::testing::Test {
     const std::string admin = AdminOf(broker);
     const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
     while (Clock::now() < deadline) {
-      auto [code, body] = Get(admin, "/readyz");
+      auto [code, body] = HttpGet(admin, "/readyz");
       if (code == status && body.find(text) != std::string::npos) return true;
       std::this_thread::sleep_for(50ms);
     }
@@ -288,10 +264,10 @@ class HaTest : public ::testing::Test {
 // `standby`, storing nothing.
 TEST_F(HaTest, OneOfTwoBrokersIsActiveAndTheOtherAnswersStandby) {
   StartPair();
-  EXPECT_TRUE(WaitReadyz(*a_, 200, "role=active")) << Get(AdminOf(*a_), "/readyz").second;
-  EXPECT_TRUE(WaitReadyz(*b_, 503, "role=standby")) << Get(AdminOf(*b_), "/readyz").second;
-  const std::string metrics_a = Get(AdminOf(*a_), "/metrics").second;
-  const std::string metrics_b = Get(AdminOf(*b_), "/metrics").second;
+  EXPECT_TRUE(WaitReadyz(*a_, 200, "role=active")) << HttpGet(AdminOf(*a_), "/readyz").second;
+  EXPECT_TRUE(WaitReadyz(*b_, 503, "role=standby")) << HttpGet(AdminOf(*b_), "/readyz").second;
+  const std::string metrics_a = HttpGet(AdminOf(*a_), "/metrics").second;
+  const std::string metrics_b = HttpGet(AdminOf(*b_), "/metrics").second;
   EXPECT_NE(std::string::npos, metrics_a.find("liaison_ha_role{role=\"active\"} 1")) << metrics_a;
   EXPECT_NE(std::string::npos, metrics_a.find("liaison_ha_role{role=\"standby\"} 0")) << metrics_a;
   EXPECT_NE(std::string::npos, metrics_a.find("liaison_ha_lease_age_seconds ")) << metrics_a;
@@ -544,11 +520,11 @@ TEST_F(HaTest, TheActiveBrokerRidesOutTheDatabaseGoingAwayAndComingBack) {
     unavailable = (*receipt)->code() == wire::Code::unavailable;
   }
   EXPECT_TRUE(unavailable);
-  EXPECT_TRUE(WaitReadyz(*a_, 503, "role=active")) << Get(AdminOf(*a_), "/readyz").second;
+  EXPECT_TRUE(WaitReadyz(*a_, 503, "role=active")) << HttpGet(AdminOf(*a_), "/readyz").second;
 
   ASSERT_TRUE((*own)->RestartServer().ok()) << (*own)->Log();
   EXPECT_TRUE(SendUntilStored(sender->get(), "during", 80)) << a_->log();
-  EXPECT_TRUE(WaitReadyz(*a_, 200, "role=active", 15000)) << Get(AdminOf(*a_), "/readyz").second;
+  EXPECT_TRUE(WaitReadyz(*a_, 200, "role=active", 15000)) << HttpGet(AdminOf(*a_), "/readyz").second;
   EXPECT_TRUE(a_->running()) << "the broker kept its lease through the outage";
 
   ReceiverApp app;

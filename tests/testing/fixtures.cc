@@ -2,7 +2,12 @@
 
 #include "liaison/wire.h"
 
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <fstream>
 #include <random>
@@ -139,6 +144,27 @@ std::vector<uint8_t> SharedOffsetBalloon(const std::string& id, const std::strin
   envelope.add_payload(update.Union());
   wire::FinishEnvelopeBuffer(fbb, envelope.Finish());
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
+std::pair<int, std::string> HttpGet(const std::string& endpoint, const std::string& target) {
+  namespace http = boost::beast::http;
+  try {
+    boost::asio::io_context io;
+    boost::beast::tcp_stream stream(io);
+    stream.expires_after(std::chrono::seconds(30));
+    const auto colon = endpoint.rfind(':');
+    stream.connect({boost::asio::ip::make_address(endpoint.substr(0, colon)),
+                    static_cast<unsigned short>(std::stoi(endpoint.substr(colon + 1)))});
+    http::request<http::empty_body> request(http::verb::get, target, 11);
+    request.set(http::field::host, endpoint);
+    http::write(stream, request);
+    boost::beast::flat_buffer buffer;
+    http::response<http::string_body> response;
+    http::read(stream, buffer, response);
+    return {static_cast<int>(response.result_int()), response.body()};
+  } catch (const std::exception& e) {
+    return {0, e.what()};
+  }
 }
 
 }  // namespace liaison::testing

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "liaison/keys.h"
@@ -60,6 +61,11 @@ std::vector<uint8_t> CaseMessage(const std::string& id, const std::vector<std::s
 // references * string_bytes bytes once every reference is followed.
 std::vector<uint8_t> SharedOffsetBalloon(const std::string& id, const std::string& to,
                                          size_t string_bytes, size_t references);
+
+// GET http://<endpoint><target> (endpoint "address:port", e.g. the admin
+// endpoint a broker logs) on a connection of its own, bounded by 30 s:
+// (HTTP status, body), or (0, what failed) if it cannot connect, send or read.
+std::pair<int, std::string> HttpGet(const std::string& endpoint, const std::string& target);
 
 }  // namespace liaison::testing
 

@@ -75,21 +75,22 @@ class CaseKeyRing {
   // A rotation. Stage makes the next epoch's KEK, wraps `keys` (sender +
   // '\0' + case hash -> key) under it, and writes the ring with both KEKs
   // and the new snapshot before the store commits; the store writes the
-  // returned wrappings in its transaction. Commit (after the store's commit)
-  // destroys the old KEK; Abandon (after a failed commit) forgets the new.
+  // returned wrappings in its transaction. Retire (below, after the store's
+  // commit) destroys the old KEK; Abandon (after a failed commit) forgets
+  // the new.
   struct Staged {
     uint64_t epoch = 0;
     SecretKey32 kek{};
     std::map<std::string, std::vector<uint8_t>> wrapped;  // by sender + '\0' + case hash
   };
   StatusOr<Staged> Stage(const std::map<std::string, CaseKey>& keys);
-  Status Commit(uint64_t epoch);
   void Abandon(uint64_t epoch);
-  // What both backends call after every successful commit: `staged` is the
-  // epoch the commit held (0: no rotation). Commits it; or, without one,
-  // retries an earlier Commit that failed. A failure is logged and owed to
-  // the next call: the old KEK stays in the file meanwhile, so the erased
-  // case still opens in earlier backups until a later commit succeeds.
+  // What both backends and the agents' case vault call after every
+  // successful commit: `staged` is the epoch the commit held (0: no
+  // rotation). Commits it; or, without one, retries an earlier retirement
+  // that failed. A failure is logged and owed to the next call: the old
+  // KEK stays in the file meanwhile, so the erased case still opens in
+  // earlier backups until a later commit succeeds.
   // True when a rotation's old KEK is gone.
   bool Retire(uint64_t staged);
   // At a writer's first batch: the store says which epoch its rows are
@@ -110,7 +111,7 @@ class CaseKeyRing {
   uint64_t current_ = 0;                                     // guarded by mutex_
   bool retire_owed_ = false;                                 // guarded by mutex_; see Retire
   // Per epoch: sender + '\0' + case hash -> wrapped key. Two epochs only
-  // between Stage and Commit.
+  // between Stage and Retire.
   std::map<uint64_t, std::map<std::string, std::vector<uint8_t>>> snapshots_;  // guarded by mutex_
 };
 

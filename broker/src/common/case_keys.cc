@@ -304,7 +304,7 @@ StatusOr<CaseKeyRing::Staged> CaseKeyRing::Stage(const std::map<std::string, Cas
     if (!wrapped) return Status::Internal("case-key ring: cannot encrypt (OpenSSL AES-256-GCM or its random source failed)");
     staged.wrapped[id] = std::move(*wrapped);
   }
-  // The old epoch's snapshot stays in the file until Commit: a store that
+  // The old epoch's snapshot stays in the file until Retire: a store that
   // does not commit the rotation still has it.
   snapshots_[staged.epoch] = staged.wrapped;
   keks_[staged.epoch] = staged.kek;
@@ -315,7 +315,7 @@ StatusOr<CaseKeyRing::Staged> CaseKeyRing::Stage(const std::map<std::string, Cas
   }
   // Readers of this process may meet rows of the new epoch as soon as the
   // store commits: its KEK is held from now on, but new keys stay under the
-  // current epoch until Commit.
+  // current epoch until Retire.
   return staged;
 }
 
@@ -332,12 +332,6 @@ void CaseKeyRing::KeepOnlyLocked(uint64_t epoch) {
   for (auto it = snapshots_.begin(); it != snapshots_.end();) {
     it = it->first != epoch ? snapshots_.erase(it) : std::next(it);
   }
-}
-
-Status CaseKeyRing::Commit(uint64_t epoch) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  KeepOnlyLocked(epoch);
-  return WriteLocked();
 }
 
 bool CaseKeyRing::Retire(uint64_t staged) {

@@ -1,6 +1,7 @@
 #include "sqlite/sqlite_store.h"
 
 #include "liaison/keys.h"
+#include "liaison/sqlite_statement.h"
 #include "store/sealing.h"
 
 #include <fcntl.h>
@@ -97,87 +98,8 @@ CREATE TABLE IF NOT EXISTS thread_grants (
 CREATE INDEX IF NOT EXISTS thread_grants_by_purge ON thread_grants (purge_after_ms);
 )sql";
 
-std::string SqliteError(sqlite3* db, const std::string& what) {
-  const int code = sqlite3_extended_errcode(db);
-  std::string hint;
-  if ((code & 0xff) == SQLITE_FULL) hint = " (the disk is full: free space, the broker keeps refusing to store)";
-  if ((code & 0xff) == SQLITE_CORRUPT || (code & 0xff) == SQLITE_NOTADB) {
-    hint = " (the store file is damaged: restore it from a backup)";
-  }
-  if ((code & 0xff) == SQLITE_READONLY || (code & 0xff) == SQLITE_CANTOPEN) {
-    hint = " (check the path and its permissions)";
-  }
-  return what + ": " + sqlite3_errmsg(db) + hint;
-}
-
-// One use of a prepared statement: binds, steps, and resets on scope exit.
-// Every bind's result is kept: a value SQLite refuses (SQLITE_TOOBIG past
-// SQLITE_LIMIT_LENGTH, SQLITE_NOMEM) fails the statement instead of leaving
-// NULL in its place, which an INSERT would otherwise store as an empty row.
-class Query {
- public:
-  // `s` may be null (Prepare failed): then every Step() fails.
-  Query(sqlite3* db, sqlite3_stmt* s) : db_(db), s_(s), error_(s ? SQLITE_OK : SQLITE_ERROR) {}
-  ~Query() {
-    if (!s_) return;
-    sqlite3_reset(s_);  // repeats the last step's error, already handled
-    sqlite3_clear_bindings(s_);
-  }
-  Query(const Query&) = delete;
-  Query& operator=(const Query&) = delete;
-
-  Query& Text(int i, const std::string& v) {
-    if (s_) Keep(sqlite3_bind_text64(s_, i, v.data(), v.size(), SQLITE_TRANSIENT, SQLITE_UTF8));
-    return *this;
-  }
-  Query& Blob(int i, const void* data, size_t size) {
-    if (s_) Keep(sqlite3_bind_blob64(s_, i, data, size, SQLITE_TRANSIENT));
-    return *this;
-  }
-  Query& Int(int i, int64_t v) {
-    if (s_) Keep(sqlite3_bind_int64(s_, i, v));
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE, or an error (a failed bind's, if any).
-  int Step() {
-    if (error_ != SQLITE_OK) return error_;
-    const int rc = sqlite3_step(s_);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) error_ = rc;
-    return rc;
-  }
-  // Steps a statement that returns no rows.
-  bool Done() { return Step() == SQLITE_DONE; }
-  // After a failed Step(): what failed, for the operator (never values).
-  Status Error(const std::string& what) const {
-    if (!s_) return Status::IoError(SqliteError(db_, what + " (preparing the statement)"));
-    if (bind_failed_) return Status::IoError(what + ": " + sqlite3_errstr(error_) + " (a value was refused)");
-    return Status::IoError(SqliteError(db_, what));
-  }
-
-  std::string ColumnText(int i) const {
-    const auto* p = sqlite3_column_text(s_, i);
-    return p ? std::string(reinterpret_cast<const char*>(p), sqlite3_column_bytes(s_, i)) : std::string();
-  }
-  std::vector<uint8_t> ColumnBlob(int i) const {
-    const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(s_, i));
-    return p ? std::vector<uint8_t>(p, p + sqlite3_column_bytes(s_, i)) : std::vector<uint8_t>();
-  }
-  int64_t ColumnInt(int i) const { return sqlite3_column_int64(s_, i); }
-  bool ColumnIsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
-
- private:
-  void Keep(int rc) {
-    if (rc != SQLITE_OK && error_ == SQLITE_OK) {
-      error_ = rc;
-      bind_failed_ = true;
-    }
-  }
-
-  sqlite3* db_;
-  sqlite3_stmt* s_;
-  int error_;
-  bool bind_failed_ = false;
-};
+// Every statement runs through liaison's one wrapper (liaison/sqlite_statement.h).
+using Query = SqliteStatement;
 
 // SQLite's memory statistics (on in the system library's build) take a
 // global mutex around every one of its allocations, a few dozen per queued
