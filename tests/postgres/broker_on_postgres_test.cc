@@ -90,7 +90,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   std::string out, err;
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
-  EXPECT_NE(std::string::npos, out.find("schema version 0 (the broker migrates it to 9 at start)")) << out;
+  EXPECT_NE(std::string::npos, out.find("schema version 0 (the broker migrates it to 10 at start)")) << out;
   EXPECT_NE(std::string::npos, out.find("host=127.0.0.1")) << out;
   ASSERT_TRUE(broker.Start().ok()) << broker.log();
   EXPECT_TRUE(broker.WaitForLog("event=store_schema_created")) << broker.log();
@@ -98,7 +98,7 @@ TEST_F(BrokerOnPostgresTest, CheckConfigReadsTheSchemaWithoutCreatingIt) {
   // After a start: the files the broker made (the ledger 0640) pass.
   ASSERT_EQ(0, RunCommand({LIAISON_BROKER_BIN, "--config", broker.config_path(), "--check-config"}, &out, &err))
       << out << err;
-  EXPECT_NE(std::string::npos, out.find("schema version 9 (current)")) << out;
+  EXPECT_NE(std::string::npos, out.find("schema version 10 (current)")) << out;
 }
 
 // A wrong password: the broker does not start, says which server and what

@@ -776,6 +776,21 @@ TYPED_TEST(StoreContractTest, APurgedCaseLosesItsKey) {
                            .has_value();
     EXPECT_EQ(copy.message_id == "y1", opens) << copy.message_id;
   }
+  // A later copy of the purged case, from the writer that wrote the first
+  // (and may remember its key), gets a key the store holds: it opens.
+  WriteBatch later;
+  later.copies = {Copy("a", "x2", "b", "CASE-X", "x two", 6000, 1000000, 2000000),
+                  Copy("a", "y2", "b", "CASE-Y", "y two", 6000, 1000000, 2000000)};
+  ASSERT_TRUE(writer->Apply(later).ok());
+  auto reader = this->Open(Key(1), 0, *ring);
+  ASSERT_TRUE(reader);
+  std::vector<int64_t> damaged;
+  auto b = reader->Pending("b", 0, 10, &damaged);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_TRUE(damaged.empty());
+  ASSERT_EQ(3u, b->size());
+  EXPECT_EQ(Bytes("x two"), (*b)[1].envelope);
+  EXPECT_EQ(Bytes("y two"), (*b)[2].envelope);
 }
 
 // The store's case keys are under a ring's KEK: another ring is refused at

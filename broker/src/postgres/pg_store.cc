@@ -145,6 +145,14 @@ CREATE TABLE thread_grants (
 CREATE INDEX thread_grants_by_purge ON thread_grants (purge_after_ms);
 )sql";
 
+// Version 10: a batch's ledger lines (often 100 KiB and more at full
+// load) go out of line without a compression attempt: pglz cost the
+// writer 2-4 ms a batch, and the lines are hashed text that shrinks
+// little. They are trimmed once the ledger file has them on disk.
+constexpr const char* kSchemaV10 = R"sql(
+ALTER TABLE ledger_tail ALTER COLUMN lines SET STORAGE EXTERNAL;
+)sql";
+
 // Serialises schema changes of brokers starting at once (any constant
 // both agree on).
 constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)";
@@ -773,6 +781,10 @@ Status PgStore::Migrate() {
       LIAISON_RETURN_IF_ERROR(exec(kSchemaV9));
       LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (9)"));
     }
+    if (version < 10) {
+      LIAISON_RETURN_IF_ERROR(exec(kSchemaV10));
+      LIAISON_RETURN_IF_ERROR(exec("INSERT INTO schema_version (version) VALUES (10)"));
+    }
     LIAISON_RETURN_IF_ERROR(exec("COMMIT"));
     if (version == 0) {
       spdlog::info("event=store_schema_created store=\"{}\" version={}", where_, kSchemaVersion);
@@ -889,6 +901,19 @@ Status PgStore::SettleRing() {
   return Status::Ok();
 }
 
+void PgStore::ForgetKnownCaseKeys() {
+  known_keys_.clear();
+  known_fence_ = fence_epoch_;
+  known_ring_epoch_ = ring_ ? ring_->epoch() : 0;
+}
+
+void PgStore::RememberCaseKeys(const std::map<std::string, CaseKey>& keys) {
+  // Bounded: past the limit it starts again (one read per case, as before).
+  constexpr size_t kMaxKnownCaseKeys = 100000;
+  if (known_keys_.size() + keys.size() > kMaxKnownCaseKeys) known_keys_.clear();
+  for (const auto& [id, key] : keys) known_keys_.insert_or_assign(id, key);
+}
+
 StatusOr<PgStore::CaseKeyPlan> PgStore::PlanCaseKeys(const WriteBatch& batch) {
   CaseKeyPlan plan;
   if (!ring_) return plan;
@@ -908,9 +933,21 @@ StatusOr<PgStore::CaseKeyPlan> PgStore::PlanCaseKeys(const WriteBatch& batch) {
   }
   std::vector<std::string> ids;
   std::set<std::string> existing;
-  if (!cases.empty()) {
+  // Keys this writer committed before need no read (see known_keys_); a
+  // batch that deletes keys (a shredding, a purge) reads them all.
+  if (known_fence_ != fence_epoch_ || known_ring_epoch_ != ring_->epoch()) ForgetKnownCaseKeys();
+  if (shred.empty() && batch.purge_before_ms <= 0) {
+    for (const auto& [id, sh] : cases) {
+      if (auto k = known_keys_.find(id); k != known_keys_.end()) {
+        existing.insert(id);
+        plan.keys[id] = k->second;
+      }
+    }
+  }
+  if (existing.size() < cases.size()) {
     Params::Array senders(Params::kText), hashes(Params::kBytea);
     for (const auto& [id, sh] : cases) {
+      if (existing.count(id)) continue;
       ids.push_back(id);
       senders.Add(sh.first);
       hashes.Add(sh.second);
@@ -1281,6 +1318,13 @@ Status PgStore::Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) {
   // unknown keeps both (neither is lost; the next rotation settles it).
   auto finish_ring = [&](bool committed) {
     if (!ring_) return;
+    // What the database now holds: the batch's keys, unless it deleted
+    // some (the ring moved on) or its outcome is not known.
+    if (committed && plan->deleted.empty() && !plan->staged) {
+      RememberCaseKeys(plan->keys);
+    } else {
+      ForgetKnownCaseKeys();
+    }
     if (!committed) {
       if (plan->staged) ring_->Abandon(plan->staged->epoch);
       return;

@@ -45,7 +45,7 @@ std::string MaskPassword(std::string text, const PgConnectOptions& options);
 class PgStore final : public Store {
  public:
   // The schema version this build writes (schema_version.version).
-  static constexpr int kSchemaVersion = 9;
+  static constexpr int kSchemaVersion = 10;
 
   // Connects, creates or migrates the schema, and checks that `key` is the
   // key the database's copies were sealed with. `max_value_bytes` (0: no
@@ -152,6 +152,13 @@ class PgStore final : public Store {
     std::optional<CaseKeyRing::Staged> staged;
   };
   StatusOr<CaseKeyPlan> PlanCaseKeys(const WriteBatch& batch);
+  // The case keys this writer read or added in batches that committed, so
+  // that a batch of known cases is sent without a read first (a round trip
+  // per batch). Forgotten at any failure, a batch deleting keys, a ring or
+  // fence epoch change: another broker may have shredded a case meanwhile
+  // only if this one lost the lease, which changes the fence.
+  void ForgetKnownCaseKeys();
+  void RememberCaseKeys(const std::map<std::string, CaseKey>& keys);
   StatusOr<std::optional<std::pair<uint64_t, std::vector<uint8_t>>>> ReadKekMeta();
   // At the writer's first batch: CaseKeyRing::Settle, or the adoption of a
   // restored backup's keys (SqliteStore::AdoptRing).
@@ -169,6 +176,9 @@ class PgStore final : public Store {
   bool ring_settled_ = false;          // SettleRing ran
   size_t max_value_bytes_ = 0;
   int64_t fence_epoch_ = 0;  // see FenceWith
+  std::map<std::string, CaseKey> known_keys_;  // by sender + '\0' + case hash
+  int64_t known_fence_ = 0;                    // fence_epoch_ when known_keys_ began
+  uint64_t known_ring_epoch_ = 0;              // ring_->epoch() when known_keys_ began
   std::string token_prefix_;  // random, per store object: batches' tokens
   uint64_t batches_ = 0;
   // RunPipeline lost the connection after sending COMMIT (Apply then asks
