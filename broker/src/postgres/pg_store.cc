@@ -161,7 +161,7 @@ constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)
 // are cast in the SQL, so the server knows their types; all are sent in
 // binary (text as its bytes, bigint as 8 bytes big-endian, bytea as is).
 enum Stmt {
-  kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotice, kDeleteNotice, kAppendLedger,
+  kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotices, kDeleteNotices, kAppendLedger,
   kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
@@ -216,8 +216,11 @@ constexpr StatementText kStatements[kStmtCount] = {
     {"l_change_set_aside",
      "WITH u AS (UPDATE messages SET state = $2::bigint WHERE seq = $1::bigint AND state = 5 RETURNING seq) "
      "DELETE FROM bodies WHERE $2::bigint = 6 AND seq IN (SELECT seq FROM u)"},
-    {"l_add_notice", "INSERT INTO notices (agency, receipt) VALUES ($1::text, $2::bytea)"},
-    {"l_delete_notice", "DELETE FROM notices WHERE seq = $1::bigint"},
+    // In the batch's order: a notice's seq is the order it is sent in.
+    {"l_add_notices",
+     "INSERT INTO notices (agency, receipt) SELECT agency, receipt FROM unnest($1::text[], $2::bytea[]) "
+     "WITH ORDINALITY AS t(agency, receipt, ord) ORDER BY ord"},
+    {"l_delete_notices", "DELETE FROM notices WHERE seq = ANY($1::bigint[])"},
     // One row per batch (its lines, newline-separated) and the position.
     {"l_append_ledger",
      "WITH t AS (INSERT INTO ledger_tail (seq, first_seq, lines) VALUES ($1::bigint, $2::bigint, $3::text)) "
@@ -1225,10 +1228,19 @@ Status PgStore::BuildBatch(const WriteBatch& batch, const std::string& token, co
     for (A* a : {&root, &grantee, &purge}) p.Add(std::move(*a));
     calls->push_back({kAddGrants, std::move(p), "recording a permission grant"});
   }
-  for (const auto& [agency, receipt] : batch.notices) {
-    calls->push_back({kAddNotice, Params().Text(agency).Bytes(receipt), "writing a notice"});
+  if (!batch.notices.empty()) {
+    Params::Array agency(Params::kText), receipt(Params::kBytea);
+    for (const auto& [to, bytes] : batch.notices) {
+      agency.Add(to);
+      receipt.Add(bytes);
+    }
+    calls->push_back({kAddNotices, Params().Add(std::move(agency)).Add(std::move(receipt)), "writing notices"});
   }
-  for (int64_t seq : batch.notices_sent) calls->push_back({kDeleteNotice, Params().Int(seq), "deleting a notice"});
+  if (!batch.notices_sent.empty()) {
+    Params::Array seq(Params::kInt8);
+    for (int64_t n : batch.notices_sent) seq.Add(n);
+    calls->push_back({kDeleteNotices, Params().Add(std::move(seq)), "deleting notices"});
+  }
   if (!batch.ledger.empty()) {
     // One row for the batch: a statement per record would cost more than
     // the records themselves.
