@@ -1116,5 +1116,55 @@ TEST_F(PgStoreTest, TheLeaseFencesABrokerThatLostIt) {
   EXPECT_EQ(2u, b.Pending("r", 0, 10, nullptr)->size());
 }
 
+// A batch in flight holds the lease row (liaison_fence): the holder's
+// renewal does not wait for it (a convoy once a second otherwise), but a
+// takeover does, so no batch of the old epoch commits after it. Lock
+// timeouts bound every wait: a renewal that waited fails, not hangs.
+TEST_F(PgStoreTest, ARenewalDoesNotWaitForABatchInFlightButATakeoverDoes) {
+  auto url = cluster_->CreateDatabase("lease_wait_" + std::to_string(::getpid()));
+  ASSERT_TRUE(url.ok()) << url.status().ToString();
+  const PgConnectOptions options{*url, cluster_->password()};
+  auto first = PgStore::Open(options, Key(1));
+  auto second = PgStore::Open(options, Key(1));
+  ASSERT_TRUE(first.ok() && second.ok());
+  PgStore& a = **first;
+  PgStore& b = **second;
+  ASSERT_TRUE(a.SetSessionTimeouts(/*lock_timeout_ms=*/2000, 0).ok());
+  ASSERT_TRUE(b.SetSessionTimeouts(/*lock_timeout_ms=*/1000, 0).ok());
+  auto epoch = a.AcquireLease("broker-a", 60000);
+  ASSERT_TRUE(epoch.ok() && epoch->has_value()) << epoch.status().ToString();
+
+  // A batch of broker-a's epoch, open: its fence passed, it has not ended.
+  const char* keywords[] = {"dbname", "password", nullptr};
+  const char* values[] = {url->c_str(), cluster_->password().c_str(), nullptr};
+  PGconn* batch = PQconnectdbParams(keywords, values, 1);
+  ASSERT_EQ(CONNECTION_OK, PQstatus(batch)) << PQerrorMessage(batch);
+  auto exec = [&](const std::string& sql) {
+    PGresult* r = PQexec(batch, sql.c_str());
+    const ExecStatusType st = PQresultStatus(r);
+    PQclear(r);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+  };
+  ASSERT_TRUE(exec("BEGIN"));
+  ASSERT_TRUE(exec("SELECT liaison_fence(" + std::to_string(**epoch) + ")")) << PQerrorMessage(batch);
+
+  auto renewed = a.RenewLease("broker-a", **epoch, 300);
+  ASSERT_TRUE(renewed.ok()) << "the renewal waited for the batch: " << renewed.status().ToString();
+  EXPECT_TRUE(*renewed);
+
+  // The lease has run out, but the batch still holds the row: the
+  // takeover waits for it (here until b's lock timeout).
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto blocked = b.AcquireLease("broker-b", 60000);
+  EXPECT_FALSE(blocked.ok() && blocked->has_value()) << "taken while a batch of the old epoch was in flight";
+
+  ASSERT_TRUE(exec("COMMIT"));
+  PQfinish(batch);
+  auto taken = b.AcquireLease("broker-b", 60000);
+  ASSERT_TRUE(taken.ok()) << taken.status().ToString();
+  ASSERT_TRUE(taken->has_value()) << "the batch ended and the lease had run out";
+  EXPECT_GT(**taken, **epoch);
+}
+
 }  // namespace
 }  // namespace liaison::store
