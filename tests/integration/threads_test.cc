@@ -143,23 +143,6 @@ class ThreadsTest : public ::testing::Test {
     return {one->code(), one->reason() ? one->reason()->str() : ""};
   }
 
-  // The thread reference of `who`'s copy of message `id` (acked), or empty
-  // if none arrives within 5 s.
-  std::string ThreadOf(const TestAgency& who, const std::string& id, std::string* derived_from = nullptr) {
-    auto receiver = Connect(who, wire::Role::receiver);
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto m = receiver->Receive(200ms);
-      if (!m.ok() || !m->has_value()) continue;
-      const wire::Envelope* env = (**m).get();
-      (void)receiver->Ack(env->from()->string_view(), env->id()->string_view());
-      if (env->id()->str() != id) continue;
-      if (derived_from) *derived_from = env->derived_from() ? env->derived_from()->str() : "";
-      return env->thread() ? env->thread()->str() : "";
-    }
-    return "";
-  }
-
   // `who`'s copy of message `id` (acked, with the others before it), or
   // nothing if none arrives within 5 s.
   std::optional<EnvelopeBuffer> Take(const TestAgency& who, const std::string& id) {
@@ -173,6 +156,16 @@ class ThreadsTest : public ::testing::Test {
       if (env->id()->str() == id) return std::move(**m);
     }
     return std::nullopt;
+  }
+
+  // The thread reference of `who`'s copy of message `id` (Take), or empty
+  // if none arrives within 5 s.
+  std::string ThreadOf(const TestAgency& who, const std::string& id, std::string* derived_from = nullptr) {
+    std::optional<EnvelopeBuffer> copy = Take(who, id);
+    if (!copy) return "";
+    const wire::Envelope* env = copy->get();
+    if (derived_from) *derived_from = env->derived_from() ? env->derived_from()->str() : "";
+    return env->thread() ? env->thread()->str() : "";
   }
 
   // The ledger line of `decision` about message `id` (to `recipient`), or

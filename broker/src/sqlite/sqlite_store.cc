@@ -217,21 +217,17 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   store->ring_ = std::move(ring);
   store->path_ = path;
   // Case data: owner-only, whatever the umask (the -wal and -shm files
-  // SQLite makes later take this file's mode).
-  LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext("store"));
-  if (sqlite3_open_v2(path.c_str(), &store->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) !=
-      SQLITE_OK) {
-    return Status::IoError(SqliteError(store->db_, "cannot open the store " + path));
-  }
-  sqlite3_busy_timeout(store->db_, 5000);
-  // WAL with synchronous=FULL: a commit is on disk when it returns.
+  // SQLite makes later take this file's mode); WAL with synchronous=FULL:
+  // a commit is on disk when it returns.
+  auto db = OpenSqliteFile(path, "store");
+  if (!db.ok()) return db.status();
+  store->db_ = *db;
   // The page cache holds the queues' hot pages (the default 2 MiB is
   // outgrown by a few thousand queued messages, and every ack then reads its
   // row's page back through the kernel).
   // secure_delete=FAST: a deleted row's bytes (a shredded case's wrapped
   // key) are overwritten in its page, at no extra I/O (docs/audit.md).
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=ON", "PRAGMA cache_size=-32768", "PRAGMA secure_delete=FAST",
+  for (const char* pragma : {"PRAGMA foreign_keys=ON", "PRAGMA cache_size=-32768", "PRAGMA secure_delete=FAST",
                              // Statement journals and temporary tables in memory,
                              // not in temporary files written within a commit.
                              "PRAGMA temp_store=MEMORY"}) {
