@@ -1332,37 +1332,23 @@ StatusOr<StoreTotals> SqliteStore::Export(const std::string& path, const StoreKe
   LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM disclosures", &totals.counts.disclosures));
   LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM notices", &totals.counts.notices));
   LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM ledger_tail", &totals.counts.ledger_tail));
-  bool has_case_keys = false;
-  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'case_keys'",
-                                "listing its tables", [&](sqlite3_stmt*) {
-                                  has_case_keys = true;
-                                  return Status::Ok();
-                                }));
-  if (has_case_keys) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM case_keys", &totals.counts.case_keys));
-  // A store of a broker before response deadlines has no clocks table.
-  bool has_clocks = false;
-  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clocks'",
-                                "listing its tables", [&](sqlite3_stmt*) {
-                                  has_clocks = true;
-                                  return Status::Ok();
-                                }));
-  if (has_clocks) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM clocks", &totals.counts.clocks));
-  // ... nor one before case threads a threads table.
-  bool has_threads = false;
-  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'threads'",
-                                "listing its tables", [&](sqlite3_stmt*) {
-                                  has_threads = true;
-                                  return Status::Ok();
-                                }));
-  if (has_threads) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM threads", &totals.counts.threads));
-  // ... nor one before permission grants a thread_grants table.
-  bool has_grants = false;
-  LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'thread_grants'",
-                                "listing its tables", [&](sqlite3_stmt*) {
-                                  has_grants = true;
-                                  return Status::Ok();
-                                }));
-  if (has_grants) LIAISON_RETURN_IF_ERROR(count("SELECT COUNT(*) FROM thread_grants", &totals.counts.grants));
+  // Tables that stores of older brokers lack: case keys (before erasure
+  // shredded), clocks (before response deadlines), threads (before case
+  // threads), thread_grants (before permission grants). Counted if there.
+  auto optional_table = [&](const std::string& table, bool* has, int64_t* rows) -> Status {
+    *has = false;
+    LIAISON_RETURN_IF_ERROR(query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '" + table + "'",
+                                  "listing its tables", [&](sqlite3_stmt*) {
+                                    *has = true;
+                                    return Status::Ok();
+                                  }));
+    return *has ? count("SELECT COUNT(*) FROM " + table, rows) : Status::Ok();
+  };
+  bool has_case_keys, has_clocks, has_threads, has_grants;
+  LIAISON_RETURN_IF_ERROR(optional_table("case_keys", &has_case_keys, &totals.counts.case_keys));
+  LIAISON_RETURN_IF_ERROR(optional_table("clocks", &has_clocks, &totals.counts.clocks));
+  LIAISON_RETURN_IF_ERROR(optional_table("threads", &has_threads, &totals.counts.threads));
+  LIAISON_RETURN_IF_ERROR(optional_table("thread_grants", &has_grants, &totals.counts.grants));
   // AUTOINCREMENT's high-water marks: numbers of rows already purged are
   // not given out again.
   LIAISON_RETURN_IF_ERROR(count("SELECT COALESCE(MAX(seq), 0) FROM messages", &totals.last_message_seq));
