@@ -1003,7 +1003,7 @@ TEST_F(PgStoreTest, ContentsAreEncryptedAtRest) {
 // A database of schema version 1 (this backend's first release) is
 // migrated forward at open, its rows kept.
 TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
-  auto url = cluster_->CreateDatabase("migrate_" + std::to_string(::getpid()));
+  auto url = cluster_->CreateDatabase("schema_v1_" + std::to_string(::getpid()));
   ASSERT_TRUE(url.ok()) << url.status().ToString();
   const PgConnectOptions options{*url, cluster_->password()};
   {
