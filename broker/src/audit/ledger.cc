@@ -413,6 +413,7 @@ std::string RecordJson(const ledger::LedgerRecordT& r) {
 }
 
 void Ledger::Add(const Entry& entry) { batch_.push_back(entry); }
+void Ledger::Add(Entry&& entry) { batch_.push_back(std::move(entry)); }
 
 std::string Ledger::Line(ledger::LedgerRecordT& record, const std::string& time) {
   record.seq = seq_ + 1;

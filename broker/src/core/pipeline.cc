@@ -487,14 +487,14 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
       for (const std::string* f : d.outcome.released) entry.released.push_back(*f);
       for (const std::string* f : d.outcome.transformed) entry.transformed.push_back(*f);
       for (const std::string* f : d.outcome.dropped) entry.dropped.push_back(*f);
-      ledger_->Add(entry);
       if (d.outcome.break_glass) {
+        ledger_->Add(entry);
         entry.decision = ledger::Decision::break_glass;
         entry.released.clear();
         entry.transformed.clear();
         entry.dropped.clear();
-        ledger_->Add(entry);
       }
+      ledger_->Add(std::move(entry));
     }
     outcomes.push_back(std::move(d.outcome));
   }
@@ -581,7 +581,7 @@ void Pipeline::HandleAck(const Agency& agency, std::span<const uint8_t> body,
       entry.sender_region = s->region;
     }
     entry.policy_version = set->version();
-    ledger_->Add(entry);
+    ledger_->Add(std::move(entry));
   }
 }
 
