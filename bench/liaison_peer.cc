@@ -176,6 +176,10 @@ StatusOr<std::unique_ptr<LiaisonBroker>> LiaisonBroker::Start(const LiaisonSetup
   if (b->senders_.empty() || b->receivers_.empty()) {
     return Status::NotFound(setup.policies_source + "/agencies has no " + kSender + " or " + kReceiver);
   }
+  // Loading takes about a millisecond an agency on the bench machine
+  // (10,000 agencies: about 10 s, the tests' usual limit).
+  b->broker_->set_ready_timeout(std::chrono::seconds(10) +
+                                std::chrono::milliseconds(5) * (setup.extra_agencies + 2 * setup.pairs));
   LIAISON_RETURN_IF_ERROR(b->broker_->Start());
   return b;
 }

@@ -108,8 +108,9 @@ BrokerProcess::~BrokerProcess() {
 }
 
 Status WaitForReadyFile(pid_t* pid, const std::string& ready_path, const std::string& name,
-                        const std::function<std::string()>& diagnostics, std::string* endpoint) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+                        const std::function<std::string()>& diagnostics, std::string* endpoint,
+                        std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     int status;
     if (waitpid(*pid, &status, WNOHANG) == *pid) {
@@ -150,7 +151,8 @@ Status BrokerProcess::Start(const std::string& endpoint) {
   pid_ = Spawn({LIAISON_BROKER_BIN, "--config", config_path_, "--ready-file", ready_path_,
                 "--listen", endpoint},
                null_fd_, null_fd_);
-  return WaitForReadyFile(&pid_, ready_path_, "broker", [this] { return "log:\n" + log(); }, &endpoint_);
+  return WaitForReadyFile(&pid_, ready_path_, "broker", [this] { return "log:\n" + log(); }, &endpoint_,
+                          ready_timeout_);
 }
 
 Status BrokerProcess::StartWithFileSizeLimit(rlim_t limit, const std::string& endpoint) {

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/types.h>
 
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
@@ -38,6 +39,9 @@ class BrokerProcess {
   // Starts the broker and waits until it listens. With no endpoint, it
   // binds a free loopback port; pass endpoint() to restart on the same one.
   Status Start(const std::string& endpoint = "tcp://127.0.0.1:*");
+  // How long Start waits for the broker to be ready (10 s unless set): the
+  // benchmarks' brokers with thousands of agencies load for longer.
+  void set_ready_timeout(std::chrono::milliseconds timeout) { ready_timeout_ = timeout; }
   // Start() with RLIMIT_FSIZE = `limit` bytes on the broker (as a full file
   // system would): a write that would grow a file past it fails (EFBIG).
   // The limit is set on this process around the spawn, inherited across
@@ -100,6 +104,7 @@ class BrokerProcess {
   std::string endpoint_;
   int null_fd_ = -1;
   pid_t pid_ = -1;
+  std::chrono::milliseconds ready_timeout_ = std::chrono::seconds(10);
 };
 
 // Starts argv[0] (looked up in PATH unless a path) with stdout/stderr on the
@@ -108,11 +113,13 @@ pid_t Spawn(const std::vector<std::string>& argv, int out_fd, int err_fd);
 // A waitpid() status as an exit code, or -signal.
 int ExitCode(int status);
 
-// Waits (10 s) until the process `*pid` writes "ENDPOINT\n" to `ready_path`
-// and sets `*endpoint`. If it exits first: `*pid` = -1 and Unavailable with
-// its exit code and `diagnostics()` (its log), naming it `name`.
+// Waits (`timeout`) until the process `*pid` writes "ENDPOINT\n" to
+// `ready_path` and sets `*endpoint`. If it exits first: `*pid` = -1 and
+// Unavailable with its exit code and `diagnostics()` (its log), naming it
+// `name`.
 Status WaitForReadyFile(pid_t* pid, const std::string& ready_path, const std::string& name,
-                        const std::function<std::string()>& diagnostics, std::string* endpoint);
+                        const std::function<std::string()>& diagnostics, std::string* endpoint,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(10));
 // Sends `signal` to `*pid` and waits; returns the exit code (or -signal).
 int StopProcess(pid_t* pid, int signal);
 // Polls `read()` until it holds `needle`; false after `timeout_ms`.
