@@ -841,6 +841,31 @@ class PgStoreTest : public ::testing::Test {
     PQfinish(conn);
     return out;
   }
+  // Two stores on one fresh database, as two brokers of one deployment have.
+  // Both null (and the test failed) if the database or a store cannot open.
+  struct TwoStores {
+    std::string url;
+    std::unique_ptr<PgStore> a, b;
+  };
+  TwoStores OpenTwo(const std::string& name) {
+    TwoStores two;
+    auto url = cluster_->CreateDatabase(name + "_" + std::to_string(::getpid()));
+    if (!url.ok()) {
+      ADD_FAILURE() << url.status().ToString();
+      return two;
+    }
+    const PgConnectOptions options{*url, cluster_->password()};
+    auto a = PgStore::Open(options, Key(1));
+    auto b = PgStore::Open(options, Key(1));
+    if (!a.ok() || !b.ok()) {
+      ADD_FAILURE() << (a.ok() ? b.status() : a.status()).ToString();
+      return two;
+    }
+    two.url = *url;
+    two.a = std::move(*a);
+    two.b = std::move(*b);
+    return two;
+  }
   PostgresBackend backend_;
   PgCluster* cluster_ = nullptr;
 };
@@ -1066,14 +1091,10 @@ TEST_F(PgStoreTest, AVersionOneDatabaseIsMigratedAtOpen) {
 // (by the database's clock), with a higher epoch; from then on the old
 // holder's fenced batches fail whole and it cannot renew.
 TEST_F(PgStoreTest, TheLeaseFencesABrokerThatLostIt) {
-  auto url = cluster_->CreateDatabase("lease_" + std::to_string(::getpid()));
-  ASSERT_TRUE(url.ok()) << url.status().ToString();
-  const PgConnectOptions options{*url, cluster_->password()};
-  auto first = PgStore::Open(options, Key(1));
-  auto second = PgStore::Open(options, Key(1));
-  ASSERT_TRUE(first.ok() && second.ok());
-  PgStore& a = **first;
-  PgStore& b = **second;
+  TwoStores two = OpenTwo("lease");
+  ASSERT_TRUE(two.a && two.b);
+  PgStore& a = *two.a;
+  PgStore& b = *two.b;
 
   auto epoch = a.AcquireLease("broker-a", 60000);
   ASSERT_TRUE(epoch.ok()) << epoch.status().ToString();
@@ -1121,14 +1142,10 @@ TEST_F(PgStoreTest, TheLeaseFencesABrokerThatLostIt) {
 // takeover does, so no batch of the old epoch commits after it. Lock
 // timeouts bound every wait: a renewal that waited fails, not hangs.
 TEST_F(PgStoreTest, ARenewalDoesNotWaitForABatchInFlightButATakeoverDoes) {
-  auto url = cluster_->CreateDatabase("lease_wait_" + std::to_string(::getpid()));
-  ASSERT_TRUE(url.ok()) << url.status().ToString();
-  const PgConnectOptions options{*url, cluster_->password()};
-  auto first = PgStore::Open(options, Key(1));
-  auto second = PgStore::Open(options, Key(1));
-  ASSERT_TRUE(first.ok() && second.ok());
-  PgStore& a = **first;
-  PgStore& b = **second;
+  TwoStores two = OpenTwo("lease_wait");
+  ASSERT_TRUE(two.a && two.b);
+  PgStore& a = *two.a;
+  PgStore& b = *two.b;
   ASSERT_TRUE(a.SetSessionTimeouts(/*lock_timeout_ms=*/2000, 0).ok());
   ASSERT_TRUE(b.SetSessionTimeouts(/*lock_timeout_ms=*/1000, 0).ok());
   auto epoch = a.AcquireLease("broker-a", 60000);
@@ -1136,7 +1153,7 @@ TEST_F(PgStoreTest, ARenewalDoesNotWaitForABatchInFlightButATakeoverDoes) {
 
   // A batch of broker-a's epoch, open: its fence passed, it has not ended.
   const char* keywords[] = {"dbname", "password", nullptr};
-  const char* values[] = {url->c_str(), cluster_->password().c_str(), nullptr};
+  const char* values[] = {two.url.c_str(), cluster_->password().c_str(), nullptr};
   PGconn* batch = PQconnectdbParams(keywords, values, 1);
   ASSERT_EQ(CONNECTION_OK, PQstatus(batch)) << PQerrorMessage(batch);
   auto exec = [&](const std::string& sql) {
