@@ -106,6 +106,39 @@ TEST(YamlLoadFileTest, MissingFileAndDuplicateInAFile) {
   EXPECT_TRUE(Has(doc.status().message(), dir.file("x.yaml") + ":2:1: duplicate key 'a'"));
 }
 
+// Many files are parsed on several threads, in chunks: each still reaches
+// the caller once, in order, on the caller's thread, with its own errors.
+TEST(YamlLoadFileTest, ManyFilesArriveInOrderWithTheirOwnErrors) {
+  TempDir dir;
+  std::vector<std::string> paths;
+  for (int i = 0; i < 600; ++i) {  // more than one chunk, more than enough for threads
+    paths.push_back(dir.file("f" + std::to_string(i) + ".yaml"));
+    WriteText(paths.back(), i == 17 ? "n: 17\nn: 18\n" : i == 300 ? "n: [17\n" : "n: " + std::to_string(i) + "\n");
+  }
+  paths.push_back(dir.file("none.yaml"));
+  const std::thread::id caller = std::this_thread::get_id();
+  std::vector<size_t> seen;
+  ForEachYamlFile(paths, [&](size_t i, StatusOr<YAML::Node>& doc) {
+    EXPECT_EQ(caller, std::this_thread::get_id());
+    seen.push_back(i);
+    if (i == 17) {
+      ASSERT_FALSE(doc.ok());
+      EXPECT_TRUE(Has(doc.status().message(), paths[17] + ":2:1: duplicate key 'n'")) << doc.status().message();
+    } else if (i == 300) {
+      ASSERT_FALSE(doc.ok());
+      EXPECT_TRUE(Has(doc.status().message(), paths[300] + ":")) << doc.status().message();
+    } else if (i == 600) {
+      EXPECT_EQ(Status::Code::kNotFound, doc.status().code());
+    } else {
+      ASSERT_TRUE(doc.ok()) << doc.status().ToString();
+      EXPECT_EQ(static_cast<int>(i), (*doc)["n"].as<int>());
+    }
+  });
+  std::vector<size_t> expected(paths.size());
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] = i;
+  EXPECT_EQ(expected, seen);
+}
+
 // Each loader reads through LoadYamlFile, so each refuses a duplicate key.
 TEST(YamlLoadersTest, BrokerAgentAndGatewayConfigsRefuseDuplicateKeys) {
   TempDir dir;

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,6 +28,14 @@ std::string YamlWhere(const std::string& file, const YAML::Node& node);
 StatusOr<YAML::Node> LoadYamlFile(const std::string& path);
 // The same for YAML text; `file` names it in errors.
 StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string& file);
+// Loads each of `paths` as LoadYamlFile does and calls `use(i, document)`
+// for each, in the order of `paths` and on the caller's thread. The files
+// are parsed several at a time, on as many threads as the machine has cores
+// (a policy set of thousands of agencies takes seconds to load, nearly all
+// of it YAML parsing); at most a few hundred parsed documents are held at
+// once. Returns once `use` has seen every path.
+void ForEachYamlFile(const std::vector<std::string>& paths,
+                     const std::function<void(size_t index, StatusOr<YAML::Node>& document)>& use);
 
 // The known name closest to `name` by edit distance, if it is close enough to
 // be a plausible typo; empty otherwise.

@@ -1,10 +1,13 @@
 #include "liaison/yaml_util.h"
 
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
+#include <thread>
 
 #include <yaml-cpp/anchor.h>
 #include <yaml-cpp/eventhandler.h>
@@ -187,6 +190,34 @@ StatusOr<YAML::Node> LoadYamlFile(const std::string& path) {
   text << in.rdbuf();
   if (in.bad()) return Status::IoError("cannot read " + path);
   return ParseYaml(text.str(), path);
+}
+
+void ForEachYamlFile(const std::vector<std::string>& paths,
+                     const std::function<void(size_t index, StatusOr<YAML::Node>& document)>& use) {
+  // A chunk at a time, so that a large set is not held parsed all at once;
+  // small sets (most) are read on the caller's thread alone.
+  constexpr size_t kChunk = 256;
+  constexpr size_t kAlone = 16;
+  const size_t threads = paths.size() < kAlone ? 1 : std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8);
+  for (size_t begin = 0; begin < paths.size(); begin += kChunk) {
+    const size_t end = std::min(paths.size(), begin + kChunk);
+    std::vector<std::optional<StatusOr<YAML::Node>>> documents(end - begin);
+    std::atomic<size_t> next{begin};
+    auto parse = [&] {
+      for (size_t i; (i = next.fetch_add(1)) < end;) {
+        try {
+          documents[i - begin].emplace(LoadYamlFile(paths[i]));
+        } catch (const std::exception& e) {  // out of memory: the file's error, not the process's end
+          documents[i - begin].emplace(Status::Internal("cannot read " + paths[i] + ": " + e.what()));
+        }
+      }
+    };
+    std::vector<std::thread> helpers;
+    for (size_t t = 1; t < threads && t < end - begin; ++t) helpers.emplace_back(parse);
+    parse();
+    for (std::thread& helper : helpers) helper.join();
+    for (size_t i = begin; i < end; ++i) use(i, *documents[i - begin]);
+  }
 }
 
 StatusOr<YAML::Node> ParseYaml(const std::string& text, const std::string& file) {

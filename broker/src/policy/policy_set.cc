@@ -690,15 +690,17 @@ StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& di
   for (const Agency& a : set->directory_->agencies()) ctx.agency_ids.push_back(a.id);
 
   std::vector<fs::path> files = {vocabulary_path};
-  for (const Agency& agency : set->directory_->agencies()) {
+  std::vector<std::string> sources;
+  for (const Agency& agency : set->directory_->agencies()) sources.push_back(agency.source);
+  ForEachYamlFile(sources, [&](size_t i, StatusOr<YAML::Node>& doc) {
+    const Agency& agency = set->directory_->agencies()[i];
     files.push_back(agency.source);
     AgencyPolicy policy;
     policy.agency = &agency;
     policy.pseudonym_key = DeriveKey(pseudonym_secret, "liaison pseudonym v1", agency.id);
-    auto doc = LoadYamlFile(agency.source);
     if (!doc.ok()) {
       errors.push_back(doc.status().message());
-      continue;
+      return;
     }
     YamlReader r(agency.source);
     std::set<std::string> ids;
@@ -711,7 +713,7 @@ StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& di
                           "' has no release or accept rules; every message to or from it is denied");
     }
     set->policies_.push_back(std::move(policy));
-  }
+  });
   if (!errors.empty()) {
     std::string text;
     for (const auto& e : errors) text += (text.empty() ? "" : "\n") + e;

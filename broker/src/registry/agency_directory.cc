@@ -74,11 +74,13 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
   std::map<std::string, std::string> key_owner;  // Z85 key -> agency id
   // escalation.agency nodes, checked once every agency is known.
   std::vector<std::pair<std::string, YAML::Node>> escalations;  // (file, node)
-  for (const auto& file : files) {
-    auto doc = LoadYamlFile(file.string());
+  std::vector<std::string> paths;
+  for (const auto& file : files) paths.push_back(file.string());
+  ForEachYamlFile(paths, [&](size_t i, StatusOr<YAML::Node>& doc) {
+    const fs::path& file = files[i];
     if (!doc.ok()) {
       errors.push_back(doc.status().message());
-      continue;
+      return;
     }
     YamlReader r(file.string());
     Agency a;
@@ -144,7 +146,7 @@ StatusOr<std::shared_ptr<const AgencyDirectory>> AgencyDirectory::Load(
     }
     errors.insert(errors.end(), r.errors().begin(), r.errors().end());
     if (r.ok()) agencies.push_back(std::move(a));
-  }
+  });
   // An escalation contact must be a registered agency: a typo would
   // otherwise send overdue referrals' notices nowhere.
   std::vector<std::string> ids;
