@@ -292,6 +292,58 @@ TEST_F(DispatcherTest, TextThatIsNotUtf8IsRefusedNamingTheField) {
   EXPECT_EQ(Admit(make("Mwana wa Pwani \xe2\x80\x94 \xf0\x9f\x99\x82", "mombasa")).code, wire::Code::ok);
 }
 
+// The field is named by its path through tables, unions and vectors, as the
+// verifying walk found it (the message is read once, not walked again).
+TEST_F(DispatcherTest, NotUtf8InsideVectorsIsNamedWithTheElement) {
+  wire::EnvelopeT e;
+  e.id = "m-utf8-vectors";
+  for (const char* region : {"mombasa", "kil\xffifi"}) {
+    e.to.push_back(std::make_unique<wire::RecipientT>());
+    e.to.back()->kind = "youth-welfare";
+    e.to.back()->region = region;
+  }
+  wire::CaseReferralT referral;
+  referral.subject = std::make_unique<wire::SubjectT>();
+  referral.subject->aliases = {"Juma", "Ju\xc0\xafma"};
+  e.payload.Set(std::move(referral));
+  auto bytes = [&e] {
+    flatbuffers::FlatBufferBuilder fbb;
+    wire::FinishEnvelopeBuffer(fbb, wire::Envelope::Pack(fbb, &e));
+    return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  };
+  // Fields in the schema's (name) order: payload before to.
+  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes(), 1 << 20);
+  ASSERT_NE(nullptr, check.envelope);
+  EXPECT_EQ("payload.subject.aliases[1]", check.non_utf8_field);
+  e.payload.AsCaseReferral()->subject->aliases[1] = "Juma";
+  EXPECT_EQ("to[1].region", wire::VerifyEnvelopeWithin(bytes(), 1 << 20).non_utf8_field);
+  e.to[1]->region = "kilifi";
+  EXPECT_EQ("", wire::VerifyEnvelopeWithin(bytes(), 1 << 20).non_utf8_field);
+}
+
+// The pipeline verifies each message once, with VerifyEnvelope's budget,
+// and hands that check to admission, whose own budget may be narrower
+// (limits.max_message_bytes): both ways reach the same decision.
+TEST_F(DispatcherTest, ACheckMadeByTheCallerGivesTheSameDecision) {
+  const std::vector<uint8_t> shared = testing::SharedOffsetBalloon("m-two", "youth-m", 1000, 3);
+  const wire::EnvelopeCheck wide = wire::VerifyEnvelopeWithin(shared, shared.size() * wire::kMaxExpansion);
+  ASSERT_NE(nullptr, wide.envelope);
+  Limits narrow;
+  narrow.max_message_bytes = shared.size() + 100;  // the bytes fit, their expansion does not
+  ASSERT_GT(wide.expanded, narrow.max_message_bytes);
+  const Agency& sender = *policies_->directory().Find("exit-a");
+  for (const Limits& limits : {narrow, Limits{}}) {
+    Dispatcher d(limits);
+    const Admission own = d.Admit(*policies_, sender, shared);
+    const Admission given = d.Admit(*policies_, sender, shared, {}, nullptr, &wide);
+    EXPECT_EQ(own.code, given.code) << limits.max_message_bytes;
+    EXPECT_EQ(own.detail, given.detail);
+    EXPECT_EQ(own.deliveries.size(), given.deliveries.size());
+  }
+  EXPECT_EQ(Code::too_large, Dispatcher(narrow).Admit(*policies_, sender, shared, {}, nullptr, &wide).code);
+  EXPECT_EQ(Code::ok, Dispatcher(Limits{}).Admit(*policies_, sender, shared, {}, nullptr, &wide).code);
+}
+
 TEST(Utf8Test, Boundaries) {
   EXPECT_TRUE(wire::IsValidUtf8(""));
   EXPECT_TRUE(wire::IsValidUtf8("\xf4\x8f\xbf\xbf"));   // U+10FFFF

@@ -65,6 +65,11 @@ struct EnvelopeCheck {
   const Envelope* envelope = nullptr;  // set only if valid and within the budget
   bool too_large = false;              // the expanded size passed the budget
   size_t expanded = 0;                 // bytes counted (stops just past the budget)
+  // With `envelope`: the path ("payload.subject.given_name", "to[1].kind") of
+  // the first string that is not valid UTF-8, empty if all are. The
+  // FlatBuffers verifier does not look inside strings; JSON cannot carry
+  // them. Found by the same walk, so a message's text is read once.
+  std::string non_utf8_field;
 };
 
 // Verifies `bytes` as an Envelope whose expanded size is at most
@@ -135,11 +140,6 @@ class JsonCodec {
 // True if `text` is well-formed UTF-8 (no overlong forms, surrogates or
 // code points above U+10FFFF).
 bool IsValidUtf8(std::string_view text);
-
-// The path ("payload.subject.given_name", "to[1].kind") of the first string
-// in a verified Envelope that is not valid UTF-8; empty if all are. The
-// FlatBuffers verifier does not look inside strings; JSON cannot carry them.
-std::string NonUtf8Field(const Envelope& envelope);
 
 // Current UTC time as RFC 3339 with milliseconds ("2026-11-24T09:30:00.123Z").
 std::string NowRfc3339();

@@ -196,70 +196,10 @@ bool IsValidUtf8(std::string_view text) {
 
 namespace {
 
-// Depth is bounded by the verifier's kMaxDepth (the buffer was verified).
-std::string FindNonUtf8(const reflection::Schema& schema, const reflection::Object& object,
-                        const flatbuffers::Table& table, const std::string& prefix) {
-  for (const reflection::Field* field : *object.fields()) {
-    const std::string path = prefix + field->name()->str();
-    switch (field->type()->base_type()) {
-      case reflection::String: {
-        const flatbuffers::String* s = flatbuffers::GetFieldS(table, *field);
-        if (s && !IsValidUtf8(s->string_view())) return path;
-        break;
-      }
-      case reflection::Obj: {
-        const reflection::Object* sub = schema.objects()->Get(field->type()->index());
-        if (sub->is_struct()) break;
-        if (const flatbuffers::Table* t = flatbuffers::GetFieldT(table, *field)) {
-          if (auto found = FindNonUtf8(schema, *sub, *t, path + "."); !found.empty()) return found;
-        }
-        break;
-      }
-      case reflection::Union: {
-        const flatbuffers::Table* t = flatbuffers::GetFieldT(table, *field);
-        const reflection::Field* type_field =
-            object.fields()->LookupByKey((field->name()->str() + flatbuffers::UnionTypeFieldSuffix()).c_str());
-        if (!t || !type_field) break;
-        const auto type = flatbuffers::GetFieldI<uint8_t>(table, *type_field);
-        const reflection::EnumVal* member = schema.enums()->Get(field->type()->index())->values()->LookupByKey(type);
-        // An unknown member (a newer sender) holds nothing this broker passes on.
-        if (!member || !member->union_type()) break;
-        const reflection::Object* sub = schema.objects()->Get(member->union_type()->index());
-        if (auto found = FindNonUtf8(schema, *sub, *t, path + "."); !found.empty()) return found;
-        break;
-      }
-      case reflection::Vector: {
-        const auto element = field->type()->element();
-        if (element == reflection::String) {
-          const auto* v = flatbuffers::GetFieldV<flatbuffers::Offset<flatbuffers::String>>(table, *field);
-          for (flatbuffers::uoffset_t i = 0; v && i < v->size(); ++i) {
-            if (!IsValidUtf8(v->Get(i)->string_view())) return path + "[" + std::to_string(i) + "]";
-          }
-        } else if (element == reflection::Obj) {
-          const reflection::Object* sub = schema.objects()->Get(field->type()->index());
-          if (sub->is_struct()) break;
-          const auto* v = flatbuffers::GetFieldV<flatbuffers::Offset<flatbuffers::Table>>(table, *field);
-          for (flatbuffers::uoffset_t i = 0; v && i < v->size(); ++i) {
-            auto found = FindNonUtf8(schema, *sub, *v->Get(i), path + "[" + std::to_string(i) + "].");
-            if (!found.empty()) return found;
-          }
-        }
-        break;
-      }
-      default:
-        break;
-    }
-  }
-  return {};
-}
-
-}  // namespace
-
-namespace {
-
 // Walks a not yet verified Envelope through the reflection schema, checking
 // each object with the verifier's bounds checks before reading it, and
-// counts what each reference expands to. Stops at the first fault or as
+// counts what each reference expands to; on the way it notes the first
+// string that is not UTF-8 (by its field path, built only then). Stops at the first fault or as
 // soon as the count passes the budget: every step adds at least 4 bytes to
 // the count, so the walk takes at most budget / 4 steps.
 class ExpansionWalk {
@@ -278,6 +218,7 @@ class ExpansionWalk {
     return VisitTable(*schema_.root_table(), root);
   }
   size_t expanded() const { return expanded_; }
+  const std::string& non_utf8_field() const { return non_utf8_field_; }
 
  private:
   bool Charge(size_t bytes) {
@@ -323,6 +264,15 @@ class ExpansionWalk {
     }
     if (!verifier_.VerifyOffset(base, at)) return Result::kMalformed;
     const uint8_t* target = base + at + flatbuffers::ReadScalar<flatbuffers::uoffset_t>(base + at);
+    path_.push_back({&field, -1});
+    const Result r = VisitTarget(object, table, field, type, target);
+    path_.pop_back();
+    return r;
+  }
+
+  Result VisitTarget(const reflection::Object& object, const flatbuffers::Table& table,
+                     const reflection::Field& field, reflection::BaseType type, const uint8_t* target) {
+    const auto* base = reinterpret_cast<const uint8_t*>(&table);
     switch (type) {
       case reflection::String: return VisitString(reinterpret_cast<const flatbuffers::String*>(target));
       case reflection::Obj:
@@ -353,7 +303,15 @@ class ExpansionWalk {
 
   Result VisitString(const flatbuffers::String* s) {
     if (!verifier_.VerifyString(s)) return Result::kMalformed;
-    return Charge(sizeof(flatbuffers::uoffset_t) + s->size() + 1) ? Result::kOk : Result::kOverBudget;
+    if (!Charge(sizeof(flatbuffers::uoffset_t) + s->size() + 1)) return Result::kOverBudget;
+    if (non_utf8_field_.empty() && !IsValidUtf8(s->string_view())) {
+      for (const Step& step : path_) {
+        if (!non_utf8_field_.empty()) non_utf8_field_ += '.';
+        non_utf8_field_ += step.field->name()->string_view();
+        if (step.index >= 0) non_utf8_field_ += "[" + std::to_string(step.index) + "]";
+      }
+    }
+    return Result::kOk;
   }
 
   Result VisitVector(const reflection::Field& field, const uint8_t* vec) {
@@ -371,6 +329,7 @@ class ExpansionWalk {
     if (element != reflection::String && !(object && !object->is_struct())) return Result::kOk;
     const auto* offsets = reinterpret_cast<const flatbuffers::Vector<flatbuffers::uoffset_t>*>(vec);
     for (flatbuffers::uoffset_t i = 0; i < n; ++i) {
+      path_.back().index = i;
       const uint8_t* slot = vec + sizeof(flatbuffers::uoffset_t) + i * sizeof(flatbuffers::uoffset_t);
       const uint8_t* target = slot + offsets->Get(i);
       const Result r = object ? VisitTable(*object, reinterpret_cast<const flatbuffers::Table*>(target))
@@ -380,11 +339,19 @@ class ExpansionWalk {
     return Result::kOk;
   }
 
+  // A field the walk is inside of, and which element if it is a vector's.
+  struct Step {
+    const reflection::Field* field;
+    int64_t index;
+  };
+
   flatbuffers::Verifier verifier_;
   const reflection::Schema& schema_;
   const uint8_t* base_;
   size_t budget_;
   size_t expanded_ = 0;
+  std::vector<Step> path_;  // depth is bounded by the verifier's kMaxDepth
+  std::string non_utf8_field_;
 };
 
 }  // namespace
@@ -402,12 +369,8 @@ EnvelopeCheck VerifyEnvelopeWithin(std::span<const uint8_t> bytes, size_t max_ex
   // The generated verifier is the authority on validity; after the walk its
   // work (one visit per reference, like the walk's) is bounded too.
   if (result == ExpansionWalk::Result::kOk) check.envelope = VerifyAs<Envelope>(bytes, EnvelopeIdentifier());
+  if (check.envelope) check.non_utf8_field = walk.non_utf8_field();
   return check;
-}
-
-std::string NonUtf8Field(const Envelope& envelope) {
-  const reflection::Schema& schema = EnvelopeSchema();
-  return FindNonUtf8(schema, *schema.root_table(), *reinterpret_cast<const flatbuffers::Table*>(&envelope), "");
 }
 
 std::string NowRfc3339() {

@@ -173,7 +173,7 @@ std::string AddressText(const wire::Recipient& r) {
 
 Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sender,
                             std::span<const uint8_t> bytes, const std::vector<std::string>& also_to,
-                            const store::Thread* parent) const {
+                            const store::Thread* parent, const wire::EnvelopeCheck* checked) const {
   const AgencyDirectory& directory = policies.directory();
   if (bytes.size() > limits_.max_message_bytes) {
     return Reject(Code::too_large, "message is " + std::to_string(bytes.size()) +
@@ -182,9 +182,15 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   }
   // Counted before anything else reads the message: a buffer that shares
   // offsets would otherwise expand in the verifier, the rewrite and the store.
+  // A check the caller made (Pipeline: once per message, for its dedupe
+  // lookup too) had the wider budget of VerifyEnvelope: the walk stops at
+  // the first fault or past that budget, so it passed this narrower one iff
+  // it counted more than it.
   const size_t budget = std::min<size_t>(limits_.max_message_bytes, bytes.size() * wire::kMaxExpansion);
-  const wire::EnvelopeCheck check = wire::VerifyEnvelopeWithin(bytes, budget);
-  if (check.too_large) {
+  wire::EnvelopeCheck own;
+  if (!checked) own = wire::VerifyEnvelopeWithin(bytes, bytes.size() * wire::kMaxExpansion);
+  const wire::EnvelopeCheck& check = checked ? *checked : own;
+  if (check.too_large || check.expanded > budget) {
     return Reject(Code::too_large,
                   "message expands past the limit of " + std::to_string(budget) +
                       " bytes (the smaller of limits.max_message_bytes and " +
@@ -302,8 +308,8 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   }
   // Text must be UTF-8: recipients read it as JSON, and the gateway could
   // not hand it on otherwise.
-  if (const std::string field = wire::NonUtf8Field(*env); !field.empty()) {
-    return Reject(Code::invalid_field, field + ": text is not valid UTF-8", admission.message_id);
+  if (!check.non_utf8_field.empty()) {
+    return Reject(Code::invalid_field, check.non_utf8_field + ": text is not valid UTF-8", admission.message_id);
   }
 
   // Resolve every address; the same agency reached twice gets one copy.

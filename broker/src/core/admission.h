@@ -85,10 +85,14 @@ class Dispatcher {
   // new thread reference (Delivery::thread); a derived message's copies are
   // held to the parent thread's handling code (docs/policies.md, "Handling
   // codes").
+  // `checked`: what wire::VerifyEnvelope's check (VerifyEnvelopeWithin with
+  // kMaxExpansion times the size) found in these same `bytes`, if the
+  // caller ran it; null and Admit runs it.
   Admission Admit(const policy::PolicySet& policies, const Agency& sender,
                   std::span<const uint8_t> bytes,
                   const std::vector<std::string>& also_to = {},
-                  const store::Thread* parent = nullptr) const;
+                  const store::Thread* parent = nullptr,
+                  const wire::EnvelopeCheck* checked = nullptr) const;
 
  private:
   Limits limits_;

@@ -261,7 +261,11 @@ void Pipeline::AdmitArrivals() {
   std::vector<size_t> key_of(arrivals.size(), SIZE_MAX);
   for (size_t i = 0; i < arrivals.size(); ++i) {
     Arrival& a = arrivals[i];
-    a.peek = a.body.size() <= config_.limits.max_message_bytes ? wire::VerifyEnvelope(a.body) : nullptr;
+    // The one verification of the message: admission reads this check.
+    if (a.body.size() <= config_.limits.max_message_bytes) {
+      a.check = wire::VerifyEnvelopeWithin(a.body, a.body.size() * wire::kMaxExpansion);
+      a.peek = a.check.envelope;
+    }
     if (a.peek == nullptr || a.peek->id() == nullptr || a.peek->id()->size() == 0) continue;
     // An id that admission refuses has no receipt, and must not reach the
     // store: a database refusing its bytes (not UTF-8, a NUL) would fail
@@ -353,7 +357,8 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     if (*found && (*found)->holder == sender.id) parent = std::move(*found);
   }
 
-  Admission admission = dispatcher_.Admit(policies, sender, bytes, disclosed, parent ? &*parent : nullptr);
+  Admission admission =
+      dispatcher_.Admit(policies, sender, bytes, disclosed, parent ? &*parent : nullptr, &arrival.check);
   if (admission.code != wire::Code::ok) {
     stats_.messages_rejected++;
     spdlog::warn("event=rejected agency={} id={} code={} detail=\"{}\"", sender.id,

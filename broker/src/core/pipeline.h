@@ -145,6 +145,7 @@ class Pipeline {
     const Agency* sender;  // of `policies`
     std::string routing_id;
     std::vector<uint8_t> body;
+    wire::EnvelopeCheck check = {};        // of `body`, as wire::VerifyEnvelope makes it
     const wire::Envelope* peek = nullptr;  // in `body`, if it verifies
   };
   // The admit stage over the drain's SENDs: one store lookup for the
