@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <set>
+#include <thread>
+
 #include "testing/fixtures.h"
 
 namespace liaison {
@@ -148,6 +151,27 @@ TEST(KeysTest, OwnerOnlyFilesWhateverTheUmask) {
   auto st = MakeOwnerOnlyFile(dir.file("no/such/folder/f"));
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find(dir.file("no/such/folder/f")), std::string::npos) << st.message();
+}
+
+// Small requests come from a per-thread stock: every one is fresh (no
+// bytes handed out twice, across refills and threads), large ones go to
+// OpenSSL directly.
+TEST(KeysTest, RandomBytesAreNeverHandedOutTwice) {
+  auto draw = [](std::set<std::string>* seen, int n, size_t size) {
+    for (int i = 0; i < n; ++i) {
+      std::string bytes(size, '\0');
+      ASSERT_TRUE(RandomBytes(bytes.data(), bytes.size()));
+      EXPECT_TRUE(seen->insert(bytes).second) << "repeated after " << i << " draws of " << size;
+    }
+  };
+  std::set<std::string> here, there;
+  draw(&here, 2000, 12);  // nonces: several refills of the stock
+  draw(&here, 300, 64);   // the largest stocked size, across refills
+  draw(&here, 10, 65);    // straight from OpenSSL
+  std::thread other([&] { draw(&there, 2000, 12); });
+  other.join();
+  for (const std::string& b : there) EXPECT_EQ(0u, here.count(b)) << "two threads drew the same bytes";
+  EXPECT_TRUE(RandomBytes(nullptr, 0));
 }
 
 TEST(KeysTest, Z85ValidationAndFingerprint) {

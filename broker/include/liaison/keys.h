@@ -109,6 +109,14 @@ void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std:
 
 // HKDF-SHA256 of `secret` (an empty `salt` is not set, i.e. RFC 5869's
 // zeros): the one way liaison derives keys from the broker's secrets.
+// Fills `out` with `size` bytes of OpenSSL's CSPRNG; false (and `out`
+// untouched) if it fails. Requests of up to 64 bytes (thread references,
+// nonces, message ids) are served from a per-thread stock that one
+// RAND_bytes call fills with 4 KiB: a call each, with its locking and
+// parameter lookups, cost the broker 2% of its CPU. Each byte is handed
+// out once and wiped from the stock as it leaves.
+bool RandomBytes(void* out, size_t size);
+
 std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,
                                   std::string_view info);
 

@@ -13,6 +13,7 @@
 #include <zmq.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -207,6 +208,29 @@ void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std:
                     unsigned char out[32]) {
   thread_local ThreadHmac hmac;
   hmac.Mac(key, a, b, out);
+}
+
+bool RandomBytes(void* out, size_t size) {
+  constexpr size_t kStocked = 64;
+  if (size == 0) return true;
+  if (size > kStocked) return size <= INT_MAX && RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(size)) == 1;
+  struct Stock {
+    unsigned char bytes[4096];
+    size_t used = sizeof bytes;
+    ~Stock() { OPENSSL_cleanse(bytes, sizeof bytes); }
+  };
+  thread_local Stock stock;
+  if (stock.used + size > sizeof stock.bytes) {
+    if (RAND_bytes(stock.bytes, sizeof stock.bytes) != 1) {
+      stock.used = sizeof stock.bytes;
+      return false;
+    }
+    stock.used = 0;
+  }
+  std::memcpy(out, stock.bytes + stock.used, size);
+  OPENSSL_cleanse(stock.bytes + stock.used, size);
+  stock.used += size;
+  return true;
 }
 
 std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,

@@ -1,9 +1,10 @@
 #include "liaison/sealing.h"
 
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 
 #include <climits>
+
+#include "liaison/keys.h"
 
 namespace liaison {
 namespace {
@@ -36,7 +37,7 @@ std::optional<std::vector<uint8_t>> Seal(const StoreKey& key, const std::string&
                                          size_t size) {
   if (size > static_cast<size_t>(INT32_MAX) || aad.size() > static_cast<size_t>(INT32_MAX)) return std::nullopt;
   std::vector<uint8_t> out(kNonceBytes + size + kTagBytes);
-  if (RAND_bytes(out.data(), kNonceBytes) != 1) return std::nullopt;
+  if (!RandomBytes(out.data(), kNonceBytes)) return std::nullopt;
   EVP_CIPHER_CTX* ctx = ThreadContext();
   const EVP_CIPHER* cipher = Aes256Gcm();
   int len = 0;

@@ -3,7 +3,6 @@
 #include <flatbuffers/idl.h>
 #include <flatbuffers/reflection.h>
 #include <date/date.h>
-#include <openssl/rand.h>
 
 #include <algorithm>
 #include <chrono>
@@ -11,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <sstream>
+#include "liaison/keys.h"
 
 namespace liaison::wire {
 
@@ -480,7 +480,7 @@ std::string NewMessageId() {
   uint64_t ms = duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
   uint8_t random[10];
   // Without randomness two ids could repeat: nothing sensible to do.
-  if (RAND_bytes(random, sizeof random) != 1) std::abort();
+  if (!RandomBytes(random, sizeof random)) std::abort();
   // 48-bit time, then 80 random bits: 128 bits as 26 base32 digits.
   uint8_t bytes[16];
   for (int i = 0; i < 6; ++i) bytes[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));

@@ -1,6 +1,5 @@
 #include "core/admission.h"
 
-#include <openssl/rand.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -8,6 +7,7 @@
 #include <optional>
 #include <unordered_set>
 
+#include "liaison/keys.h"
 #include "policy/engine.h"
 #include "policy/policy_set.h"
 
@@ -116,7 +116,7 @@ Admission CheckHeader(const wire::Envelope& env, const Agency& sender, const Lim
 // fails (never a weaker value).
 std::optional<std::string> NewThreadRef() {
   unsigned char bytes[16];
-  if (RAND_bytes(bytes, sizeof bytes) != 1) return std::nullopt;
+  if (!RandomBytes(bytes, sizeof bytes)) return std::nullopt;
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out(32, '0');
   for (size_t i = 0; i < sizeof bytes; ++i) {
