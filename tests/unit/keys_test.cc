@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -172,6 +175,33 @@ TEST(KeysTest, RandomBytesAreNeverHandedOutTwice) {
   other.join();
   for (const std::string& b : there) EXPECT_EQ(0u, here.count(b)) << "two threads drew the same bytes";
   EXPECT_TRUE(RandomBytes(nullptr, 0));
+}
+
+// A forked child starts with a copy of its parent's stock: it must not hand
+// out the bytes the parent hands out next (two processes of one agent would
+// send different messages under one id, and one would be taken for a resend).
+TEST(KeysTest, AForkedChildDrawsOtherBytesThanItsParent) {
+  unsigned char first[16];
+  ASSERT_TRUE(RandomBytes(first, sizeof first));  // the stock is filled
+  int fds[2];
+  ASSERT_EQ(0, ::pipe(fds));
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    unsigned char drawn[16];
+    const bool ok = RandomBytes(drawn, sizeof drawn);
+    const ssize_t n = ::write(fds[1], drawn, sizeof drawn);
+    ::_exit(ok && n == static_cast<ssize_t>(sizeof drawn) ? 0 : 1);
+  }
+  ::close(fds[1]);
+  unsigned char parents[16], childs[16];
+  ASSERT_TRUE(RandomBytes(parents, sizeof parents));
+  ASSERT_EQ(static_cast<ssize_t>(sizeof childs), ::read(fds[0], childs, sizeof childs));
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(child, ::waitpid(child, &status, 0));
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_NE(0, std::memcmp(parents, childs, sizeof parents)) << "the child repeated its parent's bytes";
 }
 
 TEST(KeysTest, Z85ValidationAndFingerprint) {

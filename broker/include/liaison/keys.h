@@ -114,7 +114,8 @@ void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std:
 // nonces, message ids) are served from a per-thread stock that one
 // RAND_bytes call fills with 4 KiB: a call each, with its locking and
 // parameter lookups, cost the broker 2% of its CPU. Each byte is handed
-// out once and wiped from the stock as it leaves.
+// out once and wiped from the stock as it leaves; a process forked after
+// a draw refills its stock rather than repeat its parent's bytes.
 bool RandomBytes(void* out, size_t size);
 
 std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,

@@ -6,12 +6,14 @@
 #include <openssl/kdf.h>
 #include <openssl/sha.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -210,17 +212,30 @@ void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std:
   hmac.Mac(key, a, b, out);
 }
 
+namespace {
+// Counts fork()s: a child inherits its parent's stock of random bytes, and
+// must not hand out the same bytes (message ids, nonces) as the parent.
+std::atomic<uint64_t> g_forks{0};
+}  // namespace
+
 bool RandomBytes(void* out, size_t size) {
   constexpr size_t kStocked = 64;
   if (size == 0) return true;
-  if (size > kStocked) return size <= INT_MAX && RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(size)) == 1;
+  static const bool fork_aware =
+      ::pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); }) == 0;
+  if (size > kStocked || !fork_aware) {
+    return size <= INT_MAX && RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(size)) == 1;
+  }
   struct Stock {
     unsigned char bytes[4096];
     size_t used = sizeof bytes;
+    uint64_t forks = 0;  // g_forks when it was filled
     ~Stock() { OPENSSL_cleanse(bytes, sizeof bytes); }
   };
   thread_local Stock stock;
+  if (stock.forks != g_forks.load(std::memory_order_relaxed)) stock.used = sizeof stock.bytes;
   if (stock.used + size > sizeof stock.bytes) {
+    stock.forks = g_forks.load(std::memory_order_relaxed);
     if (RAND_bytes(stock.bytes, sizeof stock.bytes) != 1) {
       stock.used = sizeof stock.bytes;
       return false;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <sstream>
+
 #include "liaison/keys.h"
 
 namespace liaison::wire {
@@ -199,9 +200,10 @@ namespace {
 // Walks a not yet verified Envelope through the reflection schema, checking
 // each object with the verifier's bounds checks before reading it, and
 // counts what each reference expands to; on the way it notes the first
-// string that is not UTF-8 (by its field path, built only then). Stops at the first fault or as
-// soon as the count passes the budget: every step adds at least 4 bytes to
-// the count, so the walk takes at most budget / 4 steps.
+// string that is not UTF-8 (by its field path, built only then). Stops at
+// the first fault or as soon as the count passes the budget: every step
+// adds at least 4 bytes to the count, so the walk takes at most budget / 4
+// steps.
 class ExpansionWalk {
  public:
   enum class Result { kOk, kMalformed, kOverBudget };

@@ -182,10 +182,10 @@ Admission Dispatcher::Admit(const policy::PolicySet& policies, const Agency& sen
   }
   // Counted before anything else reads the message: a buffer that shares
   // offsets would otherwise expand in the verifier, the rewrite and the store.
-  // A check the caller made (Pipeline: once per message, for its dedupe
-  // lookup too) had the wider budget of VerifyEnvelope: the walk stops at
-  // the first fault or past that budget, so it passed this narrower one iff
-  // it counted more than it.
+  // The check is made with VerifyEnvelope's wider budget (the Pipeline
+  // makes it once per message, for its dedupe lookup too). The walk stops
+  // at the first fault or past that budget, so it would have gone past this
+  // narrower one exactly when it counted more than it.
   const size_t budget = std::min<size_t>(limits_.max_message_bytes, bytes.size() * wire::kMaxExpansion);
   wire::EnvelopeCheck own;
   if (!checked) own = wire::VerifyEnvelopeWithin(bytes, bytes.size() * wire::kMaxExpansion);
