@@ -59,6 +59,11 @@ class PgStore final : public Store {
   // than kSchemaVersion is an error, as at Open.
   static StatusOr<int> ProbeSchemaVersion(const PgConnectOptions& options);
 
+  // The SQL the store runs under `name` (e.g. "l_find_receipts"), or null
+  // if it has none; `planned_each_time`: sent unprepared, planned with each
+  // use's values, instead of prepared once. Tests examine the plans.
+  static const char* StatementSql(const std::string& name, bool* planned_each_time = nullptr);
+
   ~PgStore() override;
 
   // store::Store. A lost connection is made again at the next call.
