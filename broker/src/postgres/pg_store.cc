@@ -257,14 +257,18 @@ constexpr StatementText kStatements[kStmtCount] = {
      "INSERT INTO ledger_position (id, seq) VALUES (1, $1::bigint) "
      "ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq"},
     {"l_trim_ledger", "DELETE FROM ledger_tail WHERE seq <= $1::bigint"},
-    // Acked, expired, erased and set-aside copies past retention; receipts too.
+    // Acked, expired, erased and set-aside copies past retention; receipts
+    // too. Once a minute, inside a batch: planned each time, so that it goes
+    // by the purge indexes (a generic plan made on young tables scanned every
+    // table whole, holding up every sender for as long).
     {"l_purge",
      "WITH gone AS (DELETE FROM messages WHERE state <> 0 AND purge_after_ms <= $1::bigint RETURNING seq), "
      "b AS (DELETE FROM bodies WHERE seq IN (SELECT seq FROM gone)), "
      "c AS (DELETE FROM clocks WHERE purge_after_ms <= $1::bigint), "
      "t AS (DELETE FROM threads WHERE purge_after_ms <= $1::bigint), "
      "g AS (DELETE FROM thread_grants WHERE purge_after_ms <= $1::bigint) "
-     "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint"},
+     "DELETE FROM receipts WHERE purge_after_ms <= $1::bigint",
+     /*plan_each_time=*/true},
     {"l_find_receipt", "SELECT receipt FROM receipts WHERE sender = $1::text AND message_id = $2::text"},
     // The receipts of many (sender, id) keys at once, by the key's position.
     // Run on the core thread at every drain: a scan here holds up every
@@ -366,7 +370,8 @@ constexpr StatementText kStatements[kStmtCount] = {
     // Retention: the cases of which a purge before $1 leaves no row.
     {"l_unused_case_keys",
      "SELECT k.sender, k.case_hash FROM case_keys k WHERE NOT EXISTS (SELECT 1 FROM messages m "
-     "WHERE m.sender = k.sender AND m.case_hash = k.case_hash AND (m.state = 0 OR m.purge_after_ms > $1::bigint))"},
+     "WHERE m.sender = k.sender AND m.case_hash = k.case_hash AND (m.state = 0 OR m.purge_after_ms > $1::bigint))",
+     /*plan_each_time=*/true},
     // A batch's clocks, one statement each (as the copies). A clock already
     // running for a copy keeps its start.
     {"l_start_clocks",
@@ -556,11 +561,16 @@ struct PgStore::Call {
 
 namespace {
 
-// Runs a prepared statement outside a pipeline; results in binary.
+// Runs a statement outside a pipeline (prepared, or planned now if it is
+// planned at each use); results in binary.
 Result Exec(pg_conn* conn, Stmt stmt, const PgStore::Params& params) {
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
   params.Arrays(&values, &lengths, &formats);
+  if (kStatements[stmt].plan_each_time) {
+    return Wrap(PQexecParams(conn, kStatements[stmt].sql, params.size(), nullptr, values.data(), lengths.data(),
+                             formats.data(), /*resultFormat=*/1));
+  }
   return Wrap(PQexecPrepared(conn, kStatements[stmt].name, params.size(), values.data(), lengths.data(),
                              formats.data(), /*resultFormat=*/1));
 }
