@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <optional>
 #include <regex>
 #include <sstream>
@@ -95,6 +96,14 @@ struct Outcome {
   std::string reason;
 };
 
+Outcome OutcomeOf(const wire::Receipt& r) {
+  if (r.code() != Code::ok || !r.recipients() || r.recipients()->size() != 1) {
+    return {r.code(), r.detail() ? r.detail()->str() : ""};
+  }
+  const auto* one = r.recipients()->Get(0);
+  return {one->code(), one->reason() ? one->reason()->str() : ""};
+}
+
 class ThreadsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -136,11 +145,7 @@ class ThreadsTest : public ::testing::Test {
     auto agent = Connect(who, wire::Role::sender);
     auto r = agent->Send(bytes);
     if (!r.ok()) throw std::runtime_error(r.status().ToString());
-    if ((*r)->code() != Code::ok || !(*r)->recipients() || (*r)->recipients()->size() != 1) {
-      return {(*r)->code(), (*r)->detail() ? (*r)->detail()->str() : ""};
-    }
-    const auto* one = (*r)->recipients()->Get(0);
-    return {one->code(), one->reason() ? one->reason()->str() : ""};
+    return OutcomeOf(*r->get());
   }
 
   // `who`'s copy of message `id` (acked, with the others before it), or
@@ -279,6 +284,43 @@ TEST_F(ThreadsTest, DerivedFromMustBeAThreadTheSenderHolds) {
   const Outcome forged = Send(b_, Referral("forged", "c", wire::Handling::unspecified, "", thread));
   EXPECT_EQ(Code::invalid_field, forged.code);
   EXPECT_NE(std::string::npos, forged.reason.find("thread")) << forged.reason;
+}
+
+// Messages posted together reach the broker in one drain, which reads all
+// their threads at once; each is still decided by its own. b holds an H2
+// thread (not to be passed on to c) and an open one; c's thread and an
+// unknown reference are not b's to use. A mix-up between the answers would
+// swap a stored and a denied outcome.
+TEST_F(ThreadsTest, MessagesPostedTogetherAreEachDecidedByTheirOwnThread) {
+  ASSERT_EQ(Code::stored, Send(a_, Referral("closed", "b", wire::Handling::H2)).code);
+  ASSERT_EQ(Code::stored, Send(a_, Referral("open", "b", wire::Handling::unspecified)).code);
+  ASSERT_EQ(Code::stored, Send(a_, Referral("for-c", "c", wire::Handling::H2)).code);
+  const std::string closed = ThreadOf(b_, "closed");
+  const std::string open = ThreadOf(b_, "open");
+  const std::string cs = ThreadOf(c_, "for-c");
+  ASSERT_FALSE(closed.empty() || open.empty() || cs.empty());
+
+  const std::map<std::string, Code> expected = {
+      {"closed-to-c", Code::denied},       {"open-to-c", Code::stored},
+      {"cs-to-a", Code::invalid_field},    {"unknown-to-a", Code::invalid_field},
+      {"closed-to-a", Code::stored},       {"no-thread-to-c", Code::stored}};
+  const std::vector<std::vector<uint8_t>> posted = {
+      Referral("closed-to-c", "c", wire::Handling::unspecified, closed),
+      Referral("open-to-c", "c", wire::Handling::unspecified, open),
+      Update("cs-to-a", "a", cs),
+      Update("unknown-to-a", "a", std::string(32, 'f')),
+      Update("closed-to-a", "a", closed),
+      Referral("no-thread-to-c", "c", wire::Handling::unspecified)};
+  auto sender = Connect(b_, wire::Role::sender);
+  for (const auto& bytes : posted) ASSERT_TRUE(sender->SendFrames(wire::kSend, bytes).ok());
+  std::map<std::string, Code> got;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (got.size() < expected.size() && std::chrono::steady_clock::now() < deadline) {
+    auto r = sender->TakeReceipt(200ms);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    if (r->has_value()) got[(**r)->message_id()->str()] = OutcomeOf(*(**r).get()).code;
+  }
+  EXPECT_EQ(expected, got);
 }
 
 TEST_F(ThreadsTest, AResponseInAThreadAnswersThatThreadsMessage) {

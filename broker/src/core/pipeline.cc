@@ -259,26 +259,42 @@ void Pipeline::AdmitArrivals() {
   // store call for all of those not in a batch still committing.
   std::vector<std::pair<std::string, std::string>> keys;
   std::vector<size_t> key_of(arrivals.size(), SIZE_MAX);
+  // And the threads they derive from (a reply names its thread): one store
+  // call too, not one per reply on this thread. Only references (committed:
+  // a reference reaches its holder only after its batch committed).
+  std::vector<std::string> refs;
+  std::vector<size_t> ref_of(arrivals.size(), SIZE_MAX);
   for (size_t i = 0; i < arrivals.size(); ++i) {
     Arrival& a = arrivals[i];
     // The one verification of the message: admission reads this check.
     if (a.body.size() <= config_.limits.max_message_bytes) {
       a.check = wire::VerifyEnvelopeWithin(a.body, a.body.size() * wire::kMaxExpansion);
-      a.peek = a.check.envelope;
     }
-    if (a.peek == nullptr || a.peek->id() == nullptr || a.peek->id()->size() == 0) continue;
+    const wire::Envelope* env = a.check.envelope;
+    if (env == nullptr) continue;
+    if (env->derived_from() && IsThreadRef(env->derived_from()->string_view())) {
+      ref_of[i] = refs.size();
+      refs.push_back(env->derived_from()->str());
+    }
+    if (env->id() == nullptr || env->id()->size() == 0) continue;
     // An id that admission refuses has no receipt, and must not reach the
     // store: a database refusing its bytes (not UTF-8, a NUL) would fail
     // the lookup of every message of the drain, every agency's.
-    if (!wire::IsValidMessageId(a.peek->id()->string_view())) continue;
-    if (uncommitted_receipts_.count(ReceiptKey(a.sender->id, a.peek->id()->str()))) continue;
+    if (!wire::IsValidMessageId(env->id()->string_view())) continue;
+    if (uncommitted_receipts_.count(ReceiptKey(a.sender->id, env->id()->str()))) continue;
     key_of[i] = keys.size();
-    keys.emplace_back(a.sender->id, a.peek->id()->str());
+    keys.emplace_back(a.sender->id, env->id()->str());
   }
   StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> found =
       keys.empty() ? std::vector<std::optional<std::vector<uint8_t>>>() : reader_->FindReceipts(keys);
+  StatusOr<std::vector<std::optional<store::Thread>>> threads =
+      refs.empty() ? std::vector<std::optional<store::Thread>>() : reader_->FindThreads(refs);
   const uint64_t drains = drains_;
   for (size_t i = 0; i < arrivals.size(); ++i) {
+    // One failed call must not fail them all: each is looked up alone.
+    if (ref_of[i] != SIZE_MAX && threads.ok() && drains_ == drains) {
+      arrivals[i].thread = std::move((*threads)[ref_of[i]]);
+    }
     // After a barrier (an erasure drains the batches before it), what this
     // drain admitted is committed and no longer among the uncommitted
     // receipts, and the lookup above predates it: look again.
@@ -299,7 +315,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   const policy::PolicySet& policies = *arrival.policies;
   const Agency& sender = *arrival.sender;
   const std::string& routing_id = arrival.routing_id;
-  const wire::Envelope* peek = arrival.peek;
+  const wire::Envelope* peek = arrival.check.envelope;
   std::span<const uint8_t> bytes(arrival.body);
   auto reply = [&](const std::string& id, const flatbuffers::DetachedBuffer& receipt) {
     replies_.push_back({routing_id, std::vector<uint8_t>(receipt.data(), receipt.data() + receipt.size()), id,
@@ -352,7 +368,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
   // a thread reference reaches its holder only after its batch committed).
   std::optional<store::Thread> parent;
   if (peek && peek->derived_from() && IsThreadRef(peek->derived_from()->string_view())) {
-    auto found = reader_->FindThread(peek->derived_from()->str());
+    auto found = arrival.thread ? *arrival.thread : reader_->FindThread(peek->derived_from()->str());
     if (!found.ok()) return unavailable(peek_id, found.status());
     if (*found && (*found)->holder == sender.id) parent = std::move(*found);
   }

@@ -145,11 +145,16 @@ class Pipeline {
     const Agency* sender;  // of `policies`
     std::string routing_id;
     std::vector<uint8_t> body;
-    wire::EnvelopeCheck check = {};        // of `body`, as wire::VerifyEnvelope makes it
-    const wire::Envelope* peek = nullptr;  // in `body`, if it verifies
+    // Of `body`, as wire::VerifyEnvelope makes it (its envelope null if
+    // the body does not verify or is over the size limit).
+    wire::EnvelopeCheck check = {};
+    // The thread the message's derived_from names, read with the drain's
+    // others; nullopt: not read (Admit reads it, if it names one).
+    std::optional<StatusOr<std::optional<store::Thread>>> thread = std::nullopt;
   };
   // The admit stage over the drain's SENDs: one store lookup for the
-  // receipts of all of them (resends), then each is decided in order.
+  // receipts of all of them (resends) and one for the threads they derive
+  // from, then each is decided in order.
   void AdmitArrivals();
   // `looked_up`: the store's receipt for the arrival's (sender, id), if the
   // caller read it; else Admit reads it.

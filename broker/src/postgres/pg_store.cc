@@ -180,7 +180,8 @@ enum Stmt {
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
-  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kFindThread, kAddGrants, kFindGrants, kStmtCount
+  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kFindThread, kAddGrants, kFindGrants, kFindThreads,
+  kStmtCount
 };
 
 struct StatementText {
@@ -409,6 +410,17 @@ constexpr StatementText kStatements[kStmtCount] = {
      "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT (root, grantee) DO UPDATE SET "
      "purge_after_ms = GREATEST(thread_grants.purge_after_ms, EXCLUDED.purge_after_ms)"},
     {"l_find_grants", "SELECT grantee FROM thread_grants WHERE root = $1::text ORDER BY grantee"},
+    // The threads of many references at once, by the reference's position:
+    // a row per grant of the thread's root (one with a null grantee if it
+    // has none), in l_find_grants' order. OFFSET 0 keeps each grants read a
+    // lookup by root (see plan_each_time).
+    {"l_find_threads",
+     "SELECT k.ord, t.holder, t.root, t.origin, t.handling, t.purpose, t.circle, t.onward, t.message_id, g.grantee "
+     "FROM unnest($1::text[]) WITH ORDINALITY AS k(ref, ord) "
+     "CROSS JOIN LATERAL (SELECT x.holder, x.root, x.origin, x.handling, x.purpose, x.circle, x.onward, x.message_id "
+     "FROM threads x WHERE x.ref = k.ref LIMIT 1) AS t "
+     "LEFT JOIN LATERAL (SELECT y.grantee FROM thread_grants y WHERE y.root = t.root OFFSET 0) AS g ON true "
+     "ORDER BY k.ord, g.grantee"},
 };
 
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -1765,6 +1777,37 @@ StatusOr<std::optional<Thread>> PgStore::FindThread(const std::string& ref) {
   }
   for (int row = 0; row < PQntuples(g.get()); ++row) t.granted.push_back(GetText(g.get(), row, 0));
   return std::optional<Thread>(std::move(t));
+}
+
+StatusOr<std::vector<std::optional<Thread>>> PgStore::FindThreads(const std::vector<std::string>& refs) {
+  std::vector<std::optional<Thread>> out(refs.size());
+  if (refs.empty()) return out;
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  Params::Array array(Params::kText);
+  for (const std::string& ref : refs) array.Add(ref);
+  Result r = Exec(conn_, kFindThreads, Params().Add(std::move(array)));
+  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading threads: " + ServerError(r.get(), conn_));
+  for (int row = 0; row < PQntuples(r.get()); ++row) {
+    const int64_t ord = GetInt(r.get(), row, 0);
+    if (ord < 1 || ord > static_cast<int64_t>(refs.size())) {
+      return Status::Internal("store " + where_ + ": reading threads: the server answered a reference it was not asked");
+    }
+    std::optional<Thread>& t = out[static_cast<size_t>(ord - 1)];
+    if (!t) {
+      t.emplace();
+      t->ref = refs[static_cast<size_t>(ord - 1)];
+      t->holder = GetText(r.get(), row, 1);
+      t->root = GetText(r.get(), row, 2);
+      t->origin = GetText(r.get(), row, 3);
+      t->handling = static_cast<int32_t>(GetInt(r.get(), row, 4));
+      t->purpose = GetText(r.get(), row, 5);
+      t->circle = SplitList(GetText(r.get(), row, 6));
+      t->onward = SplitList(GetText(r.get(), row, 7));
+      t->message_id = GetText(r.get(), row, 8);
+    }
+    if (!PQgetisnull(r.get(), row, 9)) t->granted.push_back(GetText(r.get(), row, 9));
+  }
+  return out;
 }
 
 StatusOr<std::vector<QueueSummary>> PgStore::QueueSummaries() {

@@ -290,6 +290,18 @@ class Store {
   virtual StatusOr<std::vector<Clock>> DueClocks(int64_t now_ms, int limit) = 0;
   // The thread of `ref` (Thread), if the store holds it.
   virtual StatusOr<std::optional<Thread>> FindThread(const std::string& ref) = 0;
+  // FindThread for each of `refs`, in the same order: one round trip where
+  // the backend can (the default asks one by one).
+  virtual StatusOr<std::vector<std::optional<Thread>>> FindThreads(const std::vector<std::string>& refs) {
+    std::vector<std::optional<Thread>> out;
+    out.reserve(refs.size());
+    for (const std::string& ref : refs) {
+      auto found = FindThread(ref);
+      if (!found.ok()) return found.status();
+      out.push_back(std::move(*found));
+    }
+    return out;
+  }
   // When the oldest clock still waiting for its response started (fired
   // or not); nullopt if none waits.
   virtual StatusOr<std::optional<int64_t>> OldestOpenClock() = 0;
