@@ -123,8 +123,9 @@ Status PgCluster::RunAsOwner(const std::vector<std::string>& argv, std::string* 
   return Status::Ok();
 }
 
-StatusOr<std::unique_ptr<PgCluster>> PgCluster::Start() {
+StatusOr<std::unique_ptr<PgCluster>> PgCluster::Start(const std::vector<std::string>& settings) {
   std::unique_ptr<PgCluster> c(new PgCluster());
+  c->settings_ = settings;
   c->bin_dir_ = FindBinDir();
   if (c->bin_dir_.empty()) {
     return Status::NotFound("PostgreSQL server programs (initdb, pg_ctl, postgres) not found: install "
@@ -172,6 +173,7 @@ Status PgCluster::StartServer() {
     if (port_ == 0) continue;
     server_options_ = "-c listen_addresses=127.0.0.1 -p " + std::to_string(port_) + " -k " + dir_ +
                       " -c max_connections=100 -c fsync=on";
+    for (const std::string& setting : settings_) server_options_ += " -c " + setting;
     started = RunAsOwner({bin_dir_ + "/pg_ctl", "-D", data_dir_, "-l", log_path_, "-w", "-t", "60", "-o",
                           server_options_, "start"},
                          nullptr);

@@ -31,7 +31,9 @@ class PgCluster {
   static std::string FindBinDir();
 
   // Creates and starts a cluster (bounded: pg_ctl waits at most 60 s).
-  static StatusOr<std::unique_ptr<PgCluster>> Start();
+  // `settings`: server settings ("name=value") beyond the defaults, kept
+  // for every later start.
+  static StatusOr<std::unique_ptr<PgCluster>> Start(const std::vector<std::string>& settings = {});
   // The process's one cluster, started at the first call and stopped at
   // exit; nullptr with `*why` set when it cannot start (`*why` says why).
   static PgCluster* Shared(std::string* why);
@@ -88,6 +90,7 @@ class PgCluster {
   std::string user_ = "liaison";
   std::string password_;
   int port_ = 0;
+  std::vector<std::string> settings_;  // Start's
   std::string server_options_;  // pg_ctl -o of the last start, for RestartServer
   int owner_uid_ = -1, owner_gid_ = -1;  // -1: this process's own
   bool running_ = false;
