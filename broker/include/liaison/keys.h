@@ -107,8 +107,6 @@ std::string HexEncode(const void* data, size_t size);
 void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std::string_view b,
                     unsigned char out[32]);
 
-// HKDF-SHA256 of `secret` (an empty `salt` is not set, i.e. RFC 5869's
-// zeros): the one way liaison derives keys from the broker's secrets.
 // Fills `out` with `size` bytes of OpenSSL's CSPRNG; false (and `out`
 // untouched) if it fails. Requests of up to 64 bytes (thread references,
 // nonces, message ids) are served from a per-thread stock that one
@@ -118,6 +116,8 @@ void HmacSha256Pair(const std::array<uint8_t, 32>& key, std::string_view a, std:
 // a draw refills its stock rather than repeat its parent's bytes.
 bool RandomBytes(void* out, size_t size);
 
+// HKDF-SHA256 of `secret` (an empty `salt` is not set, i.e. RFC 5869's
+// zeros): the one way liaison derives keys from the broker's secrets.
 std::array<uint8_t, 32> DeriveKey(std::string_view secret, std::string_view salt,
                                   std::string_view info);
 
