@@ -1265,8 +1265,6 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
       {"l_disclosures", "disclosures", "'s7', '\\x00000007'::bytea"},
       {"l_notices", "notices", "'a7', 256"},
       {"l_delete_notices", "notices", "ARRAY[7, 9]::bigint[]"},
-      {"l_find_thread", "threads", "'t7'"},
-      {"l_find_grants", "thread_grants", "'t7'"},
       {"l_find_receipt", "receipts", "'s7', 'm7'"},
       {"l_find_threads", "threads", "ARRAY['t7', 'tx']::text[]", "thread_grants"},
       // Once a minute, inside a batch: the history goes by its purge index.

@@ -180,8 +180,7 @@ enum Stmt {
   kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
   kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
-  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kFindThread, kAddGrants, kFindGrants, kFindThreads,
-  kStmtCount
+  kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kAddGrants, kFindThreads, kStmtCount
 };
 
 struct StatementText {
@@ -402,18 +401,15 @@ constexpr StatementText kStatements[kStmtCount] = {
      "INSERT INTO threads (ref, holder, root, origin, handling, purpose, circle, onward, purge_after_ms, message_id) "
      "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], "
      "$8::text[], $9::bigint[], $10::text[]) ON CONFLICT (ref) DO NOTHING"},
-    {"l_find_thread",
-     "SELECT holder, root, origin, handling, purpose, circle, onward, message_id FROM threads WHERE ref = $1::text"},
     // Granted twice: kept as long as the later grant is.
     {"l_add_grants",
      "INSERT INTO thread_grants (root, grantee, purge_after_ms) "
      "SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT (root, grantee) DO UPDATE SET "
      "purge_after_ms = GREATEST(thread_grants.purge_after_ms, EXCLUDED.purge_after_ms)"},
-    {"l_find_grants", "SELECT grantee FROM thread_grants WHERE root = $1::text ORDER BY grantee"},
-    // The threads of many references at once, by the reference's position:
-    // a row per grant of the thread's root (one with a null grantee if it
-    // has none), in l_find_grants' order. OFFSET 0 keeps each grants read a
-    // lookup by root (see plan_each_time).
+    // Threads by reference (FindThread asks for one), by the reference's
+    // position: a row per grant of the thread's root (one with a null
+    // grantee if it has none), by grantee. OFFSET 0 keeps each grants read
+    // a lookup by root (see plan_each_time).
     {"l_find_threads",
      "SELECT k.ord, t.holder, t.root, t.origin, t.handling, t.purpose, t.circle, t.onward, t.message_id, g.grantee "
      "FROM unnest($1::text[]) WITH ORDINALITY AS k(ref, ord) "
@@ -1757,26 +1753,9 @@ StatusOr<std::optional<int64_t>> PgStore::OldestOpenClock() {
 }
 
 StatusOr<std::optional<Thread>> PgStore::FindThread(const std::string& ref) {
-  LIAISON_RETURN_IF_ERROR(EnsureConnected());
-  Result r = Exec(conn_, kFindThread, Params().Text(ref));
-  if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading a thread: " + ServerError(r.get(), conn_));
-  if (PQntuples(r.get()) == 0) return std::optional<Thread>();
-  Thread t;
-  t.ref = ref;
-  t.holder = GetText(r.get(), 0, 0);
-  t.root = GetText(r.get(), 0, 1);
-  t.origin = GetText(r.get(), 0, 2);
-  t.handling = static_cast<int32_t>(GetInt(r.get(), 0, 3));
-  t.purpose = GetText(r.get(), 0, 4);
-  t.circle = SplitList(GetText(r.get(), 0, 5));
-  t.onward = SplitList(GetText(r.get(), 0, 6));
-  t.message_id = GetText(r.get(), 0, 7);
-  Result g = Exec(conn_, kFindGrants, Params().Text(t.root));
-  if (!Succeeded(g)) {
-    return Status::IoError("store " + where_ + ": reading a thread's permission grants: " + ServerError(g.get(), conn_));
-  }
-  for (int row = 0; row < PQntuples(g.get()); ++row) t.granted.push_back(GetText(g.get(), row, 0));
-  return std::optional<Thread>(std::move(t));
+  auto found = FindThreads({ref});
+  if (!found.ok()) return found.status();
+  return std::move(found->front());
 }
 
 StatusOr<std::vector<std::optional<Thread>>> PgStore::FindThreads(const std::vector<std::string>& refs) {

@@ -74,7 +74,8 @@ class PgStore final : public Store {
   // One round trip for all of them.
   StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> FindReceipts(
       const std::vector<std::pair<std::string, std::string>>& keys) override;
-  // One round trip for all of them, their grants included.
+  // One round trip for all of them, their grants included (FindThread
+  // is this for one).
   StatusOr<std::vector<std::optional<Thread>>> FindThreads(const std::vector<std::string>& refs) override;
   // Without `damaged`, a copy that does not decrypt is set aside at once.
   StatusOr<std::vector<QueuedMessage>> Pending(const std::string& recipient, int64_t after_seq, int limit,
