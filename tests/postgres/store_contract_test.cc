@@ -1237,7 +1237,7 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
   // No ANALYZE behind the test's back: the plan is the one made first.
   run("ALTER TABLE receipts SET (autovacuum_enabled = false)");
   run("ALTER TABLE case_keys SET (autovacuum_enabled = false)");
-  for (const char* table : {"clocks", "messages", "disclosures", "notices", "threads", "thread_grants"}) {
+  for (const char* table : {"clocks", "messages", "bodies", "disclosures", "notices", "threads", "thread_grants"}) {
     run(std::string("ALTER TABLE ") + table + " SET (autovacuum_enabled = false)");
   }
 
@@ -1246,6 +1246,7 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
     const char* table;
     const char* args;  // a few keys, one of them present once filled
     const char* also = nullptr;  // another table it reads
+    const char* index = nullptr;  // the index it must go by, where others could serve
     bool planned_each_time = false;
   };
   const std::string keys = "ARRAY['s7', 'sx']::text[], ARRAY['m7', 'mx']::text[]";
@@ -1269,6 +1270,11 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
       {"l_find_threads", "threads", "ARRAY['t7', 'tx']::text[]", "thread_grants"},
       // Once a minute, inside a batch: the history goes by its purge index.
       {"l_purge", "messages", "5"},
+      // At every batch with acks: each copy by its seq, its body too (a plan
+      // by messages_by_expiry's "state = 0" reads every queued copy, and the
+      // dead versions of every copy acked since the last vacuum).
+      {"l_ack", "messages", "ARRAY[7, 9]::bigint[], ARRAY[1, 1]::bigint[], ARRAY['r7', 'r9']::text[]", "bodies",
+       "messages_pkey"},
   };
   // As the store runs each: prepared (its generic plan made now, on empty
   // tables, and kept), or planned at each use with that use's arrays.
@@ -1292,6 +1298,7 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
   run("INSERT INTO messages (sender, message_id, recipient, case_hash, state, created_ms, expires_ms, "
       "purge_after_ms) SELECT 's' || i, 'm' || i, 'r' || (i % 100), int4send(i), CASE WHEN i % 2000 = 0 THEN 0 "
       "ELSE 2 END, i, i + 1000, i + 2000 FROM generate_series(1, 20000) AS i");
+  run("INSERT INTO bodies (seq, sealed) SELECT seq, '\\x00'::bytea FROM messages");
   run("INSERT INTO disclosures (sender, case_hash, recipient) "
       "SELECT 's' || i, int4send(i), 'r' || i FROM generate_series(1, 20000) AS i");
   run("INSERT INTO notices (agency, receipt) SELECT 'a' || (i % 100), '\\x00'::bytea FROM generate_series(1, 20000) AS i");
@@ -1314,6 +1321,9 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
             << l.name << " reads the whole of " << table << ":\n" << plan;
       }
       EXPECT_NE(std::string::npos, plan.find("Index")) << l.name << ":\n" << plan;
+      if (l.index) {
+        EXPECT_NE(std::string::npos, plan.find(std::string("on ") + l.index)) << l.name << ":\n" << plan;
+      }
     }
   }
   // And they still answer: s7/m7 is there, sx/mx is not.
