@@ -344,6 +344,35 @@ TEST_F(BrokerTest, ResendGetsTheOriginalReceiptAndOneDelivery) {
   EXPECT_TRUE(broker_->WaitForLog("event=duplicate agency=exit-a id=d-1"));
 }
 
+// The broker knows a resend from a new message without reading the store
+// for every message (core/receipt_filter.h): what it knows must include
+// every receipt stored before it started.
+TEST_F(BrokerTest, AResendAfterARestartGetsTheOriginalReceiptAndNoSecondDelivery) {
+  auto youth = Receiver(youth_m_);
+  auto exit = Sender(exit_);
+  auto bytes = MakeEnvelope({{"youth-m"}}, "d-2");
+  ReceiptBuffer first = SendOk(*exit, bytes);
+  EXPECT_EQ(Code::stored, first->recipients()->Get(0)->code());
+  ASSERT_TRUE(ReceiveOne(*youth).has_value());
+
+  const std::string endpoint = broker_->endpoint();
+  EXPECT_EQ(0, broker_->Stop(SIGTERM));
+  Status st = broker_->Start(endpoint);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(broker_->WaitForLog("event=receipt_filter_loaded receipts=1 "));
+
+  ReceiptBuffer second = SendOk(*exit, bytes);
+  EXPECT_EQ(first->at()->str(), second->at()->str()) << "the same receipt";
+  EXPECT_EQ(Code::stored, second->recipients()->Get(0)->code());
+  EXPECT_TRUE(broker_->WaitForLog("event=duplicate agency=exit-a id=d-2"));
+  EXPECT_FALSE(ReceiveOne(*youth, 300ms).has_value());
+  // A new id after it is still new.
+  EXPECT_EQ(Code::stored, SendOk(*exit, MakeEnvelope({{"youth-m"}}, "d-3"))->recipients()->Get(0)->code());
+  auto m = ReceiveOne(*youth);
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ("d-3", (*m)->id()->str());
+}
+
 TEST_F(BrokerTest, AgentsReconnectAfterABrokerRestart) {
   auto youth = Receiver(youth_m_);
   auto exit = Sender(exit_);

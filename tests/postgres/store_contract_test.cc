@@ -13,6 +13,7 @@
 #include <atomic>
 #include <memory>
 #include <chrono>
+#include <map>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -317,6 +318,41 @@ TYPED_TEST(StoreContractTest, ABatchKeepsItsOrderAndManyReceiptsAreFoundAtOnce) 
   EXPECT_FALSE((*found)[4].has_value());
   EXPECT_EQ(Bytes("r199"), (*found)[5].value_or(std::vector<uint8_t>{}));
   EXPECT_TRUE(store->FindReceipts({})->empty());
+}
+
+// The core's receipt filter is loaded from this scan: every stored key once,
+// with its purge-after time, across PostgreSQL's pages (10,000 keys each),
+// and a purged receipt's key no more.
+TYPED_TEST(StoreContractTest, EveryReceiptsKeyIsScannedOnce) {
+  auto store = this->Open();
+  ASSERT_TRUE(store);
+  constexpr int kKeys = 20005;
+  WriteBatch batch;
+  for (int i = 0; i < kKeys; ++i) {
+    // Two senders with the same ids: ids are unique per sender only. One
+    // receipt is due early, for the purge below.
+    batch.receipts.push_back({i % 2 ? "a" : "b", "m" + std::to_string(i / 2), Bytes("r"), i == 7 ? 50 : 1000000 + i});
+  }
+  ASSERT_TRUE(store->Apply(batch).ok());
+  WriteBatch purge;
+  purge.purge_before_ms = 100;
+  ASSERT_TRUE(store->Apply(purge).ok());
+
+  std::map<std::pair<std::string, std::string>, std::vector<int64_t>> seen;
+  Status st = store->ScanReceiptKeys([&](std::string_view sender, std::string_view id, int64_t purge_after) {
+    seen[{std::string(sender), std::string(id)}].push_back(purge_after);
+  });
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_EQ(static_cast<size_t>(kKeys - 1), seen.size());
+  for (int i = 0; i < kKeys; ++i) {
+    auto it = seen.find({i % 2 ? "a" : "b", "m" + std::to_string(i / 2)});
+    if (i == 7) {
+      EXPECT_EQ(seen.end(), it) << "the purged receipt";
+      continue;
+    }
+    ASSERT_NE(seen.end(), it) << i;
+    EXPECT_EQ(std::vector<int64_t>{1000000 + i}, it->second) << i;
+  }
 }
 
 TYPED_TEST(StoreContractTest, LedgerRecordsCommitWithTheBatchAndSurviveReopening) {
@@ -1267,6 +1303,8 @@ TEST_F(PgStoreTest, KeyedReadsAndWritesUseAnIndexWhateverTablesThePlanWasMadeOn)
       {"l_notices", "notices", "'a7', 256"},
       {"l_delete_notices", "notices", "ARRAY[7, 9]::bigint[]"},
       {"l_find_receipt", "receipts", "'s7', 'm7'"},
+      // Once at start, a page at a time.
+      {"l_receipt_keys", "receipts", "'s7', 'm7', 1000"},
       {"l_find_threads", "threads", "ARRAY['t7', 'tx']::text[]", "thread_grants"},
       // Once a minute, inside a batch: the history goes by its purge index.
       {"l_purge", "messages", "5"},

@@ -59,6 +59,19 @@ Status Pipeline::Start() {
   int64_t queued = 0;
   for (const auto& [agency, n] : queue_depth_) queued += n;
   spdlog::info("event=store_open queued={} recipients_with_queue={}", queued, queue_depth_.size());
+  // Every receipt the store holds, before the first message is admitted.
+  // If they cannot all be read, every key is looked up in the store.
+  Status loaded = reader_->ScanReceiptKeys([this](std::string_view sender, std::string_view id, int64_t purge_after) {
+    receipt_filter_.Add(sender, id, purge_after);
+  });
+  if (loaded.ok()) {
+    receipt_filter_loaded_ = true;
+    spdlog::info("event=receipt_filter_loaded receipts={} bytes={}", receipt_filter_.keys(), receipt_filter_.bytes());
+  } else {
+    receipt_filter_ = ReceiptFilter();
+    spdlog::warn("event=receipt_filter_unavailable error=\"{}\" action=every_resend_check_reads_the_store",
+                 loaded.message());
+  }
   return Status::Ok();
 }
 
@@ -282,6 +295,9 @@ void Pipeline::AdmitArrivals() {
     // the lookup of every message of the drain, every agency's.
     if (!wire::IsValidMessageId(env->id()->string_view())) continue;
     if (uncommitted_receipts_.count(ReceiptKey(a.sender->id, env->id()->str()))) continue;
+    // A key the filter rules out has no receipt (Admit takes key_of's
+    // SIZE_MAX as "none stored").
+    if (receipt_filter_loaded_ && !receipt_filter_.MayContain(a.sender->id, env->id()->string_view())) continue;
     key_of[i] = keys.size();
     keys.emplace_back(a.sender->id, env->id()->str());
   }
@@ -337,6 +353,8 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     std::optional<std::vector<uint8_t>> original;
     if (auto it = uncommitted_receipts_.find(ReceiptKey(sender.id, peek_id)); it != uncommitted_receipts_.end()) {
       original = it->second;
+    } else if (!looked_up && receipt_filter_loaded_ && !receipt_filter_.MayContain(sender.id, peek_id)) {
+      // Never given a receipt: new.
     } else {
       StatusOr<std::optional<std::vector<uint8_t>>> found =
           looked_up ? std::move(*looked_up) : reader_->FindReceipt(sender.id, peek_id);
@@ -548,6 +566,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
                               policies.version());
   std::vector<uint8_t> receipt_bytes(receipt.data(), receipt.data() + receipt.size());
   forming_.receipts.push_back({sender.id, admission.message_id, receipt_bytes, purge_after});
+  receipt_filter_.Add(sender.id, admission.message_id, purge_after);
   uncommitted_receipts_[ReceiptKey(sender.id, admission.message_id)] = receipt_bytes;
   forming_receipt_keys_.push_back(ReceiptKey(sender.id, admission.message_id));
   replies_.push_back({routing_id, std::move(receipt_bytes), admission.message_id, sender.id});
@@ -637,6 +656,7 @@ void Pipeline::SubmitForming(bool checkpoint) {
   c.events = std::move(forming_events_);
   forming_events_.clear();
   c.notices_sent = forming_.notices_sent;
+  c.purged_before_ms = forming_.purge_before_ms;
   replies_.clear();
   touched_.clear();
   notice_for_.clear();
@@ -704,6 +724,10 @@ void Pipeline::Finish(Committing c, CommitResult committed) {
   if (result.ok()) {
     stats_.commits++;
     if (c.trim_to > ledger_trimmed_) ledger_trimmed_ = c.trim_to;
+    // The purge removed every receipt due by its cut-off. A key admitted
+    // since the batch formed is due a day later at least (retention is
+    // whole days, one at least), so none of those is forgotten.
+    if (c.purged_before_ms > 0) receipt_filter_.Forget(c.purged_before_ms);
   } else {
     // Fail closed: nothing of this batch is stored, so nobody hears
     // "stored". The batch forming meanwhile built on this one (its resends

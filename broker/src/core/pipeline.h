@@ -31,6 +31,7 @@
 #include "core/admission.h"
 #include "core/commit.h"
 #include "core/link.h"
+#include "core/receipt_filter.h"
 #include "core/token_bucket.h"
 #include "delivery/windows.h"
 #include "liaison/status.h"
@@ -217,6 +218,7 @@ class Pipeline {
     std::vector<int64_t> notices_sent;      // in notices_sending_
     std::vector<audit::Entry> events;       // RecordEvents' records in this batch
     uint64_t trim_to = 0;
+    int64_t purged_before_ms = 0;  // the batch's purge cut-off (0: none)
   };
   std::optional<Committing> committing_;
   // The batch forming while another commits: its writes, and below, its
@@ -228,6 +230,11 @@ class Pipeline {
   // Receipts of the forming and the committing batch, by ReceiptKey: a
   // resend is recognised before its original is committed.
   std::unordered_map<std::string, std::vector<uint8_t>> uncommitted_receipts_;
+  // Every key with a receipt in the store or in a batch (loaded at Start):
+  // a key it rules out is new without a store read. Unused if it could not
+  // be loaded (every key is then looked up).
+  ReceiptFilter receipt_filter_;
+  bool receipt_filter_loaded_ = false;
   std::set<int64_t> notices_sending_;  // notices sent whose deletion is not yet committed
   uint64_t ledger_synced_ = 0;         // the ledger file is durable up to here
   std::vector<Reply> replies_;

@@ -176,9 +176,9 @@ constexpr const char* kMigrationLock = "SELECT pg_advisory_xact_lock(7381926501)
 // binary (text as its bytes, bigint as 8 bytes big-endian, bytea as is).
 enum Stmt {
   kEnqueue, kPutReceipt, kAck, kChangeQueued, kChangeSetAside, kAddNotices, kDeleteNotices, kAppendLedger,
-  kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kPending, kSetAsideNow, kDue, kQueuedOfCase, kDepths, kDisclosures,
-  kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck, kPutKeyCheck,
-  kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
+  kTrimLedger, kPurge, kFindReceipt, kFindReceipts, kReceiptKeys, kPending, kSetAsideNow, kDue, kQueuedOfCase,
+  kDepths, kDisclosures, kNotices, kLedgerPosition, kLedgerTail, kSummaries, kEntries, kSetAside, kKeyCheck,
+  kPutKeyCheck, kFence, kAcquireLease, kRenewLease, kReleaseLease, kMarkBatch, kBatchMark, kCaseKeysOf, kPutCaseKeys, kDeleteCaseKeys,
   kAllCaseKeys, kRewrapCaseKeys, kKekMeta, kPutKekMeta, kUnusedCaseKeys, kStartClocks, kAnswerClocks, kFireClocks,
   kDueClocks, kOldestClock, kWithdrawClocks, kStartThreads, kAddGrants, kFindThreads, kStmtCount
 };
@@ -279,6 +279,11 @@ constexpr StatementText kStatements[kStmtCount] = {
      "SELECT k.ord, r.receipt FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(sender, message_id, ord) "
      "CROSS JOIN LATERAL (SELECT x.receipt FROM receipts x WHERE x.sender = k.sender "
      "AND x.message_id = k.message_id LIMIT 1) AS r"},
+    // The next page of receipts' keys after ($1, $2), in the primary key's
+    // order (ScanReceiptKeys, once at start).
+    {"l_receipt_keys",
+     "SELECT sender, message_id, purge_after_ms FROM receipts WHERE (sender, message_id) > ($1::text, $2::text) "
+     "ORDER BY sender, message_id LIMIT $3::bigint"},
     // A row without its body is damaged like one whose body does not open.
     {"l_pending",
      "SELECT m.seq, m.sender, m.message_id, b.sealed, m.label, m.case_hash, k.epoch, k.wrapped FROM messages m "
@@ -1571,6 +1576,26 @@ StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::st
   if (!Succeeded(r)) return Status::IoError("store " + where_ + ": reading a receipt: " + ServerError(r.get(), conn_));
   if (PQntuples(r.get()) == 0) return std::optional<std::vector<uint8_t>>();
   return std::optional<std::vector<uint8_t>>(GetBytes(r.get(), 0, 0));
+}
+
+Status PgStore::ScanReceiptKeys(const ReceiptKeyVisitor& each) {
+  constexpr int64_t kPage = 10000;
+  LIAISON_RETURN_IF_ERROR(EnsureConnected());
+  // Starts before every key: '' sorts first in every collation.
+  std::string sender, id;
+  while (true) {
+    Result r = Exec(conn_, kReceiptKeys, Params().Text(sender).Text(id).Int(kPage));
+    if (!Succeeded(r)) {
+      return Status::IoError("store " + where_ + ": reading the receipts' keys: " + ServerError(r.get(), conn_));
+    }
+    const int rows = PQntuples(r.get());
+    for (int row = 0; row < rows; ++row) {
+      sender = GetText(r.get(), row, 0);
+      id = GetText(r.get(), row, 1);
+      each(sender, id, GetInt(r.get(), row, 2));
+    }
+    if (rows < kPage) return Status::Ok();
+  }
 }
 
 StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> PgStore::FindReceipts(

@@ -654,6 +654,14 @@ StatusOr<std::optional<std::vector<uint8_t>>> SqliteStore::FindReceipt(const std
   return q.Error("store: reading a receipt");
 }
 
+Status SqliteStore::ScanReceiptKeys(const ReceiptKeyVisitor& each) {
+  Query q(db_, Prepare("SELECT sender, message_id, purge_after_ms FROM receipts"));
+  int rc;
+  while ((rc = q.Step()) == SQLITE_ROW) each(q.ColumnText(0), q.ColumnText(1), q.ColumnInt(2));
+  if (rc != SQLITE_DONE) return q.Error("store: reading the receipts' keys");
+  return Status::Ok();
+}
+
 Status SqliteStore::PutReceipt(const std::string& sender, const std::string& message_id,
                          const std::vector<uint8_t>& receipt, int64_t purge_after_ms) {
   Query q(db_, Prepare("INSERT OR REPLACE INTO receipts (sender, message_id, receipt, purge_after_ms) "

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -267,6 +268,13 @@ class Store {
     }
     return out;
   }
+  // Calls `each` with the key and purge-after time of every stored receipt,
+  // in no particular order (the core's ReceiptFilter is loaded from it at
+  // start). Streams or reads in pages: memory stays bounded; on failure returns it,
+  // and `each` may have seen some keys, not all.
+  using ReceiptKeyVisitor =
+      std::function<void(std::string_view sender, std::string_view message_id, int64_t purge_after_ms)>;
+  virtual Status ScanReceiptKeys(const ReceiptKeyVisitor& each) = 0;
   // Queued copies of `recipient` with seq > after_seq, in order, at most
   // `limit`, decrypted. A copy that does not decrypt is logged (its seq,
   // never contents) and skipped, and its seq added to `damaged` for the
