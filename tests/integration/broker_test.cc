@@ -5,6 +5,7 @@
 
 #include <map>
 #include <random>
+#include <regex>
 #include <set>
 #include <thread>
 #include <zmq.hpp>
@@ -371,6 +372,34 @@ TEST_F(BrokerTest, AResendAfterARestartGetsTheOriginalReceiptAndNoSecondDelivery
   auto m = ReceiveOne(*youth);
   ASSERT_TRUE(m.has_value());
   EXPECT_EQ("d-3", (*m)->id()->str());
+}
+
+// New ids are told from resends without a store read each: only the
+// resend (and, rarely, a new id the filter cannot rule out) is looked up.
+TEST_F(BrokerTest, NewMessagesAreNotLookedUpInTheStoreAsResends) {
+  auto youth = Receiver(youth_m_);
+  auto exit = Sender(exit_);
+  std::smatch match;
+  const std::string log = broker_->log();
+  ASSERT_TRUE(std::regex_search(log, match, std::regex("event=admin_listening endpoint=(\\S+)")));
+  const std::string admin = match[1];
+  auto lookups = [&]() -> long {
+    const std::string metrics = HttpGet(admin, "/metrics").second;
+    std::smatch m;
+    if (!std::regex_search(metrics, m, std::regex("\nliaison_receipt_lookups_total (\\d+)"))) return -1;
+    return std::stol(m[1]);
+  };
+  ASSERT_EQ(0, lookups());
+  auto bytes = MakeEnvelope({{"youth-m"}}, "n-0");
+  for (int i = 0; i < 40; ++i) {
+    EXPECT_EQ(Code::stored, SendOk(*exit, i == 0 ? bytes : MakeEnvelope({{"youth-m"}}, "n-" + std::to_string(i)))
+                                ->recipients()->Get(0)->code());
+  }
+  EXPECT_LE(lookups(), 2) << "new ids read from the store";
+  const long before = lookups();
+  EXPECT_EQ(Code::stored, SendOk(*exit, bytes)->recipients()->Get(0)->code());
+  EXPECT_TRUE(broker_->WaitForLog("event=duplicate agency=exit-a id=n-0"));
+  EXPECT_EQ(before + 1, lookups()) << "the resend is read from the store";
 }
 
 TEST_F(BrokerTest, AgentsReconnectAfterABrokerRestart) {

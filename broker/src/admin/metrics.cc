@@ -87,6 +87,9 @@ class Metrics::LiveValues : public prometheus::Collectable {
     counter("liaison_redeliveries_total", "Deliveries repeated after a timeout.", read(e.redeliveries));
     counter("liaison_expired_total", "Messages that expired undelivered.", read(e.expired));
     counter("liaison_duplicates_total", "Resends answered with the original receipt.", read(e.duplicates));
+    counter("liaison_receipt_lookups_total",
+            "Message ids looked up in the store as possible resends (the receipt filter could not rule them out).",
+            read(e.receipt_lookups));
     counter("liaison_busy_total", "Messages refused over an agency's rate or in-flight limit (resend later).",
             read(e.busy));
     counter("liaison_hellos_refused_total", "HELLOs refused over an agency's HELLO rate (event=hello_flood).",

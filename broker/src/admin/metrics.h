@@ -64,6 +64,7 @@ class Metrics {
     const std::atomic<uint64_t>* ledger_failures = nullptr;
     const std::atomic<uint64_t>* handshake_failures = nullptr;
     const std::atomic<uint64_t>* duplicates = nullptr;
+    const std::atomic<uint64_t>* receipt_lookups = nullptr;
     const std::atomic<uint64_t>* busy = nullptr;
     const std::atomic<uint64_t>* hellos_refused = nullptr;
     std::function<uint64_t()> auth_refused;

@@ -301,6 +301,7 @@ void Pipeline::AdmitArrivals() {
     key_of[i] = keys.size();
     keys.emplace_back(a.sender->id, env->id()->str());
   }
+  stats_.receipt_lookups += keys.size();
   StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> found =
       keys.empty() ? std::vector<std::optional<std::vector<uint8_t>>>() : reader_->FindReceipts(keys);
   StatusOr<std::vector<std::optional<store::Thread>>> threads =
@@ -356,6 +357,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     } else if (!looked_up && receipt_filter_loaded_ && !receipt_filter_.MayContain(sender.id, peek_id)) {
       // Never given a receipt: new.
     } else {
+      if (!looked_up) stats_.receipt_lookups++;
       StatusOr<std::optional<std::vector<uint8_t>>> found =
           looked_up ? std::move(*looked_up) : reader_->FindReceipt(sender.id, peek_id);
       if (!found.ok()) return unavailable(peek_id, found.status());

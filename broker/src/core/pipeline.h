@@ -58,6 +58,9 @@ struct BrokerStats {
   std::atomic<uint64_t> messages_rejected{0};
   std::atomic<uint64_t> deliveries{0};
   std::atomic<uint64_t> duplicates{0};
+  // Message ids read from the store as possible resends: those the receipt
+  // filter could not rule out (resends, and under 1% of new ids).
+  std::atomic<uint64_t> receipt_lookups{0};
   std::atomic<uint64_t> busy{0};  // messages refused over an agency's rate or in-flight limit
   std::atomic<uint64_t> hellos_refused{0};  // HELLOs over an agency's HELLO rate
   std::atomic<uint64_t> stored{0};

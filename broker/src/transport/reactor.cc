@@ -96,6 +96,7 @@ Reactor::Reactor(BrokerConfig config, std::vector<ServerKey> server_keys,
   e.ledger_failures = &stats_.ledger_failures;
   e.handshake_failures = &stats_.handshake_failures;
   e.duplicates = &stats_.duplicates;
+  e.receipt_lookups = &stats_.receipt_lookups;
   e.busy = &stats_.busy;
   e.hellos_refused = &stats_.hellos_refused;
   e.auth_refused = [this] { return zap_.refused(); };
