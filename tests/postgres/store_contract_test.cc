@@ -320,9 +320,9 @@ TYPED_TEST(StoreContractTest, ABatchKeepsItsOrderAndManyReceiptsAreFoundAtOnce) 
   EXPECT_TRUE(store->FindReceipts({})->empty());
 }
 
-// The core's receipt filter is loaded from this scan: every stored key once,
-// with its purge-after time, across PostgreSQL's pages (10,000 keys each),
-// and a purged receipt's key no more.
+// The core's receipt filter is loaded from this scan, a page at a time:
+// every stored key once, in key order, with its purge-after time, and a
+// purged receipt's key no more.
 TYPED_TEST(StoreContractTest, EveryReceiptsKeyIsScannedOnce) {
   auto store = this->Open();
   ASSERT_TRUE(store);
@@ -339,10 +339,28 @@ TYPED_TEST(StoreContractTest, EveryReceiptsKeyIsScannedOnce) {
   ASSERT_TRUE(store->Apply(purge).ok());
 
   std::map<std::pair<std::string, std::string>, std::vector<int64_t>> seen;
-  Status st = store->ScanReceiptKeys([&](std::string_view sender, std::string_view id, int64_t purge_after) {
-    seen[{std::string(sender), std::string(id)}].push_back(purge_after);
+  ReceiptKeyCursor after;
+  std::pair<std::string, std::string> last;
+  int pages = 0;
+  for (; pages < 10; ++pages) {
+    auto read = store->ScanReceiptKeys(&after, 7000, [&](std::string_view sender, std::string_view id,
+                                                         int64_t purge_after) {
+      // In key order, page after page (byte order: ASCII keys here).
+      std::pair<std::string, std::string> key{std::string(sender), std::string(id)};
+      EXPECT_LT(last, key);
+      last = key;
+      seen[key].push_back(purge_after);
+    });
+    ASSERT_TRUE(read.ok()) << read.status().ToString();
+    EXPECT_EQ(last, std::make_pair(after.sender, after.message_id)) << "the cursor is at the page's last key";
+    if (*read < 7000) break;
+  }
+  EXPECT_EQ(2, pages) << "three pages: 7000, 7000, 6004";
+  auto past_the_end = store->ScanReceiptKeys(&after, 7000, [&](std::string_view, std::string_view, int64_t) {
+    ADD_FAILURE() << "a key after the last";
   });
-  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_TRUE(past_the_end.ok());
+  EXPECT_EQ(0u, *past_the_end);
   EXPECT_EQ(static_cast<size_t>(kKeys - 1), seen.size());
   for (int i = 0; i < kKeys; ++i) {
     auto it = seen.find({i % 2 ? "a" : "b", "m" + std::to_string(i / 2)});

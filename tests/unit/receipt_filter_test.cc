@@ -39,28 +39,57 @@ TEST(ReceiptFilterTest, AGenerationGoesOnlyOnceAPurgePassedAllOfItsKeys) {
   for (int i = 100; i < 150; ++i) filter.Add("a", Id(i), 5000);    // the next generation
   ASSERT_EQ(2u, filter.generations());
 
-  filter.Forget(1098);  // one key of the first is not yet due
+  // A purge up to 1098: the newest generation is not all due, so it is
+  // not among those the purge may forget.
+  uint64_t sealed = filter.Seal(1098);
+  filter.Add("a", Id(150), 5000);
+  filter.Forget(1098, sealed);  // one key of the first is not yet due
   EXPECT_EQ(2u, filter.generations());
   EXPECT_TRUE(filter.MayContain("a", Id(99)));
-  filter.Forget(1099);
+  sealed = filter.Seal(1099);
+  filter.Forget(1099, sealed);
   EXPECT_EQ(1u, filter.generations());
-  EXPECT_EQ(50u, filter.keys());
-  for (int i = 100; i < 150; ++i) EXPECT_TRUE(filter.MayContain("a", Id(i))) << i;
+  EXPECT_EQ(51u, filter.keys());
+  for (int i = 100; i <= 150; ++i) EXPECT_TRUE(filter.MayContain("a", Id(i))) << i;
   int maybes = 0;
   for (int i = 0; i < 100; ++i) maybes += filter.MayContain("a", Id(i));
   EXPECT_LT(maybes, 10);
 
   // A key re-added with a later due time (a resend of a refused batch)
-  // outlives its first generation.
+  // outlives its first generation's purge.
   filter.Add("a", Id(0), 9000);
-  filter.Forget(5000);
+  filter.Forget(5000, filter.Seal(5000));
   EXPECT_TRUE(filter.MayContain("a", Id(0)));
-  filter.Forget(9000);
+  filter.Forget(9000, filter.Seal(9000));
   EXPECT_EQ(0u, filter.keys());
   EXPECT_FALSE(filter.MayContain("a", Id(0)));
   // And it fills again after being emptied.
   filter.Add("b", Id(1), 10000);
   EXPECT_TRUE(filter.MayContain("b", Id(1)));
+}
+
+// What a purge may forget is what the filter held when its batch formed:
+// a key added while the purge commits stays, whatever its due time says
+// (a clock set back by more than the retention makes a new key look due).
+TEST(ReceiptFilterTest, AKeyAddedWhileAPurgeCommitsIsNotForgottenByIt) {
+  ReceiptFilter filter(100);
+  for (int i = 0; i < 10; ++i) filter.Add("a", Id(i), 500);  // all due by the purge
+  const uint64_t sealed = filter.Seal(1000);
+  EXPECT_NE(0u, sealed);
+  filter.Add("a", Id(10), 900);  // after the clock went back
+  filter.Forget(1000, sealed);
+  EXPECT_TRUE(filter.MayContain("a", Id(10)));
+  EXPECT_EQ(1u, filter.keys());
+  // The next purge may forget it.
+  filter.Forget(1000, filter.Seal(1000));
+  EXPECT_FALSE(filter.MayContain("a", Id(10)));
+
+  // Nothing held when the batch formed: nothing to forget, even what came
+  // after.
+  const uint64_t none = filter.Seal(2000);
+  filter.Add("a", Id(11), 1500);
+  filter.Forget(2000, none);
+  EXPECT_TRUE(filter.MayContain("a", Id(11)));
 }
 
 }  // namespace

@@ -59,20 +59,39 @@ Status Pipeline::Start() {
   int64_t queued = 0;
   for (const auto& [agency, n] : queue_depth_) queued += n;
   spdlog::info("event=store_open queued={} recipients_with_queue={}", queued, queue_depth_.size());
-  // Every receipt the store holds, before the first message is admitted.
-  // If they cannot all be read, every key is looked up in the store.
-  Status loaded = reader_->ScanReceiptKeys([this](std::string_view sender, std::string_view id, int64_t purge_after) {
-    receipt_filter_.Add(sender, id, purge_after);
-  });
-  if (loaded.ok()) {
-    receipt_filter_loaded_ = true;
-    spdlog::info("event=receipt_filter_loaded receipts={} bytes={}", receipt_filter_.keys(), receipt_filter_.bytes());
-  } else {
-    receipt_filter_ = ReceiptFilter();
-    spdlog::warn("event=receipt_filter_unavailable error=\"{}\" action=every_resend_check_reads_the_store",
-                 loaded.message());
-  }
+  // The receipts the store holds: for up to a second now, the rest a page
+  // at a time at each tick, so that a large store neither delays serving
+  // (nor a standby's activation) nor stalls the thread for long. Until the
+  // last page is in, every id is looked up in the store, as without it.
+  receipt_scan_ = store::ReceiptKeyCursor{};
+  LoadReceiptKeys(std::chrono::milliseconds(1000));
   return Status::Ok();
+}
+
+void Pipeline::LoadReceiptKeys(std::chrono::milliseconds budget) {
+  constexpr size_t kPage = 2000;
+  const auto until = std::chrono::steady_clock::now() + budget;
+  while (receipt_scan_) {
+    auto read = reader_->ScanReceiptKeys(&*receipt_scan_, kPage,
+                                         [this](std::string_view sender, std::string_view id, int64_t purge_after) {
+                                           receipt_filter_.Add(sender, id, purge_after);
+                                         });
+    if (!read.ok()) {
+      // Keys of a failed page are kept (an extra key is only a store read);
+      // the page is read again at the next tick.
+      spdlog::warn("event=receipt_filter_incomplete error=\"{}\" action=ids_looked_up_in_store_until_loaded",
+                   read.status().message());
+      return;
+    }
+    if (*read < kPage) {
+      receipt_scan_.reset();
+      receipt_filter_loaded_ = true;
+      spdlog::info("event=receipt_filter_loaded receipts={} bytes={}", receipt_filter_.keys(),
+                   receipt_filter_.bytes());
+      return;
+    }
+    if (std::chrono::steady_clock::now() >= until) return;
+  }
 }
 
 int Pipeline::commit_fd() const { return committer_->event_fd(); }
@@ -659,6 +678,7 @@ void Pipeline::SubmitForming(bool checkpoint) {
   forming_events_.clear();
   c.notices_sent = forming_.notices_sent;
   c.purged_before_ms = forming_.purge_before_ms;
+  if (c.purged_before_ms > 0) c.forget_through = receipt_filter_.Seal(c.purged_before_ms);
   replies_.clear();
   touched_.clear();
   notice_for_.clear();
@@ -726,10 +746,9 @@ void Pipeline::Finish(Committing c, CommitResult committed) {
   if (result.ok()) {
     stats_.commits++;
     if (c.trim_to > ledger_trimmed_) ledger_trimmed_ = c.trim_to;
-    // The purge removed every receipt due by its cut-off. A key admitted
-    // since the batch formed is due a day later at least (retention is
-    // whole days, one at least), so none of those is forgotten.
-    if (c.purged_before_ms > 0) receipt_filter_.Forget(c.purged_before_ms);
+    // The purge removed every receipt due by its cut-off: of the keys the
+    // filter held when the batch formed (Seal), those go.
+    if (c.purged_before_ms > 0) receipt_filter_.Forget(c.purged_before_ms, c.forget_through);
   } else {
     // Fail closed: nothing of this batch is stored, so nobody hears
     // "stored". The batch forming meanwhile built on this one (its resends
@@ -985,6 +1004,7 @@ void Pipeline::OnTimer() {
     events_.clear();
   }
   HandleSetAsideCalls();
+  if (receipt_scan_) LoadReceiptKeys(std::chrono::milliseconds(50));
   metrics_->Beat();
   metrics_->SetQueueDepths(queue_depth_);
   // Expiry reads the store, so it is a barrier: only when something is due,

@@ -184,6 +184,9 @@ class Pipeline {
   // Starts a background sync of the ledger file if none runs; learns what
   // the last one made durable.
   void SyncLedger();
+  // Loads pages of stored receipts' keys into receipt_filter_ for up to
+  // `budget` (at least one page), until the scan is done.
+  void LoadReceiptKeys(std::chrono::milliseconds budget);
   // True if `agency` may send one more message now; takes a token.
   bool WithinLimits(const std::string& agency);
   void HandleSetAsideCalls();
@@ -222,6 +225,7 @@ class Pipeline {
     std::vector<audit::Entry> events;       // RecordEvents' records in this batch
     uint64_t trim_to = 0;
     int64_t purged_before_ms = 0;  // the batch's purge cut-off (0: none)
+    uint64_t forget_through = 0;   // ReceiptFilter::Seal's answer for that purge
   };
   std::optional<Committing> committing_;
   // The batch forming while another commits: its writes, and below, its
@@ -233,11 +237,13 @@ class Pipeline {
   // Receipts of the forming and the committing batch, by ReceiptKey: a
   // resend is recognised before its original is committed.
   std::unordered_map<std::string, std::vector<uint8_t>> uncommitted_receipts_;
-  // Every key with a receipt in the store or in a batch (loaded at Start):
-  // a key it rules out is new without a store read. Unused if it could not
-  // be loaded (every key is then looked up).
+  // Every key with a receipt in the store or in a batch: a key it rules out
+  // is new without a store read. Used once every stored key is loaded (from
+  // Start on, a page at a time at each tick; receipt_scan_ is where the scan
+  // is, while it goes on); until then every key is looked up.
   ReceiptFilter receipt_filter_;
   bool receipt_filter_loaded_ = false;
+  std::optional<store::ReceiptKeyCursor> receipt_scan_;
   std::set<int64_t> notices_sending_;  // notices sent whose deletion is not yet committed
   uint64_t ledger_synced_ = 0;         // the ledger file is durable up to here
   std::vector<Reply> replies_;

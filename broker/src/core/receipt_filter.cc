@@ -47,6 +47,7 @@ bool ReceiptFilter::Test(const Generation& g, uint64_t h1, uint64_t h2) {
 
 void ReceiptFilter::Open(size_t capacity) {
   Generation g;
+  g.id = next_id_++;
   g.capacity = capacity;
   g.bits.assign(std::bit_ceil(capacity * kBitsPerKey) / 64, 0);
   generations_.push_back(std::move(g));
@@ -54,7 +55,9 @@ void ReceiptFilter::Open(size_t capacity) {
 }
 
 void ReceiptFilter::Add(std::string_view sender, std::string_view message_id, int64_t purge_after_ms) {
-  if (generations_.empty() || generations_.back().keys >= generations_.back().capacity) Open(next_capacity_);
+  if (generations_.empty() || generations_.back().sealed || generations_.back().keys >= generations_.back().capacity) {
+    Open(next_capacity_);
+  }
   uint64_t h1, h2;
   Hash(sender, message_id, &h1, &h2);
   Generation& g = generations_.back();
@@ -77,8 +80,18 @@ bool ReceiptFilter::MayContain(std::string_view sender, std::string_view message
   return false;
 }
 
-void ReceiptFilter::Forget(int64_t cut_off_ms) {
-  std::erase_if(generations_, [&](const Generation& g) { return g.last_purge_after_ms <= cut_off_ms; });
+uint64_t ReceiptFilter::Seal(int64_t cut_off_ms) {
+  if (generations_.empty()) return next_id_ - 1;
+  Generation& newest = generations_.back();
+  if (newest.last_purge_after_ms > cut_off_ms) return newest.id - 1;
+  // Rare: the broker took no message for as long as the retention.
+  newest.sealed = true;
+  return newest.id;
+}
+
+void ReceiptFilter::Forget(int64_t cut_off_ms, uint64_t sealed) {
+  std::erase_if(generations_,
+                [&](const Generation& g) { return g.id <= sealed && g.last_purge_after_ms <= cut_off_ms; });
 }
 
 size_t ReceiptFilter::keys() const {

@@ -280,7 +280,7 @@ constexpr StatementText kStatements[kStmtCount] = {
      "CROSS JOIN LATERAL (SELECT x.receipt FROM receipts x WHERE x.sender = k.sender "
      "AND x.message_id = k.message_id LIMIT 1) AS r"},
     // The next page of receipts' keys after ($1, $2), in the primary key's
-    // order (ScanReceiptKeys, once at start).
+    // order (ScanReceiptKeys, as the core loads its receipt filter).
     {"l_receipt_keys",
      "SELECT sender, message_id, purge_after_ms FROM receipts WHERE (sender, message_id) > ($1::text, $2::text) "
      "ORDER BY sender, message_id LIMIT $3::bigint"},
@@ -1578,24 +1578,22 @@ StatusOr<std::optional<std::vector<uint8_t>>> PgStore::FindReceipt(const std::st
   return std::optional<std::vector<uint8_t>>(GetBytes(r.get(), 0, 0));
 }
 
-Status PgStore::ScanReceiptKeys(const ReceiptKeyVisitor& each) {
-  constexpr int64_t kPage = 10000;
+StatusOr<size_t> PgStore::ScanReceiptKeys(ReceiptKeyCursor* after, size_t limit, const ReceiptKeyVisitor& each) {
   LIAISON_RETURN_IF_ERROR(EnsureConnected());
-  // Starts before every key: '' sorts first in every collation.
-  std::string sender, id;
-  while (true) {
-    Result r = Exec(conn_, kReceiptKeys, Params().Text(sender).Text(id).Int(kPage));
-    if (!Succeeded(r)) {
-      return Status::IoError("store " + where_ + ": reading the receipts' keys: " + ServerError(r.get(), conn_));
-    }
-    const int rows = PQntuples(r.get());
-    for (int row = 0; row < rows; ++row) {
-      sender = GetText(r.get(), row, 0);
-      id = GetText(r.get(), row, 1);
-      each(sender, id, GetInt(r.get(), row, 2));
-    }
-    if (rows < kPage) return Status::Ok();
+  // The default cursor ('', '') is before every key: '' sorts first in
+  // every collation, and no sender is ''.
+  Result r = Exec(conn_, kReceiptKeys,
+                  Params().Text(after->sender).Text(after->message_id).Int(static_cast<int64_t>(limit)));
+  if (!Succeeded(r)) {
+    return Status::IoError("store " + where_ + ": reading the receipts' keys: " + ServerError(r.get(), conn_));
   }
+  const int rows = PQntuples(r.get());
+  for (int row = 0; row < rows; ++row) {
+    const std::string sender = GetText(r.get(), row, 0), id = GetText(r.get(), row, 1);
+    each(sender, id, GetInt(r.get(), row, 2));
+  }
+  if (rows > 0) *after = {GetText(r.get(), rows - 1, 0), GetText(r.get(), rows - 1, 1)};
+  return static_cast<size_t>(rows);
 }
 
 StatusOr<std::vector<std::optional<std::vector<uint8_t>>>> PgStore::FindReceipts(

@@ -69,8 +69,7 @@ class PgStore final : public Store {
   // store::Store. A lost connection is made again at the next call.
   Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) override;
   using Store::Apply;
-  // PostgreSQL: pages of 10,000 keys in key order, each its own statement.
-  Status ScanReceiptKeys(const ReceiptKeyVisitor& each) override;
+  StatusOr<size_t> ScanReceiptKeys(ReceiptKeyCursor* after, size_t limit, const ReceiptKeyVisitor& each) override;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
   // One round trip for all of them.

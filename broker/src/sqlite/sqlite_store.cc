@@ -654,12 +654,23 @@ StatusOr<std::optional<std::vector<uint8_t>>> SqliteStore::FindReceipt(const std
   return q.Error("store: reading a receipt");
 }
 
-Status SqliteStore::ScanReceiptKeys(const ReceiptKeyVisitor& each) {
-  Query q(db_, Prepare("SELECT sender, message_id, purge_after_ms FROM receipts"));
+StatusOr<size_t> SqliteStore::ScanReceiptKeys(ReceiptKeyCursor* after, size_t limit, const ReceiptKeyVisitor& each) {
+  // By the primary key's index, in its order.
+  Query q(db_, Prepare("SELECT sender, message_id, purge_after_ms FROM receipts "
+                       "WHERE (sender, message_id) > (?1, ?2) ORDER BY sender, message_id LIMIT ?3"));
+  q.Text(1, after->sender).Text(2, after->message_id).Int(3, static_cast<int64_t>(limit));
+  ReceiptKeyCursor last;
+  size_t n = 0;
   int rc;
-  while ((rc = q.Step()) == SQLITE_ROW) each(q.ColumnText(0), q.ColumnText(1), q.ColumnInt(2));
+  while ((rc = q.Step()) == SQLITE_ROW) {
+    last.sender = q.ColumnText(0);
+    last.message_id = q.ColumnText(1);
+    each(last.sender, last.message_id, q.ColumnInt(2));
+    ++n;
+  }
   if (rc != SQLITE_DONE) return q.Error("store: reading the receipts' keys");
-  return Status::Ok();
+  if (n > 0) *after = std::move(last);
+  return n;
 }
 
 Status SqliteStore::PutReceipt(const std::string& sender, const std::string& message_id,

@@ -54,7 +54,7 @@ class SqliteStore final : public Store {
   // store::Store. Apply must not be called inside Begin().
   Status Apply(const WriteBatch& batch, std::vector<int64_t>* seqs) override;
   using Store::Apply;
-  Status ScanReceiptKeys(const ReceiptKeyVisitor& each) override;
+  StatusOr<size_t> ScanReceiptKeys(ReceiptKeyCursor* after, size_t limit, const ReceiptKeyVisitor& each) override;
   StatusOr<std::optional<std::vector<uint8_t>>> FindReceipt(const std::string& sender,
                                                            const std::string& message_id) override;
   // Without `damaged`, a copy that does not decrypt is set aside at once.

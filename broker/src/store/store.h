@@ -231,6 +231,13 @@ struct QueueEntry {
   int64_t created_ms = 0;
 };
 
+// A position in the receipts' keys (Store::ScanReceiptKeys): the scan goes
+// on after (sender, message_id). The default is before every key.
+struct ReceiptKeyCursor {
+  std::string sender;
+  std::string message_id;
+};
+
 // What the broker core stores through: it commits each batch with Apply and
 // reads committed state with the rest. A backend implements it (SQLite,
 // sqlite/sqlite_store.h, the embedded default); the core never names one.
@@ -268,13 +275,15 @@ class Store {
     }
     return out;
   }
-  // Calls `each` with the key and purge-after time of every stored receipt,
-  // in no particular order (the core's ReceiptFilter is loaded from it at
-  // start). Streams or reads in pages: memory stays bounded; on failure returns it,
-  // and `each` may have seen some keys, not all.
+  // Calls `each` with the key and purge-after time of up to `limit` stored
+  // receipts whose key is after `*after`, in key order, and moves `*after`
+  // to the last of them: a scan in pages (the core's ReceiptFilter is
+  // loaded so, a page at a time, from a default ReceiptKeyCursor on).
+  // Returns how many it visited: fewer than `limit` once no key is left.
+  // On failure `*after` is unchanged; `each` may have seen some of the page.
   using ReceiptKeyVisitor =
       std::function<void(std::string_view sender, std::string_view message_id, int64_t purge_after_ms)>;
-  virtual Status ScanReceiptKeys(const ReceiptKeyVisitor& each) = 0;
+  virtual StatusOr<size_t> ScanReceiptKeys(ReceiptKeyCursor* after, size_t limit, const ReceiptKeyVisitor& each) = 0;
   // Queued copies of `recipient` with seq > after_seq, in order, at most
   // `limit`, decrypted. A copy that does not decrypt is logged (its seq,
   // never contents) and skipped, and its seq added to `damaged` for the
