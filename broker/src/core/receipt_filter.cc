@@ -36,10 +36,13 @@ void ReceiptFilter::Hash(std::string_view sender, std::string_view message_id, u
   *h2 = Mix(*h1 ^ 0x6a09e667f3bcc909ULL) | 1;  // odd: the probes visit distinct bits
 }
 
+uint64_t ReceiptFilter::Probe(const Generation& g, uint64_t h1, uint64_t h2, int i) {
+  return (h1 + static_cast<uint64_t>(i) * h2) & (g.bits.size() * 64 - 1);
+}
+
 bool ReceiptFilter::Test(const Generation& g, uint64_t h1, uint64_t h2) {
-  const uint64_t mask = g.bits.size() * 64 - 1;
   for (int i = 0; i < kProbes; ++i) {
-    const uint64_t bit = (h1 + static_cast<uint64_t>(i) * h2) & mask;
+    const uint64_t bit = Probe(g, h1, h2, i);
     if ((g.bits[bit >> 6] & (uint64_t{1} << (bit & 63))) == 0) return false;
   }
   return true;
@@ -61,9 +64,8 @@ void ReceiptFilter::Add(std::string_view sender, std::string_view message_id, in
   uint64_t h1, h2;
   Hash(sender, message_id, &h1, &h2);
   Generation& g = generations_.back();
-  const uint64_t mask = g.bits.size() * 64 - 1;
   for (int i = 0; i < kProbes; ++i) {
-    const uint64_t bit = (h1 + static_cast<uint64_t>(i) * h2) & mask;
+    const uint64_t bit = Probe(g, h1, h2, i);
     g.bits[bit >> 6] |= uint64_t{1} << (bit & 63);
   }
   g.keys++;

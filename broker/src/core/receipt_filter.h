@@ -15,11 +15,11 @@
 // batch that purges is formed, Seal() names the generations that purge may
 // forget: those closed by then, and the newest too if all its keys are due
 // by the cut-off (it is then closed). Once the purge committed, Forget()
-// drops those of them whose keys are all due by its cut-off. Which keys a purge may forget is thus decided by
-// the order of events, not by the clock (a clock set back must not make a
-// key admitted after the purge look due by it). Memory follows the receipts
-// the store keeps (2 to 5 bytes a key). Not thread-safe: one thread (the
-// core) owns it.
+// drops those of them whose keys are all due by its cut-off. Which keys a
+// purge may forget is thus decided by the order of events, not by the clock
+// (a clock set back must not make a key admitted after the purge look due by
+// it). Memory follows the receipts the store keeps (2 to 5 bytes a key).
+// Not thread-safe: one thread (the core) owns it.
 #ifndef LIAISON_BROKER_CORE_RECEIPT_FILTER_H_
 #define LIAISON_BROKER_CORE_RECEIPT_FILTER_H_
 
@@ -70,6 +70,8 @@ class ReceiptFilter {
     int64_t last_purge_after_ms = INT64_MIN;
   };
   static void Hash(std::string_view sender, std::string_view message_id, uint64_t* h1, uint64_t* h2);
+  // The bit of `g` that probe `i` of a key hashed to (h1, h2) sets and tests.
+  static uint64_t Probe(const Generation& g, uint64_t h1, uint64_t h2, int i);
   static bool Test(const Generation& g, uint64_t h1, uint64_t h2);
   void Open(size_t capacity);
 
