@@ -49,9 +49,20 @@ CREATE TABLE IF NOT EXISTS messages (
 -- small row: a row's state changes touch pages of ~25 rows, and a delivered
 -- copy's page is freed for the next copies instead of left mostly empty.
 CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, sealed BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS messages_by_recipient ON messages (recipient, state, seq);
-CREATE INDEX IF NOT EXISTS messages_by_case ON messages (sender, case_hash, state);
-CREATE INDEX IF NOT EXISTS messages_by_expiry ON messages (state, expires_ms);
+-- The queues' indexes hold only the rows still queued (or set aside): an
+-- ack then removes the copy's entries instead of moving them (a delete and
+-- an insert each), and they stay the queues' size, not the retention's. The
+-- case index holds no state at all, so an ack does not touch it. Queries
+-- name the state as these predicates do ("state = 0 OR state = 5"; SQLite
+-- uses a partial index only for a WHERE that implies its predicate).
+CREATE INDEX IF NOT EXISTS messages_queued_by_recipient ON messages (recipient, state, seq)
+  WHERE state = 0 OR state = 5;
+CREATE INDEX IF NOT EXISTS messages_of_case ON messages (sender, case_hash);
+CREATE INDEX IF NOT EXISTS messages_queued_by_expiry ON messages (expires_ms) WHERE state = 0;
+-- Their predecessors (before 2026-12), which every ack rewrote.
+DROP INDEX IF EXISTS messages_by_recipient;
+DROP INDEX IF EXISTS messages_by_case;
+DROP INDEX IF EXISTS messages_by_expiry;
 CREATE TABLE IF NOT EXISTS receipts (
   sender TEXT NOT NULL, message_id TEXT NOT NULL, receipt BLOB NOT NULL,
   purge_after_ms INTEGER NOT NULL, PRIMARY KEY (sender, message_id));
@@ -1072,7 +1083,7 @@ StatusOr<LedgerTail> SqliteStore::ReadLedgerTail() {
 
 StatusOr<std::vector<QueueSummary>> SqliteStore::QueueSummaries() {
   Query q(db_, Prepare("SELECT recipient, SUM(state = 0), MIN(CASE WHEN state = 0 THEN created_ms END), "
-                       "SUM(state = 5) FROM messages WHERE state IN (0, 5) GROUP BY recipient ORDER BY recipient"));
+                       "SUM(state = 5) FROM messages WHERE (state = 0 OR state = 5) GROUP BY recipient ORDER BY recipient"));
   std::vector<QueueSummary> out;
   int rc;
   while ((rc = q.Step()) == SQLITE_ROW) {
@@ -1084,7 +1095,7 @@ StatusOr<std::vector<QueueSummary>> SqliteStore::QueueSummaries() {
 
 StatusOr<std::vector<QueueEntry>> SqliteStore::QueueEntries(const std::string& recipient, int limit) {
   Query q(db_, Prepare("SELECT seq, sender, message_id, label, state, created_ms FROM messages "
-                       "WHERE recipient = ?1 AND state IN (0, 5) ORDER BY seq LIMIT ?2"));
+                       "WHERE recipient = ?1 AND (state = 0 OR state = 5) ORDER BY seq LIMIT ?2"));
   q.Text(1, recipient).Int(2, limit);
   std::vector<QueueEntry> out;
   int rc;
