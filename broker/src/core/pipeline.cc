@@ -316,7 +316,7 @@ void Pipeline::AdmitArrivals() {
     if (uncommitted_receipts_.count(ReceiptKey(a.sender->id, env->id()->str()))) continue;
     // A key the filter rules out has no receipt (Admit takes key_of's
     // SIZE_MAX as "none stored").
-    if (receipt_filter_loaded_ && !receipt_filter_.MayContain(a.sender->id, env->id()->string_view())) continue;
+    if (SurelyNew(a.sender->id, env->id()->string_view())) continue;
     key_of[i] = keys.size();
     keys.emplace_back(a.sender->id, env->id()->str());
   }
@@ -373,7 +373,7 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     std::optional<std::vector<uint8_t>> original;
     if (auto it = uncommitted_receipts_.find(ReceiptKey(sender.id, peek_id)); it != uncommitted_receipts_.end()) {
       original = it->second;
-    } else if (!looked_up && receipt_filter_loaded_ && !receipt_filter_.MayContain(sender.id, peek_id)) {
+    } else if (!looked_up && SurelyNew(sender.id, peek_id)) {
       // Never given a receipt: new.
     } else {
       if (!looked_up) stats_.receipt_lookups++;

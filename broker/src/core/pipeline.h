@@ -243,6 +243,12 @@ class Pipeline {
   // is, while it goes on); until then every key is looked up.
   ReceiptFilter receipt_filter_;
   bool receipt_filter_loaded_ = false;
+  // True if (sender, id) was never given a receipt, known without a store
+  // read: the filter is loaded and rules the key out. False means "look it
+  // up" (maybe stored, or the filter is still loading).
+  bool SurelyNew(std::string_view sender, std::string_view id) const {
+    return receipt_filter_loaded_ && !receipt_filter_.MayContain(sender, id);
+  }
   std::optional<store::ReceiptKeyCursor> receipt_scan_;
   std::set<int64_t> notices_sending_;  // notices sent whose deletion is not yet committed
   uint64_t ledger_synced_ = 0;         // the ledger file is durable up to here
