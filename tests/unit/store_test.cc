@@ -346,6 +346,63 @@ TEST(StoreTest, SealedCopiesOpenOnlyAsTheirOwnRowUnderTheirKey) {
   EXPECT_NE(CaseHash(Key(20), "exit-a", "case-1"), CaseHash(Key(20), "exit-b", "case-1"));
 }
 
+// A new store has 8 KiB pages (three sealed 2 KiB copies share one; see
+// kPageSize); a store made with SQLite's default 4 KiB keeps its pages and
+// works as before: queues, acks and the reopen.
+TEST(StoreTest, ANewStoreHas8KiBPagesAndAnOlderStoreKeepsItsOwn) {
+  TempDir dir;
+  auto page_size = [](const std::string& path) {
+    sqlite3* db = nullptr;
+    int64_t size = -1;
+    if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+      sqlite3_stmt* q = nullptr;
+      if (sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &q, nullptr) == SQLITE_OK && sqlite3_step(q) == SQLITE_ROW) {
+        size = sqlite3_column_int64(q, 0);
+      }
+      sqlite3_finalize(q);
+    }
+    sqlite3_close(db);
+    return size;
+  };
+  const std::string fresh = dir.file("new.db");
+  {
+    auto s = SqliteStore::Open(fresh, Key(1));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+  }
+  EXPECT_EQ(8192, page_size(fresh));
+
+  const std::string older = dir.file("older.db");
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(SQLITE_OK, sqlite3_open_v2(older.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr));
+    ASSERT_EQ(SQLITE_OK, sqlite3_exec(db, "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; "
+                                          "CREATE TABLE meta (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+                                      nullptr, nullptr, nullptr));
+    sqlite3_close(db);
+  }
+  const std::string body(2048, 'x');
+  for (int round = 0; round < 2; ++round) {
+    auto s = SqliteStore::Open(older, Key(1));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    SqliteStore& store = **s;
+    ASSERT_TRUE(store.Begin().ok());
+    for (int i = 0; i < 10; ++i) {
+      ASSERT_TRUE(store.Enqueue("a", "m" + std::to_string(round) + "-" + std::to_string(i), "b", "CASE-1",
+                                reinterpret_cast<const uint8_t*>(body.data()), body.size(), 1000, 1000000, 2000000)
+                      .ok());
+    }
+    ASSERT_TRUE(store.Commit().ok());
+    auto pending = store.Pending("b", 0, 100);
+    ASSERT_TRUE(pending.ok()) << pending.status().ToString();
+    ASSERT_EQ(10u, pending->size());  // the round before's were acked
+    EXPECT_EQ(body, std::string((*pending)[9].envelope.begin(), (*pending)[9].envelope.end()));
+    ASSERT_TRUE(store.Begin().ok());
+    for (const auto& m : *pending) ASSERT_TRUE(store.Ack("b", m.seq, 2000).ok());
+    ASSERT_TRUE(store.Commit().ok());
+  }
+  EXPECT_EQ(4096, page_size(older));
+}
+
 // The periodic purge (every minute, inside the writer's transaction) and the
 // notices' reads find their rows through an index: a scan would read every
 // row kept for the retention period and hold up every sender's commit. The

@@ -85,10 +85,12 @@ class SqliteStatement {
 // file is opened: made owner-only first (it holds case data; SQLite gives
 // the -wal and -shm files it makes later this file's mode), a 5 s busy
 // timeout, WAL with synchronous=FULL (a commit is on disk when it returns).
-// `what` names the file in errors ("outbox", "store").
+// `what` names the file in errors ("outbox", "store"). `page_size`, if not
+// 0, is the page size of a file this call creates (a power of two from 512
+// to 65536); a file that exists keeps its own.
 // On success the connection is the caller's, to close with sqlite3_close;
 // on failure nothing stays open and the status says what and where.
-StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what);
+StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what, int page_size = 0);
 
 }  // namespace liaison
 

@@ -87,7 +87,7 @@ int64_t SqliteStatement::ColumnInt(int i) const { return sqlite3_column_int64(s_
 
 bool SqliteStatement::ColumnIsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
 
-StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what) {
+StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what, int page_size) {
   LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext(what));
   sqlite3* db = nullptr;
   // sqlite3_open_v2 makes a handle even when it fails (it carries the
@@ -98,7 +98,11 @@ StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& wh
   } else if (sqlite3_busy_timeout(db, 5000) != SQLITE_OK) {
     st = Status::IoError(SqliteError(db, what + " " + path));
   } else {
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
+    // Only before the first write (journal_mode=WAL is one) does the page
+    // size take effect; SQLite ignores it for a file that has pages.
+    const std::string sized = page_size > 0 ? "PRAGMA page_size=" + std::to_string(page_size) : std::string();
+    for (const char* pragma : {sized.c_str(), "PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"}) {
+      if (*pragma == '\0') continue;
       char* error = nullptr;
       if (sqlite3_exec(db, pragma, nullptr, nullptr, &error) != SQLITE_OK) {
         st = Status::IoError(SqliteError(db, what + " " + path + ": " + pragma));
