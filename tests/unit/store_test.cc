@@ -450,7 +450,7 @@ TEST(StoreTest, QueuesAreReadThroughIndexesOfQueuedCopiesAndAStoresFormerIndexes
   }
   sqlite3* db = nullptr;
   ASSERT_EQ(SQLITE_OK, sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr));
-  auto sql_rows = [db](const std::string& sql) {
+  auto sql_rows = [&db](const std::string& sql) {  // db is reopened below
     sqlite3_stmt* q = nullptr;
     EXPECT_EQ(SQLITE_OK, sqlite3_prepare_v2(db, sql.c_str(), -1, &q, nullptr)) << sqlite3_errmsg(db);
     std::string rows;
