@@ -308,7 +308,7 @@ TEST(StoreTest, BackgroundCheckpointsMoveTheWalIntoTheFile) {
         const std::string id = "m" + std::to_string(b * 100 + i);
         batch.copies.push_back({"a", id, "b", "CASE-1", "", std::vector<uint8_t>(4096, 'x'), 1000, 1000000, 2000000});
       }
-      ASSERT_TRUE((*s)->Apply(batch).ok());
+      { auto st = (*s)->Apply(batch); ASSERT_TRUE(st.ok()) << st.ToString(); }
     }
     struct stat after {};
     for (int i = 0; i < 100; ++i) {  // at most 10 s

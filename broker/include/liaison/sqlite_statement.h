@@ -87,10 +87,12 @@ class SqliteStatement {
 // timeout, WAL with synchronous=FULL (a commit is on disk when it returns).
 // `what` names the file in errors ("outbox", "store"). `page_size`, if not
 // 0, is the page size of a file this call creates (a power of two from 512
-// to 65536); a file that exists keeps its own.
+// to 65536); a file that exists keeps its own. `vfs` names a registered
+// SQLite VFS (nullptr: the default).
 // On success the connection is the caller's, to close with sqlite3_close;
 // on failure nothing stays open and the status says what and where.
-StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what, int page_size = 0);
+StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what, int page_size = 0,
+                                  const char* vfs = nullptr);
 
 }  // namespace liaison
 

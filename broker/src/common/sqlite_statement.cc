@@ -87,13 +87,14 @@ int64_t SqliteStatement::ColumnInt(int i) const { return sqlite3_column_int64(s_
 
 bool SqliteStatement::ColumnIsNull(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
 
-StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what, int page_size) {
+StatusOr<sqlite3*> OpenSqliteFile(const std::string& path, const std::string& what, int page_size,
+                                  const char* vfs) {
   LIAISON_RETURN_IF_ERROR(MakeOwnerOnlySqliteFile(path).WithContext(what));
   sqlite3* db = nullptr;
   // sqlite3_open_v2 makes a handle even when it fails (it carries the
   // error): closed on every failure below.
   Status st;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr) != SQLITE_OK) {
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) != SQLITE_OK) {
     st = Status::IoError(SqliteError(db, "cannot open the " + what + " " + path));
   } else if (sqlite3_busy_timeout(db, 5000) != SQLITE_OK) {
     st = Status::IoError(SqliteError(db, what + " " + path));

@@ -1,5 +1,7 @@
 #include "sqlite/sqlite_store.h"
 
+#include "sqlite/wal_write_vfs.h"
+
 #include "liaison/keys.h"
 #include "liaison/sqlite_statement.h"
 #include "store/sealing.h"
@@ -242,7 +244,11 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   // Case data: owner-only, whatever the umask (the -wal and -shm files
   // SQLite makes later take this file's mode); WAL with synchronous=FULL:
   // a commit is on disk when it returns.
-  auto db = OpenSqliteFile(path, "store", kPageSize);
+  // Its WAL is written through liaison's VFS: a commit's frames in two
+  // writes, not two per page (sqlite/wal_write_vfs.h).
+  auto vfs = WalWriteVfs();
+  if (!vfs.ok()) return vfs.status();
+  auto db = OpenSqliteFile(path, "store", kPageSize, *vfs);
   if (!db.ok()) return db.status();
   store->db_ = *db;
   // The page cache holds the queues' hot pages (the default 2 MiB is
