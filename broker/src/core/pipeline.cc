@@ -26,6 +26,16 @@ audit::Entry CopyEntry(ledger::Decision decision, const std::string& message_id,
   return entry;
 }
 
+// The thread reference that `env`'s derived_from names, if it is one: only
+// references are looked up (a reference reaches its holder only after its
+// batch committed, so the store has it).
+std::optional<std::string_view> DerivedThreadRef(const wire::Envelope* env) {
+  if (env == nullptr || env->derived_from() == nullptr) return std::nullopt;
+  const std::string_view ref = env->derived_from()->string_view();
+  if (!IsThreadRef(ref)) return std::nullopt;
+  return ref;
+}
+
 }  // namespace
 
 Pipeline::Pipeline(const BrokerConfig& config, std::unique_ptr<store::Store> store,
@@ -292,8 +302,7 @@ void Pipeline::AdmitArrivals() {
   std::vector<std::pair<std::string, std::string>> keys;
   std::vector<size_t> key_of(arrivals.size(), SIZE_MAX);
   // And the threads they derive from (a reply names its thread): one store
-  // call too, not one per reply on this thread. Only references (committed:
-  // a reference reaches its holder only after its batch committed).
+  // call too, not one per reply on this thread.
   std::vector<std::string> refs;
   std::vector<size_t> ref_of(arrivals.size(), SIZE_MAX);
   for (size_t i = 0; i < arrivals.size(); ++i) {
@@ -304,9 +313,9 @@ void Pipeline::AdmitArrivals() {
     }
     const wire::Envelope* env = a.check.envelope;
     if (env == nullptr) continue;
-    if (env->derived_from() && IsThreadRef(env->derived_from()->string_view())) {
+    if (const auto ref = DerivedThreadRef(env)) {
       ref_of[i] = refs.size();
-      refs.push_back(env->derived_from()->str());
+      refs.emplace_back(*ref);
     }
     if (env->id() == nullptr || env->id()->size() == 0) continue;
     // An id that admission refuses has no receipt, and must not reach the
@@ -403,11 +412,10 @@ void Pipeline::Admit(const Arrival& arrival, std::optional<StatusOr<std::optiona
     disclosed = std::move(*to);
   }
 
-  // The thread a derived message names, if the sender holds it (committed:
-  // a thread reference reaches its holder only after its batch committed).
+  // The thread a derived message names, if the sender holds it.
   std::optional<store::Thread> parent;
-  if (peek && peek->derived_from() && IsThreadRef(peek->derived_from()->string_view())) {
-    auto found = arrival.thread ? *arrival.thread : reader_->FindThread(peek->derived_from()->str());
+  if (const auto ref = DerivedThreadRef(peek)) {
+    auto found = arrival.thread ? *arrival.thread : reader_->FindThread(std::string(*ref));
     if (!found.ok()) return unavailable(peek_id, found.status());
     if (*found && (*found)->holder == sender.id) parent = std::move(*found);
   }
