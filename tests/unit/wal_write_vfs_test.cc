@@ -39,13 +39,17 @@ long long WriteCalls() {
 
 class Db {
  public:
-  Db(const std::string& path, const char* vfs) {
-    ok_ = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, vfs) == SQLITE_OK;
+  // `query`: URI parameters, e.g. "psow=0".
+  Db(const std::string& path, const char* vfs, const std::string& query = "") {
+    const std::string name = query.empty() ? path : "file:" + path + "?" + query;
+    ok_ = sqlite3_open_v2(name.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI, vfs) ==
+          SQLITE_OK;
   }
   ~Db() { sqlite3_close(db_); }
   bool ok() const { return ok_; }
   int Exec(const std::string& sql) { return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr); }
   std::string error() const { return sqlite3_errmsg(db_); }
+  sqlite3* handle() const { return db_; }
   // The one integer `sql` returns; -1 if it fails.
   int64_t Int(const std::string& sql) {
     sqlite3_stmt* q = nullptr;
@@ -100,10 +104,10 @@ class WalWriteVfsTest : public ::testing::Test {
  protected:
   static constexpr int kRows = 60;
 
-  void OpenWriter(const std::string& synchronous) {
+  void OpenWriter(const std::string& synchronous, const std::string& query = "") {
     auto vfs = WalWriteVfs();
     ASSERT_TRUE(vfs.ok()) << vfs.status().ToString();
-    writer_ = std::make_unique<Db>(path_, *vfs);
+    writer_ = std::make_unique<Db>(path_, *vfs, query);
     ASSERT_TRUE(writer_->ok());
     MakeTable(*writer_, synchronous, kRows);
   }
@@ -113,26 +117,39 @@ class WalWriteVfsTest : public ::testing::Test {
   std::unique_ptr<Db> writer_;
 };
 
-TEST_F(WalWriteVfsTest, EveryCommitIsReadableAtOnceAndSurvivesTheProcess) {
-  // synchronous=NORMAL: no sync at a commit, so nothing but the VFS's own
-  // rule puts the frames in the file before the commit is published.
-  ASSERT_NO_FATAL_FAILURE(OpenWriter("NORMAL"));
-  Db& writer = *writer_;
-
-  Db reader(path_, nullptr);  // the default VFS: it reads the file alone
+// Each commit, read at once by another connection and in a copy of the
+// files taken with the writer still open (what a crash would leave).
+void ExpectEveryCommitReadableAtOnceAndAfterACrash(Db& writer, const TempDir& dir, const std::string& path,
+                                                   int rows) {
+  Db reader(path, nullptr);  // the default VFS: it reads the file alone
   ASSERT_TRUE(reader.ok());
   for (int gen = 1; gen <= 30; ++gen) {
-    ASSERT_EQ(SQLITE_OK, writer.Generation(gen, kRows)) << writer.error();
-    ASSERT_EQ(kRows, reader.Int("SELECT count(*) FROM t WHERE gen = " + std::to_string(gen) + " AND length(v) = 3001"))
+    ASSERT_EQ(SQLITE_OK, writer.Generation(gen, rows)) << writer.error();
+    ASSERT_EQ(rows, reader.Int("SELECT count(*) FROM t WHERE gen = " + std::to_string(gen) + " AND length(v) = 3001"))
         << "generation " << gen << " committed but not read";
     ASSERT_EQ(gen, reader.Int("SELECT max(gen) FROM t"));
   }
   // Every commit is in what a crash would leave, and its frames are valid.
-  Db recovered(CopyAsACrashWouldLeaveIt(dir_, path_), nullptr);
+  Db recovered(CopyAsACrashWouldLeaveIt(dir, path), nullptr);
   ASSERT_TRUE(recovered.ok());
-  EXPECT_EQ(kRows, recovered.Int("SELECT count(*) FROM t WHERE gen = 30 AND length(v) = 3001"));
-  EXPECT_EQ(30, recovered.Int("SELECT count(*) FROM t WHERE id >= " + std::to_string(kRows + 1)));
+  EXPECT_EQ(rows, recovered.Int("SELECT count(*) FROM t WHERE gen = 30 AND length(v) = 3001"));
+  EXPECT_EQ(30, recovered.Int("SELECT count(*) FROM t WHERE id >= " + std::to_string(rows + 1)));
   EXPECT_EQ(1, recovered.Int("SELECT 'ok' = (SELECT * FROM pragma_integrity_check)"));
+}
+
+TEST_F(WalWriteVfsTest, EveryCommitIsReadableAtOnceAndSurvivesTheProcess) {
+  // synchronous=NORMAL: no sync at a commit, so nothing but the VFS's own
+  // rule puts the frames in the file before the commit is published.
+  ASSERT_NO_FATAL_FAILURE(OpenWriter("NORMAL"));
+  ExpectEveryCommitReadableAtOnceAndAfterACrash(*writer_, dir_, path_, kRows);
+}
+
+// Without power-safe overwrite SQLite pads a commit to the next sector with
+// copies of its commit frame, the last one written in two parts around the
+// sync; every part is in the file before the commit is published.
+TEST_F(WalWriteVfsTest, ACommitPaddedToASectorIsWholeInTheFile) {
+  ASSERT_NO_FATAL_FAILURE(OpenWriter("FULL", "psow=0"));
+  ExpectEveryCommitReadableAtOnceAndAfterACrash(*writer_, dir_, path_, kRows);
 }
 
 // A write that fails (a file-size limit, as a full disk) fails its commit;
@@ -169,6 +186,31 @@ TEST_F(WalWriteVfsTest, AFailedWriteFailsItsCommitAndTheNextOneIsWhole) {
   Db recovered(CopyAsACrashWouldLeaveIt(dir_, path_), nullptr);
   ASSERT_TRUE(recovered.ok());
   EXPECT_EQ(kRows, recovered.Int("SELECT count(*) FROM t WHERE gen = 6 AND length(v) = 3001"));
+  EXPECT_EQ(1, recovered.Int("SELECT 'ok' = (SELECT * FROM pragma_integrity_check)"));
+}
+
+// A transaction that spilled frames into the buffer and rolled back leaves
+// nothing to be written later over frames another connection committed
+// meanwhile at the same place in the WAL.
+TEST_F(WalWriteVfsTest, ARolledBackSpillIsNotWrittenOverAnotherWritersCommit) {
+  ASSERT_NO_FATAL_FAILURE(OpenWriter("FULL"));
+  Db& writer = *writer_;
+  // Two passes over 180 KiB with a 4-page cache: frames spill, unflushed.
+  ASSERT_EQ(SQLITE_OK, writer.Exec("BEGIN; UPDATE t SET gen = 99, v = randomblob(3001); "
+                                   "UPDATE t SET v = randomblob(3001); ROLLBACK;"))
+      << writer.error();
+  DiscardUnwrittenWalFrames(writer.handle());  // as SqliteStore::Rollback does
+
+  Db other(path_, nullptr);
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(SQLITE_OK, other.Generation(1, kRows)) << other.error();
+  ASSERT_EQ(SQLITE_OK, writer.Generation(2, kRows)) << writer.error();
+  EXPECT_EQ(0, other.Int("SELECT count(*) FROM t WHERE gen = 99"));
+  Db recovered(CopyAsACrashWouldLeaveIt(dir_, path_), nullptr);
+  ASSERT_TRUE(recovered.ok());
+  EXPECT_EQ(kRows, recovered.Int("SELECT count(*) FROM t WHERE gen = 2 AND length(v) = 3001"));
+  EXPECT_EQ(2, recovered.Int("SELECT count(*) FROM t WHERE id > " + std::to_string(kRows)))
+      << "a commit is missing from the WAL";
   EXPECT_EQ(1, recovered.Int("SELECT 'ok' = (SELECT * FROM pragma_integrity_check)"));
 }
 

@@ -576,6 +576,7 @@ Status SqliteStore::Commit() {
 
 void SqliteStore::Rollback() {
   if (in_transaction_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  DiscardUnwrittenWalFrames(db_);
   in_transaction_ = false;
   case_keys_.clear();
   shred_pending_ = false;

@@ -25,8 +25,11 @@ constexpr size_t kMaxWriteBytes = 0x1ffff;
 // The bytes written to a WAL file and not yet handed to it.
 struct Pending {
   std::vector<unsigned char> bytes;
-  sqlite3_int64 offset = 0;           // of bytes[0]
-  sqlite3_int64 commit_page_at = -1;  // where the last commit frame's page goes
+  sqlite3_int64 offset = 0;  // of bytes[0]
+  // From a commit frame's header to the next header that is not one: the
+  // commit frame's page, and with `psow=0` the padding frames SQLite
+  // repeats it in, split around a sync, all written as they come.
+  bool in_commit = false;
 };
 
 struct WalFile {
@@ -74,8 +77,7 @@ bool IsCommitFrameHeader(const void* data, int n) {
 int WalWrite(sqlite3_file* file, const void* data, int n, sqlite3_int64 off) {
   WalFile* f = Wal(file);
   Pending& p = *f->pending;
-  const bool page_of_commit_frame = off == p.commit_page_at;
-  p.commit_page_at = -1;
+  if (n == kFrameHeaderBytes) p.in_commit = IsCommitFrameHeader(data, n);
   const sqlite3_int64 end = p.offset + static_cast<sqlite3_int64>(p.bytes.size());
   if (!p.bytes.empty() && off >= p.offset && off + n <= end) {
     std::memcpy(p.bytes.data() + (off - p.offset), data, n);  // a frame of this transaction rewritten
@@ -98,15 +100,12 @@ int WalWrite(sqlite3_file* file, const void* data, int n, sqlite3_int64 off) {
   }
   // A commit is in the file before SQLite publishes it in the wal-index,
   // where other connections look for frames, whatever `synchronous` says:
-  // the commit frame's header goes with the frames before it, and its page
-  // is written as it comes. (A header is also written alone when SQLite
-  // rewrites the checksums of a transaction's frames, and then nothing
-  // follows it before the commit is published.)
-  if (IsCommitFrameHeader(data, n)) {
-    p.commit_page_at = off + kFrameHeaderBytes;
-    return Flush(f);
-  }
-  return page_of_commit_frame ? Flush(f) : SQLITE_OK;
+  // the commit frame's header goes with the frames before it, and what
+  // follows it until the next transaction's first header is written as it
+  // comes. (A header is also written alone when SQLite rewrites the
+  // checksums of a transaction's frames; the last one rewritten is the
+  // commit frame's, before the commit is published.)
+  return p.in_commit ? Flush(f) : SQLITE_OK;
 }
 
 int WalRead(sqlite3_file* file, void* data, int n, sqlite3_int64 off) {
@@ -255,6 +254,16 @@ int CurrentTimeInt64(sqlite3_vfs* vfs, sqlite3_int64* out) {
 }
 
 }  // namespace
+
+void DiscardUnwrittenWalFrames(sqlite3* db) {
+  sqlite3_file* wal = nullptr;
+  // Answered by the pager itself, without a call into the VFS.
+  if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK || wal == nullptr) return;
+  if (wal->pMethods != &kWalMethods) return;  // not ours, or not open
+  Pending& p = *Wal(wal)->pending;
+  p.bytes.clear();
+  p.in_commit = false;
+}
 
 StatusOr<const char*> WalWriteVfs() {
   static sqlite3_vfs vfs;
