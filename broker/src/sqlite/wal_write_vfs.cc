@@ -13,8 +13,8 @@ namespace liaison {
 namespace {
 
 constexpr char kVfsName[] = "liaison-wal-writes";
-// A commit of a full batch is a few hundred 8 KiB frames: one write each,
-// and a bound on what a WAL file holds in memory.
+// What a WAL file holds in memory at most: a full batch's commit is a few
+// hundred 8 KiB frames, a few MiB.
 constexpr size_t kMaxBufferBytes = size_t{4} << 20;
 constexpr int kFrameHeaderBytes = 24;  // SQLite's WAL file format
 // The default (unix) VFS writes at most 128 KiB - 1 bytes per call (it masks
