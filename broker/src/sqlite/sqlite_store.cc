@@ -244,7 +244,7 @@ StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path
   // Case data: owner-only, whatever the umask (the -wal and -shm files
   // SQLite makes later take this file's mode); WAL with synchronous=FULL:
   // a commit is on disk when it returns.
-  // Its WAL is written through liaison's VFS: a commit's frames in two
+  // Its WAL is written through liaison's VFS: a commit's frames in a few
   // writes, not two per page (sqlite/wal_write_vfs.h).
   auto vfs = WalWriteVfs();
   if (!vfs.ok()) return vfs.status();
