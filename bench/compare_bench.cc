@@ -260,8 +260,10 @@ StatusOr<double> DiskSyncMedianMs(int n) {
 // full-page writes into the runs after them), and new WAL segments not
 // zero-filled (see the same section: a fresh cluster creates a segment every
 // second or two at 2,000 msg/s, and zero-filling 16 MiB inside a COMMIT was
-// that run's worst latency); nullptr with a line saying why when PostgreSQL
-// is not installed.
+// that run's worst latency), and its background writer not forcing its
+// writes out every 512 kB (the same section: with it, COMMITs at 2,000
+// msg/s were slow in runs every 300-350 ms); nullptr with a line saying why
+// when PostgreSQL is not installed.
 StatusOr<std::optional<FigureT>> MeasureLiaisonOnPostgres(const Options& o, const std::string& policies,
                                                           const std::vector<uint8_t>& referral) {
   if (testing::PgCluster::FindBinDir().empty()) {
@@ -269,7 +271,8 @@ StatusOr<std::optional<FigureT>> MeasureLiaisonOnPostgres(const Options& o, cons
     return std::optional<FigureT>();
   }
   auto cluster =
-      testing::PgCluster::Start({"max_wal_size=8GB", "checkpoint_timeout=15min", "shared_buffers=1GB", "wal_init_zero=off"});
+      testing::PgCluster::Start({"max_wal_size=8GB", "checkpoint_timeout=15min", "shared_buffers=1GB", "wal_init_zero=off",
+                                 "bgwriter_flush_after=0"});
   if (!cluster.ok()) return cluster.status().WithContext("PostgreSQL for liaison-pg");
   auto url = (*cluster)->CreateDatabase("bench");
   if (!url.ok()) return url.status().WithContext("PostgreSQL for liaison-pg");
